@@ -1,0 +1,540 @@
+"""The emulator's HTTP face: a Starlette app over :class:`Emulator` that speaks ToAPIs (toapis-api.md).
+
+Routes (§1)::
+
+    POST /v1/images/generations           submit: auth → fault draw → submit bucket → validate → charge
+    GET  /v1/images/generations/{id}      status by task id or client_business_id: auth → fault → query bucket
+    POST /v1/uploads/images               multipart ``file`` → {success, message, data{id,url,mime_type,size}}
+    GET  /v1/models  /v1/balance  /v1/user/balance
+    GET  /files/generated/<task>_<i>.png  result images (404 before completion, 410 after expires_at)
+    GET  /files/uploads/<id>.<ext>        uploaded images
+    GET  /_emulator/requests | ledger | config;  POST /_emulator/config | reset | advance   (not recorded)
+
+Design choices where the docs are silent: injected 429/5xx/504 on submit happen *before* a task exists
+(nothing is charged); only ``p_drop_after_submit`` creates and charges a task and then drops the connection.
+A reused ``client_business_id`` creates another task (and charge), as a plain gateway would; lookups by it
+return the newest task (``duplicate_business_id="reject"`` answers 400 instead). Tasks are scoped to the key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Final
+from urllib.parse import parse_qsl
+
+import anyio
+import anyio.to_thread
+import httpx
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pixmake.emulator.config import EmulatorConfig, config_from_mapping
+from pixmake.emulator.models import MODELS, TEXT_MODELS, InvalidField, validate_submit
+from pixmake.emulator.render import render_png
+from pixmake.emulator.state import (
+    Emulator,
+    Ledger,
+    QuotaExceeded,
+    RateDecision,
+    RecordedRequest,
+    expires_at,
+    redact_headers,
+    submit_view,
+    task_view,
+)
+
+__all__ = ["ConnectionCloser", "Emulator", "EmulatorConfig", "Ledger", "RecordedRequest", "create_app"]
+
+ConnectionCloser = Callable[[tuple[str, int] | None], bool]
+"""Closes the client connection ``(host, port)`` at the transport level; True if it found it."""
+
+_MAX_UPLOAD: Final = 10 * 1024 * 1024
+_USD_PER_IMAGE: Final = 0.02  # INF: a plausible price, only used by the balance endpoints
+_SLOW_CHUNKS: Final = 10
+_DISCONNECT_WAIT: Final = 5.0
+
+_AUTH_TYPE: Final = "authentication_error"
+_ERRORS: Final[Mapping[str, tuple[int, Mapping[str, object]]]] = {
+    "invalid_request": (400, {"code": "invalid_request", "message": "", "type": "invalid_request_error"}),
+    "unauthorized_submit": (401, {"code": "unauthorized", "message": "Invalid API key", "type": _AUTH_TYPE}),
+    "unauthorized_query": (
+        401,
+        {"code": 401, "message": "Authentication failed, please check your API key", "type": _AUTH_TYPE},
+    ),
+    "insufficient_quota": (
+        402,
+        {
+            "code": "insufficient_quota",
+            "message": "Insufficient balance, please top up",
+            "type": "insufficient_quota",
+        },
+    ),
+    "not_found": (404, {"code": 404, "message": "Task not found", "type": "not_found_error"}),
+    "rate_limit_exceeded": (
+        429,
+        {"code": "rate_limit_exceeded", "message": "Async task request rate exceeded"},
+    ),
+    "internal_error": (
+        500,
+        {"code": "internal_error", "message": "Internal server error", "type": "internal_error"},
+    ),
+    "bad_gateway": (
+        502,
+        {"code": "bad_gateway", "message": "Upstream service unavailable", "type": "upstream_error"},
+    ),
+    "rate_limit_unavailable": (
+        503,
+        {"code": "rate_limit_unavailable", "message": "Async task submit limiter is temporarily unavailable"},
+    ),
+}
+_FAULT_ERRORS: Final[Mapping[str, str]] = {
+    "p_429": "rate_limit_exceeded",
+    "p_500": "internal_error",
+    "p_502": "bad_gateway",
+    "p_503_unavailable": "rate_limit_unavailable",
+}
+_GATEWAY_504: Final = """<html>
+<head><title>504 Gateway Time-out</title></head>
+<body>
+<center><h1>504 Gateway Time-out</h1></center>
+<hr><center>Powered by volc-dcdn</center>
+<hr><center>tengine</center>
+</body>
+</html>
+"""
+_IMAGE_TYPES: Final = (
+    (0, b"\x89PNG\r\n\x1a\n", "image/png", "png"),
+    (0, b"\xff\xd8\xff", "image/jpeg", "jpg"),
+    (0, b"GIF87a", "image/gif", "gif"),
+    (0, b"GIF89a", "image/gif", "gif"),
+    (8, b"WEBP", "image/webp", "webp"),  # and b"RIFF" at 0, checked below
+)
+_UNSUPPORTED_IMAGE: Final = "Unsupported image type. Allowed: JPEG, PNG, WebP, GIF"
+_TOO_LARGE: Final = "Image too large. Maximum size is 10MB"
+
+
+def error_response(
+    kind: str,
+    config: EmulatorConfig,
+    *,
+    message: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """A documented error envelope (§4.1); ``error_code_style="int"`` swaps ``code`` for the HTTP status."""
+    status, template = _ERRORS[kind]
+    error: dict[str, object] = {"code": status if config.error_code_style == "int" else template["code"]}
+    error["message"] = message if message is not None else template["message"]
+    if param is not None:
+        error["param"] = param
+    if "type" in template:
+        error["type"] = template["type"]
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+def _rate_headers(decision: RateDecision | None) -> dict[str, str]:
+    if decision is None:
+        return {}
+    headers = {
+        "X-RateLimit-Limit": str(decision.limit),
+        "X-RateLimit-Remaining": str(decision.remaining),
+        "X-RateLimit-Reset": str(decision.reset),
+        "X-RateLimit-Category": decision.category,
+    }
+    if not decision.allowed:
+        headers["Retry-After"] = str(decision.retry_after)
+    return headers
+
+
+def _sniff_image(data: bytes) -> tuple[str, str] | None:
+    for offset, magic, mime_type, extension in _IMAGE_TYPES:
+        if data[offset : offset + len(magic)] == magic and (extension != "webp" or data[:4] == b"RIFF"):
+            return mime_type, extension
+    return None
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+@dataclass(slots=True)
+class _Capture:
+    """Shared between the recorder and a handler: the handler marks a deliberately dropped connection."""
+
+    dropped: bool = False
+
+
+_CAPTURE_KEY: Final = "pixmake.emulator.capture"
+
+
+class _Recorder:
+    """ASGI middleware that records every non-control request, its body and its status."""
+
+    def __init__(self, app: ASGIApp, emulator: Emulator) -> None:
+        self.app = app
+        self.emulator = emulator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        status: list[int] = []
+        capture = scope[_CAPTURE_KEY] = _Capture()
+
+        async def receive_body() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+            return message
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive_body, send_status)
+        finally:
+            final_status = None if capture.dropped or not status else status[0]
+            self.emulator.record(self._recorded(scope, b"".join(chunks), final_status))
+
+    def _recorded(self, scope: Scope, body: bytes, status: int | None) -> RecordedRequest:
+        headers = redact_headers(scope["headers"])
+        return RecordedRequest(
+            method=scope["method"],
+            path=scope["path"],
+            query=dict(parse_qsl(scope["query_string"].decode("latin-1"))),
+            headers=headers,
+            json=_maybe_json(headers.get("content-type", ""), body),
+            body_size=len(body),
+            status=status,
+            time=self.emulator.now(),
+        )
+
+
+def _maybe_json(content_type: str, body: bytes) -> object | None:
+    if "json" not in content_type or not body:
+        return None
+    try:
+        parsed: object = json.loads(body)
+    except ValueError:
+        return None
+    return parsed
+
+
+async def _drop_connection(scope: Scope, receive: Receive, closer: ConnectionCloser | None) -> None:
+    """Close the client's connection with no (further) response bytes.
+
+    On a real server the transport is closed and we wait for uvicorn to notice, so nothing else is sent.
+    In-process (``httpx.ASGITransport``) there is no connection, so raise what httpx raises for one.
+    """
+    if _CAPTURE_KEY in scope:
+        scope[_CAPTURE_KEY].dropped = True
+    if closer is not None and closer(scope.get("client")):
+        with anyio.move_on_after(_DISCONNECT_WAIT):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        return
+    raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+class _Download(Response):
+    """A file body that can arrive slowly (``trickle``) or stop halfway (``truncate``)."""
+
+    def __init__(
+        self,
+        data: bytes,
+        media_type: str,
+        *,
+        fault: str | None,
+        seconds: float,
+        closer: ConnectionCloser | None,
+    ) -> None:
+        super().__init__(data, media_type=media_type)
+        self.fault, self.seconds, self.closer = fault, seconds, closer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fault is None:
+            await super().__call__(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if self.fault == "p_truncated_download":
+            half = self.body[: len(self.body) // 2]
+            await send({"type": "http.response.body", "body": half, "more_body": True})
+            await _drop_connection(scope, receive, self.closer)
+            return
+        step = -(-len(self.body) // _SLOW_CHUNKS)
+        for start in range(0, len(self.body), step):
+            await anyio.sleep(self.seconds / _SLOW_CHUNKS)
+            more = start + step < len(self.body)
+            chunk = self.body[start : start + step]
+            await send({"type": "http.response.body", "body": chunk, "more_body": more})
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Api:
+    """The route handlers, bound to one emulator (and, on a real server, its connection closer)."""
+
+    def __init__(self, emulator: Emulator, closer: ConnectionCloser | None) -> None:
+        self.emu = emulator
+        self.closer = closer
+
+    # -- shared steps -------------------------------------------------------------------------------
+
+    def _auth(self, request: Request) -> str | Response:
+        """The request's API key, or the documented 401 (submit style on POST, status style on GET)."""
+        key = self.emu.authenticate(request.headers.get("authorization"))
+        if key is not None:
+            return key
+        kind = "unauthorized_submit" if request.method == "POST" else "unauthorized_query"
+        return error_response(kind, self.emu.config)
+
+    def _fault_response(self, fault: str | None, category: str) -> Response | None:
+        if fault is None or fault == "p_drop_after_submit":
+            return None
+        if fault == "p_504_html":
+            return HTMLResponse(_GATEWAY_504, status_code=504)
+        headers: dict[str, str] = {}
+        if fault == "p_429":
+            config = self.emu.config
+            burst = config.submit_burst if category == "async_submit" else config.query_burst
+            headers = _rate_headers(RateDecision(False, category, burst, 0, 1, 1))
+        return error_response(_FAULT_ERRORS[fault], self.emu.config, headers=headers)
+
+    def _invalid(self, problem: InvalidField) -> Response:
+        config = self.emu.config
+        return error_response("invalid_request", config, message=problem.message, param=problem.param)
+
+    def _limit(self, category: str, key: str) -> tuple[dict[str, str], Response | None]:
+        decision = self.emu.take_token(category, key)
+        headers = _rate_headers(decision)
+        if decision is not None and not decision.allowed:
+            return headers, error_response("rate_limit_exceeded", self.emu.config, headers=headers)
+        return headers, None
+
+    # -- task endpoints -----------------------------------------------------------------------------
+
+    async def submit(self, request: Request) -> Response:
+        """``POST /v1/images/generations``."""
+        key = self._auth(request)
+        if isinstance(key, Response):
+            return key
+        fault = self.emu.draw_fault("submit")
+        headers, refused = self._limit("async_submit", key) if fault is None else ({}, None)
+        refused = self._fault_response(fault, "async_submit") or refused
+        if refused is not None:
+            return refused
+        try:
+            body: object = json.loads(await request.body())
+        except ValueError:
+            return self._invalid(InvalidField("body", "The request body must be valid JSON."))
+        result = validate_submit(body)
+        if isinstance(result, InvalidField):
+            return self._invalid(result)
+        try:
+            task = self.emu.create_task(key, result)
+        except QuotaExceeded:
+            return error_response("insufficient_quota", self.emu.config)
+        except KeyError:
+            return self._invalid(
+                InvalidField("client_business_id", "The 'client_business_id' is already used.")
+            )
+        if fault == "p_drop_after_submit":
+            await _drop_connection(request.scope, request.receive, self.closer)
+        return JSONResponse(submit_view(task, self.emu.config), headers=headers)
+
+    async def status(self, request: Request) -> Response:
+        """``GET /v1/images/generations/{task_id}`` (or a client_business_id)."""
+        key = self._auth(request)
+        if isinstance(key, Response):
+            return key
+        fault = self.emu.draw_fault("query")
+        headers, refused = self._limit("async_query", key) if fault is None else ({}, None)
+        refused = self._fault_response(fault, "async_query") or refused
+        if refused is not None:
+            return refused
+        task = self.emu.find_task(key, request.path_params["task_id"])
+        if task is None:
+            return error_response("not_found", self.emu.config, headers=headers)
+        body = task_view(task, self.emu.now(), self.emu.config, _base_url(request))
+        return JSONResponse(body, headers=headers)
+
+    # -- uploads ------------------------------------------------------------------------------------
+
+    async def upload(self, request: Request) -> Response:
+        """``POST /v1/uploads/images`` (multipart ``file``, optional ``purpose``)."""
+        key = self._auth(request)
+        if isinstance(key, Response):
+            return key
+        refused = self._fault_response(self.emu.draw_fault("upload"), "upload")
+        if refused is not None:
+            return refused
+        async with request.form(max_part_size=_MAX_UPLOAD) as form:
+            file, purpose = form.get("file"), form.get("purpose")
+            data = await file.read(_MAX_UPLOAD + 1) if isinstance(file, UploadFile) else None
+        if data is None:
+            return _upload_error("The 'file' field is required.")
+        if len(data) > _MAX_UPLOAD:
+            return _upload_error(_TOO_LARGE)
+        sniffed = _sniff_image(data)
+        if sniffed is None:
+            return _upload_error(_UNSUPPORTED_IMAGE)
+        purpose_text = purpose if isinstance(purpose, str) and purpose else "generation"
+        upload = self.emu.add_upload(key, data, *sniffed, purpose=purpose_text)
+        url = f"{_base_url(request)}/files/uploads/{upload.id}.{upload.extension}"
+        payload = {"id": upload.id, "url": url, "mime_type": upload.mime_type, "size": len(data)}
+        return JSONResponse({"success": True, "message": "", "data": payload})
+
+    # -- files --------------------------------------------------------------------------------------
+
+    async def generated_file(self, request: Request) -> Response:
+        """``GET /files/generated/<task>_<i>.png``: 404 until completed, 410 once expired."""
+        stem, _, extension = request.path_params["name"].rpartition(".")
+        task_id, _, index_text = stem.rpartition("_")
+        task = self.emu.task_by_id(task_id)
+        index = int(index_text) if index_text.isdigit() else 0
+        now, config = self.emu.now(), self.emu.config
+        if task is None or extension != "png" or not 1 <= index <= task.submission.n:
+            return Response("Not Found", status_code=404)
+        if now < task.finished or task.failure is not None:
+            return Response("Not Found", status_code=404)
+        if now >= expires_at(task, config):
+            return Response("Gone", status_code=410)
+        sub = task.submission
+        data = await anyio.to_thread.run_sync(
+            render_png, sub.model, sub.prompt, sub.width, sub.height, index, sub.n
+        )
+        fault = self.emu.draw_fault("download")
+        seconds = config.slow_download_seconds
+        return _Download(data, "image/png", fault=fault, seconds=seconds, closer=self.closer)
+
+    async def uploaded_file(self, request: Request) -> Response:
+        """``GET /files/uploads/<id>.<ext>``."""
+        upload_id = request.path_params["name"].rpartition(".")[0]
+        upload = self.emu.get_upload(upload_id)
+        if upload is None:
+            return Response("Not Found", status_code=404)
+        return Response(upload.data, media_type=upload.mime_type)
+
+    # -- catalogue and account ------------------------------------------------------------------------
+
+    async def models(self, request: Request) -> Response:
+        """``GET /v1/models?type=text|image|all`` (default text, §1)."""
+        key = self._auth(request)
+        if isinstance(key, Response):
+            return key
+        wanted = request.query_params.get("type", "text")
+        kinds = {"text": ("text",), "image": ("image",), "all": ("text", "image")}.get(wanted, ("text",))
+        catalogue = [(name, "text") for name in TEXT_MODELS] + [(name, "image") for name in MODELS]
+        data = [_model_entry(name, kind) for name, kind in catalogue if kind in kinds]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def balance(self, request: Request) -> Response:
+        """``GET /v1/balance`` (token) and ``GET /v1/user/balance`` (user); amounts in USD (INF)."""
+        key = self._auth(request)
+        if isinstance(key, Response):
+            return key
+        quota = self.emu.config.quota_images
+        used = round(self.emu.ledger.net_images * _USD_PER_IMAGE, 4)
+        granted = 100.0 if quota is None else round(quota * _USD_PER_IMAGE, 4)
+        if request.url.path == "/v1/user/balance":
+            return JSONResponse(
+                {
+                    "object": "user.balance",
+                    "balance": round(granted - used, 4),
+                    "used": used,
+                    "currency": "USD",
+                }
+            )
+        body = {"object": "token.balance", "total_granted": granted, "total_used": used}
+        body |= {"total_available": round(granted - used, 4), "unlimited": quota is None, "currency": "USD"}
+        return JSONResponse(body)
+
+    # -- control plane ------------------------------------------------------------------------------
+
+    async def control_requests(self, request: Request) -> Response:
+        """``GET /_emulator/requests``: the record as JSON."""
+        return JSONResponse({"requests": [asdict(item) for item in self.emu.requests]})
+
+    async def control_ledger(self, request: Request) -> Response:
+        """``GET /_emulator/ledger``: entries plus totals."""
+        ledger = self.emu.ledger
+        entries = [asdict(entry) | {"net_images": entry.net_images} for entry in ledger.entries]
+        totals = {"charged_images": ledger.charged_images, "refunded_images": ledger.refunded_images}
+        return JSONResponse({"entries": entries, **totals, "net_images": ledger.net_images})
+
+    async def control_config(self, request: Request) -> Response:
+        """``GET``/``POST /_emulator/config``: read, or change some knobs (JSON object) keeping state."""
+        if request.method == "POST":
+            try:
+                self.emu.reconfigure(config_from_mapping(await request.json(), self.emu.config))
+            except (ValueError, TypeError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(asdict(self.emu.config))
+
+    async def control_reset(self, request: Request) -> Response:
+        """``POST /_emulator/reset``: clear state; an optional JSON body replaces knobs from the defaults."""
+        raw = await request.body()
+        try:
+            config = config_from_mapping(json.loads(raw)) if raw.strip() else None
+        except (ValueError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        self.emu.reset(config)
+        return JSONResponse(asdict(self.emu.config))
+
+    async def control_advance(self, request: Request) -> Response:
+        """``POST /_emulator/advance`` with ``{"seconds": s}``: move the emulator clock forward."""
+        body = await request.json()
+        seconds = body.get("seconds") if isinstance(body, dict) else None
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+            return JSONResponse({"error": "'seconds' must be a non-negative number"}, status_code=400)
+        self.emu.advance(float(seconds))
+        return JSONResponse({"now": self.emu.now()})
+
+    def routes(self) -> list[Route]:
+        """The route table."""
+        table: list[tuple[str, Handler, list[str]]] = [
+            ("/v1/images/generations", self.submit, ["POST"]),
+            ("/v1/images/generations/{task_id}", self.status, ["GET"]),
+            ("/v1/uploads/images", self.upload, ["POST"]),
+            ("/v1/models", self.models, ["GET"]),
+            ("/v1/balance", self.balance, ["GET"]),
+            ("/v1/user/balance", self.balance, ["GET"]),
+            ("/files/generated/{name}", self.generated_file, ["GET"]),
+            ("/files/uploads/{name}", self.uploaded_file, ["GET"]),
+            ("/_emulator/requests", self.control_requests, ["GET"]),
+            ("/_emulator/ledger", self.control_ledger, ["GET"]),
+            ("/_emulator/config", self.control_config, ["GET", "POST"]),
+            ("/_emulator/reset", self.control_reset, ["POST"]),
+            ("/_emulator/advance", self.control_advance, ["POST"]),
+        ]
+        return [Route(path, handler, methods=methods) for path, handler, methods in table]
+
+
+def _upload_error(message: str) -> JSONResponse:
+    return JSONResponse({"success": False, "message": message}, status_code=400)
+
+
+def _model_entry(name: str, kind: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": 1760000000, "owned_by": "toapis", "type": kind}
+
+
+def create_app(emulator: Emulator, *, close_connection: ConnectionCloser | None = None) -> Starlette:
+    """Build the ASGI app over ``emulator``.
+
+    ``close_connection`` is given by :class:`~pixmake.emulator.server.EmulatorServer` so that dropped
+    connections are real; without it (e.g. under ``httpx.ASGITransport``) a drop raises
+    ``httpx.RemoteProtocolError`` into the caller, which is what httpx raises for a real drop.
+    """
+    app = Starlette(routes=_Api(emulator, close_connection).routes())
+    app.add_middleware(_Recorder, emulator=emulator)
+    return app

@@ -1,0 +1,163 @@
+"""The emulator's knobs: one frozen value, validated once, buildable from JSON or CLI strings.
+
+Defaults describe a well-behaved, fast ToAPIs: any ``Bearer sk-...`` key, 50 ms tasks, the documented
+default-group rate limits (toapis-api.md §4.2), no faults. Every fault knob is a probability drawn from a
+seeded ``random.Random``, so a fault sequence is reproducible for a given seed and request order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "EmulatorConfig",
+    "ErrorCodeStyle",
+    "ResultStyle",
+    "StatusDialect",
+    "config_from_mapping",
+]
+
+StatusDialect = Literal["queued", "submitted", "pending"]
+ErrorCodeStyle = Literal["string", "int"]
+ResultStyle = Literal["result", "images", "data"]
+DuplicateBusinessId = Literal["create", "reject"]
+
+_CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
+    "status_dialect": get_args(StatusDialect),
+    "error_code_style": get_args(ErrorCodeStyle),
+    "result_style": get_args(ResultStyle),
+    "duplicate_business_id": get_args(DuplicateBusinessId),
+}
+_SUBMIT_FAULTS: Final = ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit")
+_OUTCOME_FAULTS: Final = ("p_task_failed", "p_content_policy")
+_DOWNLOAD_FAULTS: Final = ("p_slow_download", "p_truncated_download")
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """Every knob of the emulator; the defaults are a well-behaved fast server.
+
+    Rate: ``*_rps=None`` disables that bucket. Faults: probabilities in [0, 1]; the submit faults, the
+    outcome faults and the download faults are each one categorical draw, so each group must sum to ≤ 1.
+    ``error_code_style="string"`` returns the error bodies exactly as documented (which mixes string and
+    integer codes, §4.1); ``"int"`` turns every HTTP error ``code`` into the integer status.
+    """
+
+    api_key: str | None = None
+    latency: float = 0.05
+    latency_jitter: float = 0.0
+    queued_fraction: float = 0.2
+    result_ttl: float = 86400.0
+    submit_rps: float | None = 5.0
+    submit_burst: int = 50
+    query_rps: float | None = 50.0
+    query_burst: int = 500
+    p_429: float = 0.0
+    p_500: float = 0.0
+    p_502: float = 0.0
+    p_504_html: float = 0.0
+    p_503_unavailable: float = 0.0
+    p_drop_after_submit: float = 0.0
+    p_task_failed: float = 0.0
+    p_content_policy: float = 0.0
+    p_slow_download: float = 0.0
+    p_truncated_download: float = 0.0
+    slow_download_seconds: float = 1.0
+    status_dialect: StatusDialect = "queued"
+    error_code_style: ErrorCodeStyle = "string"
+    top_level_url: bool = False
+    result_style: ResultStyle = "result"
+    duplicate_business_id: DuplicateBusinessId = "create"
+    quota_images: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Refuse impossible knob values early, with the knob's name."""
+        for name in (*_SUBMIT_FAULTS, *_OUTCOME_FAULTS, *_DOWNLOAD_FAULTS, "queued_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {value!r}")
+        for group in (_SUBMIT_FAULTS, _OUTCOME_FAULTS, _DOWNLOAD_FAULTS):
+            if sum(getattr(self, name) for name in group) > 1.0 + 1e-9:
+                raise ValueError(f"the probabilities {', '.join(group)} must sum to at most 1")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        for name in ("latency", "latency_jitter", "result_ttl", "slow_download_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+
+def _to_bool(name: str, value: object) -> object:
+    if isinstance(value, str):
+        return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{name} must be a boolean")
+
+
+def _to_int(name: str, value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{name} must be an integer")
+    return int(value)
+
+
+def _to_float(name: str, value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{name} must be a number")
+    return float(value)
+
+
+def _to_str(name: str, value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string")
+    return value
+
+
+_CONVERTERS: Final[Mapping[type, Callable[[str, object], object]]] = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+}
+
+
+def _coerce(name: str, value: object, default: object) -> object:
+    """Turn a JSON or command-line value into the type of the knob's default (None allowed where it is)."""
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if name in _NULLABLE:
+            return None
+        raise ValueError(f"{name} may not be null")
+    return _CONVERTERS[_KINDS.get(name, type(default))](name, value)
+
+
+_NULLABLE: Final = frozenset({"api_key", "submit_rps", "query_rps", "quota_images"})
+_KINDS: Final[Mapping[str, type]] = {
+    "api_key": str,
+    "submit_rps": float,
+    "query_rps": float,
+    "quota_images": int,
+}
+
+
+DEFAULT_CONFIG: Final = EmulatorConfig()
+"""The defaults: a well-behaved fast server."""
+
+
+def config_from_mapping(data: Mapping[str, object], base: EmulatorConfig | None = None) -> EmulatorConfig:
+    """Return ``base`` (default: the defaults) with the knobs in ``data`` replaced.
+
+    Values may be JSON-typed or strings (as from ``--knob name=value``). Raises ``ValueError`` for an
+    unknown knob or a value of the wrong type or range.
+    """
+    base = base or DEFAULT_CONFIG
+    fields = {field.name: getattr(base, field.name) for field in dataclasses.fields(EmulatorConfig)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown emulator knob(s): {', '.join(unknown)}")
+    changes = {name: _coerce(name, value, fields[name]) for name, value in data.items()}
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]  # checked by _coerce and __post_init__

@@ -1,0 +1,436 @@
+"""The emulator's state: tasks, uploads, the request record, the charge ledger and the rate buckets.
+
+A task's status is a pure function of the emulator clock (``task_view``): no background work runs, so an
+injected clock drives the whole lifecycle::
+
+    created ──queued_fraction·d──▶ in_progress (progress 1..99) ──d──▶ completed | failed (refunded)
+
+where ``d = latency + U(0, latency_jitter)`` is fixed at submit. Everything here is guarded by one lock, so
+tests may read the record from their own thread while uvicorn serves in another.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from pixmake.emulator.config import DEFAULT_CONFIG, EmulatorConfig
+from pixmake.emulator.models import Submission
+
+__all__ = [
+    "Emulator",
+    "FailureReason",
+    "Ledger",
+    "LedgerEntry",
+    "QuotaExceeded",
+    "RateDecision",
+    "RecordedRequest",
+    "Task",
+    "Upload",
+    "expires_at",
+    "redact_headers",
+    "result_urls",
+    "submit_view",
+    "task_view",
+]
+
+FailureReason = tuple[str, str]
+"""``(error.code, error.message)`` of a task that will fail."""
+
+_FAILURES: Final[Mapping[str, FailureReason]] = {
+    "p_task_failed": ("generation_failed", "call upstream API failed: upstream returned status 422"),
+    "p_content_policy": ("content_policy_violation", "Your request was rejected by the safety system."),
+}
+_SUBMIT_FAULTS: Final = ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit")
+_QUERY_FAULTS: Final = ("p_429", "p_500", "p_502", "p_504_html")
+_UPLOAD_FAULTS: Final = ("p_500", "p_502", "p_504_html")
+_DOWNLOAD_FAULTS: Final = ("p_slow_download", "p_truncated_download")
+_FAULT_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
+    "submit": _SUBMIT_FAULTS,
+    "query": _QUERY_FAULTS,
+    "upload": _UPLOAD_FAULTS,
+    "download": _DOWNLOAD_FAULTS,
+}
+_REDACTED_HEADERS: Final = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request the emulator received; secrets are redacted before it is stored."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    json: object | None
+    body_size: int
+    status: int | None  # None: the connection was dropped without a response
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One submitted generation task; its status is derived from ``now`` by :func:`task_view`."""
+
+    id: str
+    key: str
+    submission: Submission
+    created: float
+    started: float
+    finished: float
+    failure: FailureReason | None
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """An uploaded reference image, served back at ``/files/uploads/<id>.<ext>``."""
+
+    id: str
+    key: str
+    data: bytes
+    mime_type: str
+    extension: str
+    purpose: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What one task cost: charged at submit by ``n``, refunded in full when it fails."""
+
+    task_id: str
+    client_business_id: str | None
+    model: str
+    n: int
+    charged_images: int
+    refunded: bool
+
+    @property
+    def net_images(self) -> int:
+        """Images actually paid for."""
+        return 0 if self.refunded else self.charged_images
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    """All charges, in submit order, as of the moment it was read."""
+
+    entries: tuple[LedgerEntry, ...]
+
+    @property
+    def charged_images(self) -> int:
+        """Images charged at submit, refunds ignored."""
+        return sum(entry.charged_images for entry in self.entries)
+
+    @property
+    def refunded_images(self) -> int:
+        """Images given back for failed tasks."""
+        return sum(entry.charged_images for entry in self.entries if entry.refunded)
+
+    @property
+    def net_images(self) -> int:
+        """Images paid for after refunds."""
+        return self.charged_images - self.refunded_images
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """The outcome of taking a token; also feeds the ``X-RateLimit-*`` headers."""
+
+    allowed: bool
+    category: str
+    limit: int
+    remaining: int
+    reset: int
+    retry_after: int
+
+
+class QuotaExceeded(Exception):
+    """The submit would take the key past ``quota_images``."""
+
+
+@dataclass(slots=True)
+class _Bucket:
+    rate: float
+    burst: int
+    tokens: float
+    updated: float
+
+    def take(self, now: float, category: str, *, consume: bool = True) -> RateDecision:
+        self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        allowed = self.tokens >= 1.0
+        if allowed and consume:
+            self.tokens -= 1.0
+        wait = max(1, math.ceil((1.0 - self.tokens) / self.rate)) if not allowed else 0
+        return RateDecision(
+            allowed=allowed,
+            category=category,
+            limit=self.burst,
+            remaining=int(self.tokens),
+            reset=math.ceil((self.burst - self.tokens) / self.rate),
+            retry_after=wait,
+        )
+
+
+def _redact(name: str, value: str) -> str:
+    if name not in _REDACTED_HEADERS:
+        return value
+    scheme, _, secret = value.partition(" ")
+    prefix = "sk-" if secret.startswith("sk-") else ""
+    return f"{scheme} {prefix}…redacted" if secret else "…redacted"
+
+
+def redact_headers(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Decode ASGI headers into a dict, with credentials replaced by a marker."""
+    decoded = ((name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in headers)
+    return {name: _redact(name, value) for name, value in decoded}
+
+
+def _queued_view(task: Task, config: EmulatorConfig) -> dict[str, object]:
+    body: dict[str, object] = {"id": task.id}
+    if task.submission.client_business_id is not None:
+        body["client_business_id"] = task.submission.client_business_id
+    body |= {"object": "generation.task", "model": task.submission.model}
+    return body | {"status": config.status_dialect, "progress": 0, "created_at": int(task.created)}
+
+
+def submit_view(task: Task, config: EmulatorConfig) -> dict[str, object]:
+    """Return the submit response body (§2.1): always the queued task plus ``metadata: {}``."""
+    return _queued_view(task, config) | {"metadata": {}}
+
+
+def task_view(task: Task, now: float, config: EmulatorConfig, base_url: str) -> dict[str, object]:
+    """Return the status body (§3.3) of ``task`` at time ``now``."""
+    body = _queued_view(task, config)
+    if now < task.started:
+        return body
+    if now < task.finished:
+        share = (now - task.started) / (task.finished - task.started)
+        return body | {"status": "in_progress", "progress": min(99, 1 + int(98 * share))}
+    if task.failure is not None:
+        code, message = task.failure
+        return body | {"status": "failed", "progress": 0, "error": {"code": code, "message": message}}
+    return body | _completed_fields(task, config, base_url)
+
+
+def _completed_fields(task: Task, config: EmulatorConfig, base_url: str) -> dict[str, object]:
+    completed_at = int(task.finished)
+    items = [{"url": url} for url in result_urls(task, base_url)]
+    placement: dict[str, dict[str, object]] = {
+        "result": {"result": {"type": "image", "data": items}},
+        "images": {"images": items},
+        "data": {"data": items},
+    }
+    fields: dict[str, object] = {"status": "completed", "progress": 100, "completed_at": completed_at}
+    fields["expires_at"] = expires_at(task, config)
+    fields |= placement[config.result_style]
+    if config.top_level_url:
+        fields["url"] = items[0]["url"]
+    return fields
+
+
+def expires_at(task: Task, config: EmulatorConfig) -> int:
+    """When a completed task's result files stop being served (Unix seconds)."""
+    return int(task.finished + config.result_ttl)
+
+
+def result_urls(task: Task, base_url: str) -> list[str]:
+    """The absolute URLs of a task's images, 1-based: ``{base}/files/generated/<task>_<i>.png``."""
+    return [f"{base_url}/files/generated/{task.id}_{index}.png" for index in range(1, task.submission.n + 1)]
+
+
+def _pick(rng: random.Random, config: EmulatorConfig, knobs: Sequence[str]) -> str | None:
+    """One categorical draw over ``knobs``; always consumes exactly one random number."""
+    draw = rng.random()
+    for knob in knobs:
+        draw -= getattr(config, knob)
+        if draw < 0:
+            return knob
+    return None
+
+
+class Emulator:
+    """The emulator's whole state; the Starlette app (``create_app``) is a thin HTTP face over it."""
+
+    def __init__(
+        self, config: EmulatorConfig = DEFAULT_CONFIG, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        """Start empty with ``config``; ``clock`` returns Unix seconds and drives every timestamp."""
+        self._lock = threading.RLock()
+        self._clock = clock
+        self._offset = 0.0
+        self.config = config
+        self.reset(config)
+
+    # -- knobs and clock ---------------------------------------------------------------------------
+
+    def reconfigure(self, config: EmulatorConfig) -> None:
+        """Change the knobs, keep tasks, uploads, record and ledger; re-seed the random streams."""
+        with self._lock:
+            self.config = config
+            self._seed(config.seed)
+            self._buckets: dict[tuple[str, str], _Bucket] = {}
+
+    def reset(self, config: EmulatorConfig | None = None) -> None:
+        """Forget every task, upload, recorded request and charge; optionally switch config too."""
+        with self._lock:
+            self.reconfigure(config or self.config)
+            self._tasks: dict[str, Task] = {}
+            self._by_business_id: dict[tuple[str, str], str] = {}
+            self._uploads: dict[str, Upload] = {}
+            self._requests: list[RecordedRequest] = []
+            self._offset = 0.0
+
+    def _seed(self, seed: int) -> None:
+        self._rngs = {name: random.Random(f"{seed}:{name}") for name in (*_FAULT_GROUPS, "outcome", "ids")}
+
+    def now(self) -> float:
+        """The emulator's current time: the injected clock plus any :meth:`advance`."""
+        return self._clock() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the emulator's clock forward (for tests driving a subprocess emulator over HTTP)."""
+        with self._lock:
+            self._offset += seconds
+
+    # -- record and ledger -------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every API and file request received, in completion order (control endpoints excluded)."""
+        with self._lock:
+            return list(self._requests)
+
+    def submits(self) -> list[RecordedRequest]:
+        """The recorded ``POST /v1/images/generations`` requests."""
+        return [r for r in self.requests if r.method == "POST" and r.path == "/v1/images/generations"]
+
+    def record(self, request: RecordedRequest) -> None:
+        """Append one request to the record."""
+        with self._lock:
+            self._requests.append(request)
+
+    @property
+    def ledger(self) -> Ledger:
+        """The charges as of now: failed tasks count as refunded once their failure is visible."""
+        with self._lock:
+            now = self.now()
+            return Ledger(tuple(self._entry(task, now) for task in self._tasks.values()))
+
+    @staticmethod
+    def _entry(task: Task, now: float) -> LedgerEntry:
+        sub = task.submission
+        refunded = task.failure is not None and now >= task.finished
+        return LedgerEntry(task.id, sub.client_business_id, sub.model, sub.n, sub.n, refunded)
+
+    # -- authentication, rate limits, faults -------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> str | None:
+        """Return the API key from an ``Authorization`` header, or None if it is missing or wrong."""
+        scheme, _, key = (authorization or "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key.startswith("sk-"):
+            return None
+        expected = self.config.api_key
+        return key if expected is None or key == expected else None
+
+    def take_token(self, category: str, key: str) -> RateDecision | None:
+        """Take one token from the key's ``async_submit`` or ``async_query`` bucket; None if unlimited."""
+        rate, burst = {
+            "async_submit": (self.config.submit_rps, self.config.submit_burst),
+            "async_query": (self.config.query_rps, self.config.query_burst),
+        }[category]
+        if rate is None:
+            return None
+        with self._lock:
+            now = self.now()
+            bucket = self._buckets.setdefault((category, key), _Bucket(rate, burst, float(burst), now))
+            return bucket.take(now, category)
+
+    def peek_tokens(self, category: str, key: str) -> RateDecision | None:
+        """Like :meth:`take_token` but never consumes (for headers on an injected 429)."""
+        rate = self.config.submit_rps if category == "async_submit" else self.config.query_rps
+        if rate is None:
+            return None
+        with self._lock:
+            bucket = self._buckets.get((category, key))
+            return bucket.take(self.now(), category, consume=False) if bucket else None
+
+    def draw_fault(self, group: str) -> str | None:
+        """Draw the fault knob (e.g. ``"p_500"``) that hits this request of ``group``, or None."""
+        with self._lock:
+            return _pick(self._rngs[group], self.config, _FAULT_GROUPS[group])
+
+    # -- tasks ---------------------------------------------------------------------------------------
+
+    def _new_id(self, prefix: str) -> str:
+        rng = self._rngs["ids"]
+        while True:
+            candidate = f"{prefix}{rng.getrandbits(64):016x}"
+            if candidate not in self._tasks and candidate not in self._uploads:
+                return candidate
+
+    def create_task(self, key: str, submission: Submission) -> Task:
+        """Create and charge a task. Raises :class:`QuotaExceeded` or ``KeyError`` (duplicate business id)."""
+        with self._lock:
+            config, now = self.config, self.now()
+            self._check_quota(submission.n)
+            business = (key, submission.client_business_id or "")
+            duplicate = bool(submission.client_business_id) and business in self._by_business_id
+            if duplicate and config.duplicate_business_id == "reject":
+                raise KeyError(submission.client_business_id)
+            duration = config.latency + self._rngs["outcome"].uniform(0.0, config.latency_jitter)
+            failure_knob = _pick(self._rngs["outcome"], config, tuple(_FAILURES))
+            task = Task(
+                id=self._new_id("task_img_"),
+                key=key,
+                submission=submission,
+                created=now,
+                started=now + duration * config.queued_fraction,
+                finished=now + duration,
+                failure=_FAILURES[failure_knob] if failure_knob else None,
+            )
+            self._tasks[task.id] = task
+            if submission.client_business_id:
+                self._by_business_id[business] = task.id  # a duplicate id now finds the newest task
+            return task
+
+    def _check_quota(self, n: int) -> None:
+        quota = self.config.quota_images
+        if quota is not None and self.ledger.net_images + n > quota:
+            raise QuotaExceeded(f"{n} image(s) requested, quota {quota}")
+
+    def find_task(self, key: str, task_or_business_id: str) -> Task | None:
+        """Find a key's task by task id, else by ``client_business_id`` (the newest task with it)."""
+        with self._lock:
+            task = self._tasks.get(task_or_business_id)
+            if task is None:
+                task = self._tasks.get(self._by_business_id.get((key, task_or_business_id), ""))
+            return task if task is not None and task.key == key else None
+
+    def task_by_id(self, task_id: str) -> Task | None:
+        """Any key's task by id (for the public result-file URLs)."""
+        with self._lock:
+            return self._tasks.get(task_id)
+
+    # -- uploads -------------------------------------------------------------------------------------
+
+    def add_upload(self, key: str, data: bytes, mime_type: str, extension: str, purpose: str) -> Upload:
+        """Store an uploaded image and return it with its new id."""
+        with self._lock:
+            upload = Upload(self._new_id("upload_"), key, data, mime_type, extension, purpose, self.now())
+            self._uploads[upload.id] = upload
+            return upload
+
+    def get_upload(self, upload_id: str) -> Upload | None:
+        """An upload by id, or None."""
+        with self._lock:
+            return self._uploads.get(upload_id)

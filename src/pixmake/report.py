@@ -1,0 +1,177 @@
+"""Reporters: turn executor events into output for people (plain lines, a rich live view) or machines (NDJSON).
+
+Shell. The executor only emits events; everything a build prints goes through here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from typing import IO, Any, ClassVar, Protocol
+
+from pixmake.execute import (
+    BuildFinished,
+    Event,
+    RetryScheduled,
+    TargetFailed,
+    TargetFinished,
+    TargetPolled,
+    TargetStarted,
+    TargetSubmitted,
+)
+
+__all__ = ["JsonReporter", "PlainReporter", "RecordingReporter", "Reporter", "RichReporter", "summary_lines"]
+
+
+class Reporter(Protocol):
+    """Receives every event of a build, in order."""
+
+    def emit(self, event: Event) -> None:
+        """Handle one event."""
+        ...
+
+
+class RecordingReporter:
+    """Keeps every event in a list (tests, and the API when no output is wanted)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        """Remember the event."""
+        self.events.append(event)
+
+
+def summary_lines(event: BuildFinished) -> list[str]:
+    """The closing summary: outcomes kept apart (paid, free, untouched, failed)."""
+    r = event.result
+    parts = [
+        f"{len(r.generated)} generated ({r.images_generated} image{'s' * (r.images_generated != 1)} paid)",
+        f"{len(r.restored)} restored from cache",
+        f"{len(r.unchanged)} unchanged",
+    ]
+    if r.edited:
+        parts.append(f"{len(r.edited)} edited by hand (left alone; pixmake accept or build --restore)")
+    if r.failed:
+        parts.append(f"{len(r.failed)} failed")
+    lines = [f"build finished in {event.seconds:.1f} s: " + ", ".join(parts)]
+    lines += [f"  failed: {f.target}: {f.error}" for f in r.failed]
+    if r.fatal:
+        lines.append(f"build stopped: {r.fatal}")
+    return lines
+
+
+class PlainReporter:
+    """Timestamped lines, one per notable event; for CI logs and pipes."""
+
+    def __init__(self, stream: IO[str] | None = None, *, verbose: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.verbose = verbose
+        self._start = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        print(f"[{time.monotonic() - self._start:7.1f}s] {text}", file=self.stream, flush=True)
+
+    def emit(self, event: Event) -> None:
+        """Print the event when it matters."""
+        match event:
+            case TargetStarted(target, action, images):
+                self._line(f"{action:<10} {target}" + (f" ({images} image{'s' * (images != 1)})" if images else ""))
+            case TargetSubmitted(target, task_id, resumed) if self.verbose or resumed:
+                self._line(f"{'resumed' if resumed else 'submitted':<10} {target} task {task_id}")
+            case TargetPolled(target, status, progress) if self.verbose:
+                self._line(f"{'polled':<10} {target} {status} {progress}%")
+            case TargetFinished(target, _, outputs):
+                self._line(f"{'done':<10} {target} → {', '.join(outputs)}")
+            case TargetFailed(target, error):
+                self._line(f"{'FAILED':<10} {target}: {error}")
+            case RetryScheduled(target, operation, attempt, delay, error):
+                self._line(f"{'retry':<10} {target} {operation} #{attempt} in {delay:.1f} s ({error})")
+            case BuildFinished():
+                for line in summary_lines(event):
+                    print(line, file=self.stream, flush=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, BaseException):
+        return str(value)
+    return value
+
+
+class JsonReporter:
+    """One JSON object per event per line (NDJSON): ``{"event": "target_finished", "time": …, …}``."""
+
+    _NAMES: ClassVar[dict[type, str]] = {
+        TargetStarted: "target_started",
+        TargetSubmitted: "target_submitted",
+        TargetPolled: "target_polled",
+        TargetFinished: "target_finished",
+        TargetFailed: "target_failed",
+        RetryScheduled: "retry",
+        BuildFinished: "build_finished",
+    }
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def emit(self, event: Event) -> None:
+        """Write the event as one JSON line."""
+        record = {"event": self._NAMES[type(event)], "time": round(time.time(), 3), **_jsonable(event)}
+        print(json.dumps(record, sort_keys=True, ensure_ascii=False), file=self.stream, flush=True)
+
+
+class RichReporter:
+    """A live progress view for terminals: images done/total, per-state counts, retries, ETA."""
+
+    def __init__(self, total_images: int, total_targets: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[states]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._task = self.progress.add_task("targets", total=total_targets, states="")
+        self._running = 0
+        self._retries = 0
+        self._failed = 0
+        self._images = total_images
+        self.progress.start()
+
+    def _refresh(self) -> None:
+        states = f"running {self._running} · retries {self._retries} · failed {self._failed} · {self._images} images"
+        self.progress.update(self._task, states=states)
+
+    def emit(self, event: Event) -> None:
+        """Update the live view; print finished and failed targets above it."""
+        match event:
+            case TargetStarted():
+                self._running += 1
+            case TargetFinished(target, action, outputs):
+                self._running -= 1
+                self.progress.advance(self._task)
+                self.console.print(f"[green]{action}[/] {target} → {', '.join(outputs)}", highlight=False)
+            case TargetFailed(target, error):
+                self._running -= 1
+                self._failed += 1
+                self.progress.advance(self._task)
+                self.console.print(f"[red]FAILED[/] {target}: {error}", highlight=False, markup=False)
+            case RetryScheduled():
+                self._retries += 1
+            case BuildFinished():
+                self.progress.stop()
+                for line in summary_lines(event):
+                    self.console.print(line, highlight=False, markup=False)
+        self._refresh()

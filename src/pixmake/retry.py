@@ -1,0 +1,101 @@
+"""When to retry a provider call, and how long to wait first.
+
+PURE and table-tested. Money is spent at submit, so a submit is retried blindly only when the
+request surely never arrived or the provider said "slow down" (429, 503 rate_limit_unavailable).
+When a submit's outcome is unknown (read timeout, 5xx, connection dropped after sending), the task
+is looked up by its ``client_business_id`` before anything is submitted again. Polls, lookups,
+uploads and downloads are idempotent and retry freely.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from pixmake.errors import (
+    AuthError,
+    BadResultError,
+    NetworkError,
+    ProviderError,
+    QuotaError,
+    RateLimitedError,
+    ServerError,
+)
+
+__all__ = ["Backoff", "Operation", "Verdict", "classify", "parse_retry_after"]
+
+
+class Operation(Enum):
+    """The kinds of provider call, by how safe they are to repeat."""
+
+    SUBMIT = "submit"  # charges money
+    QUERY = "query"  # poll or lookup
+    UPLOAD = "upload"
+    DOWNLOAD = "download"
+
+
+class Verdict(Enum):
+    """What to do after a failed call."""
+
+    RETRY = "retry"  # wait, then send the same call again
+    LOOKUP = "lookup"  # the submit may have been accepted: look the task up before submitting again
+    FATAL = "fatal"  # stop the whole build (bad key, no balance)
+    FAIL = "fail"  # give up on this target
+
+
+def classify(error: ProviderError, operation: Operation) -> Verdict:
+    """Decide how to react to ``error`` raised by ``operation``."""
+    if isinstance(error, AuthError | QuotaError):
+        return Verdict.FATAL
+    if isinstance(error, RateLimitedError):
+        return Verdict.RETRY
+    if isinstance(error, NetworkError):
+        if operation is Operation.SUBMIT and error.sent:
+            return Verdict.LOOKUP
+        return Verdict.RETRY
+    if isinstance(error, ServerError):
+        return Verdict.LOOKUP if operation is Operation.SUBMIT else Verdict.RETRY
+    if isinstance(error, BadResultError) and operation is Operation.DOWNLOAD:
+        return Verdict.RETRY
+    return Verdict.FAIL
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date); None if absent or bad."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - now
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt k waits uniform(0, min(cap, base·2^k)).
+
+    A ``Retry-After`` is honoured as a floor, plus up to one ``base`` of jitter so that many
+    clients told the same time do not return at the same instant.
+    """
+
+    base: float = 1.0
+    cap: float = 60.0
+
+    def delay(self, attempt: int, random: Callable[[], float], *, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based); ``random`` returns [0, 1)."""
+        ceiling = min(self.cap, self.base * 2.0 ** min(attempt, 62))
+        jittered = ceiling * random()
+        if retry_after is None:
+            return jittered
+        return min(max(retry_after, 0.0), 3600.0) + self.base * random()

@@ -1,0 +1,111 @@
+"""Resolve provider settings once: defaults → manifest ``provider:`` → environment → flags.
+
+PURE: the environment arrives as a mapping (the CLI passes ``os.environ``, tests pass a dict).
+The result is a frozen :class:`Settings` handed explicitly to the build. The API key is held in a
+:class:`Secret` whose ``repr`` and ``str`` are redacted, so it cannot leak into a log or message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from pixmake.errors import ConfigError
+from pixmake.manifest import ProviderConfig
+
+__all__ = ["Secret", "Settings", "parse_rate", "resolve"]
+
+_RATE: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|sec|min|h)\s*$")
+_PER_SECOND: Final = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0}
+
+
+class Secret:
+    """A string that never shows itself: ``repr`` and ``str`` are redacted; ``reveal()`` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the executor and provider need, resolved once."""
+
+    base_url: str
+    api_key: Secret | None
+    api_key_env: str
+    concurrency: int
+    submit_rate: float  # submits per second
+    poll_interval: float | None  # None: the documented pace (5 s, then 5-10 s with jitter)
+    request_timeout: float = 60.0
+    max_attempts: int = 8
+    max_wait: float = 900.0  # seconds a task may take before the target fails (it stays journaled)
+
+
+def parse_rate(text: str) -> float:
+    """``"60/min"`` → 1.0 submits per second; raises ConfigError for anything else."""
+    match = _RATE.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ConfigError(f"rate {text!r} is not COUNT/UNIT with UNIT s, min or h (for example 60/min)")
+    return float(match.group(1)) / _PER_SECOND[match.group(2)]
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be a positive number of seconds")
+    return value
+
+
+def resolve(
+    provider: ProviderConfig,
+    environ: Mapping[str, str],
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    concurrency: int | None = None,
+    poll_interval: float | None = None,
+) -> Settings:
+    """Settings from the manifest's provider block, the environment and explicit overrides (flags win)."""
+    url = base_url or environ.get("PIXMAKE_BASE_URL") or provider.base_url
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise ConfigError(f"base URL {url!r} is not an http(s) URL")
+    key = api_key if api_key is not None else environ.get(provider.api_key_env)
+    interval = poll_interval
+    if interval is None and environ.get("PIXMAKE_POLL_INTERVAL"):
+        interval = _positive_float("PIXMAKE_POLL_INTERVAL", environ["PIXMAKE_POLL_INTERVAL"])
+    if interval is None:
+        interval = provider.poll_interval
+    jobs = concurrency if concurrency is not None else provider.concurrency
+    if jobs < 1:
+        raise ConfigError(f"concurrency must be at least 1, not {jobs}")
+    return Settings(
+        base_url=url.rstrip("/"),
+        api_key=Secret(key) if key else None,
+        api_key_env=provider.api_key_env,
+        concurrency=jobs,
+        submit_rate=parse_rate(provider.rate),
+        poll_interval=interval,
+    )

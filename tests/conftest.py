@@ -1,0 +1,113 @@
+"""Shared fixtures: a clean environment, a real emulator on 127.0.0.1, and a project factory."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pixmake.emulator import EmulatorConfig, EmulatorServer
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+TEST_KEY = "sk-test-0123456789abcdef-SECRET"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own key, proxy or pixmake settings must not change any result."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("PIXMAKE_", "TOAPIS_")) or name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorServer]:
+    """One real emulator for the session, on a free port."""
+    with EmulatorServer() as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
+    """The session emulator, reset (state and knobs) for this test; rate limits off unless a test sets them."""
+    emulator_server.emulator.reset(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None))
+    yield emulator_server
+
+
+@pytest.fixture
+def provider_env(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer) -> EmulatorServer:
+    """Point pixmake at the session emulator through the documented environment variables."""
+    monkeypatch.setenv("PIXMAKE_BASE_URL", emulator.url)
+    monkeypatch.setenv("TOAPIS_API_KEY", TEST_KEY)
+    monkeypatch.setenv("PIXMAKE_POLL_INTERVAL", "0.01")
+    return emulator
+
+
+def write_png(
+    path: Path, size: tuple[int, int] = (64, 64), color: tuple[int, ...] = (200, 30, 30), mode: str = "RGB"
+) -> Path:
+    """A small real PNG."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+    return path
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> Callable[..., Path]:
+    """Write a project into tmp_path: a manifest from a dict (or text) plus named files."""
+
+    def make(manifest: Mapping[str, Any] | str, files: Mapping[str, bytes] | None = None) -> Path:
+        root = tmp_path / "project"
+        root.mkdir(exist_ok=True)
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(dict(manifest), sort_keys=False)
+        (root / "pixmake.yaml").write_text(text)
+        for name, data in (files or {}).items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def examples_copy(tmp_path: Path) -> Path:
+    """A private copy of examples/ without any earlier build's outputs."""
+    target = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, target, ignore=shutil.ignore_patterns("assets", "pixmake.lock", ".pixmake"))
+    return target
+
+
+@dataclass(frozen=True)
+class CliOutcome:
+    """What one CLI run printed and returned."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str) -> CliOutcome:
+    """Run ``pixmake ARGS`` in-process through the same funnel (``cli.main``) as the console script."""
+    from pixmake.cli import main
+
+    code = 0
+    with CliRunner().isolation() as (out, err, _):
+        try:
+            main(list(args))
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 1
+    return CliOutcome(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+__all__ = ["EXAMPLES", "REPO", "TEST_KEY", "CliOutcome", "run_cli", "write_png"]

@@ -1,0 +1,159 @@
+"""Acceptance tests of the walking skeleton: real builds over real HTTP against the emulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+from conftest import TEST_KEY, run_cli
+from pixmake.emulator import EmulatorServer
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under root except pixmake's private state."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".pixmake" not in p.parts
+    }
+
+
+def _submitted_prompts(server: EmulatorServer) -> list[str]:
+    return [str(r.json["prompt"]) for r in server.emulator.submits() if isinstance(r.json, dict)]
+
+
+def test_build_creates_every_declared_image(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    expected = {
+        "assets/logo-tile.png": (1024, 1024),
+        "assets/hero-1.png": (1536, 1024),
+        "assets/hero-2.png": (1536, 1024),
+        "assets/mug-lifestyle.png": (1024, 1024),
+        "assets/mug-marble.png": (1024, 1536),
+    }
+    for rel, size in expected.items():
+        with Image.open(examples_copy / rel) as image:
+            assert image.format == "PNG"
+            assert image.size == size
+    lock = json.loads((examples_copy / "pixmake.lock").read_text())
+    assert sorted(lock["targets"]) == ["hero", "logo-tile", "mug-lifestyle", "mug-marble"]
+    assert provider_env.emulator.ledger.charged_images == 5
+
+
+def test_second_build_submits_nothing_and_changes_no_byte(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    before = _snapshot(examples_copy)
+    submits = len(provider_env.emulator.submits())
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert len(provider_env.emulator.submits()) == submits
+    assert _snapshot(examples_copy) == before
+    plan = run_cli("-C", str(examples_copy), "plan", "--check")
+    assert plan.exit_code == 0, plan.stdout
+
+
+def test_editing_one_prompt_regenerates_exactly_that_target(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("two colours", "three colours"))
+    assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == 2
+    provider_env.emulator.reset()
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    prompts = _submitted_prompts(provider_env)
+    assert len(prompts) == 1 and "three colours" in prompts[0]
+
+
+def test_one_changed_byte_of_a_reference_regenerates_the_targets_using_it(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    ref = examples_copy / "photos" / "mug.png"
+    with Image.open(ref) as original:
+        edited = original.copy()
+    edited.putpixel((0, 0), (1, 2, 3))
+    edited.save(ref)
+    provider_env.emulator.reset()
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    prompts = sorted(_submitted_prompts(provider_env))
+    assert len(prompts) == 2
+    assert any("windowsill" in p for p in prompts) and any("marble" in p for p in prompts)
+
+
+def test_renaming_out_and_reordering_targets_submits_nothing(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    manifest = examples_copy / "pixmake.yaml"
+    document = yaml.safe_load(manifest.read_text())
+    document["targets"]["logo-tile"]["out"] = "assets/brand/logo.png"
+    document["targets"] = dict(reversed(list(document["targets"].items())))
+    manifest.write_text(yaml.safe_dump(document, sort_keys=False))
+    provider_env.emulator.reset()
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert provider_env.emulator.submits() == []
+    assert (examples_copy / "assets/brand/logo.png").read_bytes() == (
+        examples_copy / "assets/logo-tile.png"
+    ).read_bytes()
+
+
+def test_manifest_error_is_one_line_with_file_line_and_field(make_project: object, tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "pixmake.yaml").write_text("version: 1\ntargets:\n  hero:\n    prompt: a mug\n    n: 3\n    out: a.png\n")
+    outcome = run_cli("-C", str(root), "validate")
+    assert outcome.exit_code == 3
+    lines = outcome.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "pixmake.yaml:5:" in lines[0] and "targets.hero.n" in lines[0]
+    assert "Traceback" not in outcome.stderr
+
+
+def test_missing_key_is_a_one_line_error_before_any_request(
+    examples_copy: Path, emulator: EmulatorServer, monkeypatch: object
+) -> None:
+    import pytest
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setenv("PIXMAKE_BASE_URL", emulator.url)
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == 3
+    assert "TOAPIS_API_KEY" in outcome.stderr and len(outcome.stderr.strip().splitlines()) == 1
+    assert emulator.emulator.requests == []
+
+
+def test_api_key_never_leaks(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    outputs = [
+        run_cli("-C", str(examples_copy), "build", "-v"),
+        run_cli("-C", str(examples_copy), "build", "--json"),
+    ]
+    provider_env.emulator.reconfigure(provider_env.emulator.config.__class__(api_key="sk-some-other-key"))
+    (examples_copy / "pixmake.yaml").write_text(
+        (examples_copy / "pixmake.yaml").read_text().replace("two colours", "3")
+    )
+    outputs.append(run_cli("-C", str(examples_copy), "build"))
+    assert outputs[-1].exit_code == 3, outputs[-1].stderr  # refused key: user error
+    for outcome in outputs:
+        assert TEST_KEY not in outcome.stdout + outcome.stderr
+    for path in examples_copy.rglob("*"):
+        if path.is_file():
+            assert TEST_KEY.encode() not in path.read_bytes(), path
+    for request in provider_env.emulator.requests:
+        assert TEST_KEY not in json.dumps(request.headers)
+
+
+def test_readme_first_command_as_a_user_runs_it(examples_copy: Path) -> None:
+    """`pixmake -C examples build --emulator`, as a subprocess with no key and no network settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOAPIS_", "PIXMAKE_"))}
+    command = [sys.executable, "-m", "pixmake", "-C", str(examples_copy), "build", "--emulator"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (examples_copy / "assets/hero-2.png").is_file()
+    assert "5 images paid" in done.stderr
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "0 generated" in again.stderr, again.stderr

@@ -1,0 +1,47 @@
+"""The pure core stays pure, the plan stays light, and every module declares what it exports."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import pixmake
+from conftest import EXAMPLES
+
+HEAVY = ("httpx", "anyio", "rich", "PIL", "click", "uvicorn", "starlette")
+PURE = ("manifest", "schema", "models", "fingerprint", "lockfile", "plan", "retry", "settings")
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_core_imports_no_io_library(module: str) -> None:
+    code = f"import sys, pixmake.{module}\nheavy = [m for m in {HEAVY!r} if m in sys.modules]\nassert not heavy, heavy"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_plan_command_imports_none_of_the_build_stack() -> None:
+    """`pixmake plan` runs without httpx, anyio, rich or Pillow (start-up time of the no-op plan)."""
+    code = (
+        "import sys\n"
+        "from pixmake import api\n"
+        f"api.plan(api.open_project({str(EXAMPLES)!r}))\n"
+        "heavy = [m for m in ('httpx', 'anyio', 'rich', 'PIL') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _modules() -> list[str]:
+    return [m.name for m in pkgutil.walk_packages(pixmake.__path__, "pixmake.") if not m.name.endswith("__main__")]
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_every_module_declares_all_and_it_resolves(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{name} has no __all__"
+    for attr in exported:
+        assert hasattr(module, attr), f"{name}.__all__ names missing {attr}"
