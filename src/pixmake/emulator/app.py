@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixmake.emulator.config import EmulatorConfig, config_from_mapping
 from pixmake.emulator.models import MODELS, TEXT_MODELS, InvalidField, validate_submit
-from pixmake.emulator.render import render_png
+from pixmake.emulator.render import cached_png, render_png
 from pixmake.emulator.state import (
     Emulator,
     Ledger,
@@ -67,13 +67,10 @@ _ERRORS: Final[Mapping[str, tuple[int, Mapping[str, object]]]] = {
         401,
         {"code": 401, "message": "Authentication failed, please check your API key", "type": _AUTH_TYPE},
     ),
+    # The only documented 402 JSON (a video page, §4.1); the gpt-4o page names the type insufficient_quota.
     "insufficient_quota": (
         402,
-        {
-            "code": "insufficient_quota",
-            "message": "Insufficient balance, please top up",
-            "type": "insufficient_quota",
-        },
+        {"code": 402, "message": "Insufficient balance, please top up", "type": "payment_required"},
     ),
     "not_found": (404, {"code": 404, "message": "Task not found", "type": "not_found_error"}),
     "rate_limit_exceeded": (
@@ -165,9 +162,17 @@ def _base_url(request: Request) -> str:
 
 @dataclass(slots=True)
 class _Capture:
-    """Shared between the recorder and a handler: the handler marks a deliberately dropped connection."""
+    """Shared between the recorder and a handler, so a deliberately dropped request is recorded *before*
+    the connection closes (a client that sees the drop must already find the request in the record)."""
 
-    dropped: bool = False
+    record: Callable[[int | None], None]
+    done: bool = False
+
+    def finish(self, status: int | None) -> None:
+        """Record once, with ``status`` (None: dropped without a response)."""
+        if not self.done:
+            self.done = True
+            self.record(status)
 
 
 _CAPTURE_KEY: Final = "pixmake.emulator.capture"
@@ -186,7 +191,11 @@ class _Recorder:
             return
         chunks: list[bytes] = []
         status: list[int] = []
-        capture = scope[_CAPTURE_KEY] = _Capture()
+
+        def record(final_status: int | None) -> None:
+            self.emulator.record(self._recorded(scope, b"".join(chunks), final_status))
+
+        capture = scope[_CAPTURE_KEY] = _Capture(record)
 
         async def receive_body() -> Message:
             message = await receive()
@@ -197,13 +206,14 @@ class _Recorder:
         async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                capture.finish(status[0])  # before the last bytes leave: the client then sees a full record
             await send(message)
 
         try:
             await self.app(scope, receive_body, send_status)
         finally:
-            final_status = None if capture.dropped or not status else status[0]
-            self.emulator.record(self._recorded(scope, b"".join(chunks), final_status))
+            capture.finish(status[0] if status else None)
 
     def _recorded(self, scope: Scope, body: bytes, status: int | None) -> RecordedRequest:
         headers = redact_headers(scope["headers"])
@@ -236,7 +246,7 @@ async def _drop_connection(scope: Scope, receive: Receive, closer: ConnectionClo
     In-process (``httpx.ASGITransport``) there is no connection, so raise what httpx raises for one.
     """
     if _CAPTURE_KEY in scope:
-        scope[_CAPTURE_KEY].dropped = True
+        scope[_CAPTURE_KEY].finish(None)
     if closer is not None and closer(scope.get("client")):
         with anyio.move_on_after(_DISCONNECT_WAIT):
             while (await receive())["type"] != "http.disconnect":
@@ -345,9 +355,7 @@ class _Api:
         except QuotaExceeded:
             return error_response("insufficient_quota", self.emu.config)
         except KeyError:
-            return self._invalid(
-                InvalidField("client_business_id", "The 'client_business_id' is already used.")
-            )
+            return self._invalid(InvalidField("client_business_id", "The 'client_business_id' is already used."))
         if fault == "p_drop_after_submit":
             await _drop_connection(request.scope, request.receive, self.closer)
         return JSONResponse(submit_view(task, self.emu.config), headers=headers)
@@ -410,9 +418,10 @@ class _Api:
         if now >= expires_at(task, config):
             return Response("Gone", status_code=410)
         sub = task.submission
-        data = await anyio.to_thread.run_sync(
-            render_png, sub.model, sub.prompt, sub.width, sub.height, index, sub.n
-        )
+        key = (sub.model, sub.prompt, sub.width, sub.height, index, sub.n)
+        data = cached_png(*key)
+        if data is None:  # render off the event loop; hits stay inline
+            data = await anyio.to_thread.run_sync(render_png, *key)
         fault = self.emu.draw_fault("download")
         seconds = config.slow_download_seconds
         return _Download(data, "image/png", fault=fault, seconds=seconds, closer=self.closer)

@@ -70,12 +70,8 @@ MODELS: Final[Mapping[str, ModelSpec]] = dict(
             resolution_path=("resolution",),
             default_resolution="1k",
         ),
-        _spec(
-            "grok-4-1-image", max_prompt=1000, sizes=_RATIOS_GROK, n_allowed=frozenset({1, 2, 4}), max_refs=5
-        ),
-        _spec(
-            "grok-4-2-image", max_prompt=1000, sizes=_RATIOS_GROK, n_allowed=frozenset({1, 2, 4}), max_refs=5
-        ),
+        _spec("grok-4-1-image", max_prompt=1000, sizes=_RATIOS_GROK, n_allowed=frozenset({1, 2, 4}), max_refs=5),
+        _spec("grok-4-2-image", max_prompt=1000, sizes=_RATIOS_GROK, n_allowed=frozenset({1, 2, 4}), max_refs=5),
         _spec(
             "gemini-3-pro-image-preview",
             max_prompt=None,

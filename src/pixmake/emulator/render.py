@@ -12,13 +12,14 @@ import io
 import textwrap
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["RenderStats", "render_png", "render_stats"]
+__all__ = ["RenderStats", "cached_png", "render_png", "render_stats"]
 
 _COMPRESS_LEVEL: Final = 1
 _CACHE_SIZE: Final = 128
@@ -67,9 +68,38 @@ def _draw(model: str, prompt: str, width: int, height: int, index: int, n: int) 
     return image
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
+_RenderKey = tuple[str, str, int, int, int, int]
+_cache: OrderedDict[_RenderKey, bytes] = OrderedDict()
+_cache_lock = threading.Lock()
+_render_lock = threading.Lock()  # one render at a time: concurrent misses for one image render it once
+
+
+def cached_png(model: str, prompt: str, width: int, height: int, index: int, n: int) -> bytes | None:
+    """The PNG from the cache, or None; never renders (cheap enough to call on the event loop)."""
+    key = (model, prompt, width, height, index, n)
+    with _cache_lock:
+        data = _cache.get(key)
+        if data is not None:
+            _cache.move_to_end(key)
+        return data
+
+
 def render_png(model: str, prompt: str, width: int, height: int, index: int, n: int) -> bytes:
-    """Return the PNG bytes of image ``index`` (1-based) of ``n`` for this request."""
+    """Return the PNG bytes of image ``index`` (1-based) of ``n`` for this request (LRU-cached)."""
+    key = (model, prompt, width, height, index, n)
+    with _render_lock:
+        data = cached_png(*key)
+        if data is not None:
+            return data
+        data = _encode(*key)
+    with _cache_lock:
+        _cache[key] = data
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return data
+
+
+def _encode(model: str, prompt: str, width: int, height: int, index: int, n: int) -> bytes:
     started = time.perf_counter()
     buffer = io.BytesIO()
     _draw(model, prompt, width, height, index, n).save(buffer, format="PNG", compress_level=_COMPRESS_LEVEL)

@@ -260,9 +260,7 @@ def _pick(rng: random.Random, config: EmulatorConfig, knobs: Sequence[str]) -> s
 class Emulator:
     """The emulator's whole state; the Starlette app (``create_app``) is a thin HTTP face over it."""
 
-    def __init__(
-        self, config: EmulatorConfig = DEFAULT_CONFIG, *, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, config: EmulatorConfig = DEFAULT_CONFIG, *, clock: Callable[[], float] = time.time) -> None:
         """Start empty with ``config``; ``clock`` returns Unix seconds and drives every timestamp."""
         self._lock = threading.RLock()
         self._clock = clock

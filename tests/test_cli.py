@@ -1,0 +1,66 @@
+"""The command-line contract: exit codes, one-line errors, and no tracebacks for user mistakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from pixmake import __version__
+from pixmake.cli import ExitCode
+
+
+def test_exit_codes_are_the_documented_ones() -> None:
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 130]
+
+
+def test_version() -> None:
+    outcome = run_cli("--version")
+    assert outcome.exit_code == 0 and __version__ in outcome.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["no-such-command"], ["build", "--no-such-flag"], ["build", "-j", "0"], ["plan", "--check", "extra", "--bogus"]],
+)
+def test_usage_errors_exit_3_not_2(args: list[str], tmp_path: Path) -> None:
+    outcome = run_cli("-C", str(tmp_path), *args)
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert outcome.stderr.startswith("pixmake: error:")
+    assert "Traceback" not in outcome.stderr
+
+
+def test_missing_manifest_is_a_user_error(tmp_path: Path) -> None:
+    outcome = run_cli("-C", str(tmp_path), "plan")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert "manifest not found" in outcome.stderr and len(outcome.stderr.strip().splitlines()) == 1
+
+
+def test_missing_directory_is_a_user_error(tmp_path: Path) -> None:
+    outcome = run_cli("-C", str(tmp_path / "nope"), "validate")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+
+
+def test_f_picks_another_manifest_and_the_lock_sits_beside_it(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "other.yaml").write_text("version: 1\ntargets:\n  a:\n    prompt: p\n    out: a.png\n")
+    outcome = run_cli("-C", str(tmp_path), "-f", "sub/other.yaml", "plan", "--check")
+    assert outcome.exit_code == ExitCode.CHANGES
+    assert "a: not in the lockfile" in outcome.stdout
+
+
+def test_corrupt_lockfile_is_refused_not_rebuilt(tmp_path: Path) -> None:
+    (tmp_path / "pixmake.yaml").write_text("version: 1\ntargets:\n  a:\n    prompt: p\n    out: a.png\n")
+    (tmp_path / "pixmake.lock").write_text('{"version": 1, "targets": {')
+    outcome = run_cli("-C", str(tmp_path), "plan")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert "corrupt" in outcome.stderr
+
+
+def test_lockfile_from_a_newer_pixmake_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "pixmake.yaml").write_text("version: 1\ntargets:\n  a:\n    prompt: p\n    out: a.png\n")
+    (tmp_path / "pixmake.lock").write_text('{"version": 99, "targets": {}}')
+    outcome = run_cli("-C", str(tmp_path), "plan")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert "newer" in outcome.stderr and "99" in outcome.stderr

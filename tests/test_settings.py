@@ -1,0 +1,66 @@
+"""Settings resolve once, in one direction: defaults → manifest → environment → flags; the key never shows."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pixmake.errors import ConfigError
+from pixmake.manifest import ProviderConfig
+from pixmake.settings import Secret, parse_rate, resolve
+
+
+def test_defaults_follow_the_documented_provider() -> None:
+    settings = resolve(ProviderConfig(), {})
+    assert settings.base_url == "https://toapis.com"
+    assert settings.api_key is None
+    assert settings.concurrency == 4
+    assert settings.submit_rate == pytest.approx(1.0)
+    assert settings.poll_interval is None  # the documented pace
+
+
+def test_environment_wins_over_manifest_and_flags_win_over_environment() -> None:
+    provider = ProviderConfig(base_url="https://proxy.example", concurrency=2, poll_interval=3.0)
+    environ = {"PIXMAKE_BASE_URL": "http://127.0.0.1:9", "PIXMAKE_POLL_INTERVAL": "0.5", "TOAPIS_API_KEY": "sk-a"}
+    settings = resolve(provider, environ)
+    assert settings.base_url == "http://127.0.0.1:9"
+    assert settings.poll_interval == 0.5
+    assert settings.concurrency == 2
+    assert settings.api_key == Secret("sk-a")
+    assert resolve(provider, environ, concurrency=7, base_url="http://10.0.0.1").concurrency == 7
+
+
+def test_the_key_comes_from_the_variable_the_manifest_names() -> None:
+    settings = resolve(ProviderConfig(api_key_env="ACME_KEY"), {"TOAPIS_API_KEY": "sk-wrong", "ACME_KEY": "sk-right"})
+    assert settings.api_key is not None and settings.api_key.reveal() == "sk-right"
+
+
+def test_the_key_never_shows_in_repr_or_str() -> None:
+    settings = resolve(ProviderConfig(), {"TOAPIS_API_KEY": "sk-very-secret"})
+    assert "sk-very-secret" not in repr(settings)
+    assert "sk-very-secret" not in str(settings.api_key)
+
+
+@pytest.mark.parametrize(("text", "per_second"), [("60/min", 1.0), ("5/s", 5.0), ("7200/h", 2.0), ("0.5/sec", 0.5)])
+def test_rates_parse(text: str, per_second: float) -> None:
+    assert parse_rate(text) == pytest.approx(per_second)
+
+
+@pytest.mark.parametrize("text", ["60", "60/day", "-1/s", "0/min", "fast"])
+def test_bad_rates_are_config_errors(text: str) -> None:
+    with pytest.raises(ConfigError, match="rate"):
+        parse_rate(text)
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "0", "nan", "inf"])
+def test_bad_poll_interval_is_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="PIXMAKE_POLL_INTERVAL"):
+        resolve(ProviderConfig(), {"PIXMAKE_POLL_INTERVAL": value})
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_secret_never_reveals_itself_by_accident(value: str) -> None:
+    secret = Secret(value)
+    assert secret.reveal() == value
+    assert repr(secret) == str(secret) == "Secret('********')"
