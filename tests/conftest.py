@@ -29,6 +29,18 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def key_never_written(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session: the test API key is in no file any test left behind (outputs, logs, journals, locks)."""
+    yield
+    leaks = [
+        path
+        for path in tmp_path_factory.getbasetemp().rglob("*")
+        if path.is_file() and not path.is_symlink() and TEST_KEY.encode() in path.read_bytes()
+    ]
+    assert leaks == [], f"the API key was written to {leaks[:5]}"
+
+
 @pytest.fixture(scope="session")
 def emulator_server() -> Iterator[EmulatorServer]:
     """One real emulator for the session, on a free port."""

@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import TEST_KEY, run_cli
 from pixmake.emulator import EmulatorServer
+from pixmake.lockfile import parse_lock
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -42,8 +43,8 @@ def test_build_creates_every_declared_image(examples_copy: Path, provider_env: E
         with Image.open(examples_copy / rel) as image:
             assert image.format == "PNG"
             assert image.size == size
-    lock = json.loads((examples_copy / "pixmake.lock").read_text())
-    assert sorted(lock["targets"]) == ["hero", "logo-tile", "mug-lifestyle", "mug-marble"]
+    lock = parse_lock((examples_copy / "pixmake.lock").read_text())
+    assert sorted(lock.entries) == ["hero", "logo-tile", "mug-lifestyle", "mug-marble"]
     assert provider_env.emulator.ledger.charged_images == 5
 
 

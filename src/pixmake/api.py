@@ -7,30 +7,45 @@ provider and the emulator (httpx, anyio, Pillow) are imported only by :func:`bui
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pixmake.errors import ConfigError, ManifestError
-from pixmake.lockfile import Lock, parse_lock
-from pixmake.manifest import Manifest, parse_manifest
-from pixmake.plan import Plan, make_plan
-from pixmake.scan import DiskState, scan_project
-from pixmake.store import STATE_DIR, ObjectCache
 
+# The manifest parser (yaml, jsonschema), the lockfile parser and the planner are imported where
+# they are used: a no-op `pixmake plan` answered by the memo (pixmake.memo) needs none of them.
 if TYPE_CHECKING:
+    import httpx
+
     from pixmake.execute import BuildResult
     from pixmake.journal import PendingSubmit
+    from pixmake.lockfile import Lock, LockEntry
+    from pixmake.manifest import Manifest
+    from pixmake.plan import Action, Plan
+    from pixmake.reconcile import PruneResult
     from pixmake.report import Reporter
+    from pixmake.scan import DiskState
+    from pixmake.select import Selection
     from pixmake.settings import Settings
+    from pixmake.store import ObjectCache
 
-__all__ = ["PlanResult", "Project", "build", "load_lock", "open_project", "plan", "validate"]
+__all__ = [
+    "Explanation",
+    "PlanResult",
+    "Project",
+    "accept",
+    "build",
+    "explain",
+    "load_lock",
+    "open_project",
+    "plan",
+    "prune",
+    "validate",
+]
 
 EMULATOR_POLL_INTERVAL = 0.02
-UPLOAD_TTL_SECONDS = 12 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +63,12 @@ class Project:
     @property
     def state_dir(self) -> Path:
         """Local, uncommitted state: stat cache, journal, object cache."""
-        return self.root / STATE_DIR
+        return self.root / ".pixmake"  # store.STATE_DIR; not imported here (tempfile) for the no-op plan
+
+    @property
+    def stat_cache(self) -> Path:
+        """Remembered file hashes, trusted while a file's stat is unchanged (see :mod:`pixmake.scan`)."""
+        return self.state_dir / "statcache"
 
     @property
     def journal(self) -> Path:
@@ -58,6 +78,8 @@ class Project:
     @property
     def objects(self) -> ObjectCache:
         """The content-addressed cache of every generated image."""
+        from pixmake.store import ObjectCache
+
         return ObjectCache(self.state_dir / "objects")
 
 
@@ -79,21 +101,51 @@ def _display(project: Project) -> str:
         return str(project.manifest)
 
 
+def _read_project_file(project: Project, rel: str) -> bytes:
+    """Bytes of a project file the manifest names (a ``rows:`` catalog); symlinks must stay inside the root."""
+    from pixmake.manifest import MAX_MANIFEST_BYTES
+    from pixmake.store import safe_path
+
+    path = safe_path(project.root, rel, field="rows")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise OSError(f"{rel} is larger than {MAX_MANIFEST_BYTES >> 20} MB")
+    return path.read_bytes()
+
+
 def validate(project: Project) -> Manifest:
-    """Load and validate the manifest; raises ManifestError listing every problem."""
+    """Load and validate the manifest and its input files; raises ManifestError listing every problem.
+
+    Everything a provider would refuse is caught here, before any request: the schema, the model
+    table (pure checks in :mod:`pixmake.manifest`, header checks in :mod:`pixmake.inputs`) and paths
+    that leave the project (:class:`~pixmake.errors.UnsafePathError`).
+    """
+    from pixmake.inputs import check_inputs
+    from pixmake.manifest import MAX_MANIFEST_BYTES, parse_manifest
+
     file = _display(project)
-    data = project.manifest.read_bytes()
+    try:
+        size = project.manifest.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError.at(file, 1, 1, "", f"manifest is larger than {MAX_MANIFEST_BYTES >> 20} MB")
+        data = project.manifest.read_bytes()
+    except OSError as error:
+        raise ManifestError.at(file, 1, 1, "", f"cannot read the manifest: {error.strerror or error}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise ManifestError.at(file, line, 1, "", "manifest is not valid UTF-8 text") from None
-    return parse_manifest(text.removeprefix("\ufeff"), file=file)
+    manifest = parse_manifest(
+        text.removeprefix("\ufeff"), file=file, read_file=lambda rel: _read_project_file(project, rel)
+    )
+    check_inputs(project.root, manifest)
+    return manifest
 
 
 def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
     """The lockfile with the journal folded in (in memory), and the submits still pending."""
     from pixmake.journal import read_journal
+    from pixmake.lockfile import Lock, parse_lock
 
     try:
         text = project.lockfile.read_text(encoding="utf-8")
@@ -104,53 +156,214 @@ def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
     return read_journal(project.journal, lock)
 
 
-@dataclass(frozen=True, slots=True)
 class PlanResult:
-    """A plan with what it was made from."""
+    """A plan with what it was made from.
 
-    manifest: Manifest
-    lock: Lock
-    disk: DiskState
-    plan: Plan
+    When the plan was answered by the no-op memo, ``manifest``, ``lock`` and ``disk`` are loaded on
+    first use (they are then exactly what a full plan would have read).
+    """
+
+    __slots__ = ("_disk", "_lock", "_manifest", "_project", "plan")
+
+    def __init__(
+        self,
+        manifest: Manifest | None,
+        lock: Lock | None,
+        disk: DiskState | None,
+        plan: Plan,
+        *,
+        project: Project | None = None,
+    ) -> None:
+        self._manifest, self._lock, self._disk, self.plan, self._project = manifest, lock, disk, plan, project
+
+    @property
+    def manifest(self) -> Manifest:
+        """The expanded manifest."""
+        if self._manifest is None:
+            assert self._project is not None
+            self._manifest, _ = _load_manifest(self._project)
+        return self._manifest
+
+    @property
+    def lock(self) -> Lock:
+        """The lockfile with the journal folded in."""
+        if self._lock is None:
+            assert self._project is not None
+            self._lock, _ = load_lock(self._project)
+        return self._lock
+
+    @property
+    def disk(self) -> DiskState:
+        """Hashes of the files the plan looked at."""
+        if self._disk is None:
+            assert self._project is not None
+            self._disk = _scan(self._project, self.manifest, self.lock)
+        return self._disk
 
 
-def plan(project: Project, *, replace: Iterable[str] = (), manifest: Manifest | None = None) -> PlanResult:
-    """What a build would do and why; reads files, writes nothing, needs no key and no network."""
-    manifest = manifest or validate(project)
+def _load_manifest(project: Project) -> tuple[Manifest, list[tuple[str, tuple[int, int, int, int] | None]]]:
+    """The manifest, through the manifest cache; and the files it came from, with their stats."""
+    from pixmake.mcache import load_manifest
+
+    manifest, (stat, catalogs) = load_manifest(
+        project.manifest, project.state_dir / "manifest.cache", file=_display(project), parse=lambda: validate(project)
+    )
+    sources = [(str(project.manifest), stat)] + [(str(project.root / rel), st) for rel, st in catalogs]
+    return manifest, sources
+
+
+def _scan(project: Project, manifest: Manifest, lock: Lock) -> DiskState:
+    from pixmake.scan import scan_project
+
+    return scan_project(
+        project.root, manifest.targets, lock, project.objects, file=manifest.file, stat_cache=project.stat_cache
+    )
+
+
+def _memo_plan(project: Project) -> PlanResult | None:
+    """The plan from the no-op memo, when nothing it depends on changed since it was written."""
+    from pixmake.memo import check_memo
+
+    targets = check_memo(project.state_dir / "noop.memo", root=project.root)
+    if targets is None:
+        return None
+    from pixmake.plan import Plan
+
+    return PlanResult(None, None, None, Plan.all_unchanged(targets), project=project)
+
+
+def plan(
+    project: Project,
+    *,
+    replace: Iterable[str] = (),
+    manifest: Manifest | None = None,
+    select: Selection | None = None,
+    restore: bool = False,
+) -> PlanResult:
+    """What a build would do and why; needs no key and no network, and never writes the lockfile or outputs.
+
+    It may update local state in ``.pixmake/`` (the stat cache, the manifest cache, the no-op memo).
+    ``select`` limits the plan to some targets (orphans are then not reported); ``restore`` plans
+    edited outputs as restored from the object cache (``build --restore``). Raises ConfigError for a
+    ``--replace`` or selection that names no target.
+    """
+    replace = tuple(replace)
+    whole = manifest is None and not replace and not restore and (select is None or select.everything)
+    if whole:
+        remembered = _memo_plan(project)
+        if remembered is not None:
+            return remembered
+    from pixmake.inputs import check_inputs
+    from pixmake.mcache import file_stat
+    from pixmake.plan import ActionKind, make_plan
+    from pixmake.select import select_targets
+
+    sources: list[tuple[str, tuple[int, int, int, int] | None]] = []
+    if manifest is None:
+        manifest, sources = _load_manifest(project)
+    check_inputs(project.root, manifest)  # model rules on the files themselves; cached, so cheap after validate
     unknown = set(replace) - {t.name for t in manifest.targets}
     if unknown:
         raise ConfigError(f"--replace: no target named {', '.join(sorted(unknown))}")
+    targets = manifest.targets
+    if select is not None and not select.everything:
+        targets = select_targets(targets, select, extra=replace)
+    for path in (project.lockfile, project.journal):
+        sources.append((str(path), file_stat(path)))  # before reading: a later change shows as a new stat
     lock, _ = load_lock(project)
-    disk = scan_project(project.root, manifest.targets, lock, project.objects, file=manifest.file)
-    return PlanResult(manifest, lock, disk, make_plan(manifest.targets, lock, disk, replace=replace))
+    disk = _scan(project, manifest, lock)
+    orphans = select is None or select.everything
+    result = make_plan(targets, lock, disk, replace=replace, restore=restore, orphans=orphans)
+    if whole and sources and all(a.kind is ActionKind.UNCHANGED for a in result.actions):
+        from pixmake.memo import write_memo
+
+        write_memo(
+            project.state_dir / "noop.memo",
+            root=project.root,
+            sources=sources,
+            files=sorted(disk.stats.items()),
+            targets=[(a.name, a.key or "") for a in result.actions],
+        )
+    return PlanResult(manifest, lock, disk, result)
 
 
-def _load_uploads(project: Project, base_url: str) -> dict[str, str]:
-    try:
-        raw: dict[str, Any] = json.loads((project.state_dir / "uploads.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-    now = time.time()
-    return {
-        sha: str(item["url"])
-        for sha, item in raw.items()
-        if isinstance(item, dict) and item.get("base_url") == base_url and now - item.get("at", 0) < UPLOAD_TTL_SECONDS
-    }
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Everything a target's key is made of (``document``), the key, its lock entry and its planned action."""
+
+    name: str
+    key: str
+    document: dict[str, Any]
+    entry: LockEntry | None
+    action: Action
 
 
-def _save_uploads(project: Project, base_url: str, uploads: dict[str, str], known: dict[str, str]) -> None:
-    from pixmake.store import atomic_write
+def _target_named(manifest: Manifest, name: str, command: str) -> None:
+    if name not in {t.name for t in manifest.targets}:
+        raise ConfigError(f"{command}: no target named {name!r} (see pixmake plan -v)")
 
-    path = project.state_dir / "uploads.json"
-    try:
-        raw: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        raw = {}
-    now = time.time()
-    for sha, url in uploads.items():
-        if known.get(sha) != url:
-            raw[sha] = {"url": url, "base_url": base_url, "at": now}
-    atomic_write(path, json.dumps(raw, sort_keys=True, indent=1).encode())
+
+def explain(project: Project, name: str) -> Explanation:
+    """Why ``name`` is planned as it is: its key document and what differs from the lock (ninja ``-d explain``)."""
+    from pixmake.fingerprint import key_document
+    from pixmake.select import Selection
+
+    manifest, _ = _load_manifest(project)
+    _target_named(manifest, name, "explain")
+    result = plan(project, manifest=manifest, select=Selection((name,)))
+    (action,) = result.plan.actions
+    assert action.target is not None and action.key is not None
+    document = key_document(action.target, result.disk.file_hashes)
+    return Explanation(name, action.key, document, result.lock.entries.get(name), action)
+
+
+def accept(project: Project, names: Iterable[str]) -> tuple[LockEntry, ...]:
+    """Record the files now at each target's output paths as its outputs (a retouched image is kept).
+
+    The bytes are stored in the object cache; the lockfile is rewritten. Raises ConfigError for an
+    unknown target or a missing output file.
+    """
+    from pixmake.reconcile import accept_outputs, write_lock_and_compact
+    from pixmake.store import project_lock
+
+    names = tuple(dict.fromkeys(names))
+    with project_lock(project.state_dir):
+        manifest, _ = _load_manifest(project)
+        for name in names:
+            _target_named(manifest, name, "accept")
+        chosen = tuple(t for t in manifest.targets if t.name in names)
+        lock, pending = load_lock(project)
+        from pixmake.scan import scan_project
+
+        disk = scan_project(
+            project.root, chosen, lock, project.objects, file=manifest.file, stat_cache=project.stat_cache
+        )
+        entries = []
+        for target in chosen:
+            entry = accept_outputs(project.root, target, disk.file_hashes, lock, project.objects)
+            lock = lock.with_entry(target.name, entry)
+            entries.append(entry)
+        write_lock_and_compact(project.lockfile, project.journal, lock, pending)
+    return tuple(entries)
+
+
+def prune(project: Project) -> PruneResult:
+    """Delete orphans' outputs (safely; see :mod:`pixmake.reconcile`) and drop their lock entries."""
+    from pixmake.manifest import output_paths
+    from pixmake.plan import ActionKind
+    from pixmake.reconcile import PruneResult, prune_orphans, write_lock_and_compact
+    from pixmake.store import project_lock
+
+    with project_lock(project.state_dir):
+        result = plan(project)
+        orphans = {a.name: a.source for a in result.plan.actions if a.kind is ActionKind.ORPHAN and a.source}
+        if not orphans:
+            return PruneResult()
+        claimed = frozenset(p for t in result.manifest.targets for p in output_paths(t))
+        outcome = prune_orphans(project.root, orphans, claimed, project.objects)
+        lock, pending = load_lock(project)
+        write_lock_and_compact(project.lockfile, project.journal, lock.without(set(orphans)), pending)
+    return outcome
 
 
 def build(
@@ -161,15 +374,34 @@ def build(
     emulator: bool = False,
     replace: Iterable[str] = (),
     manifest: Manifest | None = None,
+    select: Selection | None = None,
+    restore: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> BuildResult:
-    """Generate what the plan says, record it in the lockfile; ``emulator=True`` runs the bundled emulator."""
+    """Generate what the plan says, record it in the lockfile; ``emulator=True`` runs the bundled emulator.
+
+    ``select`` builds only some targets; ``restore`` puts the locked bytes back over edited outputs.
+    ``transport`` replaces the network (tests: an ``httpx.ASGITransport`` over an in-process app).
+    Raises :class:`~pixmake.errors.ProjectBusyError` when another build holds the project.
+    """
     if emulator:
         from pixmake.emulator.server import EmulatorServer
 
         with EmulatorServer() as server:
-            local = replace_settings(settings, server.url)
-            return _build(project, local, reporter=reporter, replace=replace, manifest=manifest)
-    return _build(project, settings, reporter=reporter, replace=replace, manifest=manifest)
+            settings = replace_settings(settings, server.url)
+            return _build(
+                project, settings, reporter=reporter, replace=replace, manifest=manifest, select=select, restore=restore
+            )
+    return _build(
+        project,
+        settings,
+        reporter=reporter,
+        replace=replace,
+        manifest=manifest,
+        select=select,
+        restore=restore,
+        transport=transport,
+    )
 
 
 def replace_settings(settings: Settings, url: str) -> Settings:
@@ -182,6 +414,7 @@ def replace_settings(settings: Settings, url: str) -> Settings:
         api_key=Secret("sk-emulator-local"),
         poll_interval=settings.poll_interval if settings.poll_interval is not None else EMULATOR_POLL_INTERVAL,
         submit_rate=max(settings.submit_rate, 50.0),
+        query_rate=max(settings.query_rate, 1000.0),
     )
 
 
@@ -192,6 +425,9 @@ def _build(
     reporter: Reporter | None,
     replace: Iterable[str],
     manifest: Manifest | None,
+    select: Selection | None = None,
+    restore: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> BuildResult:
     import anyio
 
@@ -199,9 +435,10 @@ def _build(
     from pixmake.journal import Journal
     from pixmake.report import RecordingReporter
     from pixmake.store import project_lock
+    from pixmake.uploads import UploadCache
 
     with project_lock(project.state_dir):
-        result = plan(project, replace=replace, manifest=manifest)
+        result = plan(project, replace=replace, manifest=manifest, select=select, restore=restore)
         _, pending = load_lock(project)
         paid = [a for a in result.plan.actions if a.kind.paid]
         if paid and settings.api_key is None:
@@ -215,8 +452,8 @@ def _build(
         if paid:
             from pixmake.providers.toapis import ToapisProvider
 
-            provider = ToapisProvider(settings)
-        uploads = _load_uploads(project, settings.base_url)
+            provider = ToapisProvider(settings, transport=transport)
+        uploads = UploadCache.load(project.state_dir / "uploads.json", settings.base_url)
         executor = Executor.create(
             root=project.root,
             lock_path=project.lockfile,
@@ -228,7 +465,7 @@ def _build(
             objects=project.objects,
             journal=journal,
             input_hashes=result.disk.file_hashes,
-            uploads=uploads,
+            upload_cache=uploads,
         )
 
         async def run() -> BuildResult:
@@ -240,9 +477,7 @@ def _build(
                         await provider.aclose()
 
         try:
-            outcome = anyio.run(run)
+            return anyio.run(run)
         finally:
             journal.close()
-            if executor.uploads != uploads:
-                _save_uploads(project, settings.base_url, executor.uploads, uploads)
-        return outcome
+            uploads.save()

@@ -53,61 +53,107 @@ def cli(ctx: click.Context, directory: str | None, manifest: str | None) -> None
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print diagnostics as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print diagnostics as a JSON list of {file, line, column, field, message, severity, kind}.",
+)
 @click.pass_obj
 def validate(obj: _Context, as_json: bool) -> None:
-    """Check the manifest against the schema and the model rules."""
+    """Check the manifest, its catalogs and input images against the schema and the model rules."""
     from pixmake import api
+    from pixmake.errors import Diagnostic
 
     try:
         manifest = api.validate(obj.project())
     except ManifestError as error:
         if not as_json:
             raise
-        click.echo(json.dumps([d.__dict__ if hasattr(d, "__dict__") else _diag(d) for d in error.diagnostics]))
+        click.echo(json.dumps([d.as_dict() for d in error.diagnostics], indent=1, ensure_ascii=False))
+        sys.exit(ExitCode.USER_ERROR)
+    except UserError as error:
+        if not as_json:
+            raise
+        click.echo(json.dumps([Diagnostic("", 0, 0, "", str(error), kind="config").as_dict()], indent=1))
         sys.exit(ExitCode.USER_ERROR)
     if as_json:
-        click.echo("[]")
-    else:
-        count = len(manifest.targets)
-        click.echo(f"{manifest.file}: ok, {count} target{'s' * (count != 1)}")
+        click.echo(json.dumps([d.as_dict() for d in manifest.warnings], indent=1, ensure_ascii=False))
+        return
+    for warning in manifest.warnings:
+        click.echo(f"pixmake: warning: {warning}", err=True)
+    count = len(manifest.targets)
+    click.echo(f"{manifest.file}: ok, {count} target{'s' * (count != 1)}")
 
 
-def _diag(d: Any) -> dict[str, Any]:
-    return {"file": d.file, "line": d.line, "column": d.column, "field": d.field, "message": d.message}
+@cli.command()
+def schema() -> None:
+    """Print the manifest's JSON Schema (2020-12), the contract editors and CI check against."""
+    from pixmake.schema import schema_text
+
+    click.echo(schema_text(), nl=False)
 
 
 _SIGILS = {"create": "+", "regenerate": "~", "restore": "<", "edited": "!", "orphan": "-", "unchanged": " "}
 
 
+def _reason_json(reason: Any) -> dict[str, Any]:
+    document = {"code": reason.code, "text": reason.text}
+    return document | {"details": dict(reason.details)} if reason.details else document
+
+
+def _selection(targets: tuple[str, ...], tags: tuple[str, ...]) -> Any:
+    from pixmake.select import Selection
+
+    return Selection(targets, tags) if targets or tags else None
+
+
+_TARGETS = click.argument("targets", nargs=-1, metavar="[TARGET|GLOB]...")
+_TAG = click.option("--tag", "tags", multiple=True, metavar="TAG", help="Select targets with TAG (repeatable).")
+
+
 @cli.command()
+@_TARGETS
+@_TAG
 @click.option("--check", is_flag=True, help="Exit 2 when a build would pay for or write anything (for CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--replace", multiple=True, metavar="TARGET", help="Plan TARGET as regenerated on purpose.")
+@click.option("--restore", is_flag=True, help="Plan edited outputs as restored to their locked bytes.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list unchanged targets.")
 @click.pass_obj
-def plan(obj: _Context, check: bool, as_json: bool, replace: tuple[str, ...], verbose: bool) -> None:
-    """Show what a build would do, and why."""
+def plan(
+    obj: _Context,
+    targets: tuple[str, ...],
+    tags: tuple[str, ...],
+    check: bool,
+    as_json: bool,
+    replace: tuple[str, ...],
+    restore: bool,
+    verbose: bool,
+) -> None:
+    """Show what a build would do, and why (all targets, or those named, matched or tagged)."""
     from pixmake import api
 
-    result = api.plan(obj.project(), replace=replace).plan
+    select = _selection(targets, tags)
+    result = api.plan(obj.project(), replace=replace, select=select, restore=restore).plan
     if as_json:
+        import json
+
         actions = [
             {
                 "target": a.name,
                 "action": a.kind.value,
                 "key": a.key,
                 "images": a.target.n if a.target is not None and a.kind.paid else 0,
-                "reasons": [{"code": r.code, "text": r.text} for r in a.reasons],
+                "reasons": [_reason_json(r) for r in a.reasons],
             }
             for a in result.actions
         ]
         counts = {kind.value: n for kind, n in result.counts().items()}
-        click.echo(json.dumps({"actions": actions, "counts": counts, "images": result.images_to_generate}, indent=2))
+        document = {"actions": actions, "counts": counts, "images": result.images_to_generate}
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
     else:
-        for action in result.actions:
-            if action.kind.value == "unchanged" and not verbose:
-                continue
+        for action in result.actions if verbose else result.listed:
             why = "; ".join(r.text for r in action.reasons)
             click.echo(
                 f"{_SIGILS[action.kind.value]} {action.kind.value:<10} {action.name}" + (f": {why}" if why else "")
@@ -118,35 +164,114 @@ def plan(obj: _Context, check: bool, as_json: bool, replace: tuple[str, ...], ve
 
 
 @cli.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@click.pass_obj
+def explain(obj: _Context, target: str, as_json: bool) -> None:
+    """Print everything TARGET's key is made of, and what differs from the lock."""
+    import json
+
+    from pixmake import api
+
+    why = api.explain(obj.project(), target)
+    locked = why.entry.key if why.entry is not None else None
+    if as_json:
+        reasons = [_reason_json(r) for r in why.action.reasons]
+        document: dict[str, Any] = {"target": why.name, "key": why.key, "locked_key": locked}
+        document |= {"document": why.document, "action": why.action.kind.value, "reasons": reasons}
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+        return
+    click.echo(f"target {why.name}")
+    click.echo(f"  key      {why.key}")
+    click.echo(f"  locked   {locked or '(not in the lockfile)'}")
+    click.echo("  key document (sha256 of its canonical JSON):")
+    for line in json.dumps(why.document, indent=2, sort_keys=True, ensure_ascii=False).splitlines():
+        click.echo(f"    {line}")
+    click.echo(f"  action   {why.action.kind.value}")
+    for reason in why.action.reasons:
+        click.echo(f"    - {reason.text}")
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@click.pass_obj
+def accept(obj: _Context, targets: tuple[str, ...]) -> None:
+    """Record the files now at TARGET's output paths as its outputs (keep a retouched image)."""
+    from pixmake import api
+
+    for entry, name in zip(api.accept(obj.project(), targets), dict.fromkeys(targets), strict=True):
+        paths = ", ".join(o.path for o in entry.outputs)
+        click.echo(f"accepted {name}: {paths}")
+
+
+@cli.command()
+@_TARGETS
+@_TAG
 @click.option("--emulator", is_flag=True, help="Build against the bundled emulator (no key, no network).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), help="Targets in flight at once (default: manifest).")
 @click.option("--replace", multiple=True, metavar="TARGET", help="Regenerate TARGET even if unchanged.")
+@click.option("--restore", is_flag=True, help="Put the locked bytes back over outputs edited by hand.")
+@click.option("--prune", is_flag=True, help="Delete orphans' outputs and drop them from pixmake.lock.")
 @click.option("--json", "as_json", is_flag=True, help="Print NDJSON events on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Print every submit and poll.")
 @click.pass_obj
 def build(
-    obj: _Context, emulator: bool, jobs: int | None, replace: tuple[str, ...], as_json: bool, verbose: bool
+    obj: _Context,
+    targets: tuple[str, ...],
+    tags: tuple[str, ...],
+    emulator: bool,
+    jobs: int | None,
+    replace: tuple[str, ...],
+    restore: bool,
+    prune: bool,
+    as_json: bool,
+    verbose: bool,
 ) -> None:
-    """Generate what changed and record it in pixmake.lock."""
+    """Generate what changed (all targets, or those named, matched or tagged) and record it in pixmake.lock."""
     from pixmake import api
+    from pixmake.errors import ConfigError
     from pixmake.settings import resolve
 
+    select = _selection(targets, tags)
+    if prune and select is not None:
+        raise ConfigError("--prune works on the whole manifest; drop the target selection")
     project = obj.project()
     manifest = api.validate(project)
     settings = resolve(manifest.provider, os.environ, concurrency=jobs)
     reporter = _reporter(as_json, verbose)
-    result = api.build(project, settings, reporter=reporter, emulator=emulator, replace=replace, manifest=manifest)
-    if isinstance(result.fatal, AuthError):
-        sys.exit(ExitCode.USER_ERROR)  # a refused key is the user's to fix, like a missing one
-    if result.fatal is not None or result.failed:
+    result = api.build(
+        project,
+        settings,
+        reporter=reporter,
+        emulator=emulator,
+        replace=replace,
+        manifest=manifest,
+        select=select,
+        restore=restore,
+    )
+    if prune:
+        pruned = api.prune(project)
+        for path in pruned.deleted:
+            click.echo(f"pixmake: pruned {path}", err=True)
+        for path, why in pruned.kept:
+            click.echo(f"pixmake: warning: kept {path}: {why}", err=True)
+        if pruned.pruned:
+            click.echo(f"pixmake: dropped {len(pruned.pruned)} orphan(s) from pixmake.lock", err=True)
+    if result.fatal is not None:
+        raise result.fatal  # one line from the funnel: a refused key exits 3, no balance exits 1
+    if result.failed:
         sys.exit(ExitCode.FAILED)
 
 
 def _reporter(as_json: bool, verbose: bool) -> Any:
-    from pixmake.report import JsonReporter, PlainReporter
+    """NDJSON with --json; a live view in an interactive terminal; plain timestamped lines otherwise (CI, pipes)."""
+    from pixmake.report import JsonReporter, PlainReporter, RichReporter
 
     if as_json:
         return JsonReporter()
+    ci = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+    if not verbose and not ci and sys.stderr.isatty():
+        return RichReporter()
     return PlainReporter(verbose=verbose)
 
 

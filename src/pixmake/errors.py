@@ -5,9 +5,9 @@
     PixmakeError
     ├── UserError                 one line, no traceback, exit 3 (nothing ran)
     │   ├── ManifestError         file, line, column, field path ("targets.hero.size")
+    │   │   └── UnsafePathError   a manifest path escapes the project root (diagnostics of kind "unsafe-path")
     │   ├── LockfileError         corrupt, or written by a newer pixmake (refused, never rebuilt silently)
     │   ├── ConfigError           bad flag, environment variable or setting; missing API key
-    │   ├── UnsafePathError       a manifest path escapes the project root
     │   └── ProjectBusyError      another build holds the project lock
     └── ProviderError             raised only by providers/; carries HTTP status and server message
         ├── AuthError             401/403: fatal, cancels the whole build
@@ -58,17 +58,35 @@ class UserError(PixmakeError):
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
-    """One problem in a manifest, located precisely enough for an editor to underline it."""
+    """One problem in a manifest, located precisely enough for an editor to underline it.
+
+    ``kind`` classifies it for machines (``"manifest"``, ``"unsafe-path"``, ``"input"``); ``severity`` is
+    ``"error"`` or ``"warning"``. An empty ``file`` (a path checked outside any manifest) prints no location.
+    """
 
     file: str
     line: int
     column: int
     field: str
     message: str
+    severity: str = "error"
+    kind: str = "manifest"
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        where = f"{self.file}:{self.line}:{self.column}: " if self.file else ""
+        return f"{where}{self.field}: {self.message}" if self.field else f"{where}{self.message}"
+
+    def as_dict(self) -> dict[str, str | int]:
+        """The diagnostic as a JSON-ready dict (``validate --json``)."""
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "field": self.field,
+            "message": self.message,
+            "severity": self.severity,
+            "kind": self.kind,
+        }
 
 
 class ManifestError(UserError):
@@ -77,6 +95,15 @@ class ManifestError(UserError):
     def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
         self.diagnostics = tuple(sorted(diagnostics, key=lambda d: (d.file, d.line, d.column, d.field)))
         super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+    @classmethod
+    def of(cls, diagnostics: Sequence[Diagnostic]) -> ManifestError:
+        """The right error for these diagnostics: an :class:`UnsafePathError` if any is of kind "unsafe-path"."""
+        unsafe = [d for d in diagnostics if d.kind == "unsafe-path"]
+        if unsafe:
+            first = min(unsafe, key=lambda d: (d.file, d.line, d.column))
+            return UnsafePathError(first.field, "", diagnostics=diagnostics)
+        return cls(diagnostics)
 
     @classmethod
     def at(cls, file: str, line: int, column: int, field: str, message: str) -> ManifestError:
@@ -92,13 +119,22 @@ class ConfigError(UserError):
     """A flag, environment variable or provider setting is invalid or missing."""
 
 
-class UnsafePathError(UserError):
-    """A path in the manifest resolves outside the project root."""
+class UnsafePathError(ManifestError):
+    """A path in the manifest resolves outside the project root (absolute, ``..`` or a symlink).
 
-    def __init__(self, field: str, path: str) -> None:
+    A :class:`ManifestError` whose diagnostics include at least one of kind ``"unsafe-path"``; ``field``
+    names the first such one and ``path`` the offending path when the raiser knew it (its message always
+    shows it). Other problems found in the same pass ride along in ``diagnostics``, so one run still
+    reports everything; the exit code stays 3.
+    """
+
+    def __init__(self, field: str, path: str, *, diagnostics: Sequence[Diagnostic] = ()) -> None:
         self.field = field
         self.path = path
-        super().__init__(f"{field}: path {path!r} leaves the project root")
+        if not diagnostics:
+            message = f"path {path!r} leaves the project root"
+            diagnostics = [Diagnostic("", 0, 0, field, message, kind="unsafe-path")]
+        super().__init__(diagnostics)
 
 
 class ProjectBusyError(UserError):

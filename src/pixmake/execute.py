@@ -1,38 +1,46 @@
-"""Carry out a plan: one anyio task group, one child per action, every result recorded at once.
+"""Carry out a plan: one anyio task group, a pool of workers, every result recorded at once.
 
-Shell. Per paid action: upload local inputs once → journal the ``client_business_id`` → submit
-(or resume a journaled task) → poll at the provider's pace → download every image → verify
-(decodes, count = n) → write atomically → object cache → journal + lock. Restores copy locked
-bytes from the object cache and cost nothing. Per-target failures are values
-(:class:`TargetFailure`); a bad key or an empty balance cancels the whole build. The executor
-emits typed events to a reporter and never prints.
+Shell. Per paid action::
+
+    upload local inputs once ─▶ journal the client_business_id ─▶ submit ──(unknown outcome)──▶ look it up
+            (or resume a journaled task instead)                    │                              │
+                                                                    ▼                              ▼
+    lock ◀─ journal ◀─ object cache ◀─ write atomically ◀─ verify ◀─ download ◀──── poll at the provider's pace
+
+Restores copy locked bytes from the object cache and cost nothing. Per-target failures are values
+(:class:`TargetFailure`); a bad key or an empty balance cancels the whole build. Pacing: a token
+bucket for submits, another for queries, and an adaptive (AIMD) limit on targets in flight; the
+number of worker tasks is the configured concurrency, so memory stays flat in the number of targets.
+The executor emits typed events to a reporter and never prints.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import random as _random
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
 from pixmake.errors import (
     BadResultError,
     GenerationFailedError,
-    NetworkError,
     PixmakeError,
     ProviderError,
     RateLimitedError,
+    RequestRejectedError,
 )
 from pixmake.journal import Journal, PendingSubmit
-from pixmake.limits import RateLimiter
+from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
 from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, render_lock
 from pixmake.manifest import Target, is_url, output_paths
 from pixmake.plan import Action, ActionKind, Plan
@@ -40,6 +48,7 @@ from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskS
 from pixmake.retry import Backoff, Operation, Verdict, classify
 from pixmake.settings import Settings
 from pixmake.store import ObjectCache, atomic_write
+from pixmake.uploads import UploadCache, Uploader
 
 if TYPE_CHECKING:
     from pixmake.report import Reporter
@@ -47,6 +56,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BuildFinished",
     "BuildResult",
+    "BuildStarted",
+    "BuildStatistics",
+    "ConcurrencyChanged",
     "Event",
     "Executor",
     "RetryScheduled",
@@ -60,8 +72,19 @@ __all__ = [
 
 T = TypeVar("T")
 
+_RESTORE_WORKERS = 4  # free work: bounded by disk, not by the provider
+
 
 # --- events ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BuildStarted:
+    """The build began: how much work it has."""
+
+    targets: int  # targets to generate or restore
+    images: int  # images to pay for
+    concurrency: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +143,34 @@ class RetryScheduled:
 
 
 @dataclass(frozen=True, slots=True)
+class ConcurrencyChanged:
+    """The adaptive limit on targets in flight moved (halved by 429s, or recovering)."""
+
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class TargetFailure:
     """Why one target failed."""
 
     target: str
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class BuildStatistics:
+    """What the build asked of the provider, for benchmarks and the curious."""
+
+    submits: int = 0
+    polls: int = 0
+    lookups: int = 0
+    downloads: int = 0
+    uploads: int = 0
+    distinct_uploads: int = 0
+    retries: int = 0
+    submit_rate: RateLimiterStatistics | None = None
+    query_rate: RateLimiterStatistics | None = None
+    concurrency: AdaptiveLimiterStatistics | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +185,7 @@ class BuildResult:
     failed: tuple[TargetFailure, ...] = ()
     images_generated: int = 0
     fatal: ProviderError | None = None  # what stopped the whole build (bad key, no balance)
+    statistics: BuildStatistics = field(default_factory=BuildStatistics)
 
     @property
     def ok(self) -> bool:
@@ -154,7 +201,17 @@ class BuildFinished:
     seconds: float
 
 
-Event = TargetStarted | TargetSubmitted | TargetPolled | TargetFinished | TargetFailed | RetryScheduled | BuildFinished
+Event = (
+    BuildStarted
+    | TargetStarted
+    | TargetSubmitted
+    | TargetPolled
+    | TargetFinished
+    | TargetFailed
+    | RetryScheduled
+    | ConcurrencyChanged
+    | BuildFinished
+)
 
 
 class _Fatal(Exception):
@@ -169,78 +226,145 @@ class _Fatal(Exception):
 
 
 class _Recorder:
-    """Journal each finished target at once; fold into ``pixmake.lock`` in batches (linear overall)."""
+    """The one writer of the journal and the lock; every method is atomic with respect to the others.
+
+    Each step is appended to the fsync'd journal at once; ``pixmake.lock`` is rewritten from the
+    entries only when the entries recorded since the last fold reach a quarter of the lock (or 64), so
+    the total cost of folding stays linear in the number of targets, and at the end. A fold also
+    rewrites the journal down to the submits still pending, under the same mutex as the appends, so no
+    append can fall between the snapshot and the rewrite.
+    """
 
     def __init__(self, lock_path: Path, lock: Lock, journal: Journal, pending: dict[str, PendingSubmit]) -> None:
         self.lock_path = lock_path
-        self.lock = lock
         self.journal = journal
         self.pending = pending
+        self._entries = dict(lock.entries)
         self._unfolded = 0
-        self._last_fold = time.monotonic()
-        self._mutex = threading.RLock()  # called from worker threads
+        self._mutex = threading.Lock()  # called from worker threads
+        self.folds = 0
+
+    @property
+    def lock(self) -> Lock:
+        """The lock as recorded so far (a snapshot)."""
+        with self._mutex:
+            return Lock(MappingProxyType(dict(self._entries)))
+
+    def submitting(self, target: str, key: str, client_business_id: str) -> None:
+        """A submit with this id is about to be sent."""
+        with self._mutex:
+            self.journal.submitting(target, key, client_business_id)
+            self.pending[target] = PendingSubmit(target, key, client_business_id)
+
+    def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
+        """The provider gave the submit a task id."""
+        with self._mutex:
+            self.journal.accepted(target, key, client_business_id, task_id)
+            self.pending[target] = PendingSubmit(target, key, client_business_id, task_id)
+
+    def dropped(self, target: str, key: str) -> None:
+        """Nothing is left to resume for this key (never created, failed and refunded, or result gone)."""
+        with self._mutex:
+            if target in self.pending:
+                self.journal.dropped(target, key)
+                del self.pending[target]
 
     def record(self, name: str, entry: LockEntry) -> None:
+        """A target finished: journal its lock entry; fold into the lockfile when enough accumulated."""
         with self._mutex:
             self.journal.finished(name, entry)
-            self.lock = self.lock.with_entry(name, entry)
-            self.pending.pop(entry.key, None)
+            self._entries[name] = entry
+            self.pending.pop(name, None)
             self._unfolded += 1
-            # Rewriting the whole lock costs O(size); doing it at most every half second (or per
-            # 1 % of the lock) keeps a 10,000-target build linear while the lock stays fresh.
-            if time.monotonic() - self._last_fold >= 0.5 or self._unfolded * 100 >= max(100, len(self.lock.entries)):
-                self.fold()
+            if self._unfolded >= max(64, len(self._entries) // 4):
+                self._fold()
 
     def fold(self) -> None:
+        """Write ``pixmake.lock`` and shrink the journal to the pending submits."""
         with self._mutex:
-            atomic_write(self.lock_path, render_lock(self.lock).encode())
-            self.journal.rewrite(dict(self.pending))
-            self._unfolded = 0
-            self._last_fold = time.monotonic()
+            self._fold()
+
+    def _fold(self) -> None:
+        atomic_write(self.lock_path, render_lock(Lock(MappingProxyType(self._entries))).encode())
+        self.journal.rewrite(dict(self.pending))
+        self._unfolded = 0
+        self.folds += 1
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _verify_image(blob: bytes) -> tuple[int, int]:
+    """Pixel size of an image; raises BadResultError for bytes that do not decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(blob)) as image:
+            image.load()
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise BadResultError(f"image does not decode: {error}") from error
+
+
+def _client_business_id(key: str) -> str:
+    """The idempotency id of one submit attempt: the target's key plus a nonce."""
+    return f"pixmake-{key[:32]}-{secrets.token_hex(4)}"
+
+
+def _about_inputs(error: ProviderError) -> bool:
+    """Whether a refused submit may be about its reference or mask URLs (then they are uploaded again)."""
+    text = error.message.lower()
+    return isinstance(error, RequestRejectedError) and any(word in text for word in ("url", "image", "mask"))
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for error in group.exceptions:
+        out.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return out
+
+
+@dataclass
+class _Counters:
+    submits: int = 0
+    polls: int = 0
+    lookups: int = 0
+    downloads: int = 0
+    retries: int = 0
 
 
 # --- the executor ----------------------------------------------------------------------------------
 
 
-def _verify_images(blobs: Sequence[bytes]) -> list[tuple[int, int]]:
-    """Pixel size of each image; raises BadResultError for bytes that do not decode."""
-    from PIL import Image, UnidentifiedImageError
-
-    sizes = []
-    for index, blob in enumerate(blobs, 1):
-        try:
-            with Image.open(io.BytesIO(blob)) as image:
-                image.load()
-                sizes.append(image.size)
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            raise BadResultError(f"image {index} does not decode: {error}") from error
-    return sizes
-
-
-def _client_business_id(key: str) -> str:
-    return f"pixmake-{key[:32]}-{secrets.token_hex(4)}"
-
-
 @dataclass
 class Executor:
-    """Runs one plan against one provider; construct per build."""
+    """Runs one plan against one provider; construct per build with :meth:`create`."""
 
     root: Path
     settings: Settings
     provider: Provider | None
     reporter: Reporter
     objects: ObjectCache
-    journal: Journal
     recorder: _Recorder
     input_hashes: Mapping[str, str]
+    upload_cache: UploadCache
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     random: Callable[[], float] = _random.random
     backoff: Backoff = field(default_factory=Backoff)
-    _uploads: dict[str, str] = field(default_factory=dict)
-    _upload_locks: dict[str, anyio.Lock] = field(default_factory=dict)
     _failed: list[TargetFailure] = field(default_factory=list)
     _done: dict[ActionKind, list[str]] = field(default_factory=dict)
     _images: int = 0
+    _counters: _Counters = field(default_factory=_Counters)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.submit_rate = RateLimiter(s.submit_rate, burst=max(1.0, min(s.submit_rate * 10, 50)), sleep=self.sleep)
+        self.query_rate = RateLimiter(s.query_rate, burst=max(1.0, min(s.query_rate * 10, 500)), sleep=self.sleep)
+        self.capacity = AdaptiveLimiter(s.concurrency, on_change=lambda n: self.reporter.emit(ConcurrencyChanged(n)))
+        # Thread work (Pillow decode, hashing, writes) is CPU- and memory-bound: a decoded 1024² image
+        # is 3 MB, so this many at once, not one per target in flight.
+        self.thread_work = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+        self.uploader = Uploader(self.upload_cache, self._upload, lambda path: (self.root / path).read_bytes())
 
     @classmethod
     def create(
@@ -256,30 +380,47 @@ class Executor:
         objects: ObjectCache,
         journal: Journal,
         input_hashes: Mapping[str, str],
-        uploads: dict[str, str] | None = None,
+        upload_cache: UploadCache,
     ) -> Executor:
-        """An executor whose lock recorder starts from ``lock`` and the journal's pending submits."""
+        """An executor whose recorder starts from ``lock`` and the journal's pending submits."""
         recorder = _Recorder(lock_path, lock, journal, pending)
-        executor = cls(root, settings, provider, reporter, objects, journal, recorder, input_hashes)
-        executor._uploads.update(uploads or {})
-        return executor
+        backoff = Backoff(settings.backoff_base, settings.backoff_cap, settings.max_retry_after)
+        return cls(root, settings, provider, reporter, objects, recorder, input_hashes, upload_cache, backoff=backoff)
 
-    @property
-    def uploads(self) -> dict[str, str]:
-        """Content hash → uploaded URL, for the upload cache."""
-        return dict(self._uploads)
+    def statistics(self) -> BuildStatistics:
+        """Provider calls so far, and the limiters' figures."""
+        c = self._counters
+        return BuildStatistics(
+            submits=c.submits,
+            polls=c.polls,
+            lookups=c.lookups,
+            downloads=c.downloads,
+            uploads=sum(self.uploader.uploads.values()),
+            distinct_uploads=len(self.uploader.uploads),
+            retries=c.retries,
+            submit_rate=self.submit_rate.statistics(),
+            query_rate=self.query_rate.statistics(),
+            concurrency=self.capacity.statistics(),
+        )
 
     async def run(self, plan: Plan) -> BuildResult:
         """Execute every action; returns the outcome (the lockfile is folded before returning)."""
         started = time.monotonic()
         fatal: ProviderError | None = None
-        submit_rate = RateLimiter(self.settings.submit_rate, burst=max(1.0, min(self.settings.submit_rate * 10, 50)))
-        limiter = anyio.CapacityLimiter(self.settings.concurrency)
+        paid = [a for a in plan.actions if a.kind.paid]
+        restores = [a for a in plan.actions if a.kind is ActionKind.RESTORE]
+        for action in plan.actions:
+            if action.kind in (ActionKind.UNCHANGED, ActionKind.EDITED, ActionKind.ORPHAN):
+                self._done.setdefault(action.kind, []).append(action.name)
+        self.reporter.emit(BuildStarted(len(paid) + len(restores), plan.images_to_generate, self.settings.concurrency))
         try:
             try:
                 async with anyio.create_task_group() as group:
-                    for action in plan.actions:
-                        group.start_soon(self._run_action, action, limiter, submit_rate)
+                    paid_queue, restore_queue = iter(paid), iter(restores)
+                    for _ in range(min(self.settings.concurrency, len(paid))):
+                        group.start_soon(self._worker, paid_queue, True)
+                    for _ in range(min(_RESTORE_WORKERS, len(restores))):
+                        group.start_soon(self._worker, restore_queue, False)
             except* _Fatal as caught:
                 fatal = next(e.error for e in _leaves(caught) if isinstance(e, _Fatal))
         finally:
@@ -294,23 +435,28 @@ class Executor:
             failed=tuple(self._failed),
             images_generated=self._images,
             fatal=fatal,
+            statistics=self.statistics(),
         )
         self.reporter.emit(BuildFinished(result, time.monotonic() - started))
         return result
 
-    async def _run_action(self, action: Action, limiter: anyio.CapacityLimiter, submit_rate: RateLimiter) -> None:
+    async def _worker(self, queue: Iterator[Action], paid: bool) -> None:
+        for action in queue:  # workers share one iterator: each action is taken exactly once
+            if paid:
+                async with self.capacity:
+                    await self._run_action(action)
+            else:
+                await self._run_action(action)
+
+    async def _run_action(self, action: Action) -> None:
         kind = action.kind
-        if kind in (ActionKind.UNCHANGED, ActionKind.EDITED, ActionKind.ORPHAN):
-            self._done.setdefault(kind, []).append(action.name)
-            return
         assert action.target is not None and action.key is not None
         self.reporter.emit(TargetStarted(action.name, kind.value, action.target.n if kind.paid else 0))
         try:
             if kind is ActionKind.RESTORE:
                 outputs = await self._restore(action)
             else:
-                async with limiter:
-                    outputs = await self._generate(action.target, action.key, submit_rate)
+                outputs = await self._generate(action.target, action.key)
         except _Fatal:
             raise
         except PixmakeError as error:
@@ -347,7 +493,7 @@ class Executor:
             await anyio.to_thread.run_sync(self.recorder.record, action.name, entry)
         return paths
 
-    # --- paid work --------------------------------------------------------------------------------
+    # --- provider calls ---------------------------------------------------------------------------
 
     def _entry(self, target: Target, key: str, outputs: tuple[LockedOutput, ...], task_id: str | None) -> LockEntry:
         from pixmake.fingerprint import input_hash
@@ -369,98 +515,160 @@ class Executor:
         assert self.provider is not None, "a paid action needs a provider"
         return self.provider
 
-    async def _call(self, target: str, operation: Operation, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Call the provider, retrying what is safe to retry; LOOKUP verdicts propagate to the caller."""
+    def _slow_down(self, error: ProviderError, operation: Operation) -> None:
+        """Feed a rate-limit answer to the pacing: shrink concurrency, pause the bucket it came from."""
+        if isinstance(error, RateLimitedError):
+            self.capacity.rate_limited()
+            if error.retry_after:
+                bucket = self.submit_rate if operation is Operation.SUBMIT else self.query_rate
+                bucket.hold(min(error.retry_after, self.settings.max_retry_after))
+
+    async def _backoff(self, target: str, operation: Operation, attempt: int, error: ProviderError) -> None:
+        retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+        delay = self.backoff.delay(attempt, self.random, retry_after=retry_after)
+        self._counters.retries += 1
+        self.reporter.emit(RetryScheduled(target, operation.value, attempt + 1, delay, str(error)))
+        await self.sleep(delay)
+
+    async def _call(self, target: str, operation: Operation, fn: Callable[[], Awaitable[T]]) -> T:
+        """Call the provider, retrying what is safe to retry (never a submit: see :meth:`_submit`)."""
+        assert operation is not Operation.SUBMIT
         for attempt in range(self.settings.max_attempts):
+            if operation is Operation.QUERY:
+                await self.query_rate.acquire()
             try:
-                return await fn(*args)
+                value = await fn()
             except ProviderError as error:
                 verdict = classify(error, operation)
                 if verdict is Verdict.FATAL:
                     raise _Fatal(error) from error
+                self._slow_down(error, operation)
                 if verdict is not Verdict.RETRY or attempt + 1 >= self.settings.max_attempts:
                     raise
-                retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
-                delay = self.backoff.delay(attempt, self.random, retry_after=retry_after)
-                self.reporter.emit(RetryScheduled(target, operation.value, attempt + 1, delay, str(error)))
-                await self.sleep(delay)
+                await self._backoff(target, operation, attempt, error)
+            else:
+                self.capacity.succeeded()
+                return value
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _input_url(self, target: str, ref: str) -> str:
-        """URL for a reference or mask: as given, or uploaded once per content hash."""
-        if is_url(ref):
-            return ref
-        digest = self.input_hashes[ref]
-        lock = self._upload_locks.setdefault(digest, anyio.Lock())
-        async with lock:
-            if digest not in self._uploads:
-                data = await anyio.to_thread.run_sync((self.root / ref).read_bytes)
-                self._uploads[digest] = await self._call(target, Operation.UPLOAD, self._upload, data, Path(ref).name)
-        return self._uploads[digest]
-
     async def _upload(self, data: bytes, filename: str) -> str:
-        return await self._provider().upload(data, filename=filename)
+        return await self._call("(upload)", Operation.UPLOAD, lambda: self._provider().upload(data, filename=filename))
 
-    async def _submit_once(self, target: Target, key: str, request: GenerationRequest, rate: RateLimiter) -> TaskStatus:
-        """Submit, retrying only what cannot double-charge; an unknown outcome is looked up first."""
-        provider = self._provider()
-        for attempt in range(self.settings.max_attempts):
-            await rate.acquire()
+    async def _poll(self, target: str, task_id: str) -> TaskStatus:
+        self._counters.polls += 1
+        return await self._call(target, Operation.QUERY, lambda: self._provider().poll(task_id))
+
+    async def _find(self, target: str, client_business_id: str) -> TaskStatus | None:
+        self._counters.lookups += 1
+        return await self._call(target, Operation.QUERY, lambda: self._provider().find(client_business_id))
+
+    async def _input_urls(self, target: Target) -> tuple[tuple[str, ...], str | None]:
+        """URLs for a target's references and mask: as given, or uploaded once per content hash."""
+
+        async def url(ref: str) -> str:
+            return ref if is_url(ref) else await self.uploader.url(ref, self.input_hashes[ref])
+
+        return tuple([await url(ref) for ref in target.references]), (
+            None if target.mask is None else await url(target.mask)
+        )
+
+    def _local_inputs(self, target: Target) -> list[str]:
+        refs = [*target.references, *([target.mask] if target.mask is not None else [])]
+        return [self.input_hashes[r] for r in refs if not is_url(r)]
+
+    # --- the paid path ----------------------------------------------------------------------------
+
+    async def _journal(self, fn: Callable[..., None], *args: str) -> None:
+        """Run a journal step in a worker thread, shielded: Ctrl-C cannot cut an fsync'd append in half."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(fn, *args)
+
+    async def _resume(self, target: Target, pending: PendingSubmit) -> TaskStatus | None:
+        """The journaled task, or None when the provider surely has none (errors propagate: stay journaled)."""
+        if pending.task_id is not None:
             try:
-                cbid = request.client_business_id
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.journal.submitting, target.name, key, cbid)
-                    self.recorder.pending[key] = PendingSubmit(target.name, key, cbid)
-                return await provider.submit(request)
+                return await self._poll(target.name, pending.task_id)
+            except RequestRejectedError as error:
+                if error.status != 404:
+                    raise
+        return await self._find(target.name, pending.client_business_id)
+
+    async def _obtain_task(self, target: Target, key: str) -> TaskStatus:
+        """A task for this target: the journaled one if it still exists, else a new (paid) submit."""
+        pending = self.recorder.pending.get(target.name)
+        if pending is not None and pending.key == key:
+            found = await self._resume(target, pending)
+            if found is not None and found.state is not TaskState.FAILED:
+                if pending.task_id != found.task_id:
+                    await self._journal(
+                        self.recorder.accepted, target.name, key, pending.client_business_id, found.task_id
+                    )
+                self.reporter.emit(TargetSubmitted(target.name, found.task_id, resumed=True))
+                return found
+        if pending is not None:
+            # Never created, failed (refunded), or paid for inputs that have since changed.
+            await self._journal(self.recorder.dropped, target.name, key)
+        status = await self._submit(target, key)
+        self.reporter.emit(TargetSubmitted(target.name, status.task_id, resumed=False))
+        return status
+
+    async def _submit(self, target: Target, key: str) -> TaskStatus:
+        """Submit, retrying only what cannot double-charge; an unknown outcome is looked up before anything else.
+
+        Each attempt's ``client_business_id`` is journaled before it is sent. A new id is made only
+        after the old one is known not to exist: the provider refused it (429, 503
+        rate_limit_unavailable, connect error) or a lookup by it found nothing.
+        """
+        provider = self._provider()
+        image_urls, mask_url = await self._input_urls(target)
+        reuploaded = False
+        for attempt in range(self.settings.max_attempts):
+            request = GenerationRequest(
+                model=target.model,
+                prompt=target.prompt,
+                size=target.size,
+                n=target.n,
+                client_business_id=_client_business_id(key),
+                image_urls=image_urls,
+                mask_url=mask_url,
+                params=target.params,
+            )
+            cbid = request.client_business_id
+            await self.submit_rate.acquire()
+            await self._journal(self.recorder.submitting, target.name, key, cbid)
+            try:
+                self._counters.submits += 1
+                status = await provider.submit(request)
             except ProviderError as error:
                 verdict = classify(error, Operation.SUBMIT)
                 if verdict is Verdict.FATAL:
                     raise _Fatal(error) from error
+                self._slow_down(error, Operation.SUBMIT)
                 if verdict is Verdict.LOOKUP:
-                    found = await self._call(target.name, Operation.QUERY, provider.find, request.client_business_id)
+                    # Give a slow gateway time to finish creating the task before asking for it.
+                    await self._backoff(target.name, Operation.SUBMIT, attempt, error)
+                    found = await self._find(target.name, cbid)  # errors propagate: the id stays journaled
                     if found is not None:
+                        await self._journal(self.recorder.accepted, target.name, key, cbid, found.task_id)
                         return found
-                elif verdict is Verdict.FAIL or attempt + 1 >= self.settings.max_attempts:
-                    raise
-                retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
-                delay = self.backoff.delay(attempt, self.random, retry_after=retry_after)
-                self.reporter.emit(RetryScheduled(target.name, "submit", attempt + 1, delay, str(error)))
-                await self.sleep(delay)
-                request = _with_new_id(request, key)  # the old id is known not to exist
-        raise NetworkError("submit kept failing; giving up", sent=False)
-
-    async def _obtain_task(self, target: Target, key: str, rate: RateLimiter) -> TaskStatus:
-        provider = self._provider()
-        pending = self.recorder.pending.get(key)
-        if pending is not None:
-            lookup_id = pending.task_id or pending.client_business_id
-            fn = provider.poll if pending.task_id else provider.find
-            try:
-                found = await self._call(target.name, Operation.QUERY, fn, lookup_id)
-            except ProviderError:
-                found = None
-            if found is not None and found.state is not TaskState.FAILED:
-                self.reporter.emit(TargetSubmitted(target.name, found.task_id, resumed=True))
-                return found
-        image_urls = tuple([await self._input_url(target.name, ref) for ref in target.references])
-        mask_url = None if target.mask is None else await self._input_url(target.name, target.mask)
-        request = GenerationRequest(
-            model=target.model,
-            prompt=target.prompt,
-            size=target.size,
-            n=target.n,
-            client_business_id=_client_business_id(key),
-            image_urls=image_urls,
-            mask_url=mask_url,
-            params=target.params,
-        )
-        status = await self._submit_once(target, key, request, rate)
-        with anyio.CancelScope(shield=True):
-            cbid = self.recorder.pending[key].client_business_id if key in self.recorder.pending else ""
-            await anyio.to_thread.run_sync(self.journal.accepted, target.name, key, cbid, status.task_id)
-            self.recorder.pending[key] = PendingSubmit(target.name, key, cbid, status.task_id)
-        self.reporter.emit(TargetSubmitted(target.name, status.task_id, resumed=False))
-        return status
+                    if attempt + 1 < self.settings.max_attempts:
+                        continue  # known not to exist: a new id, no further wait
+                elif not reuploaded and _about_inputs(error) and self._local_inputs(target):
+                    # A 4xx may mean an uploaded reference expired on the provider: upload again, once.
+                    reuploaded = True
+                    for digest in self._local_inputs(target):
+                        self.uploader.forget(digest)
+                    image_urls, mask_url = await self._input_urls(target)
+                    continue
+                elif verdict is Verdict.RETRY and attempt + 1 < self.settings.max_attempts:
+                    await self._backoff(target.name, Operation.SUBMIT, attempt, error)
+                    continue
+                await self._journal(self.recorder.dropped, target.name, key)  # nothing was created
+                raise
+            self.capacity.succeeded()
+            await self._journal(self.recorder.accepted, target.name, key, cbid, status.task_id)
+            return status
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _poll_delay(self, first: bool) -> float:
         """The documented pace: about 5 s first, then 5-10 s with jitter (scaled by poll_interval)."""
@@ -473,12 +681,22 @@ class Executor:
             while not status.state.terminal:
                 await self.sleep(self._poll_delay(first))
                 first = False
-                status = await self._call(target, Operation.QUERY, self._provider().poll, status.task_id)
+                status = await self._poll(target, status.task_id)
                 self.reporter.emit(TargetPolled(target, status.status, status.progress))
         return status
 
-    async def _generate(self, target: Target, key: str, rate: RateLimiter) -> tuple[str, ...]:
-        status = await self._obtain_task(target, key, rate)
+    async def _fetch(self, target: str, url: str) -> tuple[bytes, tuple[int, int]]:
+        """Download one result and check it decodes; a truncated or undecodable body is retried."""
+
+        async def once() -> tuple[bytes, tuple[int, int]]:
+            self._counters.downloads += 1
+            blob = await self._provider().download(url)
+            return blob, await anyio.to_thread.run_sync(_verify_image, blob, limiter=self.thread_work)
+
+        return await self._call(target, Operation.DOWNLOAD, once)
+
+    async def _generate(self, target: Target, key: str) -> tuple[str, ...]:
+        status = await self._obtain_task(target, key)
         try:
             status = await self._wait_finished(target.name, status)
         except TimeoutError:
@@ -487,42 +705,34 @@ class Executor:
                 "it stays journaled and the next build resumes it"
             ) from None
         if status.state is TaskState.FAILED:
-            await anyio.to_thread.run_sync(self.journal.dropped, target.name, key)
-            self.recorder.pending.pop(key, None)
+            await self._journal(self.recorder.dropped, target.name, key)
             code = f" ({status.error_code})" if status.error_code else ""
             raise GenerationFailedError(f"task {status.task_id} failed{code}: {status.error_message or 'no message'}")
         if len(status.urls) != target.n:
+            # A failed attempt: nothing to lock; the next build submits again.
+            await self._journal(self.recorder.dropped, target.name, key)
             raise BadResultError(f"task {status.task_id} returned {len(status.urls)} images, expected {target.n}")
-        blobs = [
-            await self._call(target.name, Operation.DOWNLOAD, self._provider().download, url) for url in status.urls
-        ]
-        sizes = await anyio.to_thread.run_sync(_verify_images, blobs)
+        results = []
+        for url in status.urls:
+            try:
+                results.append(await self._fetch(target.name, url))
+            except RequestRejectedError as error:
+                if error.status in (404, 410):  # the result expired: it cannot be fetched any more
+                    await self._journal(self.recorder.dropped, target.name, key)
+                raise
         paths = output_paths(target)
 
         def store() -> tuple[LockedOutput, ...]:
             outputs = []
-            for path, blob, (width, height) in zip(paths, blobs, sizes, strict=True):
+            for path, (blob, (width, height)) in zip(paths, results, strict=True):
                 digest = self.objects.put(blob)
                 atomic_write(self.root / path, blob)
                 outputs.append(LockedOutput(path, digest, len(blob), width, height))
             return tuple(outputs)
 
         with anyio.CancelScope(shield=True):
-            outputs = await anyio.to_thread.run_sync(store)
+            outputs = await anyio.to_thread.run_sync(store, limiter=self.thread_work)
             entry = self._entry(target, key, outputs, status.task_id)
             await anyio.to_thread.run_sync(self.recorder.record, target.name, entry)
         self._images += target.n
         return paths
-
-
-def _with_new_id(request: GenerationRequest, key: str) -> GenerationRequest:
-    from dataclasses import replace
-
-    return replace(request, client_business_id=_client_business_id(key))
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for error in group.exceptions:
-        out.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
-    return out

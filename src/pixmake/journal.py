@@ -55,22 +55,24 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]]:
-    """Apply the journal to ``lock``: the folded lock and the submits still pending, by target key."""
+    """Apply the journal to ``lock``: the folded lock and the submits still pending, by target name.
+
+    Pending submits are keyed by target, not by key: two targets may share a key (the same prompt
+    twice, for two variations), and each paid task belongs to exactly one of them.
+    """
     entries = dict(lock.entries)
     pending: dict[str, PendingSubmit] = {}
     for record in _records(path):
-        op, key = record.get("op"), str(record.get("key", ""))
+        op, target, key = record.get("op"), str(record.get("target", "")), str(record.get("key", ""))
         if op == "submit":
-            pending[key] = PendingSubmit(str(record["target"]), key, str(record["cbid"]))
-        elif op == "task" and key in pending:
-            pending[key] = PendingSubmit(
-                pending[key].target, key, pending[key].client_business_id, str(record["task_id"])
-            )
+            pending[target] = PendingSubmit(target, key, str(record["cbid"]))
+        elif op == "task" and target in pending:
+            pending[target] = PendingSubmit(target, key, str(record["cbid"]), str(record["task_id"]))
         elif op == "lock":
-            entries[str(record["target"])] = entry_from_json(record["entry"])
-            pending.pop(key, None)
+            entries[target] = entry_from_json(record["entry"])
+            pending.pop(target, None)
         elif op == "drop":
-            pending.pop(key, None)
+            pending.pop(target, None)
     return Lock(entries), pending
 
 

@@ -1,14 +1,29 @@
 """``pixmake.lock``: what each target's outputs were built from. Parse and render, nothing else.
 
-PURE. The format is JSON with sorted keys and one block per target, so that adding, changing or
-removing a target changes only its own block and most git merges are clean. No field changes unless
-its target changed (no timestamps). A lockfile from a newer pixmake, or a corrupt one, raises
-:class:`~pixmake.errors.LockfileError`: a silent rebuild would spend money.
+PURE. Version 2 of the format is a header line and then one pretty-printed JSON document per target,
+sorted by name and separated by a blank line, with no separator between them::
+
+    {"generator": "pixmake", "version": 2}
+
+    {
+      "target": "hero",
+      "key": "…",
+      …
+    }
+
+so adding, changing or removing a target changes only its own block (a single JSON object would put a
+comma on the previous block's closing line), and most git merges are clean. ``jq`` reads such a
+sequence of documents as it is. No field changes unless its target changed (no timestamps). Version 1
+(one JSON object with ``targets``) is still read; the next write upgrades it. A lockfile from a newer
+pixmake, or a corrupt one, raises :class:`~pixmake.errors.LockfileError`: a silent rebuild would spend
+money.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,7 +43,8 @@ __all__ = [
     "render_lock",
 ]
 
-LOCK_VERSION: Final = 1
+LOCK_VERSION: Final = 2
+_SPACE: Final = re.compile(r"[ \t\r\n]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +98,7 @@ class Lock:
 
 
 def entry_to_json(entry: LockEntry) -> dict[str, Any]:
+    """One entry as a JSON-ready dict (optional fields only when set); the journal uses it too."""
     block: dict[str, Any] = {
         "key": entry.key,
         "model": entry.model,
@@ -105,6 +122,7 @@ def entry_to_json(entry: LockEntry) -> dict[str, Any]:
 
 
 def entry_from_json(block: Mapping[str, Any]) -> LockEntry:
+    """The inverse of :func:`entry_to_json`; raises KeyError, TypeError or ValueError for a bad block."""
     return LockEntry(
         key=str(block["key"]),
         model=str(block["model"]),
@@ -122,35 +140,69 @@ def entry_from_json(block: Mapping[str, Any]) -> LockEntry:
     )
 
 
+def _block(name: str, entry: LockEntry) -> str:
+    body = json.dumps(entry_to_json(entry), indent=2, sort_keys=True, ensure_ascii=False)
+    return "{\n  \"target\": " + json.dumps(name, ensure_ascii=False) + ",\n" + body[2:]
+
+
 def render_lock(lock: Lock) -> str:
     """Deterministic text of a lock: same lock, same bytes."""
-    document = {
-        "version": LOCK_VERSION,
-        "generator": "pixmake",
-        "targets": {name: entry_to_json(lock.entries[name]) for name in sorted(lock.entries)},
-    }
-    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    header = json.dumps({"generator": "pixmake", "version": LOCK_VERSION}, sort_keys=True)
+    blocks = [_block(name, lock.entries[name]) for name in sorted(lock.entries)]
+    return "\n\n".join([header, *blocks]) + "\n"
 
 
-def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
-    """Parse lockfile text; raises LockfileError when corrupt or newer than this pixmake."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise LockfileError(
-            f"{file}:{error.lineno}:{error.colno}: lockfile is corrupt ({error.msg}); "
-            "restore it from git (git checkout -- pixmake.lock) or delete it to rebuild everything"
-        ) from None
+def _skip_space(text: str, position: int) -> int:
+    match = _SPACE.match(text, position)
+    return match.end() if match else position
+
+
+def _corrupt(file: str, error: json.JSONDecodeError, text: str) -> LockfileError:
+    hint = "restore it from git (git checkout -- pixmake.lock) or delete it to rebuild everything"
+    if re.search(r"^(<{7}|={7}|>{7})( |$)", text, re.MULTILINE):
+        hint = "it has git conflict markers: resolve them (each target is one block), or restore it from git"
+    return LockfileError(f"{file}:{error.lineno}:{error.colno}: lockfile is corrupt ({error.msg}); {hint}")
+
+
+def _check_version(document: object, file: str) -> None:
     if not isinstance(document, dict) or "version" not in document:
         raise LockfileError(f"{file}: not a pixmake lockfile (no 'version' field)")
     version = document["version"]
-    if not isinstance(version, int) or version > LOCK_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > LOCK_VERSION or version < 1:
         raise LockfileError(
             f"{file}: lockfile format version {version!r} is newer than this pixmake understands "
             f"(version {LOCK_VERSION}); upgrade pixmake"
         )
+
+
+def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
+    """Parse lockfile text (format 1 or 2); raises LockfileError when corrupt or newer than this pixmake."""
+    decoder = json.JSONDecoder()
+    documents: list[Any] = []
+    position = _skip_space(text, 0)
     try:
-        entries = {str(name): entry_from_json(block) for name, block in document.get("targets", {}).items()}
+        while position < len(text):
+            document, position = decoder.raw_decode(text, position)
+            documents.append(document)
+            position = _skip_space(text, position)
+    except json.JSONDecodeError as error:
+        raise _corrupt(file, error, text) from None
+    if not documents:
+        raise LockfileError(f"{file}: lockfile is empty; restore it from git or delete it to rebuild everything")
+    header, blocks = documents[0], documents[1:]
+    _check_version(header, file)
+    try:
+        if header["version"] == 1:
+            if blocks:
+                raise ValueError("text after the document")
+            pairs = [(str(name), block) for name, block in header.get("targets", {}).items()]
+        else:
+            pairs = [(str(block.pop("target")), block) for block in blocks]
+        entries = {name: entry_from_json(block) for name, block in pairs}
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise LockfileError(f"{file}: lockfile is corrupt (bad target block: {error!r})") from None
+    if len(entries) != len(pairs):
+        counts = Counter(name for name, _ in pairs)
+        twice = ", ".join(sorted(name for name, count in counts.items() if count > 1))
+        raise LockfileError(f"{file}: lockfile is corrupt (target {twice} appears twice; a bad merge?)")
     return Lock(MappingProxyType(entries))

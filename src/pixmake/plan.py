@@ -7,19 +7,20 @@ with the reasons behind it, so ``plan``, ``build`` and ``--json`` all explain th
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
-
-from pixmake.fingerprint import input_hash, target_key
-from pixmake.lockfile import Lock, LockEntry
-from pixmake.manifest import Target, output_paths
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
+    from pixmake.lockfile import Lock, LockEntry
+    from pixmake.manifest import Target
     from pixmake.scan import DiskState
+
+# The planner's helpers (manifest.output_paths, fingerprint.target_key) are imported inside
+# make_plan, not here: a plan answered from the no-op memo (pixmake.memo) needs only the types
+# below, and must not pay for importing the manifest parser (yaml, jsonschema).
 
 __all__ = ["Action", "ActionKind", "Plan", "Reason", "make_plan"]
 
@@ -54,7 +55,11 @@ class Reason:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One target's planned action, its reasons, and the key it will be locked under."""
+    """One target's planned action, its reasons, and the key it will be locked under.
+
+    ``target`` is None for an orphan, and for the actions of a plan answered by the no-op memo
+    (:meth:`Plan.all_unchanged`), where only the name and key are known.
+    """
 
     kind: ActionKind
     name: str
@@ -64,43 +69,92 @@ class Action:
     source: LockEntry | None = None  # the lock entry whose bytes a restore uses
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """All actions, in manifest order, then orphans by name."""
+_QUIET: Final = frozenset({ActionKind.UNCHANGED, ActionKind.EDITED})
+_WORDS: Final = {
+    ActionKind.CREATE: "to create",
+    ActionKind.REGENERATE: "to regenerate",
+    ActionKind.RESTORE: "to restore",
+    ActionKind.EDITED: "edited",
+    ActionKind.ORPHAN: "orphaned",
+    ActionKind.UNCHANGED: "unchanged",
+}
 
-    actions: tuple[Action, ...]
+
+class Plan:
+    """All actions, in manifest order, then orphans by name.
+
+    A plan in which every target is unchanged can be made from (name, key) pairs with
+    :meth:`all_unchanged`; its actions are then built only when someone asks for them, so the no-op
+    ``plan --check`` of 100,000 targets does not build 100,000 objects to print one line.
+    """
+
+    __slots__ = ("_actions", "_unchanged")
+
+    def __init__(self, actions: Iterable[Action]) -> None:
+        self._actions: tuple[Action, ...] | None = tuple(actions)
+        self._unchanged: Sequence[tuple[str, str]] = ()
+
+    @classmethod
+    def all_unchanged(cls, targets: Sequence[tuple[str, str]]) -> Plan:
+        """A plan of UNCHANGED actions for these (name, key) pairs, built lazily."""
+        plan = cls(())
+        plan._actions, plan._unchanged = None, targets
+        return plan
+
+    @property
+    def actions(self) -> tuple[Action, ...]:
+        """Every action."""
+        if self._actions is None:
+            kind = ActionKind.UNCHANGED
+            self._actions = tuple(Action(kind, name, (), None, key) for name, key in self._unchanged)
+        return self._actions
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Plan) and self.actions == other.actions
+
+    __hash__ = None  # type: ignore[assignment]  # mutable cache inside; equality is by actions
+
+    def __repr__(self) -> str:
+        return f"Plan({self.summary()})"
 
     def counts(self) -> Counter[ActionKind]:
         """How many actions of each kind."""
-        return Counter(action.kind for action in self.actions)
+        if self._actions is None:
+            return Counter({ActionKind.UNCHANGED: len(self._unchanged)})
+        return Counter(action.kind for action in self._actions)
 
     @property
     def images_to_generate(self) -> int:
         """Images that a build would pay for."""
-        return sum(a.target.n for a in self.actions if a.kind.paid and a.target is not None)
+        if self._actions is None:
+            return 0
+        return sum(a.target.n for a in self._actions if a.kind.paid and a.target is not None)
 
     @property
     def changes(self) -> tuple[Action, ...]:
         """Actions that would pay for or write something."""
-        return tuple(a for a in self.actions if a.kind not in (ActionKind.UNCHANGED, ActionKind.EDITED))
+        if self._actions is None:
+            return ()
+        return tuple(a for a in self._actions if a.kind not in _QUIET)
+
+    @property
+    def listed(self) -> tuple[Action, ...]:
+        """Actions a plan shows by default: every one but the unchanged."""
+        if self._actions is None:
+            return ()
+        return tuple(a for a in self._actions if a.kind is not ActionKind.UNCHANGED)
 
     def summary(self) -> str:
         """One line: ``2 to create, 1 to regenerate, 40 unchanged; 3 images to generate``."""
         counts = self.counts()
-        words = {
-            ActionKind.CREATE: "to create",
-            ActionKind.REGENERATE: "to regenerate",
-            ActionKind.RESTORE: "to restore",
-            ActionKind.EDITED: "edited",
-            ActionKind.ORPHAN: "orphaned",
-            ActionKind.UNCHANGED: "unchanged",
-        }
-        parts = [f"{counts[kind]} {word}" for kind, word in words.items() if counts[kind]]
+        parts = [f"{counts[kind]} {word}" for kind, word in _WORDS.items() if counts[kind]]
         images = self.images_to_generate
         return f"{', '.join(parts) or 'nothing to do'}; {images} image{'s' * (images != 1)} to generate"
 
 
 def _prompt_diff(old: str, new: str, *, limit: int = 80) -> str:
+    import difflib
+
     a, b = old.split(), new.split()
     pieces: list[str] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
@@ -117,14 +171,17 @@ def _short(sha: str) -> str:
 
 
 def _input_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str]) -> list[Reason]:
+    from pixmake.fingerprint import input_hash
+
     reasons: list[Reason] = []
     for index in range(max(len(target.references), len(entry.references))):
         if index >= len(target.references):
-            reasons.append(Reason("reference-removed", f"reference {entry.references[index].path} removed"))
+            path = entry.references[index].path
+            reasons.append(Reason("reference-removed", f"reference {path} removed", {"path": path}))
             continue
         path, new = target.references[index], input_hash(target.references[index], hashes)
         if index >= len(entry.references):
-            reasons.append(Reason("reference-added", f"reference {path} added"))
+            reasons.append(Reason("reference-added", f"reference {path} added", {"path": path, "new": new}))
         elif entry.references[index].sha256 != new:
             old = entry.references[index].sha256
             reasons.append(
@@ -137,14 +194,26 @@ def _input_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str]) 
     new_mask = None if target.mask is None else input_hash(target.mask, hashes)
     old_mask = None if entry.mask is None else entry.mask.sha256
     if new_mask != old_mask:
-        reasons.append(Reason("mask-changed", f"mask {target.mask or 'removed'} changed"))
+        if new_mask is None:
+            text = f"mask {entry.mask.path if entry.mask else ''} removed"
+        elif old_mask is None:
+            text = f"mask {target.mask} added"
+        else:
+            text = f"mask {target.mask} changed ({_short(old_mask)} → {_short(new_mask)})"
+        reasons.append(Reason("mask-changed", text, {"path": target.mask, "old": old_mask, "new": new_mask}))
     return reasons
 
 
 def _change_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str]) -> tuple[Reason, ...]:
     reasons: list[Reason] = []
     if entry.prompt != target.prompt:
-        reasons.append(Reason("prompt-changed", f"prompt changed: {_prompt_diff(entry.prompt, target.prompt)}"))
+        reasons.append(
+            Reason(
+                "prompt-changed",
+                f"prompt changed: {_prompt_diff(entry.prompt, target.prompt)}",
+                {"old": entry.prompt, "new": target.prompt},
+            )
+        )
     scalar: tuple[tuple[str, object, object], ...] = (
         ("model", entry.model, target.model),
         ("size", entry.size, target.size),
@@ -156,45 +225,65 @@ def _change_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str])
     for param in sorted(set(entry.params) | set(target.params)):
         old, new = entry.params.get(param), target.params.get(param)
         if old != new:
-            reasons.append(Reason("param-changed", f"param {param} {old!r} → {new!r}", {"param": param}))
+            reasons.append(
+                Reason("param-changed", f"param {param} {old!r} → {new!r}", {"param": param, "old": old, "new": new})
+            )
     reasons.extend(_input_reasons(target, entry, hashes))
     return tuple(reasons) or (Reason("key-changed", "fingerprint format or provider changed"),)
 
 
-def _output_action(target: Target, key: str, entry: LockEntry, disk: DiskState, *, moved: bool) -> Action:
+def _output_action(
+    target: Target, key: str, entry: LockEntry, disk: DiskState, *, moved: bool, restore: bool
+) -> Action:
+    from pixmake.manifest import output_paths
+
     wanted = output_paths(target)
+    if len(entry.outputs) != len(wanted):
+        reason = Reason("outputs-incomplete", f"lock has {len(entry.outputs)} outputs, the target wants {len(wanted)}")
+        return Action(ActionKind.REGENERATE, target.name, (reason,), target, key)
     missing: list[Reason] = []
     edited: list[Reason] = []
-    restorable = True
-    for path, locked in zip(wanted, entry.outputs, strict=False):
+    cached = True  # every output not in place can be put back from the object cache
+    for path, locked in zip(wanted, entry.outputs, strict=True):
         actual = disk.file_hashes.get(path)
         if actual == locked.sha256:
             continue
+        cached = cached and locked.sha256 in disk.cached_objects
         if actual is None:
             missing.append(Reason("output-missing", f"output {path} is missing", {"path": path}))
-            restorable = restorable and locked.sha256 in disk.cached_objects
         else:
             edited.append(
-                Reason("output-edited", f"output {path} differs from the lock (edited by hand?)", {"path": path})
+                Reason(
+                    "output-edited",
+                    f"output {path} differs from the lock (edited by hand?)",
+                    {"path": path, "locked": locked.sha256, "actual": actual},
+                )
             )
-    if len(entry.outputs) != len(wanted):
-        return Action(
-            ActionKind.REGENERATE, target.name, (Reason("outputs-incomplete", "lock has too few outputs"),), target, key
-        )
-    if edited:
-        return Action(ActionKind.EDITED, target.name, tuple(edited + missing), target, key, entry)
-    if missing and not restorable:
+    if edited and not (restore and cached):
+        hint = "build --restore puts the locked bytes back" if cached else "locked bytes are not in the object cache"
+        kept = Reason("edited-hint", f"kept as is; {hint}; pixmake accept {target.name} keeps it")
+        return Action(ActionKind.EDITED, target.name, (*edited, *missing, kept), target, key, entry)
+    if (missing or edited) and not cached:
         reasons = (*missing, Reason("not-cached", "locked bytes are not in the object cache"))
         return Action(ActionKind.REGENERATE, target.name, reasons, target, key)
-    if missing or moved:
-        why = missing or [Reason("output-moved", "out path changed; locked bytes are already in place")]
-        return Action(ActionKind.RESTORE, target.name, tuple(why), target, key, entry)
+    if missing or edited or moved:
+        moved_only = Reason("output-moved", "out path changed; locked bytes are already in place")
+        put_back = (*missing, *edited) or (moved_only,)
+        return Action(ActionKind.RESTORE, target.name, put_back, target, key, entry)
     return Action(ActionKind.UNCHANGED, target.name, (), target, key, entry)
 
 
 def _target_action(
-    target: Target, lock: Lock, by_key: Mapping[str, str], disk: DiskState, replace: frozenset[str]
+    target: Target,
+    lock: Lock,
+    by_key: Mapping[str, str],
+    disk: DiskState,
+    *,
+    replace: frozenset[str],
+    restore: bool,
 ) -> Action:
+    from pixmake.fingerprint import target_key
+
     key = target_key(target, disk.file_hashes)
     entry = lock.entries.get(target.name)
     if target.name in replace:
@@ -209,19 +298,36 @@ def _target_action(
         return Action(ActionKind.CREATE, target.name, (Reason("new", "not in the lockfile"),), target, key)
     if entry.key != key:
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
+    from pixmake.manifest import output_paths
+
     moved = tuple(o.path for o in entry.outputs) != output_paths(target)
-    return _output_action(target, key, entry, disk, moved=moved)
+    return _output_action(target, key, entry, disk, moved=moved, restore=restore)
 
 
-def make_plan(targets: Iterable[Target], lock: Lock, disk: DiskState, *, replace: Iterable[str] = ()) -> Plan:
-    """One action per target (manifest order), then one ORPHAN per lock entry no target claims."""
+def make_plan(
+    targets: Iterable[Target],
+    lock: Lock,
+    disk: DiskState,
+    *,
+    replace: Iterable[str] = (),
+    restore: bool = False,
+    orphans: bool = True,
+) -> Plan:
+    """One action per target (in the given order), then one ORPHAN per lock entry no target claims.
+
+    ``replace`` names targets to regenerate on purpose; ``restore`` turns an edited output whose
+    locked bytes are cached into a RESTORE (``build --restore``); ``orphans=False`` leaves lock
+    entries without a target out of the plan (a selection of targets is not the whole manifest).
+    """
     targets = tuple(targets)
     replaced = frozenset(replace)
     by_key = {entry.key: name for name, entry in sorted(lock.entries.items())}
-    actions = [_target_action(t, lock, by_key, disk, replaced) for t in targets]
-    names = {t.name for t in targets}
-    for name in sorted(set(lock.entries) - names):
-        actions.append(
-            Action(ActionKind.ORPHAN, name, (Reason("orphan", "no longer in the manifest"),), source=lock.entries[name])
-        )
+    actions = [_target_action(t, lock, by_key, disk, replace=replaced, restore=restore) for t in targets]
+    if orphans:
+        names = {t.name for t in targets}
+        for name in sorted(set(lock.entries) - names):
+            entry = lock.entries[name]
+            paths = ", ".join(o.path for o in entry.outputs)
+            reason = Reason("orphan", f"no longer in the manifest; build --prune deletes {paths}", {"paths": paths})
+            actions.append(Action(ActionKind.ORPHAN, name, (reason,), source=entry))
     return Plan(tuple(actions))

@@ -13,6 +13,8 @@ from typing import IO, Any, ClassVar, Protocol
 
 from pixmake.execute import (
     BuildFinished,
+    BuildStarted,
+    ConcurrencyChanged,
     Event,
     RetryScheduled,
     TargetFailed,
@@ -58,9 +60,7 @@ def summary_lines(event: BuildFinished) -> list[str]:
         parts.append(f"{len(r.failed)} failed")
     lines = [f"build finished in {event.seconds:.1f} s: " + ", ".join(parts)]
     lines += [f"  failed: {f.target}: {f.error}" for f in r.failed]
-    if r.fatal:
-        lines.append(f"build stopped: {r.fatal}")
-    return lines
+    return lines  # a build-wide stop (r.fatal) is the caller's one-line error: the CLI prints it
 
 
 class PlainReporter:
@@ -89,6 +89,13 @@ class PlainReporter:
                 self._line(f"{'FAILED':<10} {target}: {error}")
             case RetryScheduled(target, operation, attempt, delay, error):
                 self._line(f"{'retry':<10} {target} {operation} #{attempt} in {delay:.1f} s ({error})")
+            case BuildStarted(targets, images, concurrency) if targets:
+                self._line(
+                    f"building {targets} target{'s' * (targets != 1)}, {images} image{'s' * (images != 1)} "
+                    f"to pay for, {concurrency} at a time"
+                )
+            case ConcurrencyChanged(limit):
+                self._line(f"{'pace':<10} provider is rate limiting; {limit} target{'s' * (limit != 1)} at a time")
             case BuildFinished():
                 for line in summary_lines(event):
                     print(line, file=self.stream, flush=True)
@@ -114,6 +121,8 @@ class JsonReporter:
         TargetFinished: "target_finished",
         TargetFailed: "target_failed",
         RetryScheduled: "retry",
+        ConcurrencyChanged: "concurrency_changed",
+        BuildStarted: "build_started",
         BuildFinished: "build_finished",
     }
 
@@ -127,51 +136,89 @@ class JsonReporter:
 
 
 class RichReporter:
-    """A live progress view for terminals: images done/total, per-state counts, retries, ETA."""
+    """A live view for terminals: per-state counts, images done/total, images per minute, ETA, retries, concurrency.
 
-    def __init__(self, total_images: int, total_targets: int) -> None:
+    Finished and failed targets are printed above the live bar; the closing summary replaces it.
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
         from rich.console import Console
+
+        self.console = Console(file=stream or sys.stderr, highlight=False)
+        self._progress: Any = None
+        self._task: Any = None
+        self._start = time.monotonic()
+        self._images_total = 0
+        self._images_done = 0
+        self._in_flight = 0
+        self._submitted = 0
+        self._done = 0
+        self._failed = 0
+        self._retries = 0
+        self._concurrency = 0
+
+    def _begin(self, event: BuildStarted) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
+        self._images_total, self._concurrency = event.images, event.concurrency
+        self._start = time.monotonic()
+        self._progress = Progress(
+            TextColumn("[bold]targets"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[states]}"),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[states]}"),
             console=self.console,
             transient=True,
         )
-        self._task = self.progress.add_task("targets", total=total_targets, states="")
-        self._running = 0
-        self._retries = 0
-        self._failed = 0
-        self._images = total_images
-        self.progress.start()
+        self._task = self._progress.add_task("targets", total=event.targets, states="")
+        self._progress.start()
 
-    def _refresh(self) -> None:
-        states = f"running {self._running} · retries {self._retries} · failed {self._failed} · {self._images} images"
-        self.progress.update(self._task, states=states)
+    def _states(self) -> str:
+        minutes = max(time.monotonic() - self._start, 1e-9) / 60.0
+        return (
+            f"in flight {self._in_flight} (submitted {self._submitted}) · failed {self._failed} · "
+            f"images {self._images_done}/{self._images_total} · {self._images_done / minutes:.0f}/min · "
+            f"retries {self._retries} · concurrency {self._concurrency}"
+        )
 
     def emit(self, event: Event) -> None:
         """Update the live view; print finished and failed targets above it."""
+        from rich.text import Text
+
         match event:
+            case BuildStarted():
+                self._begin(event)
             case TargetStarted():
-                self._running += 1
+                self._in_flight += 1
+            case TargetSubmitted():
+                self._submitted += 1
             case TargetFinished(target, action, outputs):
-                self._running -= 1
-                self.progress.advance(self._task)
-                self.console.print(f"[green]{action}[/] {target} → {', '.join(outputs)}", highlight=False)
+                self._in_flight -= 1
+                self._done += 1
+                if action in ("create", "regenerate"):
+                    self._images_done += len(outputs)
+                    self._submitted = max(0, self._submitted - 1)
+                self._advance()
+                self.console.print(Text.assemble((f"{action:<10} ", "green"), f"{target} → {', '.join(outputs)}"))
             case TargetFailed(target, error):
-                self._running -= 1
+                self._in_flight -= 1
                 self._failed += 1
-                self.progress.advance(self._task)
-                self.console.print(f"[red]FAILED[/] {target}: {error}", highlight=False, markup=False)
+                self._advance()
+                self.console.print(Text.assemble(("FAILED     ", "bold red"), f"{target}: {error}"))
             case RetryScheduled():
                 self._retries += 1
+            case ConcurrencyChanged(limit):
+                self._concurrency = limit
             case BuildFinished():
-                self.progress.stop()
+                if self._progress is not None:
+                    self._progress.stop()
                 for line in summary_lines(event):
-                    self.console.print(line, highlight=False, markup=False)
-        self._refresh()
+                    self.console.print(Text(line))
+                return
+        if self._progress is not None:
+            self._progress.update(self._task, states=self._states())
+
+    def _advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)

@@ -91,6 +91,7 @@ class Backoff:
 
     base: float = 1.0
     cap: float = 60.0
+    max_retry_after: float = 3600.0  # a longer Retry-After is clamped to this
 
     def delay(self, attempt: int, random: Callable[[], float], *, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based); ``random`` returns [0, 1)."""
@@ -98,4 +99,4 @@ class Backoff:
         jittered = ceiling * random()
         if retry_after is None:
             return jittered
-        return min(max(retry_after, 0.0), 3600.0) + self.base * random()
+        return min(max(retry_after, 0.0), self.max_retry_after) + self.base * random()

@@ -1,25 +1,60 @@
 """Turn the project's files into a :class:`DiskState` value for the planner.
 
-Shell. Hashes every reference, mask and output the plan needs (in threads: hashlib releases the
-GIL), checks each path stays inside the project root, and notes which locked outputs the object
-cache can restore.
+Shell. Stats every reference, mask and output the plan needs and trusts a file's hash from the
+**stat cache** (``.pixmake/statcache``: path → size, mtime_ns, inode, ctime_ns, sha256) when its stat
+is unchanged, as git's index and DVC's state DB do. Git's *racy* rule applies: an entry whose mtime
+is not older than the cache file's own mtime may have been rewritten within the same clock tick
+after it was recorded, so it is hashed again. Everything else is hashed in threads (hashlib releases
+the GIL). Each path is checked to stay inside the project root (symlinks followed). Finally it notes
+which locked outputs the object cache can restore.
+
+Cache file format (``marshal``, chosen by ``bench/noop.py --formats``: it loads several times faster
+than JSON or pickle for this shape): ``(STAT_CACHE_VERSION, {path: (size, mtime_ns, ino, ctime_ns,
+sha256 digest bytes)})``. Anything unreadable is treated as an empty cache: it only saves work.
 """
 
 from __future__ import annotations
 
 import hashlib
+import marshal
 import os
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import stat as _stat
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
-from pixmake.errors import Diagnostic, ManifestError
+from pixmake.errors import Diagnostic, ManifestError, UnsafePathError
 from pixmake.lockfile import Lock
 from pixmake.manifest import Target, is_url, output_paths
-from pixmake.store import ObjectCache, safe_path
+from pixmake.store import ObjectCache, atomic_write
 
-__all__ = ["DiskState", "hash_file", "scan_project"]
+__all__ = [
+    "STAT_CACHE_VERSION",
+    "DiskState",
+    "FileStat",
+    "ScanStatistics",
+    "StatCache",
+    "hash_file",
+    "hash_files",
+    "scan_project",
+]
+
+STAT_CACHE_VERSION: Final = 1
+_WHOLE: Final = 16 << 20
+
+FileStat = tuple[int, int, int, int]
+"""What the stat cache compares: ``(size, mtime_ns, ino, ctime_ns)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanStatistics:
+    """What a scan cost: files stat'ed, files hashed (cache misses and racy entries) and their bytes."""
+
+    stated: int = 0
+    hashed: int = 0
+    hashed_bytes: int = 0
+    racy: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,52 +63,226 @@ class DiskState:
 
     file_hashes: Mapping[str, str] = field(default_factory=dict)
     cached_objects: frozenset[str] = frozenset()
+    statistics: ScanStatistics = ScanStatistics()
+    stats: Mapping[str, FileStat] = field(default_factory=dict)  # the stat each hash was trusted or taken at
 
 
-def hash_file(path: Path) -> str:
+def hash_file(path: Path | str) -> str:
     """Hex sha256 of a file's bytes."""
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _hash_present(paths: Mapping[str, Path]) -> dict[str, str]:
-    def one(item: tuple[str, Path]) -> tuple[str, str | None]:
-        try:
-            return item[0], hash_file(item[1])
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return item[0], None
+def _digest(path: str) -> bytes | None:
+    # One read and one update for a file up to _WHOLE (an image): hashlib drops the GIL for the
+    # update, and this measured faster than chunked reads (bench/noop.py). Larger files stream. Not
+    # mmap: a file truncated while mapped would kill the process with SIGBUS.
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            if os.fstat(handle.fileno()).st_size <= _WHOLE:
+                return hashlib.sha256(handle.read()).digest()
+            return hashlib.file_digest(handle, "sha256").digest()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
 
-    workers = min(8, (os.cpu_count() or 2) * 2)
+
+def hash_files(paths: Sequence[str], *, threads: int | None = None) -> list[bytes | None]:
+    """Raw sha256 digests of files (None for a file that vanished), hashed in ``threads`` threads.
+
+    Each thread takes a contiguous share of the list: one future per thread, not per file, so that
+    thousands of small files cost no more scheduling than a few large ones.
+    """
+    workers = max(1, min(threads or (os.cpu_count() or 2), len(paths)))
+    if workers == 1:
+        return [_digest(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor  # only a cold scan pays for this import
+
+    # Interleave shares so that large and small files spread evenly across threads.
+    shares = [paths[i::workers] for i in range(workers)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return {rel: digest for rel, digest in pool.map(one, paths.items()) if digest is not None}
+        results = list(pool.map(lambda share: [_digest(p) for p in share], shares))
+    out: list[bytes | None] = [None] * len(paths)
+    for i, share_result in enumerate(results):
+        out[i::workers] = share_result
+    return out
 
 
-def _wanted(root: Path, targets: Iterable[Target], lock: Lock) -> tuple[dict[str, Path], dict[str, str]]:
-    """Paths to hash (relative → absolute) and, for inputs, the field each came from."""
+class StatCache:
+    """``.pixmake/statcache``: remembered hashes of files, valid while their stat is unchanged."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, tuple[int, int, int, int, bytes]] = {}
+        self.written_ns = 0  # the cache file's mtime: entries not older than it are racy
+        self.dirty = False
+        if path is not None:
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            with open(path, "rb") as handle:
+                self.written_ns = os.fstat(handle.fileno()).st_mtime_ns
+                data = marshal.loads(handle.read())
+        except (OSError, EOFError, ValueError, TypeError):
+            return
+        if isinstance(data, tuple) and len(data) == 2 and data[0] == STAT_CACHE_VERSION and isinstance(data[1], dict):
+            self.entries = data[1]
+
+    def lookup(self, rel: str, st: FileStat) -> bytes | None:
+        """The cached digest when the stat is unchanged and not racy, else None."""
+        entry = self.entries.get(rel)
+        if entry is None or entry[0] != st[0] or entry[1] != st[1] or entry[2] != st[2] or entry[3] != st[3]:
+            return None
+        if st[1] >= self.written_ns:
+            return None  # racy: rewritten in the same tick as the cache write? hash again
+        return entry[4]
+
+    def is_racy(self, rel: str, st: FileStat) -> bool:
+        """Whether an otherwise matching entry is distrusted only by the racy rule."""
+        entry = self.entries.get(rel)
+        return entry is not None and entry[:4] == st and st[1] >= self.written_ns
+
+    def store(self, rel: str, st: FileStat, digest: bytes) -> None:
+        """Remember a freshly computed digest."""
+        self.entries[rel] = (*st, digest)
+        self.dirty = True
+
+    def forget(self, rel: str) -> None:
+        """Drop a path whose file is gone."""
+        if self.entries.pop(rel, None) is not None:
+            self.dirty = True
+
+    def save(self) -> None:
+        """Write the cache atomically when anything changed (a no-op scan writes nothing)."""
+        if self.path is None or not self.dirty:
+            return
+        try:
+            atomic_write(self.path, marshal.dumps((STAT_CACHE_VERSION, self.entries)))
+        except OSError:
+            return  # a read-only checkout (CI) still plans; the cache only saves work
+        self.dirty = False
+
+
+class _Guard:
+    """The project-root check of :func:`pixmake.store.safe_path`, memoised per directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.base = os.path.realpath(root)
+        self.prefix = self.base.rstrip(os.sep) + os.sep
+        self._dirs: dict[str, bool] = {}
+
+    def _inside(self, real: str) -> bool:
+        return real == self.base or real.startswith(self.prefix)
+
+    def absolute(self, rel: str, field: str) -> str:
+        """The absolute path of ``rel``; raises UnsafePathError when it (or its directory) leaves the root."""
+        if os.path.isabs(rel):
+            raise UnsafePathError(field, rel)
+        path = os.path.join(self.prefix, rel)
+        directory = os.path.dirname(path)
+        ok = self._dirs.get(directory)
+        if ok is None:
+            ok = self._dirs[directory] = self._inside(os.path.realpath(directory))
+        if not ok:
+            raise UnsafePathError(field, rel)
+        return path
+
+    def check_link(self, rel: str, path: str, field: str) -> None:
+        """A symlink is followed; its target must stay inside the root."""
+        if not self._inside(os.path.realpath(path)):
+            raise UnsafePathError(field, rel)
+
+
+def _wanted(targets: Iterable[Target], lock: Lock) -> tuple[dict[str, str], dict[str, str]]:
+    """Paths to look at (relative → the field that named it) and, among them, the inputs."""
     inputs: dict[str, str] = {}
-    paths: dict[str, Path] = {}
+    paths: dict[str, str] = {}
     for target in targets:
-        fields = [(f"targets.{target.name}.references[{i}]", ref) for i, ref in enumerate(target.references)]
-        if target.mask is not None:
-            fields.append((f"targets.{target.name}.mask", target.mask))
-        for name, rel in fields:
-            if not is_url(rel) and rel not in paths:
-                paths[rel] = safe_path(root, rel, field=name)
-                inputs[rel] = name
+        for i, ref in enumerate(target.references):
+            if ref not in paths and not is_url(ref):
+                paths[ref] = inputs[ref] = f"targets.{target.name}.references[{i}]"
+        mask = target.mask
+        if mask is not None and mask not in paths and not is_url(mask):
+            paths[mask] = inputs[mask] = f"targets.{target.name}.mask"
         for rel in output_paths(target):
             if rel not in paths:
-                paths[rel] = safe_path(root, rel, field=f"targets.{target.name}.out")
+                paths[rel] = f"targets.{target.name}.out"
     for name, entry in lock.entries.items():
         for output in entry.outputs:
             if output.path not in paths:
-                paths[output.path] = safe_path(root, output.path, field=f"pixmake.lock: {name}")
+                paths[output.path] = f"pixmake.lock: {name}"
     return paths, inputs
 
 
-def scan_project(root: Path, targets: tuple[Target, ...], lock: Lock, objects: ObjectCache, *, file: str) -> DiskState:
-    """Hash what the plan needs; raises ManifestError naming each missing reference or mask."""
-    paths, inputs = _wanted(root, targets, lock)
-    hashes = _hash_present(paths)
+def _stat_all(guard: _Guard, paths: Mapping[str, str]) -> dict[str, tuple[str, FileStat]]:
+    """rel → (absolute path, stat) for every present regular file; raises UnsafePathError."""
+    found: dict[str, tuple[str, FileStat]] = {}
+    lstat, is_reg, is_lnk = os.lstat, _stat.S_ISREG, _stat.S_ISLNK
+    for rel, where in paths.items():
+        path = guard.absolute(rel, where)
+        try:
+            st = lstat(path)
+            if is_lnk(st.st_mode):
+                guard.check_link(rel, path, where)
+                st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if is_reg(st.st_mode):
+            found[rel] = (path, (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+    return found
+
+
+def _hash_with_cache(
+    found: Mapping[str, tuple[str, FileStat]], cache: StatCache, threads: int | None
+) -> tuple[dict[str, str], ScanStatistics]:
+    hashes: dict[str, str] = {}
+    todo: list[str] = []
+    racy = 0
+    for rel, (_, st) in found.items():
+        digest = cache.lookup(rel, st)
+        if digest is None:
+            todo.append(rel)
+            racy += cache.is_racy(rel, st)
+        else:
+            hashes[rel] = digest.hex()
+    hashed_bytes = 0
+    if todo:
+        digests = hash_files([found[rel][0] for rel in todo], threads=threads)
+        for rel, digest in zip(todo, digests, strict=True):
+            if digest is None:
+                cache.forget(rel)
+                continue
+            st = found[rel][1]
+            hashes[rel] = digest.hex()
+            hashed_bytes += st[0]
+            cache.store(rel, st, digest)
+    return hashes, ScanStatistics(len(found), len(todo), hashed_bytes, racy)
+
+
+def scan_project(
+    root: Path,
+    targets: tuple[Target, ...],
+    lock: Lock,
+    objects: ObjectCache,
+    *,
+    file: str,
+    stat_cache: Path | None = None,
+    threads: int | None = None,
+) -> DiskState:
+    """Hash what the plan needs; raises ManifestError naming each missing reference or mask.
+
+    With ``stat_cache`` (``.pixmake/statcache``), unchanged files are not read, and the cache is
+    updated (atomically) when anything had to be hashed. Raises UnsafePathError for a path that
+    leaves the project root.
+    """
+    paths, inputs = _wanted(targets, lock)
+    found = _stat_all(_Guard(root), paths)
+    cache = StatCache(stat_cache)
+    for rel in paths.keys() - found.keys():
+        cache.forget(rel)
+    hashes, statistics = _hash_with_cache(found, cache, threads)
+    if stat_cache is not None:
+        cache.save()
     lines = {f"targets.{t.name}": t.line for t in targets}
     missing = [
         Diagnostic(file, lines.get(name.rsplit(".", 1)[0].split("[")[0], 1), 1, name, f"file not found: {rel}")
@@ -93,4 +302,5 @@ def scan_project(root: Path, targets: tuple[Target, ...], lock: Lock, objects: O
                 if hashes.get(path) != o.sha256
             )
     cached = frozenset(sha for sha in unplaced if objects.has(sha))
-    return DiskState(file_hashes=hashes, cached_objects=cached)
+    stats = {rel: found[rel][1] for rel in hashes}
+    return DiskState(file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats)

@@ -1,22 +1,61 @@
 """Validate a loaded manifest document against the bundled JSON Schema.
 
-PURE. jsonschema errors become :class:`~pixmake.errors.Diagnostic` values that name the line, column
-and dotted field path, with a "did you mean" hint for near-miss field names. The validator is
-compiled once per process.
+PURE. The schema (``schemas/pixmake.schema.json``, JSON Schema 2020-12) is the contract. Two
+validators are compiled from it once per process:
+
+* a fast checker: plain Python closures for the keywords the schema uses, answering only "valid?";
+  it runs over the whole document in one pass (10,000 targets in milliseconds);
+* ``jsonschema``'s ``Draft202012Validator``, run only when the fast checker says no (or meets a
+  keyword it does not know), to explain every violation.
+
+So the fast path never decides alone that a document is *invalid*, and the slow one is the authority
+for every message. Violations become :class:`~pixmake.errors.Diagnostic` values naming line, column,
+dotted field path, what was expected and what was found, with "did you mean" for near misses.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, Sized
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 from pixmake.errors import Diagnostic
 
-__all__ = ["field_path", "locate", "schema_text", "validate_document"]
+__all__ = [
+    "FieldPath",
+    "field_path",
+    "json_type",
+    "locate",
+    "schema",
+    "schema_text",
+    "suggest",
+    "validate_document",
+    "validate_paths",
+]
+
+FieldPath = tuple[str | int, ...]
+_Check = Callable[[Any], bool]
+
+_ANNOTATIONS: Final = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$defs",
+        "$comment",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "markdownDescription",
+        "patternErrorMessage",
+        "errorMessage",
+        "deprecated",
+    }
+)
 
 
 def schema_text() -> str:
@@ -25,15 +64,190 @@ def schema_text() -> str:
 
 
 @cache
+def schema() -> Mapping[str, Any]:
+    """The bundled schema, parsed once."""
+    loaded: dict[str, Any] = json.loads(schema_text())
+    return loaded
+
+
+@cache
 def _validator() -> Any:
     from jsonschema import Draft202012Validator
 
-    schema = json.loads(schema_text())
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    Draft202012Validator.check_schema(schema())
+    return Draft202012Validator(schema())
 
 
-def field_path(path: tuple[str | int, ...] | list[str | int]) -> str:
+# --- the fast checker --------------------------------------------------------------------------------
+
+
+class _Unsupported(Exception):
+    """The schema uses a keyword the fast checker does not implement; use jsonschema alone."""
+
+
+def _is_type(name: str) -> _Check:
+    if name == "object":
+        return lambda v: isinstance(v, dict)
+    if name == "array":
+        return lambda v: isinstance(v, list)
+    if name == "string":
+        return lambda v: isinstance(v, str)
+    if name == "boolean":
+        return lambda v: isinstance(v, bool)
+    if name == "null":
+        return lambda v: v is None
+    if name == "integer":
+        return lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    if name == "number":
+        return lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+    raise _Unsupported(name)
+
+
+def _compile(node: Any, root: Mapping[str, Any], refs: dict[str, _Check]) -> _Check:
+    if node is True or node == {}:
+        return lambda v: True
+    if node is False:
+        return lambda v: False
+    checks: list[_Check] = []
+    for key, arg in node.items():
+        if key in _ANNOTATIONS:
+            continue
+        checks.append(_keyword(key, arg, node, root, refs))
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        first, second = checks
+        return lambda v: first(v) and second(v)
+
+    def every(v: Any) -> bool:
+        for check in checks:  # noqa: SIM110 - a plain loop is ~2x faster than all(<genexpr>) on this hot path
+            if not check(v):
+                return False
+        return True
+
+    return every
+
+
+def _keyword(key: str, arg: Any, node: Mapping[str, Any], root: Mapping[str, Any], refs: dict[str, _Check]) -> _Check:
+    if key == "type":
+        types = [_is_type(t) for t in ([arg] if isinstance(arg, str) else arg)]
+        if len(types) == 1:
+            return types[0]
+        return lambda v: any(t(v) for t in types)
+    if key == "const":
+        return lambda v: v == arg and type(v) is type(arg)
+    if key == "enum":
+        return lambda v: any(v == a and type(v) is type(a) for a in arg)
+    if key == "pattern":
+        search = re.compile(arg).search
+        return lambda v: not isinstance(v, str) or search(v) is not None
+    if key in {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}:
+        ops: dict[str, Callable[[Any], bool]] = {
+            "minimum": lambda v: v >= arg,
+            "maximum": lambda v: v <= arg,
+            "exclusiveMinimum": lambda v: v > arg,
+            "exclusiveMaximum": lambda v: v < arg,
+        }
+        op = ops[key]
+        return lambda v: isinstance(v, bool) or not isinstance(v, int | float) or op(v)
+    if key in {"minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"}:
+        kind: type[Sized] = str if key.endswith("Length") else list if key.endswith("Items") else dict
+        low = key.startswith("min")
+        return lambda v: not isinstance(v, kind) or (len(v) >= arg if low else len(v) <= arg)
+    if key == "uniqueItems":
+        if not arg:
+            return lambda v: True
+        return lambda v: not isinstance(v, list) or _unique(v)
+    if key == "required":
+        return lambda v: not isinstance(v, dict) or all(k in v for k in arg)
+    if key == "properties" or key == "additionalProperties" or key == "patternProperties":
+        if key != "properties" and "properties" in node:
+            return lambda v: True  # compiled together with "properties"
+        return _object(node, root, refs)
+    if key == "propertyNames":
+        check = _compile(arg, root, refs)
+        return lambda v: not isinstance(v, dict) or all(check(k) for k in v)
+    if key == "items":
+        item = _compile(arg, root, refs)
+
+        def items(v: Any) -> bool:
+            if isinstance(v, list):
+                for i in v:
+                    if not item(i):
+                        return False
+            return True
+
+        return items
+    if key == "$ref":
+        return _ref(arg, root, refs)
+    if key in {"anyOf", "oneOf", "allOf"}:
+        parts = [_compile(part, root, refs) for part in arg]
+        if key == "anyOf":
+            return lambda v: any(p(v) for p in parts)
+        if key == "allOf":
+            return lambda v: all(p(v) for p in parts)
+        return lambda v: sum(1 for p in parts if p(v)) == 1
+    if key == "not":
+        inner = _compile(arg, root, refs)
+        return lambda v: not inner(v)
+    raise _Unsupported(key)
+
+
+def _unique(items: list[Any]) -> bool:
+    try:
+        return len({(type(i), i) for i in items}) == len(items)
+    except TypeError:
+        return False  # unhashable items: let jsonschema decide
+
+
+def _object(node: Mapping[str, Any], root: Mapping[str, Any], refs: dict[str, _Check]) -> _Check:
+    props = {name: _compile(sub, root, refs) for name, sub in node.get("properties", {}).items()}
+    patterns = [
+        (re.compile(p).search, _compile(sub, root, refs)) for p, sub in node.get("patternProperties", {}).items()
+    ]
+    extra = _compile(node.get("additionalProperties", True), root, refs)
+
+    def check(v: Any) -> bool:
+        if not isinstance(v, dict):
+            return True
+        for k, item in v.items():
+            prop = props.get(k)
+            if prop is not None and not prop(item):
+                return False
+            matched = [c for search, c in patterns if isinstance(k, str) and search(k)] if patterns else []
+            if not all(c(item) for c in matched):
+                return False
+            if prop is None and not matched and not extra(item):
+                return False
+        return True
+
+    return check
+
+
+def _ref(ref: str, root: Mapping[str, Any], refs: dict[str, _Check]) -> _Check:
+    if not ref.startswith("#/"):
+        raise _Unsupported(ref)
+    if ref not in refs:
+        refs[ref] = lambda v: True  # placeholder while compiling a recursive reference
+        node: Any = root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        refs[ref] = _compile(node, root, refs)
+    return lambda v: refs[ref](v)
+
+
+@cache
+def _fast() -> _Check | None:
+    try:
+        return _compile(schema(), schema(), {})
+    except _Unsupported:
+        return None
+
+
+# --- locating and explaining --------------------------------------------------------------------------
+
+
+def field_path(path: Iterable[str | int]) -> str:
     """Dotted field path as users write it: ``targets.hero.references[0]``."""
     out = ""
     for part in path:
@@ -44,16 +258,20 @@ def field_path(path: tuple[str | int, ...] | list[str | int]) -> str:
     return out
 
 
-def locate(doc: Any, path: tuple[str | int, ...] | list[str | int], *, key: bool = False) -> tuple[int, int]:
-    """1-based (line, column) of the value at ``path`` (or of its key), from marks the loader recorded."""
+def locate(doc: Any, path: Iterable[str | int], *, key: bool = False) -> tuple[int, int]:
+    """1-based (line, column) of the value at ``path`` (or of its key), from marks the loader recorded.
+
+    Falls back to the nearest enclosing node that has marks.
+    """
     node = doc
     line, column = getattr(doc, "line", 1), getattr(doc, "column", 1)
-    for index, part in enumerate(path):
+    parts = list(path)
+    for index, part in enumerate(parts):
         marks = getattr(node, "marks", None)
         if marks is None or part not in marks:
             break
         key_line, key_col, value_line, value_col = marks[part]
-        last = index == len(path) - 1
+        last = index == len(parts) - 1
         line, column = (key_line, key_col) if key and last else (value_line, value_col)
         try:
             node = node[part]
@@ -62,44 +280,147 @@ def locate(doc: Any, path: tuple[str | int, ...] | list[str | int], *, key: bool
     return line, column
 
 
-def _suggest(word: str, choices: Iterator[str] | list[str]) -> str:
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'size'?"`` for a near miss among ``choices``, else ``""``."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _diagnose(doc: Mapping[str, Any], error: Any, file: str) -> Diagnostic:
-    path = list(error.absolute_path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
-        allowed = list(error.schema.get("properties", {}))
-        extras = [k for k in error.instance if k not in allowed]
-        if extras:
-            name = str(extras[0])
-            line, column = locate(doc, [*path, name], key=True)
-            message = f"unknown field {name!r}{_suggest(name, allowed)}"
-            return Diagnostic(file, line, column, field_path([*path, name]), message)
-    if error.validator == "required":
-        line, column = locate(doc, path, key=True)
-        return Diagnostic(file, line, column, field_path(path), error.message.replace("property", "field"))
-    if error.validator == "type":
-        expected = error.validator_value
-        found = type(error.instance).__name__
-        hint = (
-            " (write it without quotes)"
-            if isinstance(error.instance, str) and expected in {"integer", "number"}
-            else ""
+_JSON_TYPES: Final = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+    dict: "mapping",
+    list: "list",
+}
+
+
+def json_type(value: Any) -> str:
+    """The JSON/YAML name of a value's type, as a user would call it."""
+    for kind, name in _JSON_TYPES.items():
+        if type(value) is kind:
+            return name
+    return "mapping" if isinstance(value, dict) else "list" if isinstance(value, list) else type(value).__name__
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    text = repr(value)
+    return f"{json_type(value)} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _expected_type(expected: Any) -> str:
+    names = {
+        "object": "a mapping",
+        "array": "a list",
+        "string": "a string",
+        "integer": "an integer",
+        "number": "a number",
+        "boolean": "true or false",
+        "null": "null",
+    }
+    kinds = [expected] if isinstance(expected, str) else list(expected)
+    return " or ".join(names.get(k, k) for k in kinds)
+
+
+def _explain(doc: Any, error: Any, file: str) -> list[tuple[FieldPath, Diagnostic]]:
+    path: FieldPath = tuple(error.absolute_path)
+    schema_node: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
+    instance = error.instance
+    validator = error.validator
+    value = error.validator_value
+
+    def at(p: FieldPath, message: str, *, key: bool = False) -> tuple[FieldPath, Diagnostic]:
+        line, column = locate(doc, p, key=key)
+        return p, Diagnostic(file, line, column, field_path(p), message)
+
+    if "propertyNames" in error.relative_schema_path:
+        # jsonschema reports a bad key as an error on the key itself, with the mapping's path.
+        expected = schema_node.get("patternErrorMessage") or error.message
+        if validator == "maxLength":
+            expected = f"at most {value} characters"
+        return [at((*path, instance), f"bad name {instance!r}: expected {expected}", key=True)]
+    if validator == "additionalProperties" and isinstance(instance, Mapping):
+        allowed = list(schema_node.get("properties", {}))
+        extras = [k for k in instance if k not in allowed]
+        where = field_path(path) or "the top level"
+        found = []
+        for k in extras:
+            hint = suggest(str(k), allowed)
+            if not path and not hint:
+                hint = " (keys starting with x- are free, for shared YAML anchors)"
+            found.append(at((*path, k), f"unknown field {k!r} in {where}{hint}", key=True))
+        return found
+    if validator == "required":
+        missing = [k for k in value if isinstance(instance, Mapping) and k not in instance]
+        return [at(path, f"missing required field {k!r}", key=True) for k in missing]
+    if validator == "type":
+        hint = ""
+        if isinstance(instance, str) and value in {"integer", "number"}:
+            hint = f" (write it without quotes: {instance})" if _numeric(instance) else ""
+        return [at(path, f"expected {_expected_type(value)}, found {_show(instance)}{hint}")]
+    if validator in {"enum", "const"}:
+        options = value if validator == "enum" else [value]
+        shown = ", ".join(json.dumps(o) for o in options)
+        near = suggest(str(instance), [str(o) for o in options]) if isinstance(instance, str) else ""
+        return [at(path, f"expected {'one of ' if len(options) > 1 else ''}{shown}, found {_show(instance)}{near}")]
+    if validator == "pattern":
+        expected = schema_node.get("patternErrorMessage") or f"text matching {value}"
+        return [at(path, f"expected {expected}, found {_show(instance)}")]
+    if validator in {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}:
+        words = {
+            "minimum": "at least",
+            "exclusiveMinimum": "more than",
+            "maximum": "at most",
+            "exclusiveMaximum": "less than",
+        }
+        return [at(path, f"expected {words[validator]} {value}, found {_show(instance)}")]
+    if validator in {"minLength", "minItems", "minProperties"}:
+        what = {"minLength": "character", "minItems": "item", "minProperties": "entry"}[validator]
+        return [at(path, f"expected at least {value} {what}{'s' * (value != 1)}, found {len(instance)}")]
+    if validator in {"maxLength", "maxItems", "maxProperties"}:
+        what = {"maxLength": "character", "maxItems": "item", "maxProperties": "entry"}[validator]
+        return [at(path, f"expected at most {value} {what}{'s' * (value != 1)}, found {len(instance)}")]
+    if validator == "uniqueItems":
+        dupes = [i for index, i in enumerate(instance) if i in instance[:index]]
+        return [at(path, f"expected unique items, found {', '.join(repr(d) for d in dupes)} more than once")]
+    if validator in {"oneOf", "anyOf"}:
+        described = schema_node.get("description", "")
+        return [at(path, f"expected {described.split('.')[0].lower() or 'another form'}, found {_show(instance)}")]
+    return [at(path, error.message)]
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def validate_paths(doc: Any, *, file: str) -> list[tuple[FieldPath, Diagnostic]]:
+    """Every schema violation as (raw path, diagnostic); empty when valid. Fast path first."""
+    fast = _fast()
+    if fast is not None and fast(doc):
+        return []
+    found: list[tuple[FieldPath, Diagnostic]] = []
+    for error in _validator().iter_errors(doc):
+        found.extend(_explain(doc, error, file))
+    unique: dict[tuple[int, int, str, str], tuple[FieldPath, Diagnostic]] = {}
+    for path, diagnostic in found:
+        unique.setdefault(
+            (diagnostic.line, diagnostic.column, diagnostic.field, diagnostic.message), (path, diagnostic)
         )
-        line, column = locate(doc, path)
-        return Diagnostic(
-            file,
-            line,
-            column,
-            field_path(path),
-            f"expected {expected}, found {found} {error.instance!r}{hint}",
-        )
-    line, column = locate(doc, path)
-    return Diagnostic(file, line, column, field_path(path), error.message)
+    return list(unique.values())
 
 
 def validate_document(doc: Any, *, file: str) -> list[Diagnostic]:
     """Every schema violation in ``doc``, one diagnostic each (empty list when valid)."""
-    return [_diagnose(doc, error, file) for error in _validator().iter_errors(doc)]
+    return [diagnostic for _, diagnostic in validate_paths(doc, file=file)]

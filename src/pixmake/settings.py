@@ -7,11 +7,12 @@ The result is a frozen :class:`Settings` handed explicitly to the build. The API
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from pixmake.errors import ConfigError
 from pixmake.manifest import ProviderConfig
@@ -59,6 +60,10 @@ class Settings:
     request_timeout: float = 60.0
     max_attempts: int = 8
     max_wait: float = 900.0  # seconds a task may take before the target fails (it stays journaled)
+    query_rate: float = 40.0  # status queries per second (documented default group: 50/s, §4.2)
+    backoff_base: float = 1.0  # first retry waits up to this many seconds (1 s / 2 s / 4 s ..., full jitter)
+    backoff_cap: float = 60.0  # no retry waits longer (a Retry-After may)
+    max_retry_after: float = 3600.0  # a provider's Retry-After is honoured up to this many seconds
 
 
 def parse_rate(text: str) -> float:
@@ -101,7 +106,7 @@ def resolve(
     jobs = concurrency if concurrency is not None else provider.concurrency
     if jobs < 1:
         raise ConfigError(f"concurrency must be at least 1, not {jobs}")
-    return Settings(
+    settings = Settings(
         base_url=url.rstrip("/"),
         api_key=Secret(key) if key else None,
         api_key_env=provider.api_key_env,
@@ -109,3 +114,14 @@ def resolve(
         submit_rate=parse_rate(provider.rate),
         poll_interval=interval,
     )
+    return dataclasses.replace(settings, **_pacing(environ))
+
+
+def _pacing(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Pacing overrides from the environment (mostly for tests and benchmarks against the emulator)."""
+    names = {
+        "PIXMAKE_BACKOFF_BASE": "backoff_base",
+        "PIXMAKE_MAX_RETRY_AFTER": "max_retry_after",
+        "PIXMAKE_QUERY_RATE": "query_rate",
+    }
+    return {field: _positive_float(env, environ[env]) for env, field in names.items() if environ.get(env)}

@@ -9,6 +9,8 @@ fetched with a separate client that carries no credentials.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
@@ -35,6 +37,7 @@ __all__ = ["ToapisProvider", "parse_task"]
 _SUBMIT: Final = "/v1/images/generations"
 _UPLOAD: Final = "/v1/uploads/images"
 _DONE: Final = frozenset({"completed", "succeeded", "success"})
+_SHARD: Final = 8  # targets in flight per connection pool
 _FAILED: Final = frozenset({"failed", "failure", "error", "cancelled", "canceled", "expired"})
 # Requests that surely never left this machine: safe to send again, even a submit.
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -135,16 +138,38 @@ class ToapisProvider:
         if settings.api_key is None:
             raise ProviderError(f"no API key: set the {settings.api_key_env} environment variable")
         timeout = httpx.Timeout(settings.request_timeout, connect=10.0)
-        limits = httpx.Limits(max_connections=max(10, settings.concurrency * 2), max_keepalive_connections=20)
+        # httpcore checks every idle connection of a pool on every request, so one big pool costs
+        # O(concurrency) syscalls per request; several small pools, used in turn, keep that constant.
+        shards = max(1, -(-settings.concurrency // _SHARD))
+        limits = httpx.Limits(max_connections=2 * _SHARD, max_keepalive_connections=2 * _SHARD)
+        tls = ssl.create_default_context()  # one context for every client: each costs milliseconds to build
         headers = {"User-Agent": f"pixmake/{__version__}", "Accept": "application/json"}
-        self._api = httpx.AsyncClient(
-            base_url=settings.base_url,
-            timeout=timeout,
-            limits=limits,
-            transport=transport,
-            headers={**headers, "Authorization": f"Bearer {settings.api_key.reveal()}"},
-        )
-        self._files = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, headers=headers)
+        auth = {**headers, "Authorization": f"Bearer {settings.api_key.reveal()}"}
+        self._apis = [
+            httpx.AsyncClient(
+                base_url=settings.base_url,
+                timeout=timeout,
+                limits=limits,
+                transport=transport,
+                headers=auth,
+                verify=tls,
+            )
+            for _ in range(shards)
+        ]
+        self._files_clients = [
+            httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, headers=headers, verify=tls)
+            for _ in range(shards)
+        ]
+        self._next_api = itertools.cycle(self._apis)
+        self._next_files = itertools.cycle(self._files_clients)
+
+    @property
+    def _api(self) -> httpx.AsyncClient:
+        return next(self._next_api)
+
+    @property
+    def _files(self) -> httpx.AsyncClient:
+        return next(self._next_files)
 
     async def upload(self, data: bytes, *, filename: str) -> str:
         """POST /v1/uploads/images (multipart ``file``); returns the hosted URL."""
@@ -208,5 +233,5 @@ class ToapisProvider:
 
     async def aclose(self) -> None:
         """Close both HTTP clients."""
-        await self._api.aclose()
-        await self._files.aclose()
+        for client in (*self._apis, *self._files_clients):
+            await client.aclose()

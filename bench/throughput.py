@@ -1,0 +1,174 @@
+"""Build throughput against the emulator: is pixmake's executor ever the bottleneck?
+
+For N targets (default 1,000 and 10,000) at emulator latency L and concurrency C, prints:
+
+* wall time beside the bound ``max(N·L/C, N/rate)`` (bar: wall ≤ 1.1 × bound);
+* client CPU per target beside the CPU Pillow alone spends decoding the same images (bar: the difference
+  ≤ 2 ms, and the same at 10,000 as at 1,000: no quadratic step);
+* status polls per task; uploads per distinct local file (bar: 1); peak RSS of the client (bar: flat in N).
+
+Layout: the emulator runs in its own process (rate limits off, latency L, no jitter), so its CPU (serving,
+rendering 1024² PNGs) is not counted as the client's; each N is built by a fresh client process, so its
+peak RSS is its own. Every target shares one local reference (uploaded once) and has its own URL reference
+(so every key differs); prompts repeat over a few values so the emulator renders each image once.
+
+The poll interval is set a little above L, as the documented pace (first poll after about the typical
+latency) would be for the real API; polls per task show what that costs.
+
+Usage: ``PYTHONPATH=src python bench/throughput.py [--n 1000 10000] [--latency 1.0] [--concurrency 64]
+[--rate 100]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+__all__ = ["main"]
+
+_PROMPTS = 8
+
+
+def _serve(latency: float) -> None:
+    """Child process: run the emulator until stdin closes; print its URL first."""
+    from pixmake.emulator import EmulatorConfig, EmulatorServer
+
+    config = EmulatorConfig(latency=latency, submit_rps=None, query_rps=None, queued_fraction=0.2)
+    with EmulatorServer(config) as server:
+        print(server.url, flush=True)
+        sys.stdin.read()
+
+
+def _manifest(root: Path, count: int, concurrency: int, rate: float) -> None:
+    from PIL import Image
+
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 64), (20, 90, 160)).save(root / "refs" / "brand.png")
+    targets = {
+        f"t{i:05d}": {
+            "prompt": f"catalogue shot {i % _PROMPTS} of a blue mug",
+            "references": [f"https://assets.example.com/unique/{i}.png", "refs/brand.png"],
+            "out": f"out/t{i:05d}.png",
+        }
+        for i in range(count)
+    }
+    document = {
+        "version": 1,
+        "provider": {"concurrency": concurrency, "rate": f"{rate:g}/s"},
+        "defaults": {"model": "gpt-4o-image", "size": "1:1", "n": 1},
+        "targets": targets,
+    }
+    (root / "pixmake.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def _pillow_seconds(paths: list[Path]) -> float:
+    """CPU seconds Pillow alone spends decoding these images (as the executor's verify does)."""
+    import io
+
+    from PIL import Image
+
+    blobs = [p.read_bytes() for p in paths]
+    started = time.process_time()
+    for blob in blobs:
+        with Image.open(io.BytesIO(blob)) as image:
+            image.load()
+    return time.process_time() - started
+
+
+def _client(url: str, count: int, latency: float, concurrency: int, rate: float) -> dict[str, Any]:
+    """Child process: build ``count`` targets against ``url``; return the figures."""
+    from pixmake import api
+    from pixmake.settings import resolve
+
+    with tempfile.TemporaryDirectory(prefix="pixmake-bench-") as directory:
+        root = Path(directory)
+        _manifest(root, count, concurrency, rate)
+        project = api.open_project(root)
+        environ = {"PIXMAKE_BASE_URL": url, "TOAPIS_API_KEY": "sk-bench", "PIXMAKE_POLL_INTERVAL": f"{latency * 1.05}"}
+        cpu, wall = time.process_time(), time.perf_counter()
+        settings = resolve(api.validate(project).provider, environ)
+        settings = dataclasses.replace(settings, query_rate=100_000.0)
+        result = api.build(project, settings)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        assert result.ok and len(result.generated) == count, result.failed[:3]
+        pillow = _pillow_seconds(sorted((root / "out").glob("*.png")))
+        stats = result.statistics
+        return {
+            "n": count,
+            "wall": wall,
+            "cpu": cpu,
+            "pillow": pillow,
+            "polls_per_task": stats.polls / max(1, stats.submits),
+            "uploads": stats.uploads,
+            "distinct_uploads": stats.distinct_uploads,
+            "retries": stats.retries,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print one line per N."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--latency", type=float, default=1.0, help="emulator seconds from submit to completed")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=100.0, help="submits per second")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        _serve(args.latency)
+        return
+    if args.client:
+        figures = _client(args.client, args.n[0], args.latency, args.concurrency, args.rate)
+        print(json.dumps(figures))
+        return
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent / "src"), *sys.path])}
+    me = [sys.executable, __file__, "--latency", str(args.latency)]
+    server = subprocess.Popen([*me, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert server.stdout is not None and server.stdin is not None
+    url = server.stdout.readline().strip()
+    httpx.get(f"{url}/_emulator/config").raise_for_status()
+    print(f"emulator {url}: latency {args.latency} s; client: concurrency {args.concurrency}, rate {args.rate:g}/s")
+    header = (
+        f"{'N':>6} {'wall s':>8} {'bound s':>8} {'ratio':>6} {'cpu ms/t':>9} {'pillow':>7} {'beyond':>7} "
+        f"{'polls/t':>8} {'up/file':>8} {'retries':>8} {'RSS MB':>7}"
+    )
+    print(header)
+    try:
+        for count in args.n:
+            httpx.post(f"{url}/_emulator/reset", json={"latency": args.latency, "submit_rps": None, "query_rps": None})
+            command = [*me, "--client", url, "--n", str(count), "--concurrency", str(args.concurrency)]
+            done = subprocess.run([*command, "--rate", str(args.rate)], env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(done.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(done.returncode)
+            f = json.loads(done.stdout.strip().splitlines()[-1])
+            bound = max(count * args.latency / args.concurrency, count / args.rate)
+            per = 1000.0 * f["cpu"] / count
+            pillow = 1000.0 * f["pillow"] / count
+            print(
+                f"{count:>6} {f['wall']:>8.1f} {bound:>8.1f} {f['wall'] / bound:>6.2f} {per:>9.2f} {pillow:>7.2f} "
+                f"{per - pillow:>7.2f} {f['polls_per_task']:>8.2f} "
+                f"{f['uploads'] / max(1, f['distinct_uploads']):>8.1f} {f['retries']:>8} {f['rss_mb']:>7.0f}"
+            )
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Parse a ``rows:`` catalog (CSV with a header row, or JSON Lines) into rows of text variables.
+
+PURE: bytes in, rows and diagnostics out; the caller reads the file. Each row remembers its line,
+so a problem in row 4,711 points at ``skus.csv:4712``. Values become text as ``vars`` do: numbers
+as written, booleans as ``true``/``false``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pixmake.errors import Diagnostic
+
+__all__ = ["MAX_ROWS", "Row", "parse_catalog"]
+
+MAX_ROWS: Final = 100_000
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One catalog row: its 1-based line in the file and its column values as text."""
+
+    line: int
+    values: Mapping[str, str]
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+        return str(value)
+    return None
+
+
+def _csv(text: str, file: str) -> tuple[list[Row], list[Diagnostic]]:
+    problems: list[Diagnostic] = []
+    rows: list[Row] = []
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return [], [Diagnostic(file, 1, 1, "", "catalog is empty; it needs a header row of column names")]
+        names = [h.strip() for h in header]
+        for column, name in enumerate(names, start=1):
+            if not _NAME.fullmatch(name):
+                problems.append(
+                    Diagnostic(file, 1, column, "", f"column {column} is named {name!r}; use letters, digits and _")
+                )
+            elif names.index(name) != column - 1:
+                problems.append(Diagnostic(file, 1, column, "", f"column name {name!r} appears twice"))
+        start = reader.line_num + 1
+        for record in reader:
+            if not any(cell.strip() for cell in record):
+                start = reader.line_num + 1
+                continue
+            if len(record) != len(names):
+                problems.append(
+                    Diagnostic(
+                        file,
+                        start,
+                        1,
+                        "",
+                        f"row has {len(record)} column{'s' * (len(record) != 1)}; the header has {len(names)}",
+                    )
+                )
+            else:
+                rows.append(Row(start, dict(zip(names, record, strict=True))))
+            if len(rows) > MAX_ROWS:
+                return rows, [Diagnostic(file, start, 1, "", f"catalog has more than {MAX_ROWS} rows")]
+            start = reader.line_num + 1
+    except csv.Error as error:
+        problems.append(Diagnostic(file, reader.line_num or 1, 1, "", f"CSV syntax error: {error}"))
+    return rows, problems
+
+
+def _jsonl(text: str, file: str) -> tuple[list[Row], list[Diagnostic]]:
+    problems: list[Diagnostic] = []
+    rows: list[Row] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except (ValueError, RecursionError) as error:
+            column = getattr(error, "colno", 1)
+            problems.append(Diagnostic(file, number, column, "", f"not a JSON object: {getattr(error, 'msg', error)}"))
+            continue
+        if not isinstance(item, dict):
+            problems.append(Diagnostic(file, number, 1, "", "each line must be a JSON object of column values"))
+            continue
+        values: dict[str, str] = {}
+        for key, value in item.items():
+            text_value = _text(value)
+            if not _NAME.fullmatch(key):
+                problems.append(Diagnostic(file, number, 1, "", f"key {key!r}: use letters, digits and _"))
+            elif text_value is None:
+                problems.append(Diagnostic(file, number, 1, "", f"key {key!r}: expected text, a number or a boolean"))
+            else:
+                values[key] = text_value
+        rows.append(Row(number, values))
+        if len(rows) > MAX_ROWS:
+            return rows, [Diagnostic(file, number, 1, "", f"catalog has more than {MAX_ROWS} rows")]
+    return rows, problems
+
+
+def parse_catalog(data: bytes, *, file: str) -> tuple[list[Row], list[Diagnostic]]:
+    """Rows of a ``.csv`` or ``.jsonl`` catalog (chosen by ``file``'s suffix) and any problems found."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        return [], [Diagnostic(file, line, 1, "", "catalog is not valid UTF-8 text")]
+    if "\0" in text:
+        line = text[: text.index("\0")].count("\n") + 1
+        return [], [Diagnostic(file, line, 1, "", "catalog contains a NUL byte; is it a binary file?")]
+    if file.endswith(".jsonl"):
+        return _jsonl(text, file)
+    return _csv(text, file)

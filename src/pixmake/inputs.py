@@ -1,0 +1,317 @@
+"""Check a manifest's input files against the model table, before any money is spent.
+
+Shell: reads the disk. Runs at ``validate`` and ``plan`` time (``api.validate``, ``api.plan``) and
+enforces the rules of :data:`pixmake.models.MODELS` that need the files themselves:
+
+* every path resolves inside the project root, symlinks followed (else an ``unsafe-path`` diagnostic,
+  raised as :class:`~pixmake.errors.UnsafePathError`);
+* a reference exists, is JPEG/PNG/WebP (per model) and within the model's byte limit;
+* a mask is a PNG within its byte limit with exactly the pixel size of the first reference.
+
+Only image *headers* are read, by a small parser for the formats that matter (PNG IHDR, JPEG SOF,
+WebP VP8/VP8L/VP8X, GIF); no pixel data is decoded and Pillow is not imported, which keeps
+``pixmake plan`` free of it. Header facts are cached by content hash (sha256), and the hash by
+``stat`` identity, so ``validate`` followed by ``plan`` in one process reads each file once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from pixmake.errors import Diagnostic, ManifestError, UnsafePathError
+from pixmake.manifest import Manifest, Target, is_url, output_paths
+from pixmake.models import MB, MODELS, ModelSpec
+from pixmake.store import safe_path
+
+__all__ = ["HeaderCache", "ImageInfo", "check_inputs", "read_header", "sniff"]
+
+_JPEG_SOF: Final = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_NAMES: Final = {
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "webp": "WebP",
+    "gif": "GIF",
+    "bmp": "BMP",
+    "tiff": "TIFF",
+    "heic": "HEIC",
+    "avif": "AVIF",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """What an image header says: format (``"png"``, ``"jpeg"``…, None if not an image) and pixel size."""
+
+    format: str | None
+    width: int = 0
+    height: int = 0
+
+
+def sniff(head: bytes) -> ImageInfo:
+    """Format and size from the first bytes of a file (enough for PNG, GIF and WebP; JPEG needs :func:`read_header`)."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
+        width, height = struct.unpack(">II", head[16:24])
+        return ImageInfo("png", width, height)
+    if head[:6] in {b"GIF87a", b"GIF89a"} and len(head) >= 10:
+        width, height = struct.unpack("<HH", head[6:10])
+        return ImageInfo("gif", width, height)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return _webp(head)
+    if head.startswith(b"\xff\xd8\xff"):
+        return ImageInfo("jpeg")
+    if head.startswith(b"BM"):
+        return ImageInfo("bmp")
+    if head[:4] in {b"II*\0", b"MM\0*"}:
+        return ImageInfo("tiff")
+    if head[4:8] == b"ftyp" and head[8:12] in {b"heic", b"heix", b"mif1", b"avif"}:
+        return ImageInfo("avif" if head[8:12] == b"avif" else "heic")
+    return ImageInfo(None)
+
+
+def _webp(head: bytes) -> ImageInfo:
+    chunk = head[12:16]
+    if chunk == b"VP8 " and len(head) >= 30:
+        width, height = struct.unpack("<HH", head[26:30])
+        return ImageInfo("webp", width & 0x3FFF, height & 0x3FFF)
+    if chunk == b"VP8L" and len(head) >= 25:
+        b0, b1, b2, b3 = head[21:25]
+        return ImageInfo("webp", 1 + (b0 | (b1 & 0x3F) << 8), 1 + (b1 >> 6 | b2 << 2 | (b3 & 0x0F) << 10))
+    if chunk == b"VP8X" and len(head) >= 30:
+        return ImageInfo("webp", 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little"))
+    return ImageInfo("webp")
+
+
+def _jpeg_size(handle: BinaryIO) -> tuple[int, int]:
+    """Walk JPEG segments to the first SOF marker; (0, 0) when the file is truncated or malformed."""
+    handle.seek(2)
+    for _ in range(10_000):  # bounded: a corrupt file cannot make this loop forever
+        byte = handle.read(1)
+        while byte == b"\xff":
+            byte = handle.read(1)
+        if not byte:
+            return 0, 0
+        marker = byte[0]
+        if marker in {0x01, *range(0xD0, 0xD9)}:
+            continue
+        length_bytes = handle.read(2)
+        if len(length_bytes) < 2:
+            return 0, 0
+        (length,) = struct.unpack(">H", length_bytes)
+        if marker in _JPEG_SOF:
+            data = handle.read(5)
+            if len(data) < 5:
+                return 0, 0
+            height, width = struct.unpack(">HH", data[1:5])
+            return width, height
+        if length < 2:
+            return 0, 0
+        handle.seek(length - 2, os.SEEK_CUR)
+    return 0, 0
+
+
+def read_header(path: Path) -> ImageInfo:
+    """Format and pixel size of an image file, reading only its header."""
+    with path.open("rb") as handle:
+        info = sniff(handle.read(64))
+        if info.format == "jpeg":
+            width, height = _jpeg_size(handle)
+            info = ImageInfo("jpeg", width, height)
+    return info
+
+
+class HeaderCache:
+    """Image header facts cached by content hash; the hash cached by (device, inode, size, mtime)."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[tuple[int, int, int, int], str] = {}
+        self._infos: dict[str, ImageInfo] = {}
+
+    def info(self, path: Path, stat: os.stat_result) -> ImageInfo:
+        """Header facts of ``path`` (whose ``stat`` the caller already has)."""
+        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        digest = self._hashes.get(key)
+        if digest is None:
+            with path.open("rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            self._hashes[key] = digest
+        info = self._infos.get(digest)
+        if info is None:
+            info = self._infos[digest] = read_header(path)
+        return info
+
+    def statistics(self) -> dict[str, int]:
+        """How many files were hashed and how many distinct contents had their header read."""
+        return {"hashed": len(self._hashes), "headers": len(self._infos)}
+
+
+_CACHE: Final = HeaderCache()
+
+
+@dataclass(frozen=True, slots=True)
+class _File:
+    """One input file as found on disk: its size and header, or why it could not be used."""
+
+    size: int = 0
+    info: ImageInfo = ImageInfo(None)
+    problem: str | None = None
+    unsafe: bool = False
+
+
+def _look(root: Path, rel: str, cache: HeaderCache) -> _File:
+    try:
+        path = safe_path(root, rel, field="")
+    except UnsafePathError:
+        return _File(problem=f"path {rel!r} leads outside the project root through a symlink", unsafe=True)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return _File(problem=f"file not found: {rel}")
+    except OSError as error:
+        return _File(problem=f"cannot read {rel}: {error.strerror or error}")
+    if not path.is_file():
+        return _File(problem=f"{rel} is not a file")
+    try:
+        return _File(stat.st_size, cache.info(path, stat))
+    except OSError as error:
+        return _File(problem=f"cannot read {rel}: {error.strerror or error}")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / MB:.1f} MB" if size >= MB else f"{size / 1024:.0f} KB"
+
+
+def _format_list(formats: Iterable[str]) -> str:
+    names = sorted(_NAMES.get(f, f) for f in formats)
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+
+def _found(info: ImageInfo) -> str:
+    return f"a {_NAMES.get(info.format, info.format)} image" if info.format else "a file that is not an image"
+
+
+class _Checker:
+    def __init__(self, root: Path, manifest: Manifest, cache: HeaderCache) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.cache = cache
+        self.files: dict[str, _File] = {}
+        self.dirs: dict[str, bool] = {}
+        self.problems: dict[tuple[str, int, int, str, str], list[str]] = {}
+
+    def file(self, rel: str) -> _File:
+        found = self.files.get(rel)
+        if found is None:
+            found = self.files[rel] = _look(self.root, rel, self.cache)
+        return found
+
+    def add(self, target: Target, name: str, message: str, kind: str = "input") -> None:
+        field_name, line, column = target.where(name)
+        self.problems.setdefault((field_name, line, column, message, kind), []).append(target.origin)
+
+    def reference(self, target: Target, spec: ModelSpec, index: int, rel: str) -> _File:
+        found = self.file(rel)
+        name = f"references[{index}]"
+        if found.problem is not None:
+            self.add(target, name, found.problem, "unsafe-path" if found.unsafe else "input")
+        elif found.info.format not in spec.reference_formats:
+            allowed = _format_list(spec.reference_formats)
+            self.add(target, name, f"expected a {allowed} image for {spec.id}, found {_found(found.info)} ({rel})")
+        elif found.size > spec.reference_max_bytes:
+            self.add(
+                target,
+                name,
+                f"expected at most {_megabytes(spec.reference_max_bytes)} for a {spec.id} reference, "
+                f"found {_megabytes(found.size)} ({rel})",
+            )
+        return found
+
+    def mask(self, target: Target, spec: ModelSpec, rel: str, first: _File | None) -> None:
+        found = self.file(rel)
+        if found.problem is not None:
+            self.add(target, "mask", found.problem, "unsafe-path" if found.unsafe else "input")
+        elif found.info.format not in spec.mask_formats:
+            self.add(target, "mask", f"expected a {_format_list(spec.mask_formats)} mask, found {_found(found.info)}")
+        elif found.size > spec.mask_max_bytes:
+            self.add(
+                target,
+                "mask",
+                f"expected a mask of at most {_megabytes(spec.mask_max_bytes)}, found {_megabytes(found.size)}",
+            )
+        elif (
+            spec.mask_matches_first_reference
+            and first is not None
+            and first.problem is None
+            and first.info.width
+            and (found.info.width, found.info.height) != (first.info.width, first.info.height)
+        ):
+            self.add(
+                target,
+                "mask",
+                f"expected {first.info.width}×{first.info.height} pixels (the size of {target.references[0]}), "
+                f"found {found.info.width}×{found.info.height}",
+            )
+
+    def _inside(self, rel: str) -> bool:
+        """Whether ``rel`` stays inside the root with symlinks followed; directories are resolved once each."""
+        parent, _, _ = rel.rpartition("/")
+        ok = self.dirs.get(parent)
+        if ok is None:
+            try:
+                safe_path(self.root, parent or ".", field="")
+                ok = True
+            except UnsafePathError:
+                ok = False
+            self.dirs[parent] = ok
+        if ok and os.path.islink(self.root / rel):
+            try:
+                safe_path(self.root, rel, field="")
+            except UnsafePathError:
+                return False
+        return ok
+
+    def outputs(self, target: Target) -> None:
+        for rel in output_paths(target):
+            if not self._inside(rel):
+                self.add(target, "out", f"path {rel!r} leads outside the project root through a symlink", "unsafe-path")
+            elif (self.root / rel).is_dir():
+                self.add(target, "out", f"{rel} is a directory; out names a .png file")
+
+    def run(self) -> list[Diagnostic]:
+        for target in self.manifest.targets:
+            spec = MODELS.get(target.model)
+            if spec is None:
+                continue
+            first: _File | None = None
+            for index, ref in enumerate(target.references):
+                if is_url(ref):
+                    continue
+                found = self.reference(target, spec, index, ref)
+                if index == 0:
+                    first = found
+            if target.mask is not None:
+                self.mask(target, spec, target.mask, first)
+            self.outputs(target)
+        out: list[Diagnostic] = []
+        for (field_name, line, column, message, kind), origins in self.problems.items():
+            named = [o for o in origins if o]
+            if named:
+                message += f" (in {named[0]}" + (f" and {len(named) - 1} more)" if len(named) > 1 else ")")
+            out.append(Diagnostic(self.manifest.file, line, column, field_name, message, kind=kind))
+        return out
+
+
+def check_inputs(root: Path, manifest: Manifest, *, cache: HeaderCache | None = None) -> None:
+    """Check every local reference, mask and output of ``manifest`` on disk.
+
+    Raises :class:`~pixmake.errors.ManifestError` listing every problem, an
+    :class:`~pixmake.errors.UnsafePathError` when a path leaves ``root``.
+    """
+    problems = _Checker(root, manifest, cache or _CACHE).run()
+    if problems:
+        raise ManifestError.of(problems)

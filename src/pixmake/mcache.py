@@ -1,0 +1,171 @@
+"""A cache of the expanded manifest in ``.pixmake/manifest.cache``, so an unchanged YAML is not parsed again.
+
+Shell. Parsing, validating and expanding a 10,000-target manifest takes seconds; loading its cached
+result takes milliseconds. ninja keeps ``.ninja_deps`` for the same reason. The parser is a black box
+here (:func:`load_manifest` takes it as a callable); the entry is valid while all of these hold:
+
+* the cache format, the pixmake version and the manifest's display name are the same;
+* the manifest file has the same stat (size, mtime_ns, inode, ctime_ns) and is not *racy* (its mtime
+  is older than the cache file's, git's rule), or else its bytes still hash to the recorded sha256;
+* every catalog file the manifest read (``Manifest.catalogs``) has the same stat and is not racy.
+
+The value is stored with :mod:`marshal` (fast to load; the format is private and versioned by the
+pixmake version in the key). A cache that cannot be read or written is ignored: it only saves work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import marshal
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+from pixmake import __version__
+from pixmake.errors import Diagnostic
+from pixmake.manifest import Manifest, ProviderConfig, Target
+
+__all__ = ["MCACHE_VERSION", "FileStat", "file_stat", "load_manifest"]
+
+MCACHE_VERSION: Final = 1
+FileStat = tuple[int, int, int, int]
+"""``(size, mtime_ns, ino, ctime_ns)``: a file's identity for every cache in ``.pixmake/``."""
+
+# Dataclasses a Manifest is made of; a dataclass value is stored as (_DC, index, field values...).
+_CLASSES: Final[tuple[type[Any], ...]] = (Manifest, ProviderConfig, Target, Diagnostic)
+_DC: Final = b"\x00dataclass"
+_PROXY: Final = b"\x00mappingproxy"
+
+
+def file_stat(path: str | Path) -> FileStat | None:
+    """The stat identity of a file, or None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def _encode(value: Any) -> Any:
+    kind = type(value)
+    if kind in (str, int, float, bool, type(None)):
+        return value
+    if kind is tuple:
+        return tuple(_encode(v) for v in value)
+    if kind is list:
+        return [_encode(v) for v in value]
+    if kind is MappingProxyType:
+        return (_PROXY, {str(k): _encode(v) for k, v in value.items()})
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if kind in _CLASSES:
+        fields = dataclasses.fields(value)
+        return (_DC, _CLASSES.index(kind), *(_encode(getattr(value, f.name)) for f in fields))
+    raise TypeError(f"cannot cache a {kind.__name__}")
+
+
+def _decode(value: Any) -> Any:
+    kind = type(value)
+    if kind is tuple:
+        if value and value[0] == _DC:
+            return _CLASSES[value[1]](*(_decode(v) for v in value[2:]))
+        if value and value[0] == _PROXY:
+            return MappingProxyType(_decode(value[1]))
+        return tuple(_decode(v) for v in value)
+    if kind is list:
+        return [_decode(v) for v in value]
+    if kind is dict:
+        return {k: _decode(v) for k, v in value.items()}
+    return value
+
+
+def _shape() -> tuple[tuple[str, ...], ...]:
+    """Field names of the cached classes: a cache written before a field was added is not used."""
+    return tuple(tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES)
+
+
+def _fresh(stat: FileStat | None, recorded: Any, written_ns: int) -> bool:
+    return stat is not None and stat == recorded and stat[1] < written_ns
+
+
+def _read(cache: Path) -> tuple[dict[str, Any], int] | None:
+    try:
+        with open(cache, "rb") as handle:
+            written_ns = os.fstat(handle.fileno()).st_mtime_ns
+            record = marshal.loads(handle.read())
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != (MCACHE_VERSION, __version__, _shape()):
+        return None
+    return record, written_ns
+
+
+def _catalogs_fresh(root: Path, record: Mapping[str, Any], written_ns: int) -> bool:
+    catalogs = record.get("catalogs", ())
+    return all(_fresh(file_stat(root / rel), stat, written_ns) for rel, stat in catalogs)
+
+
+def _write(cache: Path, record: dict[str, Any]) -> None:
+    from pixmake.store import atomic_write
+
+    try:
+        atomic_write(cache, marshal.dumps(record))
+    except (OSError, ValueError, TypeError):
+        return  # read-only checkout, or a value marshal cannot store: parse next time
+
+
+def load_manifest(
+    manifest: Path, cache: Path, *, file: str, parse: Callable[[], Manifest]
+) -> tuple[Manifest, tuple[FileStat | None, tuple[tuple[str, FileStat | None], ...]]]:
+    """The manifest from the cache when still valid, else ``parse()`` (and the cache is rewritten).
+
+    Returns the manifest and what it was read from: the manifest's stat and each catalog's stat,
+    for the no-op memo (:mod:`pixmake.memo`). ``parse`` raises as it would without a cache.
+    """
+    stat = file_stat(manifest)
+    loaded = _read(cache)
+    root = manifest.parent
+    if loaded is not None and stat is not None:
+        record, written_ns = loaded
+        if record["file"] == file and _catalogs_fresh(root, record, written_ns):
+            same = _fresh(stat, record["stat"], written_ns)
+            if not same and stat[0] == record["stat"][0]:
+                same = _sha256(manifest) == record["sha256"]  # touched, not changed: re-key on the new stat
+                if same:
+                    _write(cache, {**record, "stat": stat})
+            if same:
+                try:
+                    value = _decode(record["manifest"])
+                except (TypeError, ValueError, IndexError):
+                    value = None
+                if isinstance(value, Manifest):
+                    return value, (stat, tuple(record["catalogs"]))
+    digest = _sha256(manifest) if stat is not None else ""
+    value = parse()
+    catalogs = tuple((rel, file_stat(root / rel)) for rel in getattr(value, "catalogs", ()))
+    try:
+        encoded = _encode(value)
+    except TypeError:
+        return value, (stat, catalogs)
+    record = {
+        "format": (MCACHE_VERSION, __version__, _shape()),
+        "file": file,
+        "stat": stat,
+        "sha256": digest,
+        "catalogs": catalogs,
+        "manifest": encoded,
+    }
+    if stat is not None and file_stat(manifest) == stat:  # not edited while we parsed it
+        _write(cache, record)
+    return value, (stat, catalogs)
+
+
+def _sha256(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return ""

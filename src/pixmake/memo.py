@@ -1,0 +1,145 @@
+"""The no-op memo: ``.pixmake/noop.memo`` proves that nothing changed since the last all-unchanged plan.
+
+Shell. ``make_plan`` is a pure function of the manifest (and its catalogs), the lockfile (and the
+journal) and the hashes of the files the targets name. After a plan in which every target was
+unchanged, :func:`write_memo` records the stat (size, mtime_ns, inode, ctime_ns) of each of those
+files and each target's key. :func:`check_memo` then answers the next plan by stat'ing the same
+files, as ninja answers a no-op build from its log, without parsing YAML, reading the lockfile or
+hashing anything. Any difference, a missing file, another pixmake or memo format, or git's *racy*
+case (a file whose mtime is not older than the memo's own) means "plan normally". A memo that
+cannot be read or written is ignored: it only saves work.
+
+The memo is written only for a plan over the whole manifest with no ``--replace`` or ``--restore``.
+This module imports nothing of the manifest parser. Format (``marshal``)::
+
+    (MEMO_VERSION, pixmake version, root, ((source path, stat | None), ...),
+     paths: b"\\0"-joined, the paths' stats packed as int64 (mtime_ns, size, ino, ctime_ns),
+     newest mtime_ns among them, names: b"\\0"-joined UTF-8, keys: 32-byte digests concatenated)
+
+Packed bytes rather than tuples: loading 100,000 stat tuples would cost more than stat'ing the
+files, while bytes load as one copy, and the check runs as C-level ``map`` calls and one ``==``.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+from array import array
+from collections.abc import Iterable, Sequence
+from functools import partial
+from itertools import chain
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, Final, overload
+
+from pixmake import __version__
+
+__all__ = ["MEMO_VERSION", "FileStat", "check_memo", "write_memo"]
+
+MEMO_VERSION: Final = 3
+FileStat = tuple[int, int, int, int]
+"""``(size, mtime_ns, ino, ctime_ns)``, as :mod:`pixmake.scan` records it."""
+
+_IDENTITY: Final = attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns")
+
+
+def _stat(path: str) -> FileStat | None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def _packed(identities: Iterable[tuple[int, int, int, int]]) -> bytes:
+    return array("q", chain.from_iterable(identities)).tobytes()
+
+
+def write_memo(
+    memo: Path,
+    *,
+    root: Path,
+    sources: Sequence[tuple[str, FileStat | None]],
+    files: Sequence[tuple[str, FileStat]],
+    targets: Sequence[tuple[str, str]],
+) -> None:
+    """Record an all-unchanged plan.
+
+    ``sources`` are absolute paths and stats of what the plan's values came from (manifest,
+    catalogs, lockfile, journal; None for a file that does not exist), ``files`` the project-relative
+    paths and stats of every file the plan hashed, ``targets`` each target's (name, key) in order.
+    """
+    from pixmake.store import atomic_write
+
+    try:
+        record = (
+            MEMO_VERSION,
+            __version__,
+            str(root),
+            tuple(sources),
+            b"\0".join(os.fsencode(rel) for rel, _ in files),
+            _packed((st[1], st[0], st[2], st[3]) for _, st in files),
+            max((st[1] for _, st in files), default=0),
+            "\0".join(name for name, _ in targets).encode(),
+            b"".join(bytes.fromhex(key) for _, key in targets),
+        )
+        data = marshal.dumps(record)
+        try:
+            if memo.read_bytes() == data:
+                return  # the same memo: do not rewrite it on every plan
+        except OSError:
+            pass
+        atomic_write(memo, data)
+    except (OSError, ValueError):
+        return
+
+
+def check_memo(memo: Path, *, root: Path) -> Sequence[tuple[str, str]] | None:
+    """Each target's (name, key) when the memo still holds, else None (plan normally)."""
+    try:
+        with open(memo, "rb") as handle:
+            written_ns = os.fstat(handle.fileno()).st_mtime_ns
+            record: Any = marshal.loads(handle.read())
+        version, pixmake, recorded_root, sources, paths, packed, newest, names, keys = record
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if version != MEMO_VERSION or pixmake != __version__ or recorded_root != str(root) or newest >= written_ns:
+        return None
+    for path, recorded in sources:
+        st = _stat(path)
+        if st != recorded or (st is not None and st[1] >= written_ns):
+            return None
+    try:
+        directory = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+    try:
+        identities = map(_IDENTITY, map(partial(os.stat, dir_fd=directory), paths.split(b"\0") if paths else ()))
+        if _packed(identities) != packed:
+            return None
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(directory)
+    return _Targets(names.decode().split("\0") if names else [], keys)
+
+
+class _Targets(Sequence[tuple[str, str]]):
+    """(name, key) pairs decoded on access: a no-op ``plan --check`` only needs their number."""
+
+    def __init__(self, names: list[str], keys: bytes) -> None:
+        self._names, self._keys = names, keys
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, str]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[str, str]]: ...
+    def __getitem__(self, index: int | slice) -> tuple[str, str] | Sequence[tuple[str, str]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        name = self._names[index]  # raises IndexError, which ends iteration
+        index %= len(self._names)
+        return name, self._keys[32 * index : 32 * index + 32].hex()

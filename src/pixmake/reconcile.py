@@ -1,0 +1,126 @@
+"""Bring the lock and the files back in line by the user's choice: accept an edited output, prune orphans.
+
+Shell. Neither spends money. ``pixmake accept TARGET`` records the files now at a target's output
+paths as its outputs (a retouched image becomes the locked one; the bytes go to the object cache
+too). ``pixmake build --prune`` deletes the outputs of orphans (lock entries whose target left the
+manifest) and drops their entries. Prune never deletes a file outside the project root, one that a
+current target writes, or one whose bytes differ from the lock (someone edited it); a deleted
+output's bytes stay in the object cache, so nothing paid for is lost. The caller holds the project
+lock; the lockfile is rewritten atomically and the journal compacted, as a build's fold does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from pixmake.errors import ConfigError, UnsafePathError
+from pixmake.fingerprint import input_hash
+from pixmake.journal import PendingSubmit
+from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, render_lock
+from pixmake.manifest import Target, output_paths
+from pixmake.scan import hash_file
+from pixmake.store import ObjectCache, atomic_write, safe_path
+
+__all__ = ["PruneResult", "accept_outputs", "prune_orphans", "write_lock_and_compact"]
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What ``--prune`` did: orphans dropped from the lock, files deleted, files kept and why."""
+
+    pruned: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    kept: tuple[tuple[str, str], ...] = ()  # (path, reason)
+
+
+def write_lock_and_compact(lock_path: Path, journal_path: Path, lock: Lock, pending: dict[str, PendingSubmit]) -> None:
+    """Write the lockfile, then drop from the journal everything the lockfile now holds."""
+    from pixmake.journal import Journal
+
+    atomic_write(lock_path, render_lock(lock).encode())
+    Journal(journal_path).rewrite(dict(pending))
+
+
+def _entry(
+    target: Target, key: str, hashes: Mapping[str, str], outputs: tuple[LockedOutput, ...], task_id: str | None
+) -> LockEntry:
+    refs = tuple(LockedInput(ref, input_hash(ref, hashes)) for ref in target.references)
+    mask = None if target.mask is None else LockedInput(target.mask, input_hash(target.mask, hashes))
+    return LockEntry(
+        key=key,
+        model=target.model,
+        prompt=target.prompt,
+        size=target.size,
+        n=target.n,
+        outputs=outputs,
+        references=refs,
+        mask=mask,
+        params=MappingProxyType(dict(target.params)),
+        task_id=task_id,
+    )
+
+
+def accept_outputs(
+    root: Path, target: Target, hashes: Mapping[str, str], lock: Lock, objects: ObjectCache
+) -> LockEntry:
+    """The lock entry that records the files now at ``target``'s output paths as its outputs.
+
+    ``hashes`` holds the current hashes of the target's inputs. The bytes are stored in the object
+    cache. Raises ConfigError when an output file is missing or is not an image.
+    """
+    from pixmake.fingerprint import target_key
+    from pixmake.inputs import read_header
+
+    outputs = []
+    for rel in output_paths(target):
+        path = safe_path(root, rel, field=f"targets.{target.name}.out")
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"accept {target.name}: {rel} does not exist; build or restore it first") from None
+        info = read_header(path)
+        if info.format is None:
+            raise ConfigError(f"accept {target.name}: {rel} is not an image pixmake can read")
+        sha = objects.put(data)
+        outputs.append(LockedOutput(rel, sha, len(data), info.width, info.height))
+    key = target_key(target, hashes)
+    old = lock.entries.get(target.name)
+    task_id = old.task_id if old is not None and old.key == key else None
+    return _entry(target, key, hashes, tuple(outputs), task_id)
+
+
+def prune_orphans(
+    root: Path, orphans: Mapping[str, LockEntry], claimed: frozenset[str], objects: ObjectCache
+) -> PruneResult:
+    """Delete the orphans' outputs that are safe to delete; the caller then drops the entries from the lock.
+
+    ``claimed`` holds every output path a current target writes; those files are kept.
+    """
+    deleted: list[str] = []
+    kept: list[tuple[str, str]] = []
+    for name in sorted(orphans):
+        for output in orphans[name].outputs:
+            if output.path in claimed:
+                kept.append((output.path, "a current target writes it"))
+                continue
+            try:
+                path = safe_path(root, output.path, field=f"pixmake.lock: {name}")
+            except UnsafePathError:
+                kept.append((output.path, "outside the project root"))
+                continue
+            try:
+                actual = hash_file(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # already gone
+            if actual != output.sha256:
+                kept.append((output.path, "differs from the lock (edited?)"))
+                continue
+            if not objects.has(actual):
+                objects.put(path.read_bytes())
+            os.unlink(path)
+            deleted.append(output.path)
+    return PruneResult(tuple(sorted(orphans)), tuple(deleted), tuple(kept))

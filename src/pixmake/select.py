@@ -1,0 +1,80 @@
+"""Target selection for ``plan`` and ``build``: by name, by glob, by tag.
+
+PURE. ``pixmake build hero 'product-*' --tag q4`` selects the union of what each selector matches:
+the target named ``hero``, every target whose name matches the glob ``product-*`` (``fnmatch``
+rules, case-sensitive: ``*``, ``?``, ``[abc]``), and every target tagged ``q4``. The result keeps
+manifest order. A selector that matches nothing is an error (a typo must not silently select
+nothing). No selector at all means the whole manifest.
+
+Dependencies of a selection: pixmake targets do not depend on each other (a target's inputs are
+files, never another target's output), so a selection is exact: nothing outside it is planned,
+generated or restored. Lock entries outside the selection are left alone; orphans (lock entries
+whose target left the manifest) are only reported and pruned when no selection is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
+
+from pixmake.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pixmake.manifest import Target
+
+__all__ = ["Selection", "select_targets"]
+
+_GLOB = frozenset("*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What the command line asked for: names or globs, and tags. Empty: everything."""
+
+    patterns: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def everything(self) -> bool:
+        """True when no selector was given."""
+        return not self.patterns and not self.tags
+
+
+def _matches(pattern: str, name: str) -> bool:
+    return fnmatchcase(name, pattern) if _GLOB.intersection(pattern) else name == pattern
+
+
+def select_targets(
+    targets: Iterable[Target], selection: Selection, *, extra: Iterable[str] = ()
+) -> tuple[Target, ...]:
+    """The targets the selection names, in manifest order; ``extra`` names are added (``--replace``).
+
+    Raises ConfigError naming each pattern or tag that matched no target.
+    """
+    targets = tuple(targets)
+    if selection.everything:
+        return targets
+    wanted = set(extra)
+    chosen: list[Target] = []
+    used_patterns: set[str] = set()
+    used_tags: set[str] = set()
+    tags = frozenset(selection.tags)
+    for target in targets:
+        hit = target.name in wanted
+        for pattern in selection.patterns:
+            if _matches(pattern, target.name):
+                used_patterns.add(pattern)
+                hit = True
+        matched_tags = tags.intersection(target.tags)
+        if matched_tags:
+            used_tags.update(matched_tags)
+            hit = True
+        if hit:
+            chosen.append(target)
+    unused = [repr(p) for p in selection.patterns if p not in used_patterns]
+    unused += [f"--tag {t}" for t in selection.tags if t not in used_tags]
+    if unused:
+        raise ConfigError(f"no target matches {', '.join(dict.fromkeys(unused))}")
+    return tuple(chosen)

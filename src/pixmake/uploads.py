@@ -1,0 +1,141 @@
+"""Local references and masks go up once per content hash; their URLs are remembered in ``.pixmake/``.
+
+Shell. ``.pixmake/uploads.json`` maps, per API base URL, a file's sha256 to the URL the provider
+gave it and when (Unix seconds)::
+
+    {"version": 1, "uploads": {"https://toapis.com": {"<sha256>": {"url": "https://…", "at": 1760000000.0}}}}
+
+An entry older than ``ttl`` is treated as gone (the provider does not document how long uploads
+live), and the executor forgets an entry when the provider answers a submit using it with a 4xx, so
+that file is uploaded again. Within one build, :class:`Uploader` makes concurrent targets that share a
+file wait for one upload instead of starting their own: 10,000 targets with one brand reference
+upload it once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+
+from pixmake.store import atomic_write
+
+__all__ = ["UPLOAD_TTL_SECONDS", "UploadCache", "Uploader"]
+
+UPLOAD_TTL_SECONDS: Final = 12 * 3600.0
+_VERSION: Final = 1
+
+
+class UploadCache:
+    """The on-disk memory of uploaded files for one base URL; load with :meth:`load`, persist with :meth:`save`."""
+
+    def __init__(
+        self,
+        path: Path,
+        base_url: str,
+        *,
+        ttl: float = UPLOAD_TTL_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.base_url = base_url
+        self.ttl = ttl
+        self._clock = clock
+        self._all: dict[str, dict[str, dict[str, Any]]] = {}
+        self._dirty = False
+
+    @classmethod
+    def load(
+        cls, path: Path, base_url: str, *, ttl: float = UPLOAD_TTL_SECONDS, clock: Callable[[], float] = time.time
+    ) -> UploadCache:
+        """Read the cache file; a missing, corrupt or older-format file is an empty cache (it is only a cache)."""
+        cache = cls(path, base_url, ttl=ttl, clock=clock)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return cache
+        if isinstance(raw, dict) and raw.get("version") == _VERSION and isinstance(raw.get("uploads"), dict):
+            cache._all = {
+                str(base): {str(sha): item for sha, item in items.items() if _valid(item)}
+                for base, items in raw["uploads"].items()
+                if isinstance(items, dict)
+            }
+        return cache
+
+    def _mine(self) -> dict[str, dict[str, Any]]:
+        return self._all.setdefault(self.base_url, {})
+
+    def get(self, sha256: str) -> str | None:
+        """The URL of a file uploaded less than ``ttl`` ago, else None."""
+        item = self._all.get(self.base_url, {}).get(sha256)
+        if item is None or self._clock() - float(item["at"]) >= self.ttl:
+            return None
+        return str(item["url"])
+
+    def put(self, sha256: str, url: str) -> None:
+        """Remember a fresh upload."""
+        self._mine()[sha256] = {"url": url, "at": self._clock()}
+        self._dirty = True
+
+    def forget(self, sha256: str) -> None:
+        """Drop an entry the provider no longer accepts."""
+        if self._mine().pop(sha256, None) is not None:
+            self._dirty = True
+
+    def save(self) -> None:
+        """Write the file atomically if anything changed; expired entries are pruned."""
+        if not self._dirty:
+            return
+        now = self._clock()
+        for items in self._all.values():
+            for sha in [s for s, item in items.items() if now - float(item["at"]) >= self.ttl]:
+                del items[sha]
+        document = {"version": _VERSION, "uploads": {b: dict(sorted(i.items())) for b, i in sorted(self._all.items())}}
+        atomic_write(self.path, json.dumps(document, indent=1).encode())
+        self._dirty = False
+
+
+def _valid(item: object) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("url"), str) and isinstance(item.get("at"), int | float)
+
+
+class Uploader:
+    """One upload per content hash per build, shared by every target that needs the file.
+
+    ``upload(data, filename)`` performs the (retried) provider call; ``read(path)`` returns a file's
+    bytes and runs in a worker thread. ``uploads`` counts provider uploads by content hash.
+    """
+
+    def __init__(
+        self,
+        cache: UploadCache,
+        upload: Callable[[bytes, str], Awaitable[str]],
+        read: Callable[[str], bytes],
+    ) -> None:
+        self.cache = cache
+        self._upload = upload
+        self._read = read
+        self._locks: dict[str, anyio.Lock] = {}
+        self.uploads: Counter[str] = Counter()
+
+    async def url(self, path: str, sha256: str) -> str:
+        """The provider URL for a local file, uploading it only if no fresh URL is known."""
+        lock = self._locks.setdefault(sha256, anyio.Lock())
+        async with lock:
+            known = self.cache.get(sha256)
+            if known is not None:
+                return known
+            data = await anyio.to_thread.run_sync(self._read, path)
+            url = await self._upload(data, Path(path).name)
+            self.uploads[sha256] += 1
+            self.cache.put(sha256, url)
+            return url
+
+    def forget(self, sha256: str) -> None:
+        """Upload this file again next time it is needed (the provider refused its URL)."""
+        self.cache.forget(sha256)

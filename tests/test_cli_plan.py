@@ -1,0 +1,331 @@
+"""plan, explain, accept and target selection, end to end over real HTTP to the emulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+from conftest import REPO, run_cli, write_png
+from pixmake.cli import ExitCode
+from pixmake.emulator import EmulatorServer
+from pixmake.lockfile import parse_lock
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file except pixmake's local state."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".pixmake" not in p.parts
+    }
+
+
+def built(root: Path) -> Path:
+    outcome = run_cli("-C", str(root), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    return root
+
+
+def plan(root: Path, *args: str) -> tuple[int, list[str]]:
+    outcome = run_cli("-C", str(root), "plan", *args)
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    return outcome.exit_code, outcome.stdout.splitlines()
+
+
+def lock_prompt(root: Path, name: str) -> str:
+    return parse_lock((root / "pixmake.lock").read_text()).entries[name].prompt
+
+
+def edit_manifest(root: Path, change: dict[str, object], *, drop: str | None = None) -> None:
+    path = root / "pixmake.yaml"
+    document = yaml.safe_load(path.read_text())
+    for name, fields in change.items():
+        document["targets"][name].update(fields)
+    if drop:
+        del document["targets"][drop]
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def test_plan_shows_each_change_with_its_reasons_then_a_summary(examples_copy: Path) -> None:
+    code, lines = plan(examples_copy)
+    assert code == 0
+    assert lines == [
+        "+ create     logo-tile: not in the lockfile",
+        "+ create     hero: not in the lockfile",
+        "+ create     mug-lifestyle: not in the lockfile",
+        "+ create     mug-marble: not in the lockfile",
+        "Plan: 4 to create; 5 images to generate",
+    ]
+
+
+def test_plan_check_needs_no_key_and_no_network(examples_copy: Path, emulator: EmulatorServer) -> None:
+    os.environ["PIXMAKE_BASE_URL"] = emulator.url  # removed again by the autouse clean_environ fixture
+    assert plan(examples_copy, "--check")[0] == ExitCode.CHANGES
+    assert emulator.emulator.requests == []
+
+
+def test_after_a_build_plan_is_all_unchanged_and_check_passes(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    for _ in range(2):  # the second plan is answered by the no-op memo: same answer
+        code, lines = plan(examples_copy, "--check")
+        assert (code, lines) == (0, ["Plan: 4 unchanged; 0 images to generate"])
+    code, lines = plan(examples_copy, "-v")
+    names = ["logo-tile", "hero", "mug-lifestyle", "mug-marble"]
+    assert lines[:4] == [f"  unchanged  {name}" for name in names]
+
+
+def test_plan_writes_neither_the_lockfile_nor_outputs(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    (examples_copy / "assets/hero-1.png").unlink()
+    edit_manifest(examples_copy, {"logo-tile": {"prompt": "A round logo"}}, drop="mug-marble")
+    before = snapshot(examples_copy)
+    assert plan(examples_copy, "--check")[0] == ExitCode.CHANGES
+    assert plan(examples_copy, "--json")[0] == 0
+    assert snapshot(examples_copy) == before
+
+
+def test_json_plan_for_machines(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    edit_manifest(examples_copy, {"hero": {"prompt": "Premium ad of a red ceramic mug on a wooden table, ${style}"}})
+    outcome = run_cli("-C", str(examples_copy), "plan", "--json")
+    document = json.loads(outcome.stdout)
+    assert document["counts"] == {"regenerate": 1, "unchanged": 3} and document["images"] == 2
+    (hero,) = [a for a in document["actions"] if a["action"] != "unchanged"]
+    assert hero["target"] == "hero" and hero["images"] == 2 and len(hero["key"]) == 64
+    (reason,) = hero["reasons"]
+    assert reason == {
+        "code": "prompt-changed",
+        "text": "prompt changed: -[product] -[image] -[blue] +[red]",
+        "details": {"old": lock_prompt(examples_copy, "hero"), "new": reason["details"]["new"]},
+    }
+    assert reason["details"]["new"].startswith("Premium ad of a red ceramic mug")
+
+
+def test_reference_change_names_the_file_and_hashes(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    with Image.open(examples_copy / "photos/mug.png") as photo:
+        photo.load()
+        photo.putpixel((0, 0), (1, 2, 3))
+        photo.save(examples_copy / "photos/mug.png")
+    code, lines = plan(examples_copy, "--check")
+    assert code == ExitCode.CHANGES
+    assert [line.split(":")[0] for line in lines[:-1]] == ["~ regenerate mug-lifestyle", "~ regenerate mug-marble"]
+    assert all("reference photos/mug.png changed (" in line and " → " in line for line in lines[:-1])
+
+
+def test_explain_prints_the_key_document_and_what_differs(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    edit_manifest(examples_copy, {"mug-marble": {"size": "1:1"}})
+    outcome = run_cli("-C", str(examples_copy), "explain", "mug-marble")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.stdout.startswith("target mug-marble\n  key      ")
+    for needle in ['"prompt": "Replace the background', '"size": "1:1"', '"mask": "', "action   regenerate"]:
+        assert needle in outcome.stdout
+    assert "    - size 2:3 → 1:1" in outcome.stdout
+    as_json = json.loads(run_cli("-C", str(examples_copy), "explain", "mug-marble", "--json").stdout)
+    lock = parse_lock((examples_copy / "pixmake.lock").read_text())
+    assert as_json["locked_key"] == lock.entries["mug-marble"].key != as_json["key"]
+    assert as_json["document"]["references"] == [lock.entries["mug-marble"].references[0].sha256]
+    unknown = run_cli("-C", str(examples_copy), "explain", "nope")
+    assert unknown.exit_code == ExitCode.USER_ERROR and "no target named 'nope'" in unknown.stderr
+
+
+def test_selection_by_name_glob_and_tag(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    assert plan(examples_copy, "mug-*")[1][-1] == "Plan: 2 to create; 2 images to generate"
+    assert plan(examples_copy, "--tag", "brand")[1] == [
+        "+ create     logo-tile: not in the lockfile",
+        "Plan: 1 to create; 1 image to generate",
+    ]
+    outcome = run_cli("-C", str(examples_copy), "build", "logo-tile", "mug-*")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert len(provider_env.emulator.submits()) == 3
+    assert sorted(parse_lock((examples_copy / "pixmake.lock").read_text()).entries) == [
+        "logo-tile",
+        "mug-lifestyle",
+        "mug-marble",
+    ]
+    # Targets outside the selection were neither built nor reported as orphans; the whole plan shows hero.
+    assert plan(examples_copy, "--tag", "brand", "--check")[0] == 0
+    assert plan(examples_copy)[1][0] == "+ create     hero: not in the lockfile"
+    typo = run_cli("-C", str(examples_copy), "build", "mug-marbel")
+    assert typo.exit_code == ExitCode.USER_ERROR and "no target matches 'mug-marbel'" in typo.stderr
+
+
+def test_missing_output_is_restored_for_free(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    before = (examples_copy / "assets/hero-2.png").read_bytes()
+    (examples_copy / "assets/hero-2.png").unlink()
+    assert plan(examples_copy)[1][0] == "< restore    hero: output assets/hero-2.png is missing"
+    submits = len(provider_env.emulator.submits())
+    built(examples_copy)
+    assert len(provider_env.emulator.submits()) == submits
+    assert (examples_copy / "assets/hero-2.png").read_bytes() == before
+
+
+def test_edited_output_is_kept_and_warned_restore_puts_it_back(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    logo = examples_copy / "assets/logo-tile.png"
+    locked = logo.read_bytes()
+    write_png(logo, (32, 32), (0, 200, 0))
+    retouched = logo.read_bytes()
+    code, lines = plan(examples_copy, "--check")
+    assert code == 0  # nothing would be paid for or written
+    assert lines[0].startswith("! edited     logo-tile: output assets/logo-tile.png differs from the lock")
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == 0 and "edited" in outcome.stderr
+    assert logo.read_bytes() == retouched
+    assert run_cli("-C", str(examples_copy), "build", "--restore").exit_code == 0
+    assert logo.read_bytes() == locked
+
+
+def test_accept_records_the_edited_file_as_the_output(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    logo = examples_copy / "assets/logo-tile.png"
+    write_png(logo, (32, 48), (0, 200, 0))
+    outcome = run_cli("-C", str(examples_copy), "accept", "logo-tile")
+    assert (outcome.exit_code, outcome.stdout) == (0, "accepted logo-tile: assets/logo-tile.png\n")
+    (output,) = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"].outputs
+    assert (output.bytes, output.width, output.height) == (len(logo.read_bytes()), 32, 48)
+    assert (examples_copy / ".pixmake/objects" / output.sha256[:2] / output.sha256).read_bytes() == logo.read_bytes()
+    assert plan(examples_copy, "--check") == (0, ["Plan: 4 unchanged; 0 images to generate"])
+    logo.unlink()  # the accepted bytes are restorable too
+    assert plan(examples_copy)[1][0] == "< restore    logo-tile: output assets/logo-tile.png is missing"
+    missing = run_cli("-C", str(examples_copy), "accept", "logo-tile")
+    assert missing.exit_code == ExitCode.USER_ERROR and "does not exist" in missing.stderr
+
+
+def test_orphans_are_kept_until_prune_which_stays_inside_the_root(
+    examples_copy: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    built(examples_copy)
+    edit_manifest(examples_copy, {}, drop="mug-lifestyle")
+    code, lines = plan(examples_copy, "--check")
+    assert code == ExitCode.CHANGES
+    assert lines[0] == (
+        "- orphan     mug-lifestyle: no longer in the manifest; build --prune deletes assets/mug-lifestyle.png"
+    )
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    assert (examples_copy / "assets/mug-lifestyle.png").exists()
+    assert "mug-lifestyle" in parse_lock((examples_copy / "pixmake.lock").read_text()).entries
+    refused = run_cli("-C", str(examples_copy), "build", "--prune", "hero")
+    assert refused.exit_code == ExitCode.USER_ERROR
+    outcome = run_cli("-C", str(examples_copy), "build", "--prune")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "pruned assets/mug-lifestyle.png" in outcome.stderr
+    assert not (examples_copy / "assets/mug-lifestyle.png").exists()
+    assert "mug-lifestyle" not in parse_lock((examples_copy / "pixmake.lock").read_text()).entries
+    assert plan(examples_copy, "--check")[0] == 0
+
+
+def test_a_lock_path_outside_the_root_is_refused_and_never_deleted(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    outside = examples_copy.parent / "outside.png"
+    outside.write_bytes(b"not yours")
+    lock_path = examples_copy / "pixmake.lock"
+    text = lock_path.read_text().replace('"path": "assets/mug-lifestyle.png"', '"path": "../outside.png"')
+    lock_path.write_text(text)
+    edit_manifest(examples_copy, {}, drop="mug-lifestyle")
+    outcome = run_cli("-C", str(examples_copy), "build", "--prune")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert "'../outside.png' leaves the project root" in outcome.stderr
+    assert outside.read_bytes() == b"not yours"
+
+
+def test_prune_keeps_edited_files_and_files_a_current_target_writes(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    write_png(examples_copy / "assets/mug-lifestyle.png", (8, 8), (9, 9, 9))  # retouched, then orphaned
+    edit_manifest(examples_copy, {"mug-marble": {"out": "assets/hero-1.png"}}, drop="hero")  # takes over a path
+    edit_manifest(examples_copy, {}, drop="mug-lifestyle")
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    outcome = run_cli("-C", str(examples_copy), "build", "--prune")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "kept assets/mug-lifestyle.png: differs from the lock (edited?)" in outcome.stderr
+    assert "kept assets/hero-1.png: a current target writes it" in outcome.stderr
+    assert "pruned assets/hero-2.png" in outcome.stderr
+    assert (examples_copy / "assets/mug-lifestyle.png").exists() and (examples_copy / "assets/hero-1.png").exists()
+    assert not (examples_copy / "assets/hero-2.png").exists()
+    assert sorted(parse_lock((examples_copy / "pixmake.lock").read_text()).entries) == ["logo-tile", "mug-marble"]
+
+
+def test_replace_rerolls_one_target_on_purpose(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    assert plan(examples_copy, "--replace", "logo-tile")[1][0] == "~ regenerate logo-tile: replacement requested"
+    submits = len(provider_env.emulator.submits())
+    assert run_cli("-C", str(examples_copy), "build", "--replace", "logo-tile").exit_code == 0
+    assert len(provider_env.emulator.submits()) == submits + 1
+
+
+def test_the_no_op_memo_never_hides_a_change(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    assert plan(examples_copy, "--check")[0] == 0
+    assert (examples_copy / ".pixmake/noop.memo").exists()
+    ref = examples_copy / "photos/mug.png"
+    st = ref.stat()
+    data = bytearray(ref.read_bytes())
+    data[-20] ^= 1  # same size, same mtime: only ctime tells
+    ref.write_bytes(bytes(data))
+    os.utime(ref, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert plan(examples_copy, "--check")[0] == ExitCode.CHANGES
+    ref.write_bytes(bytes(data[:-20]) + bytes([data[-20] ^ 1]) + bytes(data[-19:]))
+    assert plan(examples_copy, "--check")[0] == 0
+    lock = examples_copy / "pixmake.lock"
+    key = parse_lock(lock.read_text()).entries["logo-tile"].key
+    lock.write_text(lock.read_text().replace(key, "0" * 64))  # as after a git checkout of an older lock
+    assert plan(examples_copy, "--check")[0] == ExitCode.CHANGES
+    edit_manifest(examples_copy, {})  # rewritten, same content: still a valid plan
+    assert plan(examples_copy, "--check")[0] == ExitCode.CHANGES
+
+
+def test_no_op_plan_imports_neither_yaml_nor_the_build_stack(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    assert plan(examples_copy, "--check")[0] == 0
+    code = (
+        "import sys\n"
+        "from pixmake.cli import main\n"
+        "try:\n"
+        f"    main(['-C', {str(examples_copy)!r}, 'plan', '--check'])\n"
+        "except SystemExit as done:\n"
+        "    assert done.code == 0, done.code\n"
+        "heavy = [m for m in ('yaml', 'jsonschema', 'httpx', 'anyio', 'rich', 'PIL') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+
+
+def test_manifest_cache_follows_the_manifest_and_its_catalogs(tmp_path: Path) -> None:
+    """An unchanged YAML is not parsed again, but a changed catalog row or a touched manifest is seen."""
+    (tmp_path / "pixmake.yaml").write_text(
+        "version: 1\ntargets:\n  sku-${sku}:\n    rows: skus.csv\n    prompt: Studio shot of ${sku}\n"
+        "    out: out/${sku}.png\n"
+    )
+    (tmp_path / "skus.csv").write_text("sku\na100\n")
+    assert plan(tmp_path)[1] == ["+ create     sku-a100: not in the lockfile", "Plan: 1 to create; 1 image to generate"]
+    assert (tmp_path / ".pixmake/manifest.cache").exists()
+    assert plan(tmp_path)[1][-1] == "Plan: 1 to create; 1 image to generate"
+    (tmp_path / "skus.csv").write_text("sku\na100\nb200\n")
+    assert plan(tmp_path)[1][-1] == "Plan: 2 to create; 2 images to generate"
+    manifest = tmp_path / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("Studio shot", "Studio photo"))
+    st = manifest.stat()
+    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))  # an older mtime must not fool it
+    outcome = run_cli("-C", str(tmp_path), "plan", "--json")
+    assert {a["target"] for a in json.loads(outcome.stdout)["actions"]} == {"sku-a100", "sku-b200"}
+    explained = run_cli("-C", str(tmp_path), "explain", "sku-b200", "--json")
+    assert json.loads(explained.stdout)["document"]["prompt"] == "Studio photo of b200"

@@ -1,0 +1,301 @@
+"""The executor's contract against the emulator: failures are values, fatal errors stop everything at once,
+references are uploaded once, one build at a time.
+
+Most tests talk HTTP to the session emulator. Two situations the emulator has no knob for (a completed task
+with fewer images than ``n``; a submit refused because an uploaded reference vanished) run the emulator's
+own app in-process behind a small ASGI filter, through ``httpx.ASGITransport``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from conftest import TEST_KEY, run_cli, write_png
+from pixmake import api
+from pixmake.emulator import Emulator, EmulatorConfig, EmulatorServer, create_app
+from pixmake.execute import BuildStarted, ConcurrencyChanged, RetryScheduled, TargetFailed, TargetFinished
+from pixmake.lockfile import parse_lock
+from pixmake.report import RecordingReporter
+from pixmake.settings import Settings, resolve
+from pixmake.store import project_lock
+from pixmake.uploads import UploadCache
+from test_execute_faults import assert_paid_once_and_complete, fast_settings, make_manifest
+
+
+def _manifest(root: Path, targets: dict[str, dict[str, Any]], *, concurrency: int = 4) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    document = {
+        "version": 1,
+        "provider": {"concurrency": concurrency, "rate": "1000/s"},
+        "defaults": {"model": "gpt-4o-image", "size": "1:1", "n": 1},
+        "targets": targets,
+    }
+    (root / "pixmake.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return root
+
+
+@pytest.fixture
+def fast_env(monkeypatch: pytest.MonkeyPatch, provider_env: EmulatorServer) -> EmulatorServer:
+    """provider_env plus no real waiting on retries."""
+    monkeypatch.setenv("PIXMAKE_BACKOFF_BASE", "0.001")
+    monkeypatch.setenv("PIXMAKE_MAX_RETRY_AFTER", "0.01")
+    monkeypatch.setenv("PIXMAKE_QUERY_RATE", "5000")
+    return provider_env
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("pixmake: error:")]
+
+
+# --- fatal: stop everything at once, in one line ---------------------------------------------------------
+
+
+def test_a_refused_key_cancels_the_build_at_once_with_one_line(fast_env: EmulatorServer, tmp_path: Path) -> None:
+    fast_env.emulator.reset(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None, api_key="sk-another-key"))
+    root = make_manifest(tmp_path / "p", 40, concurrency=4, every_ref=0)
+    outcome = run_cli("-C", str(root), "build")
+    assert outcome.exit_code == 3
+    assert _error_lines(outcome.stderr) == ["pixmake: error: HTTP 401: API key refused: Invalid API key"]
+    assert "Traceback" not in outcome.stderr
+    assert len(fast_env.emulator.submits()) <= 4  # only what was already in flight
+    assert fast_env.emulator.ledger.charged_images == 0
+
+
+def test_no_balance_stops_the_build_keeps_what_was_paid_and_a_top_up_resumes(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    fast_env.emulator.reset(EmulatorConfig(latency=0.05, submit_rps=None, query_rps=None, quota_images=6))
+    root = make_manifest(tmp_path / "p", 30, concurrency=3, every_ref=0)
+    outcome = run_cli("-C", str(root), "build")
+    assert outcome.exit_code == 1
+    [line] = _error_lines(outcome.stderr)
+    assert line.startswith("pixmake: error: HTTP 402: insufficient balance:")
+    refused = [r for r in fast_env.emulator.submits() if r.status == 402]
+    assert len(refused) <= 3  # the build stopped at the first 402 (others were already in flight)
+    charged = fast_env.emulator.ledger.charged_images
+    assert 0 < charged <= 6
+    fast_env.emulator.reconfigure(EmulatorConfig(latency=0.05, submit_rps=None, query_rps=None))  # topped up
+    assert run_cli("-C", str(root), "build").exit_code == 0
+    assert_paid_once_and_complete(root, fast_env, 30)
+
+
+# --- per-target failures are values ------------------------------------------------------------------------
+
+
+def test_failed_tasks_fail_their_targets_with_the_servers_message_and_the_rest_go_on(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    fast_env.emulator.reset(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None, p_task_failed=0.4, seed=5))
+    root = make_manifest(tmp_path / "p", 12, every_ref=0)
+    outcome = run_cli("-C", str(root), "build")
+    assert outcome.exit_code == 1
+    failed_lines = [line for line in outcome.stderr.splitlines() if line.startswith("  failed: ")]
+    refunded = [e for e in fast_env.emulator.ledger.entries if e.refunded]
+    assert len(failed_lines) == len(refunded) > 0
+    for line in failed_lines:
+        assert "(generation_failed): call upstream API failed: upstream returned status 422" in line
+    assert len(parse_lock((root / "pixmake.lock").read_text()).entries) == 12 - len(refunded)
+    assert f"{len(refunded)} failed" in outcome.stderr
+    fast_env.emulator.reconfigure(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None))
+    assert run_cli("-C", str(root), "build").exit_code == 0
+    assert_paid_once_and_complete(root, fast_env, 12)
+
+
+def test_a_400_fails_that_target_with_the_servers_message(fast_env: EmulatorServer, tmp_path: Path) -> None:
+    root = _manifest(
+        tmp_path / "p",
+        {
+            "good": {"prompt": "a mug", "out": "good.png"},
+            "bad": {"prompt": "a cup", "out": "bad.png", "params": {"metadata": "not an object"}},
+        },
+    )
+    outcome = run_cli("-C", str(root), "build")
+    assert outcome.exit_code == 1, outcome.stderr
+    assert "  failed: bad: HTTP 400: The 'metadata' field must be an object." in outcome.stderr.splitlines()
+    assert (root / "good.png").is_file() and not (root / "bad.png").exists()
+    assert fast_env.emulator.ledger.charged_images == 1
+    assert len(fast_env.emulator.submits()) == 2  # a 400 is not retried
+    assert not (root / ".pixmake" / "journal.jsonl").read_text().strip()  # nothing left pending
+
+
+class _FewerImages:
+    """ASGI filter: completed tasks report one result URL fewer than they should."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or "/v1/images/generations/" not in scope["path"]:
+            await self.app(scope, receive, send)
+            return
+        messages: list[Any] = []
+
+        async def keep(message: Any) -> None:
+            messages.append(message)
+
+        await self.app(scope, receive, keep)
+        start, *bodies = messages
+        body = json.loads(b"".join(m.get("body", b"") for m in bodies))
+        if body.get("status") == "completed":
+            body["result"]["data"] = body["result"]["data"][:-1]
+        data = json.dumps(body).encode()
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+
+def _in_process(project: api.Project, app: Any) -> tuple[Settings, httpx.ASGITransport]:
+    manifest = api.validate(project)
+    environ = {"PIXMAKE_BASE_URL": "http://emulator.test", "TOAPIS_API_KEY": TEST_KEY, "PIXMAKE_POLL_INTERVAL": "0.005"}
+    return resolve(manifest.provider, environ), httpx.ASGITransport(app=app)
+
+
+def test_a_task_with_fewer_images_than_n_is_a_failed_attempt(tmp_path: Path) -> None:
+    emulator = Emulator(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    root = _manifest(tmp_path / "p", {"pair": {"prompt": "two mugs", "n": 2, "out": "pair.png"}})
+    project = api.open_project(root)
+    settings, transport = _in_process(project, _FewerImages(create_app(emulator)))
+    result = api.build(project, settings, transport=transport)
+    [failure] = result.failed
+    assert failure.target == "pair" and "returned 1 images, expected 2" in failure.error
+    assert not (root / "pair-1.png").exists() and "pair" not in parse_lock((root / "pixmake.lock").read_text()).entries
+    assert not (root / ".pixmake" / "journal.jsonl").read_text().strip()  # dropped: the next build submits again
+    settings, transport = _in_process(project, create_app(emulator))
+    assert api.build(project, settings, transport=transport).ok
+    assert (root / "pair-2.png").is_file() and len(emulator.submits()) == 2
+
+
+# --- uploads once --------------------------------------------------------------------------------------------
+
+
+def test_hundreds_of_targets_sharing_one_reference_upload_it_once(fast_env: EmulatorServer, tmp_path: Path) -> None:
+    fast_env.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    root = make_manifest(tmp_path / "p", 200, concurrency=32, every_ref=1)  # every target uses refs/brand.png
+    result = api.build(api.open_project(root), fast_settings(api.open_project(root), fast_env))
+    assert result.ok and result.statistics.uploads == 1 and result.statistics.distinct_uploads == 1
+    uploads = [r for r in fast_env.emulator.requests if r.path == "/v1/uploads/images"]
+    assert len(uploads) == 1
+    brand_url = json.loads((root / ".pixmake" / "uploads.json").read_text())["uploads"][fast_env.url]
+    submits = fast_env.emulator.submits()
+    assert all(isinstance(r.json, dict) and set(r.json["image_urls"][1:]) <= {v["url"] for v in brand_url.values()}
+               for r in submits)  # fmt: skip
+    # The next build remembers the URL: changed prompts are paid for, the reference is not uploaded again.
+    manifest = root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("product shot 0", "product photo 0"))
+    again = api.build(api.open_project(root), fast_settings(api.open_project(root), fast_env))
+    assert again.ok and len(again.generated) == 25 and again.statistics.uploads == 0
+
+
+def test_an_expired_upload_is_uploaded_again(tmp_path: Path) -> None:
+    now = [1000.0]
+    path = tmp_path / "uploads.json"
+    cache = UploadCache.load(path, "https://api", ttl=60.0, clock=lambda: now[0])
+    cache.put("abc", "https://files/abc.png")
+    cache.save()
+    now[0] += 59.0
+    assert UploadCache.load(path, "https://api", ttl=60.0, clock=lambda: now[0]).get("abc") == "https://files/abc.png"
+    assert UploadCache.load(path, "https://other", ttl=60.0, clock=lambda: now[0]).get("abc") is None
+    now[0] += 1.0
+    assert UploadCache.load(path, "https://api", ttl=60.0, clock=lambda: now[0]).get("abc") is None
+    path.write_text("{not json")
+    assert UploadCache.load(path, "https://api").get("abc") is None  # a corrupt cache is an empty cache
+
+
+class _ForgetsUploads:
+    """ASGI filter: a submit that uses a URL containing ``gone`` is refused with a 400 about its image."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.refused = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/images/generations":
+            chunks = []
+            while True:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            body = b"".join(chunks)
+            if b"gone" in body:
+                self.refused += 1
+                error = {
+                    "error": {"code": "invalid_request", "message": "image_urls[0]: the image URL is not reachable"}
+                }
+                data = json.dumps(error).encode()
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+                await send({"type": "http.response.start", "status": 400, "headers": headers})
+                await send({"type": "http.response.body", "body": data})
+                return
+            replay: list[Any] = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def replayed() -> Any:
+                return replay.pop() if replay else await receive()
+
+            await self.app(scope, replayed, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def test_a_4xx_about_a_remembered_upload_uploads_it_again(tmp_path: Path) -> None:
+    emulator = Emulator(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    ref = write_png(tmp_path / "p" / "ref.png")
+    root = _manifest(tmp_path / "p", {"mug": {"prompt": "a mug", "references": ["ref.png"], "out": "mug.png"}})
+    from pixmake.store import sha256_bytes
+
+    stale = UploadCache.load(root / ".pixmake" / "uploads.json", "http://emulator.test")
+    stale.put(sha256_bytes(ref.read_bytes()), "http://emulator.test/files/uploads/upload_gone.png")
+    stale.save()
+    app = _ForgetsUploads(create_app(emulator))
+    project = api.open_project(root)
+    settings, transport = _in_process(project, app)
+    result = api.build(project, settings, transport=transport)
+    assert result.ok, result.failed
+    assert app.refused == 1
+    assert len([r for r in emulator.requests if r.path == "/v1/uploads/images"]) == 1
+    assert emulator.ledger.charged_images == 1
+
+
+# --- one build at a time -------------------------------------------------------------------------------------
+
+
+def test_a_second_build_fails_fast_naming_the_holder(fast_env: EmulatorServer, tmp_path: Path) -> None:
+    root = make_manifest(tmp_path / "p", 2, every_ref=0)
+    with project_lock(root / ".pixmake"):
+        started = time.monotonic()
+        outcome = run_cli("-C", str(root), "build")
+        assert time.monotonic() - started < 5
+    assert outcome.exit_code == 3
+    assert _error_lines(outcome.stderr) == [
+        f"pixmake: error: another pixmake build is running in this project (pid {os.getpid()}); wait for it or stop it"
+    ]
+    assert fast_env.emulator.requests == []
+    assert run_cli("-C", str(root), "build").exit_code == 0  # released
+
+
+# --- pacing events -------------------------------------------------------------------------------------------
+
+
+def test_a_429_storm_halves_concurrency_then_it_recovers(emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, p_429=0.6, seed=1))
+    root = make_manifest(tmp_path / "p", 60, concurrency=16, every_ref=0)
+    reporter = RecordingReporter()
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, emulator, max_attempts=30), reporter=reporter)
+    assert result.ok, result.failed
+    limits = [e.limit for e in reporter.events if isinstance(e, ConcurrencyChanged)]
+    assert limits and min(limits) < 16
+    stats = result.statistics.concurrency
+    assert stats is not None and stats.decreases > 0 and stats.lowest == min(limits)
+    assert any(isinstance(e, RetryScheduled) for e in reporter.events)
+    assert isinstance(reporter.events[0], BuildStarted)
+    assert len([e for e in reporter.events if isinstance(e, TargetFinished)]) == 60
+    assert not [e for e in reporter.events if isinstance(e, TargetFailed)]

@@ -1,0 +1,184 @@
+"""The fault matrix: builds over real HTTP against the emulator with each fault knob, then all at once.
+
+Whatever the emulator throws, a build (re-run while targets legitimately fail, as for a failed task)
+ends with every image present and locked, and the emulator's ledger shows exactly one charge per
+locked image: no ``client_business_id`` charged twice, net charged images == images in the lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import TEST_KEY, write_png
+from pixmake import api
+from pixmake.emulator import EmulatorConfig, EmulatorServer
+from pixmake.execute import BuildResult
+from pixmake.lockfile import parse_lock
+from pixmake.report import RecordingReporter
+from pixmake.settings import Settings, resolve
+
+PROMPTS = 8  # few distinct prompts, so the emulator renders each 1024² image once and caches it
+
+
+def make_manifest(root: Path, count: int, *, concurrency: int = 16, every_ref: int = 5) -> Path:
+    """A generated manifest of ``count`` targets; every ``every_ref``-th one also uses a shared local reference.
+
+    Prompts repeat, so each target gets its own (never fetched) URL reference to keep every key distinct:
+    two targets with one key would let the plan restore the second from the first for free.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    write_png(root / "refs" / "brand.png", (32, 32), (10, 120, 200))
+    targets: dict[str, Any] = {}
+    for i in range(count):
+        target: dict[str, Any] = {"prompt": f"product shot {i % PROMPTS}", "out": f"out/t{i:04d}.png"}
+        target["references"] = [f"https://assets.example.com/unique/{i}.png"]
+        if i % 7 == 3:
+            target["n"] = 2
+        if every_ref and i % every_ref == 0:
+            target["references"].append("refs/brand.png")
+        targets[f"t{i:04d}"] = target
+    document = {
+        "version": 1,
+        "provider": {"concurrency": concurrency, "rate": "1000/s"},
+        "defaults": {"model": "gpt-4o-image", "size": "1:1", "n": 1},
+        "targets": targets,
+    }
+    (root / "pixmake.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return root
+
+
+def fast_settings(project: api.Project, server: EmulatorServer, **changes: Any) -> Settings:
+    """Settings for the emulator with no real waiting: tiny polls, backoff and Retry-After."""
+    manifest = api.validate(project)
+    environ = {
+        "PIXMAKE_BASE_URL": server.url,
+        "TOAPIS_API_KEY": TEST_KEY,
+        "PIXMAKE_POLL_INTERVAL": "0.005",
+        "PIXMAKE_BACKOFF_BASE": "0.001",
+        "PIXMAKE_MAX_RETRY_AFTER": "0.005",
+        "PIXMAKE_QUERY_RATE": "5000",
+    }
+    settings = resolve(manifest.provider, environ)
+    return dataclasses.replace(settings, request_timeout=10.0, **changes)
+
+
+def build_until_done(root: Path, server: EmulatorServer, *, max_builds: int = 12) -> list[BuildResult]:
+    """Build again while targets fail (a failed task is refunded; the next build pays for a new one)."""
+    project = api.open_project(root)
+    results = []
+    for _ in range(max_builds):
+        result = api.build(project, fast_settings(project, server), reporter=RecordingReporter())
+        results.append(result)
+        assert result.fatal is None, result.fatal
+        if not result.failed:
+            return results
+    raise AssertionError(f"still failing after {max_builds} builds: {results[-1].failed[:5]}")
+
+
+def locked_images(root: Path) -> dict[str, tuple[str, int]]:
+    """Target → (task id, image count) from pixmake.lock."""
+    lock = parse_lock((root / "pixmake.lock").read_text(encoding="utf-8"))
+    return {name: (entry.task_id or "", len(entry.outputs)) for name, entry in lock.entries.items()}
+
+
+def assert_paid_once_and_complete(root: Path, server: EmulatorServer, count: int) -> None:
+    """Every image present and decodable; the ledger charges each locked image exactly once."""
+    locked = locked_images(root)
+    assert len(locked) == count
+    for name, (_, n) in locked.items():
+        paths = [root / f"out/{name}.png"] if n == 1 else [root / f"out/{name}-{k}.png" for k in range(1, n + 1)]
+        for path in paths:
+            with Image.open(path) as image:
+                assert image.size == (1024, 1024)
+    ledger = server.emulator.ledger
+    ids = [e.client_business_id for e in ledger.entries]
+    assert None not in ids
+    assert [cbid for cbid, times in Counter(ids).items() if times > 1] == [], "a client_business_id charged twice"
+    paid = {e.task_id: e for e in ledger.entries if not e.refunded}
+    assert ledger.net_images == sum(n for _, n in locked.values()), "net charged images != images in the lock"
+    for name, (task_id, n) in locked.items():
+        assert task_id in paid and paid[task_id].n == n, name
+    assert set(paid) == {task_id for task_id, _ in locked.values()}, "a paid task is not in the lock"
+
+
+RETRIED = ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_truncated_download")
+SINGLE_KNOBS: list[dict[str, Any]] = [
+    {"p_429": 0.3},
+    {"p_500": 0.3},
+    {"p_502": 0.3},
+    {"p_504_html": 0.3},
+    {"p_503_unavailable": 0.3},
+    {"p_drop_after_submit": 0.3},
+    {"p_task_failed": 0.3},
+    {"p_content_policy": 0.3},
+    {"p_slow_download": 0.3, "slow_download_seconds": 0.05},
+    {"p_truncated_download": 0.3},
+    {"status_dialect": "submitted"},
+    {"status_dialect": "pending", "error_code_style": "int", "p_500": 0.2},
+    {"top_level_url": True, "result_style": "images"},
+    {"result_style": "data", "latency_jitter": 0.05},
+]
+
+
+@pytest.mark.parametrize("knobs", SINGLE_KNOBS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+def test_each_fault_alone(knobs: dict[str, Any], emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, seed=11, **knobs))
+    root = make_manifest(tmp_path / "p", 30)
+    results = build_until_done(root, emulator)
+    assert_paid_once_and_complete(root, emulator, 30)
+    uploads = [r for r in emulator.emulator.requests if r.path == "/v1/uploads/images" and r.status == 200]
+    assert len(uploads) == 1, "the shared reference is uploaded once"
+    if any(k in RETRIED for k in knobs):
+        assert sum(r.statistics.retries for r in results) > 0
+
+
+def test_drop_after_submit_is_resolved_by_lookup_not_resubmit(emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, p_drop_after_submit=1.0))
+    root = make_manifest(tmp_path / "p", 6, every_ref=0)
+    [result] = build_until_done(root, emulator, max_builds=1)
+    assert len(result.generated) == 6
+    submits = emulator.emulator.submits()
+    assert len(submits) == 6 and all(r.status is None for r in submits)  # every connection dropped
+    assert result.statistics.lookups == 6
+    assert_paid_once_and_complete(root, emulator, 6)
+
+
+def test_504_html_on_submit_leads_to_lookup_then_a_new_id(emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, p_504_html=0.5, seed=3))
+    root = make_manifest(tmp_path / "p", 10, every_ref=0)
+    [result] = build_until_done(root, emulator, max_builds=1)
+    requests = emulator.emulator.requests
+    gateway_pages = [r for r in requests if r.method == "POST" and r.status == 504]
+    lookups = [r for r in requests if r.method == "GET" and "/v1/images/generations/pixmake-" in r.path]
+    assert gateway_pages and result.statistics.lookups == len(gateway_pages)
+    # Lookups meet 504s too (and are retried); each ends in "not found", and then a new id is submitted.
+    assert len([r for r in lookups if r.status == 404]) == len(gateway_pages)
+    assert {r.status for r in lookups} <= {404, 504}
+    assert len(emulator.emulator.submits()) == 10 + len(gateway_pages)
+    assert_paid_once_and_complete(root, emulator, 10)
+
+
+def test_all_faults_at_once_300_targets(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """Every knob at once, each group failing 30 % of its requests; 300 targets; rebuild until done."""
+    submit = ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit")
+    knobs: dict[str, Any] = {k: 0.3 / len(submit) for k in submit}
+    knobs |= {"p_task_failed": 0.15, "p_content_policy": 0.15}
+    knobs |= {"p_slow_download": 0.15, "p_truncated_download": 0.15, "slow_download_seconds": 0.05}
+    emulator.emulator.reset(
+        EmulatorConfig(latency=0.01, latency_jitter=0.02, submit_rps=None, query_rps=None, seed=2024, **knobs)
+    )
+    root = make_manifest(tmp_path / "p", 300, concurrency=32)
+    results = build_until_done(root, emulator)
+    assert len(results) >= 2  # 30 % of tasks fail: some targets needed another build
+    assert_paid_once_and_complete(root, emulator, 300)
+    uploads = [r for r in emulator.emulator.requests if r.path == "/v1/uploads/images" and r.status == 200]
+    assert len(uploads) == 1
+    again = api.build(api.open_project(root), fast_settings(api.open_project(root), emulator))
+    assert again.generated == () and len(again.unchanged) == 300

@@ -1,0 +1,138 @@
+"""The key: everything that changes the image is in it, nothing else is."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pixmake.fingerprint import FINGERPRINT_VERSION, input_hash, key_document, target_key
+from pixmake.manifest import Target
+
+_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
+_path = st.from_regex(r"[a-z]{1,8}/[a-z0-9]{1,8}\.png", fullmatch=True)
+_content = st.binary(min_size=1, max_size=64)
+
+
+@st.composite
+def targets_with_files(draw: st.DrawFn) -> tuple[Target, dict[str, bytes]]:
+    """A target with 0-3 references and maybe a mask, and the bytes of each file it names."""
+    refs = draw(st.lists(_path, max_size=3, unique=True))
+    mask = draw(st.none() | _path.filter(lambda p: p not in refs))
+    files = {path: draw(_content) for path in [*refs, *([mask] if mask else [])]}
+    params = draw(st.dictionaries(st.sampled_from(["quality", "style", "seed"]), st.integers(0, 9) | _text, max_size=2))
+    target = Target(
+        name=draw(_text),
+        prompt=draw(_text),
+        model=draw(st.sampled_from(["gpt-4o-image", "gpt-image-2"])),
+        size=draw(st.sampled_from(["1:1", "3:2", "2:3"])),
+        n=draw(st.sampled_from([1, 2, 4])),
+        out=draw(_path),
+        references=tuple(refs),
+        mask=mask,
+        params=MappingProxyType(params),
+    )
+    return target, files
+
+
+def _hashes(files: dict[str, bytes]) -> dict[str, str]:
+    return {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
+
+
+@given(targets_with_files(), _path, _text, st.integers(0, 10_000), st.lists(st.text(max_size=5), max_size=3))
+def test_key_ignores_out_name_line_and_tags(
+    case: tuple[Target, dict[str, bytes]], out: str, name: str, line: int, tags: list[str]
+) -> None:
+    target, files = case
+    other = replace(target, out=out, name=name, line=line, tags=tuple(tags))
+    assert target_key(other, _hashes(files)) == target_key(target, _hashes(files))
+
+
+@given(targets_with_files(), st.data())
+def test_key_ignores_file_names(case: tuple[Target, dict[str, bytes]], data: st.DataObject) -> None:
+    """Renaming every input file (same bytes) keeps the key."""
+    target, files = case
+    renamed = {path: f"renamed/{i}-{data.draw(_path)}" for i, path in enumerate(files)}
+    moved = replace(
+        target,
+        references=tuple(renamed[r] for r in target.references),
+        mask=renamed[target.mask] if target.mask else None,
+    )
+    moved_files = {renamed[path]: content for path, content in files.items()}
+    assert target_key(moved, _hashes(moved_files)) == target_key(target, _hashes(files))
+
+
+@given(st.lists(targets_with_files(), min_size=2, max_size=4), st.randoms())
+def test_key_ignores_target_order(cases: list[tuple[Target, dict[str, bytes]]], random: object) -> None:
+    files: dict[str, bytes] = {}
+    for _, more in cases:
+        files.update({path: data for path, data in more.items() if path not in files})
+    keys = [target_key(t, _hashes(files)) for t, _ in cases]
+    shuffled = list(zip([t for t, _ in cases], keys, strict=True))
+    random.shuffle(shuffled)  # type: ignore[attr-defined]
+    assert all(target_key(t, _hashes(files)) == key for t, key in shuffled)
+
+
+@given(targets_with_files(), st.data())
+def test_one_changed_byte_of_any_input_changes_the_key(
+    case: tuple[Target, dict[str, bytes]], data: st.DataObject
+) -> None:
+    target, files = case
+    if not files:
+        return
+    path = data.draw(st.sampled_from(sorted(files)))
+    content = bytearray(files[path])
+    index = data.draw(st.integers(0, len(content) - 1))
+    content[index] ^= data.draw(st.integers(1, 255))
+    changed = {**files, path: bytes(content)}
+    assert target_key(target, _hashes(changed)) != target_key(target, _hashes(files))
+
+
+@given(targets_with_files(), st.sampled_from(["prompt", "model", "size", "n", "params"]), st.data())
+def test_each_generation_field_changes_the_key(
+    case: tuple[Target, dict[str, bytes]], field: str, data: st.DataObject
+) -> None:
+    target, files = case
+    options: dict[str, st.SearchStrategy[object]] = {
+        "prompt": _text,
+        "model": st.sampled_from(["gpt-4o-image", "gpt-image-2", "other"]),
+        "size": st.sampled_from(["1:1", "3:2", "2:3", "16:9"]),
+        "n": st.integers(1, 10),
+        "params": st.dictionaries(st.just("quality"), st.sampled_from(["low", "high"]), min_size=1).map(
+            MappingProxyType
+        ),
+    }
+    change: dict[str, Any] = {field: data.draw(options[field].filter(lambda v: v != getattr(target, field)))}
+    assert target_key(replace(target, **change), _hashes(files)) != target_key(target, _hashes(files))
+
+
+def test_reference_order_is_part_of_the_key() -> None:
+    target = Target("t", "p", "gpt-4o-image", "1:1", 1, "o.png", references=("a.png", "b.png"))
+    hashes = {"a.png": "1" * 64, "b.png": "2" * 64}
+    swapped = replace(target, references=("b.png", "a.png"))
+    assert target_key(swapped, hashes) != target_key(target, hashes)
+
+
+def test_key_document_names_every_ingredient() -> None:
+    target = Target("t", "p", "gpt-4o-image", "1:1", 1, "o.png", references=("a.png",), mask="m.png")
+    document = key_document(target, {"a.png": "a" * 64, "m.png": "m" * 64})
+    assert document == {
+        "fingerprint": FINGERPRINT_VERSION,
+        "provider": "toapis",
+        "model": "gpt-4o-image",
+        "prompt": "p",
+        "size": "1:1",
+        "n": 1,
+        "params": {},
+        "references": ["a" * 64],
+        "mask": "m" * 64,
+    }
+
+
+def test_a_url_reference_is_keyed_by_its_url() -> None:
+    url = "https://example.com/a.png"
+    assert input_hash(url, {}) == "url:" + hashlib.sha256(url.encode()).hexdigest()

@@ -1,0 +1,181 @@
+"""Input files checked against the model table at validate and plan time: headers, sizes, symlinks."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from conftest import run_cli, write_png
+from pixmake import api
+from pixmake.errors import ManifestError, UnsafePathError
+from pixmake.inputs import HeaderCache, ImageInfo, check_inputs, read_header, sniff
+from pixmake.manifest import parse_manifest
+
+MakeProject = Callable[..., Path]
+
+
+def _encode(fmt: str, size: tuple[int, int], *, mode: str | None = None, **options: object) -> bytes:
+    """Real image bytes; WebP comes out as VP8 (lossy RGB), VP8L (lossless) or VP8X (lossy with alpha)."""
+    buffer = io.BytesIO()
+    mode = mode or ("RGBA" if fmt == "PNG" else "RGB")
+    Image.new(mode, size, (1, 2, 3, 255) if mode == "RGBA" else (1, 2, 3)).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@given(
+    st.sampled_from(["PNG", "JPEG", "WEBP", "GIF"]),
+    st.integers(1, 3000),
+    st.integers(1, 3000),
+    st.booleans(),
+    st.sampled_from(["RGB", "RGBA"]),
+)
+@settings(max_examples=40, deadline=None)
+def test_header_reader_agrees_with_pillow(fmt: str, width: int, height: int, lossless: bool, mode: str) -> None:
+    options: dict[str, object] = {"lossless": lossless} if fmt == "WEBP" else {}
+    data = _encode(fmt, (width, height), mode=mode if fmt in {"PNG", "WEBP"} else "RGB", **options)
+    info = sniff(data[:64]) if fmt != "JPEG" else None
+    if info is not None:
+        assert info == ImageInfo(fmt.lower(), width, height)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])
+def test_read_header_reads_real_files(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"image.{fmt.lower()}"
+    path.write_bytes(_encode(fmt, (321, 123)))
+    assert read_header(path) == ImageInfo(fmt.lower(), 321, 123)
+
+
+def test_jpeg_size_is_found_after_a_large_exif_segment(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 60_000  # ImageDescription: pushes the SOF marker far from the start
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buffer, "JPEG", exif=exif.tobytes())
+    path = tmp_path / "exif.jpg"
+    path.write_bytes(buffer.getvalue())
+    assert read_header(path) == ImageInfo("jpeg", 40, 30)
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_garbage_and_truncated_headers_never_raise(data: bytes) -> None:
+    for prefix in (b"", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", b"\xff\xd8\xff", b"RIFF\0\0\0\0WEBPVP8L", b"GIF89a"):
+        sniff(prefix + data)
+
+
+def test_truncated_jpeg_does_not_loop_or_raise(tmp_path: Path) -> None:
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(_encode("JPEG", (50, 50))[:20])
+    assert read_header(path) == ImageInfo("jpeg", 0, 0)
+
+
+def _manifest(body: str) -> str:
+    return f"version: 1\ntargets:\n  hero:\n    prompt: a mug\n{body}    out: assets/hero.png\n"
+
+
+def test_a_reference_over_the_models_byte_limit_is_refused(make_project: MakeProject) -> None:
+    root = make_project(_manifest("    references: [photos/big.png]\n"))
+    big = root / "photos" / "big.png"
+    write_png(big)
+    with big.open("r+b") as handle:
+        handle.truncate(10 * 1024 * 1024 + 1)  # sparse: a valid PNG header, 10 MB + 1 byte
+    with pytest.raises(ManifestError, match=r"expected at most 10.0 MB for a gpt-4o-image reference"):
+        api.validate(api.open_project(root))
+
+
+def test_gpt_image_2_takes_larger_references_but_no_webp(make_project: MakeProject) -> None:
+    root = make_project(
+        _manifest("    model: gpt-image-2\n    references: [photos/big.png, photos/w.webp]\n"),
+        {"photos/w.webp": _encode("WEBP", (8, 8))},
+    )
+    write_png(root / "photos" / "big.png")
+    with (root / "photos" / "big.png").open("r+b") as handle:
+        handle.truncate(20 * 1024 * 1024)
+    with pytest.raises(ManifestError) as caught:
+        api.validate(api.open_project(root))
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.field == "targets.hero.references[1]" and "found a WebP image" in diagnostic.message
+
+
+def test_a_mask_over_4_mb_is_refused(make_project: MakeProject) -> None:
+    root = make_project(_manifest("    references: [photos/mug.png]\n    mask: masks/m.png\n"))
+    write_png(root / "photos" / "mug.png")
+    write_png(root / "masks" / "m.png", mode="RGBA", color=(0, 0, 0, 0))
+    with (root / "masks" / "m.png").open("r+b") as handle:
+        handle.truncate(4 * 1024 * 1024 + 1)
+    with pytest.raises(ManifestError, match=r"expected a mask of at most 4\.0 MB"):
+        api.validate(api.open_project(root))
+
+
+def test_a_mask_after_a_url_reference_is_not_size_checked(make_project: MakeProject) -> None:
+    root = make_project(_manifest("    references: [https://example.com/a.png]\n    mask: masks/m.png\n"))
+    write_png(root / "masks" / "m.png", size=(7, 9), mode="RGBA", color=(0, 0, 0, 0))
+    assert api.validate(api.open_project(root)).targets
+
+
+def test_a_symlinked_reference_leading_outside_is_an_unsafe_path(make_project: MakeProject, tmp_path: Path) -> None:
+    outside = write_png(tmp_path / "elsewhere" / "secret.png")
+    root = make_project(_manifest("    references: [photos/mug.png]\n"))
+    (root / "photos").mkdir()
+    os.symlink(outside, root / "photos" / "mug.png")
+    with pytest.raises(UnsafePathError) as caught:
+        api.validate(api.open_project(root))
+    assert caught.value.field == "targets.hero.references[0]"
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.kind == "unsafe-path" and diagnostic.line == 5 and "symlink" in diagnostic.message
+    outcome = run_cli("-C", str(root), "validate")
+    assert outcome.exit_code == 3 and "Traceback" not in outcome.stderr
+
+
+def test_a_symlinked_output_directory_leading_outside_is_an_unsafe_path(
+    make_project: MakeProject, tmp_path: Path
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    root = make_project(_manifest(""))
+    os.symlink(tmp_path / "elsewhere", root / "assets")
+    with pytest.raises(UnsafePathError) as caught:
+        api.validate(api.open_project(root))
+    assert caught.value.field == "targets.hero.out"
+
+
+def test_a_symlinked_catalog_leading_outside_is_an_unsafe_path(make_project: MakeProject, tmp_path: Path) -> None:
+    (tmp_path / "skus.csv").write_text("sku\na\n")
+    text = "version: 1\ntargets:\n  p-${sku}:\n    rows: skus.csv\n    prompt: ${sku}\n    out: p/${sku}.png\n"
+    root = make_project(text)
+    os.symlink(tmp_path / "skus.csv", root / "skus.csv")
+    with pytest.raises(UnsafePathError) as caught:
+        api.validate(api.open_project(root))
+    assert caught.value.field == "targets.p-${sku}.rows"
+
+
+def test_a_symlink_that_stays_inside_is_fine(make_project: MakeProject) -> None:
+    root = make_project(_manifest("    references: [photos/link.png]\n"))
+    write_png(root / "photos" / "mug.png")
+    os.symlink(root / "photos" / "mug.png", root / "photos" / "link.png")
+    assert api.validate(api.open_project(root)).targets
+
+
+def test_headers_are_cached_by_content_hash(tmp_path: Path) -> None:
+    data = _encode("PNG", (5, 5))
+    (tmp_path / "a.png").write_bytes(data)
+    (tmp_path / "b.png").write_bytes(data)
+    text = _manifest("    references: [a.png]\n") + "  other:\n    prompt: p\n    references: [b.png]\n    out: o.png\n"
+    manifest = parse_manifest(text, file="m.yaml")
+    cache = HeaderCache()
+    check_inputs(tmp_path, manifest, cache=cache)
+    check_inputs(tmp_path, manifest, cache=cache)
+    assert cache.statistics() == {"hashed": 2, "headers": 1}
+
+
+def test_plan_checks_inputs_even_when_given_a_parsed_manifest(make_project: MakeProject) -> None:
+    root = make_project(_manifest("    references: [photos/mug.png]\n"), {"photos/mug.png": b"not an image"})
+    project = api.open_project(root)
+    manifest = parse_manifest(project.manifest.read_text(), file="pixmake.yaml")
+    with pytest.raises(ManifestError, match="found a file that is not an image"):
+        api.plan(project, manifest=manifest)

@@ -1,0 +1,145 @@
+"""The lockfile: round-trips, is deterministic, isolates each target's block, refuses what it cannot trust."""
+
+from __future__ import annotations
+
+import json
+from types import MappingProxyType
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pixmake.errors import LockfileError
+from pixmake.lockfile import (
+    LOCK_VERSION,
+    Lock,
+    LockedInput,
+    LockedOutput,
+    LockEntry,
+    entry_to_json,
+    parse_lock,
+    render_lock,
+)
+
+_sha = st.binary(min_size=32, max_size=32).map(bytes.hex)
+_path = st.text("abcxyz/_-0123", min_size=1, max_size=12).map(lambda stem: f"out/{stem}.png")
+_text = st.text(st.characters(codec="utf-8"), max_size=30)
+_name = st.text("abcdefghijklmnopqrstuvwxyzABC0123456789_.- ", min_size=1, max_size=12).filter(
+    lambda name: not name.startswith(" ")
+)
+_output = st.builds(LockedOutput, _path, _sha, st.integers(0, 10**9), st.integers(1, 4096), st.integers(1, 4096))
+_json_value = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=6,
+)
+
+entries = st.builds(
+    LockEntry,
+    key=_sha,
+    model=st.sampled_from(["gpt-4o-image", "gpt-image-2"]),
+    prompt=_text,
+    size=st.sampled_from(["1:1", "3:2"]),
+    n=st.integers(1, 4),
+    outputs=st.lists(_output, max_size=3).map(tuple),
+    references=st.lists(st.builds(LockedInput, _path, _sha), max_size=3).map(tuple),
+    mask=st.none() | st.builds(LockedInput, _path, _sha),
+    params=st.dictionaries(_text, _json_value, max_size=3).map(MappingProxyType),
+    task_id=st.none() | st.from_regex(r"task_[a-z0-9]{4,12}", fullmatch=True),
+)
+locks = st.dictionaries(_name, entries, max_size=5).map(lambda d: Lock(MappingProxyType(d)))
+
+
+@given(locks)
+def test_parse_inverts_render(lock: Lock) -> None:
+    assert parse_lock(render_lock(lock)) == lock
+
+
+@given(locks)
+def test_render_is_deterministic_and_ignores_insertion_order(lock: Lock) -> None:
+    reordered = Lock(MappingProxyType(dict(reversed(list(lock.entries.items())))))
+    assert render_lock(reordered) == render_lock(lock)
+
+
+def _block_lines(lock: Lock, name: str) -> list[str]:
+    """The lines of one target's block, with the blank line that separates it from the one before."""
+    text = render_lock(Lock(MappingProxyType({name: lock.entries[name]})))
+    return text.splitlines()[1:]
+
+
+def _splice(lines: list[str], old: list[str], new: list[str]) -> list[list[str]]:
+    """Every text obtainable from ``lines`` by replacing one run equal to ``old`` with ``new``."""
+    width = len(old)
+    return [
+        lines[:i] + new + lines[i + width :] for i in range(len(lines) - width + 1) if lines[i : i + width] == old
+    ]
+
+
+@given(locks, _name, entries)
+def test_adding_or_removing_a_target_changes_only_its_block(lock: Lock, name: str, entry: LockEntry) -> None:
+    """The text with the target is the text without it plus its block, inserted as one run of lines."""
+    smaller = lock.without({name})
+    larger = smaller.with_entry(name, entry)
+    before, after = render_lock(smaller).splitlines(), render_lock(larger).splitlines()
+    assert after in _splice(before, [], _block_lines(larger, name))
+    assert before in _splice(after, _block_lines(larger, name), [])
+
+
+@given(locks.filter(lambda lock: bool(lock.entries)), entries, st.data())
+def test_changing_a_target_changes_only_its_block(lock: Lock, entry: LockEntry, data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(sorted(lock.entries)))
+    changed = lock.with_entry(name, entry)
+    before, after = render_lock(lock).splitlines(), render_lock(changed).splitlines()
+    assert after in _splice(before, _block_lines(lock, name), _block_lines(changed, name))
+
+
+def test_format_is_a_header_then_one_block_per_target() -> None:
+    entry = LockEntry("k" * 64, "gpt-4o-image", "p", "1:1", 1, (LockedOutput("a.png", "s" * 64, 10, 4, 4),))
+    text = render_lock(Lock(MappingProxyType({"b": entry, "a": entry})))
+    header, *blocks = text.split("\n\n")
+    assert json.loads(header) == {"generator": "pixmake", "version": LOCK_VERSION}
+    assert [json.loads(block)["target"] for block in blocks] == ["a", "b"]
+    assert all(block.startswith('{\n  "target": ') for block in blocks)
+
+
+def test_version_1_is_still_read() -> None:
+    entry = LockEntry("k" * 64, "gpt-4o-image", "p", "1:1", 1, (LockedOutput("a.png", "s" * 64, 10, 4, 4),))
+    text = json.dumps({"version": 1, "generator": "pixmake", "targets": {"a": entry_to_json(entry)}})
+    assert parse_lock(text) == Lock(MappingProxyType({"a": entry}))
+
+
+@pytest.mark.parametrize("version", [LOCK_VERSION + 1, 99, "2", None, 0])
+def test_a_newer_or_unknown_version_is_refused_naming_both(version: object) -> None:
+    with pytest.raises(LockfileError, match="newer than this pixmake") as caught:
+        parse_lock(json.dumps({"generator": "pixmake", "version": version}))
+    assert repr(version) in str(caught.value) and f"version {LOCK_VERSION}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"version": 2}\n\n{"target": "a", "key": ', "corrupt"),
+        ('{"version": 2}\n\n{"target": "a"}', "bad target block"),
+        ('{"generator": "pixmake"}', "no 'version'"),
+        ("", "empty"),
+        ('[1, 2]', "no 'version'"),
+    ],
+)
+def test_corrupt_lockfiles_are_errors_that_say_so(text: str, message: str) -> None:
+    with pytest.raises(LockfileError, match=message):
+        parse_lock(text)
+
+
+def test_git_conflict_markers_get_their_own_hint() -> None:
+    entry = LockEntry("k" * 64, "gpt-4o-image", "p", "1:1", 1, ())
+    text = render_lock(Lock(MappingProxyType({"a": entry})))
+    conflicted = text.replace('{\n  "target"', '<<<<<<< HEAD\n{\n  "target"', 1) + "=======\n>>>>>>> branch\n"
+    with pytest.raises(LockfileError, match="conflict markers"):
+        parse_lock(conflicted)
+
+
+def test_a_target_twice_is_refused() -> None:
+    entry = LockEntry("k" * 64, "gpt-4o-image", "p", "1:1", 1, ())
+    block = render_lock(Lock(MappingProxyType({"a": entry}))).split("\n\n", 1)[1]
+    with pytest.raises(LockfileError, match="appears twice"):
+        parse_lock('{"version": 2}\n\n' + block + "\n" + block)

@@ -1,0 +1,320 @@
+"""The manifest language: a corpus of valid and invalid manifests, expansion, interpolation, robustness.
+
+Corpus layout (``tests/data/manifests``): ``valid/NAME.yaml`` or ``valid/NAME/pixmake.yaml`` must
+validate; ``invalid/NAME.yaml`` + ``invalid/NAME.expect`` (or ``invalid/NAME/pixmake.yaml`` +
+``pixmake.expect``) must fail with exactly the diagnostics listed, one per line as
+``LINE FRAGMENT``: a diagnostic on that line whose text contains the fragment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import EXAMPLES, REPO, run_cli
+from pixmake import api
+from pixmake.errors import ManifestError, UnsafePathError, UserError
+from pixmake.manifest import Manifest, interpolate, output_paths, parse_manifest
+
+CORPUS = Path(__file__).parent / "data" / "manifests"
+
+
+def _cases(kind: str) -> list[tuple[Path, str]]:
+    """(directory, manifest file name) of every corpus case of one kind."""
+    root = CORPUS / kind
+    cases = [(root, p.name) for p in sorted(root.glob("*.yaml"))]
+    cases += [(p, "pixmake.yaml") for p in sorted(root.iterdir()) if p.is_dir()]
+    return cases
+
+
+def _case_id(case: tuple[Path, str]) -> str:
+    directory, name = case
+    return name.removesuffix(".yaml") if name != "pixmake.yaml" else directory.name
+
+
+def _expectations(directory: Path, name: str) -> list[tuple[int, str]]:
+    text = (directory / name.replace(".yaml", ".expect")).read_text(encoding="utf-8")
+    found = []
+    for line in text.splitlines():
+        if line.strip():
+            number, _, fragment = line.partition(" ")
+            found.append((int(number), fragment))
+    return found
+
+
+@pytest.mark.parametrize("case", _cases("valid"), ids=_case_id)
+def test_valid_corpus_validates(case: tuple[Path, str]) -> None:
+    directory, name = case
+    manifest = api.validate(api.open_project(directory, name))
+    assert manifest.targets
+
+
+@pytest.mark.parametrize("case", _cases("invalid"), ids=_case_id)
+def test_invalid_corpus_reports_each_expected_problem(case: tuple[Path, str]) -> None:
+    directory, name = case
+    expected = _expectations(directory, name)
+    with pytest.raises(ManifestError) as caught:
+        api.validate(api.open_project(directory, name))
+    diagnostics = caught.value.diagnostics
+    shown = "\n".join(str(d) for d in diagnostics)
+    assert len(diagnostics) == len(expected), shown
+    for line, fragment in expected:
+        assert any(d.line == line and fragment in str(d) for d in diagnostics), f"{line} {fragment!r} not in\n{shown}"
+    assert [d.line for d in diagnostics if d.file == diagnostics[0].file] == sorted(
+        d.line for d in diagnostics if d.file == diagnostics[0].file
+    )
+
+
+@pytest.mark.parametrize("case", _cases("invalid"), ids=_case_id)
+def test_invalid_corpus_through_the_cli_is_one_line_per_problem_and_exit_3(case: tuple[Path, str]) -> None:
+    directory, name = case
+    outcome = run_cli("-C", str(directory), "-f", name, "validate")
+    assert outcome.exit_code == 3
+    assert "Traceback" not in outcome.stderr
+    lines = outcome.stderr.strip().splitlines()
+    assert len(lines) == len(_expectations(directory, name))
+    assert all(line.startswith("pixmake: error: ") for line in lines)
+
+
+@pytest.mark.parametrize("case", _cases("invalid"), ids=_case_id)
+def test_validate_json_emits_machine_readable_diagnostics(case: tuple[Path, str]) -> None:
+    directory, name = case
+    outcome = run_cli("-C", str(directory), "-f", name, "validate", "--json")
+    assert outcome.exit_code == 3
+    items = json.loads(outcome.stdout)
+    assert len(items) == len(_expectations(directory, name))
+    for item in items:
+        assert {"file", "line", "column", "field", "message", "severity"} <= set(item)
+        assert item["severity"] == "error" and item["line"] >= 1 and item["column"] >= 1
+
+
+def test_validate_json_on_a_valid_manifest_lists_warnings_only() -> None:
+    outcome = run_cli("-C", str(CORPUS / "valid"), "-f", "unknown_param_is_a_warning.yaml", "validate", "--json")
+    assert outcome.exit_code == 0, outcome.stdout
+    (warning,) = json.loads(outcome.stdout)
+    assert warning["severity"] == "warning" and "did you mean 'quality'?" in warning["message"]
+    assert warning["field"] == "targets.hero.params.qualty" and warning["line"] == 6
+
+
+def test_validate_json_reports_a_missing_manifest_as_a_diagnostic(tmp_path: Path) -> None:
+    outcome = run_cli("-C", str(tmp_path), "validate", "--json")
+    assert outcome.exit_code == 3
+    (item,) = json.loads(outcome.stdout)
+    assert "manifest not found" in item["message"]
+
+
+def test_examples_validate_and_start_with_the_schema_line() -> None:
+    manifests = sorted(p for p in EXAMPLES.rglob("*.yaml") if not {"assets", ".pixmake"} & set(p.parts))
+    assert len(manifests) >= 2
+    for path in manifests:
+        first = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# yaml-language-server: $schema="), path
+        schema = (path.parent / first.split("$schema=", 1)[1]).resolve()
+        assert schema == REPO / "schemas" / "pixmake.schema.json"
+        assert api.validate(api.open_project(path.parent, path.name)).targets
+
+
+# --- unsafe paths -----------------------------------------------------------------------------------
+
+
+def test_lexical_escapes_raise_unsafe_path_error_naming_the_field() -> None:
+    text = "version: 1\ntargets:\n  a:\n    prompt: p\n    references: [/etc/passwd]\n    out: ../x.png\n"
+    with pytest.raises(UnsafePathError) as caught:
+        parse_manifest(text, file="m.yaml")
+    assert caught.value.field == "targets.a.references[0]"
+    assert [d.kind for d in caught.value.diagnostics] == ["unsafe-path", "unsafe-path"]
+    assert isinstance(caught.value, ManifestError)
+
+
+# --- expansion --------------------------------------------------------------------------------------
+
+
+def _matrix_manifest(axes: dict[str, list[str]]) -> str:
+    name = "-".join(f"${{{axis}}}" for axis in axes)
+    document = {
+        "version": 1,
+        "targets": {f"t-{name}": {"matrix": axes, "prompt": f"shot {name}", "out": f"out/{name}.png"}},
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+_axis_value = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=6)
+_axes = st.dictionaries(
+    st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True),
+    st.lists(_axis_value, min_size=1, max_size=4, unique=True),
+    min_size=1,
+    max_size=3,
+)
+
+
+@given(_axes)
+@settings(max_examples=60, deadline=None)
+def test_a_matrix_expands_to_exactly_the_product_of_its_axes(axes: dict[str, list[str]]) -> None:
+    manifest = parse_manifest(_matrix_manifest(axes), file="m.yaml")
+    assert len(manifest.targets) == math.prod(len(values) for values in axes.values())
+    combos = {tuple(combo) for combo in itertools.product(*axes.values())}
+    assert {tuple(t.origin.split(", ")) for t in manifest.targets} == {
+        tuple(f"{axis}={value}" for axis, value in zip(axes, combo, strict=True)) for combo in combos
+    }
+    assert len({t.out for t in manifest.targets}) == len(manifest.targets)
+
+
+@given(st.text().filter(lambda s: "${" not in s), st.dictionaries(st.text(min_size=1), st.text()))
+def test_interpolation_is_the_identity_and_idempotent_on_text_without_a_template(
+    text: str, variables: dict[str, str]
+) -> None:
+    once, problems = interpolate(text, variables)
+    assert once == text and problems == []
+    assert interpolate(once, variables) == (once, [])
+
+
+def test_interpolation_escape_and_values() -> None:
+    assert interpolate("a ${x} $${x} $5", {"x": "1"}) == ("a 1 ${x} $5", [])
+    assert interpolate("${y}", {"x": "1"})[1] == ["undefined variable 'y' (defined: x)"]
+
+
+def _catalog_manifest(rows: int) -> tuple[str, Callable[[str], bytes]]:
+    text = (
+        "version: 1\ntargets:\n  sku-${sku}:\n    rows: skus.csv\n"
+        "    prompt: Packshot of ${name}\n    out: assets/${sku}.png\n"
+    )
+    csv = "sku,name\n" + "".join(f"s{i},product {i}\n" for i in range(rows))
+    return text, lambda rel: csv.encode() if rel == "skus.csv" else b""
+
+
+def test_rows_make_one_target_per_row_in_file_order() -> None:
+    text, read = _catalog_manifest(5000)
+    manifest = parse_manifest(text, file="m.yaml", read_file=read)
+    assert len(manifest.targets) == 5000
+    assert manifest.targets[4711].name == "sku-s4711"
+    assert manifest.targets[4711].prompt == "Packshot of product 4711"
+    assert manifest.targets[4711].origin == "row skus.csv:4713"
+    assert manifest.catalogs == ("skus.csv",)
+
+
+def test_editing_one_catalog_row_changes_only_that_rows_target() -> None:
+    from pixmake.fingerprint import target_key
+
+    text, read = _catalog_manifest(50)
+    before = parse_manifest(text, file="m.yaml", read_file=read)
+    edited = read("skus.csv").replace(b"s7,product 7\n", b"s7,product seven\n")
+    after = parse_manifest(text, file="m.yaml", read_file=lambda rel: edited)
+    changed = [
+        a.name for a, b in zip(before.targets, after.targets, strict=True) if target_key(a, {}) != target_key(b, {})
+    ]
+    assert changed == ["sku-s7"]
+
+
+def test_rows_without_a_reader_is_a_diagnostic_not_a_crash() -> None:
+    text, _ = _catalog_manifest(1)
+    with pytest.raises(ManifestError, match="without file access"):
+        parse_manifest(text, file="m.yaml")
+
+
+def test_one_problem_in_every_row_is_reported_once() -> None:
+    text, read = _catalog_manifest(300)
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text.replace("${name}", "${nmae}"), file="m.yaml", read_file=read)
+    (diagnostic,) = caught.value.diagnostics
+    assert "did you mean 'name'?" in diagnostic.message and "and 299 more" in diagnostic.message
+
+
+def test_a_matrix_too_large_is_refused_before_expanding() -> None:
+    axes = {f"a{i}": [str(v) for v in range(10)] for i in range(6)}
+    started = time.perf_counter()
+    with pytest.raises(ManifestError, match="matrix expands to 1000000 targets"):
+        parse_manifest(_matrix_manifest(axes), file="m.yaml")
+    assert time.perf_counter() - started < 5
+
+
+# --- robustness -------------------------------------------------------------------------------------
+
+
+def test_a_50_mb_manifest_is_refused_quickly(tmp_path: Path) -> None:
+    manifest = tmp_path / "pixmake.yaml"
+    with manifest.open("w") as handle:
+        handle.write("version: 1\ntargets:\n")
+        handle.write(("  # " + "x" * 1020 + "\n") * 50 * 1024)
+    outcome = run_cli("-C", str(tmp_path), "validate")
+    assert outcome.exit_code == 3
+    assert "larger than 32 MB" in outcome.stderr and len(outcome.stderr.strip().splitlines()) == 1
+
+
+def test_schema_errors_and_model_errors_are_reported_together_sorted_by_line() -> None:
+    text = (
+        "version: 1\ntargets:\n  a:\n    prompt: p\n    n: 3\n    out: a.png\n"
+        "  b:\n    prompt: q\n    n: '2'\n    out: b.png\n  c:\n    prompt: r\n    size: '16:9'\n    out: c.png\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml")
+    assert [(d.line, d.field) for d in caught.value.diagnostics] == [
+        (5, "targets.a.n"),
+        (9, "targets.b.n"),
+        (13, "targets.c.size"),
+    ]
+
+
+_YAMLISH = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "version: 1",
+                "targets:",
+                "  hero:",
+                "    prompt: a mug ${style}",
+                "    out: a.png",
+                "    n: 2",
+                "    n: '2'",
+                "    size: '3:2'",
+                "    references: [photos/a.png, ../x.png]",
+                "    mask: m.png",
+                "    matrix: {sku: [a, b]}",
+                "    rows: skus.csv",
+                "vars: {style: x}",
+                "defaults: {model: nope}",
+                "  - item",
+                "&a [*a]",
+                "\t- tab",
+                "? [complex]",
+                "key: !!binary aGk=",
+                "{",
+                "]",
+                "<<: *missing",
+            ]
+        ),
+        st.text(max_size=30),
+    ),
+    max_size=14,
+).map("\n".join)
+
+
+@given(_YAMLISH)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_fuzz_parse_raises_nothing_but_manifest_error(text: str) -> None:
+    try:
+        result = parse_manifest(text, file="fuzz.yaml", read_file=lambda rel: b"sku\na\n")
+    except ManifestError as error:
+        assert error.diagnostics
+        assert all(d.line >= 1 and d.column >= 1 for d in error.diagnostics)
+    else:
+        assert isinstance(result, Manifest)
+        for target in result.targets:
+            assert output_paths(target)
+
+
+@given(_YAMLISH)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fuzz_validate_from_disk_raises_only_user_errors(tmp_path: Path, text: str) -> None:
+    (tmp_path / "pixmake.yaml").write_text(text, encoding="utf-8", errors="surrogateescape")
+    with contextlib.suppress(UserError):  # any other exception fails the test
+        api.validate(api.open_project(tmp_path))

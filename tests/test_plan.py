@@ -1,0 +1,228 @@
+"""make_plan: one action per target, with reasons; pure, so it is tested on values only."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from types import MappingProxyType
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pixmake.fingerprint import input_hash, target_key
+from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry
+from pixmake.manifest import Target, output_paths
+from pixmake.plan import ActionKind, Plan, make_plan
+from pixmake.scan import DiskState
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def built(target: Target, hashes: dict[str, str], tag: str = "") -> tuple[LockEntry, dict[str, str]]:
+    """The lock entry a build of ``target`` records, and the hashes of the outputs it wrote."""
+    outputs = tuple(LockedOutput(p, sha(f"image {target.name} {p} {tag}"), 100, 8, 8) for p in output_paths(target))
+    entry = LockEntry(
+        key=target_key(target, hashes),
+        model=target.model,
+        prompt=target.prompt,
+        size=target.size,
+        n=target.n,
+        outputs=outputs,
+        references=tuple(LockedInput(r, input_hash(r, hashes)) for r in target.references),
+        mask=None if target.mask is None else LockedInput(target.mask, input_hash(target.mask, hashes)),
+        params=MappingProxyType(dict(target.params)),
+        task_id=f"task-{target.name}",
+    )
+    return entry, {o.path: o.sha256 for o in outputs}
+
+
+def project(*targets: Target, inputs: dict[str, str] | None = None) -> tuple[Lock, dict[str, str]]:
+    """A lock and the disk's hashes right after a build of ``targets``."""
+    hashes = dict(inputs or {})
+    entries = {}
+    for target in targets:
+        entries[target.name], outputs = built(target, hashes)
+        hashes.update(outputs)
+    return Lock(MappingProxyType(entries)), hashes
+
+
+HERO = Target("hero", "a blue mug on a wooden table", "gpt-4o-image", "1:1", 1, "out/hero.png", ("ref/mug.png",))
+INPUTS = {"ref/mug.png": sha("mug"), "ref/mask.png": sha("mask")}
+
+
+def only(plan: Plan) -> tuple[ActionKind, list[str], list[str]]:
+    (action,) = plan.actions
+    return action.kind, [r.code for r in action.reasons], [r.text for r in action.reasons]
+
+
+def test_new_target_is_created() -> None:
+    kind, codes, _ = only(make_plan([HERO], Lock(), DiskState(INPUTS)))
+    assert (kind, codes) == (ActionKind.CREATE, ["new"])
+
+
+def test_unchanged_after_build() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    plan = make_plan([HERO], lock, DiskState(disk))
+    assert only(plan)[0] is ActionKind.UNCHANGED
+    assert plan.changes == () and plan.summary() == "1 unchanged; 0 images to generate"
+
+
+def test_prompt_change_is_explained_with_a_word_diff() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    edited = replace(HERO, prompt="a red mug on a wooden table")
+    kind, codes, texts = only(make_plan([edited], lock, DiskState(disk)))
+    assert (kind, codes) == (ActionKind.REGENERATE, ["prompt-changed"])
+    assert texts == ["prompt changed: -[blue] +[red]"]
+
+
+def test_param_model_size_and_n_changes_say_old_and_new() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    edited = replace(HERO, model="gpt-image-2", size="3:2", n=2, params=MappingProxyType({"quality": "high"}))
+    kind, codes, texts = only(make_plan([edited], lock, DiskState(disk)))
+    assert kind is ActionKind.REGENERATE
+    assert codes == ["model-changed", "size-changed", "n-changed", "param-changed"]
+    assert texts == ["model gpt-4o-image → gpt-image-2", "size 1:1 → 3:2", "n 1 → 2", "param quality None → 'high'"]
+
+
+def test_reference_change_names_the_file_and_both_hashes() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    now = {**disk, "ref/mug.png": sha("mug, one pixel changed")}
+    plan = make_plan([HERO], lock, DiskState(now))
+    kind, codes, texts = only(plan)
+    assert (kind, codes) == (ActionKind.REGENERATE, ["reference-changed"])
+    assert texts == [f"reference ref/mug.png changed ({sha('mug')[:8]} → {sha('mug, one pixel changed')[:8]})"]
+    details = plan.actions[0].reasons[0].details
+    assert details is not None and details["old"] == sha("mug")
+
+
+def test_mask_added_changed_and_removed() -> None:
+    masked = replace(HERO, mask="ref/mask.png")
+    lock, disk = project(HERO, inputs=INPUTS)
+    assert only(make_plan([masked], lock, DiskState(disk)))[2] == ["mask ref/mask.png added"]
+    lock, disk = project(masked, inputs=INPUTS)
+    changed = {**disk, "ref/mask.png": sha("mask 2")}
+    assert only(make_plan([masked], lock, DiskState(changed)))[1] == ["mask-changed"]
+    assert only(make_plan([HERO], lock, DiskState(disk)))[2] == ["mask ref/mask.png removed"]
+
+
+def test_missing_output_is_restored_when_cached_else_regenerated() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    locked = lock.entries["hero"].outputs[0].sha256
+    gone = {k: v for k, v in disk.items() if k != "out/hero.png"}
+    plan = make_plan([HERO], lock, DiskState(gone, cached_objects=frozenset({locked})))
+    assert only(plan)[:2] == (ActionKind.RESTORE, ["output-missing"])
+    assert plan.images_to_generate == 0 and plan.changes
+    kind, codes, _ = only(make_plan([HERO], lock, DiskState(gone)))
+    assert (kind, codes) == (ActionKind.REGENERATE, ["output-missing", "not-cached"])
+
+
+def test_edited_output_is_left_alone_unless_restore_is_asked() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    locked = lock.entries["hero"].outputs[0].sha256
+    retouched = {**disk, "out/hero.png": sha("retouched by hand")}
+    state = DiskState(retouched, cached_objects=frozenset({locked}))
+    plan = make_plan([HERO], lock, state)
+    kind, codes, texts = only(plan)
+    assert (kind, codes) == (ActionKind.EDITED, ["output-edited", "edited-hint"])
+    assert "build --restore" in texts[1] and "pixmake accept hero" in texts[1]
+    assert plan.changes == ()  # plan --check stays green: nothing would be paid for or written
+    assert plan.listed == plan.actions
+    assert only(make_plan([HERO], lock, state, restore=True))[:2] == (ActionKind.RESTORE, ["output-edited"])
+    uncached = make_plan([HERO], lock, DiskState(retouched), restore=True)
+    assert only(uncached)[0] is ActionKind.EDITED and "not in the object cache" in only(uncached)[2][1]
+
+
+def test_orphans_are_reported_only_for_the_whole_manifest() -> None:
+    other = replace(HERO, name="old", out="out/old.png")
+    lock, disk = project(HERO, other, inputs=INPUTS)
+    plan = make_plan([HERO], lock, DiskState(disk))
+    assert [(a.name, a.kind) for a in plan.actions] == [("hero", ActionKind.UNCHANGED), ("old", ActionKind.ORPHAN)]
+    assert "out/old.png" in plan.actions[1].reasons[0].text
+    assert [a.kind for a in make_plan([HERO], lock, DiskState(disk), orphans=False).actions] == [ActionKind.UNCHANGED]
+
+
+def test_replace_regenerates_on_purpose() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    kind, codes, _ = only(make_plan([HERO], lock, DiskState(disk), replace=["hero"]))
+    assert (kind, codes) == (ActionKind.REGENERATE, ["replace"])
+
+
+def test_renamed_target_with_same_inputs_is_restored_not_paid() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    renamed = replace(HERO, name="hero-v2")
+    plan = make_plan([renamed], lock, DiskState(disk))
+    assert [(a.name, a.kind) for a in plan.actions] == [("hero-v2", ActionKind.RESTORE), ("hero", ActionKind.ORPHAN)]
+
+
+def test_moved_out_path_is_a_free_restore() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    moved = replace(HERO, out="assets/hero.png")
+    cached = frozenset(o.sha256 for o in lock.entries["hero"].outputs)
+    kind, codes, _ = only(make_plan([moved], lock, DiskState(disk, cached_objects=cached)))
+    assert (kind, codes) == (ActionKind.RESTORE, ["output-missing"])
+
+
+def test_summary_counts_like_terraform() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    new = replace(HERO, name="new", out="out/new.png", n=2)
+    plan = make_plan([HERO, new], lock, DiskState(disk))
+    assert plan.summary() == "1 to create, 1 unchanged; 2 images to generate"
+
+
+def test_lazy_all_unchanged_plan_behaves_like_the_real_one() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    real = make_plan([HERO], lock, DiskState(disk))
+    lazy = Plan.all_unchanged([("hero", real.actions[0].key or "")])
+    assert lazy.summary() == real.summary() and lazy.changes == () and lazy.listed == ()
+    assert lazy.counts() == real.counts() and lazy.images_to_generate == 0
+    assert [(a.name, a.kind, a.key) for a in lazy.actions] == [(a.name, a.kind, a.key) for a in real.actions]
+
+
+_word = st.sampled_from(["mug", "blue", "red", "table", "studio", "light", "soft", "marble"])
+
+
+@st.composite
+def manifests(draw: st.DrawFn) -> tuple[list[Target], dict[str, str]]:
+    """Up to 8 targets sharing a pool of references, with distinct names and output paths."""
+    pool = {f"ref/{i}.png": sha(f"ref {i} {draw(st.integers(0, 3))}") for i in range(4)}
+    targets = []
+    for i in range(draw(st.integers(0, 8))):
+        refs = draw(st.lists(st.sampled_from(sorted(pool)), max_size=2, unique=True))
+        targets.append(
+            Target(
+                name=f"t{i}",
+                prompt=" ".join(draw(st.lists(_word, min_size=1, max_size=5))),
+                model=draw(st.sampled_from(["gpt-4o-image", "gpt-image-2"])),
+                size=draw(st.sampled_from(["1:1", "3:2"])),
+                n=draw(st.sampled_from([1, 2])),
+                out=f"out/t{i}.png",
+                references=tuple(refs),
+                mask=draw(st.none() | st.sampled_from(sorted(pool))),
+            )
+        )
+    return targets, pool
+
+
+@given(manifests(), st.randoms())
+def test_plan_after_build_is_all_unchanged(case: tuple[list[Target], dict[str, str]], random: object) -> None:
+    targets, pool = case
+    lock, disk = project(*targets, inputs=pool)
+    random.shuffle(targets)  # type: ignore[attr-defined]  # target order does not matter
+    plan = make_plan(targets, lock, DiskState(disk))
+    assert all(a.kind is ActionKind.UNCHANGED for a in plan.actions)
+    assert plan.changes == () and plan.images_to_generate == 0
+
+
+@given(manifests(), st.data())
+def test_changing_one_reference_replans_exactly_its_users(
+    case: tuple[list[Target], dict[str, str]], data: st.DataObject
+) -> None:
+    targets, pool = case
+    lock, disk = project(*targets, inputs=pool)
+    ref = data.draw(st.sampled_from(sorted(pool)))
+    plan = make_plan(targets, lock, DiskState({**disk, ref: sha("edited")}))
+    users = {t.name for t in targets if ref in t.references or t.mask == ref}
+    assert {a.name for a in plan.actions if a.kind is ActionKind.REGENERATE} == users
+    assert {a.name for a in plan.actions if a.kind is ActionKind.UNCHANGED} == {t.name for t in targets} - users

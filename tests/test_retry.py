@@ -1,0 +1,161 @@
+"""The retry rule (pure) and the backoff: a table over every error class × operation, and properties."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pixmake.errors import (
+    AuthError,
+    BadResultError,
+    GenerationFailedError,
+    NetworkError,
+    ProviderError,
+    QuotaError,
+    RateLimitedError,
+    RequestRejectedError,
+    ServerError,
+)
+from pixmake.retry import Backoff, Operation, Verdict, classify, parse_retry_after
+
+SUBMIT, QUERY, UPLOAD, DOWNLOAD = Operation.SUBMIT, Operation.QUERY, Operation.UPLOAD, Operation.DOWNLOAD
+RETRY, LOOKUP, FATAL, FAIL = Verdict.RETRY, Verdict.LOOKUP, Verdict.FATAL, Verdict.FAIL
+
+ERRORS: dict[str, ProviderError] = {
+    "401 bad key": AuthError("Invalid API key", status=401, code="unauthorized"),
+    "403 forbidden": AuthError("forbidden", status=403),
+    "402 no balance": QuotaError("top up", status=402, code="insufficient_quota"),
+    "429 rate limited": RateLimitedError("slow down", status=429, code="rate_limit_exceeded", retry_after=1.0),
+    "503 rate_limit_unavailable": RateLimitedError(
+        "limiter down", status=503, code="rate_limit_unavailable", retry_after=None
+    ),
+    "500 internal": ServerError("boom", status=500, code="internal_error"),
+    "502 bad gateway": ServerError("upstream", status=502),
+    "504 html gateway page": ServerError("gateway returned an HTML error page", status=504),
+    "503 circuit_broken": ServerError("all channels unavailable", status=503, code="circuit_broken"),
+    "connect error (never sent)": NetworkError("ConnectError", sent=False),
+    "read timeout (maybe arrived)": NetworkError("ReadTimeout", sent=True),
+    "dropped after send": NetworkError("RemoteProtocolError", sent=True),
+    "400 invalid request": RequestRejectedError("The 'prompt' field is required.", status=400),
+    "404 not found": RequestRejectedError("Task not found", status=404),
+    "422 content policy": RequestRejectedError("rejected", status=422, code="content_policy_violation"),
+    "task failed": GenerationFailedError("generation_failed"),
+    "bad result": BadResultError("download truncated"),
+}
+
+# Columns: submit (costs money), query (poll/lookup), upload, download.
+TABLE: dict[str, tuple[Verdict, Verdict, Verdict, Verdict]] = {
+    "401 bad key": (FATAL, FATAL, FATAL, FATAL),
+    "403 forbidden": (FATAL, FATAL, FATAL, FATAL),
+    "402 no balance": (FATAL, FATAL, FATAL, FATAL),
+    "429 rate limited": (RETRY, RETRY, RETRY, RETRY),
+    "503 rate_limit_unavailable": (RETRY, RETRY, RETRY, RETRY),
+    "500 internal": (LOOKUP, RETRY, RETRY, RETRY),
+    "502 bad gateway": (LOOKUP, RETRY, RETRY, RETRY),
+    "504 html gateway page": (LOOKUP, RETRY, RETRY, RETRY),
+    "503 circuit_broken": (LOOKUP, RETRY, RETRY, RETRY),
+    "connect error (never sent)": (RETRY, RETRY, RETRY, RETRY),
+    "read timeout (maybe arrived)": (LOOKUP, RETRY, RETRY, RETRY),
+    "dropped after send": (LOOKUP, RETRY, RETRY, RETRY),
+    "400 invalid request": (FAIL, FAIL, FAIL, FAIL),
+    "404 not found": (FAIL, FAIL, FAIL, FAIL),
+    "422 content policy": (FAIL, FAIL, FAIL, FAIL),
+    "task failed": (FAIL, FAIL, FAIL, FAIL),
+    "bad result": (FAIL, FAIL, FAIL, RETRY),
+}
+
+CASES = [
+    pytest.param(ERRORS[name], op, verdict, id=f"{name}-{op.value}")
+    for name, verdicts in TABLE.items()
+    for op, verdict in zip((SUBMIT, QUERY, UPLOAD, DOWNLOAD), verdicts, strict=True)
+]
+
+
+def test_the_table_covers_every_error_class_and_operation() -> None:
+    assert set(TABLE) == set(ERRORS)
+    leaf_classes = {type(e) for e in ERRORS.values()}
+    assert leaf_classes == {
+        AuthError, QuotaError, RateLimitedError, ServerError, NetworkError,
+        RequestRejectedError, GenerationFailedError, BadResultError,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(("error", "operation", "verdict"), CASES)
+def test_classify(error: ProviderError, operation: Operation, verdict: Verdict) -> None:
+    assert classify(error, operation) is verdict
+
+
+def test_a_submit_is_never_blindly_resent_when_it_may_have_arrived() -> None:
+    for name, error in ERRORS.items():
+        if classify(error, SUBMIT) is RETRY:
+            assert isinstance(error, RateLimitedError) or (isinstance(error, NetworkError) and not error.sent), name
+
+
+# --- backoff -------------------------------------------------------------------------------------------
+
+unit = st.floats(min_value=0.0, max_value=1.0, exclude_max=True)
+bases = st.floats(min_value=0.001, max_value=10.0)
+caps = st.floats(min_value=0.001, max_value=600.0)
+attempts = st.integers(min_value=0, max_value=200)
+
+
+@given(base=bases, cap=caps, attempt=attempts, draw=unit)
+def test_backoff_stays_within_full_jitter_bounds(base: float, cap: float, attempt: int, draw: float) -> None:
+    delay = Backoff(base=base, cap=cap).delay(attempt, lambda: draw)
+    assert 0.0 <= delay <= min(cap, base * 2.0 ** min(attempt, 62))
+
+
+@given(base=bases, cap=caps, attempt=attempts, draw=unit, retry_after=st.floats(min_value=0.0, max_value=3600.0))
+def test_backoff_honours_retry_after_as_a_floor(
+    base: float, cap: float, attempt: int, draw: float, retry_after: float
+) -> None:
+    delay = Backoff(base=base, cap=cap).delay(attempt, lambda: draw, retry_after=retry_after)
+    assert retry_after <= delay <= retry_after + base
+
+
+@given(base=bases, attempt=st.integers(min_value=0, max_value=30))
+def test_backoff_ceiling_grows_exponentially_until_the_cap(base: float, attempt: int) -> None:
+    backoff = Backoff(base=base, cap=1e12)
+    assert backoff.delay(attempt + 1, lambda: 0.999999) >= backoff.delay(attempt, lambda: 0.999999)
+
+
+def test_backoff_default_matches_the_documented_1_2_4_seconds() -> None:
+    backoff = Backoff()
+    top = 1.0 - 1e-12
+    assert [round(backoff.delay(k, lambda: top), 6) for k in range(3)] == [1.0, 2.0, 4.0]
+    assert backoff.delay(100, lambda: top) <= backoff.cap
+
+
+def test_backoff_uses_the_injected_random_source() -> None:
+    rng = random.Random(7)
+    first = [Backoff().delay(3, rng.random) for _ in range(5)]
+    rng = random.Random(7)
+    assert [Backoff().delay(3, rng.random) for _ in range(5)] == first
+
+
+# --- Retry-After ---------------------------------------------------------------------------------------
+
+
+@given(seconds=st.integers(min_value=0, max_value=10**6))
+def test_retry_after_seconds(seconds: int) -> None:
+    assert parse_retry_after(str(seconds), now=1e9) == seconds
+    assert parse_retry_after(f"  {seconds} ", now=1e9) == seconds
+
+
+@given(now=st.integers(min_value=10**9, max_value=2 * 10**9), ahead=st.integers(min_value=-1000, max_value=10**5))
+def test_retry_after_http_date(now: int, ahead: int) -> None:
+    header = email.utils.formatdate(now + ahead, usegmt=True)
+    assert parse_retry_after(header, now=float(now)) == max(0, ahead)
+
+
+@pytest.mark.parametrize("value", [None, "", "   ", "soon", "nan", "inf", "Mon, 99 Foo 2025 99:99:99 GMT"])
+def test_retry_after_garbage_is_ignored(value: str | None) -> None:
+    assert parse_retry_after(value, now=1e9) is None
+
+
+def test_negative_retry_after_means_now() -> None:
+    assert parse_retry_after("-5", now=1e9) == 0.0
