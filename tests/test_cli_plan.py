@@ -329,3 +329,35 @@ def test_manifest_cache_follows_the_manifest_and_its_catalogs(tmp_path: Path) ->
     assert {a["target"] for a in json.loads(outcome.stdout)["actions"]} == {"sku-a100", "sku-b200"}
     explained = run_cli("-C", str(tmp_path), "explain", "sku-b200", "--json")
     assert json.loads(explained.stdout)["document"]["prompt"] == "Studio photo of b200"
+
+
+def test_memo_and_caches_are_per_manifest(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    assert plan(examples_copy, "--check")[0] == 0
+    other = examples_copy / "other.yaml"
+    other.write_text((examples_copy / "pixmake.yaml").read_text().replace("two colours", "three colours"))
+    outcome = run_cli("-C", str(examples_copy), "-f", "other.yaml", "plan", "--check")
+    assert outcome.exit_code == ExitCode.CHANGES  # same root and lockfile, another manifest: not the memo's answer
+    assert "~ regenerate logo-tile: prompt changed: -[two] +[three]" in outcome.stdout
+    assert plan(examples_copy, "--check")[0] == 0
+
+
+def test_memo_racy_rule_a_file_not_older_than_the_memo_is_planned_again(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    from pixmake import api
+    from pixmake.memo import check_memo
+
+    project = api.open_project(examples_copy)
+    built(examples_copy)
+    api.plan(project)
+    memo = project.state_dir / "noop.memo"
+    assert check_memo(memo, root=project.root, manifest=project.manifest) is not None
+    written = memo.stat().st_mtime_ns
+    logo = examples_copy / "assets/logo-tile.png"
+    os.utime(logo, ns=(written, written))  # same tick as the memo: it may have changed unseen
+    assert check_memo(memo, root=project.root, manifest=project.manifest) is None
+    os.utime(memo, ns=(written + 10**9, written + 10**9))  # a later memo write settles it (as git's index)
+    assert check_memo(memo, root=project.root, manifest=project.manifest) is None  # the stat changed anyway
+    api.plan(project)  # re-verified by hash, and a fresh memo records the new stat
+    assert check_memo(memo, root=project.root, manifest=project.manifest) is not None

@@ -13,7 +13,23 @@ import pixmake
 from conftest import EXAMPLES
 
 HEAVY = ("httpx", "anyio", "rich", "PIL", "click", "uvicorn", "starlette")
-PURE = ("manifest", "schema", "models", "fingerprint", "lockfile", "plan", "retry", "settings")
+PURE = (
+    "manifest",
+    "yamlmarks",
+    "variables",
+    "relpaths",
+    "expand",
+    "diagnostics",
+    "modelcheck",
+    "catalog",
+    "schema",
+    "models",
+    "fingerprint",
+    "lockfile",
+    "plan",
+    "retry",
+    "settings",
+)
 
 
 @pytest.mark.parametrize("module", PURE)

@@ -224,7 +224,7 @@ def _memo_plan(project: Project) -> PlanResult | None:
     """The plan from the no-op memo, when nothing it depends on changed since it was written."""
     from pixmake.memo import check_memo
 
-    targets = check_memo(project.state_dir / "noop.memo", root=project.root)
+    targets = check_memo(project.state_dir / "noop.memo", root=project.root, manifest=project.manifest)
     if targets is None:
         return None
     from pixmake.plan import Plan
@@ -280,6 +280,7 @@ def plan(
         write_memo(
             project.state_dir / "noop.memo",
             root=project.root,
+            manifest=project.manifest,
             sources=sources,
             files=sorted(disk.stats.items()),
             targets=[(a.name, a.key or "") for a in result.actions],
@@ -433,7 +434,7 @@ def _build(
 
     from pixmake.execute import Executor
     from pixmake.journal import Journal
-    from pixmake.report import RecordingReporter
+    from pixmake.report import NullReporter
     from pixmake.store import project_lock
     from pixmake.uploads import UploadCache
 
@@ -461,7 +462,7 @@ def _build(
             pending=pending,
             settings=settings,
             provider=provider,
-            reporter=reporter or RecordingReporter(),
+            reporter=reporter or NullReporter(),
             objects=project.objects,
             journal=journal,
             input_hashes=result.disk.file_hashes,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pixmake.errors import Diagnostic
+from pixmake.variables import text_value
 
 __all__ = ["MAX_ROWS", "Row", "parse_catalog"]
 
@@ -33,12 +34,8 @@ class Row:
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
-        return str(value)
+    if isinstance(value, str | int) or (isinstance(value, float) and math.isfinite(value)):
+        return text_value(value)  # bool is an int: "true" / "false", as in vars
     return None
 
 

@@ -103,9 +103,11 @@ def _reason_json(reason: Any) -> dict[str, Any]:
 
 
 def _selection(targets: tuple[str, ...], tags: tuple[str, ...]) -> Any:
+    if not targets and not tags:
+        return None
     from pixmake.select import Selection
 
-    return Selection(targets, tags) if targets or tags else None
+    return Selection(targets, tags)
 
 
 _TARGETS = click.argument("targets", nargs=-1, metavar="[TARGET|GLOB]...")

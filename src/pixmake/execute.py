@@ -417,10 +417,12 @@ class Executor:
             try:
                 async with anyio.create_task_group() as group:
                     paid_queue, restore_queue = iter(paid), iter(restores)
-                    for _ in range(min(self.settings.concurrency, len(paid))):
-                        group.start_soon(self._worker, paid_queue, True)
+                    # Twice the concurrency: while `concurrency` tasks run at the provider, as many
+                    # finished ones can download and verify without holding a provider slot.
+                    for _ in range(min(2 * self.settings.concurrency, len(paid))):
+                        group.start_soon(self._worker, paid_queue)
                     for _ in range(min(_RESTORE_WORKERS, len(restores))):
-                        group.start_soon(self._worker, restore_queue, False)
+                        group.start_soon(self._worker, restore_queue)
             except* _Fatal as caught:
                 fatal = next(e.error for e in _leaves(caught) if isinstance(e, _Fatal))
         finally:
@@ -440,13 +442,9 @@ class Executor:
         self.reporter.emit(BuildFinished(result, time.monotonic() - started))
         return result
 
-    async def _worker(self, queue: Iterator[Action], paid: bool) -> None:
+    async def _worker(self, queue: Iterator[Action]) -> None:
         for action in queue:  # workers share one iterator: each action is taken exactly once
-            if paid:
-                async with self.capacity:
-                    await self._run_action(action)
-            else:
-                await self._run_action(action)
+            await self._run_action(action)
 
     async def _run_action(self, action: Action) -> None:
         kind = action.kind
@@ -696,14 +694,15 @@ class Executor:
         return await self._call(target, Operation.DOWNLOAD, once)
 
     async def _generate(self, target: Target, key: str) -> tuple[str, ...]:
-        status = await self._obtain_task(target, key)
-        try:
-            status = await self._wait_finished(target.name, status)
-        except TimeoutError:
-            raise GenerationFailedError(
-                f"task {status.task_id} still {status.status} after {self.settings.max_wait:.0f} s; "
-                "it stays journaled and the next build resumes it"
-            ) from None
+        async with self.capacity:  # a provider slot: from submit (or resume) until the task is finished
+            status = await self._obtain_task(target, key)
+            try:
+                status = await self._wait_finished(target.name, status)
+            except TimeoutError:
+                raise GenerationFailedError(
+                    f"task {status.task_id} still {status.status} after {self.settings.max_wait:.0f} s; "
+                    "it stays journaled and the next build resumes it"
+                ) from None
         if status.state is TaskState.FAILED:
             await self._journal(self.recorder.dropped, target.name, key)
             code = f" ({status.error_code})" if status.error_code else ""
@@ -730,9 +729,10 @@ class Executor:
                 outputs.append(LockedOutput(path, digest, len(blob), width, height))
             return tuple(outputs)
 
-        with anyio.CancelScope(shield=True):
-            outputs = await anyio.to_thread.run_sync(store, limiter=self.thread_work)
-            entry = self._entry(target, key, outputs, status.task_id)
-            await anyio.to_thread.run_sync(self.recorder.record, target.name, entry)
+        def store_and_record() -> None:
+            self.recorder.record(target.name, self._entry(target, key, store(), status.task_id))
+
+        with anyio.CancelScope(shield=True):  # Ctrl-C cannot come between the files and their lock entry
+            await anyio.to_thread.run_sync(store_and_record, limiter=self.thread_work)
         self._images += target.n
         return paths

@@ -4,7 +4,8 @@ Shell. Parsing, validating and expanding a 10,000-target manifest takes seconds;
 result takes milliseconds. ninja keeps ``.ninja_deps`` for the same reason. The parser is a black box
 here (:func:`load_manifest` takes it as a callable); the entry is valid while all of these hold:
 
-* the cache format, the pixmake version and the manifest's display name are the same;
+* the cache format, the pixmake version (and the size and mtime of each of its modules, for a
+  development checkout) and the manifest's display name are the same;
 * the manifest file has the same stat (size, mtime_ns, inode, ctime_ns) and is not *racy* (its mtime
   is older than the cache file's, git's rule), or else its bytes still hash to the recorded sha256;
 * every catalog file the manifest read (``Manifest.catalogs``) has the same stat and is not racy.
@@ -34,10 +35,15 @@ MCACHE_VERSION: Final = 1
 FileStat = tuple[int, int, int, int]
 """``(size, mtime_ns, ino, ctime_ns)``: a file's identity for every cache in ``.pixmake/``."""
 
-# Dataclasses a Manifest is made of; a dataclass value is stored as (_DC, index, field values...).
+# Dataclasses a Manifest is made of. Encoded values: a plain value (str, int, float, bool, None, and
+# tuples, lists and dicts of plain values) stays as it is; a dataclass is (_DC, class index, fields...);
+# a MappingProxyType of plain values is (_PROXY, dict); a tuple holding any of those is (_SEQ, items...).
+# So decoding walks only into dataclasses and such tuples: 10,000 targets decode in tens of ms.
 _CLASSES: Final[tuple[type[Any], ...]] = (Manifest, ProviderConfig, Target, Diagnostic)
-_DC: Final = b"\x00dataclass"
-_PROXY: Final = b"\x00mappingproxy"
+_DC: Final = b"dataclass"
+_PROXY: Final = b"mappingproxy"
+_SEQ: Final = b"tuple"
+_PLAIN: Final = (str, int, float, bool, type(None))
 
 
 def file_stat(path: str | Path) -> FileStat | None:
@@ -49,42 +55,51 @@ def file_stat(path: str | Path) -> FileStat | None:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
-def _encode(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """A plain copy of JSON-like data (dict subclasses become dicts); raises TypeError for anything else."""
     kind = type(value)
-    if kind in (str, int, float, bool, type(None)):
+    if kind in _PLAIN:
         return value
     if kind is tuple:
-        return tuple(_encode(v) for v in value)
+        return tuple(_plain(v) for v in value)
     if kind is list:
-        return [_encode(v) for v in value]
-    if kind is MappingProxyType:
-        return (_PROXY, {str(k): _encode(v) for k, v in value.items()})
+        return [_plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if kind in _CLASSES:
-        fields = dataclasses.fields(value)
-        return (_DC, _CLASSES.index(kind), *(_encode(getattr(value, f.name)) for f in fields))
+        return {_plain(k): _plain(v) for k, v in value.items()}
     raise TypeError(f"cannot cache a {kind.__name__}")
 
 
-def _decode(value: Any) -> Any:
+def _encode(value: Any) -> Any:
     kind = type(value)
+    if kind in _CLASSES:
+        return (_DC, _CLASSES.index(kind), *(_encode(getattr(value, f.name)) for f in dataclasses.fields(value)))
+    if kind is MappingProxyType:
+        return (_PROXY, _plain(value))
     if kind is tuple:
-        if value and value[0] == _DC:
-            return _CLASSES[value[1]](*(_decode(v) for v in value[2:]))
-        if value and value[0] == _PROXY:
-            return MappingProxyType(_decode(value[1]))
-        return tuple(_decode(v) for v in value)
-    if kind is list:
-        return [_decode(v) for v in value]
-    if kind is dict:
-        return {k: _decode(v) for k, v in value.items()}
+        items = tuple(_encode(v) for v in value)
+        special = any(type(v) is tuple and v and type(v[0]) is bytes for v in items)
+        return (_SEQ, *items) if special else items
+    return _plain(value)
+
+
+def _decode(value: Any) -> Any:
+    if type(value) is tuple and value and type(value[0]) is bytes:
+        tag = value[0]
+        if tag == _DC:
+            return _CLASSES[value[1]](*map(_decode, value[2:]))
+        if tag == _PROXY:
+            return MappingProxyType(value[1])
+        if tag == _SEQ:
+            return tuple(map(_decode, value[1:]))
+        raise ValueError(f"unknown tag {tag!r}")
     return value
 
 
-def _shape() -> tuple[tuple[str, ...], ...]:
-    """Field names of the cached classes: a cache written before a field was added is not used."""
-    return tuple(tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES)
+def _shape() -> tuple[Any, ...]:
+    """The code's identity and the cached classes' field names: a cache never outlives the code."""
+    from pixmake.memo import code_identity
+
+    return (code_identity(), tuple(tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES))
 
 
 def _fresh(stat: FileStat | None, recorded: Any, written_ns: int) -> bool:

@@ -12,7 +12,7 @@ cannot be read or written is ignored: it only saves work.
 The memo is written only for a plan over the whole manifest with no ``--replace`` or ``--restore``.
 This module imports nothing of the manifest parser. Format (``marshal``)::
 
-    (MEMO_VERSION, pixmake version, root, ((source path, stat | None), ...),
+    (MEMO_VERSION, (pixmake version, code identity), (root, manifest), ((source path, stat | None), ...),
      paths: b"\\0"-joined, the paths' stats packed as int64 (mtime_ns, size, ino, ctime_ns),
      newest mtime_ns among them, names: b"\\0"-joined UTF-8, keys: 32-byte digests concatenated)
 
@@ -34,13 +34,29 @@ from typing import Any, Final, overload
 
 from pixmake import __version__
 
-__all__ = ["MEMO_VERSION", "FileStat", "check_memo", "write_memo"]
+__all__ = ["MEMO_VERSION", "FileStat", "check_memo", "code_identity", "write_memo"]
 
 MEMO_VERSION: Final = 3
 FileStat = tuple[int, int, int, int]
 """``(size, mtime_ns, ino, ctime_ns)``, as :mod:`pixmake.scan` records it."""
 
 _IDENTITY: Final = attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns")
+
+
+def code_identity() -> tuple[tuple[str, int, int], ...]:
+    """Name, size and mtime of each module of this pixmake: cached results never outlive the code.
+
+    The version alone is not enough for a development checkout, where the code changes under one
+    version number. About 30 ``stat`` calls.
+    """
+    package = os.path.dirname(os.path.abspath(__file__))
+    identity = []
+    with os.scandir(package) as entries:
+        for entry in entries:
+            if entry.name.endswith((".py", ".json")) and entry.is_file():
+                st = entry.stat()
+                identity.append((entry.name, st.st_size, st.st_mtime_ns))
+    return tuple(sorted(identity))
 
 
 def _stat(path: str) -> FileStat | None:
@@ -59,6 +75,7 @@ def write_memo(
     memo: Path,
     *,
     root: Path,
+    manifest: Path,
     sources: Sequence[tuple[str, FileStat | None]],
     files: Sequence[tuple[str, FileStat]],
     targets: Sequence[tuple[str, str]],
@@ -74,8 +91,8 @@ def write_memo(
     try:
         record = (
             MEMO_VERSION,
-            __version__,
-            str(root),
+            (__version__, code_identity()),
+            (str(root), str(manifest)),
             tuple(sources),
             b"\0".join(os.fsencode(rel) for rel, _ in files),
             _packed((st[1], st[0], st[2], st[3]) for _, st in files),
@@ -85,8 +102,8 @@ def write_memo(
         )
         data = marshal.dumps(record)
         try:
-            if memo.read_bytes() == data:
-                return  # the same memo: do not rewrite it on every plan
+            if memo.read_bytes() == data and memo.stat().st_mtime_ns > record[6]:
+                return  # the same memo, and not racy: do not rewrite it on every plan
         except OSError:
             pass
         atomic_write(memo, data)
@@ -94,8 +111,8 @@ def write_memo(
         return
 
 
-def check_memo(memo: Path, *, root: Path) -> Sequence[tuple[str, str]] | None:
-    """Each target's (name, key) when the memo still holds, else None (plan normally)."""
+def check_memo(memo: Path, *, root: Path, manifest: Path) -> Sequence[tuple[str, str]] | None:
+    """Each target's (name, key) when the memo still holds for this manifest, else None (plan normally)."""
     try:
         with open(memo, "rb") as handle:
             written_ns = os.fstat(handle.fileno()).st_mtime_ns
@@ -103,7 +120,9 @@ def check_memo(memo: Path, *, root: Path) -> Sequence[tuple[str, str]] | None:
         version, pixmake, recorded_root, sources, paths, packed, newest, names, keys = record
     except (OSError, EOFError, ValueError, TypeError):
         return None
-    if version != MEMO_VERSION or pixmake != __version__ or recorded_root != str(root) or newest >= written_ns:
+    if version != MEMO_VERSION or recorded_root != (str(root), str(manifest)) or newest >= written_ns:
+        return None
+    if pixmake != (__version__, code_identity()):
         return None
     for path, recorded in sources:
         st = _stat(path)

@@ -2,7 +2,7 @@
 
 PURE. One row per model id; every rule is read from the table, never coded as a branch per model.
 The pure checks (prompt length, size, n, reference count, mask support) run in
-:mod:`pixmake.manifest`; the rules that need image headers (formats, bytes, mask pixel size) run in
+:mod:`pixmake.modelcheck`; the rules that need image headers (formats, bytes, mask pixel size) run in
 :mod:`pixmake.inputs`. Facts and their sources: ``shared/toapis-api.md`` §2.1, §2.3 and §5.
 """
 

@@ -24,7 +24,15 @@ from pixmake.execute import (
     TargetSubmitted,
 )
 
-__all__ = ["JsonReporter", "PlainReporter", "RecordingReporter", "Reporter", "RichReporter", "summary_lines"]
+__all__ = [
+    "JsonReporter",
+    "NullReporter",
+    "PlainReporter",
+    "RecordingReporter",
+    "Reporter",
+    "RichReporter",
+    "summary_lines",
+]
 
 
 class Reporter(Protocol):
@@ -33,6 +41,13 @@ class Reporter(Protocol):
     def emit(self, event: Event) -> None:
         """Handle one event."""
         ...
+
+
+class NullReporter:
+    """Ignores every event (the API's default: a long build keeps no history in memory)."""
+
+    def emit(self, event: Event) -> None:
+        """Do nothing."""
 
 
 class RecordingReporter:

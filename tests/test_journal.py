@@ -1,0 +1,81 @@
+"""The build journal: replay after a crash, torn last lines, pending submits per target, compaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pixmake.journal import Journal, PendingSubmit, read_journal
+from pixmake.lockfile import Lock, LockedOutput, LockEntry
+
+
+def _entry(key: str) -> LockEntry:
+    output = LockedOutput("a.png", "0" * 64, 1, 1, 1)
+    return LockEntry(key=key, model="gpt-4o-image", prompt="a mug", size="1:1", n=1, outputs=(output,))
+
+
+def _journal(tmp_path: Path) -> Journal:
+    journal = Journal(tmp_path / ".pixmake" / "journal.jsonl")
+    journal.open()
+    return journal
+
+
+def test_replay_gives_the_finished_entries_and_the_submits_still_pending(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    journal.submitting("a", "k1", "cb-a1")
+    journal.submitting("b", "k2", "cb-b1")
+    journal.accepted("b", "k2", "cb-b1", "task-b")
+    journal.submitting("c", "k3", "cb-c1")
+    journal.finished("a", _entry("k1"))
+    journal.dropped("c", "k3")
+    journal.close()
+    lock, pending = read_journal(journal.path, Lock())
+    assert set(lock.entries) == {"a"}
+    assert pending == {"b": PendingSubmit("b", "k2", "cb-b1", "task-b")}
+
+
+def test_two_targets_with_one_key_keep_their_own_pending_tasks(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    journal.submitting("left", "same-key", "cb-1")
+    journal.submitting("right", "same-key", "cb-2")
+    journal.accepted("left", "same-key", "cb-1", "task-1")
+    journal.close()
+    _, pending = read_journal(journal.path, Lock())
+    assert pending["left"].task_id == "task-1" and pending["right"].client_business_id == "cb-2"
+
+
+def test_a_later_submit_replaces_an_earlier_one_of_the_same_target(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    journal.submitting("a", "k1", "cb-1")  # refused with a 429: known not to exist
+    journal.submitting("a", "k1", "cb-2")
+    journal.close()
+    _, pending = read_journal(journal.path, Lock())
+    assert pending == {"a": PendingSubmit("a", "k1", "cb-2")}
+
+
+def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    journal.submitting("a", "k1", "cb-1")
+    journal.close()
+    with journal.path.open("ab") as handle:
+        handle.write(b'{"op":"submit","target":"b","key":"k2","cb')  # power lost mid-append
+    _, pending = read_journal(journal.path, Lock())
+    assert list(pending) == ["a"]
+
+
+def test_rewrite_keeps_only_what_is_pending_and_appends_continue(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    for i in range(50):
+        journal.submitting(f"t{i}", f"k{i}", f"cb{i}")
+        journal.finished(f"t{i}", _entry(f"k{i}"))
+    journal.submitting("open", "ko", "cb-open")
+    journal.accepted("open", "ko", "cb-open", "task-open")
+    journal.rewrite({"open": PendingSubmit("open", "ko", "cb-open", "task-open")})
+    assert len(journal.path.read_text().splitlines()) == 2
+    journal.submitting("new", "kn", "cb-new")
+    journal.close()
+    lock, pending = read_journal(journal.path, Lock())
+    assert lock.entries == {} and set(pending) == {"open", "new"}
+
+
+def test_a_missing_journal_is_empty(tmp_path: Path) -> None:
+    assert read_journal(tmp_path / "nope.jsonl", Lock()) == (Lock(), {})

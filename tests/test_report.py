@@ -1,0 +1,112 @@
+"""Reporters: NDJSON events match the README's schema, plain lines are timestamped, rich prints text as text."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+
+from conftest import REPO
+from pixmake.errors import QuotaError
+from pixmake.execute import (
+    BuildFinished,
+    BuildResult,
+    BuildStarted,
+    ConcurrencyChanged,
+    Event,
+    RetryScheduled,
+    TargetFailed,
+    TargetFailure,
+    TargetFinished,
+    TargetPolled,
+    TargetStarted,
+    TargetSubmitted,
+)
+from pixmake.report import JsonReporter, PlainReporter, RichReporter, summary_lines
+
+RESULT = BuildResult(
+    generated=("hero",),
+    unchanged=("logo",),
+    failed=(TargetFailure("mug", "HTTP 400: The 'prompt' field is required."),),
+    images_generated=2,
+)
+EVENTS: list[Event] = [
+    BuildStarted(targets=2, images=3, concurrency=4),
+    TargetStarted("hero", "create", 2),
+    TargetSubmitted("hero", "task_1", resumed=False),
+    TargetPolled("hero", "in_progress", 40),
+    RetryScheduled("mug", "submit", 1, 0.5, "HTTP 429: slow down"),
+    ConcurrencyChanged(2),
+    TargetFinished("hero", "create", ("hero-1.png", "hero-2.png")),
+    TargetFailed("mug", "HTTP 400: The 'prompt' field is required."),
+    BuildFinished(RESULT, 1.25),
+]
+
+
+def _readme_events() -> dict[str, str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Events", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.*) \|$", section, flags=re.MULTILINE))
+    rows.pop("event", None)  # the header row
+    return rows
+
+
+def test_every_json_event_is_one_line_named_and_documented() -> None:
+    stream = io.StringIO()
+    reporter = JsonReporter(stream)
+    for event in EVENTS:
+        reporter.emit(event)
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(records) == len(EVENTS)
+    documented = _readme_events()
+    for record in records:
+        assert record["event"] in documented, record["event"]
+        assert isinstance(record["time"], float)
+        for name in record:
+            if name not in ("event", "time"):
+                assert f"`{name}`" in documented[record["event"]], (record["event"], name)
+    finished = records[-1]["result"]
+    assert finished["failed"] == [{"target": "mug", "error": "HTTP 400: The 'prompt' field is required."}]
+    assert finished["images_generated"] == 2 and finished["fatal"] is None
+    assert set(documented) == {r["event"] for r in records}
+
+
+def test_a_fatal_error_is_a_string_in_json() -> None:
+    stream = io.StringIO()
+    JsonReporter(stream).emit(BuildFinished(BuildResult(fatal=QuotaError("top up", status=402)), 0.1))
+    assert json.loads(stream.getvalue())["result"]["fatal"] == "HTTP 402: top up"
+
+
+def test_plain_lines_are_timestamped_and_the_summary_lists_each_failure() -> None:
+    stream = io.StringIO()
+    reporter = PlainReporter(stream)
+    for event in EVENTS:
+        reporter.emit(event)
+    lines = stream.getvalue().splitlines()
+    assert all(re.match(r"^\[ *\d+\.\ds\] ", line) for line in lines[: -len(summary_lines(EVENTS[-1]))])  # type: ignore[arg-type]
+    assert "  failed: mug: HTTP 400: The 'prompt' field is required." in lines
+    assert any("1 failed" in line for line in lines)
+    assert not any("polled" in line for line in lines)  # only with -v
+
+
+def test_rich_view_prints_messages_literally() -> None:
+    stream = io.StringIO()
+    reporter = RichReporter(stream)
+    tricky = "HTTP 400: bad [red]markup[/] in [bold]a prompt"
+    for event in [*EVENTS[:-1], TargetFailed("odd", tricky), EVENTS[-1]]:
+        reporter.emit(event)
+    out = stream.getvalue()
+    assert f"odd: {tricky}" in out
+    assert "FAILED" in out and "hero → hero-1.png, hero-2.png" in out
+    assert "build finished in 1.2 s" in out or "build finished in 1.3 s" in out
+
+
+@pytest.mark.parametrize("ci", ["true", "1"])
+def test_ci_gets_plain_lines(monkeypatch: pytest.MonkeyPatch, ci: str) -> None:
+    from pixmake.cli import _reporter
+
+    monkeypatch.setenv("CI", ci)
+    assert isinstance(_reporter(False, False), PlainReporter)
+    assert isinstance(_reporter(True, False), JsonReporter)
