@@ -60,12 +60,15 @@ def _plain(value: Any) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         return value
-    if kind is tuple:
+    if isinstance(value, tuple):
         return tuple(_plain(v) for v in value)
-    if kind is list:
+    if isinstance(value, list):  # the YAML loader's MarkedList too
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
         return {_plain(k): _plain(v) for k, v in value.items()}
+    for base in (str, int, float):  # a subclass of one (bool itself is exact, above)
+        if isinstance(value, base):
+            return base(value)
     raise TypeError(f"cannot cache a {kind.__name__}")
 
 
