@@ -15,6 +15,9 @@ from click.testing import CliRunner
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 
 REPO = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__import__("pixmake").__file__).resolve().parent.parent
+"""Where the pixmake under test lives (src/ in a checkout, site-packages after ``pip install .``):
+subprocesses get it on PYTHONPATH so that they run the very same code as the test process."""
 EXAMPLES = REPO / "examples"
 TEST_KEY = "sk-test-0123456789abcdef-SECRET"
 
@@ -122,4 +125,4 @@ def run_cli(*args: str) -> CliOutcome:
     return CliOutcome(code, out.getvalue().decode(), err.getvalue().decode())
 
 
-__all__ = ["EXAMPLES", "REPO", "TEST_KEY", "CliOutcome", "run_cli", "write_png"]
+__all__ = ["EXAMPLES", "PACKAGE_ROOT", "REPO", "TEST_KEY", "CliOutcome", "run_cli", "write_png"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from conftest import REPO, run_cli, write_png
+from conftest import PACKAGE_ROOT, run_cli, write_png
 from pixmake.cli import ExitCode
 from pixmake.emulator import EmulatorServer
 from pixmake.lockfile import parse_lock
@@ -305,7 +305,7 @@ def test_no_op_plan_imports_neither_yaml_nor_the_build_stack(
         "heavy = [m for m in ('yaml', 'jsonschema', 'httpx', 'anyio', 'rich', 'PIL') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import TEST_KEY
+from conftest import PACKAGE_ROOT, TEST_KEY
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.lockfile import parse_lock
 from test_execute_faults import assert_paid_once_and_complete, make_manifest
@@ -36,7 +36,7 @@ def _environ(server: EmulatorServer) -> dict[str, str]:
         "PIXMAKE_BACKOFF_BASE": "0.001",
         "PIXMAKE_MAX_RETRY_AFTER": "0.01",
         "PIXMAKE_QUERY_RATE": "5000",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent / "src"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     return env
 
