@@ -89,36 +89,34 @@ def _pillow_seconds(paths: list[Path]) -> float:
     return seconds
 
 
-def _client(url: str, count: int, latency: float, concurrency: int, rate: float) -> dict[str, Any]:
-    """Child process: build ``count`` targets against ``url``; return the figures."""
+def _client(url: str, root: Path, count: int, latency: float) -> dict[str, Any]:
+    """Child process: build the ``count`` targets of the project at ``root`` against ``url``; return the figures."""
     from pixmake import api
     from pixmake.settings import resolve
 
-    with tempfile.TemporaryDirectory(prefix="pixmake-bench-") as directory:
-        root = Path(directory)
-        _manifest(root, count, concurrency, rate)
-        project = api.open_project(root)
-        environ = {"PIXMAKE_BASE_URL": url, "TOAPIS_API_KEY": "sk-bench", "PIXMAKE_POLL_INTERVAL": f"{latency * 1.01}"}
-        cpu, wall = time.process_time(), time.perf_counter()
-        settings = resolve(api.validate(project).provider, environ)
-        settings = dataclasses.replace(settings, query_rate=100_000.0)
-        result = api.build(project, settings)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        assert result.ok and len(result.generated) == count, result.failed[:3]
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before measuring Pillow alone
-        pillow = _pillow_seconds(sorted((root / "out").glob("*.png")))
-        stats = result.statistics
-        return {
-            "n": count,
-            "wall": wall,
-            "cpu": cpu,
-            "pillow": pillow,
-            "polls_per_task": stats.polls / max(1, stats.submits),
-            "uploads": stats.uploads,
-            "distinct_uploads": stats.distinct_uploads,
-            "retries": stats.retries,
-            "rss_mb": rss_mb,
-        }
+    # The parent wrote the project, so generating its YAML does not count towards this process's RSS.
+    project = api.open_project(root)
+    environ = {"PIXMAKE_BASE_URL": url, "TOAPIS_API_KEY": "sk-bench", "PIXMAKE_POLL_INTERVAL": f"{latency * 1.01}"}
+    cpu, wall = time.process_time(), time.perf_counter()
+    settings = resolve(api.validate(project).provider, environ)
+    settings = dataclasses.replace(settings, query_rate=100_000.0)
+    result = api.build(project, settings)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert result.ok and len(result.generated) == count, result.failed[:3]
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before measuring Pillow alone
+    pillow = _pillow_seconds(sorted((root / "out").glob("*.png")))
+    stats = result.statistics
+    return {
+        "n": count,
+        "wall": wall,
+        "cpu": cpu,
+        "pillow": pillow,
+        "polls_per_task": stats.polls / max(1, stats.submits),
+        "uploads": stats.uploads,
+        "distinct_uploads": stats.distinct_uploads,
+        "retries": stats.retries,
+        "rss_mb": rss_mb,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,12 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="submits per second")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         _serve(args.latency)
         return
     if args.client:
-        figures = _client(args.client, args.n[0], args.latency, args.concurrency, args.rate)
+        figures = _client(args.client, args.root, args.n[0], args.latency)
         print(json.dumps(figures))
         return
 
@@ -154,8 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for count in args.n:
             httpx.post(f"{url}/_emulator/reset", json={"latency": args.latency, "submit_rps": None, "query_rps": None})
-            command = [*me, "--client", url, "--n", str(count), "--concurrency", str(args.concurrency)]
-            done = subprocess.run([*command, "--rate", str(args.rate)], env=env, capture_output=True, text=True)
+            with tempfile.TemporaryDirectory(prefix="pixmake-bench-") as directory:
+                _manifest(Path(directory), count, args.concurrency, args.rate)
+                command = [*me, "--client", url, "--root", directory, "--n", str(count)]
+                done = subprocess.run(command, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 print(done.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(done.returncode)

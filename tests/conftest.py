@@ -12,10 +12,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+import pixmake
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGE_ROOT = Path(__import__("pixmake").__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(pixmake.__path__[0]).resolve().parent
 """Where the pixmake under test lives (src/ in a checkout, site-packages after ``pip install .``):
 subprocesses get it on PYTHONPATH so that they run the very same code as the test process."""
 EXAMPLES = REPO / "examples"

@@ -361,3 +361,75 @@ def test_memo_racy_rule_a_file_not_older_than_the_memo_is_planned_again(
     assert check_memo(memo, root=project.root, manifest=project.manifest) is None  # the stat changed anyway
     api.plan(project)  # re-verified by hash, and a fresh memo records the new stat
     assert check_memo(memo, root=project.root, manifest=project.manifest) is not None
+
+
+def test_a_file_already_at_an_out_path_is_named_by_the_plan_and_kept_by_the_build(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    logo = examples_copy / "assets/logo-tile.png"
+    write_png(logo, (16, 16), (1, 2, 3))  # someone's own file, there before the first build
+    mine = logo.read_bytes()
+    lines = plan(examples_copy)[1]
+    assert lines[0] == (
+        "+ create     logo-tile: not in the lockfile; "
+        "will replace existing file assets/logo-tile.png (kept in .pixmake/objects)"
+    )
+    built(examples_copy)
+    assert logo.read_bytes() != mine
+    kept = [p for p in (examples_copy / ".pixmake/objects").rglob("*") if p.is_file() and p.read_bytes() == mine]
+    assert len(kept) == 1
+
+
+def test_stale_outputs_after_a_rename_or_a_lower_n_are_planned_then_pruned(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    old_logo = (examples_copy / "assets/logo-tile.png").read_bytes()
+    edit_manifest(examples_copy, {"logo-tile": {"out": "assets/logo.png"}, "hero": {"n": 1}})
+    code, lines = plan(examples_copy, "--check")
+    assert code == ExitCode.CHANGES
+    assert lines[:2] == [
+        "< restore    logo-tile: output assets/logo.png is missing; "
+        "output assets/logo-tile.png left over from an earlier out or n; build --prune deletes it",
+        "~ regenerate hero: n 2 → 1; "
+        "outputs assets/hero-1.png, assets/hero-2.png left over from an earlier out or n; build --prune deletes them",
+    ]
+    built(examples_copy)  # without --prune the old files stay, and stay known
+    assert (examples_copy / "assets/logo-tile.png").exists() and (examples_copy / "assets/hero-2.png").exists()
+    code, lines = plan(examples_copy, "--check")
+    assert code == ExitCode.CHANGES
+    assert lines[-1] == "Plan: 4 unchanged, 3 stale outputs to prune; 0 images to generate"
+    write_png(examples_copy / "assets/hero-1.png", (8, 8), (9, 9, 9))  # retouched: prune keeps it
+    outcome = run_cli("-C", str(examples_copy), "build", "--prune")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "pruned assets/logo-tile.png" in outcome.stderr and "pruned assets/hero-2.png" in outcome.stderr
+    assert "kept assets/hero-1.png: differs from the lock (edited?)" in outcome.stderr
+    assert not (examples_copy / "assets/logo-tile.png").exists()
+    assert (examples_copy / "assets/logo.png").read_bytes() == old_logo
+    assert all(not entry.stale for entry in parse_lock((examples_copy / "pixmake.lock").read_text()).entries.values())
+    assert plan(examples_copy, "--check")[0] == 0
+
+
+def test_plan_json_gives_orphan_paths_as_a_list(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    edit_manifest(examples_copy, {}, drop="hero")
+    outcome = run_cli("-C", str(examples_copy), "plan", "--json")
+    (orphan,) = [a for a in json.loads(outcome.stdout)["actions"] if a["action"] == "orphan"]
+    assert orphan["reasons"][0]["details"] == {"paths": ["assets/hero-1.png", "assets/hero-2.png"]}
+
+
+def test_replace_of_a_target_outside_the_selection_is_a_user_error(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    submits = len(provider_env.emulator.submits())
+    outcome = run_cli("-C", str(examples_copy), "build", "--replace", "hero", "logo-tile")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert outcome.stderr == (
+        "pixmake: error: --replace hero: not in the selection; "
+        "select it too, or drop the selection (nothing outside it is built)\n"
+    )
+    assert len(provider_env.emulator.submits()) == submits
+    both = run_cli("-C", str(examples_copy), "build", "--replace", "hero", "hero", "logo-tile")
+    assert both.exit_code == 0, both.stderr
+    assert len(provider_env.emulator.submits()) == submits + 1

@@ -78,7 +78,7 @@ def test_sigkill_at_random_moments_then_resume(
     emulator.emulator.reset(
         EmulatorConfig(latency=0.1, latency_jitter=0.2, submit_rps=None, query_rps=None, seed=seed, **knobs)
     )
-    root = make_manifest(tmp_path / "p", TARGETS, concurrency=8)
+    root = make_manifest(tmp_path / "p", TARGETS, concurrency=8, twins=6)  # twins: one key, two targets
     log = tmp_path / "build.log"
     for _ in range(rng.choice((1, 2, 3))):
         process = _start(root, emulator, log)

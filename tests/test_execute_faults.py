@@ -27,21 +27,27 @@ from pixmake.settings import Settings, resolve
 PROMPTS = 8  # few distinct prompts, so the emulator renders each 1024² image once and caches it
 
 
-def make_manifest(root: Path, count: int, *, concurrency: int = 16, every_ref: int = 5) -> Path:
+def make_manifest(root: Path, count: int, *, concurrency: int = 16, every_ref: int = 5, twins: int = 0) -> Path:
     """A generated manifest of ``count`` targets; every ``every_ref``-th one also uses a shared local reference.
 
-    Prompts repeat, so each target gets its own (never fetched) URL reference to keep every key distinct:
-    two targets with one key would let the plan restore the second from the first for free.
+    Prompts repeat, so each target gets its own (never fetched) URL reference to keep every key distinct,
+    except the last ``twins`` targets, which repeat the first ones exactly (same key, another name: two
+    variations of one prompt). Once one twin is locked the plan may restore the other from it for free.
     """
     root.mkdir(parents=True, exist_ok=True)
     write_png(root / "refs" / "brand.png", (32, 32), (10, 120, 200))
     targets: dict[str, Any] = {}
     for i in range(count):
         target: dict[str, Any] = {"prompt": f"product shot {i % PROMPTS}", "out": f"out/t{i:04d}.png"}
-        target["references"] = [f"https://assets.example.com/unique/{i}.png"]
-        if i % 7 == 3:
+        target["references"] = [
+            f"https://assets.example.com/unique/{i if i < count - twins else i - count + twins}.png"
+        ]
+        if i % 7 == 3 and i < count - twins:
             target["n"] = 2
-        if every_ref and i % every_ref == 0:
+        if i >= count - twins:
+            target["prompt"] = f"product shot {(i - count + twins) % PROMPTS}"
+            target["n"] = 2 if (i - count + twins) % 7 == 3 else 1
+        if every_ref and (i if i < count - twins else i - count + twins) % every_ref == 0:
             target["references"].append("refs/brand.png")
         targets[f"t{i:04d}"] = target
     document = {
@@ -89,7 +95,10 @@ def locked_images(root: Path) -> dict[str, tuple[str, int]]:
 
 
 def assert_paid_once_and_complete(root: Path, server: EmulatorServer, count: int) -> None:
-    """Every image present and decodable; the ledger charges each locked image exactly once."""
+    """Every image present and decodable; every paid task is locked, each paid once.
+
+    Twins (targets with one key) may share a locked task: one was paid, the other restored from it.
+    """
     locked = locked_images(root)
     assert len(locked) == count
     for name, (_, n) in locked.items():
@@ -102,7 +111,8 @@ def assert_paid_once_and_complete(root: Path, server: EmulatorServer, count: int
     assert None not in ids
     assert [cbid for cbid, times in Counter(ids).items() if times > 1] == [], "a client_business_id charged twice"
     paid = {e.task_id: e for e in ledger.entries if not e.refunded}
-    assert ledger.net_images == sum(n for _, n in locked.values()), "net charged images != images in the lock"
+    distinct = dict(locked.values())
+    assert ledger.net_images == sum(distinct.values()), "net charged images != images in the lock"
     for name, (task_id, n) in locked.items():
         assert task_id in paid and paid[task_id].n == n, name
     assert set(paid) == {task_id for task_id, _ in locked.values()}, "a paid task is not in the lock"

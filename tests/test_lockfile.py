@@ -46,6 +46,7 @@ entries = st.builds(
     mask=st.none() | st.builds(LockedInput, _path, _sha),
     params=st.dictionaries(_text, _json_value, max_size=3).map(MappingProxyType),
     task_id=st.none() | st.from_regex(r"task_[a-z0-9]{4,12}", fullmatch=True),
+    stale=st.lists(_output, max_size=2).map(tuple),
 )
 locks = st.dictionaries(_name, entries, max_size=5).map(lambda d: Lock(MappingProxyType(d)))
 
@@ -128,6 +129,39 @@ def test_a_newer_or_unknown_version_is_refused_naming_both(version: object) -> N
 def test_corrupt_lockfiles_are_errors_that_say_so(text: str, message: str) -> None:
     with pytest.raises(LockfileError, match=message):
         parse_lock(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '{"version": 1, "targets": {}}\n{"a": 1}',
+            "pixmake.lock:2: lockfile is corrupt (text after the version 1 document)",
+        ),
+        (
+            '{"version": 2}\n\n{"target": "a"}',
+            'pixmake.lock:3: lockfile is corrupt (bad target block "a": missing field "key")',
+        ),
+        (
+            '{"version": 2}\n\n[1]',
+            "pixmake.lock:3: lockfile is corrupt (bad target block: a target block must be a JSON",
+        ),
+        (
+            '{"version": 2}\n\n{"target": "a", "key": "k", "model": "m", "prompt": "p", "size": "1:1", "n": [],'
+            ' "outputs": []}',
+            'pixmake.lock:3: lockfile is corrupt (bad target block "a": a field has a value of the wrong type)',
+        ),
+        (
+            '{"version": 2}\n\nhello',
+            "pixmake.lock:3:1: lockfile is corrupt (text that is not JSON where a target block",
+        ),
+    ],
+)
+def test_corruption_messages_name_the_line_in_words(text: str, message: str) -> None:
+    with pytest.raises(LockfileError) as caught:
+        parse_lock(text)
+    assert str(caught.value).startswith(message)
+    assert "Error(" not in str(caught.value)
 
 
 def test_git_conflict_markers_get_their_own_hint() -> None:

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from conftest import EXAMPLES, REPO, run_cli
 from pixmake import api
-from pixmake.errors import ManifestError, UnsafePathError, UserError
-from pixmake.manifest import Manifest, interpolate, output_paths, parse_manifest
+from pixmake.errors import Diagnostic, ManifestError, UnsafePathError, UserError
+from pixmake.manifest import Manifest, Target, interpolate, output_paths, parse_manifest
 
 CORPUS = Path(__file__).parent / "data" / "manifests"
 
@@ -262,6 +262,43 @@ def test_schema_errors_and_model_errors_are_reported_together_sorted_by_line() -
         (9, "targets.b.n"),
         (13, "targets.c.size"),
     ]
+
+
+def test_an_output_may_not_overwrite_the_manifest_or_the_lockfile() -> None:
+    text = "version: 1\ntargets:\n  a:\n    prompt: p\n    out: ./m.png\n  b:\n    prompt: q\n    out: lock.png\n"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="sub/m.png", manifest_name="m.png", lockfile_name="lock.png")
+    assert [(d.line, d.message) for d in caught.value.diagnostics] == [
+        (
+            5,
+            "output 'm.png' would overwrite the manifest; each build would change an input and pay again "
+            "(choose another out)",
+        ),
+        (
+            8,
+            "output 'lock.png' would overwrite the lockfile; each build would change an input and pay again "
+            "(choose another out)",
+        ),
+    ]
+    assert parse_manifest(text, file="m.yaml").targets  # the defaults, pixmake.yaml and pixmake.lock: no clash
+
+
+def test_a_target_with_a_schema_error_in_one_field_still_has_its_other_fields_checked() -> None:
+    text = "version: 1\ntargets:\n  a:\n    prompt: ${nope}\n    sise: '3:2'\n    out: ../a.png\n"
+    seen: list[tuple[str, ...]] = []
+
+    def check_targets(targets: tuple[Target, ...]) -> list[Diagnostic]:
+        seen.append(tuple(t.name for t in targets))
+        return [Diagnostic("m.yaml", 6, 10, "targets.a.out", "from the disk, already reported")]
+
+    with pytest.raises(UnsafePathError) as caught:
+        parse_manifest(text, file="m.yaml", check_targets=check_targets)
+    assert [(d.line, d.field) for d in caught.value.diagnostics] == [
+        (4, "targets.a.prompt"),
+        (5, "targets.a.sise"),
+        (6, "targets.a.out"),
+    ]
+    assert seen == [("a",)]  # the disk checks saw the target, and a field reported once is not reported twice
 
 
 _YAMLISH = st.lists(

@@ -82,8 +82,15 @@ def test_param_model_size_and_n_changes_say_old_and_new() -> None:
     edited = replace(HERO, model="gpt-image-2", size="3:2", n=2, params=MappingProxyType({"quality": "high"}))
     kind, codes, texts = only(make_plan([edited], lock, DiskState(disk)))
     assert kind is ActionKind.REGENERATE
-    assert codes == ["model-changed", "size-changed", "n-changed", "param-changed"]
-    assert texts == ["model gpt-4o-image → gpt-image-2", "size 1:1 → 3:2", "n 1 → 2", "param quality None → 'high'"]
+    assert codes == ["model-changed", "size-changed", "n-changed", "param-changed", "output-stale"]
+    assert texts[:4] == ["model gpt-4o-image → gpt-image-2", "size 1:1 → 3:2", "n 1 → 2", 'param quality null → "high"']
+
+
+def test_param_changes_are_shown_as_json() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    edited = replace(HERO, params=MappingProxyType({"metadata": {"a": 1}, "flag": True}))
+    _, _, texts = only(make_plan([edited], lock, DiskState(disk)))
+    assert texts == ["param flag null → true", 'param metadata null → {"a": 1}']
 
 
 def test_reference_change_names_the_file_and_both_hashes() -> None:
@@ -160,8 +167,49 @@ def test_moved_out_path_is_a_free_restore() -> None:
     lock, disk = project(HERO, inputs=INPUTS)
     moved = replace(HERO, out="assets/hero.png")
     cached = frozenset(o.sha256 for o in lock.entries["hero"].outputs)
-    kind, codes, _ = only(make_plan([moved], lock, DiskState(disk, cached_objects=cached)))
-    assert (kind, codes) == (ActionKind.RESTORE, ["output-missing"])
+    plan = make_plan([moved], lock, DiskState(disk, cached_objects=cached))
+    kind, codes, texts = only(plan)
+    assert (kind, codes) == (ActionKind.RESTORE, ["output-missing", "output-stale"])
+    assert texts[1] == "output out/hero.png left over from an earlier out or n; build --prune deletes it"
+    assert [o.path for o in plan.actions[0].stale] == ["out/hero.png"]
+
+
+def test_stale_outputs_are_reported_until_pruned_and_count_as_changes() -> None:
+    four = replace(HERO, n=4, out="out/c.png")
+    lock, disk = project(four, inputs=INPUTS)
+    two = replace(four, n=2)
+    plan = make_plan([two], lock, DiskState(disk))
+    (action,) = plan.actions
+    assert action.kind is ActionKind.REGENERATE
+    assert [o.path for o in action.stale] == ["out/c-3.png", "out/c-4.png"]
+    assert action.reasons[-1].details == {"paths": ["out/c-3.png", "out/c-4.png"]}
+    # After the build: the lock holds the new outputs and records the old ones as stale.
+    rebuilt, outputs = built(two, disk)
+    entry = replace(rebuilt, stale=lock.entries["hero"].outputs[2:])
+    after = Lock(MappingProxyType({"hero": entry}))
+    plan = make_plan([two], after, DiskState({**disk, **outputs}))
+    (action,) = plan.actions
+    assert action.kind is ActionKind.UNCHANGED and plan.changes == (action,) and plan.listed == (action,)
+    assert [r.code for r in action.reasons] == ["output-stale"]
+    # A stale file deleted by hand, or one another target writes now, is not reported.
+    gone = {k: v for k, v in {**disk, **outputs}.items() if k != "out/c-4.png"}
+    other = replace(HERO, name="other", out="out/c-3.png")
+    plan = make_plan([two, other], after, DiskState(gone))
+    assert plan.actions[0].stale == () and not plan.actions[0].reasons
+    reader = replace(HERO, name="reader", out="out/r.png", references=("out/c-4.png",))  # now an input: kept
+    plan = make_plan([two, reader], after, DiskState({**disk, **outputs}))
+    assert [o.path for o in plan.actions[0].stale] == ["out/c-3.png"]
+
+
+def test_a_paid_action_names_the_unlocked_files_it_replaces() -> None:
+    disk = {**INPUTS, "out/hero.png": sha("a photo someone put there")}
+    plan = make_plan([HERO], Lock(), DiskState(disk))
+    kind, codes, texts = only(plan)
+    assert (kind, codes) == (ActionKind.CREATE, ["new", "replaces-file"])
+    assert texts[1] == "will replace existing file out/hero.png (kept in .pixmake/objects)"
+    lock, disk = project(HERO, inputs=INPUTS)  # the locked bytes in place: nothing to say
+    _, codes, _ = only(make_plan([replace(HERO, prompt="a red mug")], lock, DiskState(disk)))
+    assert codes == ["prompt-changed"]
 
 
 def test_summary_counts_like_terraform() -> None:

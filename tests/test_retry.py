@@ -20,7 +20,7 @@ from pixmake.errors import (
     RequestRejectedError,
     ServerError,
 )
-from pixmake.retry import Backoff, Operation, Verdict, classify, parse_retry_after
+from pixmake.retry import DOCUMENTED_POLL_INTERVAL, Backoff, Operation, Verdict, classify, parse_retry_after, poll_delay
 
 SUBMIT, QUERY, UPLOAD, DOWNLOAD = Operation.SUBMIT, Operation.QUERY, Operation.UPLOAD, Operation.DOWNLOAD
 RETRY, LOOKUP, FATAL, FAIL = Verdict.RETRY, Verdict.LOOKUP, Verdict.FATAL, Verdict.FAIL
@@ -159,3 +159,19 @@ def test_retry_after_garbage_is_ignored(value: str | None) -> None:
 
 def test_negative_retry_after_means_now() -> None:
     assert parse_retry_after("-5", now=1e9) == 0.0
+
+
+# --- polling pace --------------------------------------------------------------------------------------
+
+
+@given(draw=unit, interval=st.one_of(st.none(), st.floats(min_value=0.001, max_value=60.0)))
+def test_polling_waits_about_the_interval_first_then_one_to_two_intervals(draw: float, interval: float | None) -> None:
+    base = DOCUMENTED_POLL_INTERVAL if interval is None else interval
+    assert poll_delay(True, interval, lambda: draw) == base
+    assert base <= poll_delay(False, interval, lambda: draw) <= 2 * base
+
+
+def test_the_default_pace_is_the_documented_5_then_5_to_10_seconds() -> None:
+    assert poll_delay(True, None, lambda: 0.9) == 5.0
+    assert poll_delay(False, None, lambda: 0.0) == 5.0
+    assert poll_delay(False, None, lambda: 0.999) == pytest.approx(9.995)

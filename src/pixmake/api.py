@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixmake.errors import ConfigError, ManifestError
+from pixmake.errors import ConfigError, Diagnostic, ManifestError
 
 # The manifest parser (yaml, jsonschema), the lockfile parser and the planner are imported where
 # they are used: a no-op `pixmake plan` answered by the memo (pixmake.memo) needs none of them.
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pixmake.execute import BuildResult
     from pixmake.journal import PendingSubmit
     from pixmake.lockfile import Lock, LockEntry
-    from pixmake.manifest import Manifest
+    from pixmake.manifest import Manifest, Target
     from pixmake.plan import Action, Plan
     from pixmake.reconcile import PruneResult
     from pixmake.report import Reporter
@@ -120,7 +120,7 @@ def validate(project: Project) -> Manifest:
     that leave the project (:class:`~pixmake.errors.UnsafePathError`).
     """
     from pixmake.inputs import check_inputs
-    from pixmake.manifest import MAX_MANIFEST_BYTES, parse_manifest
+    from pixmake.manifest import MAX_MANIFEST_BYTES, Manifest, ProviderConfig, parse_manifest
 
     file = _display(project)
     try:
@@ -135,11 +135,22 @@ def validate(project: Project) -> Manifest:
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise ManifestError.at(file, line, 1, "", "manifest is not valid UTF-8 text") from None
-    manifest = parse_manifest(
-        text.removeprefix("\ufeff"), file=file, read_file=lambda rel: _read_project_file(project, rel)
+
+    def check_targets(targets: tuple[Target, ...]) -> tuple[Diagnostic, ...]:
+        try:
+            check_inputs(project.root, Manifest(file, ProviderConfig(), targets))
+        except ManifestError as error:
+            return error.diagnostics
+        return ()
+
+    return parse_manifest(
+        text.removeprefix("\ufeff"),
+        file=file,
+        read_file=lambda rel: _read_project_file(project, rel),
+        check_targets=check_targets,
+        manifest_name=project.manifest.name,
+        lockfile_name=project.lockfile.name,
     )
-    check_inputs(project.root, manifest)
-    return manifest
 
 
 def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
@@ -216,8 +227,25 @@ def _scan(project: Project, manifest: Manifest, lock: Lock) -> DiskState:
     from pixmake.scan import scan_project
 
     return scan_project(
-        project.root, manifest.targets, lock, project.objects, file=manifest.file, stat_cache=project.stat_cache
+        project.root,
+        manifest.targets,
+        _with_stale_as_outputs(lock),
+        project.objects,
+        file=manifest.file,
+        stat_cache=project.stat_cache,
     )
+
+
+def _with_stale_as_outputs(lock: Lock) -> Lock:
+    """The lock as the scan should see it: stale outputs (see ``LockEntry.stale``) are looked at like outputs.
+
+    The scan hashes every locked output path; so the plan learns which stale files are still there.
+    """
+    if not any(entry.stale for entry in lock.entries.values()):
+        return lock
+    from pixmake.lockfile import Lock
+
+    return Lock({name: replace(e, outputs=(*e.outputs, *e.stale)) for name, e in lock.entries.items()})
 
 
 def _memo_plan(project: Project) -> PlanResult | None:
@@ -245,7 +273,7 @@ def plan(
     It may update local state in ``.pixmake/`` (the stat cache, the manifest cache, the no-op memo).
     ``select`` limits the plan to some targets (orphans are then not reported); ``restore`` plans
     edited outputs as restored from the object cache (``build --restore``). Raises ConfigError for a
-    ``--replace`` or selection that names no target.
+    ``--replace`` or selection that names no target, and for a ``--replace`` outside the selection.
     """
     replace = tuple(replace)
     whole = manifest is None and not replace and not restore and (select is None or select.everything)
@@ -267,14 +295,20 @@ def plan(
         raise ConfigError(f"--replace: no target named {', '.join(sorted(unknown))}")
     targets = manifest.targets
     if select is not None and not select.everything:
-        targets = select_targets(targets, select, extra=replace)
+        targets = select_targets(targets, select)
+        outside = set(replace) - {t.name for t in targets}
+        if outside:
+            raise ConfigError(
+                f"--replace {', '.join(sorted(outside))}: not in the selection; "
+                "select it too, or drop the selection (nothing outside it is built)"
+            )
     for path in (project.lockfile, project.journal):
         sources.append((str(path), file_stat(path)))  # before reading: a later change shows as a new stat
     lock, _ = load_lock(project)
     disk = _scan(project, manifest, lock)
     orphans = select is None or select.everything
     result = make_plan(targets, lock, disk, replace=replace, restore=restore, orphans=orphans)
-    if whole and sources and all(a.kind is ActionKind.UNCHANGED for a in result.actions):
+    if whole and sources and all(a.kind is ActionKind.UNCHANGED and not a.stale for a in result.actions):
         from pixmake.memo import write_memo
 
         write_memo(
@@ -349,22 +383,76 @@ def accept(project: Project, names: Iterable[str]) -> tuple[LockEntry, ...]:
 
 
 def prune(project: Project) -> PruneResult:
-    """Delete orphans' outputs (safely; see :mod:`pixmake.reconcile`) and drop their lock entries."""
+    """Delete orphans' and stale outputs (safely; see :mod:`pixmake.reconcile`) and drop them from the lock."""
     from pixmake.manifest import output_paths
     from pixmake.plan import ActionKind
-    from pixmake.reconcile import PruneResult, prune_orphans, write_lock_and_compact
+    from pixmake.reconcile import PruneResult, prune_orphans, prune_stale, write_lock_and_compact
     from pixmake.store import project_lock
 
     with project_lock(project.state_dir):
         result = plan(project)
         orphans = {a.name: a.source for a in result.plan.actions if a.kind is ActionKind.ORPHAN and a.source}
-        if not orphans:
+        stale = {a.name: a.stale for a in result.plan.actions if a.stale}
+        recorded = {name for name, entry in result.lock.entries.items() if entry.stale and name not in orphans}
+        if not orphans and not stale and not recorded:
             return PruneResult()
         claimed = frozenset(p for t in result.manifest.targets for p in output_paths(t))
-        outcome = prune_orphans(project.root, orphans, claimed, project.objects)
+        gone = prune_orphans(project.root, orphans, claimed, project.objects)
+        cleaned = prune_stale(project.root, stale, claimed, project.objects)
         lock, pending = load_lock(project)
-        write_lock_and_compact(project.lockfile, project.journal, lock.without(set(orphans)), pending)
-    return outcome
+        lock = lock.without(set(orphans))
+        for name in sorted(recorded | set(stale)):
+            entry = lock.entries.get(name)
+            if entry is not None and entry.stale:
+                lock = lock.with_entry(name, replace(entry, stale=()))
+        write_lock_and_compact(project.lockfile, project.journal, lock, pending)
+    return PruneResult(gone.pruned, gone.deleted + cleaned.deleted, gone.kept + cleaned.kept)
+
+
+def _keep_replaced_files(project: Project, actions: Iterable[Action], lock: Lock, disk: DiskState) -> None:
+    """Put into the object cache the bytes of every file a paid action will overwrite that are not its locked bytes.
+
+    A file already at a new target's ``out`` (or an edited output of a target being regenerated) would
+    otherwise be lost; the plan says so (reason ``replaces-file``).
+    """
+    from pixmake.manifest import output_paths
+    from pixmake.store import safe_path
+
+    objects = project.objects
+    for action in actions:
+        if not action.kind.paid or action.target is None:
+            continue
+        entry = lock.entries.get(action.name)
+        locked = {o.path: o.sha256 for o in entry.outputs} if entry is not None else {}
+        for rel in output_paths(action.target):
+            sha = disk.file_hashes.get(rel)
+            if sha is not None and sha != locked.get(rel) and not objects.has(sha):
+                objects.put(safe_path(project.root, rel, field=f"targets.{action.name}.out").read_bytes())
+
+
+def _record_stale(project: Project, actions: Iterable[Action]) -> None:
+    """After a build, remember in the lock the stale outputs of each target the build relocked.
+
+    The executor writes a fresh entry for each target it builds; without this, a file left behind by
+    a renamed ``out`` or a lowered ``n`` would no longer be known to the plan or to ``--prune``.
+    """
+    stale = {a.name: a.stale for a in actions if a.stale}
+    if not stale:
+        return
+    from pixmake.reconcile import write_lock_and_compact
+
+    lock, pending = load_lock(project)
+    changed = False
+    for name, outputs in stale.items():
+        entry = lock.entries.get(name)
+        if entry is None:
+            continue
+        current = {o.path for o in entry.outputs}
+        merged = tuple({o.path: o for o in (*outputs, *entry.stale) if o.path not in current}.values())
+        if merged != entry.stale:
+            lock, changed = lock.with_entry(name, replace(entry, stale=merged)), True
+    if changed:
+        write_lock_and_compact(project.lockfile, project.journal, lock, pending)
 
 
 def build(
@@ -447,10 +535,14 @@ def _build(
                 f"no API key: set the {settings.api_key_env} environment variable "
                 f"({len(paid)} target{'s' * (len(paid) != 1)} to generate), or build with --emulator"
             )
+        if paid:
+            _keep_replaced_files(project, paid, result.lock, result.disk)
         journal = Journal(project.journal)
         journal.open()
         provider = None
-        if paid:
+        # A restore whose own paid task is journaled resumes that task, which needs the provider too.
+        resumable = [a for a in result.plan.actions if a.name in pending and pending[a.name].key == a.key]
+        if paid or (resumable and settings.api_key is not None):
             from pixmake.providers.toapis import ToapisProvider
 
             provider = ToapisProvider(settings, transport=transport)
@@ -482,3 +574,4 @@ def _build(
         finally:
             journal.close()
             uploads.save()
+            _record_stale(project, result.plan.actions)

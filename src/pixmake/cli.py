@@ -213,7 +213,7 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), help="Targets in flight at once (default: manifest).")
 @click.option("--replace", multiple=True, metavar="TARGET", help="Regenerate TARGET even if unchanged.")
 @click.option("--restore", is_flag=True, help="Put the locked bytes back over outputs edited by hand.")
-@click.option("--prune", is_flag=True, help="Delete orphans' outputs and drop them from pixmake.lock.")
+@click.option("--prune", is_flag=True, help="Delete orphans' and stale outputs and drop them from pixmake.lock.")
 @click.option("--json", "as_json", is_flag=True, help="Print NDJSON events on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Print every submit and poll.")
 @click.pass_obj

@@ -45,7 +45,7 @@ from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, render_
 from pixmake.manifest import Target, is_url, output_paths
 from pixmake.plan import Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
-from pixmake.retry import Backoff, Operation, Verdict, classify
+from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
 from pixmake.settings import Settings
 from pixmake.store import ObjectCache, atomic_write
 from pixmake.uploads import UploadCache, Uploader
@@ -451,10 +451,20 @@ class Executor:
         assert action.target is not None and action.key is not None
         self.reporter.emit(TargetStarted(action.name, kind.value, action.target.n if kind.paid else 0))
         try:
-            if kind is ActionKind.RESTORE:
-                outputs = await self._restore(action)
-            else:
-                outputs = await self._generate(action.target, action.key)
+            outputs = None
+            if kind is ActionKind.RESTORE and self._resumable(action.name, action.key):
+                # A twin's bytes could be restored, but this target's own paid task is journaled:
+                # collect what was paid for instead of abandoning it.
+                outputs = await self._generate(action.target, action.key, submit=False)
+                if outputs is not None:
+                    kind = ActionKind.CREATE
+            if outputs is None:
+                outputs = (
+                    await self._restore(action)
+                    if kind is ActionKind.RESTORE
+                    else await self._generate(action.target, action.key)
+                )
+            assert outputs is not None
         except _Fatal:
             raise
         except PixmakeError as error:
@@ -463,6 +473,11 @@ class Executor:
             return
         self._done.setdefault(kind, []).append(action.name)
         self.reporter.emit(TargetFinished(action.name, kind.value, outputs))
+
+    def _resumable(self, name: str, key: str) -> bool:
+        """Whether a paid task for exactly these inputs is journaled for this target."""
+        pending = self.recorder.pending.get(name)
+        return self.provider is not None and pending is not None and pending.key == key
 
     # --- free work --------------------------------------------------------------------------------
 
@@ -591,8 +606,11 @@ class Executor:
                     raise
         return await self._find(target.name, pending.client_business_id)
 
-    async def _obtain_task(self, target: Target, key: str) -> TaskStatus:
-        """A task for this target: the journaled one if it still exists, else a new (paid) submit."""
+    async def _obtain_task(self, target: Target, key: str, *, submit: bool = True) -> TaskStatus | None:
+        """A task for this target: the journaled one if it still exists, else a new (paid) submit.
+
+        With ``submit=False`` only a journaled task is resumed; None when there is none.
+        """
         pending = self.recorder.pending.get(target.name)
         if pending is not None and pending.key == key:
             found = await self._resume(target, pending)
@@ -606,6 +624,8 @@ class Executor:
         if pending is not None:
             # Never created, failed (refunded), or paid for inputs that have since changed.
             await self._journal(self.recorder.dropped, target.name, key)
+        if not submit:
+            return None
         status = await self._submit(target, key)
         self.reporter.emit(TargetSubmitted(target.name, status.task_id, resumed=False))
         return status
@@ -668,16 +688,11 @@ class Executor:
             return status
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _poll_delay(self, first: bool) -> float:
-        """The documented pace: about 5 s first, then 5-10 s with jitter (scaled by poll_interval)."""
-        base = self.settings.poll_interval if self.settings.poll_interval is not None else 5.0
-        return base if first else base * (1.0 + self.random())
-
     async def _wait_finished(self, target: str, status: TaskStatus) -> TaskStatus:
         first = True
         with anyio.fail_after(self.settings.max_wait):
             while not status.state.terminal:
-                await self.sleep(self._poll_delay(first))
+                await self.sleep(poll_delay(first, self.settings.poll_interval, self.random))
                 first = False
                 status = await self._poll(target, status.task_id)
                 self.reporter.emit(TargetPolled(target, status.status, status.progress))
@@ -693,9 +708,15 @@ class Executor:
 
         return await self._call(target, Operation.DOWNLOAD, once)
 
-    async def _generate(self, target: Target, key: str) -> tuple[str, ...]:
+    async def _generate(self, target: Target, key: str, *, submit: bool = True) -> tuple[str, ...] | None:
+        """Obtain (submit or resume) the target's task, wait for it, download, verify, write and lock it.
+
+        With ``submit=False`` only a journaled task is resumed; returns None when there is none.
+        """
         async with self.capacity:  # a provider slot: from submit (or resume) until the task is finished
-            status = await self._obtain_task(target, key)
+            status = await self._obtain_task(target, key, submit=submit)
+            if status is None:
+                return None
             try:
                 status = await self._wait_finished(target.name, status)
             except TimeoutError:

@@ -68,7 +68,11 @@ class LockedOutput:
 
 @dataclass(frozen=True, slots=True)
 class LockEntry:
-    """One target's block: its key, the inputs that made it, and its outputs."""
+    """One target's block: its key, the inputs that made it, and its outputs.
+
+    ``stale`` holds outputs the target wrote before its ``out`` or ``n`` changed and writes no longer;
+    they stay recorded until ``build --prune`` deletes them, so a rename never leaves an untracked file.
+    """
 
     key: str
     model: str
@@ -80,6 +84,7 @@ class LockEntry:
     mask: LockedInput | None = None
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     task_id: str | None = None
+    stale: tuple[LockedOutput, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,14 @@ class Lock:
         return Lock(MappingProxyType({k: v for k, v in self.entries.items() if k not in names}))
 
 
+def _output_json(o: LockedOutput) -> dict[str, Any]:
+    return {"path": o.path, "sha256": o.sha256, "bytes": o.bytes, "width": o.width, "height": o.height}
+
+
+def _output(o: Mapping[str, Any]) -> LockedOutput:
+    return LockedOutput(str(o["path"]), str(o["sha256"]), int(o["bytes"]), int(o["width"]), int(o["height"]))
+
+
 def entry_to_json(entry: LockEntry) -> dict[str, Any]:
     """One entry as a JSON-ready dict (optional fields only when set); the journal uses it too."""
     block: dict[str, Any] = {
@@ -105,10 +118,7 @@ def entry_to_json(entry: LockEntry) -> dict[str, Any]:
         "prompt": entry.prompt,
         "size": entry.size,
         "n": entry.n,
-        "outputs": [
-            {"path": o.path, "sha256": o.sha256, "bytes": o.bytes, "width": o.width, "height": o.height}
-            for o in entry.outputs
-        ],
+        "outputs": [_output_json(o) for o in entry.outputs],
     }
     if entry.references:
         block["references"] = [{"path": r.path, "sha256": r.sha256} for r in entry.references]
@@ -118,6 +128,8 @@ def entry_to_json(entry: LockEntry) -> dict[str, Any]:
         block["params"] = dict(entry.params)
     if entry.task_id is not None:
         block["task_id"] = entry.task_id
+    if entry.stale:
+        block["stale"] = [_output_json(o) for o in entry.stale]
     return block
 
 
@@ -129,14 +141,12 @@ def entry_from_json(block: Mapping[str, Any]) -> LockEntry:
         prompt=str(block["prompt"]),
         size=str(block["size"]),
         n=int(block["n"]),
-        outputs=tuple(
-            LockedOutput(str(o["path"]), str(o["sha256"]), int(o["bytes"]), int(o["width"]), int(o["height"]))
-            for o in block["outputs"]
-        ),
+        outputs=tuple(_output(o) for o in block["outputs"]),
         references=tuple(LockedInput(str(r["path"]), str(r["sha256"])) for r in block.get("references", ())),
         mask=LockedInput(str(block["mask"]["path"]), str(block["mask"]["sha256"])) if "mask" in block else None,
         params=MappingProxyType(dict(block.get("params", {}))),
         task_id=block.get("task_id"),
+        stale=tuple(_output(o) for o in block.get("stale", ())),
     )
 
 
@@ -157,11 +167,11 @@ def _skip_space(text: str, position: int) -> int:
     return match.end() if match else position
 
 
-def _corrupt(file: str, error: json.JSONDecodeError, text: str) -> LockfileError:
+def _corrupt(file: str, error: json.JSONDecodeError, text: str, *, what: str = "") -> LockfileError:
     hint = "restore it from git (git checkout -- pixmake.lock) or delete it to rebuild everything"
     if re.search(r"^(<{7}|={7}|>{7})( |$)", text, re.MULTILINE):
         hint = "it has git conflict markers: resolve them (each target is one block), or restore it from git"
-    return LockfileError(f"{file}:{error.lineno}:{error.colno}: lockfile is corrupt ({error.msg}); {hint}")
+    return LockfileError(f"{file}:{error.lineno}:{error.colno}: lockfile is corrupt ({what or error.msg}); {hint}")
 
 
 def _check_version(document: object, file: str) -> None:
@@ -175,34 +185,68 @@ def _check_version(document: object, file: str) -> None:
         )
 
 
+def _line(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
+
+
+def _block_problem(block: object, error: Exception) -> str:
+    """What is wrong with one target block, in words (no Python exception text)."""
+    if not isinstance(block, dict):
+        kind = "a list" if isinstance(block, list) else "a string" if isinstance(block, str) else "a plain value"
+        return f"a target block must be a JSON object, found {kind}"
+    if isinstance(error, KeyError) and error.args:
+        return f"missing field {json.dumps(str(error.args[0]))}"
+    return "a field has a value of the wrong type"
+
+
 def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
-    """Parse lockfile text (format 1 or 2); raises LockfileError when corrupt or newer than this pixmake."""
+    """Parse lockfile text (format 1 or 2); raises LockfileError when corrupt or newer than this pixmake.
+
+    A corrupt lockfile's message names the line of the bad block and what is wrong with it, in words.
+    """
     decoder = json.JSONDecoder()
-    documents: list[Any] = []
+    documents: list[tuple[int, Any]] = []  # (line, document)
     position = _skip_space(text, 0)
     try:
         while position < len(text):
+            start = position
             document, position = decoder.raw_decode(text, position)
-            documents.append(document)
+            documents.append((_line(text, start), document))
             position = _skip_space(text, position)
     except json.JSONDecodeError as error:
-        raise _corrupt(file, error, text) from None
+        what = "text that is not JSON where a target block should start" if documents and error.pos == start else ""
+        raise _corrupt(file, error, text, what=what) from None
     if not documents:
         raise LockfileError(f"{file}: lockfile is empty; restore it from git or delete it to rebuild everything")
-    header, blocks = documents[0], documents[1:]
+    (_, header), blocks = documents[0], documents[1:]
     _check_version(header, file)
-    try:
-        if header["version"] == 1:
-            if blocks:
-                raise ValueError("text after the document")
-            pairs = [(str(name), block) for name, block in header.get("targets", {}).items()]
-        else:
-            pairs = [(str(block.pop("target")), block) for block in blocks]
-        entries = {name: entry_from_json(block) for name, block in pairs}
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise LockfileError(f"{file}: lockfile is corrupt (bad target block: {error!r})") from None
-    if len(entries) != len(pairs):
-        counts = Counter(name for name, _ in pairs)
+    hint = "restore it from git (git checkout -- pixmake.lock) or delete it to rebuild everything"
+    if header["version"] == 1:
+        if blocks:
+            line = blocks[0][0]
+            raise LockfileError(f"{file}:{line}: lockfile is corrupt (text after the version 1 document); {hint}")
+        targets = header.get("targets", {})
+        if not isinstance(targets, dict):
+            raise LockfileError(f"{file}:1: lockfile is corrupt ('targets' is not a JSON object); {hint}")
+        located = [(1, str(name), block) for name, block in targets.items()]
+    else:
+        located = []
+        for line, block in blocks:
+            if not isinstance(block, dict) or "target" not in block:
+                problem = _block_problem(block, KeyError("target"))
+                raise LockfileError(f"{file}:{line}: lockfile is corrupt (bad target block: {problem}); {hint}")
+            located.append((line, str(block.pop("target")), block))
+    entries: dict[str, LockEntry] = {}
+    for line, name, block in located:
+        try:
+            entries[name] = entry_from_json(block)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            problem = _block_problem(block, error)
+            raise LockfileError(
+                f"{file}:{line}: lockfile is corrupt (bad target block {json.dumps(name)}: {problem}); {hint}"
+            ) from None
+    if len(entries) != len(located):
+        counts = Counter(name for _, name, _ in located)
         twice = ", ".join(sorted(name for name, count in counts.items() if count > 1))
         raise LockfileError(f"{file}: lockfile is corrupt (target {twice} appears twice; a bad merge?)")
     return Lock(MappingProxyType(entries))

@@ -9,10 +9,12 @@ through the ``read_file`` callable the shell injects). :func:`parse_manifest` ru
       → expansion: matrix axes × catalog rows → one binding of variables per target (expand)
       → ${var} interpolation (variables), defaults, lexical path checks (relpaths),
         model capability checks (modelcheck, over models.MODELS) → Target
-      → unique names and output paths across every expansion
+      → unique names and output paths across every expansion; no output overwrites an input
+      → the shell's disk checks (``check_targets``: input files), over every target made
 
-Every problem found is reported, sorted by line (diagnostics.Collector gathers them): a target with a
-schema error is skipped by the later stages, the others are still checked. Path escapes are
+Every problem found is reported, sorted by line (diagnostics.Collector gathers them): a field the
+schema rejected is left out of the later stages, the target's other fields are still checked (a
+target whose prompt, out, model, matrix or rows is rejected is skipped as a whole). Path escapes are
 diagnostics of kind ``"unsafe-path"`` and make the raised error an
 :class:`~pixmake.errors.UnsafePathError`.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from types import MappingProxyType
@@ -41,6 +43,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "MAX_MANIFEST_BYTES",
     "MAX_TARGETS",
+    "CheckTargets",
     "Manifest",
     "ProviderConfig",
     "ReadFile",
@@ -149,7 +152,12 @@ class _Context:
     c: Collector
 
 
-def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _Context) -> Target | None:
+def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _Context) -> tuple[Target, bool]:
+    """The target one expansion of an entry makes, and whether it is free of problems.
+
+    A target with problems is still returned, so the checks that need the disk can look at its other
+    fields; it never reaches a :class:`Manifest`.
+    """
     c, defaults, origin = ctx.c, ctx.defaults, expansion.origin
     where: FieldPath = ("targets", raw_name)
     variables = {**ctx.variables, **expansion.binding} if expansion.binding else ctx.variables
@@ -228,8 +236,6 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         add,
         warn,
     )
-    if failed:
-        return None
     return Target(
         name=name,
         prompt=prompt,
@@ -244,7 +250,7 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         line=key_line,
         origin=origin,
         fields=MappingProxyType(fields),
-    )
+    ), not failed
 
 
 def _describe(target: Target) -> str:
@@ -283,16 +289,94 @@ def _check_unique(targets: list[Target], c: Collector) -> None:
                 owners[path] = target
 
 
+def _check_overwrites(
+    targets: list[Target], catalogs: Iterable[str], c: Collector, *, manifest: str, lockfile: str, state_dir: str
+) -> None:
+    """No output path is an input (a reference, a mask, a catalog, the manifest, the lockfile) or local state.
+
+    A build would overwrite the input, which changes the target's key, so every later build would pay
+    again: such a manifest never settles.
+    """
+    inputs: dict[str, str] = {}
+    for target in targets:
+        for ref in target.references:
+            if not is_url(ref):
+                inputs.setdefault(ref, f"a reference of target {target.name!r} ({_describe(target)})")
+        if target.mask is not None and not is_url(target.mask):
+            inputs.setdefault(target.mask, f"the mask of target {target.name!r} ({_describe(target)})")
+    for rel in catalogs:
+        inputs.setdefault(rel, "a rows: catalog")
+    for raw, role in ((manifest, "the manifest"), (lockfile, "the lockfile")):
+        own = normal_path(raw)
+        if own is not None:
+            inputs.setdefault(own, role)
+    state = normal_path(state_dir) or state_dir
+    for target in targets:
+        for path in output_paths(target):
+            overwritten = inputs.get(path)
+            if overwritten is not None:
+                message = (
+                    f"output {path!r} would overwrite {overwritten}; each build would change an input and pay again "
+                    "(choose another out)"
+                )
+            elif path == state or path.startswith(state + "/"):
+                message = f"output {path!r} is inside pixmake's local state ({state}/); choose another out"
+            else:
+                continue
+            field_name, line, column = target.where("out")
+            c.diagnostic(Diagnostic(c.file, line, column, field_name, message))
+
+
+# Fields of a target without which its other checks mean nothing (or would report made-up problems).
+_ESSENTIAL: Final = frozenset({"prompt", "out", "model", "matrix", "rows"})
+
+
 def _blocks_everything(path: FieldPath) -> bool:
     """Whether a schema error at ``path`` makes the semantic checks meaningless for every target."""
     return not path or path[0] in {"defaults", "vars"} or (path[0] == "targets" and len(path) < 2)
 
 
-def parse_manifest(text: str, *, file: str, read_file: ReadFile | None = None) -> Manifest:
+def _rejected(problems: Iterable[tuple[FieldPath, Diagnostic]]) -> dict[str, frozenset[str] | None]:
+    """Per target entry, the fields the schema rejected; None when the whole entry is unusable."""
+    found: dict[str, set[str] | None] = {}
+    for path, _ in problems:
+        if path[0] != "targets":
+            continue
+        name = str(path[1])
+        if len(path) == 2 or path[2] in _ESSENTIAL:
+            found[name] = None
+        else:
+            fields = found.setdefault(name, set())
+            if fields is not None:
+                fields.add(str(path[2]))
+    return {name: None if fields is None else frozenset(fields) for name, fields in found.items()}
+
+
+def _without(body: Any, fields: frozenset[str]) -> Any:
+    return {k: v for k, v in body.items() if k not in fields} if fields else body
+
+
+CheckTargets = Callable[[tuple[Target, ...]], Sequence[Diagnostic]]
+"""The shell's checks of targets against the disk (input files); returns the problems found."""
+
+
+def parse_manifest(
+    text: str,
+    *,
+    file: str,
+    read_file: ReadFile | None = None,
+    check_targets: CheckTargets | None = None,
+    manifest_name: str = "pixmake.yaml",
+    lockfile_name: str = "pixmake.lock",
+    state_dir: str = ".pixmake",
+) -> Manifest:
     """Parse, validate and expand a manifest; raises ManifestError (UnsafePathError) listing every problem.
 
     ``read_file`` reads a catalog named by ``rows:`` (a project-relative path, already checked
-    lexically); without it a manifest that uses ``rows:`` is an error.
+    lexically); without it a manifest that uses ``rows:`` is an error. ``check_targets`` runs the
+    checks that need the disk over every target that could be built, even when others have problems,
+    so one run reports everything. ``manifest_name``, ``lockfile_name`` and ``state_dir`` are the
+    project-relative paths no output may overwrite.
     """
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError.at(file, 1, 1, "", f"manifest is larger than {MAX_MANIFEST_BYTES >> 20} MB")
@@ -309,7 +393,8 @@ def parse_manifest(text: str, *, file: str, read_file: ReadFile | None = None) -
         c.diagnostic(diagnostic)
     if any(_blocks_everything(path) for path, _ in schema_problems):
         raise ManifestError.of([d for _, d in schema_problems])
-    skip = {path[1] for path, _ in schema_problems if path[0] == "targets"}
+    # A schema error in one field leaves the target's other fields to the later stages: all problems at once.
+    rejected = _rejected(schema_problems)
     variables: dict[str, str] = {}
     for name, value in (doc.get("vars") or {}).items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -318,15 +403,23 @@ def parse_manifest(text: str, *, file: str, read_file: ReadFile | None = None) -
     ctx = _Context(doc, doc.get("defaults") or {}, variables, c)
     catalogs: dict[str, list[Row] | None] = {}
     targets: list[Target] = []
-    for raw_name, body in doc["targets"].items():
-        if raw_name in skip:
+    checked: list[Target] = []  # every target made, with problems or not: the disk checks look at them all
+    for raw_name, entry in doc["targets"].items():
+        fields = rejected.get(raw_name, frozenset())
+        if fields is None:
             continue
+        body = _without(entry, fields)
         for expansion in expansions(("targets", raw_name), body, c, read_file, catalogs):
-            target = _target(raw_name, body, expansion, ctx)
-            if target is not None:
+            target, ok = _target(raw_name, body, expansion, ctx)
+            checked.append(target)
+            if ok:
                 targets.append(target)
     _check_unique(targets, c)
+    _check_overwrites(targets, catalogs, c, manifest=manifest_name, lockfile=lockfile_name, state_dir=state_dir)
     errors, warnings = c.result()
+    if check_targets is not None:
+        reported = {d.field for d in errors}  # a field already reported is not reported again from the disk
+        errors += [d for d in check_targets(tuple(checked)) if d.field not in reported]
     if errors:
         raise ManifestError.of(errors)
     return Manifest(

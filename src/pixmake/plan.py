@@ -7,14 +7,17 @@ with the reasons behind it, so ``plan``, ``build`` and ``--json`` all explain th
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from pixmake.lockfile import Lock, LockEntry
+    from pixmake.lockfile import Lock, LockedOutput, LockEntry
     from pixmake.manifest import Target
     from pixmake.scan import DiskState
 
@@ -58,7 +61,9 @@ class Action:
     """One target's planned action, its reasons, and the key it will be locked under.
 
     ``target`` is None for an orphan, and for the actions of a plan answered by the no-op memo
-    (:meth:`Plan.all_unchanged`), where only the name and key are known.
+    (:meth:`Plan.all_unchanged`), where only the name and key are known. ``stale`` lists locked
+    outputs the target no longer writes (``out`` renamed, ``n`` lowered) whose files are still there:
+    ``build --prune`` deletes them, so they count as changes whatever the action's kind.
     """
 
     kind: ActionKind
@@ -67,6 +72,7 @@ class Action:
     target: Target | None = None
     key: str | None = None
     source: LockEntry | None = None  # the lock entry whose bytes a restore uses
+    stale: tuple[LockedOutput, ...] = ()
 
 
 _QUIET: Final = frozenset({ActionKind.UNCHANGED, ActionKind.EDITED})
@@ -132,22 +138,25 @@ class Plan:
 
     @property
     def changes(self) -> tuple[Action, ...]:
-        """Actions that would pay for or write something."""
+        """Actions that would pay for or write something (``build --prune`` deleting stale outputs included)."""
         if self._actions is None:
             return ()
-        return tuple(a for a in self._actions if a.kind not in _QUIET)
+        return tuple(a for a in self._actions if a.kind not in _QUIET or a.stale)
 
     @property
     def listed(self) -> tuple[Action, ...]:
-        """Actions a plan shows by default: every one but the unchanged."""
+        """Actions a plan shows by default: every one but the unchanged (unless it has stale outputs)."""
         if self._actions is None:
             return ()
-        return tuple(a for a in self._actions if a.kind is not ActionKind.UNCHANGED)
+        return tuple(a for a in self._actions if a.kind is not ActionKind.UNCHANGED or a.stale)
 
     def summary(self) -> str:
         """One line: ``2 to create, 1 to regenerate, 40 unchanged; 3 images to generate``."""
         counts = self.counts()
         parts = [f"{counts[kind]} {word}" for kind, word in _WORDS.items() if counts[kind]]
+        stale = sum(len(a.stale) for a in self._actions or ())
+        if stale:
+            parts.append(f"{stale} stale output{'s' * (stale != 1)} to prune")
         images = self.images_to_generate
         return f"{', '.join(parts) or 'nothing to do'}; {images} image{'s' * (images != 1)} to generate"
 
@@ -164,6 +173,10 @@ def _prompt_diff(old: str, new: str, *, limit: int = 80) -> str:
             pieces.append("+[" + " ".join(b[j1:j2]) + "]")
     text = " ".join(pieces) or "whitespace only"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def _short(sha: str) -> str:
@@ -225,9 +238,8 @@ def _change_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str])
     for param in sorted(set(entry.params) | set(target.params)):
         old, new = entry.params.get(param), target.params.get(param)
         if old != new:
-            reasons.append(
-                Reason("param-changed", f"param {param} {old!r} → {new!r}", {"param": param, "old": old, "new": new})
-            )
+            text = f"param {param} {_json(old)} → {_json(new)}"
+            reasons.append(Reason("param-changed", text, {"param": param, "old": old, "new": new}))
     reasons.extend(_input_reasons(target, entry, hashes))
     return tuple(reasons) or (Reason("key-changed", "fingerprint format or provider changed"),)
 
@@ -304,6 +316,60 @@ def _target_action(
     return _output_action(target, key, entry, disk, moved=moved, restore=restore)
 
 
+def _replaced_files(action: Action, entry: LockEntry | None, disk: DiskState) -> list[Reason]:
+    """A paid action overwrites whatever is at its output paths: say so for files that are not its locked bytes.
+
+    The build keeps their bytes in the object cache first (``api._keep_replaced_files``).
+    """
+    from pixmake.manifest import output_paths
+
+    assert action.target is not None
+    locked = {o.path: o.sha256 for o in entry.outputs} if entry is not None else {}
+    reasons = []
+    for path in output_paths(action.target):
+        actual = disk.file_hashes.get(path)
+        if actual is not None and actual != locked.get(path):
+            text = f"will replace existing file {path} (kept in .pixmake/objects)"
+            reasons.append(Reason("replaces-file", text, {"path": path, "sha256": actual}))
+    return reasons
+
+
+def _stale(
+    target: Target, entry: LockEntry, disk: DiskState, claimed: Callable[[], frozenset[str]]
+) -> tuple[LockedOutput, ...]:
+    """Locked outputs ``target`` writes no longer (``out`` renamed, ``n`` lowered) whose files are still there."""
+    from pixmake.manifest import output_paths
+
+    wanted = set(output_paths(target))
+    found: dict[str, LockedOutput] = {}
+    for output in (*entry.stale, *entry.outputs):
+        if output.path not in wanted and output.path in disk.file_hashes:
+            found.setdefault(output.path, output)
+    if found:
+        taken = claimed()  # a path another target writes (or any target reads) now is not stale
+        return tuple(o for path, o in found.items() if path not in taken)
+    return ()
+
+
+def _with_side_effects(action: Action, lock: Lock, disk: DiskState, claimed: Callable[[], frozenset[str]]) -> Action:
+    """Add what a build would do besides the action itself: replace unlocked files, leave stale outputs."""
+    assert action.target is not None
+    entry = lock.entries.get(action.name)
+    extra = _replaced_files(action, entry, disk) if action.kind.paid else []
+    stale = _stale(action.target, entry, disk, claimed) if entry is not None else ()
+    if stale:
+        paths = [o.path for o in stale]
+        many = len(paths) > 1
+        text = (
+            f"output{'s' * many} {', '.join(paths)} left over from an earlier out or n; "
+            f"build --prune deletes {'them' if many else 'it'}"
+        )
+        extra.append(Reason("output-stale", text, {"paths": paths}))
+    if not extra:
+        return action
+    return dataclasses.replace(action, reasons=(*action.reasons, *extra), stale=stale)
+
+
 def make_plan(
     targets: Iterable[Target],
     lock: Lock,
@@ -318,16 +384,31 @@ def make_plan(
     ``replace`` names targets to regenerate on purpose; ``restore`` turns an edited output whose
     locked bytes are cached into a RESTORE (``build --restore``); ``orphans=False`` leaves lock
     entries without a target out of the plan (a selection of targets is not the whole manifest).
+    A paid action names the files it would replace; any action names its stale outputs.
     """
+    from pixmake.manifest import output_paths
+
     targets = tuple(targets)
     replaced = frozenset(replace)
     by_key = {entry.key: name for name, entry in sorted(lock.entries.items())}
-    actions = [_target_action(t, lock, by_key, disk, replace=replaced, restore=restore) for t in targets]
+
+    @cache
+    def claimed() -> frozenset[str]:
+        """Paths a current target writes or reads: never stale, whatever an old lock entry says."""
+        inputs = (p for t in targets for p in (*t.references, *((t.mask,) if t.mask else ())))
+        return frozenset((*inputs, *(path for t in targets for path in output_paths(t))))
+
+    actions = [
+        _with_side_effects(
+            _target_action(t, lock, by_key, disk, replace=replaced, restore=restore), lock, disk, claimed
+        )
+        for t in targets
+    ]
     if orphans:
         names = {t.name for t in targets}
         for name in sorted(set(lock.entries) - names):
             entry = lock.entries[name]
-            paths = ", ".join(o.path for o in entry.outputs)
-            reason = Reason("orphan", f"no longer in the manifest; build --prune deletes {paths}", {"paths": paths})
-            actions.append(Action(ActionKind.ORPHAN, name, (reason,), source=entry))
+            paths = [o.path for o in entry.outputs]
+            text = f"no longer in the manifest; build --prune deletes {', '.join(paths)}"
+            actions.append(Action(ActionKind.ORPHAN, name, (Reason("orphan", text, {"paths": paths}),), source=entry))
     return Plan(tuple(actions))

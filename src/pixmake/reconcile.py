@@ -3,8 +3,9 @@
 Shell. Neither spends money. ``pixmake accept TARGET`` records the files now at a target's output
 paths as its outputs (a retouched image becomes the locked one; the bytes go to the object cache
 too). ``pixmake build --prune`` deletes the outputs of orphans (lock entries whose target left the
-manifest) and drops their entries. Prune never deletes a file outside the project root, one that a
-current target writes, or one whose bytes differ from the lock (someone edited it); a deleted
+manifest) and drops their entries, and deletes targets' stale outputs (files written before their
+``out`` or ``n`` changed, see ``LockEntry.stale``). Prune never deletes a file outside the project
+root, one that a current target writes, or one whose bytes differ from the lock (someone edited it); a deleted
 output's bytes stay in the object cache, so nothing paid for is lost. The caller holds the project
 lock; the lockfile is rewritten atomically and the journal compacted, as a build's fold does.
 """
@@ -25,7 +26,7 @@ from pixmake.manifest import Target, output_paths
 from pixmake.scan import hash_file
 from pixmake.store import ObjectCache, atomic_write, safe_path
 
-__all__ = ["PruneResult", "accept_outputs", "prune_orphans", "write_lock_and_compact"]
+__all__ = ["PruneResult", "accept_outputs", "prune_orphans", "prune_stale", "write_lock_and_compact"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,38 @@ def accept_outputs(
     return _entry(target, key, hashes, tuple(outputs), task_id)
 
 
+def _delete_outputs(
+    root: Path,
+    name: str,
+    outputs: tuple[LockedOutput, ...],
+    claimed: frozenset[str],
+    objects: ObjectCache,
+    result: tuple[list[str], list[tuple[str, str]]],
+) -> None:
+    """Delete the locked ``outputs`` that are safe to delete, noting each deleted and each kept path in ``result``."""
+    deleted, kept = result
+    for output in outputs:
+        if output.path in claimed:
+            kept.append((output.path, "a current target writes it"))
+            continue
+        try:
+            path = safe_path(root, output.path, field=f"pixmake.lock: {name}")
+        except UnsafePathError:
+            kept.append((output.path, "outside the project root"))
+            continue
+        try:
+            actual = hash_file(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # already gone
+        if actual != output.sha256:
+            kept.append((output.path, "differs from the lock (edited?)"))
+            continue
+        if not objects.has(actual):
+            objects.put(path.read_bytes())
+        os.unlink(path)
+        deleted.append(output.path)
+
+
 def prune_orphans(
     root: Path, orphans: Mapping[str, LockEntry], claimed: frozenset[str], objects: ObjectCache
 ) -> PruneResult:
@@ -100,27 +133,20 @@ def prune_orphans(
 
     ``claimed`` holds every output path a current target writes; those files are kept.
     """
-    deleted: list[str] = []
-    kept: list[tuple[str, str]] = []
+    result: tuple[list[str], list[tuple[str, str]]] = ([], [])
     for name in sorted(orphans):
-        for output in orphans[name].outputs:
-            if output.path in claimed:
-                kept.append((output.path, "a current target writes it"))
-                continue
-            try:
-                path = safe_path(root, output.path, field=f"pixmake.lock: {name}")
-            except UnsafePathError:
-                kept.append((output.path, "outside the project root"))
-                continue
-            try:
-                actual = hash_file(path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # already gone
-            if actual != output.sha256:
-                kept.append((output.path, "differs from the lock (edited?)"))
-                continue
-            if not objects.has(actual):
-                objects.put(path.read_bytes())
-            os.unlink(path)
-            deleted.append(output.path)
-    return PruneResult(tuple(sorted(orphans)), tuple(deleted), tuple(kept))
+        _delete_outputs(root, name, orphans[name].outputs, claimed, objects, result)
+    return PruneResult(tuple(sorted(orphans)), tuple(result[0]), tuple(result[1]))
+
+
+def prune_stale(
+    root: Path, stale: Mapping[str, tuple[LockedOutput, ...]], claimed: frozenset[str], objects: ObjectCache
+) -> PruneResult:
+    """Delete targets' stale outputs (written before ``out`` or ``n`` changed) by the rules orphans follow.
+
+    The caller then clears ``LockEntry.stale`` of each target; a kept file is reported, and no longer tracked.
+    """
+    result: tuple[list[str], list[tuple[str, str]]] = ([], [])
+    for name in sorted(stale):
+        _delete_outputs(root, name, stale[name], claimed, objects, result)
+    return PruneResult((), tuple(result[0]), tuple(result[1]))

@@ -25,7 +25,10 @@ from pixmake.errors import (
     ServerError,
 )
 
-__all__ = ["Backoff", "Operation", "Verdict", "classify", "parse_retry_after"]
+__all__ = ["DOCUMENTED_POLL_INTERVAL", "Backoff", "Operation", "Verdict", "classify", "parse_retry_after", "poll_delay"]
+
+DOCUMENTED_POLL_INTERVAL = 5.0
+"""Seconds before the first status poll; later polls wait 1-2 times this (toapis-api.md §3.4: 5 s, then 5-10 s)."""
 
 
 class Operation(Enum):
@@ -100,3 +103,9 @@ class Backoff:
         if retry_after is None:
             return jittered
         return min(max(retry_after, 0.0), self.max_retry_after) + self.base * random()
+
+
+def poll_delay(first: bool, interval: float | None, random: Callable[[], float]) -> float:
+    """Seconds to wait before a status poll: ``interval`` (default 5 s) first, then uniform(interval, 2·interval)."""
+    base = DOCUMENTED_POLL_INTERVAL if interval is None else interval
+    return base if first else base * (1.0 + random())

@@ -346,6 +346,9 @@ def _explain(doc: Any, error: Any, file: str) -> list[tuple[FieldPath, Diagnosti
         expected = schema_node.get("patternErrorMessage") or error.message
         if validator == "maxLength":
             expected = f"at most {value} characters"
+        if validator == "not" and path and path[-1] == "params":
+            message = f"{instance!r} is a pipeline field, set it on the target, not in params"
+            return [at((*path, instance), message, key=True)]
         return [at((*path, instance), f"bad name {instance!r}: expected {expected}", key=True)]
     if validator == "additionalProperties" and isinstance(instance, Mapping):
         allowed = list(schema_node.get("properties", {}))
@@ -361,6 +364,10 @@ def _explain(doc: Any, error: Any, file: str) -> list[tuple[FieldPath, Diagnosti
     if validator == "required":
         missing = [k for k in value if isinstance(instance, Mapping) and k not in instance]
         return [at(path, f"missing required field {k!r}", key=True) for k in missing]
+    if validator == "type" and value == "string" and path and path[-1] == "size" and _is_int(instance):
+        # YAML 1.1 reads an unquoted 3:2 as the base-60 integer 3*60+2 = 182; show what was written.
+        hint = f' (write it with quotes: "{instance // 60}:{instance % 60}")' if instance >= 60 else ""
+        return [at(path, f'expected a string like "3:2", found integer {instance}{hint}')]
     if validator == "type":
         hint = ""
         if isinstance(instance, str) and value in {"integer", "number"}:
@@ -395,6 +402,10 @@ def _explain(doc: Any, error: Any, file: str) -> list[tuple[FieldPath, Diagnosti
         described = schema_node.get("description", "")
         return [at(path, f"expected {described.split('.')[0].lower() or 'another form'}, found {_show(instance)}")]
     return [at(path, error.message)]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _numeric(text: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import yaml
 
-from pixmake.errors import ManifestError
+from pixmake.errors import Diagnostic, ManifestError
 
 __all__ = ["MAX_EXPANDED_NODES", "MarkedDict", "MarkedList", "load_yaml"]
 
@@ -50,15 +50,25 @@ class MarkedList(list[Any]):
 
 
 class _YamlProblem(Exception):
-    def __init__(self, node: yaml.Node, message: str) -> None:
+    def __init__(self, node: yaml.Node, message: str, field: str = "") -> None:
         super().__init__(message)
         self.line = node.start_mark.line + 1
         self.column = node.start_mark.column + 1
         self.message = message
+        self.field = field
 
 
-def _refused_tag(node: yaml.Node) -> _YamlProblem:
-    return _YamlProblem(node, f"the tag {node.tag.removeprefix(_TAG_PREFIX)!r} is not allowed in a manifest")
+def _field(path: tuple[str | int, ...]) -> str:
+    """Dotted field path (``targets.hero.references[0]``); schema.field_path, which imports nothing from here."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else part
+    return out
+
+
+def _refused_tag(node: yaml.Node, path: tuple[str | int, ...] = ()) -> _YamlProblem:
+    tag = node.tag.removeprefix(_TAG_PREFIX)
+    return _YamlProblem(node, f"the tag {tag!r} is not allowed in a manifest", _field(path))
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
@@ -83,40 +93,46 @@ class _Builder:
 
     PyYAML's constructor is generic (generators, deep construction, any tag); this one knows the only
     shapes a manifest has, refuses duplicate keys and recursive aliases, keeps every key as text, and
-    records (line, column) of every key and value for diagnostics.
+    records (line, column) of every key and value for diagnostics. A duplicate key is recorded in
+    ``problems`` (the first value is kept) and building goes on, so every duplicate is reported.
     """
 
     def __init__(self) -> None:
         self.done: dict[int, Any] = {}
         self.open: set[int] = set()
+        self.problems: list[_YamlProblem] = []
 
-    def build(self, node: yaml.Node) -> Any:
+    def build(self, node: yaml.Node, path: tuple[str | int, ...] = ()) -> Any:
         if isinstance(node, yaml.ScalarNode):
-            return _scalar(node)
+            try:
+                return _scalar(node)
+            except _YamlProblem as problem:
+                problem.field = _field(path)
+                raise
         ident = id(node)
         if ident in self.done:
             return self.done[ident]  # an alias: share the value, as PyYAML does
         if ident in self.open:
-            raise _YamlProblem(node, "an alias refers to a node that contains it (a recursive structure)")
+            raise _YamlProblem(node, "an alias refers to a node that contains it (a recursive structure)", _field(path))
         self.open.add(ident)
         if isinstance(node, yaml.MappingNode):
-            value: Any = self.mapping(node)
+            value: Any = self.mapping(node, path)
         elif node.tag == "tag:yaml.org,2002:seq":
             children = node.value
             marks = {}
             for index, child in enumerate(children):
                 mark = child.start_mark
                 marks[index] = (mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 1)
-            value = MarkedList([self.build(child) for child in children], marks)
+            value = MarkedList([self.build(child, (*path, i)) for i, child in enumerate(children)], marks)
         else:
-            raise _refused_tag(node)
+            raise _refused_tag(node, path)
         self.open.discard(ident)
         self.done[ident] = value
         return value
 
-    def mapping(self, node: yaml.MappingNode) -> MarkedDict:
+    def mapping(self, node: yaml.MappingNode, path: tuple[str | int, ...]) -> MarkedDict:
         if node.tag != "tag:yaml.org,2002:map":
-            raise _refused_tag(node)
+            raise _refused_tag(node, path)
         data = MarkedDict()
         mark = node.start_mark
         data.line, data.column = mark.line + 1, mark.column + 1
@@ -124,27 +140,29 @@ class _Builder:
         seen: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
-                self.merge(data, value_node)
+                self.merge(data, value_node, path)
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _YamlProblem(key_node, "a key must be plain text, not a list or mapping")
             key = key_node.value  # keys are text: "404:" names a target "404", not the integer 404
             if key in seen:
                 first = seen[key].start_mark.line + 1
-                raise _YamlProblem(key_node, f"duplicate key {key!r} (first defined on line {first})")
+                message = f"duplicate key {key!r} (first defined on line {first})"
+                self.problems.append(_YamlProblem(key_node, message, _field((*path, key))))
+                continue
             seen[key] = key_node
-            data[key] = self.build(value_node)
+            data[key] = self.build(value_node, (*path, key))
             key_mark, value_mark = key_node.start_mark, value_node.start_mark
             marks[key] = (key_mark.line + 1, key_mark.column + 1, value_mark.line + 1, value_mark.column + 1)
         return data
 
-    def merge(self, data: MarkedDict, value_node: yaml.Node) -> None:
+    def merge(self, data: MarkedDict, value_node: yaml.Node, path: tuple[str | int, ...]) -> None:
         """``<<: *a`` or ``<<: [*a, *b]``: keys the mapping does not set itself (earlier sources win)."""
         sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
         for source_node in sources:
             if not isinstance(source_node, yaml.MappingNode):
                 raise _YamlProblem(source_node, "a merge key (<<) takes a mapping or a list of mappings")
-            source = self.build(source_node)
+            source = self.build(source_node, path)
             for key, value in source.items():
                 if key not in data:
                     data[key] = value
@@ -194,9 +212,12 @@ def load_yaml(text: str, *, file: str) -> Any:
             node = loader.get_single_node()
         finally:
             loader.dispose()
-        doc = None if node is None else _Builder().build(node)
+        builder = _Builder()
+        doc = None if node is None else builder.build(node)
+        if builder.problems:
+            raise ManifestError([Diagnostic(file, p.line, p.column, p.field, p.message) for p in builder.problems])
     except _YamlProblem as problem:
-        raise ManifestError.at(file, problem.line, problem.column, "", problem.message) from None
+        raise ManifestError.at(file, problem.line, problem.column, problem.field, problem.message) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
