@@ -1,6 +1,6 @@
-"""``python -m pixmake`` runs the command line."""
+"""``python -m pixmake`` runs the command line (through the entry point's no-op fast lane)."""
 
-from pixmake.cli import main
+from pixmake.entry import main
 
 if __name__ == "__main__":
     main()

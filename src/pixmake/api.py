@@ -39,6 +39,7 @@ __all__ = [
     "build",
     "explain",
     "load_lock",
+    "memo_plan",
     "open_project",
     "plan",
     "prune",
@@ -248,7 +249,7 @@ def _with_stale_as_outputs(lock: Lock) -> Lock:
     return Lock({name: replace(e, outputs=(*e.outputs, *e.stale)) for name, e in lock.entries.items()})
 
 
-def _memo_plan(project: Project) -> PlanResult | None:
+def memo_plan(project: Project) -> PlanResult | None:
     """The plan from the no-op memo, when nothing it depends on changed since it was written."""
     from pixmake.memo import check_memo
 
@@ -278,7 +279,7 @@ def plan(
     replace = tuple(replace)
     whole = manifest is None and not replace and not restore and (select is None or select.everything)
     if whole:
-        remembered = _memo_plan(project)
+        remembered = memo_plan(project)
         if remembered is not None:
             return remembered
     from pixmake.inputs import check_inputs

@@ -1,0 +1,64 @@
+"""The console entry point, with a fast lane for a no-op ``pixmake plan [--check]``.
+
+Shell. ``pixmake [-C DIR] [-f FILE] plan [--check]`` is what CI runs on every commit; when the
+no-op memo (:mod:`pixmake.memo`) proves nothing changed, the answer is one line and exit 0. Loading
+click alone costs more than that answer at 10,000 targets, so :func:`main` tries this lane first and
+falls back to the full command line (:func:`pixmake.cli.main`) for any other arguments, any memo
+miss and any error, which then reports it in the usual way. Output and exit code are exactly those
+of the full path.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+__all__ = ["answer_noop_plan", "main"]
+
+
+def _parse(argv: list[str]) -> tuple[str | None, str | None, bool] | None:
+    """``(-C dir, -f manifest, --check)`` when argv is exactly a plain plan command, else None."""
+    directory = manifest = None
+    rest = list(argv)
+    while rest and rest[0] in ("-C", "-f") and len(rest) >= 2:
+        option, value = rest.pop(0), rest.pop(0)
+        if option == "-C":
+            directory = value
+        else:
+            manifest = value
+    if rest == ["plan"]:
+        return directory, manifest, False
+    if rest == ["plan", "--check"]:
+        return directory, manifest, True
+    return None
+
+
+def answer_noop_plan(argv: list[str]) -> str | None:
+    """The full path's output for ``argv`` when it is a plain plan and the memo holds; None otherwise."""
+    parsed = _parse(argv)
+    if parsed is None:
+        return None
+    from pixmake import api
+    from pixmake.errors import PixmakeError
+
+    directory, manifest, _ = parsed
+    try:
+        remembered = api.memo_plan(api.open_project(directory, manifest))
+    except (PixmakeError, OSError):
+        return None  # the full path reports it
+    if remembered is None:
+        return None
+    return f"Plan: {remembered.plan.summary()}\n"
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console entry point: the fast lane when it applies, else the full command line."""
+    args = sys.argv[1:] if argv is None else argv
+    answer = answer_noop_plan(args)
+    if answer is not None:
+        sys.stdout.write(answer)
+        sys.stdout.flush()
+        sys.exit(0)  # a no-op plan, with or without --check
+    from pixmake.cli import main as full_main
+
+    full_main(args)
