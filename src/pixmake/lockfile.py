@@ -152,7 +152,7 @@ def entry_from_json(block: Mapping[str, Any]) -> LockEntry:
 
 def _block(name: str, entry: LockEntry) -> str:
     body = json.dumps(entry_to_json(entry), indent=2, sort_keys=True, ensure_ascii=False)
-    return "{\n  \"target\": " + json.dumps(name, ensure_ascii=False) + ",\n" + body[2:]
+    return '{\n  "target": ' + json.dumps(name, ensure_ascii=False) + ",\n" + body[2:]
 
 
 def render_lock(lock: Lock) -> str:
@@ -205,13 +205,13 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
     A corrupt lockfile's message names the line of the bad block and what is wrong with it, in words.
     """
     decoder = json.JSONDecoder()
-    documents: list[tuple[int, Any]] = []  # (line, document)
+    documents: list[tuple[int, Any]] = []  # (offset, document); lines are counted only for a message
     position = _skip_space(text, 0)
     try:
         while position < len(text):
             start = position
             document, position = decoder.raw_decode(text, position)
-            documents.append((_line(text, start), document))
+            documents.append((start, document))
             position = _skip_space(text, position)
     except json.JSONDecodeError as error:
         what = "text that is not JSON where a target block should start" if documents and error.pos == start else ""
@@ -223,27 +223,30 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
     hint = "restore it from git (git checkout -- pixmake.lock) or delete it to rebuild everything"
     if header["version"] == 1:
         if blocks:
-            line = blocks[0][0]
+            line = _line(text, blocks[0][0])
             raise LockfileError(f"{file}:{line}: lockfile is corrupt (text after the version 1 document); {hint}")
         targets = header.get("targets", {})
         if not isinstance(targets, dict):
             raise LockfileError(f"{file}:1: lockfile is corrupt ('targets' is not a JSON object); {hint}")
-        located = [(1, str(name), block) for name, block in targets.items()]
+        located = [(0, str(name), block) for name, block in targets.items()]
     else:
         located = []
-        for line, block in blocks:
+        for offset, block in blocks:
             if not isinstance(block, dict) or "target" not in block:
                 problem = _block_problem(block, KeyError("target"))
-                raise LockfileError(f"{file}:{line}: lockfile is corrupt (bad target block: {problem}); {hint}")
-            located.append((line, str(block.pop("target")), block))
+                raise LockfileError(
+                    f"{file}:{_line(text, offset)}: lockfile is corrupt (bad target block: {problem}); {hint}"
+                )
+            located.append((offset, str(block.pop("target")), block))
     entries: dict[str, LockEntry] = {}
-    for line, name, block in located:
+    for offset, name, block in located:
         try:
             entries[name] = entry_from_json(block)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             problem = _block_problem(block, error)
+            where = f"{file}:{_line(text, offset)}"
             raise LockfileError(
-                f"{file}:{line}: lockfile is corrupt (bad target block {json.dumps(name)}: {problem}); {hint}"
+                f"{where}: lockfile is corrupt (bad target block {json.dumps(name)}: {problem}); {hint}"
             ) from None
     if len(entries) != len(located):
         counts = Counter(name for _, name, _ in located)
