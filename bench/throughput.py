@@ -10,7 +10,7 @@ For N targets (default 1,000 and 10,000) at emulator latency L and concurrency C
 Layout: the emulator runs in its own process (rate limits off, latency L, no jitter), so its CPU (serving,
 rendering 1024² PNGs) is not counted as the client's; each N is built by a fresh client process, so its
 peak RSS is its own. Every target shares one local reference (uploaded once) and has its own URL reference
-(so every key differs); prompts repeat over a few values so the emulator renders each image once.
+(so every key differs); every prompt differs too, so the emulator renders every image (about 2 ms each).
 
 The poll interval is set 1 % above L, as the documented pace (first poll after about the typical
 latency) would be for the real API; polls per task show what that costs.
@@ -38,8 +38,6 @@ import yaml
 
 __all__ = ["main"]
 
-_PROMPTS = 8
-
 
 def _serve(latency: float) -> None:
     """Child process: run the emulator until stdin closes; print its URL first."""
@@ -58,7 +56,7 @@ def _manifest(root: Path, count: int, concurrency: int, rate: float) -> None:
     Image.new("RGB", (64, 64), (20, 90, 160)).save(root / "refs" / "brand.png")
     targets = {
         f"t{i:05d}": {
-            "prompt": f"catalogue shot {i % _PROMPTS} of a blue mug",
+            "prompt": f"catalogue shot {i} of a blue mug",
             "references": [f"https://assets.example.com/unique/{i}.png", "refs/brand.png"],
             "out": f"out/t{i:05d}.png",
         }

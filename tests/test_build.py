@@ -80,9 +80,9 @@ def test_one_changed_byte_of_a_reference_regenerates_the_targets_using_it(
         edited = original.copy()
     edited.putpixel((0, 0), (1, 2, 3))
     edited.save(ref)
-    provider_env.emulator.reset()
+    submitted = len(_submitted_prompts(provider_env))  # no reset: the emulator must keep the mask's upload
     assert run_cli("-C", str(examples_copy), "build").exit_code == 0
-    prompts = sorted(_submitted_prompts(provider_env))
+    prompts = sorted(_submitted_prompts(provider_env)[submitted:])
     assert len(prompts) == 2
     assert any("windowsill" in p for p in prompts) and any("marble" in p for p in prompts)
 
@@ -158,3 +158,49 @@ def test_readme_first_command_as_a_user_runs_it(examples_copy: Path) -> None:
     assert "5 images paid" in done.stderr
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "0 generated" in again.stderr, again.stderr
+
+
+def test_build_reads_the_manifest_through_the_cache_and_an_invalid_one_is_never_cached(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """`build` goes through the manifest cache as `plan` does: an unchanged YAML is not parsed again."""
+    manifest = examples_copy / "pixmake.yaml"
+    os.utime(manifest, ns=(1_000_000_000, 1_000_000_000))  # well older than the cache: not racy
+    cache = examples_copy / ".pixmake" / "manifest.cache"
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    assert cache.is_file()  # the build parsed the manifest once and cached it
+    written = cache.stat()
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    again = cache.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # a hit: not parsed again
+    manifest.write_text(manifest.read_text().replace("n: 2", "n: 3"))
+    for _ in range(2):  # the invalid manifest is reported every time, never cached
+        outcome = run_cli("-C", str(examples_copy), "build")
+        assert outcome.exit_code == 3 and "targets.hero.n" in outcome.stderr, outcome.stderr
+
+
+def test_build_summary_names_orphans_and_stale_outputs_and_prune_reports_before_it(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    manifest = examples_copy / "pixmake.yaml"
+    document = yaml.safe_load(manifest.read_text())
+    del document["targets"]["mug-lifestyle"]
+    document["targets"]["logo-tile"]["out"] = "assets/brand/logo.png"  # the old file becomes a stale output
+    manifest.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    outcome = run_cli("-C", str(examples_copy), "build", "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert all(json.loads(line)["event"] for line in outcome.stdout.splitlines())  # stdout: NDJSON only
+    (summary,) = outcome.stderr.strip().splitlines()  # the human summary goes to stderr
+    assert summary.startswith("build finished in ") and "1 restored from cache" in summary
+    assert "1 orphaned (kept; build --prune deletes them)" in summary
+    assert "1 stale output kept (build --prune deletes it)" in summary
+
+    pruned = run_cli("-C", str(examples_copy), "build", "--prune")
+    assert pruned.exit_code == 0, pruned.stderr
+    lines = pruned.stderr.strip().splitlines()
+    assert lines[-1].startswith("build finished in ") and "1 orphaned (pruned)" in lines[-1], lines
+    assert "pixmake: pruned assets/mug-lifestyle.png" in lines[:-1]
+    assert "pixmake: pruned assets/logo-tile.png" in lines[:-1]
+    assert "pixmake: dropped 1 orphan from pixmake.lock" in lines[:-1]

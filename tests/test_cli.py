@@ -64,3 +64,34 @@ def test_lockfile_from_a_newer_pixmake_is_refused(tmp_path: Path) -> None:
     outcome = run_cli("-C", str(tmp_path), "plan")
     assert outcome.exit_code == ExitCode.USER_ERROR
     assert "newer" in outcome.stderr and "99" in outcome.stderr
+
+
+def test_usage_error_hint_names_the_command_once(tmp_path: Path) -> None:
+    assert run_cli("-C", str(tmp_path), "bogus").stderr.rstrip().endswith("(see 'pixmake --help')")
+    assert run_cli("-C", str(tmp_path), "build", "--bogus").stderr.rstrip().endswith("(see 'pixmake build --help')")
+
+
+def test_an_unreachable_base_url_fails_fast_in_one_line_naming_it_without_credentials(
+    examples_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("PIXMAKE_BASE_URL", f"http://user:hunter2@127.0.0.1:{port}/")
+    monkeypatch.setenv("TOAPIS_API_KEY", "sk-test-unreachable")
+    monkeypatch.setenv("PIXMAKE_BACKOFF_BASE", "0.01")
+    outcome = run_cli("-C", str(examples_copy), "build", "--json")
+    assert outcome.exit_code == ExitCode.FAILED
+    assert outcome.stderr.strip().splitlines()[-1] == (
+        f"pixmake: error: cannot reach http://127.0.0.1:{port} (connection refused); "
+        "check PIXMAKE_BASE_URL or provider.base_url"
+    )
+    assert "hunter2" not in outcome.stdout + outcome.stderr
+    events = [json.loads(line) for line in outcome.stdout.splitlines()]
+    retries = [e for e in events if e["event"] == "retry"]
+    assert 0 < len(retries) <= 2 * 4  # a short budget per target in flight, not a minute of retries
+    plan = run_cli("-C", str(examples_copy), "plan")  # no task was created, so none is announced as paid
+    assert plan.exit_code == 0 and "collecting paid task" not in plan.stdout

@@ -3,18 +3,27 @@ uploads, files, record and ledger, control endpoints, and the server's start/sto
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from PIL import Image
 
+from conftest import PACKAGE_ROOT, run_cli
 from emulator_fixtures import KEY, Env, _served, env, png_bytes, png_size
 from pixmake.emulator import Emulator, EmulatorConfig, EmulatorServer, config_from_mapping, create_app
 from pixmake.emulator.models import InvalidField, Submission, pixel_size, validate_submit
+from pixmake.emulator.render import render_stats
 
 _ = (_served, env)  # fixtures used by name below
 
@@ -61,6 +70,21 @@ def test_result_files_are_pngs_of_the_documented_size(env: Env, size: str, pixel
     assert all(image.headers["content-type"] == "image/png" for image in images)
     assert [png_size(image.content) for image in images] == [pixels, pixels]
     assert images[0].content != images[1].content
+
+
+def test_result_files_are_one_bit_palette_pngs_rendered_once_per_image(env: Env) -> None:
+    """Cheap to render and serve: two palette colours (background, white text) at 1 bit per pixel."""
+    before = render_stats().renders
+    task_id = _id(env.submit(prompt=f"palette check {time.time_ns()}"))
+    env.clock.advance(40)
+    url = f"/files/generated/{task_id}_1.png"
+    with ThreadPoolExecutor(8) as pool:
+        bodies = set(pool.map(lambda _: env.client.get(url).content, range(8)))
+    assert len(bodies) == 1 and render_stats().renders == before + 1
+    with Image.open(io.BytesIO(bodies.pop())) as image:
+        assert (image.mode, image.size) == ("P", (1024, 1024))
+        assert image.info.get("transparency") is None and len(image.getcolors() or ()) == 2
+        assert image.getpalette()[3:6] == [255, 255, 255]  # type: ignore[index]  # white text
 
 
 def test_images_are_deterministic_from_the_request(env: Env) -> None:
@@ -306,6 +330,41 @@ def test_fault_sequences_are_reproducible_from_the_seed(env: Env) -> None:
     assert {200, 500, 502} <= set(first)
 
 
+@pytest.mark.parametrize(("knob", "status"), [("p_504_html", 504), ("p_500", 500), ("p_429", 429)])
+def test_faulted_submits_are_recorded_with_their_body(env: Env, knob: str, status: int) -> None:
+    env.configure(**{knob: 1.0})
+    assert env.submit(client_business_id=f"cb-{knob}").status_code == status
+    (recorded,) = env.server.emulator.submits()
+    assert recorded.status == status and recorded.body_size > 0
+    assert isinstance(recorded.json, dict) and recorded.json["client_business_id"] == f"cb-{knob}"
+    denied = env.client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Authorization": ""})
+    assert denied.status_code == 401 and env.server.emulator.submits()[-1].json == {"prompt": "x"}
+
+
+def test_short_result_completes_with_one_image_fewer_charged_n(env: Env) -> None:
+    env.configure(p_short_result=1.0, top_level_url=True)
+    pair, single = _id(env.submit(n=2)), _id(env.submit(n=1))
+    env.clock.advance(40)
+    pair_body, single_body = env.status(pair).json(), env.status(single).json()
+    assert pair_body["status"] == single_body["status"] == "completed"
+    assert [item["url"].rsplit("/", 1)[1] for item in pair_body["result"]["data"]] == [f"{pair}_1.png"]
+    assert single_body["result"]["data"] == [] and "url" not in single_body
+    assert env.client.get(f"/files/generated/{pair}_1.png").status_code == 200
+    assert env.client.get(f"/files/generated/{pair}_2.png").status_code == 404
+    ledger = env.server.emulator.ledger
+    assert (ledger.charged_images, ledger.refunded_images, ledger.net_images) == (3, 0, 3)  # charged by n
+
+
+def test_short_result_shares_the_outcome_draw(env: Env) -> None:
+    env.configure(p_task_failed=0.3, p_short_result=0.3, seed=4)
+    ids = [_id(env.submit(n=2)) for _ in range(40)]
+    env.clock.advance(40)
+    bodies = [env.status(task_id).json() for task_id in ids]
+    counts = [len(b["result"]["data"]) if b["status"] == "completed" else 0 for b in bodies]
+    assert {b["status"] for b in bodies} == {"completed", "failed"} and set(counts) == {0, 1, 2}
+    assert env.server.emulator.ledger.net_images == 2 * sum(1 for b in bodies if b["status"] == "completed")
+
+
 def test_drop_after_submit_creates_and_charges_then_drops(env: Env) -> None:
     env.configure(p_drop_after_submit=1.0)
     with pytest.raises(httpx.RemoteProtocolError):
@@ -409,6 +468,63 @@ def test_upload_without_file_or_auth(env: Env) -> None:
     assert env.client.get("/files/uploads/upload_missing.png").status_code == 404
 
 
+def _upload_url(env: Env, data: bytes) -> str:
+    response = env.client.post("/v1/uploads/images", files={"file": ("ref.png", data)})
+    assert response.status_code == 200, response.text
+    return str(response.json()["data"]["url"])
+
+
+def _refused(response: httpx.Response, param: str) -> str:
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["type"], error["param"]) == ("invalid_request", "invalid_request_error", param)
+    return str(error["message"])
+
+
+def test_uploads_expire_after_upload_ttl(env: Env) -> None:
+    env.configure(upload_ttl=60.0)
+    url = _upload_url(env, png_bytes())
+    env.clock.advance(59)
+    assert env.client.get(url).status_code == 200
+    assert env.submit(image_urls=[url]).status_code == 200
+    env.clock.advance(1)
+    assert env.client.get(url).status_code == 410
+    assert "expired" in _refused(env.submit(image_urls=["https://example.com/a.png", url]), "image_urls")
+    assert "expired" in _refused(env.submit(mask_url=url), "mask_url")
+    assert env.server.emulator.ledger.charged_images == 1
+
+
+def test_uploads_never_expire_by_default(env: Env) -> None:
+    url = _upload_url(env, png_bytes())
+    env.clock.advance(10 * 365 * 86400)
+    assert env.client.get(url).status_code == 200 and env.submit(image_urls=[url]).status_code == 200
+
+
+def test_unknown_emulator_uploads_are_refused_foreign_urls_accepted(env: Env) -> None:
+    unknown = f"{env.server.url}/files/uploads/upload_0000000000000000.png"
+    assert "not a known upload" in _refused(env.submit(image_urls=[unknown]), "image_urls")
+    assert "not a known upload" in _refused(env.submit(mask_url=unknown), "mask_url")
+    gpt2 = {"model": "gpt-image-2", "reference_images": [unknown]}
+    _refused(env.submit(**gpt2), "reference_images")
+    foreign = ["https://assets.example.com/gone.png", "http://127.0.0.1:1/files/uploads/upload_x.png"]
+    assert env.submit(image_urls=foreign, mask_url=foreign[0]).status_code == 200
+    assert env.server.emulator.ledger.charged_images == 1
+
+
+def test_an_uploaded_mask_must_be_a_png_the_size_of_the_first_reference(env: Env) -> None:
+    ref = _upload_url(env, png_bytes((64, 48)))
+    other = _upload_url(env, png_bytes((32, 32)))
+    assert env.submit(image_urls=[ref, other], mask_url=_upload_url(env, png_bytes((64, 48)))).status_code == 200
+    message = _refused(env.submit(image_urls=[ref], mask_url=other), "mask_url")
+    assert "64x48" in message and "32x32" in message
+    _refused(env.submit(image_urls=[ref], mask_url=_upload_url(env, png_bytes((64, 48), "JPEG"))), "mask_url")
+    _refused(env.submit(mask_url=_upload_url(env, png_bytes((64, 48), "WEBP"))), "mask_url")  # not a PNG
+    foreign = ["https://assets.example.com/ref.png"]
+    assert env.submit(image_urls=foreign, mask_url=other).status_code == 200  # size unknown: not checked
+    assert env.submit(image_urls=[ref], mask_url=foreign[0]).status_code == 200
+    assert env.server.emulator.ledger.charged_images == 3
+
+
 # -- record, ledger, catalogue, control plane --------------------------------------------------------------
 
 
@@ -467,7 +583,12 @@ def test_models_and_balances(env: Env) -> None:
 def test_config_from_mapping_coerces_cli_strings() -> None:
     config = config_from_mapping({"p_500": "0.25", "submit_rps": "none", "top_level_url": "true", "seed": "3"})
     assert (config.p_500, config.submit_rps, config.top_level_url, config.seed) == (0.25, None, True, 3)
-    for bad in ({"nope": 1}, {"latency": "fast"}, {"p_429": 0.6, "p_500": 0.6}, {"status_dialect": "done"}):
+    config = config_from_mapping({"upload_ttl": "90", "p_short_result": "0.5"})
+    assert (config.upload_ttl, config.p_short_result) == (90.0, 0.5)
+    assert config_from_mapping({"upload_ttl": "none"}, config).upload_ttl is None
+    bad_knobs: list[dict[str, object]] = [{"nope": 1}, {"latency": "fast"}, {"p_429": 0.6, "p_500": 0.6}]
+    bad_knobs += [{"status_dialect": "done"}, {"upload_ttl": -1}, {"p_task_failed": 0.6, "p_short_result": 0.6}]
+    for bad in bad_knobs:
         with pytest.raises(ValueError):
             config_from_mapping(bad)
 
@@ -483,3 +604,53 @@ def test_server_starts_on_a_free_port_and_stops_fast() -> None:
         started = time.perf_counter()
     assert time.perf_counter() - started < 1.0
     assert set(threading.enumerate()) <= threads_before
+
+
+def test_emulator_command_sets_knobs_and_the_api_key() -> None:
+    command = [sys.executable, "-m", "pixmake", "emulator", "--port", "0", "--api-key", "sk-only-this"]
+    command += ["--knob", "p_500=1", "--knob", "status_dialect=pending", "--latency", "3"]
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env) as server:
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            assert line.startswith("emulator listening on http://127.0.0.1:"), line
+            with httpx.Client(base_url=line.rsplit(" ", 1)[1].strip(), timeout=5) as client:
+                body = {"model": "gpt-4o-image", "prompt": "p"}
+                other = client.post("/v1/images/generations", json=body, headers={"Authorization": f"Bearer {KEY}"})
+                mine = client.post(
+                    "/v1/images/generations", json=body, headers={"Authorization": "Bearer sk-only-this"}
+                )
+                config = client.get("/_emulator/config").json()
+            assert (other.status_code, mine.status_code) == (401, 500)
+            assert (config["p_500"], config["status_dialect"], config["latency"]) == (1.0, "pending", 3.0)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--knob", "p_9000=1"], "unknown emulator knob(s): p_9000"),
+        (["--knob", "p_500"], "expected NAME=VALUE"),
+        (["--knob", "p_500=2"], "p_500 must be within [0, 1]"),
+    ],
+)
+def test_emulator_command_refuses_bad_knobs_in_one_line(args: list[str], message: str) -> None:
+    outcome = run_cli("emulator", "--port", "0", *args)
+    assert outcome.exit_code == 3 and "Traceback" not in outcome.stderr
+    [line] = outcome.stderr.splitlines()
+    assert line.startswith("pixmake: error: ") and message in line
+
+
+def test_emulator_command_on_a_taken_port_is_one_line_exit_3() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        outcome = run_cli("emulator", "--port", str(port))
+    assert outcome.exit_code == 3 and outcome.stdout == ""
+    assert outcome.stderr.splitlines() == [
+        f"pixmake: error: the emulator cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]

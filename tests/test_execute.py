@@ -1,9 +1,8 @@
 """The executor's contract against the emulator: failures are values, fatal errors stop everything at once,
 references are uploaded once, one build at a time.
 
-Most tests talk HTTP to the session emulator. Two situations the emulator has no knob for (a completed task
-with fewer images than ``n``; a submit refused because an uploaded reference vanished) run the emulator's
-own app in-process behind a small ASGI filter, through ``httpx.ASGITransport``.
+Every test talks HTTP to the session emulator; its knobs stage the awkward cases (``p_short_result``: a task
+completed with fewer images than ``n``; ``upload_ttl`` and unknown upload URLs: a reference that vanished).
 """
 
 from __future__ import annotations
@@ -14,18 +13,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
-from conftest import TEST_KEY, run_cli, write_png
+from conftest import run_cli, write_png
 from pixmake import api
-from pixmake.emulator import Emulator, EmulatorConfig, EmulatorServer, create_app
+from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.execute import BuildStarted, ConcurrencyChanged, RetryScheduled, TargetFailed, TargetFinished
 from pixmake.lockfile import parse_lock
 from pixmake.report import RecordingReporter
-from pixmake.settings import Settings, resolve
-from pixmake.store import project_lock
+from pixmake.store import project_lock, sha256_bytes
 from pixmake.uploads import UploadCache
 from test_execute_faults import assert_paid_once_and_complete, fast_settings, make_manifest
 
@@ -126,51 +123,19 @@ def test_a_400_fails_that_target_with_the_servers_message(fast_env: EmulatorServ
     assert not (root / ".pixmake" / "journal.jsonl").read_text().strip()  # nothing left pending
 
 
-class _FewerImages:
-    """ASGI filter: completed tasks report one result URL fewer than they should."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or "/v1/images/generations/" not in scope["path"]:
-            await self.app(scope, receive, send)
-            return
-        messages: list[Any] = []
-
-        async def keep(message: Any) -> None:
-            messages.append(message)
-
-        await self.app(scope, receive, keep)
-        start, *bodies = messages
-        body = json.loads(b"".join(m.get("body", b"") for m in bodies))
-        if body.get("status") == "completed":
-            body["result"]["data"] = body["result"]["data"][:-1]
-        data = json.dumps(body).encode()
-        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-        await send({**start, "headers": [*headers, (b"content-length", str(len(data)).encode())]})
-        await send({"type": "http.response.body", "body": data})
-
-
-def _in_process(project: api.Project, app: Any) -> tuple[Settings, httpx.ASGITransport]:
-    manifest = api.validate(project)
-    environ = {"PIXMAKE_BASE_URL": "http://emulator.test", "TOAPIS_API_KEY": TEST_KEY, "PIXMAKE_POLL_INTERVAL": "0.005"}
-    return resolve(manifest.provider, environ), httpx.ASGITransport(app=app)
-
-
-def test_a_task_with_fewer_images_than_n_is_a_failed_attempt(tmp_path: Path) -> None:
-    emulator = Emulator(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+def test_a_task_with_fewer_images_than_n_is_a_failed_attempt(emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, p_short_result=1.0))
     root = _manifest(tmp_path / "p", {"pair": {"prompt": "two mugs", "n": 2, "out": "pair.png"}})
     project = api.open_project(root)
-    settings, transport = _in_process(project, _FewerImages(create_app(emulator)))
-    result = api.build(project, settings, transport=transport)
+    result = api.build(project, fast_settings(project, emulator))
     [failure] = result.failed
     assert failure.target == "pair" and "returned 1 images, expected 2" in failure.error
     assert not (root / "pair-1.png").exists() and "pair" not in parse_lock((root / "pixmake.lock").read_text()).entries
     assert not (root / ".pixmake" / "journal.jsonl").read_text().strip()  # dropped: the next build submits again
-    settings, transport = _in_process(project, create_app(emulator))
-    assert api.build(project, settings, transport=transport).ok
-    assert (root / "pair-2.png").is_file() and len(emulator.submits()) == 2
+    assert emulator.emulator.ledger.net_images == 2  # the short task was charged its n and not refunded
+    emulator.emulator.reconfigure(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    assert api.build(project, fast_settings(project, emulator)).ok
+    assert (root / "pair-2.png").is_file() and len(emulator.emulator.submits()) == 2
 
 
 # --- uploads once --------------------------------------------------------------------------------------------
@@ -183,13 +148,17 @@ def test_hundreds_of_targets_sharing_one_reference_upload_it_once(fast_env: Emul
     assert result.ok and result.statistics.uploads == 1 and result.statistics.distinct_uploads == 1
     uploads = [r for r in fast_env.emulator.requests if r.path == "/v1/uploads/images"]
     assert len(uploads) == 1
-    brand_url = json.loads((root / ".pixmake" / "uploads.json").read_text())["uploads"][fast_env.url]
+    [brand] = json.loads((root / ".pixmake" / "uploads.json").read_text())["uploads"][fast_env.url].values()
     submits = fast_env.emulator.submits()
-    assert all(isinstance(r.json, dict) and set(r.json["image_urls"][1:]) <= {v["url"] for v in brand_url.values()}
-               for r in submits)  # fmt: skip
+    assert len(submits) == 200 and all(isinstance(r.json, dict) and r.json["image_urls"] == [brand["url"]]
+                                       for r in submits)  # fmt: skip
     # The next build remembers the URL: changed prompts are paid for, the reference is not uploaded again.
     manifest = root / "pixmake.yaml"
-    manifest.write_text(manifest.read_text().replace("product shot 0", "product photo 0"))
+    document = yaml.safe_load(manifest.read_text())
+    for index, target in enumerate(document["targets"].values()):
+        if index % 8 == 0:
+            target["prompt"] = target["prompt"].replace("shot", "photo")
+    manifest.write_text(yaml.safe_dump(document, sort_keys=False))
     again = api.build(api.open_project(root), fast_settings(api.open_project(root), fast_env))
     assert again.ok and len(again.generated) == 25 and again.statistics.uploads == 0
 
@@ -209,59 +178,33 @@ def test_an_expired_upload_is_uploaded_again(tmp_path: Path) -> None:
     assert UploadCache.load(path, "https://api").get("abc") is None  # a corrupt cache is an empty cache
 
 
-class _ForgetsUploads:
-    """ASGI filter: a submit that uses a URL containing ``gone`` is refused with a 400 about its image."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.refused = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/images/generations":
-            chunks = []
-            while True:
-                message = await receive()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body"):
-                    break
-            body = b"".join(chunks)
-            if b"gone" in body:
-                self.refused += 1
-                error = {
-                    "error": {"code": "invalid_request", "message": "image_urls[0]: the image URL is not reachable"}
-                }
-                data = json.dumps(error).encode()
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-                await send({"type": "http.response.start", "status": 400, "headers": headers})
-                await send({"type": "http.response.body", "body": data})
-                return
-            replay: list[Any] = [{"type": "http.request", "body": body, "more_body": False}]
-
-            async def replayed() -> Any:
-                return replay.pop() if replay else await receive()
-
-            await self.app(scope, replayed, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def test_a_4xx_about_a_remembered_upload_uploads_it_again(tmp_path: Path) -> None:
-    emulator = Emulator(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+@pytest.mark.parametrize("how", ["unknown", "expired"])
+def test_a_4xx_about_a_remembered_upload_uploads_it_again(how: str, emulator: EmulatorServer, tmp_path: Path) -> None:
+    """The emulator refuses a submit naming an upload it does not know (or no longer keeps) with a 400."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, upload_ttl=3600.0))
     ref = write_png(tmp_path / "p" / "ref.png")
     root = _manifest(tmp_path / "p", {"mug": {"prompt": "a mug", "references": ["ref.png"], "out": "mug.png"}})
-    from pixmake.store import sha256_bytes
-
-    stale = UploadCache.load(root / ".pixmake" / "uploads.json", "http://emulator.test")
-    stale.put(sha256_bytes(ref.read_bytes()), "http://emulator.test/files/uploads/upload_gone.png")
-    stale.save()
-    app = _ForgetsUploads(create_app(emulator))
     project = api.open_project(root)
-    settings, transport = _in_process(project, app)
-    result = api.build(project, settings, transport=transport)
+    if how == "unknown":
+        stale = UploadCache.load(root / ".pixmake" / "uploads.json", emulator.url)
+        stale.put(sha256_bytes(ref.read_bytes()), f"{emulator.url}/files/uploads/upload_gone.png")
+        stale.save()
+    else:
+        assert api.build(project, fast_settings(project, emulator)).ok  # uploads ref.png, pays for one image
+        emulator.emulator.advance(3600.0)  # the provider forgets it; pixmake's cache still holds the URL
+        manifest = root / "pixmake.yaml"
+        manifest.write_text(manifest.read_text().replace("a mug", "a blue mug"))
+    paid_before = emulator.emulator.ledger.charged_images
+    result = api.build(project, fast_settings(project, emulator))
     assert result.ok, result.failed
-    assert app.refused == 1
-    assert len([r for r in emulator.requests if r.path == "/v1/uploads/images"]) == 1
-    assert emulator.ledger.charged_images == 1
+    refused = [r for r in emulator.emulator.submits() if r.status == 400]
+    assert len(refused) == 1 and isinstance(refused[0].json, dict)
+    [stale_url] = refused[0].json["image_urls"]
+    uploads = [r for r in emulator.emulator.requests if r.path == "/v1/uploads/images"]
+    assert len(uploads) == (1 if how == "unknown" else 2) and result.statistics.uploads == 1
+    fresh = emulator.emulator.submits()[-1]
+    assert fresh.status == 200 and isinstance(fresh.json, dict) and fresh.json["image_urls"] != [stale_url]
+    assert emulator.emulator.ledger.charged_images == paid_before + 1
 
 
 # --- one build at a time -------------------------------------------------------------------------------------

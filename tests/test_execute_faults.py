@@ -24,31 +24,24 @@ from pixmake.lockfile import parse_lock
 from pixmake.report import RecordingReporter
 from pixmake.settings import Settings, resolve
 
-PROMPTS = 8  # few distinct prompts, so the emulator renders each 1024² image once and caches it
-
 
 def make_manifest(root: Path, count: int, *, concurrency: int = 16, every_ref: int = 5, twins: int = 0) -> Path:
     """A generated manifest of ``count`` targets; every ``every_ref``-th one also uses a shared local reference.
 
-    Prompts repeat, so each target gets its own (never fetched) URL reference to keep every key distinct,
-    except the last ``twins`` targets, which repeat the first ones exactly (same key, another name: two
-    variations of one prompt). Once one twin is locked the plan may restore the other from it for free.
+    Every prompt differs (so does every key), except for the last ``twins`` targets, which repeat the first
+    ones exactly (same key, another name: two variations of one prompt). Once one twin is locked the plan
+    may restore the other from it for free.
     """
     root.mkdir(parents=True, exist_ok=True)
     write_png(root / "refs" / "brand.png", (32, 32), (10, 120, 200))
     targets: dict[str, Any] = {}
     for i in range(count):
-        target: dict[str, Any] = {"prompt": f"product shot {i % PROMPTS}", "out": f"out/t{i:04d}.png"}
-        target["references"] = [
-            f"https://assets.example.com/unique/{i if i < count - twins else i - count + twins}.png"
-        ]
-        if i % 7 == 3 and i < count - twins:
+        twin_of = i if i < count - twins else i - count + twins
+        target: dict[str, Any] = {"prompt": f"product shot {twin_of}", "out": f"out/t{i:04d}.png"}
+        if twin_of % 7 == 3:
             target["n"] = 2
-        if i >= count - twins:
-            target["prompt"] = f"product shot {(i - count + twins) % PROMPTS}"
-            target["n"] = 2 if (i - count + twins) % 7 == 3 else 1
-        if every_ref and (i if i < count - twins else i - count + twins) % every_ref == 0:
-            target["references"].append("refs/brand.png")
+        if every_ref and twin_of % every_ref == 0:
+            target["references"] = ["refs/brand.png"]
         targets[f"t{i:04d}"] = target
     document = {
         "version": 1,
@@ -171,6 +164,11 @@ def test_504_html_on_submit_leads_to_lookup_then_a_new_id(emulator: EmulatorServ
     # Lookups meet 504s too (and are retried); each ends in "not found", and then a new id is submitted.
     assert len([r for r in lookups if r.status == 404]) == len(gateway_pages)
     assert {r.status for r in lookups} <= {404, 504}
+    # The record keeps each 504'd submit's body: exactly those ids were looked up, found missing, never charged.
+    gateway_ids = [r.json["client_business_id"] for r in gateway_pages if isinstance(r.json, dict)]
+    assert len(set(gateway_ids)) == len(gateway_pages)
+    assert {r.path.rsplit("/", 1)[1] for r in lookups if r.status == 404} == set(gateway_ids)
+    assert not set(gateway_ids) & {e.client_business_id for e in emulator.emulator.ledger.entries}
     assert len(emulator.emulator.submits()) == 10 + len(gateway_pages)
     assert_paid_once_and_complete(root, emulator, 10)
 

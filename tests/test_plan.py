@@ -274,3 +274,41 @@ def test_changing_one_reference_replans_exactly_its_users(
     users = {t.name for t in targets if ref in t.references or t.mask == ref}
     assert {a.name for a in plan.actions if a.kind is ActionKind.REGENERATE} == users
     assert {a.name for a in plan.actions if a.kind is ActionKind.UNCHANGED} == {t.name for t in targets} - users
+
+
+def test_a_paid_task_of_an_interrupted_build_is_resumed_not_paid_again() -> None:
+    """A journaled task for a target's current inputs is collected (RESUME), whatever the lock says."""
+    from pixmake.journal import PendingSubmit
+
+    lock, disk = project(HERO, inputs=INPUTS)
+    key = target_key(HERO, disk)
+    pending = {"hero": PendingSubmit("hero", key, "cbid-1", "task_123")}
+    # a killed `build --replace hero`: the lock still matches, so without the journal it is UNCHANGED
+    plan = make_plan([HERO], lock, DiskState(disk), pending=pending)
+    (action,) = plan.actions
+    assert action.kind is ActionKind.RESUME and not action.kind.paid and action.kind.generates
+    assert [r.text for r in action.reasons] == ["collecting paid task task_123 from an interrupted build"]
+    assert action.fallback is not None and action.fallback.kind is ActionKind.UNCHANGED
+    assert plan.summary() == "1 to resume (already paid); 0 images to generate"
+    assert plan.images_to_generate == 0 and not plan.up_to_date
+    # a killed first build: CREATE without the journal
+    created = make_plan([HERO], Lock(), DiskState(INPUTS), pending=pending)
+    assert [(a.kind, a.fallback and a.fallback.kind) for a in created.actions] == [
+        (ActionKind.RESUME, ActionKind.CREATE)
+    ]
+
+
+def test_a_paid_task_for_other_inputs_or_a_removed_target_is_dropped_and_fails_check() -> None:
+    from pixmake.journal import PendingSubmit
+
+    lock, disk = project(HERO, inputs=INPUTS)
+    stale_task = {"hero": PendingSubmit("hero", "old-key", "cbid-1", "task_123")}
+    plan = make_plan([HERO], lock, DiskState(disk), pending=stale_task)
+    assert [a.kind for a in plan.actions] == [ActionKind.UNCHANGED] and plan.changes == ()
+    assert [t.name for t in plan.abandoned] == ["hero"] and not plan.up_to_date
+    assert "task_123" in plan.abandoned[0].reason.text
+    assert plan.summary() == "1 unchanged, 1 interrupted task to drop (inputs changed); 0 images to generate"
+    gone = {"old": PendingSubmit("old", "k", "cbid-2")}
+    assert [t.name for t in make_plan([HERO], lock, DiskState(disk), pending=gone).abandoned] == ["old"]
+    # a selection (orphans=False) leaves other targets' tasks alone
+    assert make_plan([HERO], lock, DiskState(disk), pending=gone, orphans=False).up_to_date

@@ -85,10 +85,11 @@ def test_plain_lines_are_timestamped_and_the_summary_lists_each_failure() -> Non
     for event in EVENTS:
         reporter.emit(event)
     lines = stream.getvalue().splitlines()
-    assert all(re.match(r"^\[ *\d+\.\ds\] ", line) for line in lines[: -len(summary_lines(EVENTS[-1]))])  # type: ignore[arg-type]
-    assert "  failed: mug: HTTP 400: The 'prompt' field is required." in lines
-    assert any("1 failed" in line for line in lines)
+    assert lines and all(re.match(r"^\[ *\d+\.\ds\] ", line) for line in lines)
     assert not any("polled" in line for line in lines)  # only with -v
+    summary = summary_lines(RESULT)
+    assert "  failed: mug: HTTP 400: The 'prompt' field is required." in summary
+    assert any("1 failed" in line for line in summary)
 
 
 def test_rich_view_prints_messages_literally() -> None:
@@ -100,7 +101,37 @@ def test_rich_view_prints_messages_literally() -> None:
     out = stream.getvalue()
     assert f"odd: {tricky}" in out
     assert "FAILED" in out and "hero → hero-1.png, hero-2.png" in out
-    assert "build finished in 1.2 s" in out or "build finished in 1.3 s" in out
+
+
+def test_summary_names_what_the_build_left_in_place_and_resumed() -> None:
+    """Orphans, stale outputs, resumed and dropped interrupted tasks are all in the one summary line."""
+    result = BuildResult(
+        generated=("hero",),
+        images_generated=2,
+        resumed=("mug",),
+        orphaned=("old-a", "old-b"),
+        stale=("assets/x.png",),
+        dropped=("logo",),
+        seconds=1.25,
+    )
+    (line,) = summary_lines(result)
+    assert line.startswith("build finished in 1.2 s: 1 generated (2 images paid), 1 resumed (already paid), ")
+    assert "2 orphaned (kept; build --prune deletes them)" in line
+    assert "1 stale output kept (build --prune deletes it)" in line
+    assert "1 interrupted task dropped" in line
+
+
+def test_summary_after_prune_lists_what_was_pruned_first() -> None:
+    from pixmake.reconcile import PruneResult
+
+    pruned = PruneResult(pruned=("old",), deleted=("assets/old.png",), kept=(("assets/kept.png", "edited"),))
+    lines = summary_lines(BuildResult(orphaned=("old",), stale=("assets/old.png",), pruned=pruned))
+    assert lines[:3] == [
+        "pixmake: pruned assets/old.png",
+        "pixmake: warning: kept assets/kept.png: edited",
+        "pixmake: dropped 1 orphan from pixmake.lock",
+    ]
+    assert lines[3].startswith("build finished") and "1 orphaned (pruned)" in lines[3] and "stale" not in lines[3]
 
 
 @pytest.mark.parametrize("ci", ["true", "1"])

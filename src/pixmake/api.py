@@ -39,6 +39,7 @@ __all__ = [
     "build",
     "explain",
     "load_lock",
+    "load_manifest",
     "memo_plan",
     "open_project",
     "plan",
@@ -175,7 +176,7 @@ class PlanResult:
     first use (they are then exactly what a full plan would have read).
     """
 
-    __slots__ = ("_disk", "_lock", "_manifest", "_project", "plan")
+    __slots__ = ("_disk", "_lock", "_manifest", "_pending", "_project", "plan")
 
     def __init__(
         self,
@@ -185,8 +186,10 @@ class PlanResult:
         plan: Plan,
         *,
         project: Project | None = None,
+        pending: dict[str, PendingSubmit] | None = None,
     ) -> None:
         self._manifest, self._lock, self._disk, self.plan, self._project = manifest, lock, disk, plan, project
+        self._pending = pending
 
     @property
     def manifest(self) -> Manifest:
@@ -201,8 +204,16 @@ class PlanResult:
         """The lockfile with the journal folded in."""
         if self._lock is None:
             assert self._project is not None
-            self._lock, _ = load_lock(self._project)
+            self._lock, self._pending = load_lock(self._project)
         return self._lock
+
+    @property
+    def pending(self) -> dict[str, PendingSubmit]:
+        """The journal's submits still pending (tasks of interrupted builds), by target."""
+        if self._pending is None:
+            assert self._project is not None
+            self._lock, self._pending = load_lock(self._project)
+        return self._pending
 
     @property
     def disk(self) -> DiskState:
@@ -211,6 +222,16 @@ class PlanResult:
             assert self._project is not None
             self._disk = _scan(self._project, self.manifest, self.lock)
         return self._disk
+
+
+def load_manifest(project: Project) -> Manifest:
+    """The validated manifest, through the manifest cache (``.pixmake/manifest.cache``).
+
+    Same result and errors as :func:`validate`, but an unchanged manifest is not parsed again; a
+    manifest that fails validation is never cached. The input files' model rules are checked again
+    by :func:`plan` (cheaply, from the stat cache).
+    """
+    return _load_manifest(project)[0]
 
 
 def _load_manifest(project: Project) -> tuple[Manifest, list[tuple[str, tuple[int, int, int, int] | None]]]:
@@ -305,11 +326,11 @@ def plan(
             )
     for path in (project.lockfile, project.journal):
         sources.append((str(path), file_stat(path)))  # before reading: a later change shows as a new stat
-    lock, _ = load_lock(project)
+    lock, pending = load_lock(project)
     disk = _scan(project, manifest, lock)
     orphans = select is None or select.everything
-    result = make_plan(targets, lock, disk, replace=replace, restore=restore, orphans=orphans)
-    if whole and sources and all(a.kind is ActionKind.UNCHANGED and not a.stale for a in result.actions):
+    result = make_plan(targets, lock, disk, replace=replace, restore=restore, orphans=orphans, pending=pending)
+    if whole and sources and result.up_to_date and all(a.kind is ActionKind.UNCHANGED for a in result.actions):
         from pixmake.memo import write_memo
 
         write_memo(
@@ -320,7 +341,7 @@ def plan(
             files=sorted(disk.stats.items()),
             targets=[(a.name, a.key or "") for a in result.actions],
         )
-    return PlanResult(manifest, lock, disk, result)
+    return PlanResult(manifest, lock, disk, result, pending=pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +406,10 @@ def accept(project: Project, names: Iterable[str]) -> tuple[LockEntry, ...]:
 
 def prune(project: Project) -> PruneResult:
     """Delete orphans' and stale outputs (safely; see :mod:`pixmake.reconcile`) and drop them from the lock."""
+    return _prune(project)
+
+
+def _prune(project: Project) -> PruneResult:
     from pixmake.manifest import output_paths
     from pixmake.plan import ActionKind
     from pixmake.reconcile import PruneResult, prune_orphans, prune_stale, write_lock_and_compact
@@ -421,7 +446,7 @@ def _keep_replaced_files(project: Project, actions: Iterable[Action], lock: Lock
 
     objects = project.objects
     for action in actions:
-        if not action.kind.paid or action.target is None:
+        if not action.kind.generates or action.target is None:
             continue
         entry = lock.entries.get(action.name)
         locked = {o.path: o.sha256 for o in entry.outputs} if entry is not None else {}
@@ -466,32 +491,33 @@ def build(
     manifest: Manifest | None = None,
     select: Selection | None = None,
     restore: bool = False,
+    prune: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> BuildResult:
     """Generate what the plan says, record it in the lockfile; ``emulator=True`` runs the bundled emulator.
 
-    ``select`` builds only some targets; ``restore`` puts the locked bytes back over edited outputs.
+    ``select`` builds only some targets; ``restore`` puts the locked bytes back over edited outputs;
+    ``prune`` then deletes orphans' and stale outputs (:func:`prune`; the result's ``pruned``).
+    ``manifest`` is the project's manifest when the caller already loaded it (:func:`load_manifest`).
     ``transport`` replaces the network (tests: an ``httpx.ASGITransport`` over an in-process app).
-    Raises :class:`~pixmake.errors.ProjectBusyError` when another build holds the project.
+    Raises :class:`~pixmake.errors.ProjectBusyError` when another build holds the project, and
+    ConfigError for ``prune`` with a selection.
     """
+    if prune and select is not None and not select.everything:
+        raise ConfigError("--prune works on the whole manifest; drop the target selection")
+    options: dict[str, Any] = {"replace": replace, "manifest": manifest, "select": select, "restore": restore}
     if emulator:
         from pixmake.emulator.server import EmulatorServer
 
         with EmulatorServer() as server:
-            settings = replace_settings(settings, server.url)
-            return _build(
-                project, settings, reporter=reporter, replace=replace, manifest=manifest, select=select, restore=restore
-            )
-    return _build(
-        project,
-        settings,
-        reporter=reporter,
-        replace=replace,
-        manifest=manifest,
-        select=select,
-        restore=restore,
-        transport=transport,
-    )
+            result = _build(project, replace_settings(settings, server.url), reporter=reporter, **options)
+    else:
+        result = _build(project, settings, reporter=reporter, transport=transport, **options)
+    if prune:
+        from dataclasses import replace as replace_fields
+
+        result = replace_fields(result, pruned=_prune(project))
+    return result
 
 
 def replace_settings(settings: Settings, url: str) -> Settings:
@@ -529,21 +555,20 @@ def _build(
 
     with project_lock(project.state_dir):
         result = plan(project, replace=replace, manifest=manifest, select=select, restore=restore)
-        _, pending = load_lock(project)
-        paid = [a for a in result.plan.actions if a.kind.paid]
+        pending = result.pending
+        paid = [a for a in result.plan.actions if a.kind.generates]  # RESUME collects from the provider too
         if paid and settings.api_key is None:
+            count = len(paid)
             raise ConfigError(
                 f"no API key: set the {settings.api_key_env} environment variable "
-                f"({len(paid)} target{'s' * (len(paid) != 1)} to generate), or build with --emulator"
+                f"({count} target{'s' * (count != 1)} to generate or collect), or build with --emulator"
             )
         if paid:
             _keep_replaced_files(project, paid, result.lock, result.disk)
         journal = Journal(project.journal)
         journal.open()
         provider = None
-        # A restore whose own paid task is journaled resumes that task, which needs the provider too.
-        resumable = [a for a in result.plan.actions if a.name in pending and pending[a.name].key == a.key]
-        if paid or (resumable and settings.api_key is not None):
+        if paid:
             from pixmake.providers.toapis import ToapisProvider
 
             provider = ToapisProvider(settings, transport=transport)

@@ -94,7 +94,15 @@ def schema() -> None:
     click.echo(schema_text(), nl=False)
 
 
-_SIGILS = {"create": "+", "regenerate": "~", "restore": "<", "edited": "!", "orphan": "-", "unchanged": " "}
+_SIGILS = {
+    "create": "+",
+    "regenerate": "~",
+    "restore": "<",
+    "resume": ">",
+    "edited": "!",
+    "orphan": "-",
+    "unchanged": " ",
+}
 
 
 def _reason_json(reason: Any) -> dict[str, Any]:
@@ -152,7 +160,8 @@ def plan(
             for a in result.actions
         ]
         counts = {kind.value: n for kind, n in result.counts().items()}
-        document = {"actions": actions, "counts": counts, "images": result.images_to_generate}
+        dropped = [{"target": t.name, "key": t.key, "reasons": [_reason_json(t.reason)]} for t in result.abandoned]
+        document = {"actions": actions, "counts": counts, "images": result.images_to_generate, "dropped": dropped}
         click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
     else:
         for action in result.actions if verbose else result.listed:
@@ -160,8 +169,10 @@ def plan(
             click.echo(
                 f"{_SIGILS[action.kind.value]} {action.kind.value:<10} {action.name}" + (f": {why}" if why else "")
             )
+        for task in result.abandoned:
+            click.echo(f"x {'drop':<10} {task.name}: {task.reason.text}")
         click.echo(f"Plan: {result.summary()}")
-    if check and result.changes:
+    if check and not result.up_to_date:
         sys.exit(ExitCode.CHANGES)
 
 
@@ -231,36 +242,27 @@ def build(
 ) -> None:
     """Generate what changed (all targets, or those named, matched or tagged) and record it in pixmake.lock."""
     from pixmake import api
-    from pixmake.errors import ConfigError
+    from pixmake.report import summary_lines
     from pixmake.settings import resolve
 
-    select = _selection(targets, tags)
-    if prune and select is not None:
-        raise ConfigError("--prune works on the whole manifest; drop the target selection")
     project = obj.project()
-    manifest = api.validate(project)
+    manifest = api.load_manifest(project)  # through the manifest cache, as plan does
     settings = resolve(manifest.provider, os.environ, concurrency=jobs)
-    reporter = _reporter(as_json, verbose)
     result = api.build(
         project,
         settings,
-        reporter=reporter,
+        reporter=_reporter(as_json, verbose),
         emulator=emulator,
         replace=replace,
         manifest=manifest,
-        select=select,
+        select=_selection(targets, tags),
         restore=restore,
+        prune=prune,
     )
-    if prune:
-        pruned = api.prune(project)
-        for path in pruned.deleted:
-            click.echo(f"pixmake: pruned {path}", err=True)
-        for path, why in pruned.kept:
-            click.echo(f"pixmake: warning: kept {path}: {why}", err=True)
-        if pruned.pruned:
-            click.echo(f"pixmake: dropped {len(pruned.pruned)} orphan(s) from pixmake.lock", err=True)
+    for line in summary_lines(result):  # stderr in every mode: with --json, stdout carries only NDJSON
+        click.echo(line, err=True)
     if result.fatal is not None:
-        raise result.fatal  # one line from the funnel: a refused key exits 3, no balance exits 1
+        raise result.fatal  # one line from the funnel: a refused key exits 3; no balance, unreachable exit 1
     if result.failed:
         sys.exit(ExitCode.FAILED)
 
@@ -282,17 +284,26 @@ def _reporter(as_json: bool, verbose: bool) -> Any:
 @click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free port).")
 @click.option("--latency", type=click.FloatRange(0), help="Seconds from submit to completed.")
 @click.option("--seed", type=int, help="Seed for reproducible faults.")
-def emulator(host: str, port: int, latency: float | None, seed: int | None) -> None:
+@click.option("--api-key", help="Accept only this key (default: any 'sk-...' key).")
+@click.option("--knob", multiple=True, metavar="NAME=VALUE", help="Set an emulator knob, e.g. p_500=0.1 (repeatable).")
+def emulator(
+    host: str, port: int, latency: float | None, seed: int | None, api_key: str | None, knob: tuple[str, ...]
+) -> None:
     """Run the bundled ToAPIs emulator until Ctrl-C."""
-    from pixmake.emulator import EmulatorConfig, serve
+    from pixmake.emulator import config_from_mapping, serve
 
-    knobs: dict[str, Any] = {}
-    if latency is not None:
-        knobs["latency"] = latency
-    if seed is not None:
-        knobs["seed"] = seed
+    pairs = [text.partition("=") for text in knob]
+    if any(not sep or not name.strip() for name, sep, _ in pairs):
+        raise click.BadParameter("expected NAME=VALUE", param_hint="'--knob'")
+    knobs: dict[str, object] = {name.strip(): value for name, _, value in pairs}
+    named = {"latency": latency, "seed": seed, "api_key": api_key}
+    knobs |= {name: value for name, value in named.items() if value is not None}
+    try:
+        config = config_from_mapping(knobs)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--knob'") from error
     serve(
-        EmulatorConfig(**knobs),
+        config,
         host=host,
         port=port,
         on_ready=lambda url: click.echo(f"emulator listening on {url}"),
@@ -306,12 +317,17 @@ def _fail(message: str, code: ExitCode) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and map every outcome to an ExitCode."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.main(args=argv, prog_name="pixmake", standalone_mode=False)
+        # Not cli.main(): it prints an empty line before re-raising Ctrl-C, and the funnel below
+        # owns every message. Shell completion is answered first, as cli.main would.
+        cli._main_shell_completion({}, "pixmake", None)
+        with cli.make_context("pixmake", args) as ctx:
+            cli.invoke(ctx)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.UsageError as error:
-        hint = f" (see 'pixmake {error.ctx.command_path.split(' ', 1)[-1]} --help')" if error.ctx else ""
+        hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
         _fail(error.format_message() + hint, ExitCode.USER_ERROR)
     except (click.Abort, KeyboardInterrupt):
         click.echo("pixmake: interrupted; finished targets are locked, in-flight tasks resume next build", err=True)

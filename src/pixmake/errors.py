@@ -174,11 +174,15 @@ class ServerError(ProviderError):
 
 
 class NetworkError(ProviderError):
-    """A transport failure. ``sent`` is False only when the request surely never left this machine."""
+    """A transport failure. ``sent`` is False only when the request surely never left this machine.
 
-    def __init__(self, message: str, *, sent: bool) -> None:
+    ``reason`` is the short cause for people ("connection refused", "host name not found", "timed out").
+    """
+
+    def __init__(self, message: str, *, sent: bool, reason: str = "") -> None:
         super().__init__(message)
         self.sent = sent
+        self.reason = reason or message
 
 
 class RequestRejectedError(ProviderError):

@@ -34,6 +34,7 @@ import anyio
 from pixmake.errors import (
     BadResultError,
     GenerationFailedError,
+    NetworkError,
     PixmakeError,
     ProviderError,
     RateLimitedError,
@@ -46,11 +47,12 @@ from pixmake.manifest import Target, is_url, output_paths
 from pixmake.plan import Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
-from pixmake.settings import Settings
+from pixmake.settings import Settings, display_url
 from pixmake.store import ObjectCache, atomic_write
 from pixmake.uploads import UploadCache, Uploader
 
 if TYPE_CHECKING:
+    from pixmake.reconcile import PruneResult
     from pixmake.report import Reporter
 
 __all__ = [
@@ -73,6 +75,7 @@ __all__ = [
 T = TypeVar("T")
 
 _RESTORE_WORKERS = 4  # free work: bounded by disk, not by the provider
+_CONNECT_ATTEMPTS = 3  # attempts while the provider was never reached: a wrong base URL fails in seconds
 
 
 # --- events ----------------------------------------------------------------------------------------
@@ -175,7 +178,13 @@ class BuildStatistics:
 
 @dataclass(frozen=True, slots=True)
 class BuildResult:
-    """What a build did, outcome by outcome (paid, free, untouched, failed)."""
+    """What a build did, outcome by outcome (paid, already paid, free, untouched, failed).
+
+    ``resumed`` are targets whose task an interrupted build had paid for, collected now (their images
+    are not in ``images_generated``); ``dropped`` are targets whose journaled task was for inputs they
+    no longer have, dropped uncollected; ``stale`` are stale output paths left in place (see
+    ``Action.stale``); ``pruned`` is what ``build --prune`` did afterwards (None without ``--prune``).
+    """
 
     generated: tuple[str, ...] = ()
     restored: tuple[str, ...] = ()
@@ -184,8 +193,13 @@ class BuildResult:
     orphaned: tuple[str, ...] = ()
     failed: tuple[TargetFailure, ...] = ()
     images_generated: int = 0
-    fatal: ProviderError | None = None  # what stopped the whole build (bad key, no balance)
+    fatal: ProviderError | None = None  # what stopped the whole build (bad key, no balance, unreachable)
     statistics: BuildStatistics = field(default_factory=BuildStatistics)
+    resumed: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    stale: tuple[str, ...] = ()
+    pruned: PruneResult | None = None
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -355,6 +369,7 @@ class Executor:
     _done: dict[ActionKind, list[str]] = field(default_factory=dict)
     _images: int = 0
     _counters: _Counters = field(default_factory=_Counters)
+    _reached: bool = False  # some request of this build got an answer from the provider
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -407,11 +422,13 @@ class Executor:
         """Execute every action; returns the outcome (the lockfile is folded before returning)."""
         started = time.monotonic()
         fatal: ProviderError | None = None
-        paid = [a for a in plan.actions if a.kind.paid]
+        paid = [a for a in plan.actions if a.kind.generates]  # paid now, or collected (paid before)
         restores = [a for a in plan.actions if a.kind is ActionKind.RESTORE]
         for action in plan.actions:
             if action.kind in (ActionKind.UNCHANGED, ActionKind.EDITED, ActionKind.ORPHAN):
                 self._done.setdefault(action.kind, []).append(action.name)
+        for task in plan.abandoned:  # paid for inputs the target no longer has: not collected (README)
+            await self._journal(self.recorder.dropped, task.name, task.key)
         self.reporter.emit(BuildStarted(len(paid) + len(restores), plan.images_to_generate, self.settings.concurrency))
         try:
             try:
@@ -438,8 +455,12 @@ class Executor:
             images_generated=self._images,
             fatal=fatal,
             statistics=self.statistics(),
+            resumed=tuple(self._done.get(ActionKind.RESUME, [])),
+            dropped=tuple(task.name for task in plan.abandoned),
+            stale=tuple(o.path for a in plan.actions for o in a.stale),
+            seconds=time.monotonic() - started,
         )
-        self.reporter.emit(BuildFinished(result, time.monotonic() - started))
+        self.reporter.emit(BuildFinished(result, result.seconds))
         return result
 
     async def _worker(self, queue: Iterator[Action]) -> None:
@@ -447,23 +468,28 @@ class Executor:
             await self._run_action(action)
 
     async def _run_action(self, action: Action) -> None:
-        kind = action.kind
-        assert action.target is not None and action.key is not None
-        self.reporter.emit(TargetStarted(action.name, kind.value, action.target.n if kind.paid else 0))
+        kind, target, key = action.kind, action.target, action.key
+        assert target is not None and key is not None
+        self.reporter.emit(TargetStarted(action.name, kind.value, target.n if kind.paid else 0))
         try:
             outputs = None
-            if kind is ActionKind.RESTORE and self._resumable(action.name, action.key):
-                # A twin's bytes could be restored, but this target's own paid task is journaled:
-                # collect what was paid for instead of abandoning it.
-                outputs = await self._generate(action.target, action.key, submit=False)
+            if kind is ActionKind.RESUME or (kind is ActionKind.RESTORE and self._resumable(action.name, key)):
+                # An interrupted build paid for this target's current inputs: collect it, never submit again.
+                outputs = await self._generate(target, key, submit=False)
                 if outputs is not None:
-                    kind = ActionKind.CREATE
+                    kind = ActionKind.RESUME
+                elif action.fallback is not None:
+                    # Nothing to collect (never arrived, or failed and refunded): what the plan would do without it.
+                    action = action.fallback
+                    kind = action.kind
             if outputs is None:
-                outputs = (
-                    await self._restore(action)
-                    if kind is ActionKind.RESTORE
-                    else await self._generate(action.target, action.key)
-                )
+                if kind is ActionKind.RESTORE:
+                    outputs = await self._restore(action)
+                elif kind.paid:
+                    outputs = await self._generate(target, key)
+                    self._images += target.n
+                else:
+                    outputs = ()  # unchanged or edited after all: nothing to write
             assert outputs is not None
         except _Fatal:
             raise
@@ -536,6 +562,20 @@ class Executor:
                 bucket = self.submit_rate if operation is Operation.SUBMIT else self.query_rate
                 bucket.hold(min(error.retry_after, self.settings.max_retry_after))
 
+    def _check_reachable(self, error: ProviderError, attempt: int) -> None:
+        """Stop the build when the provider was never reached and a few attempts to connect failed.
+
+        A connect error on the first requests of a build is almost always a wrong base URL or no
+        network, not a blip: say so at once instead of retrying each target for a minute. Once any
+        request was answered, connect errors are retried like any other safe error.
+        """
+        if not (isinstance(error, NetworkError) and not error.sent):
+            self._reached = True  # an answer (even an error status) or a request that left: the host is there
+        elif not self._reached and attempt + 1 >= _CONNECT_ATTEMPTS:
+            where = display_url(self.settings.base_url)
+            message = f"cannot reach {where} ({error.reason}); check PIXMAKE_BASE_URL or provider.base_url"
+            raise _Fatal(NetworkError(message, sent=False, reason=error.reason)) from error
+
     async def _backoff(self, target: str, operation: Operation, attempt: int, error: ProviderError) -> None:
         retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
         delay = self.backoff.delay(attempt, self.random, retry_after=retry_after)
@@ -552,6 +592,8 @@ class Executor:
             try:
                 value = await fn()
             except ProviderError as error:
+                if operation is not Operation.DOWNLOAD:  # result files live on another host
+                    self._check_reachable(error, attempt)
                 verdict = classify(error, operation)
                 if verdict is Verdict.FATAL:
                     raise _Fatal(error) from error
@@ -560,6 +602,7 @@ class Executor:
                     raise
                 await self._backoff(target, operation, attempt, error)
             else:
+                self._reached = True
                 self.capacity.succeeded()
                 return value
         raise AssertionError("unreachable")  # pragma: no cover
@@ -658,6 +701,11 @@ class Executor:
                 self._counters.submits += 1
                 status = await provider.submit(request)
             except ProviderError as error:
+                try:
+                    self._check_reachable(error, attempt)
+                except _Fatal:
+                    await self._journal(self.recorder.dropped, target.name, key)  # it never left this machine
+                    raise
                 verdict = classify(error, Operation.SUBMIT)
                 if verdict is Verdict.FATAL:
                     raise _Fatal(error) from error
@@ -679,10 +727,14 @@ class Executor:
                     image_urls, mask_url = await self._input_urls(target)
                     continue
                 elif verdict is Verdict.RETRY and attempt + 1 < self.settings.max_attempts:
+                    # Refused or never sent: nothing was created. Say so before waiting, so a build
+                    # cancelled during the wait leaves no task to look up.
+                    await self._journal(self.recorder.dropped, target.name, key)
                     await self._backoff(target.name, Operation.SUBMIT, attempt, error)
                     continue
                 await self._journal(self.recorder.dropped, target.name, key)  # nothing was created
                 raise
+            self._reached = True
             self.capacity.succeeded()
             await self._journal(self.recorder.accepted, target.name, key, cbid, status.task_id)
             return status
@@ -755,5 +807,4 @@ class Executor:
 
         with anyio.CancelScope(shield=True):  # Ctrl-C cannot come between the files and their lock entry
             await anyio.to_thread.run_sync(store_and_record, limiter=self.thread_work)
-        self._images += target.n
         return paths

@@ -17,6 +17,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
+    from pixmake.journal import PendingSubmit
     from pixmake.lockfile import Lock, LockedOutput, LockEntry
     from pixmake.manifest import Target
     from pixmake.scan import DiskState
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 # make_plan, not here: a plan answered from the no-op memo (pixmake.memo) needs only the types
 # below, and must not pay for importing the manifest parser (yaml, jsonschema).
 
-__all__ = ["Action", "ActionKind", "Plan", "Reason", "make_plan"]
+__all__ = ["AbandonedTask", "Action", "ActionKind", "Plan", "Reason", "make_plan"]
 
 
 class ActionKind(Enum):
@@ -34,6 +35,7 @@ class ActionKind(Enum):
     CREATE = "create"  # paid: never built
     REGENERATE = "regenerate"  # paid: inputs changed, or outputs lost for good
     RESTORE = "restore"  # free: locked bytes put back from the object cache
+    RESUME = "resume"  # already paid: collect a journaled task of an interrupted build
     EDITED = "edited"  # an output differs from the lock; left alone
     ORPHAN = "orphan"  # in the lock, not in the manifest
     UNCHANGED = "unchanged"
@@ -42,6 +44,11 @@ class ActionKind(Enum):
     def paid(self) -> bool:
         """Whether this action submits (and pays for) a generation."""
         return self in (ActionKind.CREATE, ActionKind.REGENERATE)
+
+    @property
+    def generates(self) -> bool:
+        """Whether this action writes images from the provider (paid now, or paid by an interrupted build)."""
+        return self in (ActionKind.CREATE, ActionKind.REGENERATE, ActionKind.RESUME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,8 @@ class Action:
     (:meth:`Plan.all_unchanged`), where only the name and key are known. ``stale`` lists locked
     outputs the target no longer writes (``out`` renamed, ``n`` lowered) whose files are still there:
     ``build --prune`` deletes them, so they count as changes whatever the action's kind.
+    A RESUME names in ``fallback`` what the build does instead when the journaled task turns out
+    not to exist (it never arrived, or failed and was refunded): the action planned without it.
     """
 
     kind: ActionKind
@@ -73,6 +82,20 @@ class Action:
     key: str | None = None
     source: LockEntry | None = None  # the lock entry whose bytes a restore uses
     stale: tuple[LockedOutput, ...] = ()
+    fallback: Action | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonedTask:
+    """A journaled task of an interrupted build that a build drops instead of collecting.
+
+    Its target's inputs changed since it was paid for (or the target left the manifest): its images
+    are not what the manifest asks for now, so they are not written anywhere.
+    """
+
+    name: str
+    key: str
+    reason: Reason
 
 
 _QUIET: Final = frozenset({ActionKind.UNCHANGED, ActionKind.EDITED})
@@ -80,6 +103,7 @@ _WORDS: Final = {
     ActionKind.CREATE: "to create",
     ActionKind.REGENERATE: "to regenerate",
     ActionKind.RESTORE: "to restore",
+    ActionKind.RESUME: "to resume (already paid)",
     ActionKind.EDITED: "edited",
     ActionKind.ORPHAN: "orphaned",
     ActionKind.UNCHANGED: "unchanged",
@@ -92,13 +116,16 @@ class Plan:
     A plan in which every target is unchanged can be made from (name, key) pairs with
     :meth:`all_unchanged`; its actions are then built only when someone asks for them, so the no-op
     ``plan --check`` of 100,000 targets does not build 100,000 objects to print one line.
+
+    ``abandoned`` lists journaled tasks of an interrupted build that no longer match their target.
     """
 
-    __slots__ = ("_actions", "_unchanged")
+    __slots__ = ("_actions", "_unchanged", "abandoned")
 
-    def __init__(self, actions: Iterable[Action]) -> None:
+    def __init__(self, actions: Iterable[Action], abandoned: Iterable[AbandonedTask] = ()) -> None:
         self._actions: tuple[Action, ...] | None = tuple(actions)
         self._unchanged: Sequence[tuple[str, str]] = ()
+        self.abandoned = tuple(abandoned)
 
     @classmethod
     def all_unchanged(cls, targets: Sequence[tuple[str, str]]) -> Plan:
@@ -116,7 +143,7 @@ class Plan:
         return self._actions
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Plan) and self.actions == other.actions
+        return isinstance(other, Plan) and self.actions == other.actions and self.abandoned == other.abandoned
 
     __hash__ = None  # type: ignore[assignment]  # mutable cache inside; equality is by actions
 
@@ -144,6 +171,11 @@ class Plan:
         return tuple(a for a in self._actions if a.kind not in _QUIET or a.stale)
 
     @property
+    def up_to_date(self) -> bool:
+        """Whether a build would do nothing: no change and no journaled task to resume or drop (``plan --check``)."""
+        return not self.changes and not self.abandoned
+
+    @property
     def listed(self) -> tuple[Action, ...]:
         """Actions a plan shows by default: every one but the unchanged (unless it has stale outputs)."""
         if self._actions is None:
@@ -157,6 +189,9 @@ class Plan:
         stale = sum(len(a.stale) for a in self._actions or ())
         if stale:
             parts.append(f"{stale} stale output{'s' * (stale != 1)} to prune")
+        if self.abandoned:
+            many = len(self.abandoned) != 1
+            parts.append(f"{len(self.abandoned)} interrupted task{'s' * many} to drop (inputs changed)")
         images = self.images_to_generate
         return f"{', '.join(parts) or 'nothing to do'}; {images} image{'s' * (images != 1)} to generate"
 
@@ -319,7 +354,7 @@ def _target_action(
 def _replaced_files(action: Action, entry: LockEntry | None, disk: DiskState) -> list[Reason]:
     """A paid action overwrites whatever is at its output paths: say so for files that are not its locked bytes.
 
-    The build keeps their bytes in the object cache first (``api._keep_replaced_files``).
+    The build keeps their bytes in the object cache first (``api._keep_replaced_files``); a RESUME writes too.
     """
     from pixmake.manifest import output_paths
 
@@ -355,7 +390,7 @@ def _with_side_effects(action: Action, lock: Lock, disk: DiskState, claimed: Cal
     """Add what a build would do besides the action itself: replace unlocked files, leave stale outputs."""
     assert action.target is not None
     entry = lock.entries.get(action.name)
-    extra = _replaced_files(action, entry, disk) if action.kind.paid else []
+    extra = _replaced_files(action, entry, disk) if action.kind.generates else []
     stale = _stale(action.target, entry, disk, claimed) if entry is not None else ()
     if stale:
         paths = [o.path for o in stale]
@@ -370,6 +405,21 @@ def _with_side_effects(action: Action, lock: Lock, disk: DiskState, claimed: Cal
     return dataclasses.replace(action, reasons=(*action.reasons, *extra), stale=stale)
 
 
+def _resume_reason(pending: PendingSubmit) -> Reason:
+    details = {"task_id": pending.task_id, "client_business_id": pending.client_business_id}
+    if pending.task_id is not None:
+        text = f"collecting paid task {pending.task_id} from an interrupted build"
+    else:
+        text = f"looking up submit {pending.client_business_id} of an interrupted build (not paid again)"
+    return Reason("resume", text, details)
+
+
+def _abandoned(pending: PendingSubmit, why: str) -> AbandonedTask:
+    task = pending.task_id or pending.client_business_id
+    text = f"paid task {task} from an interrupted build is dropped, not collected: {why}"
+    return AbandonedTask(pending.target, pending.key, Reason("task-dropped", text, {"task": task}))
+
+
 def make_plan(
     targets: Iterable[Target],
     lock: Lock,
@@ -378,6 +428,7 @@ def make_plan(
     replace: Iterable[str] = (),
     restore: bool = False,
     orphans: bool = True,
+    pending: Mapping[str, PendingSubmit] | None = None,
 ) -> Plan:
     """One action per target (in the given order), then one ORPHAN per lock entry no target claims.
 
@@ -385,11 +436,18 @@ def make_plan(
     locked bytes are cached into a RESTORE (``build --restore``); ``orphans=False`` leaves lock
     entries without a target out of the plan (a selection of targets is not the whole manifest).
     A paid action names the files it would replace; any action names its stale outputs.
+
+    ``pending`` holds the journal's submits of interrupted builds, by target. A target whose pending
+    task was paid for exactly its current inputs gets a RESUME (collected, never submitted again),
+    whatever it would get otherwise (even UNCHANGED: a killed ``build --replace``); a pending task for
+    other inputs (the prompt changed since), or of a target no longer in the manifest (only when
+    ``orphans``), is listed in ``Plan.abandoned``: a build drops it from the journal.
     """
     from pixmake.manifest import output_paths
 
     targets = tuple(targets)
     replaced = frozenset(replace)
+    pending = pending or {}
     by_key = {entry.key: name for name, entry in sorted(lock.entries.items())}
 
     @cache
@@ -398,12 +456,20 @@ def make_plan(
         inputs = (p for t in targets for p in (*t.references, *((t.mask,) if t.mask else ())))
         return frozenset((*inputs, *(path for t in targets for path in output_paths(t))))
 
-    actions = [
-        _with_side_effects(
-            _target_action(t, lock, by_key, disk, replace=replaced, restore=restore), lock, disk, claimed
+    actions = []
+    abandoned = []
+    for target in targets:
+        action = _with_side_effects(
+            _target_action(target, lock, by_key, disk, replace=replaced, restore=restore), lock, disk, claimed
         )
-        for t in targets
-    ]
+        task = pending.get(target.name)
+        if task is not None and task.key == action.key:
+            why = (_resume_reason(task),)
+            resume = Action(ActionKind.RESUME, target.name, why, target, action.key, fallback=action)
+            action = _with_side_effects(resume, lock, disk, claimed)
+        elif task is not None:
+            abandoned.append(_abandoned(task, "it was paid for earlier inputs of this target"))
+        actions.append(action)
     if orphans:
         names = {t.name for t in targets}
         for name in sorted(set(lock.entries) - names):
@@ -411,4 +477,6 @@ def make_plan(
             paths = [o.path for o in entry.outputs]
             text = f"no longer in the manifest; build --prune deletes {', '.join(paths)}"
             actions.append(Action(ActionKind.ORPHAN, name, (Reason("orphan", text, {"paths": paths}),), source=entry))
-    return Plan(tuple(actions))
+        for name in sorted(set(pending) - names):
+            abandoned.append(_abandoned(pending[name], "its target is no longer in the manifest"))
+    return Plan(tuple(actions), abandoned)

@@ -1,6 +1,9 @@
 """Reporters: turn executor events into output for people (plain lines, a rich live view) or machines (NDJSON).
 
-Shell. The executor only emits events; everything a build prints goes through here.
+Shell. The executor only emits events; everything a build prints goes through here. The closing
+summary is not an event's output: the caller prints :func:`summary_lines` of the finished build's
+result (after ``--prune`` did its work), on stderr whatever the reporter, so NDJSON on stdout stays
+machine-only.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import IO, Any, ClassVar, Protocol
 
 from pixmake.execute import (
     BuildFinished,
+    BuildResult,
     BuildStarted,
     ConcurrencyChanged,
     Event,
@@ -61,19 +65,41 @@ class RecordingReporter:
         self.events.append(event)
 
 
-def summary_lines(event: BuildFinished) -> list[str]:
-    """The closing summary: outcomes kept apart (paid, free, untouched, failed)."""
-    r = event.result
-    parts = [
-        f"{len(r.generated)} generated ({r.images_generated} image{'s' * (r.images_generated != 1)} paid)",
-        f"{len(r.restored)} restored from cache",
-        f"{len(r.unchanged)} unchanged",
-    ]
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def summary_lines(r: BuildResult) -> list[str]:
+    """The closing summary: what ``--prune`` did, then the outcomes (paid, already paid, free, untouched, failed).
+
+    What a build leaves in place on purpose is named with the command that acts on it: edited
+    outputs, orphans and stale outputs, and interrupted tasks it dropped.
+    """
+    lines: list[str] = []
+    if r.pruned is not None:
+        lines += [f"pixmake: pruned {path}" for path in r.pruned.deleted]
+        lines += [f"pixmake: warning: kept {path}: {why}" for path, why in r.pruned.kept]
+        if r.pruned.pruned:
+            lines.append(f"pixmake: dropped {_count(len(r.pruned.pruned), 'orphan')} from pixmake.lock")
+    parts = [f"{len(r.generated)} generated ({_count(r.images_generated, 'image')} paid)"]
+    if r.resumed:
+        parts.append(f"{len(r.resumed)} resumed (already paid)")
+    parts += [f"{len(r.restored)} restored from cache", f"{len(r.unchanged)} unchanged"]
     if r.edited:
         parts.append(f"{len(r.edited)} edited by hand (left alone; pixmake accept or build --restore)")
+    if r.pruned is None:
+        if r.orphaned:
+            parts.append(f"{len(r.orphaned)} orphaned (kept; build --prune deletes them)")
+        if r.stale:
+            them = "them" if len(r.stale) != 1 else "it"
+            parts.append(f"{_count(len(r.stale), 'stale output')} kept (build --prune deletes {them})")
+    elif r.pruned.pruned:
+        parts.append(f"{len(r.pruned.pruned)} orphaned (pruned)")
+    if r.dropped:
+        parts.append(f"{_count(len(r.dropped), 'interrupted task')} dropped (paid for inputs since changed)")
     if r.failed:
         parts.append(f"{len(r.failed)} failed")
-    lines = [f"build finished in {event.seconds:.1f} s: " + ", ".join(parts)]
+    lines.append(f"build finished in {r.seconds:.1f} s: " + ", ".join(parts))
     lines += [f"  failed: {f.target}: {f.error}" for f in r.failed]
     return lines  # a build-wide stop (r.fatal) is the caller's one-line error: the CLI prints it
 
@@ -112,8 +138,7 @@ class PlainReporter:
             case ConcurrencyChanged(limit):
                 self._line(f"{'pace':<10} provider is rate limiting; {limit} target{'s' * (limit != 1)} at a time")
             case BuildFinished():
-                for line in summary_lines(event):
-                    print(line, file=self.stream, flush=True)
+                pass  # the summary comes from the caller, after --prune (summary_lines)
 
 
 def _jsonable(value: Any) -> Any:
@@ -211,7 +236,7 @@ class RichReporter:
             case TargetFinished(target, action, outputs):
                 self._in_flight -= 1
                 self._done += 1
-                if action in ("create", "regenerate"):
+                if action in ("create", "regenerate", "resume"):
                     self._images_done += len(outputs)
                     self._submitted = max(0, self._submitted - 1)
                 self._advance()
@@ -227,9 +252,7 @@ class RichReporter:
                 self._concurrency = limit
             case BuildFinished():
                 if self._progress is not None:
-                    self._progress.stop()
-                for line in summary_lines(event):
-                    self.console.print(Text(line))
+                    self._progress.stop()  # the caller prints the summary (summary_lines) where the bar was
                 return
         if self._progress is not None:
             self._progress.update(self._task, states=self._states())

@@ -17,7 +17,7 @@ from typing import Any, Final
 from pixmake.errors import ConfigError
 from pixmake.manifest import ProviderConfig
 
-__all__ = ["Secret", "Settings", "parse_rate", "resolve"]
+__all__ = ["Secret", "Settings", "display_url", "parse_rate", "resolve"]
 
 _RATE: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|sec|min|h)\s*$")
 _PER_SECOND: Final = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0}
@@ -64,6 +64,12 @@ class Settings:
     backoff_base: float = 1.0  # first retry waits up to this many seconds (1 s / 2 s / 4 s ..., full jitter)
     backoff_cap: float = 60.0  # no retry waits longer (a Retry-After may)
     max_retry_after: float = 3600.0  # a provider's Retry-After is honoured up to this many seconds
+
+
+def display_url(url: str) -> str:
+    """``url`` fit for a message: without user, password, query or fragment (any of them may hold a secret)."""
+    match = re.match(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^@/?#]*@)?(?P<rest>[^?#]*)", url)
+    return url.split("?", 1)[0].split("#", 1)[0] if match is None else match["scheme"] + match["rest"]
 
 
 def parse_rate(text: str) -> float:

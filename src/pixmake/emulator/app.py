@@ -7,26 +7,31 @@ Routes (§1)::
     POST /v1/uploads/images               multipart ``file`` → {success, message, data{id,url,mime_type,size}}
     GET  /v1/models  /v1/balance  /v1/user/balance
     GET  /files/generated/<task>_<i>.png  result images (404 before completion, 410 after expires_at)
-    GET  /files/uploads/<id>.<ext>        uploaded images
+    GET  /files/uploads/<id>.<ext>        uploaded images (410 after upload_ttl)
     GET  /_emulator/requests | ledger | config;  POST /_emulator/config | reset | advance   (not recorded)
 
 Design choices where the docs are silent: injected 429/5xx/504 on submit happen *before* a task exists
 (nothing is charged); only ``p_drop_after_submit`` creates and charges a task and then drops the connection.
 A reused ``client_business_id`` creates another task (and charge), as a plain gateway would; lookups by it
 return the newest task (``duplicate_business_id="reject"`` answers 400 instead). Tasks are scoped to the key.
+A reference or mask URL on this emulator's ``/files/uploads/`` must name a live upload (else 400 naming the
+field); an uploaded mask must be a PNG ≤ 4 MB of the first uploaded reference's pixel size (§2.1, §5).
+Other http(s) URLs are accepted unseen, as the emulator never fetches them.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.to_thread
 import httpx
+from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -35,7 +40,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixmake.emulator.config import EmulatorConfig, config_from_mapping
-from pixmake.emulator.models import MODELS, TEXT_MODELS, InvalidField, validate_submit
+from pixmake.emulator.models import MODELS, TEXT_MODELS, InvalidField, Submission, validate_submit
 from pixmake.emulator.render import cached_png, render_png
 from pixmake.emulator.state import (
     Emulator,
@@ -43,6 +48,7 @@ from pixmake.emulator.state import (
     QuotaExceeded,
     RateDecision,
     RecordedRequest,
+    Upload,
     expires_at,
     redact_headers,
     submit_view,
@@ -55,6 +61,8 @@ ConnectionCloser = Callable[[tuple[str, int] | None], bool]
 """Closes the client connection ``(host, port)`` at the transport level; True if it found it."""
 
 _MAX_UPLOAD: Final = 10 * 1024 * 1024
+_MAX_MASK: Final = 4 * 1024 * 1024  # §2.1
+_UPLOADS_PATH: Final = "/files/uploads/"
 _USD_PER_IMAGE: Final = 0.02  # INF: a plausible price, only used by the balance endpoints
 _SLOW_CHUNKS: Final = 10
 _DISCONNECT_WAIT: Final = 5.0
@@ -156,8 +164,38 @@ def _sniff_image(data: bytes) -> tuple[str, str] | None:
     return None
 
 
+def _pixel_size(data: bytes) -> tuple[int, int] | None:
+    """An image's pixel size from its header (Pillow reads no pixels for this)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
 def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
+
+
+def _hosted_upload_id(url: str, base_url: str) -> str | None:
+    """The upload id if ``url`` points at this emulator's ``/files/uploads/``, else None (a foreign URL)."""
+    parts = urlsplit(url)
+    if f"{parts.scheme}://{parts.netloc}" != base_url or not parts.path.startswith(_UPLOADS_PATH):
+        return None
+    return parts.path[len(_UPLOADS_PATH) :].rpartition(".")[0] or parts.path[len(_UPLOADS_PATH) :]
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (an ``http.disconnect`` ends it early)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 @dataclass(slots=True)
@@ -179,7 +217,11 @@ _CAPTURE_KEY: Final = "pixmake.emulator.capture"
 
 
 class _Recorder:
-    """ASGI middleware that records every non-control request, its body and its status."""
+    """ASGI middleware that records every non-control request, its body and its status.
+
+    The body is read before the app runs (and replayed to it), so a request answered without reading it
+    (an injected fault, a 401) is still recorded with its JSON and size.
+    """
 
     def __init__(self, app: ASGIApp, emulator: Emulator) -> None:
         self.app = app
@@ -189,19 +231,17 @@ class _Recorder:
         if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
+        body = await _read_body(receive)
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
         status: list[int] = []
 
         def record(final_status: int | None) -> None:
-            self.emulator.record(self._recorded(scope, b"".join(chunks), final_status))
+            self.emulator.record(self._recorded(scope, body, final_status))
 
         capture = scope[_CAPTURE_KEY] = _Capture(record)
 
         async def receive_body() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                chunks.append(message.get("body", b""))
-            return message
+            return replay.pop() if replay else await receive()
 
         async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -350,6 +390,9 @@ class _Api:
         result = validate_submit(body)
         if isinstance(result, InvalidField):
             return self._invalid(result)
+        problem = self._check_inputs(result, _base_url(request))
+        if problem is not None:
+            return self._invalid(problem)
         try:
             task = self.emu.create_task(key, result)
         except QuotaExceeded:
@@ -359,6 +402,41 @@ class _Api:
         if fault == "p_drop_after_submit":
             await _drop_connection(request.scope, request.receive, self.closer)
         return JSONResponse(submit_view(task, self.emu.config), headers=headers)
+
+    def _hosted_upload(self, field: str, url: str, base_url: str) -> Upload | InvalidField | None:
+        """The live upload ``url`` names, an :class:`InvalidField` if it names none, None for a foreign URL."""
+        upload_id = _hosted_upload_id(url, base_url)
+        if upload_id is None:
+            return None
+        upload = self.emu.get_upload(upload_id)
+        if upload is None:
+            return InvalidField(field, f"The '{field}' URL {url} is not a known upload.")
+        if self.emu.upload_expired(upload):
+            return InvalidField(field, f"The '{field}' URL {url} has expired; upload the image again.")
+        return upload
+
+    def _check_inputs(self, submission: Submission, base_url: str) -> InvalidField | None:
+        """Refuse unknown or expired uploads, and an uploaded mask that cannot apply to the first reference."""
+        first: Upload | None = None
+        for position, (field, url) in enumerate(submission.references):
+            found = self._hosted_upload(field, url, base_url)
+            if isinstance(found, InvalidField):
+                return found
+            first = found if position == 0 else first
+        if submission.mask_url is None:
+            return None
+        mask = self._hosted_upload("mask_url", submission.mask_url, base_url)
+        if mask is None or isinstance(mask, InvalidField):
+            return mask
+        if mask.mime_type != "image/png":
+            return InvalidField("mask_url", "The 'mask_url' image must be a PNG.")
+        if len(mask.data) > _MAX_MASK:
+            return InvalidField("mask_url", "The 'mask_url' image must be at most 4 MB.")
+        if first is not None and first.size != mask.size:
+            wanted, got = ("x".join(map(str, size)) if size else "unknown" for size in (first.size, mask.size))
+            message = f"The 'mask_url' image must be the size of the first reference image ({wanted}), not {got}."
+            return InvalidField("mask_url", message)
+        return None
 
     async def status(self, request: Request) -> Response:
         """``GET /v1/images/generations/{task_id}`` (or a client_business_id)."""
@@ -397,7 +475,7 @@ class _Api:
         if sniffed is None:
             return _upload_error(_UNSUPPORTED_IMAGE)
         purpose_text = purpose if isinstance(purpose, str) and purpose else "generation"
-        upload = self.emu.add_upload(key, data, *sniffed, purpose=purpose_text)
+        upload = self.emu.add_upload(key, data, *sniffed, purpose=purpose_text, size=_pixel_size(data))
         url = f"{_base_url(request)}/files/uploads/{upload.id}.{upload.extension}"
         payload = {"id": upload.id, "url": url, "mime_type": upload.mime_type, "size": len(data)}
         return JSONResponse({"success": True, "message": "", "data": payload})
@@ -411,7 +489,7 @@ class _Api:
         task = self.emu.task_by_id(task_id)
         index = int(index_text) if index_text.isdigit() else 0
         now, config = self.emu.now(), self.emu.config
-        if task is None or extension != "png" or not 1 <= index <= task.submission.n:
+        if task is None or extension != "png" or not 1 <= index <= task.images:
             return Response("Not Found", status_code=404)
         if now < task.finished or task.failure is not None:
             return Response("Not Found", status_code=404)
@@ -427,11 +505,13 @@ class _Api:
         return _Download(data, "image/png", fault=fault, seconds=seconds, closer=self.closer)
 
     async def uploaded_file(self, request: Request) -> Response:
-        """``GET /files/uploads/<id>.<ext>``."""
+        """``GET /files/uploads/<id>.<ext>``: 410 once older than ``upload_ttl``."""
         upload_id = request.path_params["name"].rpartition(".")[0]
         upload = self.emu.get_upload(upload_id)
         if upload is None:
             return Response("Not Found", status_code=404)
+        if self.emu.upload_expired(upload):
+            return Response("Gone", status_code=410)
         return Response(upload.data, media_type=upload.mime_type)
 
     # -- catalogue and account ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ _CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
     "duplicate_business_id": get_args(DuplicateBusinessId),
 }
 _SUBMIT_FAULTS: Final = ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit")
-_OUTCOME_FAULTS: Final = ("p_task_failed", "p_content_policy")
+_OUTCOME_FAULTS: Final = ("p_task_failed", "p_content_policy", "p_short_result")
 _DOWNLOAD_FAULTS: Final = ("p_slow_download", "p_truncated_download")
 
 
@@ -45,6 +45,12 @@ class EmulatorConfig:
     outcome faults and the download faults are each one categorical draw, so each group must sum to ≤ 1.
     ``error_code_style="string"`` returns the error bodies exactly as documented (which mixes string and
     integer codes, §4.1); ``"int"`` turns every HTTP error ``code`` into the integer status.
+
+    ``p_short_result``: the task completes with one image fewer than ``n`` (so an ``n=1`` task completes
+    with an empty result list) and is still charged ``n``: charges are pre-deducted by ``n`` at submit
+    (§2.1) and nothing documents a refund for a partial result (§7 q1). ``upload_ttl``: seconds an upload
+    is served and accepted in submits (None: forever; the lifetime is undocumented, §5); after it the
+    file answers 410 and a submit naming it answers 400.
     """
 
     api_key: str | None = None
@@ -52,6 +58,7 @@ class EmulatorConfig:
     latency_jitter: float = 0.0
     queued_fraction: float = 0.2
     result_ttl: float = 86400.0
+    upload_ttl: float | None = None
     submit_rps: float | None = 5.0
     submit_burst: int = 50
     query_rps: float | None = 50.0
@@ -64,6 +71,7 @@ class EmulatorConfig:
     p_drop_after_submit: float = 0.0
     p_task_failed: float = 0.0
     p_content_policy: float = 0.0
+    p_short_result: float = 0.0
     p_slow_download: float = 0.0
     p_truncated_download: float = 0.0
     slow_download_seconds: float = 1.0
@@ -87,8 +95,8 @@ class EmulatorConfig:
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        for name in ("latency", "latency_jitter", "result_ttl", "slow_download_seconds"):
-            if getattr(self, name) < 0:
+        for name in ("latency", "latency_jitter", "result_ttl", "slow_download_seconds", "upload_ttl"):
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must not be negative")
 
 
@@ -135,9 +143,10 @@ def _coerce(name: str, value: object, default: object) -> object:
     return _CONVERTERS[_KINDS.get(name, type(default))](name, value)
 
 
-_NULLABLE: Final = frozenset({"api_key", "submit_rps", "query_rps", "quota_images"})
+_NULLABLE: Final = frozenset({"api_key", "upload_ttl", "submit_rps", "query_rps", "quota_images"})
 _KINDS: Final[Mapping[str, type]] = {
     "api_key": str,
+    "upload_ttl": float,
     "submit_rps": float,
     "query_rps": float,
     "quota_images": int,

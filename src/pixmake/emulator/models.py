@@ -120,6 +120,8 @@ class Submission:
     width: int
     height: int
     client_business_id: str | None
+    references: tuple[tuple[str, str], ...] = ()  # (field, url) of every reference image, in order
+    mask_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +247,16 @@ _CHECKS: Final = (
 )
 
 
+def _references(spec: ModelSpec, body: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+    refs: list[tuple[str, str]] = []
+    for field in spec.ref_fields:
+        items = body.get(field)
+        for item in items if isinstance(items, list) else ():
+            url = item.get("url") if isinstance(item, Mapping) else item
+            refs.append((field, str(url)))
+    return tuple(refs)
+
+
 def _business_id(body: Mapping[str, object]) -> str | None:
     value = body.get("client_business_id") or _dig(body, ("metadata", "client_business_id"))
     return value if isinstance(value, str) else None
@@ -279,4 +291,6 @@ def validate_submit(body: object) -> Submission | InvalidField:
         width=width,
         height=height,
         client_business_id=_business_id(body),
+        references=_references(spec, body),
+        mask_url=str(body["mask_url"]) if body.get("mask_url") is not None else None,
     )

@@ -33,6 +33,7 @@ import uvicorn
 from pixmake.emulator.app import create_app
 from pixmake.emulator.config import DEFAULT_CONFIG, EmulatorConfig
 from pixmake.emulator.state import Emulator
+from pixmake.errors import ConfigError
 
 __all__ = ["EmulatorServer", "serve"]
 
@@ -168,8 +169,12 @@ def serve(
 
     ``on_ready(url)`` is called once the server accepts connections (the CLI prints the URL there). On
     Ctrl-C uvicorn shuts down gracefully and then re-raises the signal, so ``KeyboardInterrupt`` propagates.
+    Raises :class:`~pixmake.errors.ConfigError` if it cannot listen on ``host:port`` (e.g. the port is taken).
     """
-    sock, url = _listen(host, port)
+    try:
+        sock, url = _listen(host, port)
+    except OSError as error:
+        raise ConfigError(f"the emulator cannot listen on {host}:{port}: {error.strerror or error}") from error
     server = _uvicorn_server(Emulator(config), lambda: on_ready(url) if on_ready is not None else None)
     try:
         server.run(sockets=[sock])

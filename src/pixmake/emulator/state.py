@@ -5,7 +5,8 @@ injected clock drives the whole lifecycle::
 
     created ──queued_fraction·d──▶ in_progress (progress 1..99) ──d──▶ completed | failed (refunded)
 
-where ``d = latency + U(0, latency_jitter)`` is fixed at submit. Everything here is guarded by one lock, so
+where ``d = latency + U(0, latency_jitter)`` is fixed at submit, as is the outcome (failed, or completed
+with ``n`` images, or with ``n - 1`` under ``p_short_result``). Everything here is guarded by one lock, so
 tests may read the record from their own thread while uvicorn serves in another.
 """
 
@@ -46,6 +47,7 @@ _FAILURES: Final[Mapping[str, FailureReason]] = {
     "p_task_failed": ("generation_failed", "call upstream API failed: upstream returned status 422"),
     "p_content_policy": ("content_policy_violation", "Your request was rejected by the safety system."),
 }
+_OUTCOMES: Final = (*_FAILURES, "p_short_result")  # one categorical draw per task, in this order
 _SUBMIT_FAULTS: Final = ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit")
 _QUERY_FAULTS: Final = ("p_429", "p_500", "p_502", "p_504_html")
 _UPLOAD_FAULTS: Final = ("p_500", "p_502", "p_504_html")
@@ -86,11 +88,12 @@ class Task:
     started: float
     finished: float
     failure: FailureReason | None
+    images: int  # result images once completed: n, or n - 1 under p_short_result
 
 
 @dataclass(frozen=True, slots=True)
 class Upload:
-    """An uploaded reference image, served back at ``/files/uploads/<id>.<ext>``."""
+    """An uploaded reference image, served back at ``/files/uploads/<id>.<ext>`` until ``upload_ttl``."""
 
     id: str
     key: str
@@ -99,6 +102,7 @@ class Upload:
     extension: str
     purpose: str
     created: float
+    size: tuple[int, int] | None  # pixels, None if the header could not be read
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +227,7 @@ def task_view(task: Task, now: float, config: EmulatorConfig, base_url: str) -> 
 
 def _completed_fields(task: Task, config: EmulatorConfig, base_url: str) -> dict[str, object]:
     completed_at = int(task.finished)
-    items = [{"url": url} for url in result_urls(task, base_url)]
+    items: list[dict[str, object]] = [{"url": url} for url in result_urls(task, base_url)]
     placement: dict[str, dict[str, object]] = {
         "result": {"result": {"type": "image", "data": items}},
         "images": {"images": items},
@@ -232,7 +236,7 @@ def _completed_fields(task: Task, config: EmulatorConfig, base_url: str) -> dict
     fields: dict[str, object] = {"status": "completed", "progress": 100, "completed_at": completed_at}
     fields["expires_at"] = expires_at(task, config)
     fields |= placement[config.result_style]
-    if config.top_level_url:
+    if config.top_level_url and items:
         fields["url"] = items[0]["url"]
     return fields
 
@@ -244,7 +248,7 @@ def expires_at(task: Task, config: EmulatorConfig) -> int:
 
 def result_urls(task: Task, base_url: str) -> list[str]:
     """The absolute URLs of a task's images, 1-based: ``{base}/files/generated/<task>_<i>.png``."""
-    return [f"{base_url}/files/generated/{task.id}_{index}.png" for index in range(1, task.submission.n + 1)]
+    return [f"{base_url}/files/generated/{task.id}_{index}.png" for index in range(1, task.images + 1)]
 
 
 def _pick(rng: random.Random, config: EmulatorConfig, knobs: Sequence[str]) -> str | None:
@@ -386,7 +390,7 @@ class Emulator:
             if duplicate and config.duplicate_business_id == "reject":
                 raise KeyError(submission.client_business_id)
             duration = config.latency + self._rngs["outcome"].uniform(0.0, config.latency_jitter)
-            failure_knob = _pick(self._rngs["outcome"], config, tuple(_FAILURES))
+            outcome = _pick(self._rngs["outcome"], config, _OUTCOMES)
             task = Task(
                 id=self._new_id("task_img_"),
                 key=key,
@@ -394,7 +398,8 @@ class Emulator:
                 created=now,
                 started=now + duration * config.queued_fraction,
                 finished=now + duration,
-                failure=_FAILURES[failure_knob] if failure_knob else None,
+                failure=_FAILURES.get(outcome or ""),
+                images=max(0, submission.n - 1) if outcome == "p_short_result" else submission.n,
             )
             self._tasks[task.id] = task
             if submission.client_business_id:
@@ -421,14 +426,21 @@ class Emulator:
 
     # -- uploads -------------------------------------------------------------------------------------
 
-    def add_upload(self, key: str, data: bytes, mime_type: str, extension: str, purpose: str) -> Upload:
+    def add_upload(
+        self, key: str, data: bytes, mime_type: str, extension: str, purpose: str, size: tuple[int, int] | None
+    ) -> Upload:
         """Store an uploaded image and return it with its new id."""
         with self._lock:
-            upload = Upload(self._new_id("upload_"), key, data, mime_type, extension, purpose, self.now())
+            upload = Upload(self._new_id("upload_"), key, data, mime_type, extension, purpose, self.now(), size)
             self._uploads[upload.id] = upload
             return upload
 
     def get_upload(self, upload_id: str) -> Upload | None:
-        """An upload by id, or None."""
+        """An upload by id, or None (expired ones included: see :meth:`upload_expired`)."""
         with self._lock:
             return self._uploads.get(upload_id)
+
+    def upload_expired(self, upload: Upload) -> bool:
+        """Whether ``upload`` is older than ``upload_ttl`` on the emulator clock."""
+        ttl = self.config.upload_ttl
+        return ttl is not None and self.now() >= upload.created + ttl

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -43,15 +44,43 @@ _FAILED: Final = frozenset({"failed", "failure", "error", "cancelled", "canceled
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
+def _reason(error: httpx.TransportError) -> str:
+    """A short cause for people, from the chain of exceptions under an httpx error."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return "host name not found"
+        if isinstance(seen, TimeoutError | httpx.TimeoutException):
+            return "timed out"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS error: {seen.reason or seen}"
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _where(error: httpx.TransportError) -> str:
+    """The request's URL without credentials, query or fragment (a signed download URL carries a token)."""
+    try:
+        url = error.request.url
+    except RuntimeError:
+        return ""
+    port = f":{url.port}" if url.port is not None else ""
+    return f" {url.scheme}://{url.host}{port}{url.path}"
+
+
 @contextlib.asynccontextmanager
 async def _translated(what: str) -> AsyncIterator[None]:
     """Map httpx transport errors to NetworkError, saying whether the request may have arrived."""
     try:
         yield
     except _NOT_SENT as error:
-        raise NetworkError(f"{what}: {type(error).__name__}: {error}", sent=False) from error
+        reason = _reason(error)
+        raise NetworkError(f"{what}{_where(error)}: {reason}", sent=False, reason=reason) from error
     except httpx.TransportError as error:
-        raise NetworkError(f"{what}: {type(error).__name__}: {error}", sent=True) from error
+        reason = _reason(error)
+        raise NetworkError(f"{what}{_where(error)}: {reason}", sent=True, reason=reason) from error
 
 
 def _error_fields(response: httpx.Response) -> tuple[str | None, str]:

@@ -1,0 +1,114 @@
+"""Paid tasks of an interrupted build: planned as RESUME (already paid), collected by the next build, never paid twice.
+
+A build is stopped with Ctrl-C (SIGINT to a subprocess) right after the provider accepted its submit, so the
+task is journaled and paid; then ``plan`` and ``build`` run in-process against the same emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import PACKAGE_ROOT, TEST_KEY, run_cli
+from pixmake.emulator import EmulatorConfig, EmulatorServer
+from pixmake.lockfile import parse_lock
+
+
+def _journaled_tasks(root: Path) -> dict[str, str]:
+    path = root / ".pixmake" / "journal.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return {r["target"]: r["task_id"] for r in records if r.get("op") == "task"}
+
+
+def _interrupted_build(root: Path, server: EmulatorServer, log: Path, *args: str) -> str:
+    """Run ``pixmake build ARGS`` in a subprocess, Ctrl-C it once hero's task is paid; hero's task id."""
+    server.emulator.reset(EmulatorConfig(latency=1.0, submit_rps=None, query_rps=None))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXMAKE_", "TOAPIS_"))}
+    env |= {
+        "PIXMAKE_BASE_URL": server.url,
+        "TOAPIS_API_KEY": TEST_KEY,
+        "PIXMAKE_POLL_INTERVAL": "0.01",
+        "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "pixmake", "-C", str(root), "build", *args]
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+    deadline = time.monotonic() + 30
+    while "hero" not in _journaled_tasks(root):
+        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130, log.read_text()
+    lines = log.read_text().splitlines()
+    assert lines[-1] == "pixmake: interrupted; finished targets are locked, in-flight tasks resume next build"
+    assert lines[-2].strip(), "no empty line before the interrupt message"
+    assert server.emulator.ledger.charged_images == 1
+    return _journaled_tasks(root)["hero"]
+
+
+@pytest.fixture
+def hero(make_project: Callable[..., Path]) -> Path:
+    return make_project({"version": 1, "targets": {"hero": {"prompt": "a red mug", "out": "hero.png"}}})
+
+
+@pytest.mark.parametrize("args", [(), ("--replace", "hero")], ids=["killed-create", "killed-replace"])
+def test_a_paid_task_of_an_interrupted_build_is_planned_as_resume_and_collected_without_paying_again(
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    if args:
+        assert run_cli("-C", str(hero), "build").exit_code == 0  # locked: a plain plan would say unchanged
+    task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log", *args)
+
+    plan = run_cli("-C", str(hero), "plan")
+    assert plan.stdout.splitlines() == [
+        f"> resume     hero: collecting paid task {task_id} from an interrupted build",
+        "Plan: 1 to resume (already paid); 0 images to generate",
+    ]
+    assert run_cli("-C", str(hero), "plan", "--check").exit_code == 2
+    document = json.loads(run_cli("-C", str(hero), "plan", "--json").stdout)
+    assert document["images"] == 0 and document["actions"][0]["action"] == "resume"
+
+    outcome = run_cli("-C", str(hero), "build", "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    events = [json.loads(line) for line in outcome.stdout.splitlines()]
+    assert events[0]["event"] == "build_started" and events[0]["images"] == 0
+    assert events[-1]["result"]["resumed"] == ["hero"] and events[-1]["result"]["images_generated"] == 0
+    summary = outcome.stderr.strip().splitlines()
+    assert summary[-1].startswith("build finished in ") and "1 resumed (already paid)" in summary[-1]
+    assert "0 generated (0 images paid)" in summary[-1]
+    assert provider_env.emulator.ledger.charged_images == 1  # no second charge
+    assert len(provider_env.emulator.submits()) == 1
+    assert parse_lock((hero / "pixmake.lock").read_text()).entries["hero"].task_id == task_id
+    assert _journaled_tasks(hero) == {}
+    assert run_cli("-C", str(hero), "plan", "--check").exit_code == 0
+
+
+def test_a_paid_task_for_inputs_changed_since_is_dropped_with_a_warning(
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log")
+    manifest = hero / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("a red mug", "a green mug"))
+
+    plan = run_cli("-C", str(hero), "plan")
+    assert plan.stdout.splitlines() == [
+        "+ create     hero: not in the lockfile",
+        f"x drop       hero: paid task {task_id} from an interrupted build is dropped, not collected: "
+        "it was paid for earlier inputs of this target",
+        "Plan: 1 to create, 1 interrupted task to drop (inputs changed); 1 image to generate",
+    ]
+    outcome = run_cli("-C", str(hero), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "1 interrupted task dropped (paid for inputs since changed)" in outcome.stderr
+    assert [r.json["prompt"] for r in provider_env.emulator.submits() if isinstance(r.json, dict)][-1] == "a green mug"
+    assert provider_env.emulator.ledger.charged_images == 2  # the announced image, once
+    assert _journaled_tasks(hero) == {}
+    assert run_cli("-C", str(hero), "plan", "--check").exit_code == 0
