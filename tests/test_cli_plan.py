@@ -290,9 +290,7 @@ def test_the_no_op_memo_never_hides_a_change(examples_copy: Path, provider_env: 
     assert plan(examples_copy, "--check")[0] == ExitCode.CHANGES
 
 
-def test_no_op_plan_imports_neither_yaml_nor_the_build_stack(
-    examples_copy: Path, provider_env: EmulatorServer
-) -> None:
+def test_no_op_plan_imports_neither_yaml_nor_the_build_stack(examples_copy: Path, provider_env: EmulatorServer) -> None:
     built(examples_copy)
     assert plan(examples_copy, "--check")[0] == 0
     code = (

@@ -596,14 +596,34 @@ def test_config_from_mapping_coerces_cli_strings() -> None:
 # -- the server ----------------------------------------------------------------------------------------------
 
 
-def test_server_starts_on_a_free_port_and_stops_fast() -> None:
+def test_server_starts_on_a_free_port_and_an_open_download_does_not_hold_up_its_stop() -> None:
+    """A 60 s download in flight is cut by the 1 s graceful shutdown: the server thread is joined (within its
+    5 s stop timeout) before the context manager returns, and the client sees its download broken."""
     threads_before = set(threading.enumerate())
-    with EmulatorServer() as server, httpx.Client(base_url=server.url) as client:
+    config = EmulatorConfig(latency=0.0, p_slow_download=1.0, slow_download_seconds=60.0)
+    outcome: list[BaseException | None] = []
+    streaming = threading.Event()
+    headers = {"Authorization": "Bearer sk-1"}
+    with EmulatorServer(config) as server, httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
         assert server.url.startswith("http://127.0.0.1:") and server.port > 0
-        assert client.get("/v1/models", headers={"Authorization": "Bearer sk-1"}).status_code == 200
-        started = time.perf_counter()
-    assert time.perf_counter() - started < 1.0
+        task_id = _id(client.post("/v1/images/generations", json={"model": "gpt-4o-image", "prompt": "p"}))
+        [url] = [item["url"] for item in client.get(f"/v1/images/generations/{task_id}").json()["result"]["data"]]
+
+        def download() -> None:
+            try:
+                with httpx.stream("GET", url, timeout=30) as response:
+                    streaming.set()  # headers are in, the body trickles for 60 s
+                    response.read()
+                outcome.append(None)
+            except httpx.HTTPError as error:
+                outcome.append(error)
+
+        downloader = threading.Thread(target=download)
+        downloader.start()
+        assert streaming.wait(10)
+    downloader.join(30)
     assert set(threading.enumerate()) <= threads_before
+    assert len(outcome) == 1 and isinstance(outcome[0], httpx.RemoteProtocolError)
 
 
 def test_emulator_command_sets_knobs_and_the_api_key() -> None:

@@ -4,6 +4,7 @@ is matched field by field and type by type by what the emulator answers in the s
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,13 @@ EXAMPLES = json.loads((Path(__file__).parent / "data" / "toapis_examples.json").
 _ = (_served, env)  # fixtures used by name below
 
 
+def _documented_text(documented: str, actual: str) -> bool:
+    """Equal, where each ``…`` the docs use to elide part of a string stands for any text."""
+    return re.fullmatch(".*".join(re.escape(part) for part in documented.split("…")), actual, re.DOTALL) is not None
+
+
 def assert_matches(documented: Any, actual: Any, vary: list[str], path: str = "") -> None:
-    """Same keys, same JSON types at every level; equal values except at ``vary`` paths."""
+    """Same keys, same JSON types at every level; equal values (up to ``…``) except at ``vary`` paths."""
     assert type(actual) is type(documented), (
         f"{path or '<body>'}: {type(actual).__name__} != {type(documented).__name__}"
     )
@@ -32,8 +38,19 @@ def assert_matches(documented: Any, actual: Any, vary: list[str], path: str = ""
         assert len(actual) == len(documented), f"{path}: {len(actual)} items, documented {len(documented)}"
         for item, got in zip(documented, actual, strict=True):
             assert_matches(item, got, vary, f"{path}[]")
+    elif isinstance(documented, str) and path not in vary:
+        assert _documented_text(documented, actual), f"{path}: {actual!r} != documented {documented!r}"
     elif path not in vary:
         assert actual == documented, f"{path}: {actual!r} != documented {documented!r}"
+
+
+def _documented_headers(documented: dict[str, Any], response: httpx.Response) -> dict[str, Any]:
+    """The response's values of the documented headers; decimal integers parsed where the docs have a number."""
+    got: dict[str, Any] = {}
+    for name, value in documented.items():
+        text = response.headers.get(name)
+        got[name] = int(text) if isinstance(value, int) and text is not None and text.isdigit() else text
+    return got
 
 
 def _task(env: Env, **body: object) -> str:
@@ -63,8 +80,10 @@ SITUATIONS: dict[str, Callable[[Env], httpx.Response]] = {
         "/v1/images/generations", json={}, headers={"Authorization": ""}
     ),
     "unauthorized_query": lambda env: env.client.get("/v1/images/generations/x", headers={"Authorization": "Bearer x"}),
+    "unauthorized_account": lambda env: env.client.get("/v1/balance", headers={"Authorization": ""}),
     "insufficient_quota": lambda env: env.configure(quota_images=0).submit(),
     "rate_limited": lambda env: [env.configure(submit_rps=1.0, submit_burst=1).submit(), env.submit()][1],
+    "rate_limited_query": lambda env: [env.configure(query_rps=1.0, query_burst=1).status("x"), env.status("x")][1],
     "limiter_unavailable": lambda env: env.configure(p_503_unavailable=1.0).submit(),
     "upload_ok": lambda env: _upload(env, png_bytes(fmt="JPEG")),
     "upload_bad_type": lambda env: _upload(env, b"plain text, not an image"),
@@ -77,6 +96,9 @@ def test_documented_example_matches(env: Env, example: dict[str, Any]) -> None:
     response = SITUATIONS[example["situation"]](env)
     assert response.status_code == example["http_status"], response.text
     assert_matches(example["body"], response.json(), example["vary"])
+    if "headers" in example:
+        headers = _documented_headers(example["headers"], response)
+        assert_matches(example["headers"], headers, example["vary"], "headers")
 
 
 def test_every_situation_has_an_example() -> None:

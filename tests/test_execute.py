@@ -24,19 +24,11 @@ from pixmake.lockfile import parse_lock
 from pixmake.report import RecordingReporter
 from pixmake.store import project_lock, sha256_bytes
 from pixmake.uploads import UploadCache
-from test_execute_faults import assert_paid_once_and_complete, fast_settings, make_manifest
+from test_execute_faults import assert_paid_once_and_complete, fast_settings, make_manifest, write_manifest
 
 
 def _manifest(root: Path, targets: dict[str, dict[str, Any]], *, concurrency: int = 4) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    document = {
-        "version": 1,
-        "provider": {"concurrency": concurrency, "rate": "1000/s"},
-        "defaults": {"model": "gpt-4o-image", "size": "1:1", "n": 1},
-        "targets": targets,
-    }
-    (root / "pixmake.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
-    return root
+    return write_manifest(root, targets, concurrency=concurrency)
 
 
 @pytest.fixture

@@ -43,6 +43,12 @@ def make_manifest(root: Path, count: int, *, concurrency: int = 16, every_ref: i
         if every_ref and twin_of % every_ref == 0:
             target["references"] = ["refs/brand.png"]
         targets[f"t{i:04d}"] = target
+    return write_manifest(root, targets, concurrency=concurrency)
+
+
+def write_manifest(root: Path, targets: dict[str, dict[str, Any]], *, concurrency: int) -> Path:
+    """``root/pixmake.yaml`` with these targets (1:1 gpt-4o-image, one image each unless they say)."""
+    root.mkdir(parents=True, exist_ok=True)
     document = {
         "version": 1,
         "provider": {"concurrency": concurrency, "rate": "1000/s"},

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixmake.fingerprint import FINGERPRINT_VERSION, input_hash, key_document, target_key
+from pixmake.fingerprint import FINGERPRINT_VERSION, input_hash, key_document, lock_entry, target_key
 from pixmake.manifest import Target
 
 _text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
@@ -136,3 +136,26 @@ def test_key_document_names_every_ingredient() -> None:
 def test_a_url_reference_is_keyed_by_its_url() -> None:
     url = "https://example.com/a.png"
     assert input_hash(url, {}) == "url:" + hashlib.sha256(url.encode()).hexdigest()
+
+
+@given(targets_with_files())
+def test_lock_entry_records_the_inputs_the_key_was_made_from(case: tuple[Target, dict[str, bytes]]) -> None:
+    target, files = case
+    hashes, key = _hashes(files), target_key(target, _hashes(files))
+    entry = lock_entry(target, key, hashes, (), task_id="task_1")
+    document = key_document(target, hashes)
+    assert [(r.path, r.sha256) for r in entry.references] == list(
+        zip(target.references, document["references"], strict=True)
+    )
+    mask = None if entry.mask is None else (entry.mask.path, entry.mask.sha256)
+    assert mask == (None if target.mask is None else (target.mask, document["mask"]))
+    recorded = (entry.key, entry.model, entry.prompt, entry.size, entry.n, dict(entry.params), entry.task_id)
+    assert recorded == (key, target.model, target.prompt, target.size, target.n, dict(target.params), "task_1")
+
+
+def test_lock_entry_keeps_its_own_copy_of_the_params() -> None:
+    params = {"quality": "high"}
+    target = Target("t", "p", "gpt-image-2", "1:1", 1, "o.png", params=params)
+    entry = lock_entry(target, "k" * 64, {}, ())
+    params["quality"] = "low"
+    assert entry.params == {"quality": "high"} and entry.task_id is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import sys
 import pytest
 
 import pixmake
-from conftest import EXAMPLES
+from conftest import EXAMPLES, PACKAGE_ROOT
 
 HEAVY = ("httpx", "anyio", "rich", "PIL", "click", "uvicorn", "starlette")
 PURE = (
@@ -27,15 +28,18 @@ PURE = (
     "fingerprint",
     "lockfile",
     "plan",
+    "select",
     "retry",
     "settings",
 )
+_ENV = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
+"""Subprocesses import the pixmake under test (installed or src), as in the other subprocess tests."""
 
 
 @pytest.mark.parametrize("module", PURE)
 def test_pure_core_imports_no_io_library(module: str) -> None:
     code = f"import sys, pixmake.{module}\nheavy = [m for m in {HEAVY!r} if m in sys.modules]\nassert not heavy, heavy"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, env=_ENV)
 
 
 def test_plan_command_imports_none_of_the_build_stack() -> None:
@@ -47,7 +51,7 @@ def test_plan_command_imports_none_of_the_build_stack() -> None:
         "heavy = [m for m in ('httpx', 'anyio', 'rich', 'PIL') if m in sys.modules]\n"
         "assert not heavy, heavy"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, env=_ENV)
 
 
 def _modules() -> list[str]:

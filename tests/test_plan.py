@@ -9,8 +9,8 @@ from types import MappingProxyType
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixmake.fingerprint import input_hash, target_key
-from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry
+from pixmake.fingerprint import lock_entry, target_key
+from pixmake.lockfile import Lock, LockedOutput, LockEntry
 from pixmake.manifest import Target, output_paths
 from pixmake.plan import ActionKind, Plan, make_plan
 from pixmake.scan import DiskState
@@ -23,18 +23,7 @@ def sha(text: str) -> str:
 def built(target: Target, hashes: dict[str, str], tag: str = "") -> tuple[LockEntry, dict[str, str]]:
     """The lock entry a build of ``target`` records, and the hashes of the outputs it wrote."""
     outputs = tuple(LockedOutput(p, sha(f"image {target.name} {p} {tag}"), 100, 8, 8) for p in output_paths(target))
-    entry = LockEntry(
-        key=target_key(target, hashes),
-        model=target.model,
-        prompt=target.prompt,
-        size=target.size,
-        n=target.n,
-        outputs=outputs,
-        references=tuple(LockedInput(r, input_hash(r, hashes)) for r in target.references),
-        mask=None if target.mask is None else LockedInput(target.mask, input_hash(target.mask, hashes)),
-        params=MappingProxyType(dict(target.params)),
-        task_id=f"task-{target.name}",
-    )
+    entry = lock_entry(target, target_key(target, hashes), hashes, outputs, task_id=f"task-{target.name}")
     return entry, {o.path: o.sha256 for o in outputs}
 
 

@@ -152,6 +152,17 @@ def test_a_short_body_is_a_bad_result_and_an_upload_refusal_keeps_its_message() 
         _run(settings, lambda p: p.upload(b"text", filename="a.png"), httpx.MockTransport(answer))
 
 
+def test_a_body_that_does_not_decode_is_a_network_error_that_may_have_arrived() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"not gzip", headers={"Content-Encoding": "gzip"})
+
+    settings = _settings("https://api.test")
+    for call in (lambda p: p.download("https://files.test/a.png"), lambda p: p.submit(REQUEST)):
+        with pytest.raises(NetworkError) as caught:
+            _run(settings, call, httpx.MockTransport(answer))
+        assert caught.value.sent is True
+
+
 def test_the_key_goes_only_to_the_api_host(emulator: EmulatorServer) -> None:
     seen: list[httpx.Request] = []
 

@@ -104,12 +104,3 @@ def test_selection_is_idempotent(case: tuple[tuple[Target, ...], Selection]) -> 
     except ConfigError:
         return
     assert select_targets(once, selection) == once
-
-
-def test_select_is_pure() -> None:
-    import subprocess
-    import sys
-
-    heavy = ("yaml", "httpx", "anyio", "click", "PIL")
-    code = f"import sys, pixmake.select\nheavy = [m for m in {heavy!r} if m in sys.modules]\nassert not heavy, heavy"
-    subprocess.run([sys.executable, "-c", code], check=True)

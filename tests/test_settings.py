@@ -28,7 +28,8 @@ def test_environment_wins_over_manifest_and_flags_win_over_environment() -> None
     assert settings.poll_interval == 0.5
     assert settings.concurrency == 2
     assert settings.api_key == Secret("sk-a")
-    assert resolve(provider, environ, concurrency=7, base_url="http://10.0.0.1").concurrency == 7
+    flagged = resolve(provider, environ, concurrency=7, base_url="http://10.0.0.1")
+    assert (flagged.concurrency, flagged.base_url) == (7, "http://10.0.0.1")
 
 
 def test_the_key_comes_from_the_variable_the_manifest_names() -> None:

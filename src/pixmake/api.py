@@ -65,7 +65,7 @@ class Project:
     @property
     def state_dir(self) -> Path:
         """Local, uncommitted state: stat cache, journal, object cache."""
-        return self.root / ".pixmake"  # store.STATE_DIR; not imported here (tempfile) for the no-op plan
+        return self.root / ".pixmake"  # store.STATE_DIR; not imported here: the no-op plan loads as little as it can
 
     @property
     def stat_cache(self) -> Path:

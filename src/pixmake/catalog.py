@@ -97,13 +97,13 @@ def _jsonl(text: str, file: str) -> tuple[list[Row], list[Diagnostic]]:
             continue
         values: dict[str, str] = {}
         for key, value in item.items():
-            text_value = _text(value)
+            as_text = _text(value)
             if not _NAME.fullmatch(key):
                 problems.append(Diagnostic(file, number, 1, "", f"key {key!r}: use letters, digits and _"))
-            elif text_value is None:
+            elif as_text is None:
                 problems.append(Diagnostic(file, number, 1, "", f"key {key!r}: expected text, a number or a boolean"))
             else:
-                values[key] = text_value
+                values[key] = as_text
         rows.append(Row(number, values))
         if len(rows) > MAX_ROWS:
             return rows, [Diagnostic(file, number, 1, "", f"catalog has more than {MAX_ROWS} rows")]

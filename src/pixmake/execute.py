@@ -16,7 +16,6 @@ The executor emits typed events to a reporter and never prints.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import random as _random
@@ -40,15 +39,16 @@ from pixmake.errors import (
     RateLimitedError,
     RequestRejectedError,
 )
+from pixmake.fingerprint import lock_entry
 from pixmake.journal import Journal, PendingSubmit
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
-from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, render_lock
+from pixmake.lockfile import Lock, LockedOutput, LockEntry, render_lock
 from pixmake.manifest import Target, is_url, output_paths
 from pixmake.plan import Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
 from pixmake.settings import Settings, display_url
-from pixmake.store import ObjectCache, atomic_write
+from pixmake.store import ObjectCache, atomic_write, sha256_bytes
 from pixmake.uploads import UploadCache, Uploader
 
 if TYPE_CHECKING:
@@ -256,13 +256,6 @@ class _Recorder:
         self._entries = dict(lock.entries)
         self._unfolded = 0
         self._mutex = threading.Lock()  # called from worker threads
-        self.folds = 0
-
-    @property
-    def lock(self) -> Lock:
-        """The lock as recorded so far (a snapshot)."""
-        with self._mutex:
-            return Lock(MappingProxyType(dict(self._entries)))
 
     def submitting(self, target: str, key: str, client_business_id: str) -> None:
         """A submit with this id is about to be sent."""
@@ -302,7 +295,6 @@ class _Recorder:
         atomic_write(self.lock_path, render_lock(Lock(MappingProxyType(self._entries))).encode())
         self.journal.rewrite(dict(self.pending))
         self._unfolded = 0
-        self.folds += 1
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -515,7 +507,7 @@ class Executor:
         def copy() -> None:
             for path, locked in zip(paths, source.outputs, strict=True):
                 target_file = self.root / path
-                if target_file.is_file() and hashlib.sha256(target_file.read_bytes()).hexdigest() == locked.sha256:
+                if target_file.is_file() and sha256_bytes(target_file.read_bytes()) == locked.sha256:
                     continue
                 atomic_write(target_file, self.objects.get(locked.sha256))
 
@@ -535,20 +527,7 @@ class Executor:
     # --- provider calls ---------------------------------------------------------------------------
 
     def _entry(self, target: Target, key: str, outputs: tuple[LockedOutput, ...], task_id: str | None) -> LockEntry:
-        from pixmake.fingerprint import input_hash
-
-        return LockEntry(
-            key=key,
-            model=target.model,
-            prompt=target.prompt,
-            size=target.size,
-            n=target.n,
-            outputs=outputs,
-            references=tuple(LockedInput(r, input_hash(r, self.input_hashes)) for r in target.references),
-            mask=None if target.mask is None else LockedInput(target.mask, input_hash(target.mask, self.input_hashes)),
-            params=target.params,
-            task_id=task_id,
-        )
+        return lock_entry(target, key, self.input_hashes, outputs, task_id=task_id)
 
     def _provider(self) -> Provider:
         assert self.provider is not None, "a paid action needs a provider"
@@ -719,10 +698,10 @@ class Executor:
                         return found
                     if attempt + 1 < self.settings.max_attempts:
                         continue  # known not to exist: a new id, no further wait
-                elif not reuploaded and _about_inputs(error) and self._local_inputs(target):
+                elif not reuploaded and _about_inputs(error) and (uploaded := self._local_inputs(target)):
                     # A 4xx may mean an uploaded reference expired on the provider: upload again, once.
                     reuploaded = True
-                    for digest in self._local_inputs(target):
+                    for digest in uploaded:
                         self.uploader.forget(digest)
                     image_urls, mask_url = await self._input_urls(target)
                     continue

@@ -3,7 +3,8 @@
 PURE. In the key: the fingerprint format version, provider, model, final prompt, size, n, model
 parameters, and the content hashes of references (in order) and mask. Not in it: the ``out`` path,
 file names, concurrency, base URL, API key or target order. Renaming a reference changes nothing;
-one changed byte in it changes the key of exactly the targets that use it.
+one changed byte in it changes the key of exactly the targets that use it. :func:`lock_entry` records
+a built target under its key, with the same content hashes of its inputs.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
+from pixmake.lockfile import LockedInput, LockedOutput, LockEntry
 from pixmake.manifest import Target, is_url
 
-__all__ = ["FINGERPRINT_VERSION", "input_hash", "key_document", "target_key"]
+__all__ = ["FINGERPRINT_VERSION", "input_hash", "key_document", "lock_entry", "target_key"]
 
 FINGERPRINT_VERSION: Final = 1
 
@@ -47,3 +50,27 @@ def target_key(target: Target, file_hashes: Mapping[str, str], *, provider: str 
     document = key_document(target, file_hashes, provider=provider)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def lock_entry(
+    target: Target,
+    key: str,
+    file_hashes: Mapping[str, str],
+    outputs: tuple[LockedOutput, ...],
+    *,
+    task_id: str | None = None,
+) -> LockEntry:
+    """The lock entry recording ``outputs`` as ``target``'s, built under ``key`` from its inputs' current hashes."""
+    mask = None if target.mask is None else LockedInput(target.mask, input_hash(target.mask, file_hashes))
+    return LockEntry(
+        key=key,
+        model=target.model,
+        prompt=target.prompt,
+        size=target.size,
+        n=target.n,
+        outputs=outputs,
+        references=tuple(LockedInput(ref, input_hash(ref, file_hashes)) for ref in target.references),
+        mask=mask,
+        params=MappingProxyType(dict(target.params)),
+        task_id=task_id,
+    )

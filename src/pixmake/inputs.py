@@ -27,7 +27,7 @@ from typing import BinaryIO, Final
 from pixmake.errors import Diagnostic, ManifestError, UnsafePathError
 from pixmake.manifest import Manifest, Target, is_url, output_paths
 from pixmake.models import MB, MODELS, ModelSpec
-from pixmake.store import safe_path
+from pixmake.store import RootGuard, safe_path
 
 __all__ = ["HeaderCache", "ImageInfo", "check_inputs", "read_header", "sniff"]
 
@@ -201,7 +201,7 @@ class _Checker:
         self.manifest = manifest
         self.cache = cache
         self.files: dict[str, _File] = {}
-        self.dirs: dict[str, bool] = {}
+        self.guard = RootGuard(root)
         self.problems: dict[tuple[str, int, int, str, str], list[str]] = {}
 
     def file(self, rel: str) -> _File:
@@ -257,29 +257,16 @@ class _Checker:
                 f"found {found.info.width}×{found.info.height}",
             )
 
-    def _inside(self, rel: str) -> bool:
-        """Whether ``rel`` stays inside the root with symlinks followed; directories are resolved once each."""
-        parent, _, _ = rel.rpartition("/")
-        ok = self.dirs.get(parent)
-        if ok is None:
-            try:
-                safe_path(self.root, parent or ".", field="")
-                ok = True
-            except UnsafePathError:
-                ok = False
-            self.dirs[parent] = ok
-        if ok and os.path.islink(self.root / rel):
-            try:
-                safe_path(self.root, rel, field="")
-            except UnsafePathError:
-                return False
-        return ok
-
     def outputs(self, target: Target) -> None:
         for rel in output_paths(target):
-            if not self._inside(rel):
+            try:
+                path = self.guard.absolute(rel, "out")
+                if os.path.islink(path):
+                    self.guard.check_link(rel, path, "out")
+            except UnsafePathError:
                 self.add(target, "out", f"path {rel!r} leads outside the project root through a symlink", "unsafe-path")
-            elif (self.root / rel).is_dir():
+                continue
+            if os.path.isdir(path):
                 self.add(target, "out", f"{rel} is a directory; out names a .png file")
 
     def run(self) -> list[Diagnostic]:

@@ -54,6 +54,18 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
             yield record
 
 
+def _line(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def _submit(target: str, key: str, client_business_id: str) -> dict[str, Any]:
+    return {"op": "submit", "target": target, "key": key, "cbid": client_business_id}
+
+
+def _task(target: str, key: str, client_business_id: str, task_id: str) -> dict[str, Any]:
+    return {"op": "task", "target": target, "key": key, "cbid": client_business_id, "task_id": task_id}
+
+
 def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]]:
     """Apply the journal to ``lock``: the folded lock and the submits still pending, by target name.
 
@@ -96,7 +108,7 @@ class Journal:
             self._handle = None
 
     def _append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        line = _line(record)
         with self._mutex:
             assert self._handle is not None, "journal is not open"
             self._handle.write(line)
@@ -105,11 +117,11 @@ class Journal:
 
     def submitting(self, target: str, key: str, client_business_id: str) -> None:
         """Record a submit about to be sent."""
-        self._append({"op": "submit", "target": target, "key": key, "cbid": client_business_id})
+        self._append(_submit(target, key, client_business_id))
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
         """Record the task id the provider gave a submit."""
-        self._append({"op": "task", "target": target, "key": key, "cbid": client_business_id, "task_id": task_id})
+        self._append(_task(target, key, client_business_id, task_id))
 
     def finished(self, target: str, entry: LockEntry) -> None:
         """Record a finished target's lock entry."""
@@ -125,12 +137,10 @@ class Journal:
 
         lines = []
         for p in pending.values():
-            lines.append({"op": "submit", "target": p.target, "key": p.key, "cbid": p.client_business_id})
+            lines.append(_line(_submit(p.target, p.key, p.client_business_id)))
             if p.task_id is not None:
-                lines.append(
-                    {"op": "task", "target": p.target, "key": p.key, "cbid": p.client_business_id, "task_id": p.task_id}
-                )
-        data = b"".join(json.dumps(r, sort_keys=True, separators=(",", ":")).encode() + b"\n" for r in lines)
+                lines.append(_line(_task(p.target, p.key, p.client_business_id, p.task_id)))
+        data = b"".join(lines)
         with self._mutex:
             reopen = self._handle is not None
             self.close()

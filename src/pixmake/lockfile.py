@@ -45,6 +45,7 @@ __all__ = [
 
 LOCK_VERSION: Final = 2
 _SPACE: Final = re.compile(r"[ \t\r\n]*")
+_RESTORE: Final = "restore it from git (git checkout -- pixmake.lock) or delete it to rebuild everything"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,14 @@ def _output(o: Mapping[str, Any]) -> LockedOutput:
     return LockedOutput(str(o["path"]), str(o["sha256"]), int(o["bytes"]), int(o["width"]), int(o["height"]))
 
 
+def _input_json(i: LockedInput) -> dict[str, Any]:
+    return {"path": i.path, "sha256": i.sha256}
+
+
+def _input(i: Mapping[str, Any]) -> LockedInput:
+    return LockedInput(str(i["path"]), str(i["sha256"]))
+
+
 def entry_to_json(entry: LockEntry) -> dict[str, Any]:
     """One entry as a JSON-ready dict (optional fields only when set); the journal uses it too."""
     block: dict[str, Any] = {
@@ -121,9 +130,9 @@ def entry_to_json(entry: LockEntry) -> dict[str, Any]:
         "outputs": [_output_json(o) for o in entry.outputs],
     }
     if entry.references:
-        block["references"] = [{"path": r.path, "sha256": r.sha256} for r in entry.references]
+        block["references"] = [_input_json(r) for r in entry.references]
     if entry.mask is not None:
-        block["mask"] = {"path": entry.mask.path, "sha256": entry.mask.sha256}
+        block["mask"] = _input_json(entry.mask)
     if entry.params:
         block["params"] = dict(entry.params)
     if entry.task_id is not None:
@@ -142,8 +151,8 @@ def entry_from_json(block: Mapping[str, Any]) -> LockEntry:
         size=str(block["size"]),
         n=int(block["n"]),
         outputs=tuple(_output(o) for o in block["outputs"]),
-        references=tuple(LockedInput(str(r["path"]), str(r["sha256"])) for r in block.get("references", ())),
-        mask=LockedInput(str(block["mask"]["path"]), str(block["mask"]["sha256"])) if "mask" in block else None,
+        references=tuple(_input(r) for r in block.get("references", ())),
+        mask=_input(block["mask"]) if "mask" in block else None,
         params=MappingProxyType(dict(block.get("params", {}))),
         task_id=block.get("task_id"),
         stale=tuple(_output(o) for o in block.get("stale", ())),
@@ -168,7 +177,7 @@ def _skip_space(text: str, position: int) -> int:
 
 
 def _corrupt(file: str, error: json.JSONDecodeError, text: str, *, what: str = "") -> LockfileError:
-    hint = "restore it from git (git checkout -- pixmake.lock) or delete it to rebuild everything"
+    hint = _RESTORE
     if re.search(r"^(<{7}|={7}|>{7})( |$)", text, re.MULTILINE):
         hint = "it has git conflict markers: resolve them (each target is one block), or restore it from git"
     return LockfileError(f"{file}:{error.lineno}:{error.colno}: lockfile is corrupt ({what or error.msg}); {hint}")
@@ -178,9 +187,11 @@ def _check_version(document: object, file: str) -> None:
     if not isinstance(document, dict) or "version" not in document:
         raise LockfileError(f"{file}: not a pixmake lockfile (no 'version' field)")
     version = document["version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version > LOCK_VERSION or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise LockfileError(f"{file}: lockfile is corrupt (format version {json.dumps(version)} is not a version)")
+    if version > LOCK_VERSION:
         raise LockfileError(
-            f"{file}: lockfile format version {version!r} is newer than this pixmake understands "
+            f"{file}: lockfile format version {version} is newer than this pixmake understands "
             f"(version {LOCK_VERSION}); upgrade pixmake"
         )
 
@@ -220,14 +231,13 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
         raise LockfileError(f"{file}: lockfile is empty; restore it from git or delete it to rebuild everything")
     (_, header), blocks = documents[0], documents[1:]
     _check_version(header, file)
-    hint = "restore it from git (git checkout -- pixmake.lock) or delete it to rebuild everything"
     if header["version"] == 1:
         if blocks:
             line = _line(text, blocks[0][0])
-            raise LockfileError(f"{file}:{line}: lockfile is corrupt (text after the version 1 document); {hint}")
+            raise LockfileError(f"{file}:{line}: lockfile is corrupt (text after the version 1 document); {_RESTORE}")
         targets = header.get("targets", {})
         if not isinstance(targets, dict):
-            raise LockfileError(f"{file}:1: lockfile is corrupt ('targets' is not a JSON object); {hint}")
+            raise LockfileError(f"{file}:1: lockfile is corrupt ('targets' is not a JSON object); {_RESTORE}")
         located = [(0, str(name), block) for name, block in targets.items()]
     else:
         located = []
@@ -235,7 +245,7 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
             if not isinstance(block, dict) or "target" not in block:
                 problem = _block_problem(block, KeyError("target"))
                 raise LockfileError(
-                    f"{file}:{_line(text, offset)}: lockfile is corrupt (bad target block: {problem}); {hint}"
+                    f"{file}:{_line(text, offset)}: lockfile is corrupt (bad target block: {problem}); {_RESTORE}"
                 )
             located.append((offset, str(block.pop("target")), block))
     entries: dict[str, LockEntry] = {}
@@ -246,7 +256,7 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
             problem = _block_problem(block, error)
             where = f"{file}:{_line(text, offset)}"
             raise LockfileError(
-                f"{where}: lockfile is corrupt (bad target block {json.dumps(name)}: {problem}); {hint}"
+                f"{where}: lockfile is corrupt (bad target block {json.dumps(name)}: {problem}); {_RESTORE}"
             ) from None
     if len(entries) != len(located):
         counts = Counter(name for _, name, _ in located)

@@ -28,12 +28,11 @@ from typing import Any, Final
 from pixmake import __version__
 from pixmake.errors import Diagnostic
 from pixmake.manifest import Manifest, ProviderConfig, Target
+from pixmake.memo import FileStat, code_identity, file_stat
 
 __all__ = ["MCACHE_VERSION", "FileStat", "file_stat", "load_manifest"]
 
 MCACHE_VERSION: Final = 1
-FileStat = tuple[int, int, int, int]
-"""``(size, mtime_ns, ino, ctime_ns)``: a file's identity for every cache in ``.pixmake/``."""
 
 # Dataclasses a Manifest is made of. Encoded values: a plain value (str, int, float, bool, None, and
 # tuples, lists and dicts of plain values) stays as it is; a dataclass is (_DC, class index, fields...);
@@ -44,15 +43,6 @@ _DC: Final = b"dataclass"
 _PROXY: Final = b"mappingproxy"
 _SEQ: Final = b"tuple"
 _PLAIN: Final = (str, int, float, bool, type(None))
-
-
-def file_stat(path: str | Path) -> FileStat | None:
-    """The stat identity of a file, or None when it does not exist."""
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def _plain(value: Any) -> Any:
@@ -100,8 +90,6 @@ def _decode(value: Any) -> Any:
 
 def _shape() -> tuple[Any, ...]:
     """The code's identity and the cached classes' field names: a cache never outlives the code."""
-    from pixmake.memo import code_identity
-
     return (code_identity(), tuple(tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES))
 
 

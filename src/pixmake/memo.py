@@ -34,11 +34,11 @@ from typing import Any, Final, overload
 
 from pixmake import __version__
 
-__all__ = ["MEMO_VERSION", "FileStat", "check_memo", "code_identity", "write_memo"]
+__all__ = ["MEMO_VERSION", "FileStat", "check_memo", "code_identity", "file_stat", "write_memo"]
 
 MEMO_VERSION: Final = 3
 FileStat = tuple[int, int, int, int]
-"""``(size, mtime_ns, ino, ctime_ns)``, as :mod:`pixmake.scan` records it."""
+"""``(size, mtime_ns, ino, ctime_ns)``: a file's identity for every cache in ``.pixmake/``."""
 
 _IDENTITY: Final = attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns")
 
@@ -59,7 +59,8 @@ def code_identity() -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(identity))
 
 
-def _stat(path: str) -> FileStat | None:
+def file_stat(path: str | Path) -> FileStat | None:
+    """The stat identity of a file, or None when it does not exist."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -125,7 +126,7 @@ def check_memo(memo: Path, *, root: Path, manifest: Path) -> Sequence[tuple[str,
     if pixmake != (__version__, code_identity()):
         return None
     for path, recorded in sources:
-        st = _stat(path)
+        st = file_stat(path)
         if st != recorded or (st is not None and st[1] >= written_ns):
             return None
     try:

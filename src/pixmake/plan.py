@@ -279,9 +279,8 @@ def _change_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str])
     return tuple(reasons) or (Reason("key-changed", "fingerprint format or provider changed"),)
 
 
-def _output_action(
-    target: Target, key: str, entry: LockEntry, disk: DiskState, *, moved: bool, restore: bool
-) -> Action:
+def _output_action(target: Target, key: str, entry: LockEntry, disk: DiskState, *, restore: bool) -> Action:
+    """The action for a target whose key matches its lock entry: decided by its output files alone."""
     from pixmake.manifest import output_paths
 
     wanted = output_paths(target)
@@ -313,6 +312,7 @@ def _output_action(
     if (missing or edited) and not cached:
         reasons = (*missing, Reason("not-cached", "locked bytes are not in the object cache"))
         return Action(ActionKind.REGENERATE, target.name, reasons, target, key)
+    moved = tuple(o.path for o in entry.outputs) != wanted  # out renamed: the locked bytes are the same
     if missing or edited or moved:
         moved_only = Reason("output-moved", "out path changed; locked bytes are already in place")
         put_back = (*missing, *edited) or (moved_only,)
@@ -345,10 +345,7 @@ def _target_action(
         return Action(ActionKind.CREATE, target.name, (Reason("new", "not in the lockfile"),), target, key)
     if entry.key != key:
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
-    from pixmake.manifest import output_paths
-
-    moved = tuple(o.path for o in entry.outputs) != output_paths(target)
-    return _output_action(target, key, entry, disk, moved=moved, restore=restore)
+    return _output_action(target, key, entry, disk, restore=restore)
 
 
 def _replaced_files(action: Action, entry: LockEntry | None, disk: DiskState) -> list[Reason]:

@@ -16,12 +16,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 from pixmake.errors import ConfigError, UnsafePathError
-from pixmake.fingerprint import input_hash
+from pixmake.fingerprint import lock_entry
 from pixmake.journal import PendingSubmit
-from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, render_lock
+from pixmake.lockfile import Lock, LockedOutput, LockEntry, render_lock
 from pixmake.manifest import Target, output_paths
 from pixmake.scan import hash_file
 from pixmake.store import ObjectCache, atomic_write, safe_path
@@ -44,25 +43,6 @@ def write_lock_and_compact(lock_path: Path, journal_path: Path, lock: Lock, pend
 
     atomic_write(lock_path, render_lock(lock).encode())
     Journal(journal_path).rewrite(dict(pending))
-
-
-def _entry(
-    target: Target, key: str, hashes: Mapping[str, str], outputs: tuple[LockedOutput, ...], task_id: str | None
-) -> LockEntry:
-    refs = tuple(LockedInput(ref, input_hash(ref, hashes)) for ref in target.references)
-    mask = None if target.mask is None else LockedInput(target.mask, input_hash(target.mask, hashes))
-    return LockEntry(
-        key=key,
-        model=target.model,
-        prompt=target.prompt,
-        size=target.size,
-        n=target.n,
-        outputs=outputs,
-        references=refs,
-        mask=mask,
-        params=MappingProxyType(dict(target.params)),
-        task_id=task_id,
-    )
 
 
 def accept_outputs(
@@ -91,7 +71,7 @@ def accept_outputs(
     key = target_key(target, hashes)
     old = lock.entries.get(target.name)
     task_id = old.task_id if old is not None and old.key == key else None
-    return _entry(target, key, hashes, tuple(outputs), task_id)
+    return lock_entry(target, key, hashes, tuple(outputs), task_id=task_id)
 
 
 def _delete_outputs(

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 
 from pixmake.errors import (
     AuthError,
@@ -27,7 +28,7 @@ from pixmake.errors import (
 
 __all__ = ["DOCUMENTED_POLL_INTERVAL", "Backoff", "Operation", "Verdict", "classify", "parse_retry_after", "poll_delay"]
 
-DOCUMENTED_POLL_INTERVAL = 5.0
+DOCUMENTED_POLL_INTERVAL: Final = 5.0
 """Seconds before the first status poll; later polls wait 1-2 times this (toapis-api.md §3.4: 5 s, then 5-10 s)."""
 
 

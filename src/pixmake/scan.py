@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from pixmake.errors import Diagnostic, ManifestError, UnsafePathError
+from pixmake.errors import Diagnostic, ManifestError
 from pixmake.lockfile import Lock
 from pixmake.manifest import Target, is_url, output_paths
-from pixmake.store import ObjectCache, atomic_write
+from pixmake.store import ObjectCache, RootGuard, atomic_write
 
 __all__ = [
     "STAT_CACHE_VERSION",
@@ -170,36 +170,6 @@ class StatCache:
         self.dirty = False
 
 
-class _Guard:
-    """The project-root check of :func:`pixmake.store.safe_path`, memoised per directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.base = os.path.realpath(root)
-        self.prefix = self.base.rstrip(os.sep) + os.sep
-        self._dirs: dict[str, bool] = {}
-
-    def _inside(self, real: str) -> bool:
-        return real == self.base or real.startswith(self.prefix)
-
-    def absolute(self, rel: str, field: str) -> str:
-        """The absolute path of ``rel``; raises UnsafePathError when it (or its directory) leaves the root."""
-        if os.path.isabs(rel):
-            raise UnsafePathError(field, rel)
-        path = os.path.join(self.prefix, rel)
-        directory = os.path.dirname(path)
-        ok = self._dirs.get(directory)
-        if ok is None:
-            ok = self._dirs[directory] = self._inside(os.path.realpath(directory))
-        if not ok:
-            raise UnsafePathError(field, rel)
-        return path
-
-    def check_link(self, rel: str, path: str, field: str) -> None:
-        """A symlink is followed; its target must stay inside the root."""
-        if not self._inside(os.path.realpath(path)):
-            raise UnsafePathError(field, rel)
-
-
 def _wanted(targets: Iterable[Target], lock: Lock) -> tuple[dict[str, str], dict[str, str]]:
     """Paths to look at (relative → the field that named it) and, among them, the inputs."""
     inputs: dict[str, str] = {}
@@ -221,7 +191,7 @@ def _wanted(targets: Iterable[Target], lock: Lock) -> tuple[dict[str, str], dict
     return paths, inputs
 
 
-def _stat_all(guard: _Guard, paths: Mapping[str, str]) -> dict[str, tuple[str, FileStat]]:
+def _stat_all(guard: RootGuard, paths: Mapping[str, str]) -> dict[str, tuple[str, FileStat]]:
     """rel → (absolute path, stat) for every present regular file; raises UnsafePathError."""
     found: dict[str, tuple[str, FileStat]] = {}
     lstat, is_reg, is_lnk = os.lstat, _stat.S_ISREG, _stat.S_ISLNK
@@ -283,7 +253,7 @@ def scan_project(
     leaves the project root.
     """
     paths, inputs = _wanted(targets, lock)
-    found = _stat_all(_Guard(root), paths)
+    found = _stat_all(RootGuard(root), paths)
     cache = StatCache(stat_cache)
     for rel in paths.keys() - found.keys():
         cache.forget(rel)

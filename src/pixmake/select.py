@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pixmake.errors import ConfigError
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Selection", "select_targets"]
 
-_GLOB = frozenset("*?[")
+_GLOB: Final = frozenset("*?[")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +46,7 @@ def _matches(pattern: str, name: str) -> bool:
     return fnmatchcase(name, pattern) if _GLOB.intersection(pattern) else name == pattern
 
 
-def select_targets(
-    targets: Iterable[Target], selection: Selection, *, extra: Iterable[str] = ()
-) -> tuple[Target, ...]:
+def select_targets(targets: Iterable[Target], selection: Selection, *, extra: Iterable[str] = ()) -> tuple[Target, ...]:
     """The targets the selection names, in manifest order; ``extra`` names are added (``--replace``).
 
     Raises ConfigError naming each pattern or tag that matched no target.

@@ -9,18 +9,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 from pixmake.errors import ProjectBusyError, UnsafePathError
 
-__all__ = ["STATE_DIR", "ObjectCache", "atomic_write", "project_lock", "safe_path", "sha256_bytes"]
+__all__ = ["STATE_DIR", "ObjectCache", "RootGuard", "atomic_write", "project_lock", "safe_path", "sha256_bytes"]
 
 STATE_DIR: Final = ".pixmake"
-_UMASK: Final = os.umask(0o022)
-os.umask(_UMASK)  # read once at import (single-threaded then); mkstemp's 0600 is widened to what umask allows
+# A temp file is created as open() creates files (mode 0o666 less the umask), never through a symlink.
+_CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -37,13 +36,25 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new, empty ``.<name>.<random>.tmp`` in ``path``'s directory, open for writing."""
+    while True:
+        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, _CREATE, 0o666), tmp
+        except FileExistsError:
+            continue  # a name already taken: draw another
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably, creating parent directories."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = _temp_beside(path)
+    except FileNotFoundError:  # create the directories only when missing: most writes go to existing ones
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -62,6 +73,36 @@ def safe_path(root: Path, relative: str, *, field: str) -> Path:
     if candidate != base and base not in candidate.parents:
         raise UnsafePathError(field, relative)
     return candidate
+
+
+class RootGuard:
+    """The project-root check of :func:`safe_path` on plain strings, memoised per directory (for many paths)."""
+
+    def __init__(self, root: Path) -> None:
+        self.base = os.path.realpath(root)
+        self.prefix = self.base.rstrip(os.sep) + os.sep
+        self._dirs: dict[str, bool] = {}
+
+    def _inside(self, real: str) -> bool:
+        return real == self.base or real.startswith(self.prefix)
+
+    def absolute(self, rel: str, field: str) -> str:
+        """The absolute path of ``rel``; raises UnsafePathError when it (or its directory) leaves the root."""
+        if os.path.isabs(rel):
+            raise UnsafePathError(field, rel)
+        path = os.path.join(self.prefix, rel)
+        directory = os.path.dirname(path)
+        ok = self._dirs.get(directory)
+        if ok is None:
+            ok = self._dirs[directory] = self._inside(os.path.realpath(directory))
+        if not ok:
+            raise UnsafePathError(field, rel)
+        return path
+
+    def check_link(self, rel: str, path: str, field: str) -> None:
+        """A symlink is followed; its target must stay inside the root."""
+        if not self._inside(os.path.realpath(path)):
+            raise UnsafePathError(field, rel)
 
 
 class ObjectCache:
@@ -110,7 +151,7 @@ def project_lock(state_dir: Path) -> Iterator[None]:
             f"another pixmake build is running in this project (pid {pid}); wait for it or stop it"
         ) from None
     try:
-        holder.write_text(f"{os.getpid()}\n")
+        atomic_write(holder, f"{os.getpid()}\n".encode())  # a waiting build never reads it half written
         yield
     finally:
         with contextlib.suppress(OSError):

@@ -16,6 +16,7 @@ from typing import Any, Final
 import yaml
 
 from pixmake.errors import Diagnostic, ManifestError
+from pixmake.schema import field_path
 
 __all__ = ["MAX_EXPANDED_NODES", "MarkedDict", "MarkedList", "load_yaml"]
 
@@ -58,17 +59,9 @@ class _YamlProblem(Exception):
         self.field = field
 
 
-def _field(path: tuple[str | int, ...]) -> str:
-    """Dotted field path (``targets.hero.references[0]``); schema.field_path, which imports nothing from here."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else part
-    return out
-
-
 def _refused_tag(node: yaml.Node, path: tuple[str | int, ...] = ()) -> _YamlProblem:
     tag = node.tag.removeprefix(_TAG_PREFIX)
-    return _YamlProblem(node, f"the tag {tag!r} is not allowed in a manifest", _field(path))
+    return _YamlProblem(node, f"the tag {tag!r} is not allowed in a manifest", field_path(path))
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
@@ -107,13 +100,14 @@ class _Builder:
             try:
                 return _scalar(node)
             except _YamlProblem as problem:
-                problem.field = _field(path)
+                problem.field = field_path(path)
                 raise
         ident = id(node)
         if ident in self.done:
             return self.done[ident]  # an alias: share the value, as PyYAML does
         if ident in self.open:
-            raise _YamlProblem(node, "an alias refers to a node that contains it (a recursive structure)", _field(path))
+            message = "an alias refers to a node that contains it (a recursive structure)"
+            raise _YamlProblem(node, message, field_path(path))
         self.open.add(ident)
         if isinstance(node, yaml.MappingNode):
             value: Any = self.mapping(node, path)
@@ -148,7 +142,7 @@ class _Builder:
             if key in seen:
                 first = seen[key].start_mark.line + 1
                 message = f"duplicate key {key!r} (first defined on line {first})"
-                self.problems.append(_YamlProblem(key_node, message, _field((*path, key))))
+                self.problems.append(_YamlProblem(key_node, message, field_path((*path, key))))
                 continue
             seen[key] = key_node
             data[key] = self.build(value_node, (*path, key))

@@ -44,7 +44,6 @@ from pixmake.emulator.models import MODELS, TEXT_MODELS, InvalidField, Submissio
 from pixmake.emulator.render import cached_png, render_png
 from pixmake.emulator.state import (
     Emulator,
-    Ledger,
     QuotaExceeded,
     RateDecision,
     RecordedRequest,
@@ -55,7 +54,7 @@ from pixmake.emulator.state import (
     task_view,
 )
 
-__all__ = ["ConnectionCloser", "Emulator", "EmulatorConfig", "Ledger", "RecordedRequest", "create_app"]
+__all__ = ["ConnectionCloser", "create_app", "error_response"]
 
 ConnectionCloser = Callable[[tuple[str, int] | None], bool]
 """Closes the client connection ``(host, port)`` at the transport level; True if it found it."""
@@ -364,25 +363,35 @@ class _Api:
         config = self.emu.config
         return error_response("invalid_request", config, message=problem.message, param=problem.param)
 
-    def _limit(self, category: str, key: str) -> tuple[dict[str, str], Response | None]:
+    def _admit(self, request: Request, group: str, category: str) -> tuple[str, str | None, dict[str, str]] | Response:
+        """Auth, then the fault draw, then (unless a fault hit) a token from the key's bucket.
+
+        Returns ``(key, fault, rate headers)`` for a request to serve, or the response refusing it. A drawn
+        ``p_drop_after_submit`` is returned as the fault (the handler creates the task, then drops).
+        """
+        key = self._auth(request)
+        if isinstance(key, Response):
+            return key
+        fault = self.emu.draw_fault(group)
+        refused = self._fault_response(fault, category)
+        if refused is not None:
+            return refused
+        if fault is not None:  # p_drop_after_submit: served without taking a token
+            return key, fault, {}
         decision = self.emu.take_token(category, key)
         headers = _rate_headers(decision)
         if decision is not None and not decision.allowed:
-            return headers, error_response("rate_limit_exceeded", self.emu.config, headers=headers)
-        return headers, None
+            return error_response("rate_limit_exceeded", self.emu.config, headers=headers)
+        return key, None, headers
 
     # -- task endpoints -----------------------------------------------------------------------------
 
     async def submit(self, request: Request) -> Response:
         """``POST /v1/images/generations``."""
-        key = self._auth(request)
-        if isinstance(key, Response):
-            return key
-        fault = self.emu.draw_fault("submit")
-        headers, refused = self._limit("async_submit", key) if fault is None else ({}, None)
-        refused = self._fault_response(fault, "async_submit") or refused
-        if refused is not None:
-            return refused
+        admitted = self._admit(request, "submit", "async_submit")
+        if isinstance(admitted, Response):
+            return admitted
+        key, fault, headers = admitted
         try:
             body: object = json.loads(await request.body())
         except ValueError:
@@ -440,14 +449,10 @@ class _Api:
 
     async def status(self, request: Request) -> Response:
         """``GET /v1/images/generations/{task_id}`` (or a client_business_id)."""
-        key = self._auth(request)
-        if isinstance(key, Response):
-            return key
-        fault = self.emu.draw_fault("query")
-        headers, refused = self._limit("async_query", key) if fault is None else ({}, None)
-        refused = self._fault_response(fault, "async_query") or refused
-        if refused is not None:
-            return refused
+        admitted = self._admit(request, "query", "async_query")
+        if isinstance(admitted, Response):
+            return admitted
+        key, _, headers = admitted
         task = self.emu.find_task(key, request.path_params["task_id"])
         if task is None:
             return error_response("not_found", self.emu.config, headers=headers)

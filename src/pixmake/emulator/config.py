@@ -14,6 +14,7 @@ from typing import Final, Literal, get_args
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "FAULT_GROUPS",
     "EmulatorConfig",
     "ErrorCodeStyle",
     "ResultStyle",
@@ -32,9 +33,16 @@ _CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
     "result_style": get_args(ResultStyle),
     "duplicate_business_id": get_args(DuplicateBusinessId),
 }
-_SUBMIT_FAULTS: Final = ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit")
-_OUTCOME_FAULTS: Final = ("p_task_failed", "p_content_policy", "p_short_result")
-_DOWNLOAD_FAULTS: Final = ("p_slow_download", "p_truncated_download")
+FAULT_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
+    "submit": ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit"),
+    "query": ("p_429", "p_500", "p_502", "p_504_html"),
+    "upload": ("p_500", "p_502", "p_504_html"),
+    "download": ("p_slow_download", "p_truncated_download"),
+    "outcome": ("p_task_failed", "p_content_policy", "p_short_result"),  # drawn once per task, at submit
+}
+"""The fault knobs each kind of request (or a task's outcome) draws from, in draw order; the query and
+upload groups are subsets of the submit group, so checking submit, download and outcome sums covers all."""
+_SUMMED_GROUPS: Final = ("submit", "download", "outcome")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +93,12 @@ class EmulatorConfig:
 
     def __post_init__(self) -> None:
         """Refuse impossible knob values early, with the knob's name."""
-        for name in (*_SUBMIT_FAULTS, *_OUTCOME_FAULTS, *_DOWNLOAD_FAULTS, "queued_fraction"):
+        groups = [FAULT_GROUPS[name] for name in _SUMMED_GROUPS]
+        for name in (*(knob for group in groups for knob in group), "queued_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value!r}")
-        for group in (_SUBMIT_FAULTS, _OUTCOME_FAULTS, _DOWNLOAD_FAULTS):
+        for group in groups:
             if sum(getattr(self, name) for name in group) > 1.0 + 1e-9:
                 raise ValueError(f"the probabilities {', '.join(group)} must sum to at most 1")
         for name, choices in _CHOICES.items():

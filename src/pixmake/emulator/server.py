@@ -148,7 +148,7 @@ class EmulatorServer:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        """Stop uvicorn (open requests get 0.5 s), join its thread and close the socket."""
+        """Stop uvicorn (open requests get 1 s), join its thread and close the socket."""
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

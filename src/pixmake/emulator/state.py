@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from pixmake.emulator.config import DEFAULT_CONFIG, EmulatorConfig
+from pixmake.emulator.config import DEFAULT_CONFIG, FAULT_GROUPS, EmulatorConfig
 from pixmake.emulator.models import Submission
 
 __all__ = [
@@ -46,17 +46,6 @@ FailureReason = tuple[str, str]
 _FAILURES: Final[Mapping[str, FailureReason]] = {
     "p_task_failed": ("generation_failed", "call upstream API failed: upstream returned status 422"),
     "p_content_policy": ("content_policy_violation", "Your request was rejected by the safety system."),
-}
-_OUTCOMES: Final = (*_FAILURES, "p_short_result")  # one categorical draw per task, in this order
-_SUBMIT_FAULTS: Final = ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit")
-_QUERY_FAULTS: Final = ("p_429", "p_500", "p_502", "p_504_html")
-_UPLOAD_FAULTS: Final = ("p_500", "p_502", "p_504_html")
-_DOWNLOAD_FAULTS: Final = ("p_slow_download", "p_truncated_download")
-_FAULT_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
-    "submit": _SUBMIT_FAULTS,
-    "query": _QUERY_FAULTS,
-    "upload": _UPLOAD_FAULTS,
-    "download": _DOWNLOAD_FAULTS,
 }
 _REDACTED_HEADERS: Final = frozenset(
     {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
@@ -167,11 +156,11 @@ class _Bucket:
     tokens: float
     updated: float
 
-    def take(self, now: float, category: str, *, consume: bool = True) -> RateDecision:
+    def take(self, now: float, category: str) -> RateDecision:
         self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         allowed = self.tokens >= 1.0
-        if allowed and consume:
+        if allowed:
             self.tokens -= 1.0
         wait = max(1, math.ceil((1.0 - self.tokens) / self.rate)) if not allowed else 0
         return RateDecision(
@@ -292,7 +281,7 @@ class Emulator:
             self._offset = 0.0
 
     def _seed(self, seed: int) -> None:
-        self._rngs = {name: random.Random(f"{seed}:{name}") for name in (*_FAULT_GROUPS, "outcome", "ids")}
+        self._rngs = {name: random.Random(f"{seed}:{name}") for name in (*FAULT_GROUPS, "ids")}
 
     def now(self) -> float:
         """The emulator's current time: the injected clock plus any :meth:`advance`."""
@@ -357,19 +346,10 @@ class Emulator:
             bucket = self._buckets.setdefault((category, key), _Bucket(rate, burst, float(burst), now))
             return bucket.take(now, category)
 
-    def peek_tokens(self, category: str, key: str) -> RateDecision | None:
-        """Like :meth:`take_token` but never consumes (for headers on an injected 429)."""
-        rate = self.config.submit_rps if category == "async_submit" else self.config.query_rps
-        if rate is None:
-            return None
-        with self._lock:
-            bucket = self._buckets.get((category, key))
-            return bucket.take(self.now(), category, consume=False) if bucket else None
-
     def draw_fault(self, group: str) -> str | None:
         """Draw the fault knob (e.g. ``"p_500"``) that hits this request of ``group``, or None."""
         with self._lock:
-            return _pick(self._rngs[group], self.config, _FAULT_GROUPS[group])
+            return _pick(self._rngs[group], self.config, FAULT_GROUPS[group])
 
     # -- tasks ---------------------------------------------------------------------------------------
 
@@ -390,7 +370,7 @@ class Emulator:
             if duplicate and config.duplicate_business_id == "reject":
                 raise KeyError(submission.client_business_id)
             duration = config.latency + self._rngs["outcome"].uniform(0.0, config.latency_jitter)
-            outcome = _pick(self._rngs["outcome"], config, _OUTCOMES)
+            outcome = _pick(self._rngs["outcome"], config, FAULT_GROUPS["outcome"])
             task = Task(
                 id=self._new_id("task_img_"),
                 key=key,

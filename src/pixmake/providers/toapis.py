@@ -44,7 +44,7 @@ _FAILED: Final = frozenset({"failed", "failure", "error", "cancelled", "canceled
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
-def _reason(error: httpx.TransportError) -> str:
+def _reason(error: httpx.RequestError) -> str:
     """A short cause for people, from the chain of exceptions under an httpx error."""
     seen: BaseException | None = error
     while seen is not None:
@@ -60,7 +60,7 @@ def _reason(error: httpx.TransportError) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-def _where(error: httpx.TransportError) -> str:
+def _where(error: httpx.RequestError) -> str:
     """The request's URL without credentials, query or fragment (a signed download URL carries a token)."""
     try:
         url = error.request.url
@@ -72,13 +72,17 @@ def _where(error: httpx.TransportError) -> str:
 
 @contextlib.asynccontextmanager
 async def _translated(what: str) -> AsyncIterator[None]:
-    """Map httpx transport errors to NetworkError, saying whether the request may have arrived."""
+    """Map httpx request errors to NetworkError, saying whether the request may have arrived.
+
+    Not only transport errors: a body that fails to decode (``DecodingError``) or a redirect loop
+    arrived at the server too, and must not escape as an httpx exception.
+    """
     try:
         yield
     except _NOT_SENT as error:
         reason = _reason(error)
         raise NetworkError(f"{what}{_where(error)}: {reason}", sent=False, reason=reason) from error
-    except httpx.TransportError as error:
+    except httpx.RequestError as error:
         reason = _reason(error)
         raise NetworkError(f"{what}{_where(error)}: {reason}", sent=True, reason=reason) from error
 
