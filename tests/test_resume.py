@@ -112,3 +112,42 @@ def test_a_paid_task_for_inputs_changed_since_is_dropped_with_a_warning(
     assert provider_env.emulator.ledger.charged_images == 2  # the announced image, once
     assert _journaled_tasks(hero) == {}
     assert run_cli("-C", str(hero), "plan", "--check").exit_code == 0
+
+
+def test_a_symlink_swapped_in_during_a_build_cannot_lead_a_write_outside_the_root(
+    make_project: Callable[..., Path], provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The out directory becomes a symlink to outside after the submit: the write is refused, the paid
+    result stays journaled, and once the directory is back the next build collects it without paying again."""
+    root = make_project({"version": 1, "targets": {"hero": {"prompt": "a red mug", "out": "assets/hero.png"}}})
+    (root / "assets").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    provider_env.emulator.reset(EmulatorConfig(latency=1.0, submit_rps=None, query_rps=None))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXMAKE_", "TOAPIS_"))}
+    env |= {
+        "PIXMAKE_BASE_URL": provider_env.url,
+        "TOAPIS_API_KEY": TEST_KEY,
+        "PIXMAKE_POLL_INTERVAL": "0.01",
+        "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "pixmake", "-C", str(root), "build"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while "hero" not in _journaled_tasks(root):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.01)
+    (root / "assets").rmdir()
+    (root / "assets").symlink_to(outside, target_is_directory=True)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert "leaves the project root" in stderr
+    assert list(outside.iterdir()) == []
+    assert provider_env.emulator.ledger.charged_images == 1
+
+    (root / "assets").unlink()
+    (root / "assets").mkdir()
+    outcome = run_cli("-C", str(root), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert (root / "assets" / "hero.png").is_file()
+    assert provider_env.emulator.ledger.charged_images == 1

@@ -48,7 +48,7 @@ from pixmake.plan import Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
 from pixmake.settings import Settings, display_url
-from pixmake.store import ObjectCache, atomic_write, sha256_bytes
+from pixmake.store import ObjectCache, atomic_write, safe_path, sha256_bytes
 from pixmake.uploads import UploadCache, Uploader
 
 if TYPE_CHECKING:
@@ -499,6 +499,11 @@ class Executor:
 
     # --- free work --------------------------------------------------------------------------------
 
+    def _output_file(self, target: str, path: str) -> Path:
+        """Where an output goes, checked again at write time: a symlink swapped in since the plan cannot
+        lead a write out of the project root (raises UnsafePathError; the paid result stays journaled)."""
+        return safe_path(self.root, path, field=f"targets.{target}.out")
+
     async def _restore(self, action: Action) -> tuple[str, ...]:
         assert action.target is not None and action.key is not None and action.source is not None
         paths = output_paths(action.target)
@@ -506,7 +511,7 @@ class Executor:
 
         def copy() -> None:
             for path, locked in zip(paths, source.outputs, strict=True):
-                target_file = self.root / path
+                target_file = self._output_file(action.name, path)
                 if target_file.is_file() and sha256_bytes(target_file.read_bytes()) == locked.sha256:
                     continue
                 atomic_write(target_file, self.objects.get(locked.sha256))
@@ -776,8 +781,8 @@ class Executor:
         def store() -> tuple[LockedOutput, ...]:
             outputs = []
             for path, (blob, (width, height)) in zip(paths, results, strict=True):
-                digest = self.objects.put(blob)
-                atomic_write(self.root / path, blob)
+                digest = self.objects.put(blob)  # first: the paid bytes are safe whatever happens next
+                atomic_write(self._output_file(target.name, path), blob)
                 outputs.append(LockedOutput(path, digest, len(blob), width, height))
             return tuple(outputs)
 
