@@ -1,16 +1,20 @@
-"""Shared fixtures: a clean environment, a real emulator on 127.0.0.1, and a project factory."""
+"""Shared fixtures: a clean environment, a real emulator on 127.0.0.1, and a project factory; for the
+emulator's own tests, a module-scoped emulator on a controllable clock (``env``)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
+from PIL import Image
 
 import pixmake
 from pixmake.emulator import EmulatorConfig, EmulatorServer
@@ -66,6 +70,17 @@ def provider_env(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer) -> E
     monkeypatch.setenv("TOAPIS_API_KEY", TEST_KEY)
     monkeypatch.setenv("PIXMAKE_POLL_INTERVAL", "0.01")
     return emulator
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 that was just bound and closed: nothing listens there (a connection is refused)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def write_png(
@@ -126,4 +141,100 @@ def run_cli(*args: str) -> CliOutcome:
     return CliOutcome(code, out.getvalue().decode(), err.getvalue().decode())
 
 
-__all__ = ["EXAMPLES", "PACKAGE_ROOT", "REPO", "TEST_KEY", "CliOutcome", "run_cli", "write_png"]
+# --- the emulator's own tests: one server per module on a fake clock -------------------------------------
+
+KEY = "sk-emulator-test-SECRET-0123456789"
+START = 1760000000.0
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, now: float = START) -> None:
+        """Start at ``now`` (Unix seconds)."""
+        self.now = now
+
+    def __call__(self) -> float:
+        """The current fake time."""
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move forward."""
+        self.now += seconds
+
+
+@dataclass
+class Env:
+    """One test's view: the server, its fake clock and a client authenticated with :data:`KEY`."""
+
+    server: EmulatorServer
+    clock: FakeClock
+    client: httpx.Client
+
+    def configure(self, **knobs: object) -> Env:
+        """Reset state and set knobs (on top of 40 s tasks and no rate limits); returns self."""
+        base: dict[str, object] = {"latency": 40.0, "submit_rps": None, "query_rps": None}
+        self.server.emulator.reset(EmulatorConfig(**(base | knobs)))  # type: ignore[arg-type]
+        self.clock.now = START
+        return self
+
+    def submit(self, **body: object) -> httpx.Response:
+        """POST a gpt-4o-image submit with ``body`` over the defaults."""
+        payload: dict[str, object] = {"model": "gpt-4o-image", "prompt": "a lighthouse at dusk"} | body
+        return self.client.post("/v1/images/generations", json=payload)
+
+    def status(self, task_id: str) -> httpx.Response:
+        """GET a task's status."""
+        return self.client.get(f"/v1/images/generations/{task_id}")
+
+
+def serve_env() -> Iterator[tuple[EmulatorServer, FakeClock]]:
+    """Run one server on a fake clock (wrap in a module-scoped fixture)."""
+    clock = FakeClock()
+    with EmulatorServer(clock=clock) as server:
+        yield server, clock
+
+
+def png_bytes(size: tuple[int, int] = (8, 8), fmt: str = "PNG") -> bytes:
+    """A small real image in ``fmt``."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Pixel size of an encoded image."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+@pytest.fixture(scope="module")
+def _served() -> Iterator[tuple[EmulatorServer, FakeClock]]:
+    yield from serve_env()
+
+
+@pytest.fixture
+def env(_served: tuple[EmulatorServer, FakeClock]) -> Iterator[Env]:
+    """A reset emulator (40 s tasks, no rate limits) on a frozen clock, with a client."""
+    server, clock = _served
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=5) as client:
+        environment = Env(server, clock, client)
+        environment.configure()
+        yield environment
+
+
+__all__ = [
+    "EXAMPLES",
+    "KEY",
+    "PACKAGE_ROOT",
+    "REPO",
+    "TEST_KEY",
+    "CliOutcome",
+    "Env",
+    "FakeClock",
+    "png_bytes",
+    "png_size",
+    "run_cli",
+    "serve_env",
+    "write_png",
+]

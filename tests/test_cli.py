@@ -71,14 +71,11 @@ def test_usage_error_hint_names_the_command_once(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_base_url_fails_fast_in_one_line_naming_it_without_credentials(
-    examples_copy: Path, monkeypatch: pytest.MonkeyPatch
+    examples_copy: Path, monkeypatch: pytest.MonkeyPatch, closed_port: int
 ) -> None:
     import json
-    import socket
 
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port
     monkeypatch.setenv("PIXMAKE_BASE_URL", f"http://user:hunter2@127.0.0.1:{port}/")
     monkeypatch.setenv("TOAPIS_API_KEY", "sk-test-unreachable")
     monkeypatch.setenv("PIXMAKE_BACKOFF_BASE", "0.01")

@@ -1,5 +1,10 @@
 """Crash safety: ``python -m pixmake build`` killed with SIGKILL at random moments, or stopped with Ctrl-C.
 
+A kill moment is an event, not a stretch of wall time: the build is killed once its journal holds ``k`` new
+records (``k`` drawn from the seeded rng; 0 lands in interpreter start-up, before any submit; small ``k``
+mid-submits, larger ones mid-downloads and after some targets are locked), plus a random delay of at most
+0.15 s so that kills also fall between records: mid-request, mid-download, mid-write.
+
 After every kill the lockfile parses; after resuming, all images are present and the emulator's ledger
 shows that nothing was paid twice: the journal lets the next build resume paid tasks instead of paying
 again. The subprocess output is kept in log files under the test's tmp_path, where the session-wide key
@@ -8,6 +13,7 @@ scan (``conftest.py``) looks for the API key.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -47,6 +53,41 @@ def _start(root: Path, server: EmulatorServer, log: Path) -> subprocess.Popen[by
         return subprocess.Popen(command, env=_environ(server), stdout=out, stderr=out)
 
 
+def _journal_lines(root: Path) -> list[bytes]:
+    """The journal's complete lines, in order (a line being appended right now is left out)."""
+    try:
+        data = (root / ".pixmake" / "journal.jsonl").read_bytes()
+    except FileNotFoundError:
+        return []
+    return [line for line in data.split(b"\n")[:-1] if line.strip()]
+
+
+def _journal_records(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in _journal_lines(root)]
+
+
+def _wait_for_records(root: Path, process: subprocess.Popen[bytes], k: int, log: Path) -> None:
+    """Return once this build appended ``k`` journal records, or it exited.
+
+    Records are counted as distinct lines seen, so the journal's rewrite at a fold (down to the pending
+    submits, which keeps their lines as they were) neither adds to nor takes from the count.
+    """
+    seen = set(_journal_lines(root))
+    before = len(seen)
+    deadline = time.monotonic() + 60
+    while len(seen) - before < k and process.poll() is None:
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.002)
+        seen.update(_journal_lines(root))
+
+
+def _locked(root: Path) -> int:
+    """How many targets are locked so far, in pixmake.lock and in the journal's records."""
+    lock = root / "pixmake.lock"
+    entries = set(parse_lock(lock.read_text(encoding="utf-8")).entries) if lock.exists() else set()
+    return len(entries | {r["target"] for r in _journal_records(root) if r["op"] == "lock"})
+
+
 def _assert_lock_parses(root: Path) -> None:
     lock = root / "pixmake.lock"
     if lock.exists():
@@ -76,13 +117,17 @@ def test_sigkill_at_random_moments_then_resume(
     knobs: dict[str, Any] = {"p_drop_after_submit": 0.1, "p_500": 0.05}
     knobs |= {"p_truncated_download": 0.1, "p_task_failed": 0.05}
     emulator.emulator.reset(
-        EmulatorConfig(latency=0.1, latency_jitter=0.2, submit_rps=None, query_rps=None, seed=seed, **knobs)
+        EmulatorConfig(latency=0.03, latency_jitter=0.07, submit_rps=None, query_rps=None, seed=seed, **knobs)
     )
     root = make_manifest(tmp_path / "p", TARGETS, concurrency=8, twins=6)  # twins: one key, two targets
     log = tmp_path / "build.log"
     for _ in range(rng.choice((1, 2, 3))):
+        # Each target left appends about three records (submit, task, lock), plus retries' own.
+        k = 0 if rng.random() < 0.25 else rng.randint(1, 3 * max(1, TARGETS - _locked(root)))
+        delay = rng.uniform(0.0, 0.15)  # with k=0: still in interpreter start-up (~0.4 s), before any work
         process = _start(root, emulator, log)
-        time.sleep(rng.uniform(0.2, 2.0))  # interpreter start-up is ~0.4 s: some kills land before any work
+        _wait_for_records(root, process, k, log)
+        time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         _assert_lock_parses(root)
@@ -90,17 +135,32 @@ def test_sigkill_at_random_moments_then_resume(
     assert_paid_once_and_complete(root, emulator, TARGETS)
 
 
+def _paid_and_unlocked(root: Path) -> set[str]:
+    """Targets whose journaled task was accepted (paid) and that are not locked yet: in flight."""
+    in_flight: set[str] = set()
+    for record in _journal_records(root):
+        if record["op"] == "task":
+            in_flight.add(record["target"])
+        elif record["op"] in ("lock", "drop"):
+            in_flight.discard(record["target"])
+    return in_flight
+
+
 def test_ctrl_c_exits_130_keeps_finished_targets_and_resume_pays_nothing_twice(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
-    emulator.emulator.reset(EmulatorConfig(latency=0.3, submit_rps=None, query_rps=None))
-    root = make_manifest(tmp_path / "p", 40, concurrency=4)
+    emulator.emulator.reset(EmulatorConfig(latency=0.2, submit_rps=None, query_rps=None))
+    root = make_manifest(tmp_path / "p", 16, concurrency=4)
     log = tmp_path / "interrupted.log"
     process = _start(root, emulator, log)
     deadline = time.monotonic() + 30
-    while len(list((root / "out").glob("*.png"))) < 3:  # some targets done, more in flight
+    while len(list((root / "out").glob("*.png"))) < 3:  # some targets done
         assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-        time.sleep(0.02)
+        time.sleep(0.01)
+    accepted_earlier = {r["target"] for r in _journal_records(root) if r["op"] == "task"}
+    while not (fresh := _paid_and_unlocked(root) - accepted_earlier):  # a task accepted just now: 0.2 s to go
+        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+        time.sleep(0.002)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 130
     lines = [line for line in log.read_text().splitlines() if line.strip()]
@@ -108,10 +168,12 @@ def test_ctrl_c_exits_130_keeps_finished_targets_and_resume_pays_nothing_twice(
     assert "Traceback" not in log.read_text()
     lock = parse_lock((root / "pixmake.lock").read_text())
     written = {p.stem.rsplit("-", 1)[0] if p.stem.count("-") else p.stem for p in (root / "out").glob("*.png")}
-    assert set(lock.entries) == written and len(written) < 40
-    in_flight = len((root / ".pixmake" / "journal.jsonl").read_text().splitlines())
-    assert in_flight > 0  # paid tasks in flight stay journaled
+    assert set(lock.entries) == written and len(written) < 16
+    assert fresh <= _paid_and_unlocked(root)  # the task in flight at the signal stays journaled, unlocked
+    assert not fresh & set(lock.entries)
     paid_before = {e.task_id for e in emulator.emulator.ledger.entries}
+    journaled = {r["task_id"] for r in _journal_records(root) if r["op"] == "task" and r["target"] in fresh}
+    assert journaled and journaled <= paid_before
     _resume_until_done(root, emulator, log)
-    assert_paid_once_and_complete(root, emulator, 40)
+    assert_paid_once_and_complete(root, emulator, 16)
     assert paid_before <= {e.task_id for e in emulator.emulator.ledger.entries}

@@ -19,13 +19,10 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import PACKAGE_ROOT, run_cli
-from emulator_fixtures import KEY, Env, _served, env, png_bytes, png_size
+from conftest import KEY, PACKAGE_ROOT, Env, png_bytes, png_size, run_cli
 from pixmake.emulator import Emulator, EmulatorConfig, EmulatorServer, config_from_mapping, create_app
 from pixmake.emulator.models import InvalidField, Submission, pixel_size, validate_submit
 from pixmake.emulator.render import render_stats
-
-_ = (_served, env)  # fixtures used by name below
 
 
 def _id(response: httpx.Response) -> str:

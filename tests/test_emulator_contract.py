@@ -12,12 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator_fixtures import Env, _served, env, png_bytes
+from conftest import Env, png_bytes
 
 __all__ = ["assert_matches"]
 
 EXAMPLES = json.loads((Path(__file__).parent / "data" / "toapis_examples.json").read_text())["examples"]
-_ = (_served, env)  # fixtures used by name below
 
 
 def _documented_text(documented: str, actual: str) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -202,18 +201,33 @@ def test_a_4xx_about_a_remembered_upload_uploads_it_again(how: str, emulator: Em
 # --- one build at a time -------------------------------------------------------------------------------------
 
 
+def _build_state(root: Path) -> dict[str, bytes]:
+    """Every file of the project but the manifest parse cache (any command may refresh it, as plan does)."""
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {name: data for name, data in files.items() if name != ".pixmake/manifest.cache"}
+
+
 def test_a_second_build_fails_fast_naming_the_holder(fast_env: EmulatorServer, tmp_path: Path) -> None:
+    # It fails *at once* because the lock is held (no waiting for it): it names the holder, sends nothing and
+    # leaves the holder's state byte for byte as it was. A wait would be caught by the per-test timeout.
     root = make_manifest(tmp_path / "p", 2, every_ref=0)
+    assert run_cli("-C", str(root), "build").exit_code == 0  # the holder's state: a lock, outputs, a journal
+    manifest = root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))  # work to do
+    sent = len(fast_env.emulator.requests)
     with project_lock(root / ".pixmake"):
-        started = time.monotonic()
+        holders_state = _build_state(root)
+        assert {"pixmake.lock", "out/t0000.png", "out/t0001.png", ".pixmake/journal.jsonl"} <= holders_state.keys()
+        assert holders_state[".pixmake/build.pid"] == f"{os.getpid()}\n".encode()
         outcome = run_cli("-C", str(root), "build")
-        assert time.monotonic() - started < 5
+        assert _build_state(root) == holders_state  # not even build.pid was touched
     assert outcome.exit_code == 3
     assert _error_lines(outcome.stderr) == [
         f"pixmake: error: another pixmake build is running in this project (pid {os.getpid()}); wait for it or stop it"
     ]
-    assert fast_env.emulator.requests == []
-    assert run_cli("-C", str(root), "build").exit_code == 0  # released
+    assert fast_env.emulator.requests[sent:] == []
+    assert run_cli("-C", str(root), "build").exit_code == 0  # released: now the edited target is built
+    assert len(fast_env.emulator.submits()) == 3
 
 
 # --- pacing events -------------------------------------------------------------------------------------------

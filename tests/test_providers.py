@@ -1,7 +1,7 @@
 """The ToAPIs provider: task bodies in every documented dialect, and errors translated at the boundary.
 
 Most of it runs against the session emulator over HTTP; malformed answers the emulator never gives are
-written as an ``httpx.MockTransport`` function (the style guide allows it for a provider test or two).
+written as an ``httpx.MockTransport`` function, in two tests (the style guide allows a provider test or two).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import anyio
 import httpx
 import pytest
 
-from conftest import TEST_KEY
+from conftest import TEST_KEY, png_bytes
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.errors import (
     AuthError,
@@ -36,6 +36,9 @@ def _settings(url: str, key: str = TEST_KEY) -> Settings:
         poll_interval=0.01, request_timeout=5.0,
     )  # fmt: skip
 
+
+_PNG = png_bytes()
+_OTHER_KEY = {"Authorization": "Bearer sk-the-cdn-owners-key"}
 
 REQUEST = GenerationRequest(model="gpt-4o-image", prompt="a mug", size="1:1", n=2, client_business_id="pixmake-k-1")
 
@@ -122,9 +125,9 @@ def test_submit_errors_are_translated(emulator: EmulatorServer, knobs: dict[str,
     assert TEST_KEY not in str(caught.value)
 
 
-def test_a_connection_refused_was_never_sent() -> None:
+def test_a_connection_refused_was_never_sent(closed_port: int) -> None:
     with pytest.raises(NetworkError) as caught:
-        _run(_settings("http://127.0.0.1:9"), lambda p: p.submit(REQUEST))
+        _run(_settings(f"http://127.0.0.1:{closed_port}"), lambda p: p.submit(REQUEST))
     assert caught.value.sent is False
 
 
@@ -139,36 +142,43 @@ def test_retry_after_as_an_http_date_is_read() -> None:
     assert caught.value.retry_after is not None and 25 <= caught.value.retry_after <= 31
 
 
-def test_a_short_body_is_a_bad_result_and_an_upload_refusal_keeps_its_message() -> None:
+def test_malformed_bodies_the_emulator_never_sends_are_translated() -> None:
+    # Over real HTTP, h11 itself refuses a body shorter than its Content-Length, and the emulator neither
+    # garbles an encoding nor refuses an upload with a 200: these answers are easier written as a function.
     def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "gzip.test" or request.url.path == "/v1/images/generations":
+            return httpx.Response(200, content=b"not gzip", headers={"Content-Encoding": "gzip"})
         if request.url.path == "/v1/uploads/images":
             return httpx.Response(200, json={"success": False, "message": "Unsupported image type"})
         return httpx.Response(200, content=b"\x89PNG half", headers={"Content-Length": "4096"})
 
     settings = _settings("https://api.test")
-    with pytest.raises(BadResultError):
+    with pytest.raises(BadResultError, match="download truncated"):  # a short body
         _run(settings, lambda p: p.download("https://files.test/a.png"), httpx.MockTransport(answer))
-    with pytest.raises(RequestRejectedError, match="Unsupported image type"):
+    with pytest.raises(RequestRejectedError, match="Unsupported image type"):  # an upload refusal keeps its message
         _run(settings, lambda p: p.upload(b"text", filename="a.png"), httpx.MockTransport(answer))
-
-
-def test_a_body_that_does_not_decode_is_a_network_error_that_may_have_arrived() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=b"not gzip", headers={"Content-Encoding": "gzip"})
-
-    settings = _settings("https://api.test")
-    for call in (lambda p: p.download("https://files.test/a.png"), lambda p: p.submit(REQUEST)):
-        with pytest.raises(NetworkError) as caught:
+    for call in (lambda p: p.download("https://gzip.test/a.png"), lambda p: p.submit(REQUEST)):
+        with pytest.raises(NetworkError) as caught:  # a body that does not decode may have arrived
             _run(settings, call, httpx.MockTransport(answer))
         assert caught.value.sent is True
 
 
 def test_the_key_goes_only_to_the_api_host(emulator: EmulatorServer) -> None:
-    seen: list[httpx.Request] = []
+    with EmulatorServer() as cdn:  # another host, holding a file pixmake is told to fetch
+        uploaded = httpx.post(f"{cdn.url}/v1/uploads/images", files={"file": ("a.png", _PNG)}, headers=_OTHER_KEY)
+        foreign_url = uploaded.json()["data"]["url"]
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, content=b"x")
+        async def flow(p: ToapisProvider) -> tuple[bytes, bytes]:
+            submitted = await p.submit(REQUEST)
+            await anyio.sleep(0.05)
+            done = await p.poll(submitted.task_id)
+            return await p.download(done.urls[0]), await p.download(foreign_url)
 
-    _run(_settings("https://api.test"), lambda p: p.download("https://cdn.test/a.png"), httpx.MockTransport(answer))
-    assert "authorization" not in {k.lower() for k in seen[0].headers}
+        own, foreign = _run(_settings(emulator.url), flow)
+        [fetched] = [r for r in cdn.emulator.requests if r.method == "GET"]
+    assert own.startswith(b"\x89PNG") and foreign == _PNG
+    api_calls = [r for r in emulator.emulator.requests if r.path.startswith("/v1/")]
+    downloads = [r for r in emulator.emulator.requests if r.path.startswith("/files/")]
+    assert len(api_calls) == 2 and all(r.headers["authorization"] == "Bearer sk-…redacted" for r in api_calls)
+    assert len(downloads) == 1 and "authorization" not in downloads[0].headers  # not even from the API host
+    assert "authorization" not in fetched.headers

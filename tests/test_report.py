@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pty
 import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import PACKAGE_ROOT, REPO, TEST_KEY, run_cli
+from pixmake.emulator import EmulatorServer
 from pixmake.errors import QuotaError
 from pixmake.execute import (
     BuildFinished,
@@ -134,10 +141,61 @@ def test_summary_after_prune_lists_what_was_pruned_first() -> None:
     assert lines[3].startswith("build finished") and "1 orphaned (pruned)" in lines[3] and "stale" not in lines[3]
 
 
-@pytest.mark.parametrize("ci", ["true", "1"])
-def test_ci_gets_plain_lines(monkeypatch: pytest.MonkeyPatch, ci: str) -> None:
-    from pixmake.cli import _reporter
+def _build_on_a_terminal(root: Path, server: EmulatorServer, ci: str | None) -> tuple[int, str, str]:
+    """``python -m pixmake build`` with its stderr on a pseudo-terminal: exit code, stdout, what the terminal got."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXMAKE_", "TOAPIS_")) and k != "CI"}
+    env |= {"PIXMAKE_BASE_URL": server.url, "TOAPIS_API_KEY": TEST_KEY, "PIXMAKE_POLL_INTERVAL": "0.01"}
+    env |= {"TERM": "xterm", "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
+    if ci is not None:
+        env["CI"] = ci
+    terminal, pane = pty.openpty()
+    try:
+        command = [sys.executable, "-m", "pixmake", "-C", str(root), "build"]
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=pane) as process:
+            os.close(pane)
+            received = b""
+            while True:  # read as it comes, so a full terminal buffer cannot stall the build
+                try:
+                    chunk = os.read(terminal, 4096)
+                except OSError:  # EIO: the build closed the terminal
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            stdout, _ = process.communicate(timeout=60)
+            code = process.returncode
+    finally:
+        os.close(terminal)
+    return code, stdout.decode(), received.decode()
 
-    monkeypatch.setenv("CI", ci)
-    assert isinstance(_reporter(False, False), PlainReporter)
-    assert isinstance(_reporter(True, False), JsonReporter)
+
+@pytest.mark.parametrize("ci", ["true", "1"])
+def test_ci_gets_plain_lines_even_on_a_terminal(
+    ci: str, make_project: Callable[..., Path], emulator: EmulatorServer
+) -> None:
+    root = make_project({"version": 1, "targets": {"hero": {"prompt": "a red mug", "out": "hero.png"}}})
+    code, stdout, shown = _build_on_a_terminal(root, emulator, ci)
+    assert code == 0 and stdout == ""
+    assert "\x1b[" not in shown  # no live view: no cursor or colour control
+    lines = shown.replace("\r\n", "\n").splitlines()
+    assert re.fullmatch(r"\[ +\d+\.\ds\] create +hero \(1 image\)", lines[1])
+    assert re.fullmatch(r"\[ +\d+\.\ds\] done +hero → hero\.png", lines[2])
+
+
+def test_a_terminal_without_ci_gets_the_live_view(make_project: Callable[..., Path], emulator: EmulatorServer) -> None:
+    root = make_project({"version": 1, "targets": {"hero": {"prompt": "a red mug", "out": "hero.png"}}})
+    code, stdout, shown = _build_on_a_terminal(root, emulator, None)
+    assert code == 0 and stdout == ""
+    assert "\x1b[" in shown and not re.search(r"\[ +\d+\.\ds\] ", shown)  # the pty is a terminal to pixmake
+
+
+def test_ci_with_json_gets_ndjson_on_stdout(
+    monkeypatch: pytest.MonkeyPatch, make_project: Callable[..., Path], provider_env: EmulatorServer
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    root = make_project({"version": 1, "targets": {"hero": {"prompt": "a red mug", "out": "hero.png"}}})
+    outcome = run_cli("-C", str(root), "build", "--json")
+    assert outcome.exit_code == 0
+    events = [json.loads(line) for line in outcome.stdout.splitlines()]
+    assert events[0]["event"] == "build_started" and events[-1]["event"] == "build_finished"
+    assert not re.search(r"\[ +\d+\.\ds\] ", outcome.stderr)  # no plain lines besides
