@@ -272,9 +272,9 @@ def _with_stale_as_outputs(lock: Lock) -> Lock:
 
 def memo_plan(project: Project) -> PlanResult | None:
     """The plan from the no-op memo, when nothing it depends on changed since it was written."""
-    from pixmake.memo import check_memo
+    from pixmake.memo import check_memo, memo_file
 
-    targets = check_memo(project.state_dir / "noop.memo", root=project.root, manifest=project.manifest)
+    targets = check_memo(memo_file(project.root), root=project.root, manifest=project.manifest)
     if targets is None:
         return None
     from pixmake.plan import Plan
@@ -331,10 +331,10 @@ def plan(
     orphans = select is None or select.everything
     result = make_plan(targets, lock, disk, replace=replace, restore=restore, orphans=orphans, pending=pending)
     if whole and sources and result.up_to_date and all(a.kind is ActionKind.UNCHANGED for a in result.actions):
-        from pixmake.memo import write_memo
+        from pixmake.memo import memo_file, write_memo
 
         write_memo(
-            project.state_dir / "noop.memo",
+            memo_file(project.root),
             root=project.root,
             manifest=project.manifest,
             sources=sources,

@@ -33,22 +33,34 @@ def _parse(argv: list[str]) -> tuple[str | None, str | None, bool] | None:
     return None
 
 
+def _unchanged_summary(count: int) -> str:
+    """``Plan.summary()`` of a plan whose every action is UNCHANGED (tests/test_entry.py keeps them equal)."""
+    return (
+        f"Plan: {count} unchanged; 0 images to generate\n" if count else "Plan: nothing to do; 0 images to generate\n"
+    )
+
+
 def answer_noop_plan(argv: list[str]) -> str | None:
-    """The full path's output for ``argv`` when it is a plain plan and the memo holds; None otherwise."""
+    """The full path's output for ``argv`` when it is a plain plan and the memo holds; None otherwise.
+
+    Imports only :mod:`pixmake.memo` (not :mod:`pixmake.api`, whose dataclasses and pathlib imports
+    cost about as much as the answer itself).
+    """
     parsed = _parse(argv)
     if parsed is None:
         return None
-    from pixmake import api
-    from pixmake.errors import PixmakeError
+    from pathlib import Path
+
+    from pixmake.memo import check_memo, memo_file
 
     directory, manifest, _ = parsed
     try:
-        remembered = api.memo_plan(api.open_project(directory, manifest))
-    except (PixmakeError, OSError):
+        # The manifest's location exactly as api.open_project finds it; a mismatch only means a memo miss.
+        path = ((Path(directory) if directory is not None else Path.cwd()) / (manifest or "pixmake.yaml")).absolute()
+        targets = check_memo(memo_file(path.parent), root=path.parent, manifest=path)
+    except (OSError, ValueError):
         return None  # the full path reports it
-    if remembered is None:
-        return None
-    return f"Plan: {remembered.plan.summary()}\n"
+    return None if targets is None else _unchanged_summary(len(targets))
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

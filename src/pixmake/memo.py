@@ -59,6 +59,11 @@ def code_identity() -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(identity))
 
 
+def memo_file(root: Path) -> Path:
+    """Where a project's memo lives."""
+    return root / ".pixmake" / "noop.memo"
+
+
 def file_stat(path: str | Path) -> FileStat | None:
     """The stat identity of a file, or None when it does not exist."""
     try:
