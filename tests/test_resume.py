@@ -28,19 +28,23 @@ def _journaled_tasks(root: Path) -> dict[str, str]:
     return {r["target"]: r["task_id"] for r in records if r.get("op") == "task"}
 
 
-def _interrupted_build(root: Path, server: EmulatorServer, log: Path, *args: str) -> str:
-    """Run ``pixmake build ARGS`` in a subprocess, Ctrl-C it once hero's task is paid; hero's task id."""
-    server.emulator.reset(EmulatorConfig(latency=1.0, submit_rps=None, query_rps=None))
+def _build_env(server: EmulatorServer) -> dict[str, str]:
+    """A user's environment pointed at the test emulator, running the pixmake under test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXMAKE_", "TOAPIS_"))}
-    env |= {
+    return env | {
         "PIXMAKE_BASE_URL": server.url,
         "TOAPIS_API_KEY": TEST_KEY,
         "PIXMAKE_POLL_INTERVAL": "0.01",
         "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
     }
+
+
+def _interrupted_build(root: Path, server: EmulatorServer, log: Path, *args: str) -> str:
+    """Run ``pixmake build ARGS`` in a subprocess, Ctrl-C it once hero's task is paid; hero's task id."""
+    server.emulator.reset(EmulatorConfig(latency=1.0, submit_rps=None, query_rps=None))
     command = [sys.executable, "-m", "pixmake", "-C", str(root), "build", *args]
     with log.open("ab") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+        process = subprocess.Popen(command, env=_build_env(server), stdout=out, stderr=out)
     deadline = time.monotonic() + 30
     while "hero" not in _journaled_tasks(root):
         assert time.monotonic() < deadline and process.poll() is None, log.read_text()
@@ -124,15 +128,10 @@ def test_a_symlink_swapped_in_during_a_build_cannot_lead_a_write_outside_the_roo
     outside = tmp_path / "outside"
     outside.mkdir()
     provider_env.emulator.reset(EmulatorConfig(latency=1.0, submit_rps=None, query_rps=None))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXMAKE_", "TOAPIS_"))}
-    env |= {
-        "PIXMAKE_BASE_URL": provider_env.url,
-        "TOAPIS_API_KEY": TEST_KEY,
-        "PIXMAKE_POLL_INTERVAL": "0.01",
-        "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
     command = [sys.executable, "-m", "pixmake", "-C", str(root), "build"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=_build_env(provider_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 30
     while "hero" not in _journaled_tasks(root):
         assert time.monotonic() < deadline and process.poll() is None
