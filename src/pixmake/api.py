@@ -158,14 +158,13 @@ def validate(project: Project) -> Manifest:
 def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
     """The lockfile with the journal folded in (in memory), and the submits still pending."""
     from pixmake.journal import read_journal
-    from pixmake.lockfile import Lock, parse_lock
+    from pixmake.lcache import load_lock_file
+    from pixmake.lockfile import Lock
 
     try:
-        text = project.lockfile.read_text(encoding="utf-8")
+        lock = load_lock_file(project.lockfile, project.state_dir / "lock.cache")
     except FileNotFoundError:
         lock = Lock()
-    else:
-        lock = parse_lock(text, file=project.lockfile.name)
     return read_journal(project.journal, lock)
 
 

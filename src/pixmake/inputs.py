@@ -22,6 +22,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISLNK
 from typing import BinaryIO, Final
 
 from pixmake.errors import Diagnostic, ManifestError, UnsafePathError
@@ -195,6 +196,22 @@ def _found(info: ImageInfo) -> str:
     return f"a {_NAMES.get(info.format, info.format)} image" if info.format else "a file that is not an image"
 
 
+def _lstat_mode(path: str) -> int:
+    """``st_mode`` of ``lstat(path)``, 0 where ``os.path.islink`` is False for an error."""
+    try:
+        return os.lstat(path).st_mode
+    except (OSError, ValueError):
+        return 0
+
+
+def _stat_mode(path: str) -> int:
+    """``st_mode`` of ``stat(path)``, 0 where ``os.path.isdir`` is False for an error."""
+    try:
+        return os.stat(path).st_mode
+    except (OSError, ValueError):
+        return 0
+
+
 class _Checker:
     def __init__(self, root: Path, manifest: Manifest, cache: HeaderCache) -> None:
         self.root = root
@@ -261,12 +278,14 @@ class _Checker:
         for rel in output_paths(target):
             try:
                 path = self.guard.absolute(rel, "out")
-                if os.path.islink(path):
+                mode = _lstat_mode(path)  # one lstat answers os.path.islink and, for a non-link, os.path.isdir
+                if S_ISLNK(mode):
                     self.guard.check_link(rel, path, "out")
+                    mode = _stat_mode(path)
             except UnsafePathError:
                 self.add(target, "out", f"path {rel!r} leads outside the project root through a symlink", "unsafe-path")
                 continue
-            if os.path.isdir(path):
+            if S_ISDIR(mode):
                 self.add(target, "out", f"{rel} is a directory; out names a .png file")
 
     def run(self) -> list[Diagnostic]:

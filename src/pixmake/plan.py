@@ -279,11 +279,10 @@ def _change_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str])
     return tuple(reasons) or (Reason("key-changed", "fingerprint format or provider changed"),)
 
 
-def _output_action(target: Target, key: str, entry: LockEntry, disk: DiskState, *, restore: bool) -> Action:
-    """The action for a target whose key matches its lock entry: decided by its output files alone."""
-    from pixmake.manifest import output_paths
-
-    wanted = output_paths(target)
+def _output_action(
+    target: Target, key: str, wanted: tuple[str, ...], entry: LockEntry, disk: DiskState, *, restore: bool
+) -> Action:
+    """The action for a target whose key matches its lock entry (``wanted``: its output paths)."""
     if len(entry.outputs) != len(wanted):
         reason = Reason("outputs-incomplete", f"lock has {len(entry.outputs)} outputs, the target wants {len(wanted)}")
         return Action(ActionKind.REGENERATE, target.name, (reason,), target, key)
@@ -322,6 +321,8 @@ def _output_action(target: Target, key: str, entry: LockEntry, disk: DiskState, 
 
 def _target_action(
     target: Target,
+    key: str,
+    wanted: tuple[str, ...],
     lock: Lock,
     by_key: Mapping[str, str],
     disk: DiskState,
@@ -329,9 +330,6 @@ def _target_action(
     replace: frozenset[str],
     restore: bool,
 ) -> Action:
-    from pixmake.fingerprint import target_key
-
-    key = target_key(target, disk.file_hashes)
     entry = lock.entries.get(target.name)
     if target.name in replace:
         return Action(ActionKind.REGENERATE, target.name, (Reason("replace", "replacement requested"),), target, key)
@@ -345,20 +343,17 @@ def _target_action(
         return Action(ActionKind.CREATE, target.name, (Reason("new", "not in the lockfile"),), target, key)
     if entry.key != key:
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
-    return _output_action(target, key, entry, disk, restore=restore)
+    return _output_action(target, key, wanted, entry, disk, restore=restore)
 
 
-def _replaced_files(action: Action, entry: LockEntry | None, disk: DiskState) -> list[Reason]:
+def _replaced_files(wanted: tuple[str, ...], entry: LockEntry | None, disk: DiskState) -> list[Reason]:
     """A paid action overwrites whatever is at its output paths: say so for files that are not its locked bytes.
 
     The build keeps their bytes in the object cache first (``api._keep_replaced_files``); a RESUME writes too.
     """
-    from pixmake.manifest import output_paths
-
-    assert action.target is not None
     locked = {o.path: o.sha256 for o in entry.outputs} if entry is not None else {}
     reasons = []
-    for path in output_paths(action.target):
+    for path in wanted:
         actual = disk.file_hashes.get(path)
         if actual is not None and actual != locked.get(path):
             text = f"will replace existing file {path} (kept in .pixmake/objects)"
@@ -367,12 +362,9 @@ def _replaced_files(action: Action, entry: LockEntry | None, disk: DiskState) ->
 
 
 def _stale(
-    target: Target, entry: LockEntry, disk: DiskState, claimed: Callable[[], frozenset[str]]
+    wanted: tuple[str, ...], entry: LockEntry, disk: DiskState, claimed: Callable[[], frozenset[str]]
 ) -> tuple[LockedOutput, ...]:
-    """Locked outputs ``target`` writes no longer (``out`` renamed, ``n`` lowered) whose files are still there."""
-    from pixmake.manifest import output_paths
-
-    wanted = set(output_paths(target))
+    """Locked outputs the target writes no longer (``wanted``: what it writes now) whose files are still there."""
     found: dict[str, LockedOutput] = {}
     for output in (*entry.stale, *entry.outputs):
         if output.path not in wanted and output.path in disk.file_hashes:
@@ -383,12 +375,16 @@ def _stale(
     return ()
 
 
-def _with_side_effects(action: Action, lock: Lock, disk: DiskState, claimed: Callable[[], frozenset[str]]) -> Action:
-    """Add what a build would do besides the action itself: replace unlocked files, leave stale outputs."""
-    assert action.target is not None
+def _with_side_effects(
+    action: Action, wanted: tuple[str, ...], lock: Lock, disk: DiskState, claimed: Callable[[], frozenset[str]]
+) -> Action:
+    """Add what a build would do besides the action itself (``wanted``: the target's output paths).
+
+    A paid action replaces files that are not its locked bytes; outputs it writes no longer are stale.
+    """
     entry = lock.entries.get(action.name)
-    extra = _replaced_files(action, entry, disk) if action.kind.generates else []
-    stale = _stale(action.target, entry, disk, claimed) if entry is not None else ()
+    extra = _replaced_files(wanted, entry, disk) if action.kind.generates else []
+    stale = _stale(wanted, entry, disk, claimed) if entry is not None else ()
     if stale:
         paths = [o.path for o in stale]
         many = len(paths) > 1
@@ -440,6 +436,7 @@ def make_plan(
     other inputs (the prompt changed since), or of a target no longer in the manifest (only when
     ``orphans``), is listed in ``Plan.abandoned``: a build drops it from the journal.
     """
+    from pixmake.fingerprint import target_key
     from pixmake.manifest import output_paths
 
     targets = tuple(targets)
@@ -455,15 +452,18 @@ def make_plan(
 
     actions = []
     abandoned = []
+    hashes = disk.file_hashes
     for target in targets:
-        action = _with_side_effects(
-            _target_action(target, lock, by_key, disk, replace=replaced, restore=restore), lock, disk, claimed
+        wanted = output_paths(target)
+        action = _target_action(
+            target, target_key(target, hashes), wanted, lock, by_key, disk, replace=replaced, restore=restore
         )
+        action = _with_side_effects(action, wanted, lock, disk, claimed)
         task = pending.get(target.name)
         if task is not None and task.key == action.key:
             why = (_resume_reason(task),)
             resume = Action(ActionKind.RESUME, target.name, why, target, action.key, fallback=action)
-            action = _with_side_effects(resume, lock, disk, claimed)
+            action = _with_side_effects(resume, wanted, lock, disk, claimed)
         elif task is not None:
             abandoned.append(_abandoned(task, "it was paid for earlier inputs of this target"))
         actions.append(action)
