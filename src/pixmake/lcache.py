@@ -18,12 +18,8 @@ that cannot be read, decoded or written is ignored: it only saves work.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import hashlib
-import marshal
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import starmap
 from pathlib import Path
 from types import MappingProxyType
@@ -32,6 +28,7 @@ from typing import Any, Final
 from pixmake import __version__
 from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, parse_lock
 from pixmake.memo import FileStat, code_identity
+from pixmake.recordfile import paused_gc, read_record, write_record
 
 __all__ = ["LCACHE_VERSION", "load_lock_file"]
 
@@ -106,43 +103,9 @@ def _format() -> tuple[Any, ...]:
     return (LCACHE_VERSION, __version__, _shape())
 
 
-@contextmanager
-def _no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector: loading creates ~100,000 objects and no cycles, and each
-    collection it would trigger walks every object alive (a third of the load time at 10,000 targets)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _read(cache: Path) -> tuple[dict[str, Any], int] | None:
-    try:
-        with open(cache, "rb") as handle, _no_gc():
-            written_ns = os.fstat(handle.fileno()).st_mtime_ns
-            record = marshal.loads(handle.read())
-    except (OSError, EOFError, ValueError, TypeError):
-        return None
-    if not isinstance(record, dict) or record.get("format") != _format():
-        return None
-    return record, written_ns
-
-
-def _write(cache: Path, record: dict[str, Any]) -> None:
-    from pixmake.store import atomic_write
-
-    try:
-        atomic_write(cache, marshal.dumps(record))
-    except (OSError, ValueError, TypeError):
-        return  # read-only checkout, or a value marshal cannot store: parse next time
-
-
 def _decoded(record: dict[str, Any]) -> Lock | None:
     try:
-        with _no_gc():
+        with paused_gc():
             return _decode(record["entries"])
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
@@ -161,7 +124,7 @@ def load_lock_file(lockfile: Path, cache: Path) -> Lock:
     """
     with open(lockfile, "rb") as handle:
         stat = _stat(handle)
-        loaded = _read(cache)
+        loaded = read_record(cache, _format())
         if loaded is not None:
             record, written_ns = loaded
             if stat == record.get("stat") and stat[1] < written_ns:
@@ -176,7 +139,7 @@ def load_lock_file(lockfile: Path, cache: Path) -> Lock:
             lock = _decoded(record)
             if lock is not None:
                 if _unchanged(lockfile, stat):
-                    _write(cache, {**record, "stat": stat})
+                    write_record(cache, {**record, "stat": stat})
                 return lock
     lock = parse_lock(_text(data), file=lockfile.name)
     try:
@@ -185,7 +148,7 @@ def load_lock_file(lockfile: Path, cache: Path) -> Lock:
         return lock
     if _unchanged(lockfile, stat):
         digest = hashlib.sha256(data).hexdigest()
-        _write(cache, {"format": _format(), "stat": stat, "sha256": digest, "entries": entries})
+        write_record(cache, {"format": _format(), "stat": stat, "sha256": digest, "entries": entries})
     return lock
 
 

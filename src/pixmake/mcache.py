@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import marshal
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -29,6 +27,7 @@ from pixmake import __version__
 from pixmake.errors import Diagnostic
 from pixmake.manifest import Manifest, ProviderConfig, Target
 from pixmake.memo import FileStat, code_identity, file_stat
+from pixmake.recordfile import read_record, write_record
 
 __all__ = ["MCACHE_VERSION", "FileStat", "file_stat", "load_manifest"]
 
@@ -93,34 +92,17 @@ def _shape() -> tuple[Any, ...]:
     return (code_identity(), tuple(tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES))
 
 
+def _format() -> tuple[Any, ...]:
+    return (MCACHE_VERSION, __version__, _shape())
+
+
 def _fresh(stat: FileStat | None, recorded: Any, written_ns: int) -> bool:
     return stat is not None and stat == recorded and stat[1] < written_ns
-
-
-def _read(cache: Path) -> tuple[dict[str, Any], int] | None:
-    try:
-        with open(cache, "rb") as handle:
-            written_ns = os.fstat(handle.fileno()).st_mtime_ns
-            record = marshal.loads(handle.read())
-    except (OSError, EOFError, ValueError, TypeError):
-        return None
-    if not isinstance(record, dict) or record.get("format") != (MCACHE_VERSION, __version__, _shape()):
-        return None
-    return record, written_ns
 
 
 def _catalogs_fresh(root: Path, record: Mapping[str, Any], written_ns: int) -> bool:
     catalogs = record.get("catalogs", ())
     return all(_fresh(file_stat(root / rel), stat, written_ns) for rel, stat in catalogs)
-
-
-def _write(cache: Path, record: dict[str, Any]) -> None:
-    from pixmake.store import atomic_write
-
-    try:
-        atomic_write(cache, marshal.dumps(record))
-    except (OSError, ValueError, TypeError):
-        return  # read-only checkout, or a value marshal cannot store: parse next time
 
 
 def load_manifest(
@@ -132,7 +114,7 @@ def load_manifest(
     for the no-op memo (:mod:`pixmake.memo`). ``parse`` raises as it would without a cache.
     """
     stat = file_stat(manifest)
-    loaded = _read(cache)
+    loaded = read_record(cache, _format())
     root = manifest.parent
     if loaded is not None and stat is not None:
         record, written_ns = loaded
@@ -141,7 +123,7 @@ def load_manifest(
             if not same and stat[0] == record["stat"][0]:
                 same = _sha256(manifest) == record["sha256"]  # touched, not changed: re-key on the new stat
                 if same:
-                    _write(cache, {**record, "stat": stat})
+                    write_record(cache, {**record, "stat": stat})
             if same:
                 try:
                     value = _decode(record["manifest"])
@@ -157,7 +139,7 @@ def load_manifest(
     except TypeError:
         return value, (stat, catalogs)
     record = {
-        "format": (MCACHE_VERSION, __version__, _shape()),
+        "format": _format(),
         "file": file,
         "stat": stat,
         "sha256": digest,
@@ -165,7 +147,7 @@ def load_manifest(
         "manifest": encoded,
     }
     if stat is not None and file_stat(manifest) == stat:  # not edited while we parsed it
-        _write(cache, record)
+        write_record(cache, record)
     return value, (stat, catalogs)
 
 
