@@ -300,7 +300,7 @@ def test_no_op_plan_imports_neither_yaml_nor_the_build_stack(examples_copy: Path
         f"    main(['-C', {str(examples_copy)!r}, 'plan', '--check'])\n"
         "except SystemExit as done:\n"
         "    assert done.code == 0, done.code\n"
-        "heavy = [m for m in ('yaml', 'jsonschema', 'httpx', 'anyio', 'rich', 'PIL') if m in sys.modules]\n"
+        "heavy = [m for m in ('yaml', 'jsonschema', 'httpx', 'aiohttp', 'anyio', 'rich', 'PIL') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}

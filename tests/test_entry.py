@@ -39,7 +39,7 @@ def test_fast_lane_matches_the_full_cli_and_loads_no_click(examples_copy: Path, 
         code=(
             "import sys\nfrom pixmake.entry import answer_noop_plan\n"
             f"assert answer_noop_plan(['-C', {str(examples_copy)!r}, 'plan', '--check'])\n"
-            "heavy = ('click', 'yaml', 'jsonschema', 'httpx', 'anyio', 'rich', 'PIL')\n"
+            "heavy = ('click', 'yaml', 'jsonschema', 'httpx', 'aiohttp', 'anyio', 'rich', 'PIL')\n"
             "loaded = [m for m in heavy if m in sys.modules]\n"
             "assert not loaded, loaded\n"
         ),

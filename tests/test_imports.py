@@ -13,7 +13,7 @@ import pytest
 import pixmake
 from conftest import EXAMPLES, PACKAGE_ROOT
 
-HEAVY = ("httpx", "anyio", "rich", "PIL", "click", "uvicorn", "starlette")
+HEAVY = ("httpx", "aiohttp", "anyio", "rich", "PIL", "click", "uvicorn", "starlette")
 PURE = (
     "manifest",
     "yamlmarks",
@@ -48,7 +48,7 @@ def test_plan_command_imports_none_of_the_build_stack() -> None:
         "import sys\n"
         "from pixmake import api\n"
         f"api.plan(api.open_project({str(EXAMPLES)!r}))\n"
-        "heavy = [m for m in ('httpx', 'anyio', 'rich', 'PIL') if m in sys.modules]\n"
+        "heavy = [m for m in ('httpx', 'aiohttp', 'anyio', 'rich', 'PIL') if m in sys.modules]\n"
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=_ENV)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import anyio
+import pytest
 
 from pixmake.journal import Journal, PendingSubmit, read_journal
 from pixmake.lockfile import Lock, LockedOutput, LockEntry
@@ -79,3 +83,53 @@ def test_rewrite_keeps_only_what_is_pending_and_appends_continue(tmp_path: Path)
 
 def test_a_missing_journal_is_empty(tmp_path: Path) -> None:
     assert read_journal(tmp_path / "nope.jsonl", Lock()) == (Lock(), {})
+
+
+def test_concurrent_submits_share_fsyncs_and_each_returns_only_once_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = _journal(tmp_path)
+    synced_lines: list[int] = []  # how many lines the file held at each fsync
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced_lines.append(len(journal.path.read_bytes().splitlines()))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    on_disk_when_returned: list[tuple[int, int]] = []  # (line this submit wrote, lines synced by then)
+
+    async def submit(i: int) -> None:
+        journal.submitting(f"t{i}", f"k{i}", f"cb{i}")
+        line = len(journal.path.read_bytes().splitlines())
+        await journal.durable()
+        on_disk_when_returned.append((line, max(synced_lines)))
+
+    async def burst() -> None:
+        async with anyio.create_task_group() as group:
+            for i in range(40):
+                group.start_soon(submit, i)
+
+    anyio.run(burst)
+    journal.close()
+    assert len(on_disk_when_returned) == 40
+    assert all(line <= synced for line, synced in on_disk_when_returned)  # durable before the submit goes out
+    assert len(synced_lines) < 40  # group commit: the burst shared fsyncs
+    _, pending = read_journal(journal.path, Lock())
+    assert len(pending) == 40
+
+
+def test_a_cancelled_waiter_leaves_the_next_one_served(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+
+    async def scenario() -> None:
+        journal.submitting("a", "k1", "cb-1")
+        with anyio.move_on_after(0):  # cancelled before or during its fsync
+            await journal.durable()
+        journal.submitting("b", "k2", "cb-2")
+        with anyio.fail_after(5):
+            await journal.durable()
+
+    anyio.run(scenario)
+    journal.close()
+    assert set(read_journal(journal.path, Lock())[1]) == {"a", "b"}

@@ -1,13 +1,17 @@
 """The ToAPIs provider: task bodies in every documented dialect, and errors translated at the boundary.
 
 Most of it runs against the session emulator over HTTP; malformed answers the emulator never gives are
-written as an ``httpx.MockTransport`` function, in two tests (the style guide allows a provider test or two).
+answered by a raw HTTP server on 127.0.0.1 that writes canned bytes, in two tests.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
+import re
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -18,7 +22,6 @@ from conftest import TEST_KEY, png_bytes
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.errors import (
     AuthError,
-    BadResultError,
     NetworkError,
     QuotaError,
     RateLimitedError,
@@ -81,8 +84,8 @@ async def _with(provider: ToapisProvider, fn: Any) -> Any:
         await provider.aclose()
 
 
-def _run(settings: Settings, fn: Any, transport: httpx.AsyncBaseTransport | None = None) -> Any:
-    return anyio.run(_with, ToapisProvider(settings, transport=transport), fn)
+def _run(settings: Settings, fn: Any) -> Any:
+    return anyio.run(_with, ToapisProvider(settings), fn)
 
 
 def test_submit_poll_find_download_against_the_emulator(emulator: EmulatorServer) -> None:
@@ -131,35 +134,65 @@ def test_a_connection_refused_was_never_sent(closed_port: int) -> None:
     assert caught.value.sent is False
 
 
+@contextlib.asynccontextmanager
+async def _canned(answer: Callable[[str, str], bytes]) -> AsyncIterator[str]:
+    """A raw HTTP server on 127.0.0.1 that answers each request with ``answer(method, path)`` verbatim.
+
+    For answers the emulator never gives: a body cut short of its Content-Length, a garbled gzip body,
+    an upload refused with a 200. Its URL is yielded; every answer closes the connection.
+    """
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, path = head.decode("latin-1").split(" ", 2)[:2]
+        length = re.search(r"(?i)content-length: *(\d+)", head.decode("latin-1"))
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        writer.write(answer(method, path))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def _raw(status: str, body: bytes, **headers: str) -> bytes:
+    fields = {"Content-Length": str(len(body)), "Connection": "close", **headers}
+    head = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in fields.items())
+    return f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body
+
+
+def _against(answer: Callable[[str, str], bytes], call: Callable[[ToapisProvider, str], Any]) -> Any:
+    async def flow() -> Any:
+        async with _canned(answer) as url:
+            return await _with(ToapisProvider(_settings(url)), lambda p: call(p, url))
+
+    return anyio.run(flow)
+
+
 def test_retry_after_as_an_http_date_is_read() -> None:
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(429, json={"error": {"code": "rate_limit_exceeded"}}, headers={"Retry-After": when})
-
+    body = b'{"error": {"code": "rate_limit_exceeded"}}'
     with pytest.raises(RateLimitedError) as caught:
-        _run(_settings("https://api.test"), lambda p: p.poll("t"), httpx.MockTransport(answer))
+        _against(lambda m, p: _raw("429 Too Many Requests", body, Retry_After=when), lambda p, u: p.poll("t"))
     assert caught.value.retry_after is not None and 25 <= caught.value.retry_after <= 31
 
 
 def test_malformed_bodies_the_emulator_never_sends_are_translated() -> None:
-    # Over real HTTP, h11 itself refuses a body shorter than its Content-Length, and the emulator neither
-    # garbles an encoding nor refuses an upload with a 200: these answers are easier written as a function.
-    def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "gzip.test" or request.url.path == "/v1/images/generations":
-            return httpx.Response(200, content=b"not gzip", headers={"Content-Encoding": "gzip"})
-        if request.url.path == "/v1/uploads/images":
-            return httpx.Response(200, json={"success": False, "message": "Unsupported image type"})
-        return httpx.Response(200, content=b"\x89PNG half", headers={"Content-Length": "4096"})
+    def answer(method: str, path: str) -> bytes:
+        if path.startswith("/gzip") or path == "/v1/images/generations":
+            return _raw("200 OK", b"not gzip", Content_Encoding="gzip")
+        if path == "/v1/uploads/images":
+            return _raw("200 OK", b'{"success": false, "message": "Unsupported image type"}')
+        return _raw("200 OK", b"\x89PNG half", Content_Length="4096")  # then the connection closes
 
-    settings = _settings("https://api.test")
-    with pytest.raises(BadResultError, match="download truncated"):  # a short body
-        _run(settings, lambda p: p.download("https://files.test/a.png"), httpx.MockTransport(answer))
     with pytest.raises(RequestRejectedError, match="Unsupported image type"):  # an upload refusal keeps its message
-        _run(settings, lambda p: p.upload(b"text", filename="a.png"), httpx.MockTransport(answer))
-    for call in (lambda p: p.download("https://gzip.test/a.png"), lambda p: p.submit(REQUEST)):
-        with pytest.raises(NetworkError) as caught:  # a body that does not decode may have arrived
-            _run(settings, call, httpx.MockTransport(answer))
+        _against(answer, lambda p, u: p.upload(b"text", filename="a.png"))
+    calls = [lambda p, u: p.download(f"{u}/a.png"), lambda p, u: p.download(f"{u}/gzip/a.png"),
+             lambda p, u: p.submit(REQUEST)]  # fmt: skip
+    for call in calls:
+        with pytest.raises(NetworkError) as caught:  # a body cut short or undecodable may have arrived
+            _against(answer, call)
         assert caught.value.sent is True
 
 

@@ -2,7 +2,7 @@
 
 Shell. Each function takes a :class:`Project` (where the manifest, lockfile and ``.pixmake/`` are)
 and returns values; nothing here prints. ``import pixmake.api`` stays light: the executor, the
-provider and the emulator (httpx, anyio, Pillow) are imported only by :func:`build`.
+provider and the emulator (aiohttp, anyio, Pillow) are imported only by :func:`build`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from pixmake.errors import ConfigError, Diagnostic, ManifestError
 # The manifest parser (yaml, jsonschema), the lockfile parser and the planner are imported where
 # they are used: a no-op `pixmake plan` answered by the memo (pixmake.memo) needs none of them.
 if TYPE_CHECKING:
-    import httpx
-
     from pixmake.execute import BuildResult
     from pixmake.journal import PendingSubmit
     from pixmake.lockfile import Lock, LockEntry
@@ -491,14 +489,12 @@ def build(
     select: Selection | None = None,
     restore: bool = False,
     prune: bool = False,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> BuildResult:
     """Generate what the plan says, record it in the lockfile; ``emulator=True`` runs the bundled emulator.
 
     ``select`` builds only some targets; ``restore`` puts the locked bytes back over edited outputs;
     ``prune`` then deletes orphans' and stale outputs (:func:`prune`; the result's ``pruned``).
     ``manifest`` is the project's manifest when the caller already loaded it (:func:`load_manifest`).
-    ``transport`` replaces the network (tests: an ``httpx.ASGITransport`` over an in-process app).
     Raises :class:`~pixmake.errors.ProjectBusyError` when another build holds the project, and
     ConfigError for ``prune`` with a selection.
     """
@@ -511,7 +507,7 @@ def build(
         with EmulatorServer() as server:
             result = _build(project, replace_settings(settings, server.url), reporter=reporter, **options)
     else:
-        result = _build(project, settings, reporter=reporter, transport=transport, **options)
+        result = _build(project, settings, reporter=reporter, **options)
     if prune:
         from dataclasses import replace as replace_fields
 
@@ -542,7 +538,6 @@ def _build(
     manifest: Manifest | None,
     select: Selection | None = None,
     restore: bool = False,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> BuildResult:
     import anyio
 
@@ -570,7 +565,7 @@ def _build(
         if paid:
             from pixmake.providers.toapis import ToapisProvider
 
-            provider = ToapisProvider(settings, transport=transport)
+            provider = ToapisProvider(settings)
         uploads = UploadCache.load(project.state_dir / "uploads.json", settings.base_url)
         executor = Executor.create(
             root=project.root,

@@ -20,7 +20,6 @@ import io
 import os
 import random as _random
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from pixmake.errors import (
     BadResultError,
@@ -240,13 +240,14 @@ class _Fatal(Exception):
 
 
 class _Recorder:
-    """The one writer of the journal and the lock; every method is atomic with respect to the others.
+    """The one writer of the journal and the lock; called on the event loop's thread only.
 
-    Each step is appended to the fsync'd journal at once; ``pixmake.lock`` is rewritten from the
-    entries only when the entries recorded since the last fold reach a quarter of the lock (or 64), so
-    the total cost of folding stays linear in the number of targets, and at the end. A fold also
-    rewrites the journal down to the submits still pending, under the same mutex as the appends, so no
-    append can fall between the snapshot and the rewrite.
+    Each step is appended to the journal at once (a submit is made durable before it is sent: see
+    :meth:`Executor._journal_submit`). ``pixmake.lock`` is rewritten from the entries only when the
+    entries recorded since the last fold reach a quarter of the lock (or 64), so the total cost of
+    folding stays linear in the number of targets, and at the end. A fold renders a snapshot in a
+    worker thread while appends go on, then rewrites the journal down to the submits still pending
+    and the entries recorded after the snapshot.
     """
 
     def __init__(self, lock_path: Path, lock: Lock, journal: Journal, pending: dict[str, PendingSubmit]) -> None:
@@ -254,47 +255,48 @@ class _Recorder:
         self.journal = journal
         self.pending = pending
         self._entries = dict(lock.entries)
+        self._since_snapshot: dict[str, LockEntry] = {}  # recorded after the running fold's snapshot
         self._unfolded = 0
-        self._mutex = threading.Lock()  # called from worker threads
+        self._folding = False
 
     def submitting(self, target: str, key: str, client_business_id: str) -> None:
-        """A submit with this id is about to be sent."""
-        with self._mutex:
-            self.journal.submitting(target, key, client_business_id)
-            self.pending[target] = PendingSubmit(target, key, client_business_id)
+        """A submit with this id is about to be sent (once the journal is durable)."""
+        self.journal.submitting(target, key, client_business_id)
+        self.pending[target] = PendingSubmit(target, key, client_business_id)
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
         """The provider gave the submit a task id."""
-        with self._mutex:
-            self.journal.accepted(target, key, client_business_id, task_id)
-            self.pending[target] = PendingSubmit(target, key, client_business_id, task_id)
+        self.journal.accepted(target, key, client_business_id, task_id)
+        self.pending[target] = PendingSubmit(target, key, client_business_id, task_id)
 
     def dropped(self, target: str, key: str) -> None:
         """Nothing is left to resume for this key (never created, failed and refunded, or result gone)."""
-        with self._mutex:
-            if target in self.pending:
-                self.journal.dropped(target, key)
-                del self.pending[target]
+        if target in self.pending:
+            self.journal.dropped(target, key)
+            del self.pending[target]
 
-    def record(self, name: str, entry: LockEntry) -> None:
-        """A target finished: journal its lock entry; fold into the lockfile when enough accumulated."""
-        with self._mutex:
-            self.journal.finished(name, entry)
-            self._entries[name] = entry
-            self.pending.pop(name, None)
-            self._unfolded += 1
-            if self._unfolded >= max(64, len(self._entries) // 4):
-                self._fold()
+    def record(self, name: str, entry: LockEntry) -> bool:
+        """A target finished: journal its lock entry; True when enough accumulated for a fold."""
+        self.journal.finished(name, entry)
+        self._entries[name] = entry
+        self._since_snapshot[name] = entry
+        self.pending.pop(name, None)
+        self._unfolded += 1
+        return not self._folding and self._unfolded >= max(64, len(self._entries) // 4)
 
-    def fold(self) -> None:
-        """Write ``pixmake.lock`` and shrink the journal to the pending submits."""
-        with self._mutex:
-            self._fold()
-
-    def _fold(self) -> None:
-        atomic_write(self.lock_path, render_lock(Lock(MappingProxyType(self._entries))).encode())
-        self.journal.rewrite(dict(self.pending))
-        self._unfolded = 0
+    async def fold(self) -> None:
+        """Write ``pixmake.lock`` and shrink the journal; call it shielded. A fold already running is enough."""
+        if self._folding:
+            return
+        self._folding = True
+        try:
+            snapshot = Lock(MappingProxyType(dict(self._entries)))
+            self._since_snapshot, self._unfolded = {}, 0
+            data = await anyio.to_thread.run_sync(lambda: render_lock(snapshot).encode())
+            await anyio.to_thread.run_sync(atomic_write, self.lock_path, data)
+            self.journal.rewrite(self.pending, self._since_snapshot)
+        finally:
+            self._folding = False
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -420,7 +422,7 @@ class Executor:
             if action.kind in (ActionKind.UNCHANGED, ActionKind.EDITED, ActionKind.ORPHAN):
                 self._done.setdefault(action.kind, []).append(action.name)
         for task in plan.abandoned:  # paid for inputs the target no longer has: not collected (README)
-            await self._journal(self.recorder.dropped, task.name, task.key)
+            self.recorder.dropped(task.name, task.key)
         self.reporter.emit(BuildStarted(len(paid) + len(restores), plan.images_to_generate, self.settings.concurrency))
         try:
             try:
@@ -436,7 +438,7 @@ class Executor:
                 fatal = next(e.error for e in _leaves(caught) if isinstance(e, _Fatal))
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.recorder.fold)
+                await self.recorder.fold()
         result = BuildResult(
             generated=tuple(self._done.get(ActionKind.CREATE, []) + self._done.get(ActionKind.REGENERATE, [])),
             restored=tuple(self._done.get(ActionKind.RESTORE, [])),
@@ -526,7 +528,7 @@ class Executor:
         )
         entry = self._entry(action.target, action.key, outputs, source.task_id)
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.recorder.record, action.name, entry)
+            await self._record(action.name, entry)
         return paths
 
     # --- provider calls ---------------------------------------------------------------------------
@@ -618,10 +620,16 @@ class Executor:
 
     # --- the paid path ----------------------------------------------------------------------------
 
-    async def _journal(self, fn: Callable[..., None], *args: str) -> None:
-        """Run a journal step in a worker thread, shielded: Ctrl-C cannot cut an fsync'd append in half."""
+    async def _journal_submit(self, target: str, key: str, client_business_id: str) -> None:
+        """Journal a submit and wait until it is on disk, shielded: Ctrl-C cannot send an unjournaled submit."""
+        self.recorder.submitting(target, key, client_business_id)
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(fn, *args)
+            await self.recorder.journal.durable()
+
+    async def _record(self, name: str, entry: LockEntry) -> None:
+        """Journal a finished target's lock entry and fold when due; call it shielded."""
+        if self.recorder.record(name, entry):
+            await self.recorder.fold()
 
     async def _resume(self, target: Target, pending: PendingSubmit) -> TaskStatus | None:
         """The journaled task, or None when the provider surely has none (errors propagate: stay journaled)."""
@@ -643,14 +651,12 @@ class Executor:
             found = await self._resume(target, pending)
             if found is not None and found.state is not TaskState.FAILED:
                 if pending.task_id != found.task_id:
-                    await self._journal(
-                        self.recorder.accepted, target.name, key, pending.client_business_id, found.task_id
-                    )
+                    self.recorder.accepted(target.name, key, pending.client_business_id, found.task_id)
                 self.reporter.emit(TargetSubmitted(target.name, found.task_id, resumed=True))
                 return found
         if pending is not None:
             # Never created, failed (refunded), or paid for inputs that have since changed.
-            await self._journal(self.recorder.dropped, target.name, key)
+            self.recorder.dropped(target.name, key)
         if not submit:
             return None
         status = await self._submit(target, key)
@@ -680,7 +686,10 @@ class Executor:
             )
             cbid = request.client_business_id
             await self.submit_rate.acquire()
-            await self._journal(self.recorder.submitting, target.name, key, cbid)
+            await self._journal_submit(target.name, key, cbid)
+            # The journal step is shielded: a build cancelled meanwhile (Ctrl-C, a refused key) stops here.
+            # aiohttp may write a request before its first real suspension point, so check first.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             try:
                 self._counters.submits += 1
                 status = await provider.submit(request)
@@ -688,7 +697,7 @@ class Executor:
                 try:
                     self._check_reachable(error, attempt)
                 except _Fatal:
-                    await self._journal(self.recorder.dropped, target.name, key)  # it never left this machine
+                    self.recorder.dropped(target.name, key)  # it never left this machine
                     raise
                 verdict = classify(error, Operation.SUBMIT)
                 if verdict is Verdict.FATAL:
@@ -699,7 +708,7 @@ class Executor:
                     await self._backoff(target.name, Operation.SUBMIT, attempt, error)
                     found = await self._find(target.name, cbid)  # errors propagate: the id stays journaled
                     if found is not None:
-                        await self._journal(self.recorder.accepted, target.name, key, cbid, found.task_id)
+                        self.recorder.accepted(target.name, key, cbid, found.task_id)
                         return found
                     if attempt + 1 < self.settings.max_attempts:
                         continue  # known not to exist: a new id, no further wait
@@ -713,14 +722,14 @@ class Executor:
                 elif verdict is Verdict.RETRY and attempt + 1 < self.settings.max_attempts:
                     # Refused or never sent: nothing was created. Say so before waiting, so a build
                     # cancelled during the wait leaves no task to look up.
-                    await self._journal(self.recorder.dropped, target.name, key)
+                    self.recorder.dropped(target.name, key)
                     await self._backoff(target.name, Operation.SUBMIT, attempt, error)
                     continue
-                await self._journal(self.recorder.dropped, target.name, key)  # nothing was created
+                self.recorder.dropped(target.name, key)  # nothing was created
                 raise
             self._reached = True
             self.capacity.succeeded()
-            await self._journal(self.recorder.accepted, target.name, key, cbid, status.task_id)
+            self.recorder.accepted(target.name, key, cbid, status.task_id)
             return status
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -761,12 +770,12 @@ class Executor:
                     "it stays journaled and the next build resumes it"
                 ) from None
         if status.state is TaskState.FAILED:
-            await self._journal(self.recorder.dropped, target.name, key)
+            self.recorder.dropped(target.name, key)
             code = f" ({status.error_code})" if status.error_code else ""
             raise GenerationFailedError(f"task {status.task_id} failed{code}: {status.error_message or 'no message'}")
         if len(status.urls) != target.n:
             # A failed attempt: nothing to lock; the next build submits again.
-            await self._journal(self.recorder.dropped, target.name, key)
+            self.recorder.dropped(target.name, key)
             raise BadResultError(f"task {status.task_id} returned {len(status.urls)} images, expected {target.n}")
         results = []
         for url in status.urls:
@@ -774,7 +783,7 @@ class Executor:
                 results.append(await self._fetch(target.name, url))
             except RequestRejectedError as error:
                 if error.status in (404, 410):  # the result expired: it cannot be fetched any more
-                    await self._journal(self.recorder.dropped, target.name, key)
+                    self.recorder.dropped(target.name, key)
                 raise
         paths = output_paths(target)
 
@@ -786,9 +795,7 @@ class Executor:
                 outputs.append(LockedOutput(path, digest, len(blob), width, height))
             return tuple(outputs)
 
-        def store_and_record() -> None:
-            self.recorder.record(target.name, self._entry(target, key, store(), status.task_id))
-
         with anyio.CancelScope(shield=True):  # Ctrl-C cannot come between the files and their lock entry
-            await anyio.to_thread.run_sync(store_and_record, limiter=self.thread_work)
+            outputs = await anyio.to_thread.run_sync(store, limiter=self.thread_work)
+            await self._record(target.name, self._entry(target, key, outputs, status.task_id))
         return paths

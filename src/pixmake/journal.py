@@ -1,16 +1,17 @@
-"""The build journal: an fsync'd append-only log in ``.pixmake/`` that makes every step durable at once.
+"""The build journal: an append-only log in ``.pixmake/`` that makes every paid step survive a crash.
 
-Shell. Three records, one JSON object per line (as ninja appends to its build log):
+Shell. Four records, one JSON object per line (as ninja appends to its build log):
 
-* ``submit``: written *before* a submit is sent, with its ``client_business_id``;
+* ``submit``: written and made durable *before* a submit is sent, with its ``client_business_id``;
 * ``task``: the provider accepted it and gave a task id;
 * ``lock``: the target finished; its full lock entry;
 * ``drop``: the submit is known not to exist or its task failed; nothing to resume.
 
 ``pixmake.lock`` is rewritten from lock + journal in batches and at the end of a build, so recording
 stays linear in the number of targets. After a crash, the next run folds the journal first and
-resumes the in-flight tasks instead of paying for them again. A torn last line (power loss mid-append)
-is ignored.
+resumes the in-flight tasks instead of paying for them again. A killed process loses no appended
+record (it is in the page cache); a power cut may lose the records after the last fsync, but never a
+submit, so at worst a resume looks a task up again. A torn last line (power loss mid-append) is ignored.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from pixmake.lockfile import Lock, LockEntry, entry_from_json, entry_to_json
+
+if TYPE_CHECKING:
+    import anyio  # imported where it is used: `pixmake plan` reads the journal without the build stack
 
 __all__ = ["Journal", "PendingSubmit", "read_journal"]
 
@@ -66,6 +70,10 @@ def _task(target: str, key: str, client_business_id: str, task_id: str) -> dict[
     return {"op": "task", "target": target, "key": key, "cbid": client_business_id, "task_id": task_id}
 
 
+def _finished(target: str, entry: LockEntry) -> dict[str, Any]:
+    return {"op": "lock", "target": target, "key": entry.key, "entry": entry_to_json(entry)}
+
+
 def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]]:
     """Apply the journal to ``lock``: the folded lock and the submits still pending, by target name.
 
@@ -89,34 +97,71 @@ def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]
 
 
 class Journal:
-    """Appends records with fsync; open with :meth:`open`, close with :meth:`close`."""
+    """Appends records; :meth:`durable` makes them durable. Open with :meth:`open`, close with :meth:`close`.
+
+    An append is one ``write`` to the page cache, made on the event loop's thread. Only a submit must
+    be on disk before its request is sent; its caller awaits :meth:`durable`, and callers that arrive
+    while an fsync runs share the next one (group commit), so a burst of submits costs a few fsyncs.
+    The other records ride on the next fsync, a fold, or :meth:`close`: losing one to a power cut
+    costs a lookup on resume, never a payment.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._handle: BinaryIO | None = None
-        self._mutex = threading.RLock()  # appends come from worker threads
+        self._fd: int | None = None
+        self._fd_lock = threading.Lock()  # an fsync in a worker thread never meets a closed or swapped fd
+        self._appended = 0  # records appended so far
+        self._synced = 0  # of those, how many are known to be on disk
+        self._syncing: anyio.Event | None = None  # set when the fsync in flight returns
 
     def open(self) -> None:
         """Open for appending (creating ``.pixmake/`` as needed)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.open("ab")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
 
     def close(self) -> None:
-        """Close the file."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        """Make every record durable and close the file."""
+        with self._fd_lock:
+            if self._fd is not None:
+                try:
+                    os.fsync(self._fd)
+                finally:
+                    os.close(self._fd)
+                    self._fd = None
+                self._synced = self._appended
 
     def _append(self, record: dict[str, Any]) -> None:
-        line = _line(record)
-        with self._mutex:
-            assert self._handle is not None, "journal is not open"
-            self._handle.write(line)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+        assert self._fd is not None, "journal is not open"
+        line = memoryview(_line(record))
+        while line:
+            line = line[os.write(self._fd, line) :]
+        self._appended += 1
+
+    def _fsync(self) -> None:
+        with self._fd_lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
+
+    async def durable(self) -> None:
+        """Return once every record appended before the call is on disk; call it shielded from cancellation."""
+        import anyio
+
+        wanted = self._appended
+        while self._synced < wanted:
+            if self._syncing is not None:
+                await self._syncing.wait()  # that fsync may not cover us: look again
+                continue
+            self._syncing = done = anyio.Event()
+            covered = self._appended
+            try:
+                await anyio.to_thread.run_sync(self._fsync)
+                self._synced = max(self._synced, covered)
+            finally:
+                self._syncing = None
+                done.set()
 
     def submitting(self, target: str, key: str, client_business_id: str) -> None:
-        """Record a submit about to be sent."""
+        """Record a submit about to be sent (then await :meth:`durable` before sending it)."""
         self._append(_submit(target, key, client_business_id))
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
@@ -125,14 +170,14 @@ class Journal:
 
     def finished(self, target: str, entry: LockEntry) -> None:
         """Record a finished target's lock entry."""
-        self._append({"op": "lock", "target": target, "key": entry.key, "entry": entry_to_json(entry)})
+        self._append(_finished(target, entry))
 
     def dropped(self, target: str, key: str) -> None:
         """Record that a pending submit has nothing left to resume."""
         self._append({"op": "drop", "target": target, "key": key})
 
-    def rewrite(self, pending: dict[str, PendingSubmit]) -> None:
-        """Replace the journal with just the still-pending submits (after the lock absorbed the rest)."""
+    def rewrite(self, pending: Mapping[str, PendingSubmit], finished: Mapping[str, LockEntry] | None = None) -> None:
+        """Replace the journal with the still-pending submits and the ``finished`` entries the lockfile lacks."""
         from pixmake.store import atomic_write
 
         lines = []
@@ -140,10 +185,13 @@ class Journal:
             lines.append(_line(_submit(p.target, p.key, p.client_business_id)))
             if p.task_id is not None:
                 lines.append(_line(_task(p.target, p.key, p.client_business_id, p.task_id)))
-        data = b"".join(lines)
-        with self._mutex:
-            reopen = self._handle is not None
-            self.close()
-            atomic_write(self.path, data)
+        lines.extend(_line(_finished(name, entry)) for name, entry in (finished or {}).items())
+        with self._fd_lock:
+            reopen = self._fd is not None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            atomic_write(self.path, b"".join(lines))  # durable: everything appended so far is in it or folded
+            self._synced = self._appended
             if reopen:
                 self.open()
