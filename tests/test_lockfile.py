@@ -62,6 +62,15 @@ def test_render_is_deterministic_and_ignores_insertion_order(lock: Lock) -> None
     assert render_lock(reordered) == render_lock(lock)
 
 
+@given(locks, locks)
+def test_a_render_memo_never_changes_the_bytes(first: Lock, second: Lock) -> None:
+    """A build renders the lock again and again with one memo; entries come, change and go between renders."""
+    memo: dict[str, tuple[LockEntry, str]] = {}
+    merged = Lock(MappingProxyType({**first.entries, **second.entries}))
+    for lock in (first, merged, second, first):
+        assert render_lock(lock, memo) == render_lock(lock)
+
+
 def _block_lines(lock: Lock, name: str) -> list[str]:
     """The lines of one target's block, with the blank line that separates it from the one before."""
     text = render_lock(Lock(MappingProxyType({name: lock.entries[name]})))

@@ -48,7 +48,7 @@ from pixmake.plan import Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
 from pixmake.settings import Settings, display_url
-from pixmake.store import ObjectCache, atomic_write, safe_path, sha256_bytes
+from pixmake.store import ObjectCache, RootGuard, atomic_write, sha256_bytes
 from pixmake.uploads import UploadCache, Uploader
 
 if TYPE_CHECKING:
@@ -228,6 +228,15 @@ Event = (
 )
 
 
+class _Undecodable(Exception):
+    """Internal: result image ``index`` of a target does not decode."""
+
+    def __init__(self, index: int, error: BadResultError) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
+
+
 class _Fatal(Exception):
     """Internal: a build-wide failure (bad key, no balance) that cancels every target."""
 
@@ -258,6 +267,7 @@ class _Recorder:
         self._since_snapshot: dict[str, LockEntry] = {}  # recorded after the running fold's snapshot
         self._unfolded = 0
         self._folding = False
+        self._blocks: dict[str, tuple[LockEntry, str]] = {}  # each target's rendered lock block, between folds
 
     def submitting(self, target: str, key: str, client_business_id: str) -> None:
         """A submit with this id is about to be sent (once the journal is durable)."""
@@ -292,7 +302,7 @@ class _Recorder:
         try:
             snapshot = Lock(MappingProxyType(dict(self._entries)))
             self._since_snapshot, self._unfolded = {}, 0
-            data = await anyio.to_thread.run_sync(lambda: render_lock(snapshot).encode())
+            data = await anyio.to_thread.run_sync(lambda: render_lock(snapshot, self._blocks).encode())
             await anyio.to_thread.run_sync(atomic_write, self.lock_path, data)
             self.journal.rewrite(self.pending, self._since_snapshot)
         finally:
@@ -373,6 +383,7 @@ class Executor:
         # Thread work (Pillow decode, hashing, writes) is CPU- and memory-bound: a decoded 1024² image
         # is 3 MB, so this many at once, not one per target in flight.
         self.thread_work = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+        self.guard = RootGuard(self.root)
         self.uploader = Uploader(self.upload_cache, self._upload, lambda path: (self.root / path).read_bytes())
 
     @classmethod
@@ -504,7 +515,7 @@ class Executor:
     def _output_file(self, target: str, path: str) -> Path:
         """Where an output goes, checked again at write time: a symlink swapped in since the plan cannot
         lead a write out of the project root (raises UnsafePathError; the paid result stays journaled)."""
-        return safe_path(self.root, path, field=f"targets.{target}.out")
+        return Path(self.guard.fresh(path, f"targets.{target}.out"))
 
     async def _restore(self, action: Action) -> tuple[str, ...]:
         assert action.target is not None and action.key is not None and action.source is not None
@@ -743,15 +754,38 @@ class Executor:
                 self.reporter.emit(TargetPolled(target, status.status, status.progress))
         return status
 
-    async def _fetch(self, target: str, url: str) -> tuple[bytes, tuple[int, int]]:
-        """Download one result and check it decodes; a truncated or undecodable body is retried."""
+    async def _download(self, target: str, key: str, url: str) -> bytes:
+        """One result's bytes (retried like any download); a result gone for good leaves nothing to resume."""
 
-        async def once() -> tuple[bytes, tuple[int, int]]:
+        async def once() -> bytes:
             self._counters.downloads += 1
-            blob = await self._provider().download(url)
-            return blob, await anyio.to_thread.run_sync(_verify_image, blob, limiter=self.thread_work)
+            return await self._provider().download(url)
 
-        return await self._call(target, Operation.DOWNLOAD, once)
+        try:
+            return await self._call(target, Operation.DOWNLOAD, once)
+        except RequestRejectedError as error:
+            if error.status in (404, 410):  # the result expired: it cannot be fetched any more
+                self.recorder.dropped(target, key)
+            raise
+
+    def _keep(self, target: str, paths: tuple[str, ...], blobs: list[bytes]) -> tuple[LockedOutput, ...]:
+        """Worker thread: check every image decodes, then store it in the object cache and write its output.
+
+        The object cache comes first: the paid bytes are safe whatever happens next. Raises
+        :class:`_Undecodable` (nothing written) when an image does not decode.
+        """
+        sizes = []
+        for index, blob in enumerate(blobs):
+            try:
+                sizes.append(_verify_image(blob))
+            except BadResultError as error:
+                raise _Undecodable(index, error) from error
+        outputs = []
+        for path, blob, (width, height) in zip(paths, blobs, sizes, strict=True):
+            digest = self.objects.put(blob)
+            atomic_write(self._output_file(target, path), blob)
+            outputs.append(LockedOutput(path, digest, len(blob), width, height))
+        return tuple(outputs)
 
     async def _generate(self, target: Target, key: str, *, submit: bool = True) -> tuple[str, ...] | None:
         """Obtain (submit or resume) the target's task, wait for it, download, verify, write and lock it.
@@ -777,25 +811,20 @@ class Executor:
             # A failed attempt: nothing to lock; the next build submits again.
             self.recorder.dropped(target.name, key)
             raise BadResultError(f"task {status.task_id} returned {len(status.urls)} images, expected {target.n}")
-        results = []
-        for url in status.urls:
-            try:
-                results.append(await self._fetch(target.name, url))
-            except RequestRejectedError as error:
-                if error.status in (404, 410):  # the result expired: it cannot be fetched any more
-                    self.recorder.dropped(target.name, key)
-                raise
+        blobs = [await self._download(target.name, key, url) for url in status.urls]
         paths = output_paths(target)
-
-        def store() -> tuple[LockedOutput, ...]:
-            outputs = []
-            for path, (blob, (width, height)) in zip(paths, results, strict=True):
-                digest = self.objects.put(blob)  # first: the paid bytes are safe whatever happens next
-                atomic_write(self._output_file(target.name, path), blob)
-                outputs.append(LockedOutput(path, digest, len(blob), width, height))
-            return tuple(outputs)
-
-        with anyio.CancelScope(shield=True):  # Ctrl-C cannot come between the files and their lock entry
-            outputs = await anyio.to_thread.run_sync(store, limiter=self.thread_work)
-            await self._record(target.name, self._entry(target, key, outputs, status.task_id))
+        for attempt in range(self.settings.max_attempts):
+            try:
+                # One trip to a worker thread per target; Ctrl-C cannot come between the files and their lock entry.
+                with anyio.CancelScope(shield=True):
+                    outputs = await anyio.to_thread.run_sync(
+                        self._keep, target.name, paths, blobs, limiter=self.thread_work
+                    )
+                    await self._record(target.name, self._entry(target, key, outputs, status.task_id))
+                break
+            except _Undecodable as bad:  # cut short where no length told us so, say: fetch that image again
+                if attempt + 1 >= self.settings.max_attempts:
+                    raise bad.error from None
+                await self._backoff(target.name, Operation.DOWNLOAD, attempt, bad.error)
+                blobs[bad.index] = await self._download(target.name, key, status.urls[bad.index])
         return paths

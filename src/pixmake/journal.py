@@ -59,7 +59,7 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _line(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
 def _submit(target: str, key: str, client_business_id: str) -> dict[str, Any]:

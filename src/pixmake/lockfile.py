@@ -164,10 +164,23 @@ def _block(name: str, entry: LockEntry) -> str:
     return '{\n  "target": ' + json.dumps(name, ensure_ascii=False) + ",\n" + body[2:]
 
 
-def render_lock(lock: Lock) -> str:
-    """Deterministic text of a lock: same lock, same bytes."""
+def render_lock(lock: Lock, memo: dict[str, tuple[LockEntry, str]] | None = None) -> str:
+    """Deterministic text of a lock: same lock, same bytes.
+
+    ``memo`` keeps each target's block from one render to the next (a build writes the lock several
+    times as it goes); a block is rendered again only when its entry is a different object.
+    """
     header = json.dumps({"generator": "pixmake", "version": LOCK_VERSION}, sort_keys=True)
-    blocks = [_block(name, lock.entries[name]) for name in sorted(lock.entries)]
+    if memo is None:
+        blocks = [_block(name, lock.entries[name]) for name in sorted(lock.entries)]
+    else:
+        blocks = []
+        for name in sorted(lock.entries):
+            entry = lock.entries[name]
+            known = memo.get(name)
+            if known is None or known[0] is not entry:
+                known = memo[name] = (entry, _block(name, entry))
+            blocks.append(known[1])
     return "\n\n".join([header, *blocks]) + "\n"
 
 

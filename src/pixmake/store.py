@@ -99,6 +99,17 @@ class RootGuard:
             raise UnsafePathError(field, rel)
         return path
 
+    def fresh(self, rel: str, field: str) -> str:
+        """Like :meth:`absolute`, but the directory is resolved now, not memoised: for a write, where a
+        symlink swapped in since the plan must not lead it out of the root. The file itself may be a
+        symlink: :func:`atomic_write` replaces it rather than writing through it."""
+        if os.path.isabs(rel):
+            raise UnsafePathError(field, rel)
+        path = os.path.join(self.prefix, rel)
+        if not self._inside(os.path.realpath(os.path.dirname(path))):
+            raise UnsafePathError(field, rel)
+        return path
+
     def check_link(self, rel: str, path: str, field: str) -> None:
         """A symlink is followed; its target must stay inside the root."""
         if not self._inside(os.path.realpath(path)):
