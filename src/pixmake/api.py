@@ -7,7 +7,9 @@ provider and the emulator (aiohttp, anyio, Pillow) are imported only by :func:`b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import gc
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,6 +114,24 @@ def _read_project_file(project: Project, rel: str) -> bytes:
     return path.read_bytes()
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a manifest and a plan are built.
+
+    They allocate hundreds of thousands of objects that all stay alive, and every full collection
+    scans them all and frees nothing: at 10,000 targets that was about 0.6 s of each of validate
+    and plan. Reference counting frees as usual; cycles are collected after the pause.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@_gc_paused()
 def validate(project: Project) -> Manifest:
     """Load and validate the manifest and its input files; raises ManifestError listing every problem.
 
@@ -279,6 +299,7 @@ def memo_plan(project: Project) -> PlanResult | None:
     return PlanResult(None, None, None, Plan.all_unchanged(targets), project=project)
 
 
+@_gc_paused()
 def plan(
     project: Project,
     *,
@@ -589,9 +610,12 @@ def _build(
                     with anyio.CancelScope(shield=True):
                         await provider.aclose()
 
+        # The manifest, plan and lock live as long as the build: keep the collector from rescanning them.
+        gc.freeze()
         try:
             return anyio.run(run)
         finally:
+            gc.unfreeze()
             journal.close()
             uploads.save()
             _record_stale(project, result.plan.actions)
