@@ -67,6 +67,7 @@ def fast_settings(project: api.Project, server: EmulatorServer, **changes: Any) 
         "TOAPIS_API_KEY": TEST_KEY,
         "PIXMAKE_POLL_INTERVAL": "0.005",
         "PIXMAKE_BACKOFF_BASE": "0.001",
+        "PIXMAKE_LOOKUP_GRACE": "0.001",
         "PIXMAKE_MAX_RETRY_AFTER": "0.005",
         "PIXMAKE_QUERY_RATE": "5000",
     }
@@ -157,6 +158,31 @@ def test_drop_after_submit_is_resolved_by_lookup_not_resubmit(emulator: Emulator
     assert len(submits) == 6 and all(r.status is None for r in submits)  # every connection dropped
     assert result.statistics.lookups == 6
     assert_paid_once_and_complete(root, emulator, 6)
+
+
+@pytest.mark.parametrize("grace", [0.5, 0.0], ids=["trusted-late", "trusted-at-once"])
+def test_a_task_stored_after_the_gateway_answered_is_found_not_paid_twice(
+    grace: float, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The connection drops after the submit and the task becomes visible by its id only 0.2 s later.
+
+    A "not found" right away is not trusted: the executor asks again once the grace has passed, finds
+    the task and pays once. Trusting the first answer (no grace) pays for every target twice: that is
+    what the grace is for, and what this test shows it prevents.
+    """
+    config = EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, p_drop_after_submit=1.0, lookup_lag=0.2)
+    emulator.emulator.reset(config)
+    root = make_manifest(tmp_path / "p", 4, every_ref=0)
+    project = api.open_project(root)
+    settings = fast_settings(project, emulator, lookup_grace=grace, max_attempts=2)
+    result = api.build(project, settings, reporter=RecordingReporter())
+    images = sum(target.n for target in api.validate(project).targets)
+    if grace:
+        assert len(result.generated) == 4 and result.statistics.lookups == 8  # early "not found", then found
+        assert_paid_once_and_complete(root, emulator, 4)
+    else:
+        assert emulator.emulator.ledger.net_images == 2 * images  # every target paid twice: the lag fooled it
+        assert len(result.failed) == 4  # and the second submits were dropped too
 
 
 def test_504_html_on_submit_leads_to_lookup_then_a_new_id(emulator: EmulatorServer, tmp_path: Path) -> None:

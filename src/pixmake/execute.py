@@ -715,9 +715,7 @@ class Executor:
                     raise _Fatal(error) from error
                 self._slow_down(error, Operation.SUBMIT)
                 if verdict is Verdict.LOOKUP:
-                    # Give a slow gateway time to finish creating the task before asking for it.
-                    await self._backoff(target.name, Operation.SUBMIT, attempt, error)
-                    found = await self._find(target.name, cbid)  # errors propagate: the id stays journaled
+                    found = await self._look_up_unknown(target.name, cbid, attempt, error)
                     if found is not None:
                         self.recorder.accepted(target.name, key, cbid, found.task_id)
                         return found
@@ -743,6 +741,22 @@ class Executor:
             self.recorder.accepted(target.name, key, cbid, status.task_id)
             return status
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _look_up_unknown(self, target: str, cbid: str, attempt: int, error: ProviderError) -> TaskStatus | None:
+        """After a submit whose outcome is unknown: its task, or None once it surely does not exist.
+
+        A slow gateway may store the task after it answered, so a "not found" is trusted only when it
+        comes ``lookup_grace`` seconds after the failure; an earlier one is asked once more at that time.
+        Errors propagate: the id stays journaled and the next build looks it up again.
+        """
+        trusted_from = time.monotonic() + self.settings.lookup_grace
+        await self._backoff(target, Operation.SUBMIT, attempt, error)
+        found = await self._find(target, cbid)
+        wait = trusted_from - time.monotonic()
+        if found is None and wait > 0:
+            await self.sleep(wait)
+            found = await self._find(target, cbid)
+        return found
 
     async def _wait_finished(self, target: str, status: TaskStatus) -> TaskStatus:
         first = True

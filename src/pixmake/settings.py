@@ -64,6 +64,9 @@ class Settings:
     backoff_base: float = 1.0  # first retry waits up to this many seconds (1 s / 2 s / 4 s ..., full jitter)
     backoff_cap: float = 60.0  # no retry waits longer (a Retry-After may)
     max_retry_after: float = 3600.0  # a provider's Retry-After is honoured up to this many seconds
+    # After a submit with an unknown outcome, a lookup's "not found" is trusted only this many seconds
+    # after the failure: a slow gateway may store the task after it answered (undocumented either way).
+    lookup_grace: float = 30.0
 
 
 def display_url(url: str) -> str:
@@ -129,5 +132,6 @@ def _pacing(environ: Mapping[str, str]) -> dict[str, Any]:
         "PIXMAKE_BACKOFF_BASE": "backoff_base",
         "PIXMAKE_MAX_RETRY_AFTER": "max_retry_after",
         "PIXMAKE_QUERY_RATE": "query_rate",
+        "PIXMAKE_LOOKUP_GRACE": "lookup_grace",
     }
     return {field: _positive_float(env, environ[env]) for env, field in names.items() if environ.get(env)}

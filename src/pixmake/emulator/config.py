@@ -58,7 +58,9 @@ class EmulatorConfig:
     with an empty result list) and is still charged ``n``: charges are pre-deducted by ``n`` at submit
     (§2.1) and nothing documents a refund for a partial result (§7 q1). ``upload_ttl``: seconds an upload
     is served and accepted in submits (None: forever; the lifetime is undocumented, §5); after it the
-    file answers 410 and a submit naming it answers 400.
+    file answers 410 and a submit naming it answers 400. ``lookup_lag``: seconds a new task stays
+    invisible to a lookup by its ``client_business_id`` (a gateway that answers before the task is
+    stored; undocumented either way, so a client must not trust an early "not found").
     """
 
     api_key: str | None = None
@@ -89,6 +91,7 @@ class EmulatorConfig:
     result_style: ResultStyle = "result"
     duplicate_business_id: DuplicateBusinessId = "create"
     quota_images: int | None = None
+    lookup_lag: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -397,6 +397,8 @@ class Emulator:
             task = self._tasks.get(task_or_business_id)
             if task is None:
                 task = self._tasks.get(self._by_business_id.get((key, task_or_business_id), ""))
+                if task is not None and self.now() < task.created + self.config.lookup_lag:
+                    return None  # not visible by business id yet
             return task if task is not None and task.key == key else None
 
     def task_by_id(self, task_id: str) -> Task | None:
