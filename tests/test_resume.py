@@ -39,8 +39,13 @@ def _build_env(server: EmulatorServer) -> dict[str, str]:
     }
 
 
-def _interrupted_build(root: Path, server: EmulatorServer, log: Path, *args: str) -> str:
-    """Run ``pixmake build ARGS`` in a subprocess, Ctrl-C it once hero's task is paid; hero's task id."""
+def _interrupted_build(
+    root: Path, server: EmulatorServer, log: Path, *args: str, stop: signal.Signals = signal.SIGINT
+) -> str:
+    """Run ``pixmake build ARGS`` in a subprocess, Ctrl-C it (or send ``stop``) once hero's task is paid.
+
+    Returns hero's task id. SIGTERM (a CI runner cancelling the job) stops it as gracefully as Ctrl-C.
+    """
     server.emulator.reset(EmulatorConfig(latency=1.0, submit_rps=None, query_rps=None))
     command = [sys.executable, "-m", "pixmake", "-C", str(root), "build", *args]
     with log.open("ab") as out:
@@ -49,10 +54,11 @@ def _interrupted_build(root: Path, server: EmulatorServer, log: Path, *args: str
     while "hero" not in _journaled_tasks(root):
         assert time.monotonic() < deadline and process.poll() is None, log.read_text()
         time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 130, log.read_text()
+    process.send_signal(stop)
+    code, word = (143, "terminated") if stop is signal.SIGTERM else (130, "interrupted")
+    assert process.wait(timeout=30) == code, log.read_text()
     lines = log.read_text().splitlines()
-    assert lines[-1] == "pixmake: interrupted; finished targets are locked, in-flight tasks resume next build"
+    assert lines[-1] == f"pixmake: {word}; finished targets are locked, in-flight tasks resume next build"
     assert lines[-2].strip(), "no empty line before the interrupt message"
     assert server.emulator.ledger.charged_images == 1
     return _journaled_tasks(root)["hero"]
@@ -63,13 +69,17 @@ def hero(make_project: Callable[..., Path]) -> Path:
     return make_project({"version": 1, "targets": {"hero": {"prompt": "a red mug", "out": "hero.png"}}})
 
 
-@pytest.mark.parametrize("args", [(), ("--replace", "hero")], ids=["killed-create", "killed-replace"])
+@pytest.mark.parametrize(
+    ("args", "stop"),
+    [((), signal.SIGINT), (("--replace", "hero"), signal.SIGINT), ((), signal.SIGTERM)],
+    ids=["interrupted-create", "interrupted-replace", "terminated-create"],
+)
 def test_a_paid_task_of_an_interrupted_build_is_planned_as_resume_and_collected_without_paying_again(
-    hero: Path, provider_env: EmulatorServer, tmp_path: Path, args: tuple[str, ...]
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path, args: tuple[str, ...], stop: signal.Signals
 ) -> None:
     if args:
         assert run_cli("-C", str(hero), "build").exit_code == 0  # locked: a plain plan would say unchanged
-    task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log", *args)
+    task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log", *args, stop=stop)
 
     plan = run_cli("-C", str(hero), "plan")
     assert plan.stdout.splitlines() == [

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from enum import IntEnum
+from types import FrameType
 from typing import Any, NoReturn
 
 import click
@@ -29,6 +31,7 @@ class ExitCode(IntEnum):
     CHANGES = 2  # plan --check: something would be paid for or written
     USER_ERROR = 3  # bad manifest, flag, key or path: nothing ran
     INTERRUPTED = 130  # Ctrl-C
+    TERMINATED = 143  # SIGTERM (a CI runner cancelling the job): stopped as gracefully as Ctrl-C
 
 
 class _Context:
@@ -315,9 +318,26 @@ def _fail(message: str, code: ExitCode) -> NoReturn:
     sys.exit(code)
 
 
+_terminated = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM stops pixmake as Ctrl-C does: whatever handles SIGINT now (asyncio's graceful cancel
+    during a build, else KeyboardInterrupt) handles it, so finished targets are locked first."""
+    global _terminated
+    _terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and map every outcome to an ExitCode."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         # Not cli.main(): it prints an empty line before re-raising Ctrl-C, and the funnel below
         # owns every message. Shell completion is answered first, as cli.main would.
@@ -330,8 +350,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
         _fail(error.format_message() + hint, ExitCode.USER_ERROR)
     except (click.Abort, KeyboardInterrupt):
-        click.echo("pixmake: interrupted; finished targets are locked, in-flight tasks resume next build", err=True)
-        sys.exit(ExitCode.INTERRUPTED)
+        what = "terminated" if _terminated else "interrupted"
+        click.echo(f"pixmake: {what}; finished targets are locked, in-flight tasks resume next build", err=True)
+        sys.exit(ExitCode.TERMINATED if _terminated else ExitCode.INTERRUPTED)
     except ManifestError as error:
         for diagnostic in error.diagnostics:
             click.echo(f"pixmake: error: {diagnostic}", err=True)
