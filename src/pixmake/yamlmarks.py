@@ -2,9 +2,10 @@
 
 PURE: text in, values out. The first stage of :func:`pixmake.manifest.parse_manifest`; what it
 returns feeds the schema check (:mod:`pixmake.schema`), whose ``locate`` reads the marks. PyYAML's C
-composer builds the node graph; our own builder turns it into ``MarkedDict`` / ``MarkedList`` /
+parser reads the events; our own builder turns them into ``MarkedDict`` / ``MarkedList`` /
 scalars, keeping keys as text and refusing what a manifest never needs: duplicate keys, tags other
 than the core schema's, recursive aliases, and alias bombs (capped at :data:`MAX_EXPANDED_NODES`).
+Values are built straight from the parser's events: the node graph is never held in memory.
 Every YAML problem becomes a :class:`~pixmake.errors.ManifestError` with a line and column.
 """
 
@@ -51,115 +52,205 @@ class MarkedList(list[Any]):
 
 
 class _YamlProblem(Exception):
-    def __init__(self, node: yaml.Node, message: str, field: str = "") -> None:
+    def __init__(self, mark: Any, message: str, field: str = "") -> None:
         super().__init__(message)
-        self.line = node.start_mark.line + 1
-        self.column = node.start_mark.column + 1
+        self.line = mark.line + 1
+        self.column = mark.column + 1
         self.message = message
         self.field = field
 
 
-def _refused_tag(node: yaml.Node, path: tuple[str | int, ...] = ()) -> _YamlProblem:
-    tag = node.tag.removeprefix(_TAG_PREFIX)
-    return _YamlProblem(node, f"the tag {tag!r} is not allowed in a manifest", field_path(path))
+def _refused_tag(tag: str, mark: Any, path: tuple[str | int, ...] = ()) -> _YamlProblem:
+    return _YamlProblem(
+        mark, f"the tag {tag.removeprefix(_TAG_PREFIX)!r} is not allowed in a manifest", field_path(path)
+    )
 
 
-def _scalar(node: yaml.ScalarNode) -> Any:
-    tag, value = node.tag, node.value
+def _scalar(tag: str, value: str, mark: Any) -> Any:
     if tag == "tag:yaml.org,2002:str" or tag == "tag:yaml.org,2002:timestamp":
         return value  # a date-like value stays the text the user wrote
     if tag == "tag:yaml.org,2002:int":
         if value.isdigit() and (value == "0" or value[0] != "0"):
             return int(value)
-        return _SCALARS.construct_yaml_int(node)
+        return _SCALARS.construct_yaml_int(yaml.ScalarNode(tag, value, mark, mark))
     if tag == "tag:yaml.org,2002:float":
-        return _SCALARS.construct_yaml_float(node)
+        return _SCALARS.construct_yaml_float(yaml.ScalarNode(tag, value, mark, mark))
     if tag == "tag:yaml.org,2002:bool":
-        return _SCALARS.construct_yaml_bool(node)
+        return _SCALARS.construct_yaml_bool(yaml.ScalarNode(tag, value, mark, mark))
     if tag == "tag:yaml.org,2002:null":
         return None
-    raise _refused_tag(node)
+    raise _refused_tag(tag, mark)
+
+
+class _Anchored:
+    """What an anchor names: the built value, where its node starts, and its text if it is a scalar."""
+
+    __slots__ = ("mark", "text", "value")
+
+    def __init__(self, value: Any, mark: Any, text: str | None) -> None:
+        self.value, self.mark, self.text = value, mark, text
+
+
+class _Events:
+    """PyYAML's parser, typed: its event methods carry no annotations."""
+
+    def __init__(self, loader: yaml.SafeLoader) -> None:
+        self._loader = loader
+
+    def get(self) -> Any:
+        return self._loader.get_event()  # type: ignore[no-untyped-call]
+
+    def peek(self) -> Any:
+        return self._loader.peek_event()  # type: ignore[no-untyped-call]
+
+    def at(self, kind: type[yaml.Event]) -> bool:
+        return bool(self._loader.check_event(kind))
+
+    def resolve(self, kind: type[yaml.Node], value: str | None, implicit: Any) -> str:
+        return str(self._loader.resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
 
 
 class _Builder:
-    """Turns the composed node graph into plain values, with marks; linear in the distinct nodes.
+    """Builds plain values with marks straight from the parser's events; no node graph is ever held.
 
-    PyYAML's constructor is generic (generators, deep construction, any tag); this one knows the only
-    shapes a manifest has, refuses duplicate keys and recursive aliases, keeps every key as text, and
-    records (line, column) of every key and value for diagnostics. A duplicate key is recorded in
-    ``problems`` (the first value is kept) and building goes on, so every duplicate is reported.
+    PyYAML's composer would first build every node (with two marks each) and its constructor then
+    copy them into values: for a large manifest that graph was most of the memory a build ever used.
+    This builder knows the only shapes a manifest has, refuses duplicate keys and recursive aliases,
+    keeps every key as text, and records (line, column) of every key and value for diagnostics. A
+    duplicate key is recorded in ``problems`` (the first value is kept) and building goes on, so every
+    duplicate is reported. Aliases share the anchored value, as PyYAML does, and point at its node.
     """
 
-    def __init__(self) -> None:
-        self.done: dict[int, Any] = {}
-        self.open: set[int] = set()
+    def __init__(self, loader: yaml.SafeLoader) -> None:
+        self.events = _Events(loader)
+        self.anchors: dict[str, _Anchored] = {}
+        self.open: dict[str, Any] = {}  # marks  # anchors whose node is being built
         self.problems: list[_YamlProblem] = []
 
-    def build(self, node: yaml.Node, path: tuple[str | int, ...] = ()) -> Any:
-        if isinstance(node, yaml.ScalarNode):
+    def document(self) -> Any:
+        """The single document of the stream (None when there is none)."""
+        events = self.events
+        events.get()  # stream start
+        if events.at(yaml.StreamEndEvent):
+            return None
+        start = events.get().start_mark  # document start
+        value = self.node(())[0]
+        events.get()  # document end
+        if not events.at(yaml.StreamEndEvent):
+            found = events.get()
+            raise yaml.composer.ComposerError(
+                "expected a single document in the stream", start, "but found another document", found.start_mark
+            )
+        return value
+
+    def node(self, path: tuple[str | int, ...]) -> tuple[Any, Any, str | None]:
+        """The next node's value, where its node starts, and its text if it is a scalar."""
+        event = self.events.get()
+        mark: Any = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            name = event.anchor
+            if name in self.open:
+                message = "an alias refers to a node that contains it (a recursive structure)"
+                raise _YamlProblem(self.open[name], message, field_path(path))
+            if name not in self.anchors:
+                raise yaml.composer.ComposerError(None, None, f"found undefined alias {name!r}", mark)
+            anchored = self.anchors[name]
+            return anchored.value, anchored.mark, anchored.text
+        anchor = event.anchor
+        if anchor is not None:
+            first = self.anchors[anchor].mark if anchor in self.anchors else self.open.get(anchor)
+            if first is not None:
+                raise yaml.composer.ComposerError(
+                    f"found duplicate anchor {anchor!r}; first occurrence", first, "second occurrence", mark
+                )
+            self.open[anchor] = mark
+        text = None
+        if isinstance(event, yaml.ScalarEvent):
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = self.events.resolve(yaml.ScalarNode, event.value, event.implicit)
             try:
-                return _scalar(node)
+                value: Any = _scalar(tag, event.value, mark)
             except _YamlProblem as problem:
                 problem.field = field_path(path)
                 raise
-        ident = id(node)
-        if ident in self.done:
-            return self.done[ident]  # an alias: share the value, as PyYAML does
-        if ident in self.open:
-            message = "an alias refers to a node that contains it (a recursive structure)"
-            raise _YamlProblem(node, message, field_path(path))
-        self.open.add(ident)
-        if isinstance(node, yaml.MappingNode):
-            value: Any = self.mapping(node, path)
-        elif node.tag == "tag:yaml.org,2002:seq":
-            children = node.value
-            marks = {}
-            for index, child in enumerate(children):
-                mark = child.start_mark
-                marks[index] = (mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 1)
-            value = MarkedList([self.build(child, (*path, i)) for i, child in enumerate(children)], marks)
+            text = event.value
+        elif isinstance(event, yaml.SequenceStartEvent):
+            value = self.sequence(event, path)
         else:
-            raise _refused_tag(node, path)
-        self.open.discard(ident)
-        self.done[ident] = value
-        return value
+            value = self.mapping(event, path)
+        if anchor is not None:
+            del self.open[anchor]
+            self.anchors[anchor] = _Anchored(value, mark, text)
+        return value, mark, text
 
-    def mapping(self, node: yaml.MappingNode, path: tuple[str | int, ...]) -> MarkedDict:
-        if node.tag != "tag:yaml.org,2002:map":
-            raise _refused_tag(node, path)
+    def _tag(self, event: Any, kind: type[yaml.Node]) -> str:
+        tag = event.tag
+        return self.events.resolve(kind, None, event.implicit) if tag is None or tag == "!" else tag
+
+    def sequence(self, event: Any, path: tuple[str | int, ...]) -> MarkedList:
+        if self._tag(event, yaml.SequenceNode) != "tag:yaml.org,2002:seq":
+            raise _refused_tag(self._tag(event, yaml.SequenceNode), event.start_mark, path)
+        items: list[Any] = []
+        marks: dict[int, tuple[int, int, int, int]] = {}
+        while not self.events.at(yaml.SequenceEndEvent):
+            index = len(items)
+            value, mark, _ = self.node((*path, index))
+            items.append(value)
+            marks[index] = (mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 1)
+        self.events.get()
+        return MarkedList(items, marks)
+
+    def mapping(self, event: Any, path: tuple[str | int, ...]) -> MarkedDict:
+        if self._tag(event, yaml.MappingNode) != "tag:yaml.org,2002:map":
+            raise _refused_tag(self._tag(event, yaml.MappingNode), event.start_mark, path)
         data = MarkedDict()
-        mark = node.start_mark
+        mark = event.start_mark
         data.line, data.column = mark.line + 1, mark.column + 1
         marks = data.marks
-        seen: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE:
-                self.merge(data, value_node, path)
+        seen: dict[str, Any] = {}  # key → its mark
+        while not self.events.at(yaml.MappingEndEvent):
+            key_event = self.events.peek()
+            if self._is_merge_key(key_event):
+                self.events.get()
+                self.merge(data, path)
                 continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise _YamlProblem(key_node, "a key must be plain text, not a list or mapping")
-            key = key_node.value  # keys are text: "404:" names a target "404", not the integer 404
+            if isinstance(key_event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                raise _YamlProblem(key_event.start_mark, "a key must be plain text, not a list or mapping")
+            _, key_mark, key = self.node(path)
+            if key is None:  # an alias to a list or mapping
+                raise _YamlProblem(key_mark, "a key must be plain text, not a list or mapping")
             if key in seen:
-                first = seen[key].start_mark.line + 1
-                message = f"duplicate key {key!r} (first defined on line {first})"
-                self.problems.append(_YamlProblem(key_node, message, field_path((*path, key))))
+                message = f"duplicate key {key!r} (first defined on line {seen[key].line + 1})"
+                self.problems.append(_YamlProblem(key_mark, message, field_path((*path, key))))
+                self.node((*path, key))  # the value: built (for its anchors), not kept
                 continue
-            seen[key] = key_node
-            data[key] = self.build(value_node, (*path, key))
-            key_mark, value_mark = key_node.start_mark, value_node.start_mark
+            seen[key] = key_mark
+            data[key], value_mark, _ = self.node((*path, key))
             marks[key] = (key_mark.line + 1, key_mark.column + 1, value_mark.line + 1, value_mark.column + 1)
+        self.events.get()
         return data
 
-    def merge(self, data: MarkedDict, value_node: yaml.Node, path: tuple[str | int, ...]) -> None:
+    def _is_merge_key(self, event: Any) -> bool:
+        if not isinstance(event, yaml.ScalarEvent) or event.anchor is not None or event.tag is not None:
+            return False
+        return self.events.resolve(yaml.ScalarNode, event.value, event.implicit) == _MERGE
+
+    def merge(self, data: MarkedDict, path: tuple[str | int, ...]) -> None:
         """``<<: *a`` or ``<<: [*a, *b]``: keys the mapping does not set itself (earlier sources win)."""
-        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-        for source_node in sources:
-            if not isinstance(source_node, yaml.MappingNode):
-                raise _YamlProblem(source_node, "a merge key (<<) takes a mapping or a list of mappings")
-            source = self.build(source_node, path)
-            for key, value in source.items():
+        value, mark, _ = self.node(path)
+        if isinstance(value, MarkedList):
+            sources = [(item, value.marks[i]) for i, item in enumerate(value)]
+        else:
+            sources = [(value, (mark.line + 1, mark.column + 1, 0, 0))]
+        for source, (line, column, _, _) in sources:
+            if not isinstance(source, MarkedDict):
+                problem = _YamlProblem(mark, "a merge key (<<) takes a mapping or a list of mappings")
+                problem.line, problem.column = line, column
+                raise problem
+            for key, item in source.items():
                 if key not in data:
-                    data[key] = value
+                    data[key] = item
                     data.marks[key] = source.marks[key]
 
 
@@ -203,11 +294,10 @@ def load_yaml(text: str, *, file: str) -> Any:
     try:
         loader = _BaseLoader(text)
         try:
-            node = loader.get_single_node()
+            builder = _Builder(loader)
+            doc = builder.document()
         finally:
             loader.dispose()
-        builder = _Builder()
-        doc = None if node is None else builder.build(node)
         if builder.problems:
             raise ManifestError([Diagnostic(file, p.line, p.column, p.field, p.message) for p in builder.problems])
     except _YamlProblem as problem:

@@ -1,0 +1,77 @@
+"""The YAML loader: values as PyYAML's safe loader reads them (keys kept as text), marks where they stood."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pixmake.errors import ManifestError
+from pixmake.yamlmarks import MarkedDict, MarkedList, load_yaml
+
+_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+_keys = st.text(min_size=1, max_size=8)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@given(st.dictionaries(_keys, _values, max_size=5), st.sampled_from(["block", "flow"]))
+def test_values_are_what_pyyamls_safe_loader_reads(document: dict[str, Any], style: str) -> None:
+    text = yaml.safe_dump(document, default_flow_style=style == "flow", allow_unicode=True)
+    assert _plain(load_yaml(text, file="t.yaml")) == yaml.load(text, Loader=yaml.CSafeLoader)
+
+
+@given(st.dictionaries(_keys, _values, min_size=1, max_size=4))
+def test_a_shared_value_comes_back_shared_as_with_pyyaml(shared: dict[str, Any]) -> None:
+    text = yaml.safe_dump({"a": shared, "b": shared})  # dumped as an anchor and an alias
+    loaded = load_yaml(text, file="t.yaml")
+    assert loaded["a"] is loaded["b"] and _plain(loaded["a"]) == shared
+
+
+def test_marks_point_at_each_key_and_value_and_aliases_at_their_anchor() -> None:
+    text = "x: &common\n  prompt: a mug\ntargets:\n  - *common\n  - {out: b.png}\n"
+    doc = load_yaml(text, file="t.yaml")
+    assert isinstance(doc, MarkedDict) and doc.marks["x"] == (1, 1, 1, 4)
+    assert isinstance(doc["targets"], MarkedList)
+    assert doc["targets"].marks == {0: (1, 4, 1, 4), 1: (5, 5, 5, 5)}
+    assert doc["targets"][1].marks["out"] == (5, 6, 5, 11)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("a: &x 1\nb: &x 2\n", 2, "second occurrence"),
+        ("a: *nowhere\n", 1, "found undefined alias 'nowhere'"),
+        ("a: &x [1, *x]\n", 1, "recursive structure"),
+        ("a: 1\n---\nb: 2\n", 2, "single YAML document"),
+        ("? [1]\n: 2\n", 1, "a key must be plain text"),
+        ("a: &l [1]\n*l : 2\n", 1, "a key must be plain text"),
+        ("a: !!binary aGk=\n", 1, "the tag 'binary' is not allowed"),
+        ("a: 1\nb: {<<: 5}\n", 2, "a merge key (<<) takes a mapping"),
+    ],
+)
+def test_what_a_manifest_never_needs_is_refused_with_its_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_yaml(text, file="t.yaml")
+    [diagnostic] = caught.value.diagnostics
+    assert diagnostic.line == line and message in diagnostic.message, diagnostic
+
+
+def test_merge_keys_fill_in_what_the_mapping_does_not_set_itself() -> None:
+    doc = load_yaml("base: &b {prompt: p, size: '1:1'}\nt:\n  size: '3:2'\n  <<: *b\n", file="t.yaml")
+    assert _plain(doc["t"]) == {"size": "3:2", "prompt": "p"}
+    assert doc["t"].marks["size"][0] == 3 and doc["t"].marks["prompt"][0] == 1
