@@ -137,7 +137,11 @@ class ObjectCache:
         """Store bytes (idempotent); returns their sha256."""
         digest = sha256_bytes(data)
         target = self.path(digest)
-        if not target.is_file():
+        try:
+            intact = target.stat().st_size == len(data)  # a copy cut short (a power cut) is written again
+        except FileNotFoundError:
+            intact = False
+        if not intact:
             atomic_write(target, data)
         return digest
 
