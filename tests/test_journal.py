@@ -133,4 +133,3 @@ def test_a_cancelled_waiter_leaves_the_next_one_served(tmp_path: Path) -> None:
     anyio.run(scenario)
     journal.close()
     assert set(read_journal(journal.path, Lock())[1]) == {"a", "b"}
-
