@@ -50,6 +50,24 @@ def test_build_creates_every_declared_image(examples_copy: Path, provider_env: E
     assert provider_env.emulator.ledger.charged_images == 5
 
 
+def test_a_spend_cap_refuses_a_larger_build_before_any_request(
+    examples_copy: Path, provider_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The examples pay for 5 images: a cap of 4 stops the build in one line, having sent nothing."""
+    outcome = run_cli("-C", str(examples_copy), "build", "--max-images", "4")
+    assert outcome.exit_code == 3
+    assert outcome.stderr.strip().splitlines() == [
+        "pixmake: error: this build would pay for 5 images, more than --max-images 4; "
+        "'pixmake plan' says which targets and why"
+    ]
+    assert provider_env.emulator.requests == [] and not (examples_copy / "pixmake.lock").exists()
+    monkeypatch.setenv("PIXMAKE_MAX_IMAGES", "5")  # a team-wide cap from CI's environment
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    assert provider_env.emulator.ledger.charged_images == 5
+    monkeypatch.setenv("PIXMAKE_MAX_IMAGES", "0")  # nothing left to pay for: a cap of 0 passes
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+
+
 def test_second_build_submits_nothing_and_changes_no_byte(examples_copy: Path, provider_env: EmulatorServer) -> None:
     assert run_cli("-C", str(examples_copy), "build").exit_code == 0
     before = _snapshot(examples_copy)

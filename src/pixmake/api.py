@@ -510,18 +510,26 @@ def build(
     select: Selection | None = None,
     restore: bool = False,
     prune: bool = False,
+    max_images: int | None = None,
 ) -> BuildResult:
     """Generate what the plan says, record it in the lockfile; ``emulator=True`` runs the bundled emulator.
 
     ``select`` builds only some targets; ``restore`` puts the locked bytes back over edited outputs;
     ``prune`` then deletes orphans' and stale outputs (:func:`prune`; the result's ``pruned``).
     ``manifest`` is the project's manifest when the caller already loaded it (:func:`load_manifest`).
+    ``max_images`` refuses (ConfigError, before any request) a plan that would pay for more images.
     Raises :class:`~pixmake.errors.ProjectBusyError` when another build holds the project, and
     ConfigError for ``prune`` with a selection.
     """
     if prune and select is not None and not select.everything:
         raise ConfigError("--prune works on the whole manifest; drop the target selection")
-    options: dict[str, Any] = {"replace": replace, "manifest": manifest, "select": select, "restore": restore}
+    options: dict[str, Any] = {
+        "replace": replace,
+        "manifest": manifest,
+        "select": select,
+        "restore": restore,
+        "max_images": max_images,
+    }
     if emulator:
         from pixmake.emulator.server import EmulatorServer
 
@@ -559,6 +567,7 @@ def _build(
     manifest: Manifest | None,
     select: Selection | None = None,
     restore: bool = False,
+    max_images: int | None = None,
 ) -> BuildResult:
     import anyio
 
@@ -571,6 +580,12 @@ def _build(
     with project_lock(project.state_dir):
         result = plan(project, replace=replace, manifest=manifest, select=select, restore=restore)
         pending = result.pending
+        images = result.plan.images_to_generate
+        if max_images is not None and images > max_images:
+            raise ConfigError(
+                f"this build would pay for {images} images, more than --max-images {max_images}; "
+                "'pixmake plan' says which targets and why"
+            )
         paid = [a for a in result.plan.actions if a.kind.generates]  # RESUME collects from the provider too
         if paid and settings.api_key is None:
             count = len(paid)

@@ -228,6 +228,13 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
 @click.option("--replace", multiple=True, metavar="TARGET", help="Regenerate TARGET even if unchanged.")
 @click.option("--restore", is_flag=True, help="Put the locked bytes back over outputs edited by hand.")
 @click.option("--prune", is_flag=True, help="Delete orphans' and stale outputs and drop them from pixmake.lock.")
+@click.option(
+    "--max-images",
+    type=click.IntRange(0),
+    envvar="PIXMAKE_MAX_IMAGES",
+    metavar="N",
+    help="Refuse to start when the plan would pay for more than N images (env PIXMAKE_MAX_IMAGES).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print NDJSON events on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Print every submit and poll.")
 @click.pass_obj
@@ -240,6 +247,7 @@ def build(
     replace: tuple[str, ...],
     restore: bool,
     prune: bool,
+    max_images: int | None,
     as_json: bool,
     verbose: bool,
 ) -> None:
@@ -261,6 +269,7 @@ def build(
         select=_selection(targets, tags),
         restore=restore,
         prune=prune,
+        max_images=max_images,
     )
     for line in summary_lines(result):  # stderr in every mode: with --json, stdout carries only NDJSON
         click.echo(line, err=True)
