@@ -40,7 +40,7 @@ def _environ(server: EmulatorServer) -> dict[str, str]:
         "TOAPIS_API_KEY": TEST_KEY,
         "PIXMAKE_POLL_INTERVAL": "0.01",
         "PIXMAKE_BACKOFF_BASE": "0.001",
-        "PIXMAKE_LOOKUP_GRACE": "0.001",
+        "PIXMAKE_LOOKUP_GRACE": "0",
         "PIXMAKE_MAX_RETRY_AFTER": "0.01",
         "PIXMAKE_QUERY_RATE": "5000",
         "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),

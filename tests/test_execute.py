@@ -34,7 +34,7 @@ def _manifest(root: Path, targets: dict[str, dict[str, Any]], *, concurrency: in
 def fast_env(monkeypatch: pytest.MonkeyPatch, provider_env: EmulatorServer) -> EmulatorServer:
     """provider_env plus no real waiting on retries."""
     monkeypatch.setenv("PIXMAKE_BACKOFF_BASE", "0.001")
-    monkeypatch.setenv("PIXMAKE_LOOKUP_GRACE", "0.001")
+    monkeypatch.setenv("PIXMAKE_LOOKUP_GRACE", "0")
     monkeypatch.setenv("PIXMAKE_MAX_RETRY_AFTER", "0.01")
     monkeypatch.setenv("PIXMAKE_QUERY_RATE", "5000")
     return provider_env

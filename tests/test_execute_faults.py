@@ -67,7 +67,7 @@ def fast_settings(project: api.Project, server: EmulatorServer, **changes: Any) 
         "TOAPIS_API_KEY": TEST_KEY,
         "PIXMAKE_POLL_INTERVAL": "0.005",
         "PIXMAKE_BACKOFF_BASE": "0.001",
-        "PIXMAKE_LOOKUP_GRACE": "0.001",
+        "PIXMAKE_LOOKUP_GRACE": "0",
         "PIXMAKE_MAX_RETRY_AFTER": "0.005",
         "PIXMAKE_QUERY_RATE": "5000",
     }

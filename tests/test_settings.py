@@ -65,3 +65,23 @@ def test_secret_never_reveals_itself_by_accident(value: str) -> None:
     secret = Secret(value)
     assert secret.reveal() == value
     assert repr(secret) == str(secret) == "Secret('********')"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("PIXMAKE_LOOKUP_GRACE", "0", "lookup_grace", 0.0),  # trust the first "not found"
+        ("PIXMAKE_LOOKUP_GRACE", "12.5", "lookup_grace", 12.5),
+        ("PIXMAKE_BACKOFF_BASE", "0.25", "backoff_base", 0.25),
+        ("PIXMAKE_BACKOFF_BASE", "0", "backoff_base", None),  # no waiting between retries: refused
+        ("PIXMAKE_LOOKUP_GRACE", "-1", "lookup_grace", None),
+        ("PIXMAKE_QUERY_RATE", "fast", "query_rate", None),
+    ],
+)
+def test_pacing_variables(variable: str, value: str, field: str, expected: float | None) -> None:
+    environ = {variable: value}
+    if expected is None:
+        with pytest.raises(ConfigError, match=variable):
+            resolve(ProviderConfig(), environ)
+    else:
+        assert getattr(resolve(ProviderConfig(), environ), field) == expected

@@ -83,13 +83,13 @@ def parse_rate(text: str) -> float:
     return float(match.group(1)) / _PER_SECOND[match.group(2)]
 
 
-def _positive_float(name: str, raw: str) -> float:
+def _positive_float(name: str, raw: str, *, zero: bool = False) -> float:
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be a positive number of seconds")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ConfigError(f"{name}={raw!r} must be a {'non-negative' if zero else 'positive'} number of seconds")
     return value
 
 
@@ -134,4 +134,9 @@ def _pacing(environ: Mapping[str, str]) -> dict[str, Any]:
         "PIXMAKE_QUERY_RATE": "query_rate",
         "PIXMAKE_LOOKUP_GRACE": "lookup_grace",
     }
-    return {field: _positive_float(env, environ[env]) for env, field in names.items() if environ.get(env)}
+    zero_ok = {"PIXMAKE_LOOKUP_GRACE"}  # 0: trust the first "not found" (a provider known to store at once)
+    return {
+        field: _positive_float(env, environ[env], zero=env in zero_ok)
+        for env, field in names.items()
+        if environ.get(env)
+    }
