@@ -3,8 +3,8 @@
 For N targets (default 1,000 and 10,000) at emulator latency L and concurrency C, prints:
 
 * wall time beside the bound ``max(N·L/C, N/rate)`` (bar: wall ≤ 1.1 × bound);
-* client CPU per target beside the CPU Pillow alone spends decoding the same images (bar: the difference
-  ≤ 2 ms, and the same at 10,000 as at 1,000: no quadratic step);
+* client CPU per target (and its user/system split) beside the CPU Pillow alone spends decoding the same
+  images (bar: the difference ≤ 2 ms, and the same at 10,000 as at 1,000: no quadratic step);
 * status polls per task; uploads per distinct local file (bar: 1); peak RSS of the client (bar: flat in N).
 
 Layout: the emulator runs in its own process (rate limits off, latency L, no jitter), so its CPU (serving,
@@ -95,11 +95,13 @@ def _client(url: str, root: Path, count: int, latency: float) -> dict[str, Any]:
     # The parent wrote the project, so generating its YAML does not count towards this process's RSS.
     project = api.open_project(root)
     environ = {"PIXMAKE_BASE_URL": url, "TOAPIS_API_KEY": "sk-bench", "PIXMAKE_POLL_INTERVAL": f"{latency * 1.01}"}
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall, usage = time.process_time(), time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     settings = resolve(api.validate(project).provider, environ)
     settings = dataclasses.replace(settings, query_rate=100_000.0)
     result = api.build(project, settings)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    user, system = after.ru_utime - usage.ru_utime, after.ru_stime - usage.ru_stime
     assert result.ok and len(result.generated) == count, result.failed[:3]
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before measuring Pillow alone
     pillow = _pillow_seconds(sorted((root / "out").glob("*.png")))
@@ -108,6 +110,8 @@ def _client(url: str, root: Path, count: int, latency: float) -> dict[str, Any]:
         "n": count,
         "wall": wall,
         "cpu": cpu,
+        "user": user,
+        "sys": system,
         "pillow": pillow,
         "polls_per_task": stats.polls / max(1, stats.submits),
         "uploads": stats.uploads,
@@ -144,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     httpx.get(f"{url}/_emulator/config").raise_for_status()
     print(f"emulator {url}: latency {args.latency} s; client: concurrency {args.concurrency}, rate {args.rate:g}/s")
     header = (
-        f"{'N':>6} {'wall s':>8} {'bound s':>8} {'ratio':>6} {'cpu ms/t':>9} {'pillow':>7} {'beyond':>7} "
+        f"{'N':>6} {'wall s':>8} {'bound s':>8} {'ratio':>6} {'cpu ms/t':>9} {'(user':>6} {'sys)':>5} "
+        f"{'pillow':>7} {'beyond':>7} "
         f"{'polls/t':>8} {'up/file':>8} {'retries':>8} {'RSS MB':>7}"
     )
     print(header)
@@ -163,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
             per = 1000.0 * f["cpu"] / count
             pillow = 1000.0 * f["pillow"] / count
             print(
-                f"{count:>6} {f['wall']:>8.1f} {bound:>8.1f} {f['wall'] / bound:>6.2f} {per:>9.2f} {pillow:>7.2f} "
+                f"{count:>6} {f['wall']:>8.1f} {bound:>8.1f} {f['wall'] / bound:>6.2f} {per:>9.2f} "
+                f"{1000.0 * f['user'] / count:>6.2f} {1000.0 * f['sys'] / count:>5.2f} {pillow:>7.2f} "
                 f"{per - pillow:>7.2f} {f['polls_per_task']:>8.2f} "
                 f"{f['uploads'] / max(1, f['distinct_uploads']):>8.1f} {f['retries']:>8} {f['rss_mb']:>7.0f}"
             )
