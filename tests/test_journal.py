@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -133,3 +135,32 @@ def test_a_cancelled_waiter_leaves_the_next_one_served(tmp_path: Path) -> None:
     anyio.run(scenario)
     journal.close()
     assert set(read_journal(journal.path, Lock())[1]) == {"a", "b"}
+
+
+def test_fsyncs_leave_the_event_loop_while_the_disk_is_slow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quick fsyncs run on the loop's thread (a trip to a worker costs more); a slow one sends them back to a thread."""
+    journal = _journal(tmp_path)
+    loop_thread = threading.get_ident()
+    on_loop: list[bool] = []
+    slow = {"next": False}
+
+    def fsync(fd: int) -> None:  # a quick disk (durability itself is tested above), with one hiccup on demand
+        if slow["next"]:
+            slow["next"] = False
+            time.sleep(0.05)
+        on_loop.append(threading.get_ident() == loop_thread)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    async def submits(count: int) -> None:
+        for i in range(count):
+            journal.submitting(f"t{i}", f"k{i}", f"cb{i}")
+            await journal.durable()
+
+    anyio.run(submits, 60)
+    assert not on_loop[0] and on_loop[-1]  # measured in a thread first, then quick enough for the loop
+    slow["next"] = True
+    before = len(on_loop)
+    anyio.run(submits, 2)
+    assert on_loop[before:] == [True, False]  # the slow one ran on the loop, the next one in a thread
+    journal.close()
