@@ -42,6 +42,7 @@ from pixmake.settings import Settings, display_url
 __all__ = ["ToapisProvider", "parse_task"]
 
 _SUBMIT: Final = "/v1/images/generations"
+_JSON_BODY: Final = {"Content-Type": "application/json"}
 _UPLOAD: Final = "/v1/uploads/images"
 _DONE: Final = frozenset({"completed", "succeeded", "success"})
 _FAILED: Final = frozenset({"failed", "failure", "error", "cancelled", "canceled", "expired"})
@@ -191,19 +192,21 @@ class ToapisProvider:
         self._base = str(yarl.URL(settings.base_url).with_user(None)).rstrip("/")
         self._api_session: aiohttp.ClientSession | None = None
         self._files_session: aiohttp.ClientSession | None = None
+        # An API call has a deadline; a result file or an upload may take long, so there a silent peer
+        # times out between reads instead. (One deadline per call is also cheaper than a read timer.)
+        self._api_timeout = aiohttp.ClientTimeout(total=settings.request_timeout, sock_connect=10.0)
+        self._transfer_timeout = aiohttp.ClientTimeout(sock_connect=10.0, sock_read=settings.request_timeout)
 
     def _open(self) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession]:
         if self._api_session is None or self._files_session is None:
             s = self._settings
             assert s.api_key is not None
-            # No overall deadline: a large result may take long; a silent peer times out between reads.
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=s.request_timeout)
             tls = ssl.create_default_context()  # one context for both sessions: each costs milliseconds to build
             headers = {"User-Agent": f"pixmake/{__version__}", "Accept": "application/json"}
             auth = {**headers, "Authorization": f"Bearer {s.api_key.reveal()}"}
             limit = max(16, 2 * s.concurrency)  # every target in flight, plus uploads and downloads
 
-            def session(default_headers: dict[str, str]) -> aiohttp.ClientSession:
+            def session(default_headers: dict[str, str], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
                 return aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=limit, ssl=tls),
                     timeout=timeout,
@@ -212,7 +215,8 @@ class ToapisProvider:
                     raise_for_status=False,
                 )
 
-            self._api_session, self._files_session = session(auth), session(headers)
+            self._api_session = session(auth, self._api_timeout)
+            self._files_session = session(headers, self._transfer_timeout)
         return self._api_session, self._files_session
 
     async def _request(self, what: str, method: str, url: str, *, files: bool = False, **options: Any) -> _Answer:
@@ -231,7 +235,7 @@ class ToapisProvider:
         kind = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         form.add_field("file", data, filename=filename, content_type=kind)
         form.add_field("purpose", "generation")
-        answer = await self._request("upload", "POST", self._base + _UPLOAD, data=form)
+        answer = await self._request("upload", "POST", self._base + _UPLOAD, data=form, timeout=self._transfer_timeout)
         _raise_for_status(answer)
         body = _json(answer)
         if not isinstance(body, dict) or body.get("success") is False:
@@ -256,7 +260,8 @@ class ToapisProvider:
             payload["image_urls"] = list(request.image_urls)
         if request.mask_url is not None:
             payload["mask_url"] = request.mask_url
-        answer = await self._request("submit", "POST", self._base + _SUBMIT, json=payload)
+        body = json.dumps(payload).encode()
+        answer = await self._request("submit", "POST", self._base + _SUBMIT, data=body, headers=_JSON_BODY)
         _raise_for_status(answer)
         return parse_task(_json(answer))
 
