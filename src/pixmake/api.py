@@ -8,6 +8,7 @@ provider and the emulator (aiohttp, anyio, Pillow) are imported only by :func:`b
 from __future__ import annotations
 
 import gc
+import importlib.util
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -611,10 +612,12 @@ def _build(
                     with anyio.CancelScope(shield=True):
                         await provider.aclose()
 
+        # uvloop where it exists (not on Windows): about 0.4 ms less CPU per target (bench/throughput.py).
+        loop = {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
         # The manifest, plan and lock live as long as the build: keep the collector from rescanning them.
         gc.freeze()
         try:
-            return anyio.run(run)
+            return anyio.run(run, backend_options=loop)
         finally:
             gc.unfreeze()
             journal.close()
