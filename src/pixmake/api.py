@@ -613,11 +613,11 @@ def _build(
                         await provider.aclose()
 
         # uvloop where it exists (not on Windows): about 0.4 ms less CPU per target (bench/throughput.py).
-        loop = {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
+        backend_options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
         # The manifest, plan and lock live as long as the build: keep the collector from rescanning them.
         gc.freeze()
         try:
-            return anyio.run(run, backend_options=loop)
+            return anyio.run(run, backend_options=backend_options)
         finally:
             gc.unfreeze()
             journal.close()

@@ -269,8 +269,7 @@ class _Recorder:
         self.journal = journal
         self.pending = pending
         self._entries = dict(lock.entries)
-        self._since_snapshot: dict[str, LockEntry] = {}  # recorded after the running fold's snapshot
-        self._unfolded = 0
+        self._since_snapshot: dict[str, LockEntry] = {}  # recorded after the last fold's snapshot
         self._folding = False
         self._blocks: dict[str, tuple[LockEntry, str]] = {}  # each target's rendered lock block, between folds
 
@@ -296,8 +295,10 @@ class _Recorder:
         self._entries[name] = entry
         self._since_snapshot[name] = entry
         self.pending.pop(name, None)
-        self._unfolded += 1
-        return not self._folding and self._unfolded >= max(64, len(self._entries) // 4)
+        return not self._folding and len(self._since_snapshot) >= max(64, len(self._entries) // 4)
+
+    def _write_lock(self, lock: Lock) -> None:
+        atomic_write(self.lock_path, render_lock(lock, self._blocks).encode())
 
     async def fold(self) -> None:
         """Write ``pixmake.lock`` and shrink the journal; call it shielded. A fold already running is enough."""
@@ -306,9 +307,8 @@ class _Recorder:
         self._folding = True
         try:
             snapshot = Lock(MappingProxyType(dict(self._entries)))
-            self._since_snapshot, self._unfolded = {}, 0
-            data = await anyio.to_thread.run_sync(lambda: render_lock(snapshot, self._blocks).encode())
-            await anyio.to_thread.run_sync(atomic_write, self.lock_path, data)
+            self._since_snapshot = {}
+            await anyio.to_thread.run_sync(self._write_lock, snapshot)
             self.journal.rewrite(self.pending, self._since_snapshot)
         finally:
             self._folding = False

@@ -91,25 +91,25 @@ class RootGuard:
 
     def absolute(self, rel: str, field: str) -> str:
         """The absolute path of ``rel``; raises UnsafePathError when it (or its directory) leaves the root."""
-        if os.path.isabs(rel):
-            raise UnsafePathError(field, rel)
-        path = os.path.join(self.prefix, rel)
-        directory = os.path.dirname(path)
-        ok = self._dirs.get(directory)
-        if ok is None:
-            ok = self._dirs[directory] = self._inside(os.path.realpath(directory))
-        if not ok:
-            raise UnsafePathError(field, rel)
-        return path
+        return self._checked(rel, field, memoised=True)
 
     def fresh(self, rel: str, field: str) -> str:
         """Like :meth:`absolute`, but the directory is resolved now, not memoised: for a write, where a
         symlink swapped in since the plan must not lead it out of the root. The file itself may be a
         symlink: :func:`atomic_write` replaces it rather than writing through it."""
+        return self._checked(rel, field, memoised=False)
+
+    def _checked(self, rel: str, field: str, *, memoised: bool) -> str:
         if os.path.isabs(rel):
             raise UnsafePathError(field, rel)
         path = os.path.join(self.prefix, rel)
-        if not self._inside(os.path.realpath(os.path.dirname(path))):
+        directory = os.path.dirname(path)
+        ok = self._dirs.get(directory) if memoised else None
+        if ok is None:
+            ok = self._inside(os.path.realpath(directory))
+            if memoised:
+                self._dirs[directory] = ok
+        if not ok:
             raise UnsafePathError(field, rel)
         return path
 
