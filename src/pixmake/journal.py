@@ -117,9 +117,8 @@ class Journal:
         self._appended = 0  # records appended so far
         self._synced = 0  # of those, how many are known to be on disk
         self._syncing: anyio.Event | None = None  # set when the fsync in flight returns
-        self._fsync_seconds = (
-            1.0  # moving average of fsync times; starts slow, so the first ones are measured off the loop
-        )
+        # Moving average of fsync times; it starts slow, so the first fsyncs are measured off the loop.
+        self._fsync_seconds = 1.0
 
     def open(self) -> None:
         """Open for appending (creating ``.pixmake/`` as needed)."""
