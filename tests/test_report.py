@@ -110,6 +110,19 @@ def test_rich_view_prints_messages_literally() -> None:
     assert "FAILED" in out and "hero → hero-1.png, hero-2.png" in out
 
 
+def test_rich_view_prints_every_finished_target_in_order_even_in_a_burst() -> None:
+    """A burst of finishes is printed in groups (each print redraws the bar), but every line, in order."""
+    stream = io.StringIO()
+    reporter = RichReporter(stream)
+    reporter.emit(BuildStarted(targets=200, images=200, concurrency=64))
+    for i in range(200):
+        reporter.emit(TargetStarted(f"t{i:03d}", "create", 1))
+        reporter.emit(TargetFinished(f"t{i:03d}", "create", (f"out/t{i:03d}.png",)))
+    reporter.emit(BuildFinished(BuildResult(generated=tuple(f"t{i:03d}" for i in range(200))), 1.0))
+    printed = re.findall(r"(t\d{3}) → ", stream.getvalue())
+    assert printed == [f"t{i:03d}" for i in range(200)]
+
+
 def test_summary_names_what_the_build_left_in_place_and_resumed() -> None:
     """Orphans, stale outputs, resumed and dropped interrupted tasks are all in the one summary line."""
     result = BuildResult(

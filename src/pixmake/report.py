@@ -12,7 +12,7 @@ import dataclasses
 import json
 import sys
 import time
-from typing import IO, Any, ClassVar, Protocol
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from pixmake.execute import (
     BuildFinished,
@@ -27,6 +27,11 @@ from pixmake.execute import (
     TargetStarted,
     TargetSubmitted,
 )
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+_PRINT_EVERY: Final = 0.1  # seconds: the rich view prints finished targets in groups at most this old
 
 __all__ = [
     "JsonReporter",
@@ -196,6 +201,8 @@ class RichReporter:
         self._failed = 0
         self._retries = 0
         self._concurrency = 0
+        self._lines: list[Text] = []  # finished and failed targets not printed yet
+        self._printed = 0.0  # when lines were last printed
 
     def _begin(self, event: BuildStarted) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -240,23 +247,44 @@ class RichReporter:
                     self._images_done += len(outputs)
                     self._submitted = max(0, self._submitted - 1)
                 self._advance()
-                self.console.print(Text.assemble((f"{action:<10} ", "green"), f"{target} → {', '.join(outputs)}"))
+                self._print(Text.assemble((f"{action:<10} ", "green"), f"{target} → {', '.join(outputs)}"))
             case TargetFailed(target, error):
                 self._in_flight -= 1
                 self._failed += 1
                 self._advance()
-                self.console.print(Text.assemble(("FAILED     ", "bold red"), f"{target}: {error}"))
+                self._print(Text.assemble(("FAILED     ", "bold red"), f"{target}: {error}"))
             case RetryScheduled():
                 self._retries += 1
             case ConcurrencyChanged(limit):
                 self._concurrency = limit
             case BuildFinished():
+                self._flush()
                 if self._progress is not None:
                     self._progress.stop()  # the caller prints the summary (summary_lines) where the bar was
                 return
+        if self._lines and time.monotonic() - self._printed >= _PRINT_EVERY:
+            self._flush()
         if self._progress is not None:
             self._progress.update(self._task, states=self._states())
 
     def _advance(self) -> None:
         if self._progress is not None:
             self._progress.advance(self._task)
+
+    def _print(self, line: Text) -> None:
+        """Print ``line`` above the live bar, grouped with the others of the same tenth of a second.
+
+        Each print redraws the live bar: at 64 targets a second, one print per target cost 1.2–1.5 ms
+        of CPU per target. A held line goes out with the next event of any kind, or at the end.
+        """
+        self._lines.append(line)
+        if time.monotonic() - self._printed >= _PRINT_EVERY:
+            self._flush()
+
+    def _flush(self) -> None:
+        from rich.text import Text
+
+        if self._lines:
+            self.console.print(Text("\n").join(self._lines))
+            self._lines.clear()
+        self._printed = time.monotonic()
