@@ -75,3 +75,18 @@ def test_merge_keys_fill_in_what_the_mapping_does_not_set_itself() -> None:
     doc = load_yaml("base: &b {prompt: p, size: '1:1'}\nt:\n  size: '3:2'\n  <<: *b\n", file="t.yaml")
     assert _plain(doc["t"]) == {"size": "3:2", "prompt": "p"}
     assert doc["t"].marks["size"][0] == 3 and doc["t"].marks["prompt"][0] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("version: 1\ntargets:\n\thero:\n", "targets"),  # a tab where targets' entries begin
+        ("targets:\n  hero:\n    out: [a.png\n  other: {}\n", "targets.hero.out"),  # an unclosed list
+        ("targets:\n  hero:\n    prompt: a\n   bad: indent\n", "targets"),  # a key at no level of targets
+    ],
+)
+def test_a_syntax_error_names_the_field_the_parser_was_reading(text: str, field: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_yaml(text, file="t.yaml")
+    [diagnostic] = caught.value.diagnostics
+    assert diagnostic.field == field, diagnostic

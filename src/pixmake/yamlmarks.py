@@ -126,6 +126,7 @@ class _Builder:
         self.anchors: dict[str, _Anchored] = {}
         self.open: dict[str, Any] = {}  # marks  # anchors whose node is being built
         self.problems: list[_YamlProblem] = []
+        self.at: tuple[str | int, ...] = ()  # the node or collection being read: a syntax error's field
 
     def document(self) -> Any:
         """The single document of the stream (None when there is none)."""
@@ -145,6 +146,7 @@ class _Builder:
 
     def node(self, path: tuple[str | int, ...]) -> tuple[Any, Any, str | None]:
         """The next node's value, where its node starts, and its text if it is a scalar."""
+        self.at = path
         event = self.events.get()
         mark: Any = event.start_mark
         if isinstance(event, yaml.AliasEvent):
@@ -184,6 +186,11 @@ class _Builder:
             self.anchors[anchor] = _Anchored(value, mark, text)
         return value, mark, text
 
+    def _more(self, end: type[yaml.Event], path: tuple[str | int, ...]) -> bool:
+        """Whether the collection at ``path`` has another item (the parser reads on from inside it)."""
+        self.at = path
+        return not self.events.at(end)
+
     def _tag(self, event: Any, kind: type[yaml.Node]) -> str:
         tag = event.tag
         return self.events.resolve(kind, None, event.implicit) if tag is None or tag == "!" else tag
@@ -193,7 +200,7 @@ class _Builder:
             raise _refused_tag(self._tag(event, yaml.SequenceNode), event.start_mark, path)
         items: list[Any] = []
         marks: dict[int, tuple[int, int, int, int]] = {}
-        while not self.events.at(yaml.SequenceEndEvent):
+        while self._more(yaml.SequenceEndEvent, path):
             index = len(items)
             value, mark, _ = self.node((*path, index))
             items.append(value)
@@ -209,7 +216,7 @@ class _Builder:
         data.line, data.column = mark.line + 1, mark.column + 1
         marks = data.marks
         seen: dict[str, Any] = {}  # key → its mark
-        while not self.events.at(yaml.MappingEndEvent):
+        while self._more(yaml.MappingEndEvent, path):
             key_event = self.events.peek()
             if self._is_merge_key(key_event):
                 self.events.get()
@@ -291,6 +298,7 @@ def load_yaml(text: str, *, file: str) -> Any:
     Raises :class:`~pixmake.errors.ManifestError` (naming ``file``) for a syntax error, a refused tag,
     duplicate key or recursive alias, a control character, too deep a nesting, or an alias bomb.
     """
+    builder: _Builder | None = None
     try:
         loader = _BaseLoader(text)
         try:
@@ -306,7 +314,8 @@ def load_yaml(text: str, *, file: str) -> Any:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = error.problem or error.context or "invalid YAML"
-        raise ManifestError.at(file, line, column, "", _syntax_message(text, line, column, what)) from None
+        field = field_path(builder.at) if builder is not None else ""  # where the parser was when it stopped
+        raise ManifestError.at(file, line, column, field, _syntax_message(text, line, column, what)) from None
     except yaml.reader.ReaderError as error:
         line = text[: error.position].count("\n") + 1
         code = error.character if isinstance(error.character, int) else ord(error.character)
