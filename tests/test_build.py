@@ -223,3 +223,30 @@ def test_build_summary_names_orphans_and_stale_outputs_and_prune_reports_before_
     assert "pixmake: pruned assets/mug-lifestyle.png" in lines[:-1]
     assert "pixmake: pruned assets/logo-tile.png" in lines[:-1]
     assert "pixmake: dropped 1 orphan from pixmake.lock" in lines[:-1]
+
+
+@pytest.mark.parametrize("leftover", [b"", "cut short"], ids=["empty", "cut-short"])
+def test_an_output_a_power_cut_damaged_is_restored_free_not_kept_as_an_edit(
+    examples_copy: Path, provider_env: EmulatorServer, leftover: bytes | str
+) -> None:
+    """Outputs are written without fsync (their bytes are durable in the object cache): what a power cut
+    can leave of one is repaired by the next build at no cost, while a hand edit is still left alone."""
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    before = _snapshot(examples_copy)
+    damaged, edited = examples_copy / "assets/hero-1.png", examples_copy / "assets/logo-tile.png"
+    damaged.write_bytes(leftover if isinstance(leftover, bytes) else before["assets/hero-1.png"][:-100])
+    Image.new("RGB", (8, 8), "white").save(edited)  # a whole image: a hand edit, kept
+    edited_bytes = edited.read_bytes()
+    submits = len(provider_env.emulator.submits())
+
+    plan = run_cli("-C", str(examples_copy), "plan", "--json")
+    actions = {a["target"]: a for a in json.loads(plan.stdout)["actions"]}
+    assert actions["hero"]["action"] == "restore", actions["hero"]
+    assert [r["code"] for r in actions["hero"]["reasons"]] == ["output-damaged"]
+    assert actions["logo-tile"]["action"] == "edited"
+
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert len(provider_env.emulator.submits()) == submits  # nothing paid again
+    assert damaged.read_bytes() == before["assets/hero-1.png"]
+    assert edited.read_bytes() == edited_bytes

@@ -114,6 +114,19 @@ def test_missing_output_is_restored_when_cached_else_regenerated() -> None:
     assert (kind, codes) == (ActionKind.REGENERATE, ["output-missing", "not-cached"])
 
 
+def test_a_damaged_output_is_put_back_like_a_missing_one_never_kept_as_an_edit() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    locked = lock.entries["hero"].outputs[0].sha256
+    cut = {**disk, "out/hero.png": sha("")}  # a power cut left the unsynced output empty
+    damaged = frozenset({"out/hero.png"})
+    plan = make_plan([HERO], lock, DiskState(cut, cached_objects=frozenset({locked}), damaged=damaged))
+    kind, codes, texts = only(plan)
+    assert (kind, codes) == (ActionKind.RESTORE, ["output-damaged"]) and "out/hero.png" in texts[0]
+    assert plan.images_to_generate == 0
+    kind, codes, _ = only(make_plan([HERO], lock, DiskState(cut, damaged=damaged)))
+    assert (kind, codes) == (ActionKind.REGENERATE, ["output-damaged", "not-cached"])
+
+
 def test_edited_output_is_left_alone_unless_restore_is_asked() -> None:
     lock, disk = project(HERO, inputs=INPUTS)
     locked = lock.entries["hero"].outputs[0].sha256

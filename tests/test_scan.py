@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pixmake.errors import ManifestError, UnsafePathError
-from pixmake.lockfile import Lock
+from pixmake.lockfile import Lock, LockedOutput, LockEntry
 from pixmake.manifest import Target
 from pixmake.scan import StatCache, hash_file, hash_files, scan_project
 from pixmake.store import ObjectCache
@@ -163,3 +165,33 @@ def test_threaded_hashing_matches_hashlib(tmp_path: Path, blobs: list[bytes], th
     expected = [hashlib.sha256(b).digest() for b in blobs] + [None]
     assert hash_files(paths, threads=threads) == expected
     assert all(hash_file(p) == hashlib.sha256(b).hexdigest() for p, b in zip(paths, blobs, strict=False))
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("on_disk", "damaged"),
+    [
+        (b"", True),  # a power cut left the unsynced output empty
+        (_png((200, 10, 10))[:-40], True),  # or cut it short
+        (bytes(300), True),  # or left zeros
+        (_png((10, 200, 10)), False),  # a whole image that is not the locked one: a hand edit
+        (_png((200, 10, 10)), False),  # the locked bytes
+    ],
+)
+def test_an_output_that_is_not_a_whole_image_is_damaged_not_edited(
+    tmp_path: Path, on_disk: bytes, damaged: bool
+) -> None:
+    locked = _png((200, 10, 10))
+    output = LockedOutput("out/a.png", hashlib.sha256(locked).hexdigest(), len(locked), 32, 32)
+    entry = LockEntry("k", "gpt-4o-image", "p", "1:1", 1, (output,))
+    write(tmp_path, "out/a.png", on_disk)
+    objects = ObjectCache(tmp_path / ".pixmake" / "objects")
+    disk = scan_project(tmp_path, (target(),), Lock(MappingProxyType({"a": entry})), objects, file="pixmake.yaml")
+    assert disk.damaged == (frozenset({"out/a.png"}) if damaged else frozenset())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pixmake.store import ObjectCache
+import pytest
+
+from pixmake.store import ObjectCache, atomic_write
 
 
 def test_the_object_cache_writes_again_a_copy_cut_short(tmp_path: Path) -> None:
@@ -14,3 +17,30 @@ def test_the_object_cache_writes_again_a_copy_cut_short(tmp_path: Path) -> None:
     objects.path(digest).write_bytes(b"")  # what a power cut can leave behind
     assert objects.put(b"paid image bytes") == digest
     assert objects.get(digest) == b"paid image bytes"
+
+
+@pytest.mark.parametrize(
+    ("durable", "existing", "fsyncs"),
+    [(True, False, 2), (True, True, 2), (False, False, 0), (False, True, 1)],
+)
+def test_outputs_skip_the_fsyncs_only_a_power_cut_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, existing: bool, fsyncs: int
+) -> None:
+    """Durable writes sync file and directory; an output syncs nothing, except the directory when it
+    replaces a file, so a power cut cannot bring back the old, valid-looking bytes."""
+    path = tmp_path / "out" / "hero.png"
+    if existing:
+        path.parent.mkdir()
+        path.write_bytes(b"older image")
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    atomic_write(path, b"new image", durable=durable)
+    assert path.read_bytes() == b"new image"
+    assert len(synced) == fsyncs
+    assert [p.name for p in path.parent.iterdir()] == ["hero.png"]  # no temp file left behind

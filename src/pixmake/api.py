@@ -457,7 +457,7 @@ def _keep_replaced_files(project: Project, actions: Iterable[Action], lock: Lock
         locked = {o.path: o.sha256 for o in entry.outputs} if entry is not None else {}
         for rel in output_paths(action.target):
             sha = disk.file_hashes.get(rel)
-            if sha is not None and sha != locked.get(rel) and not objects.has(sha):
+            if sha is not None and sha != locked.get(rel) and rel not in disk.damaged and not objects.has(sha):
                 objects.put(safe_path(project.root, rel, field=f"targets.{action.name}.out").read_bytes())
 
 

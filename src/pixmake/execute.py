@@ -17,7 +17,6 @@ The executor emits typed events to a reporter and never prints.
 from __future__ import annotations
 
 import functools
-import io
 import os
 import random as _random
 import secrets
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 import anyio.lowlevel
 
+from pixmake.decode import image_size
 from pixmake.errors import (
     BadResultError,
     GenerationFailedError,
@@ -317,18 +317,6 @@ class _Recorder:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def _verify_image(blob: bytes) -> tuple[int, int]:
-    """Pixel size of an image; raises BadResultError for bytes that do not decode."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(blob)) as image:
-            image.load()
-            return image.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise BadResultError(f"image does not decode: {error}") from error
-
-
 def _client_business_id(key: str) -> str:
     """The idempotency id of one submit attempt: the target's key plus a nonce."""
     return f"pixmake-{key[:32]}-{secrets.token_hex(4)}"
@@ -534,7 +522,7 @@ class Executor:
                 target_file = self._output_file(action.name, path)
                 if target_file.is_file() and sha256_bytes(target_file.read_bytes()) == locked.sha256:
                     continue
-                atomic_write(target_file, self.objects.get(locked.sha256))
+                atomic_write(target_file, self.objects.get(locked.sha256), durable=False)  # the object stays durable
 
         try:
             await anyio.to_thread.run_sync(copy)
@@ -798,13 +786,13 @@ class Executor:
         sizes = []
         for index, blob in enumerate(blobs):
             try:
-                sizes.append(_verify_image(blob))
+                sizes.append(image_size(blob))
             except BadResultError as error:
                 raise _Undecodable(index, error) from error
         outputs = []
         for path, blob, (width, height) in zip(paths, blobs, sizes, strict=True):
             digest = self.objects.put(blob)
-            atomic_write(self._output_file(target, path), blob)
+            atomic_write(self._output_file(target, path), blob, durable=False)  # the object cache's copy is durable
             outputs.append(LockedOutput(path, digest, len(blob), width, height))
         return tuple(outputs)
 

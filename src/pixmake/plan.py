@@ -296,6 +296,9 @@ def _output_action(
         cached = cached and locked.sha256 in disk.cached_objects
         if actual is None:
             missing.append(Reason("output-missing", f"output {path} is missing", {"path": path}))
+        elif path in disk.damaged:  # not a hand edit: what a crash leaves of an unsynced write
+            text = f"output {path} is empty or not a whole image (cut short by a crash?)"
+            missing.append(Reason("output-damaged", text, {"path": path}))
         else:
             edited.append(
                 Reason(
@@ -347,7 +350,8 @@ def _target_action(
 
 
 def _replaced_files(wanted: tuple[str, ...], entry: LockEntry | None, disk: DiskState) -> list[Reason]:
-    """A paid action overwrites whatever is at its output paths: say so for files that are not its locked bytes.
+    """A paid action overwrites whatever is at its output paths: say so for files that are not its locked bytes
+    (nor damaged: a crash's leftovers are not worth keeping).
 
     The build keeps their bytes in the object cache first (``api._keep_replaced_files``); a RESUME writes too.
     """
@@ -355,7 +359,7 @@ def _replaced_files(wanted: tuple[str, ...], entry: LockEntry | None, disk: Disk
     reasons = []
     for path in wanted:
         actual = disk.file_hashes.get(path)
-        if actual is not None and actual != locked.get(path):
+        if actual is not None and actual != locked.get(path) and path not in disk.damaged:
             text = f"will replace existing file {path} (kept in .pixmake/objects)"
             reasons.append(Reason("replaces-file", text, {"path": path, "sha256": actual}))
     return reasons

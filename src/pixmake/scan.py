@@ -6,7 +6,9 @@ is unchanged, as git's index and DVC's state DB do. Git's *racy* rule applies: a
 is not older than the cache file's own mtime may have been rewritten within the same clock tick
 after it was recorded, so it is hashed again. Everything else is hashed in threads (hashlib releases
 the GIL). Each path is checked to stay inside the project root (symlinks followed). Finally it notes
-which locked outputs the object cache can restore.
+which locked outputs the object cache can restore, and which outputs are damaged: present, not
+their locked bytes, and not a whole image (empty or cut short, as a power cut leaves an output that
+was written without fsync; see :func:`pixmake.store.atomic_write`).
 
 Cache file format: ``marshal`` of ``(STAT_CACHE_VERSION, {path: 64 bytes})``, each value the stat
 packed as four little-endian int64 (size, mtime_ns, ino, ctime_ns) then the raw sha256 digest.
@@ -28,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from pixmake.errors import Diagnostic, ManifestError
+from pixmake.decode import image_size
+from pixmake.errors import BadResultError, Diagnostic, ManifestError
 from pixmake.lockfile import Lock
 from pixmake.manifest import Target, is_url, output_paths
 from pixmake.store import ObjectCache, RootGuard, atomic_write
@@ -70,6 +73,9 @@ class DiskState:
     cached_objects: frozenset[str] = frozenset()
     statistics: ScanStatistics = ScanStatistics()
     stats: Mapping[str, FileStat] = field(default_factory=dict)  # the stat each hash was trusted or taken at
+    # Outputs that differ from their locked bytes because they are empty or do not decode: what a
+    # power cut leaves of an unsynced write, never a hand edit. The plan restores them.
+    damaged: frozenset[str] = frozenset()
 
 
 def hash_file(path: Path | str) -> str:
@@ -236,6 +242,16 @@ def _hash_with_cache(
     return hashes, ScanStatistics(len(found), len(todo), hashed_bytes, racy)
 
 
+def _decodes(path: str) -> bool:
+    """Whether a file is a whole image (Pillow decodes it); asked only of outputs that differ from the lock."""
+    try:
+        with open(path, "rb") as handle:
+            image_size(handle.read())
+    except (OSError, BadResultError):
+        return False
+    return True
+
+
 def scan_project(
     root: Path,
     targets: tuple[Target, ...],
@@ -269,15 +285,15 @@ def scan_project(
     if missing:
         raise ManifestError(missing)
     # Only outputs that are not in place need the object cache; a no-op plan asks it nothing.
-    unplaced = {o.sha256 for entry in lock.entries.values() for o in entry.outputs if hashes.get(o.path) != o.sha256}
+    unplaced = [(o.path, o.sha256) for entry in lock.entries.values() for o in entry.outputs]
     for target in targets:
         entry = lock.entries.get(target.name)
         if entry is not None:
-            unplaced.update(
-                o.sha256
-                for path, o in zip(output_paths(target), entry.outputs, strict=False)
-                if hashes.get(path) != o.sha256
-            )
-    cached = frozenset(sha for sha in unplaced if objects.has(sha))
+            unplaced.extend((path, o.sha256) for path, o in zip(output_paths(target), entry.outputs, strict=False))
+    unplaced = [(path, sha) for path, sha in unplaced if hashes.get(path) != sha]
+    cached = frozenset(sha for sha in {sha for _, sha in unplaced} if objects.has(sha))
+    damaged = frozenset(
+        path for path in {path for path, _ in unplaced if path in hashes} if not _decodes(found[path][0])
+    )
     stats = {rel: found[rel][1] for rel in hashes}
-    return DiskState(file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats)
+    return DiskState(file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged)

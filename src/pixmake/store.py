@@ -2,6 +2,7 @@
 
 Shell. Every write pixmake makes goes through :func:`atomic_write` (temp file in the same
 directory, fsync, ``os.replace``), so a crash leaves the old bytes or the new ones, never half.
+Build outputs skip the fsyncs (``durable=False``): their bytes are durable in the object cache.
 """
 
 from __future__ import annotations
@@ -46,19 +47,29 @@ def _temp_beside(path: Path) -> tuple[int, str]:
             continue  # a name already taken: draw another
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably, creating parent directories."""
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically and (unless ``durable=False``) durably, creating parent directories.
+
+    Atomic either way: a killed process leaves the old bytes or the new ones, since the page cache
+    outlives it. ``durable=False`` skips the fsyncs that only a power cut needs, so the file may come
+    back empty or missing after one. It is for files whose bytes are kept durably elsewhere and whose
+    damage is detected and repaired: build outputs (the object cache holds them; the plan restores an
+    output it finds empty or undecodable). Replacing an existing file still syncs the directory, so
+    a power cut cannot bring back the old, valid-looking bytes.
+    """
     try:
         fd, tmp = _temp_beside(path)
     except FileNotFoundError:  # create the directories only when missing: most writes go to existing ones
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _temp_beside(path)
+    sync_directory = durable or os.path.lexists(path)  # see the docstring: old bytes must not come back
     try:
         try:
             view = memoryview(data)
             while view:  # raw writes: a buffered file object would add seek, tty and stat calls
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -66,7 +77,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if sync_directory:
+        _fsync_dir(path.parent)
 
 
 def safe_path(root: Path, relative: str, *, field: str) -> Path:
