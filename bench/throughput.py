@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
             httpx.post(f"{url}/_emulator/reset", json={"latency": args.latency, "submit_rps": None, "query_rps": None})
             with tempfile.TemporaryDirectory(prefix="pixmake-bench-") as directory:
                 _manifest(Path(directory), count, args.concurrency, args.rate)
+                os.sync()  # the last run's files and this setup's reach the disk now, not during the measured run
                 command = [*me, "--client", url, "--root", directory, "--n", str(count)]
                 done = subprocess.run(command, env=env, capture_output=True, text=True)
             if done.returncode != 0:
