@@ -16,7 +16,8 @@ The poll interval is set 1 % above L, as the documented pace (first poll after a
 latency) would be for the real API; polls per task show what that costs.
 
 Usage: ``PYTHONPATH=src python bench/throughput.py [--n 1000 10000] [--latency 1.0] [--concurrency 64]
-[--rate 100]``.
+[--rate 100] [--repeat 1]``. CPU figures on a shared VM move from run to run: ``--repeat 3`` prints each
+run and their median.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import dataclasses
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,6 +123,33 @@ def _client(url: str, root: Path, count: int, latency: float) -> dict[str, Any]:
     }
 
 
+def _measure(me: list[str], env: dict[str, str], url: str, count: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One fresh client process building ``count`` targets against a reset emulator; its figures."""
+    httpx.post(f"{url}/_emulator/reset", json={"latency": args.latency, "submit_rps": None, "query_rps": None})
+    with tempfile.TemporaryDirectory(prefix="pixmake-bench-") as directory:
+        _manifest(Path(directory), count, args.concurrency, args.rate)
+        os.sync()  # the last run's files and this setup's reach the disk now, not during the measured run
+        command = [*me, "--client", url, "--root", directory, "--n", str(count)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(done.returncode)
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def _line(count: int, f: dict[str, Any], args: argparse.Namespace, label: str = "") -> str:
+    bound = max(count * args.latency / args.concurrency, count / args.rate)
+    per = 1000.0 * f["cpu"] / count
+    pillow = 1000.0 * f["pillow"] / count
+    return (
+        f"{count:>6} {f['wall']:>8.1f} {bound:>8.1f} {f['wall'] / bound:>6.2f} {per:>9.2f} "
+        f"{1000.0 * f['user'] / count:>6.2f} {1000.0 * f['sys'] / count:>5.2f} {pillow:>7.2f} "
+        f"{per - pillow:>7.2f} {f['polls_per_task']:>8.2f} "
+        f"{f['uploads'] / max(1, f['distinct_uploads']):>8.1f} {f['retries']:>8} {f['rss_mb']:>7.0f} {label}"
+    ).rstrip()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print one line per N."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -128,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=1.0, help="emulator seconds from submit to completed")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rate", type=float, default=100.0, help="submits per second")
+    parser.add_argument("--repeat", type=int, default=1, help="client runs per N; with more than 1, a median line too")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
@@ -155,25 +185,12 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     try:
         for count in args.n:
-            httpx.post(f"{url}/_emulator/reset", json={"latency": args.latency, "submit_rps": None, "query_rps": None})
-            with tempfile.TemporaryDirectory(prefix="pixmake-bench-") as directory:
-                _manifest(Path(directory), count, args.concurrency, args.rate)
-                os.sync()  # the last run's files and this setup's reach the disk now, not during the measured run
-                command = [*me, "--client", url, "--root", directory, "--n", str(count)]
-                done = subprocess.run(command, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(done.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(done.returncode)
-            f = json.loads(done.stdout.strip().splitlines()[-1])
-            bound = max(count * args.latency / args.concurrency, count / args.rate)
-            per = 1000.0 * f["cpu"] / count
-            pillow = 1000.0 * f["pillow"] / count
-            print(
-                f"{count:>6} {f['wall']:>8.1f} {bound:>8.1f} {f['wall'] / bound:>6.2f} {per:>9.2f} "
-                f"{1000.0 * f['user'] / count:>6.2f} {1000.0 * f['sys'] / count:>5.2f} {pillow:>7.2f} "
-                f"{per - pillow:>7.2f} {f['polls_per_task']:>8.2f} "
-                f"{f['uploads'] / max(1, f['distinct_uploads']):>8.1f} {f['retries']:>8} {f['rss_mb']:>7.0f}"
-            )
+            runs = [_measure(me, env, url, count, args) for _ in range(args.repeat)]
+            for figures in runs:
+                print(_line(count, figures, args))
+            if args.repeat > 1:  # this VM's CPU figures move by ±0.5 ms/target from run to run
+                median = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "n"}
+                print(_line(count, median, args, label="median"))
     finally:
         server.stdin.close()
         server.wait(timeout=30)

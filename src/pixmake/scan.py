@@ -285,15 +285,14 @@ def scan_project(
     if missing:
         raise ManifestError(missing)
     # Only outputs that are not in place need the object cache; a no-op plan asks it nothing.
-    unplaced = [(o.path, o.sha256) for entry in lock.entries.values() for o in entry.outputs]
+    locked = [(o.path, o.sha256) for entry in lock.entries.values() for o in entry.outputs]
     for target in targets:
         entry = lock.entries.get(target.name)
         if entry is not None:
-            unplaced.extend((path, o.sha256) for path, o in zip(output_paths(target), entry.outputs, strict=False))
-    unplaced = [(path, sha) for path, sha in unplaced if hashes.get(path) != sha]
+            locked.extend((path, o.sha256) for path, o in zip(output_paths(target), entry.outputs, strict=False))
+    unplaced = [(path, sha) for path, sha in locked if hashes.get(path) != sha]
     cached = frozenset(sha for sha in {sha for _, sha in unplaced} if objects.has(sha))
-    damaged = frozenset(
-        path for path in {path for path, _ in unplaced if path in hashes} if not _decodes(found[path][0])
-    )
+    differing = {path for path, _ in unplaced if path in hashes}  # present, but not the locked bytes
+    damaged = frozenset(path for path in differing if not _decodes(found[path][0]))
     stats = {rel: found[rel][1] for rel in hashes}
     return DiskState(file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged)
