@@ -195,3 +195,24 @@ def test_an_output_that_is_not_a_whole_image_is_damaged_not_edited(
     objects = ObjectCache(tmp_path / ".pixmake" / "objects")
     disk = scan_project(tmp_path, (target(),), Lock(MappingProxyType({"a": entry})), objects, file="pixmake.yaml")
     assert disk.damaged == (frozenset({"out/a.png"}) if damaged else frozenset())
+
+
+def test_an_output_too_large_to_decode_is_a_hand_edit_not_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow refuses to decode past its pixel limit; such a file is someone's work, never restored over."""
+    from PIL import Image
+
+    from pixmake.decode import image_size
+    from pixmake.errors import BadResultError
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 32 x 32 pixels is then past twice the limit
+    locked = b"the locked bytes"
+    output = LockedOutput("out/a.png", hashlib.sha256(locked).hexdigest(), len(locked), 32, 32)
+    entry = LockEntry("k", "gpt-4o-image", "p", "1:1", 1, (output,))
+    write(tmp_path, "out/a.png", _png((10, 200, 10)))
+    objects = ObjectCache(tmp_path / ".pixmake" / "objects")
+    disk = scan_project(tmp_path, (target(),), Lock(MappingProxyType({"a": entry})), objects, file="pixmake.yaml")
+    assert disk.damaged == frozenset()
+    with pytest.raises(BadResultError, match="too large"):  # as a provider's result, it is refused
+        image_size(_png((10, 200, 10)))

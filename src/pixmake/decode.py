@@ -9,16 +9,33 @@ import io
 
 from pixmake.errors import BadResultError
 
-__all__ = ["image_size"]
+__all__ = ["image_size", "is_whole_image"]
 
 
 def image_size(blob: bytes) -> tuple[int, int]:
-    """Pixel size of an image that decodes completely; raises BadResultError for bytes that do not."""
+    """Pixel size of an image that decodes completely; raises BadResultError for bytes that do not.
+
+    An image too large to decode safely (Pillow's decompression-bomb limit) is refused as well.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(blob)) as image:
             image.load()
             return image.size
+    except Image.DecompressionBombError as error:
+        raise BadResultError(f"image too large to decode safely: {error}") from error
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise BadResultError(f"image does not decode: {error}") from error
+
+
+def is_whole_image(blob: bytes) -> bool:
+    """False for bytes a crash can leave of an image (empty, zeros, cut short); True for any image that
+    decodes, and for one too large to decode whose header is whole: that is a person's file, not debris."""
+    from PIL import Image
+
+    try:
+        image_size(blob)
+    except BadResultError as error:
+        return isinstance(error.__cause__, Image.DecompressionBombError)
+    return True

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from pixmake.decode import image_size
-from pixmake.errors import BadResultError, Diagnostic, ManifestError
+from pixmake.decode import is_whole_image
+from pixmake.errors import Diagnostic, ManifestError
 from pixmake.lockfile import Lock
 from pixmake.manifest import Target, is_url, output_paths
 from pixmake.store import ObjectCache, RootGuard, atomic_write
@@ -242,14 +242,14 @@ def _hash_with_cache(
     return hashes, ScanStatistics(len(found), len(todo), hashed_bytes, racy)
 
 
-def _decodes(path: str) -> bool:
-    """Whether a file is a whole image (Pillow decodes it); asked only of outputs that differ from the lock."""
+def _looks_whole(path: str) -> bool:
+    """Whether an output that differs from the lock is a whole image (unreadable: cannot tell, so yes)."""
     try:
         with open(path, "rb") as handle:
-            image_size(handle.read())
-    except (OSError, BadResultError):
-        return False
-    return True
+            blob = handle.read()
+    except OSError:
+        return True
+    return is_whole_image(blob)
 
 
 def scan_project(
@@ -293,6 +293,6 @@ def scan_project(
     unplaced = [(path, sha) for path, sha in locked if hashes.get(path) != sha]
     cached = frozenset(sha for sha in {sha for _, sha in unplaced} if objects.has(sha))
     differing = {path for path, _ in unplaced if path in hashes}  # present, but not the locked bytes
-    damaged = frozenset(path for path in differing if not _decodes(found[path][0]))
+    damaged = frozenset(path for path in differing if not _looks_whole(found[path][0]))
     stats = {rel: found[rel][1] for rel in hashes}
     return DiskState(file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged)
