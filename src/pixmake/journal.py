@@ -11,7 +11,10 @@ Shell. Four records, one JSON object per line (as ninja appends to its build log
 stays linear in the number of targets. After a crash, the next run folds the journal first and
 resumes the in-flight tasks instead of paying for them again. A killed process loses no appended
 record (it is in the page cache); a power cut may lose the records after the last fsync, but never a
-submit, so at worst a resume looks a task up again. A torn last line (power loss mid-append) is ignored.
+submit, so at worst a resume looks a task up again. A ``lock`` record is appended only once the
+object cache holds its images durably; the output files are not synced, and one a power cut empties
+or cuts short is restored from that copy by the next plan. A torn last line (power loss mid-append)
+is ignored.
 """
 
 from __future__ import annotations
