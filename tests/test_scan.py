@@ -175,26 +175,44 @@ def _png(colour: tuple[int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
+LOCKED_PNG = _png((200, 10, 10))
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["object-cached", "not-cached"])
 @pytest.mark.parametrize(
     ("on_disk", "damaged"),
     [
         (b"", True),  # a power cut left the unsynced output empty
-        (_png((200, 10, 10))[:-40], True),  # or cut it short
+        (LOCKED_PNG[:-40], True),  # or cut it short
         (bytes(300), True),  # or left zeros
         (_png((10, 200, 10)), False),  # a whole image that is not the locked one: a hand edit
-        (_png((200, 10, 10)), False),  # the locked bytes
+        (LOCKED_PNG + b"\n", False),  # bytes appended: whole, and no crash leaves that
     ],
 )
 def test_an_output_that_is_not_a_whole_image_is_damaged_not_edited(
-    tmp_path: Path, on_disk: bytes, damaged: bool
+    tmp_path: Path, on_disk: bytes, damaged: bool, cached: bool
 ) -> None:
-    locked = _png((200, 10, 10))
-    output = LockedOutput("out/a.png", hashlib.sha256(locked).hexdigest(), len(locked), 32, 32)
+    output = LockedOutput("out/a.png", hashlib.sha256(LOCKED_PNG).hexdigest(), len(LOCKED_PNG), 32, 32)
     entry = LockEntry("k", "gpt-4o-image", "p", "1:1", 1, (output,))
     write(tmp_path, "out/a.png", on_disk)
     objects = ObjectCache(tmp_path / ".pixmake" / "objects")
+    if cached:
+        objects.put(LOCKED_PNG)
     disk = scan_project(tmp_path, (target(),), Lock(MappingProxyType({"a": entry})), objects, file="pixmake.yaml")
     assert disk.damaged == (frozenset({"out/a.png"}) if damaged else frozenset())
+
+
+def test_an_output_cut_inside_its_last_chunk_is_damaged_when_its_object_shows_it(tmp_path: Path) -> None:
+    """Pillow decodes a PNG that lost only its end chunk; only the locked bytes show it was cut short."""
+    output = LockedOutput("out/a.png", hashlib.sha256(LOCKED_PNG).hexdigest(), len(LOCKED_PNG), 32, 32)
+    entry = LockEntry("k", "gpt-4o-image", "p", "1:1", 1, (output,))
+    write(tmp_path, "out/a.png", LOCKED_PNG[:-4])
+    objects = ObjectCache(tmp_path / ".pixmake" / "objects")
+    lock = Lock(MappingProxyType({"a": entry}))
+    # Decoding alone passes it (so this test exercises the prefix rule, not the decode check) ...
+    assert scan_project(tmp_path, (target(),), lock, objects, file="pixmake.yaml").damaged == frozenset()
+    objects.put(LOCKED_PNG)  # ... the locked bytes in the object cache show it was cut short
+    assert scan_project(tmp_path, (target(),), lock, objects, file="pixmake.yaml").damaged == {"out/a.png"}
 
 
 def test_an_output_too_large_to_decode_is_a_hand_edit_not_damage(

@@ -20,6 +20,7 @@ pickle runs code, and a state directory can come from someone else (an archive, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import marshal
 import os
@@ -242,14 +243,24 @@ def _hash_with_cache(
     return hashes, ScanStatistics(len(found), len(todo), hashed_bytes, racy)
 
 
-def _looks_whole(path: str) -> bool:
-    """Whether an output that differs from the lock is a whole image (unreadable: cannot tell, so yes)."""
+def _is_debris(path: str, locked: Iterable[str], objects: ObjectCache) -> bool:
+    """Whether an output that differs from the lock is what a crash leaves of an unsynced write.
+
+    That is a strict prefix of the locked bytes (empty, or cut short: Pillow alone would pass a PNG
+    cut inside its last chunk), or bytes that are not a whole image (zeros). A file that cannot be
+    read cannot be judged, and is left to the user.
+    """
     try:
         with open(path, "rb") as handle:
             blob = handle.read()
     except OSError:
-        return True
-    return is_whole_image(blob)
+        return False
+    for sha in locked:
+        with contextlib.suppress(OSError, ValueError):  # not cached, or corrupt: the decode check decides
+            whole = objects.get(sha)
+            if len(blob) < len(whole) and whole.startswith(blob):
+                return True
+    return not is_whole_image(blob)
 
 
 def scan_project(
@@ -292,7 +303,10 @@ def scan_project(
             locked.extend((path, o.sha256) for path, o in zip(output_paths(target), entry.outputs, strict=False))
     unplaced = [(path, sha) for path, sha in locked if hashes.get(path) != sha]
     cached = frozenset(sha for sha in {sha for _, sha in unplaced} if objects.has(sha))
-    differing = {path for path, _ in unplaced if path in hashes}  # present, but not the locked bytes
-    damaged = frozenset(path for path in differing if not _looks_whole(found[path][0]))
+    differing: dict[str, set[str]] = {}  # present, but not the locked bytes: path → the locked sha256s
+    for path, sha in unplaced:
+        if path in hashes:
+            differing.setdefault(path, set()).add(sha)
+    damaged = frozenset(path for path, shas in differing.items() if _is_debris(found[path][0], shas, objects))
     stats = {rel: found[rel][1] for rel in hashes}
     return DiskState(file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged)
