@@ -212,3 +212,18 @@ def test_ci_with_json_gets_ndjson_on_stdout(
     events = [json.loads(line) for line in outcome.stdout.splitlines()]
     assert events[0]["event"] == "build_started" and events[-1]["event"] == "build_finished"
     assert not re.search(r"\[ +\d+\.\ds\] ", outcome.stderr)  # no plain lines besides
+
+
+def test_plain_lines_count_from_the_build_start_as_the_summary_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading and planning come before the executor: a line must not read later than 'finished in'."""
+    import time
+
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    stream = io.StringIO()
+    reporter = PlainReporter(stream)
+    now[0] = 101.5  # the manifest was loaded and planned
+    reporter.emit(BuildStarted(1, 0, 4))
+    now[0] = 101.7
+    reporter.emit(TargetFinished("hero", "restore", ("assets/hero.png",)))
+    assert [line.split("]")[0] for line in stream.getvalue().splitlines()] == ["[    0.0s", "[    0.2s"]

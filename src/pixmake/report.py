@@ -135,7 +135,10 @@ class PlainReporter:
                 self._line(f"{'FAILED':<10} {target}: {error}")
             case RetryScheduled(target, operation, attempt, delay, error):
                 self._line(f"{'retry':<10} {target} {operation} #{attempt} in {delay:.1f} s ({error})")
-            case BuildStarted(targets, images, concurrency) if targets:
+            case BuildStarted(targets, images, concurrency):
+                self._start = time.monotonic()  # lines count from here, as the summary's "finished in" does
+                if not targets:
+                    return
                 self._line(
                     f"building {targets} target{'s' * (targets != 1)}, {images} image{'s' * (images != 1)} "
                     f"to pay for, {concurrency} at a time"
