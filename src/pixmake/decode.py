@@ -30,8 +30,12 @@ def image_size(blob: bytes) -> tuple[int, int]:
 
 
 def is_whole_image(blob: bytes) -> bool:
-    """False for bytes a crash can leave of an image (empty, zeros, cut short); True for any image that
-    decodes, and for one too large to decode whose header is whole: that is a person's file, not debris."""
+    """False for bytes that do not decode whole (empty, zeros, most cuts); True for any image that decodes,
+    and for one too large to decode whose header is whole: that is a person's file, not debris.
+
+    A PNG cut inside its last chunk still decodes: only a comparison with the bytes it came from shows
+    the cut (:mod:`pixmake.scan` makes it).
+    """
     from PIL import Image
 
     try:

@@ -7,8 +7,8 @@ is not older than the cache file's own mtime may have been rewritten within the 
 after it was recorded, so it is hashed again. Everything else is hashed in threads (hashlib releases
 the GIL). Each path is checked to stay inside the project root (symlinks followed). Finally it notes
 which locked outputs the object cache can restore, and which outputs are damaged: present, not
-their locked bytes, and not a whole image (empty or cut short, as a power cut leaves an output that
-was written without fsync; see :func:`pixmake.store.atomic_write`).
+their locked bytes, and either a strict prefix of them or not a whole image (what a power cut leaves
+of an output written without fsync; see :func:`pixmake.store.atomic_write`).
 
 Cache file format: ``marshal`` of ``(STAT_CACHE_VERSION, {path: 64 bytes})``, each value the stat
 packed as four little-endian int64 (size, mtime_ns, ino, ctime_ns) then the raw sha256 digest.
@@ -74,8 +74,8 @@ class DiskState:
     cached_objects: frozenset[str] = frozenset()
     statistics: ScanStatistics = ScanStatistics()
     stats: Mapping[str, FileStat] = field(default_factory=dict)  # the stat each hash was trusted or taken at
-    # Outputs that differ from their locked bytes because they are empty or do not decode: what a
-    # power cut leaves of an unsynced write, never a hand edit. The plan restores them.
+    # Outputs that differ from their locked bytes as a power cut leaves an unsynced write (a strict
+    # prefix of those bytes, or not a whole image), never as a hand edit does. The plan restores them.
     damaged: frozenset[str] = frozenset()
 
 

@@ -54,7 +54,7 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     outlives it. ``durable=False`` skips the fsyncs that only a power cut needs, so the file may come
     back empty or missing after one. It is for files whose bytes are kept durably elsewhere and whose
     damage is detected and repaired: build outputs (the object cache holds them; the plan restores an
-    output it finds empty or undecodable). Replacing an existing file still syncs the directory, so
+    output it finds empty, cut short or undecodable). Replacing an existing file still syncs the directory, so
     a power cut cannot bring back the old, valid-looking bytes.
     """
     try:
