@@ -440,25 +440,21 @@ def _prune(project: Project) -> PruneResult:
     return PruneResult(gone.pruned, gone.deleted + cleaned.deleted, gone.kept + cleaned.kept)
 
 
-def _keep_replaced_files(project: Project, actions: Iterable[Action], lock: Lock, disk: DiskState) -> None:
+def _keep_replaced_files(project: Project, actions: Iterable[Action]) -> None:
     """Put into the object cache the bytes of every file a paid action will overwrite that are not its locked bytes.
 
     A file already at a new target's ``out`` (or an edited output of a target being regenerated) would
-    otherwise be lost; the plan says so (reason ``replaces-file``).
+    otherwise be lost; the plan names each one (reason ``replaces-file``), and this keeps exactly those.
     """
-    from pixmake.manifest import output_paths
     from pixmake.store import safe_path
 
     objects = project.objects
     for action in actions:
-        if not action.kind.generates or action.target is None:
-            continue
-        entry = lock.entries.get(action.name)
-        locked = {o.path: o.sha256 for o in entry.outputs} if entry is not None else {}
-        for rel in output_paths(action.target):
-            sha = disk.file_hashes.get(rel)
-            if sha is not None and sha != locked.get(rel) and rel not in disk.damaged and not objects.has(sha):
-                objects.put(safe_path(project.root, rel, field=f"targets.{action.name}.out").read_bytes())
+        for reason in action.reasons:
+            if reason.code == "replaces-file" and reason.details is not None:
+                rel, sha = reason.details["path"], reason.details["sha256"]
+                if not objects.has(sha):
+                    objects.put(safe_path(project.root, rel, field=f"targets.{action.name}.out").read_bytes())
 
 
 def _record_stale(project: Project, actions: Iterable[Action]) -> None:
@@ -581,7 +577,7 @@ def _build(
                 f"({count} target{'s' * (count != 1)} to generate or collect), or build with --emulator"
             )
         if paid:
-            _keep_replaced_files(project, paid, result.lock, result.disk)
+            _keep_replaced_files(project, paid)
         journal = Journal(project.journal)
         journal.open()
         provider = None

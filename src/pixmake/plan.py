@@ -353,7 +353,8 @@ def _replaced_files(wanted: tuple[str, ...], entry: LockEntry | None, disk: Disk
     """A paid action overwrites whatever is at its output paths: say so for files that are not its locked bytes
     (nor damaged: a crash's leftovers are not worth keeping).
 
-    The build keeps their bytes in the object cache first (``api._keep_replaced_files``); a RESUME writes too.
+    The build keeps the bytes of exactly these in the object cache first (``api._keep_replaced_files``); a RESUME
+    writes too.
     """
     locked = {o.path: o.sha256 for o in entry.outputs} if entry is not None else {}
     reasons = []
