@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pixmake.store import ObjectCache, atomic_write
 
@@ -44,3 +47,20 @@ def test_outputs_skip_the_fsyncs_only_a_power_cut_needs(
     assert path.read_bytes() == b"new image"
     assert len(synced) == fsyncs
     assert [p.name for p in path.parent.iterdir()] == ["hero.png"]  # no temp file left behind
+
+
+@given(st.lists(st.binary(max_size=40), max_size=2500), st.integers(min_value=0, max_value=200))
+@settings(max_examples=60, deadline=None)
+def test_a_write_in_pieces_is_their_concatenation_even_after_short_writes(pieces: list[bytes], cap: int) -> None:
+    """A lockfile is written in pieces (one per target, thousands of them); the kernel may take fewer
+    bytes than offered in one call, and the file must still hold every byte in order."""
+    real_writev = os.writev
+
+    def short_writev(fd: int, buffers: list[bytes]) -> int:  # as a full disk or a signal can make it
+        return real_writev(fd, [b"".join(buffers)[:cap]]) if cap else 0
+
+    with tempfile.TemporaryDirectory() as directory, pytest.MonkeyPatch.context() as patch:
+        path = Path(directory) / "pixmake.lock"
+        patch.setattr(os, "writev", short_writev)
+        atomic_write(path, pieces)
+        assert path.read_bytes() == b"".join(pieces)

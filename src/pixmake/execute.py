@@ -43,7 +43,7 @@ from pixmake.errors import (
 from pixmake.fingerprint import lock_entry
 from pixmake.journal import Journal, PendingSubmit
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
-from pixmake.lockfile import Lock, LockedOutput, LockEntry, render_lock
+from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces
 from pixmake.manifest import Target, is_url, output_paths
 from pixmake.plan import Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
@@ -271,7 +271,7 @@ class _Recorder:
         self._entries = dict(lock.entries)
         self._since_snapshot: dict[str, LockEntry] = {}  # recorded after the last fold's snapshot
         self._folding = False
-        self._blocks: dict[str, tuple[LockEntry, str]] = {}  # each target's rendered lock block, between folds
+        self._blocks: dict[str, tuple[LockEntry, bytes]] = {}  # each target's rendered lock block, between folds
 
     def submitting(self, target: str, key: str, client_business_id: str) -> None:
         """A submit with this id is about to be sent (once the journal is durable)."""
@@ -298,7 +298,7 @@ class _Recorder:
         return not self._folding and len(self._since_snapshot) >= max(64, len(self._entries) // 4)
 
     def _write_lock(self, lock: Lock) -> None:
-        atomic_write(self.lock_path, render_lock(lock, self._blocks).encode())
+        atomic_write(self.lock_path, lock_pieces(lock, self._blocks))
 
     async def fold(self) -> None:
         """Write ``pixmake.lock`` and shrink the journal; call it shielded. A fold already running is enough."""

@@ -39,6 +39,7 @@ __all__ = [
     "LockedOutput",
     "entry_from_json",
     "entry_to_json",
+    "lock_pieces",
     "parse_lock",
     "render_lock",
 ]
@@ -164,24 +165,31 @@ def _block(name: str, entry: LockEntry) -> str:
     return '{\n  "target": ' + json.dumps(name, ensure_ascii=False) + ",\n" + body[2:]
 
 
-def render_lock(lock: Lock, memo: dict[str, tuple[LockEntry, str]] | None = None) -> str:
-    """Deterministic text of a lock: same lock, same bytes.
+def lock_pieces(lock: Lock, memo: dict[str, tuple[LockEntry, bytes]] | None = None) -> list[bytes]:
+    """The lock's UTF-8 text in pieces, one per target block: their concatenation is :func:`render_lock`.
 
-    ``memo`` keeps each target's block from one render to the next (a build writes the lock several
-    times as it goes); a block is rendered again only when its entry is a different object.
+    A build writes the pieces as they are (:func:`pixmake.store.atomic_write` takes a list), so
+    rewriting a 10,000-target lock never holds its whole text twice. ``memo`` keeps each target's
+    piece from one render to the next (a build writes the lock several times as it goes); a piece is
+    rendered again only when its entry is a different object.
     """
-    header = json.dumps({"generator": "pixmake", "version": LOCK_VERSION}, sort_keys=True)
-    if memo is None:
-        blocks = [_block(name, lock.entries[name]) for name in sorted(lock.entries)]
-    else:
-        blocks = []
-        for name in sorted(lock.entries):
-            entry = lock.entries[name]
-            known = memo.get(name)
-            if known is None or known[0] is not entry:
-                known = memo[name] = (entry, _block(name, entry))
-            blocks.append(known[1])
-    return "\n\n".join([header, *blocks]) + "\n"
+    header = json.dumps({"generator": "pixmake", "version": LOCK_VERSION}, sort_keys=True).encode()
+    pieces = [header]
+    for name in sorted(lock.entries):
+        entry = lock.entries[name]
+        known = memo.get(name) if memo is not None else None
+        if known is None or known[0] is not entry:
+            known = (entry, ("\n\n" + _block(name, entry)).encode())
+            if memo is not None:
+                memo[name] = known
+        pieces.append(known[1])
+    pieces.append(b"\n")
+    return pieces
+
+
+def render_lock(lock: Lock) -> str:
+    """Deterministic text of a lock: same lock, same bytes."""
+    return b"".join(lock_pieces(lock)).decode()
 
 
 def _skip_space(text: str, position: int) -> int:

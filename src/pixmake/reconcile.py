@@ -20,7 +20,7 @@ from pathlib import Path
 from pixmake.errors import ConfigError, UnsafePathError
 from pixmake.fingerprint import lock_entry
 from pixmake.journal import PendingSubmit
-from pixmake.lockfile import Lock, LockedOutput, LockEntry, render_lock
+from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces
 from pixmake.manifest import Target, output_paths
 from pixmake.scan import hash_file
 from pixmake.store import ObjectCache, atomic_write, safe_path
@@ -41,7 +41,7 @@ def write_lock_and_compact(lock_path: Path, journal_path: Path, lock: Lock, pend
     """Write the lockfile, then drop from the journal everything the lockfile now holds."""
     from pixmake.journal import Journal
 
-    atomic_write(lock_path, render_lock(lock).encode())
+    atomic_write(lock_path, lock_pieces(lock))
     Journal(journal_path).rewrite(dict(pending))
 
 

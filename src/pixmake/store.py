@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -19,6 +19,8 @@ from pixmake.errors import ProjectBusyError, UnsafePathError
 __all__ = ["STATE_DIR", "ObjectCache", "RootGuard", "atomic_write", "project_lock", "safe_path", "sha256_bytes"]
 
 STATE_DIR: Final = ".pixmake"
+_IOV_MAX: Final = 1024  # pieces per writev call (POSIX guarantees at least 16; Linux and macOS take 1024)
+_HAS_WRITEV: Final = hasattr(os, "writev")  # not on Windows: there, one write per piece
 # A temp file is created as open() creates files (mode 0o666 less the umask), never through a symlink.
 _CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -47,8 +49,26 @@ def _temp_beside(path: Path) -> tuple[int, str]:
             continue  # a name already taken: draw another
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+def _write_all(fd: int, pieces: Sequence[bytes]) -> None:
+    """Write every piece, in order, with raw writes (a buffered file would add seek, tty and stat calls)."""
+    for start in range(0, len(pieces), _IOV_MAX):
+        group = pieces[start : start + _IOV_MAX]
+        written = os.writev(fd, group) if len(group) > 1 and _HAS_WRITEV else 0  # one call for many pieces
+        for piece in group:
+            if written >= len(piece):
+                written -= len(piece)
+                continue
+            view = memoryview(piece)[written:]  # the rest of a short write, or a single piece
+            written = 0
+            while view:
+                view = view[os.write(fd, view) :]
+
+
+def atomic_write(path: Path, data: bytes | Sequence[bytes], *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically and (unless ``durable=False``) durably, creating parent directories.
+
+    ``data`` may come in pieces (a list of bytes, written one after another), so a large file is never
+    joined in memory first.
 
     Atomic either way: a killed process leaves the old bytes or the new ones, since the page cache
     outlives it. ``durable=False`` skips the fsyncs that only a power cut needs, so the file may come
@@ -65,9 +85,7 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     sync_directory = durable or os.path.lexists(path)  # see the docstring: old bytes must not come back
     try:
         try:
-            view = memoryview(data)
-            while view:  # raw writes: a buffered file object would add seek, tty and stat calls
-                view = view[os.write(fd, view) :]
+            _write_all(fd, [data] if isinstance(data, bytes) else data)
             if durable:
                 os.fsync(fd)
         finally:
