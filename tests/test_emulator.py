@@ -618,7 +618,12 @@ def test_server_starts_on_a_free_port_and_an_open_download_does_not_hold_up_its_
         downloader = threading.Thread(target=download)
         downloader.start()
         assert streaming.wait(10)
+    assert f"emulator {server.url}" not in {t.name for t in threading.enumerate()}  # joined before __exit__ returned
     downloader.join(30)
+    # The rest (anyio's worker thread that rendered the image) stop once their loop has ended, soon after.
+    deadline = time.monotonic() + 5
+    while not set(threading.enumerate()) <= threads_before and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert set(threading.enumerate()) <= threads_before
     assert len(outcome) == 1 and isinstance(outcome[0], httpx.RemoteProtocolError)
 
