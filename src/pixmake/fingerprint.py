@@ -71,6 +71,7 @@ def lock_entry(
         outputs=outputs,
         references=tuple(LockedInput(ref, input_hash(ref, file_hashes)) for ref in target.references),
         mask=mask,
-        params=MappingProxyType(dict(target.params)),
+        # A read-only view is shared, not copied (a lock entry is kept for every target of a build).
+        params=target.params if isinstance(target.params, MappingProxyType) else MappingProxyType(dict(target.params)),
         task_id=task_id,
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -77,8 +78,8 @@ class Target:
     """One image target, fully expanded: what to generate and where it goes.
 
     ``origin`` says which matrix combination or catalog row made it (empty for a plain target);
-    ``fields`` maps ``"references[0]"``, ``"mask"``, ``"out"`` to (field path, line, column), so
-    checks that need the disk can still point at the manifest. Neither takes part in equality.
+    ``fields`` says where the target and its path fields stand, so checks that need the disk can still
+    point at the manifest: read it with :meth:`where`. Neither takes part in equality.
     """
 
     name: str
@@ -93,14 +94,21 @@ class Target:
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     line: int = 0
     origin: str = field(default="", compare=False)
-    fields: Mapping[str, tuple[str, int, int]] = field(
-        default_factory=lambda: MappingProxyType({}), compare=False, repr=False
-    )
+    # Flat, as it is kept for every target (a dict of tuples cost 0.8 KB a target): the target's field
+    # path and key column, then (short name, line, column) for each of "references[i]", "mask", "out".
+    fields: tuple[str | int, ...] = field(default=(), compare=False, repr=False)
 
     def where(self, name: str) -> tuple[str, int, int]:
-        """(field path, line, column) of one of this target's fields, or of the target itself."""
+        """(field path, line, column) of one of this target's fields (``"out"``, ``"references[0]"``), or of the
+        target itself (``"name"``)."""
+        f = self.fields
+        if f and name == "name":
+            return str(f[0]), self.line, int(f[1])
+        for i in range(2, len(f), 3):
+            if f[i] == name:
+                return f"{f[0]}.{name}", int(f[i + 1]), int(f[i + 2])
         fallback = f"targets.{self.name}" + (f".{name}" if name != "name" else "")
-        return self.fields.get(name) or (fallback, self.line, 1)
+        return fallback, self.line, 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +209,7 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
             add((*where, "tags"), f"tag {value!r} (after ${{…}}) may use only letters, digits and _ . -")
         tags.append(value)
     key_line, key_column = locate(ctx.doc, where, key=True)
-    fields: dict[str, tuple[str, int, int]] = {"name": (field_path(where), key_line, key_column)}
-
-    prefix = fields["name"][0]
+    fields: list[str | int] = [field_path(where), key_column]  # see Target.fields
 
     def path_field(
         value: str, path: FieldPath, short: str, container: Any, index: str | int, *, urls: bool = False
@@ -211,7 +217,7 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         value = text(value, path)
         marks = getattr(container, "marks", None)
         line, column = marks[index][2:4] if marks is not None and index in marks else locate(ctx.doc, path)
-        fields[short] = (f"{prefix}.{short}", line, column)
+        fields.extend((sys.intern(short), line, column))  # one "references[0]" for all targets
         if urls and is_url(value):
             if not value.startswith("https://"):
                 add(path, f"expected an https:// URL or a project path, found {value!r}")
@@ -249,7 +255,7 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         params=MappingProxyType(params),
         line=key_line,
         origin=origin,
-        fields=MappingProxyType(fields),
+        fields=tuple(fields),
     ), not failed
 
 

@@ -63,6 +63,9 @@ class Reason:
         return self.text
 
 
+_NEW: Final = (Reason("new", "not in the lockfile"),)  # shared: a first build has one per target
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     """One target's planned action, its reasons, and the key it will be locked under.
@@ -343,7 +346,7 @@ def _target_action(
             renamed = Reason("renamed", f"same inputs as locked target {twin!r}", {"from": twin})
             if all(o.sha256 in disk.cached_objects or disk.file_hashes.get(o.path) == o.sha256 for o in source.outputs):
                 return Action(ActionKind.RESTORE, target.name, (renamed,), target, key, source)
-        return Action(ActionKind.CREATE, target.name, (Reason("new", "not in the lockfile"),), target, key)
+        return Action(ActionKind.CREATE, target.name, _NEW, target, key)
     if entry.key != key:
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
     return _output_action(target, key, wanted, entry, disk, restore=restore)
