@@ -45,10 +45,18 @@ def test_a_shared_value_comes_back_shared_as_with_pyyaml(shared: dict[str, Any])
 def test_marks_point_at_each_key_and_value_and_aliases_at_their_anchor() -> None:
     text = "x: &common\n  prompt: a mug\ntargets:\n  - *common\n  - {out: b.png}\n"
     doc = load_yaml(text, file="t.yaml")
-    assert isinstance(doc, MarkedDict) and doc.marks["x"] == (1, 1, 1, 4)
+    assert isinstance(doc, MarkedDict) and doc.mark("x") == (1, 1, 1, 4)
     assert isinstance(doc["targets"], MarkedList)
-    assert doc["targets"].marks == {0: (1, 4, 1, 4), 1: (5, 5, 5, 5)}
-    assert doc["targets"][1].marks["out"] == (5, 6, 5, 11)
+    assert [doc["targets"].mark(i) for i in range(3)] == [(1, 4, 1, 4), (5, 5, 5, 5), None]
+    assert doc["targets"][1].mark("out") == (5, 6, 5, 11) and doc.mark("nothing") is None
+
+
+def test_marks_stay_exact_on_a_very_long_line() -> None:
+    """A flow-style manifest can hold everything on one line: a column in the millions is still exact."""
+    long = "x" * (1 << 21)
+    doc = load_yaml(f"t: {{a: {long}, b: 1}}\nc: [2, 3]\n", file="t.yaml")
+    assert doc["t"].mark("b") == (1, len("t: {a: , ") + len(long) + 1, 1, len("t: {a: , b: ") + len(long) + 1)
+    assert doc["c"].mark(1) == (2, 8, 2, 8)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +82,7 @@ def test_what_a_manifest_never_needs_is_refused_with_its_line(text: str, line: i
 def test_merge_keys_fill_in_what_the_mapping_does_not_set_itself() -> None:
     doc = load_yaml("base: &b {prompt: p, size: '1:1'}\nt:\n  size: '3:2'\n  <<: *b\n", file="t.yaml")
     assert _plain(doc["t"]) == {"size": "3:2", "prompt": "p"}
-    assert doc["t"].marks["size"][0] == 3 and doc["t"].marks["prompt"][0] == 1
+    assert doc["t"].mark("size") == (3, 3, 3, 9) and doc["t"].mark("prompt") == (1, 11, 1, 19)
 
 
 @pytest.mark.parametrize(

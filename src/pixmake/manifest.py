@@ -215,8 +215,9 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         value: str, path: FieldPath, short: str, container: Any, index: str | int, *, urls: bool = False
     ) -> str:
         value = text(value, path)
-        marks = getattr(container, "marks", None)
-        line, column = marks[index][2:4] if marks is not None and index in marks else locate(ctx.doc, path)
+        mark_of = getattr(container, "mark", None)
+        found = mark_of(index) if mark_of is not None else None
+        line, column = found[2:4] if found is not None else locate(ctx.doc, path)
         fields.extend((sys.intern(short), line, column))  # one "references[0]" for all targets
         if urls and is_url(value):
             if not value.startswith("https://"):

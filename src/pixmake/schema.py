@@ -267,10 +267,11 @@ def locate(doc: Any, path: Iterable[str | int], *, key: bool = False) -> tuple[i
     line, column = getattr(doc, "line", 1), getattr(doc, "column", 1)
     parts = list(path)
     for index, part in enumerate(parts):
-        marks = getattr(node, "marks", None)
-        if marks is None or part not in marks:
+        mark_of = getattr(node, "mark", None)  # a MarkedDict or MarkedList of pixmake.yamlmarks
+        found = mark_of(part) if mark_of is not None else None
+        if found is None:
             break
-        key_line, key_col, value_line, value_col = marks[part]
+        key_line, key_col, value_line, value_col = found
         last = index == len(parts) - 1
         line, column = (key_line, key_col) if key and last else (value_line, value_col)
         try:

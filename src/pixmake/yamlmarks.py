@@ -19,7 +19,7 @@ import yaml
 from pixmake.errors import Diagnostic, ManifestError
 from pixmake.schema import field_path
 
-__all__ = ["MAX_EXPANDED_NODES", "MarkedDict", "MarkedList", "load_yaml"]
+__all__ = ["MAX_EXPANDED_NODES", "Mark", "MarkedDict", "MarkedList", "load_yaml"]
 
 MAX_EXPANDED_NODES: Final = 2_000_000
 _TAG_PREFIX: Final = "tag:yaml.org,2002:"
@@ -29,26 +29,52 @@ _SCALARS: Final = yaml.constructor.SafeConstructor()  # only its pure per-scalar
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+Mark = tuple[int, int, int, int]
+"""1-based (key line, key column, value line, value column); a list item's key position is its own."""
+
+_BITS: Final = 26  # a manifest is at most 32 MB, so no line or column needs more
+
+
+def _pack(key_line: int, key_column: int, value_line: int, value_column: int) -> int:
+    """A mark as one integer: 40 bytes where a tuple of four cost about 130 (a manifest has one per value)."""
+    return (((key_line << _BITS | key_column) << _BITS | value_line) << _BITS) | value_column
+
+
+def _unpack(packed: int) -> Mark:
+    mask = (1 << _BITS) - 1
+    return packed >> 3 * _BITS, packed >> 2 * _BITS & mask, packed >> _BITS & mask, packed & mask
+
+
 class MarkedDict(dict[Any, Any]):
-    """A mapping that remembers where each key and value stood in the source (1-based line, column)."""
+    """A mapping that remembers where each key and value stood in the source: :meth:`mark`."""
 
     __slots__ = ("column", "line", "marks")
 
     def __init__(self) -> None:
         super().__init__()
-        self.marks: dict[Any, tuple[int, int, int, int]] = {}
+        self.marks: dict[Any, int] = {}  # packed: read them with mark()
         self.line = 1
         self.column = 1
 
+    def mark(self, key: Any) -> Mark | None:
+        """Where ``key`` and its value stood, or None for a key the source did not have."""
+        packed = self.marks.get(key)
+        return None if packed is None else _unpack(packed)
+
 
 class MarkedList(list[Any]):
-    """A list that remembers where each item stood in the source: ``marks[i]`` as in :class:`MarkedDict`."""
+    """A list that remembers where each item stood in the source: :meth:`mark`, as in :class:`MarkedDict`."""
 
     __slots__ = ("marks",)
 
-    def __init__(self, items: Iterable[Any], marks: dict[int, tuple[int, int, int, int]]) -> None:
+    def __init__(self, items: Iterable[Any], marks: dict[int, int]) -> None:
         super().__init__(items)
         self.marks = marks
+
+    def mark(self, index: Any) -> Mark | None:
+        """Where item ``index`` stood (its "key" position is its own), or None."""
+        packed = self.marks.get(index)
+        return None if packed is None else _unpack(packed)
 
 
 class _YamlProblem(Exception):
@@ -199,12 +225,12 @@ class _Builder:
         if self._tag(event, yaml.SequenceNode) != "tag:yaml.org,2002:seq":
             raise _refused_tag(self._tag(event, yaml.SequenceNode), event.start_mark, path)
         items: list[Any] = []
-        marks: dict[int, tuple[int, int, int, int]] = {}
+        marks: dict[int, int] = {}
         while self._more(yaml.SequenceEndEvent, path):
             index = len(items)
             value, mark, _ = self.node((*path, index))
             items.append(value)
-            marks[index] = (mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 1)
+            marks[index] = _pack(mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 1)
         self.events.get()
         return MarkedList(items, marks)
 
@@ -234,7 +260,7 @@ class _Builder:
                 continue
             seen[key] = key_mark
             data[key], value_mark, _ = self.node((*path, key))
-            marks[key] = (key_mark.line + 1, key_mark.column + 1, value_mark.line + 1, value_mark.column + 1)
+            marks[key] = _pack(key_mark.line + 1, key_mark.column + 1, value_mark.line + 1, value_mark.column + 1)
         self.events.get()
         return data
 
@@ -247,7 +273,7 @@ class _Builder:
         """``<<: *a`` or ``<<: [*a, *b]``: keys the mapping does not set itself (earlier sources win)."""
         value, mark, _ = self.node(path)
         if isinstance(value, MarkedList):
-            sources = [(item, value.marks[i]) for i, item in enumerate(value)]
+            sources = [(item, _unpack(value.marks[i])) for i, item in enumerate(value)]
         else:
             sources = [(value, (mark.line + 1, mark.column + 1, 0, 0))]
         for source, (line, column, _, _) in sources:
