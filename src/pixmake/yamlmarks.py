@@ -45,36 +45,38 @@ def _unpack(packed: int) -> Mark:
     return packed >> 3 * _BITS, packed >> 2 * _BITS & mask, packed >> _BITS & mask, packed & mask
 
 
-class MarkedDict(dict[Any, Any]):
+class _Marked:
+    """What both containers share: ``marks`` (packed, per key or index) and :meth:`mark` to read one."""
+
+    __slots__ = ()
+    marks: dict[Any, int]
+
+    def mark(self, key: Any) -> Mark | None:
+        """Where ``key`` (a list's index) and its value stood, or None for one the source did not have."""
+        packed = self.marks.get(key)
+        return None if packed is None else _unpack(packed)
+
+
+class MarkedDict(_Marked, dict[Any, Any]):
     """A mapping that remembers where each key and value stood in the source: :meth:`mark`."""
 
     __slots__ = ("column", "line", "marks")
 
     def __init__(self) -> None:
         super().__init__()
-        self.marks: dict[Any, int] = {}  # packed: read them with mark()
+        self.marks = {}
         self.line = 1
         self.column = 1
 
-    def mark(self, key: Any) -> Mark | None:
-        """Where ``key`` and its value stood, or None for a key the source did not have."""
-        packed = self.marks.get(key)
-        return None if packed is None else _unpack(packed)
 
-
-class MarkedList(list[Any]):
-    """A list that remembers where each item stood in the source: :meth:`mark`, as in :class:`MarkedDict`."""
+class MarkedList(_Marked, list[Any]):
+    """A list that remembers where each item stood in the source (an item's "key" position is its own)."""
 
     __slots__ = ("marks",)
 
     def __init__(self, items: Iterable[Any], marks: dict[int, int]) -> None:
         super().__init__(items)
         self.marks = marks
-
-    def mark(self, index: Any) -> Mark | None:
-        """Where item ``index`` stood (its "key" position is its own), or None."""
-        packed = self.marks.get(index)
-        return None if packed is None else _unpack(packed)
 
 
 class _YamlProblem(Exception):
