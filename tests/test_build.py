@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import subprocess
@@ -48,6 +49,15 @@ def test_build_creates_every_declared_image(examples_copy: Path, provider_env: E
     lock = parse_lock((examples_copy / "pixmake.lock").read_text())
     assert sorted(lock.entries) == ["hero", "logo-tile", "mug-lifestyle", "mug-marble"]
     assert provider_env.emulator.ledger.charged_images == 5
+
+
+def test_a_build_leaves_the_garbage_collector_as_it_found_it(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    """A build tunes the collector for its own run (pixmake is also a library): afterwards, nothing shows."""
+    before = gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert provider_env.emulator.ledger.charged_images == 5
+    assert (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()) == before
 
 
 def test_a_spend_cap_refuses_a_larger_build_before_any_request(
