@@ -260,3 +260,36 @@ def test_an_output_a_power_cut_damaged_is_restored_free_not_kept_as_an_edit(
     assert len(provider_env.emulator.submits()) == submits  # nothing paid again
     assert damaged.read_bytes() == before["assets/hero-1.png"]
     assert edited.read_bytes() == edited_bytes
+
+
+def test_over_https_the_certificate_is_checked_before_the_key_is_sent(examples_copy: Path, tmp_path: Path) -> None:
+    """A server whose certificate no trusted CA signed never receives a request, so never sees the key:
+    the build stops in one line. Trusting its CA (SSL_CERT_FILE, as for any OpenSSL client) lets it through."""
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    ca_file, chain, key = tmp_path / "ca.pem", tmp_path / "chain.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    for blob in issued.cert_chain_pems:
+        blob.write_to_path(str(chain), append=True)
+    issued.private_key_pem.write_to_path(str(key))
+    with EmulatorServer(tls=(str(chain), str(key))) as server:
+        assert server.url.startswith("https://")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TOAPIS_", "PIXMAKE_", "SSL_CERT_"))}
+        env |= {"PYTHONPATH": str(PACKAGE_ROOT), "PIXMAKE_BASE_URL": server.url, "TOAPIS_API_KEY": TEST_KEY}
+        command = [sys.executable, "-m", "pixmake", "-C", str(examples_copy), "build"]
+        refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.splitlines()[-1] == (
+            f"pixmake: error: cannot reach {server.url} (TLS certificate not trusted: unable to get local issuer "
+            "certificate); check PIXMAKE_BASE_URL or provider.base_url"
+        )
+        assert TEST_KEY not in refused.stderr
+        assert server.emulator.requests == []  # not one request arrived: the key never left this machine
+        trusted = subprocess.run(
+            command, env=env | {"SSL_CERT_FILE": str(ca_file)}, capture_output=True, text=True, timeout=120
+        )
+        assert trusted.returncode == 0, trusted.stderr
+        assert server.emulator.ledger.charged_images == 5
+        assert (examples_copy / "assets/hero-2.png").is_file()

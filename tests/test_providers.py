@@ -12,6 +12,7 @@ import email.utils
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -132,6 +133,28 @@ def test_a_connection_refused_was_never_sent(closed_port: int) -> None:
     with pytest.raises(NetworkError) as caught:
         _run(_settings(f"http://127.0.0.1:{closed_port}"), lambda p: p.submit(REQUEST))
     assert caught.value.sent is False
+
+
+def test_tls_failures_say_why_and_were_never_sent(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """An untrusted certificate and a server that does not speak TLS: no request left, and the reason is short."""
+    import trustme
+
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
+    for blob in issued.cert_chain_pems:
+        blob.write_to_path(str(chain), append=True)
+    issued.private_key_pem.write_to_path(str(key))
+    with EmulatorServer(tls=(str(chain), str(key))) as untrusted:
+        with pytest.raises(NetworkError) as refused:
+            _run(_settings(untrusted.url), lambda p: p.submit(REQUEST))
+        assert untrusted.emulator.requests == []
+    assert refused.value.sent is False
+    assert refused.value.reason == "TLS certificate not trusted: unable to get local issuer certificate"
+    with pytest.raises(NetworkError) as plain:
+        _run(_settings(emulator.url.replace("http://", "https://")), lambda p: p.submit(REQUEST))
+    assert plain.value.sent is False
+    assert plain.value.reason is not None and plain.value.reason.startswith("TLS error: "), plain.value.reason
+    assert emulator.emulator.submits() == []
 
 
 @contextlib.asynccontextmanager

