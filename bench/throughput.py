@@ -23,6 +23,7 @@ run and their median.
 from __future__ import annotations
 
 import argparse
+import compileall
 import dataclasses
 import json
 import os
@@ -150,6 +151,23 @@ def _line(count: int, f: dict[str, Any], args: argparse.Namespace, label: str = 
     ).rstrip()
 
 
+def _marginal(typical: dict[int, dict[str, Any]]) -> str:
+    """CPU per extra target between the smallest and largest N, and the fixed cost (imports, start-up) left.
+
+    Per target figures divide the fixed cost by N; this one does not, so it is the same at any N if
+    nothing grows faster than N.
+    """
+    small, large = min(typical), max(typical)
+    a, b = typical[small], typical[large]
+    per = 1000.0 * (b["cpu"] - a["cpu"]) / (large - small)
+    pillow = 1000.0 * (b["pillow"] - a["pillow"]) / (large - small)
+    fixed = a["cpu"] - per / 1000.0 * small
+    return (
+        f"from N={small} to N={large}: {per:.2f} ms CPU per extra target "
+        f"(Pillow {pillow:.2f}, beyond {per - pillow:.2f}); fixed cost {fixed:.2f} s"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print one line per N."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -170,7 +188,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(figures))
         return
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent / "src"), *sys.path])}
+    src = Path(__file__).parent.parent / "src"
+    # pip compiles an installed package's modules at install. Run from src/ with PYTHONDONTWRITEBYTECODE
+    # set, every client would compile each module edited since its last .pyc inside the measured window.
+    compileall.compile_dir(src / "pixmake", quiet=1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), *sys.path])}
     me = [sys.executable, __file__, "--latency", str(args.latency)]
     server = subprocess.Popen([*me, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert server.stdout is not None and server.stdin is not None
@@ -183,14 +205,17 @@ def main(argv: list[str] | None = None) -> None:
         f"{'polls/t':>8} {'up/file':>8} {'retries':>8} {'RSS MB':>7}"
     )
     print(header)
+    typical: dict[int, dict[str, Any]] = {}
     try:
         for count in args.n:
             runs = [_measure(me, env, url, count, args) for _ in range(args.repeat)]
             for figures in runs:
                 print(_line(count, figures, args))
+            typical[count] = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "n"}
             if args.repeat > 1:  # this VM's CPU figures move by ±0.5 ms/target from run to run
-                median = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "n"}
-                print(_line(count, median, args, label="median"))
+                print(_line(count, typical[count], args, label="median"))
+        if len(typical) > 1:
+            print(_marginal(typical))
     finally:
         server.stdin.close()
         server.wait(timeout=30)
