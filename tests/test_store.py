@@ -22,12 +22,13 @@ def test_the_object_cache_writes_again_a_copy_cut_short(tmp_path: Path) -> None:
     assert objects.get(digest) == b"paid image bytes"
 
 
+@pytest.mark.parametrize("as_text", [False, True], ids=["Path", "str"])
 @pytest.mark.parametrize(
     ("durable", "existing", "fsyncs"),
     [(True, False, 2), (True, True, 2), (False, False, 0), (False, True, 1)],
 )
 def test_outputs_skip_the_fsyncs_only_a_power_cut_needs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, existing: bool, fsyncs: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, existing: bool, fsyncs: int, as_text: bool
 ) -> None:
     """Durable writes sync file and directory; an output syncs nothing, except the directory when it
     replaces a file, so a power cut cannot bring back the old, valid-looking bytes."""
@@ -43,10 +44,17 @@ def test_outputs_skip_the_fsyncs_only_a_power_cut_needs(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
-    atomic_write(path, b"new image", durable=durable)
+    atomic_write(str(path) if as_text else path, b"new image", durable=durable)
     assert path.read_bytes() == b"new image"
     assert len(synced) == fsyncs
     assert [p.name for p in path.parent.iterdir()] == ["hero.png"]  # no temp file left behind
+
+
+def test_a_bare_file_name_is_written_in_the_current_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    atomic_write("pixmake.lock", b"lock")
+    assert (tmp_path / "pixmake.lock").read_bytes() == b"lock"
+    assert [p.name for p in tmp_path.iterdir()] == ["pixmake.lock"]
 
 
 @given(st.lists(st.binary(max_size=40), max_size=2500), st.integers(min_value=0, max_value=200))

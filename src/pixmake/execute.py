@@ -507,10 +507,11 @@ class Executor:
 
     # --- free work --------------------------------------------------------------------------------
 
-    def _output_file(self, target: str, path: str) -> Path:
+    def _output_file(self, target: str, path: str) -> str:
         """Where an output goes, checked again at write time: a symlink swapped in since the plan cannot
-        lead a write out of the project root (raises UnsafePathError; the paid result stays journaled)."""
-        return Path(self.guard.fresh(path, f"targets.{target}.out"))
+        lead a write out of the project root (raises UnsafePathError; the paid result stays journaled).
+        A string, not a Path (see :func:`~pixmake.store.atomic_write`)."""
+        return self.guard.fresh(path, f"targets.{target}.out")
 
     async def _restore(self, action: Action) -> tuple[str, ...]:
         assert action.target is not None and action.key is not None and action.source is not None
@@ -520,8 +521,10 @@ class Executor:
         def copy() -> None:
             for path, locked in zip(paths, source.outputs, strict=True):
                 target_file = self._output_file(action.name, path)
-                if target_file.is_file() and sha256_bytes(target_file.read_bytes()) == locked.sha256:
-                    continue
+                if os.path.isfile(target_file):
+                    with open(target_file, "rb") as current:
+                        if sha256_bytes(current.read()) == locked.sha256:
+                            continue
                 atomic_write(target_file, self.objects.get(locked.sha256), durable=False)  # the object stays durable
 
         try:

@@ -30,7 +30,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str) -> None:
     with contextlib.suppress(OSError):  # not every file system lets a directory be opened and synced
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -39,10 +39,10 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _temp_beside(path: Path) -> tuple[int, str]:
-    """A new, empty ``.<name>.<random>.tmp`` in ``path``'s directory, open for writing."""
+def _temp_beside(directory: str, name: str) -> tuple[int, str]:
+    """A new, empty ``.<name>.<random>.tmp`` in ``directory``, open for writing."""
     while True:
-        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
+        tmp = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
         try:
             return os.open(tmp, _CREATE, 0o666), tmp
         except FileExistsError:
@@ -64,7 +64,7 @@ def _write_all(fd: int, pieces: Sequence[bytes]) -> None:
                 view = view[os.write(fd, view) :]
 
 
-def atomic_write(path: Path, data: bytes | Sequence[bytes], *, durable: bool = True) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes | Sequence[bytes], *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically and (unless ``durable=False``) durably, creating parent directories.
 
     ``data`` may come in pieces (a list of bytes, written one after another), so a large file is never
@@ -76,12 +76,18 @@ def atomic_write(path: Path, data: bytes | Sequence[bytes], *, durable: bool = T
     damage is detected and repaired: build outputs (the object cache holds them; the plan restores an
     output it finds empty, cut short or undecodable). Replacing an existing file still syncs the directory, so
     a power cut cannot bring back the old, valid-looking bytes.
+
+    Paths are handled as strings: pathlib interns every component it parses, so a Path per object or
+    output would keep 10,000 names in the interpreter's intern table for the rest of the process.
     """
+    path = os.fspath(path)
+    directory, name = os.path.split(path)
+    directory = directory or os.curdir
     try:
-        fd, tmp = _temp_beside(path)
+        fd, tmp = _temp_beside(directory, name)
     except FileNotFoundError:  # create the directories only when missing: most writes go to existing ones
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _temp_beside(path)
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = _temp_beside(directory, name)
     sync_directory = durable or os.path.lexists(path)  # see the docstring: old bytes must not come back
     try:
         try:
@@ -96,7 +102,7 @@ def atomic_write(path: Path, data: bytes | Sequence[bytes], *, durable: bool = T
             os.unlink(tmp)
         raise
     if sync_directory:
-        _fsync_dir(path.parent)
+        _fsync_dir(directory)
 
 
 def safe_path(root: Path, relative: str, *, field: str) -> Path:
@@ -154,21 +160,25 @@ class ObjectCache:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._prefix = os.fspath(directory)
 
     def path(self, sha256: str) -> Path:
         """Where the object with this hash lives (whether or not it exists)."""
-        return self.directory / sha256[:2] / sha256
+        return Path(self._file(sha256))
+
+    def _file(self, sha256: str) -> str:  # a string, not a Path: see atomic_write
+        return os.path.join(self._prefix, sha256[:2], sha256)
 
     def has(self, sha256: str) -> bool:
         """Whether the object is stored."""
-        return self.path(sha256).is_file()
+        return os.path.isfile(self._file(sha256))
 
     def put(self, data: bytes) -> str:
         """Store bytes (idempotent); returns their sha256."""
         digest = sha256_bytes(data)
-        target = self.path(digest)
+        target = self._file(digest)
         try:
-            intact = target.stat().st_size == len(data)  # a copy cut short (a power cut) is written again
+            intact = os.stat(target).st_size == len(data)  # a copy cut short (a power cut) is written again
         except FileNotFoundError:
             intact = False
         if not intact:
@@ -177,7 +187,8 @@ class ObjectCache:
 
     def get(self, sha256: str) -> bytes:
         """The stored bytes, verified against their hash; raises FileNotFoundError or ValueError."""
-        data = self.path(sha256).read_bytes()
+        with open(self._file(sha256), "rb") as stored:
+            data = stored.read()
         if sha256_bytes(data) != sha256:
             raise ValueError(f"object {sha256[:12]} is corrupt")
         return data
