@@ -48,8 +48,9 @@ from pixmake.manifest import Target, is_url, output_paths
 from pixmake.plan import Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
+from pixmake.scan import hash_file
 from pixmake.settings import Settings, display_url
-from pixmake.store import ObjectCache, RootGuard, atomic_write, sha256_bytes
+from pixmake.store import ObjectCache, RootGuard, atomic_write
 from pixmake.threadbatch import ThreadBatcher
 from pixmake.uploads import UploadCache, Uploader
 
@@ -521,10 +522,8 @@ class Executor:
         def copy() -> None:
             for path, locked in zip(paths, source.outputs, strict=True):
                 target_file = self._output_file(action.name, path)
-                if os.path.isfile(target_file):
-                    with open(target_file, "rb") as current:
-                        if sha256_bytes(current.read()) == locked.sha256:
-                            continue
+                if os.path.isfile(target_file) and hash_file(target_file) == locked.sha256:
+                    continue
                 atomic_write(target_file, self.objects.get(locked.sha256), durable=False)  # the object stays durable
 
         try:
