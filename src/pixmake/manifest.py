@@ -36,7 +36,7 @@ from pixmake.errors import Diagnostic, ManifestError
 from pixmake.expand import MAX_TARGETS, Expansion, ReadFile, expansions
 from pixmake.modelcheck import ModelRequest, RequestPaths, check_model
 from pixmake.relpaths import leaves_root_message, normal_path
-from pixmake.schema import FieldPath, field_path, json_type, locate, validate_paths
+from pixmake.schema import FieldPath, field_path, json_type, locate, mark_at, validate_paths
 from pixmake.variables import interpolate, text_value
 from pixmake.yamlmarks import load_yaml
 
@@ -215,8 +215,7 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         value: str, path: FieldPath, short: str, container: Any, index: str | int, *, urls: bool = False
     ) -> str:
         value = text(value, path)
-        mark_of = getattr(container, "mark", None)
-        found = mark_of(index) if mark_of is not None else None
+        found = mark_at(container, index)
         line, column = found[2:4] if found is not None else locate(ctx.doc, path)
         fields.extend((sys.intern(short), line, column))  # one "references[0]" for all targets
         if urls and is_url(value):

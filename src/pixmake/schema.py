@@ -30,6 +30,7 @@ __all__ = [
     "field_path",
     "json_type",
     "locate",
+    "mark_at",
     "schema",
     "schema_text",
     "suggest",
@@ -258,6 +259,13 @@ def field_path(path: Iterable[str | int]) -> str:
     return out
 
 
+def mark_at(node: Any, key: str | int) -> tuple[int, int, int, int] | None:
+    """1-based (key line, key column, value line, value column) of ``key`` in ``node``, when ``node`` is a
+    MarkedDict or MarkedList of pixmake.yamlmarks that had it in the source; else None."""
+    mark_of = getattr(node, "mark", None)
+    return mark_of(key) if mark_of is not None else None
+
+
 def locate(doc: Any, path: Iterable[str | int], *, key: bool = False) -> tuple[int, int]:
     """1-based (line, column) of the value at ``path`` (or of its key), from marks the loader recorded.
 
@@ -267,8 +275,7 @@ def locate(doc: Any, path: Iterable[str | int], *, key: bool = False) -> tuple[i
     line, column = getattr(doc, "line", 1), getattr(doc, "column", 1)
     parts = list(path)
     for index, part in enumerate(parts):
-        mark_of = getattr(node, "mark", None)  # a MarkedDict or MarkedList of pixmake.yamlmarks
-        found = mark_of(part) if mark_of is not None else None
+        found = mark_at(node, part)
         if found is None:
             break
         key_line, key_col, value_line, value_col = found
