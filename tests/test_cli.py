@@ -96,3 +96,12 @@ def test_an_unreachable_base_url_fails_fast_in_one_line_naming_it_without_creden
     assert 0 < len(retries) <= 2 * 4  # a short budget per target in flight, not a minute of retries
     plan = run_cli("-C", str(examples_copy), "plan")  # no task was created, so none is announced as paid
     assert plan.exit_code == 0 and "collecting paid task" not in plan.stdout
+
+
+def test_a_disk_error_outside_the_build_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "pixmake.yaml").write_text("version: 1\ntargets:\n  hero: {prompt: a red mug, out: hero.png}\n")
+    (tmp_path / ".pixmake").write_text("a file where pixmake keeps its state")
+    outcome = run_cli("-C", str(tmp_path), "plan")
+    assert outcome.exit_code == 1
+    [line] = outcome.stderr.splitlines()
+    assert line.startswith("pixmake: error: Not a directory: ") and line.endswith(".pixmake/journal.jsonl")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from PIL import Image
 
 from conftest import run_cli, write_png
 from pixmake import api
@@ -128,6 +129,57 @@ def test_a_task_with_fewer_images_than_n_is_a_failed_attempt(emulator: EmulatorS
     emulator.emulator.reconfigure(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
     assert api.build(project, fast_settings(project, emulator)).ok
     assert (root / "pair-2.png").is_file() and len(emulator.emulator.submits()) == 2
+
+
+# --- the disk refuses a write: nothing paid is lost, no traceback --------------------------------------------
+
+
+def test_an_output_that_cannot_be_written_fails_its_target_and_the_next_build_collects_it_unpaid(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    targets = {f"t{i}": {"prompt": f"mug {i}", "out": f"out/t{i}.png"} for i in range(6)}
+    targets["t1"]["out"] = "blocked/t1.png"
+    root = _manifest(tmp_path / "p", targets, concurrency=3)
+    (root / "blocked").write_text("a file where t1's directory goes")
+    outcome = run_cli("-C", str(root), "build")
+    assert outcome.exit_code == 1, outcome.stderr
+    assert "Traceback" not in outcome.stderr
+    failed = [line for line in outcome.stderr.splitlines() if line.startswith("  failed: ")]
+    why = "cannot write blocked/t1.png: Not a directory; its task stays journaled and the next build collects it"
+    assert failed == [f"  failed: t1: {why}"]
+    assert sorted(parse_lock((root / "pixmake.lock").read_text()).entries) == ["t0", "t2", "t3", "t4", "t5"]
+    assert fast_env.emulator.ledger.charged_images == 6
+    (root / "blocked").unlink()
+    again = run_cli("-C", str(root), "build")
+    assert again.exit_code == 0, again.stderr
+    assert "1 resumed (already paid)" in again.stderr
+    assert fast_env.emulator.ledger.charged_images == 6  # collected, not paid again
+    assert len(fast_env.emulator.submits()) == 6
+    for target in targets.values():
+        with Image.open(root / target["out"]) as image:
+            image.verify()
+
+
+def test_an_unusable_object_cache_stops_paying_in_one_line_and_the_next_build_collects_every_paid_task(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    root = make_manifest(tmp_path / "p", 20, concurrency=2, every_ref=0)
+    (root / ".pixmake").mkdir()
+    (root / ".pixmake" / "objects").write_text("not a directory")  # as a full or read-only disk would, every copy fails
+    outcome = run_cli("-C", str(root), "build")
+    assert outcome.exit_code == 1, outcome.stderr
+    assert "Traceback" not in outcome.stderr
+    [line] = _error_lines(outcome.stderr)
+    assert line.startswith("pixmake: error: cannot keep a paid image in .pixmake/objects (Not a directory: .pixmake/")
+    assert line.endswith("; its task stays journaled and the next build collects it")
+    assert len(fast_env.emulator.submits()) <= 2 * 2  # it stopped submitting: only what was already in flight
+    paid_tasks = len(fast_env.emulator.ledger.entries)
+    assert paid_tasks > 0
+    (root / ".pixmake" / "objects").unlink()
+    again = run_cli("-C", str(root), "build")
+    assert again.exit_code == 0, again.stderr
+    assert f"{paid_tasks} resumed (already paid)" in again.stderr  # every paid task collected, none paid again
+    assert_paid_once_and_complete(root, fast_env, 20)
 
 
 # --- uploads once --------------------------------------------------------------------------------------------

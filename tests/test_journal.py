@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -81,6 +82,29 @@ def test_rewrite_keeps_only_what_is_pending_and_appends_continue(tmp_path: Path)
     journal.close()
     lock, pending = read_journal(journal.path, Lock())
     assert lock.entries == {} and set(pending) == {"open", "new"}
+
+
+def test_a_rewrite_the_disk_refuses_leaves_every_record_and_appends_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = _journal(tmp_path)
+    journal.submitting("paid", "kp", "cb-paid")
+    journal.accepted("paid", "kp", "cb-paid", "task-paid")
+    journal.finished("done", _entry("kd"))
+
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "replace", full)  # the disk fills up as the journal is rewritten
+        with pytest.raises(OSError, match="No space left"):
+            journal.rewrite({"paid": PendingSubmit("paid", "kp", "cb-paid", "task-paid")})
+    journal.submitting("next", "kn", "cb-next")  # the journal is still open
+    journal.close()
+    lock, pending = read_journal(journal.path, Lock())
+    assert set(lock.entries) == {"done"} and set(pending) == {"paid", "next"}
+    assert pending["paid"].task_id == "task-paid"
+    assert [p.name for p in journal.path.parent.iterdir()] == ["journal.jsonl"]  # no temp file left behind
 
 
 def test_a_missing_journal_is_empty(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pixmake.store import ObjectCache, atomic_write
+from pixmake.store import ObjectCache, atomic_write, describe_os_error, disk_wide
 
 
 def test_the_object_cache_writes_again_a_copy_cut_short(tmp_path: Path) -> None:
@@ -72,3 +73,22 @@ def test_a_write_in_pieces_is_their_concatenation_even_after_short_writes(pieces
         patch.setattr(os, "writev", short_writev)
         atomic_write(path, pieces)
         assert path.read_bytes() == b"".join(pieces)
+
+
+def test_an_os_error_is_told_with_the_projects_path_of_the_file_it_was_for(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    temp = os.path.join(os.path.realpath(root), "out", ".hero.png.0123456789ab.tmp")  # what atomic_write creates
+    full = OSError(errno.ENOSPC, "No space left on device", temp)
+    assert describe_os_error(full, root) == f"No space left on device: {os.path.join('out', 'hero.png')}"
+    elsewhere = OSError(errno.EACCES, "Permission denied", "/etc/pixmake.conf")
+    assert describe_os_error(elsewhere, root) == "Permission denied: /etc/pixmake.conf"
+    assert describe_os_error(OSError(errno.EIO, "Input/output error")) == "Input/output error"
+
+
+@pytest.mark.parametrize(
+    ("code", "everywhere"),
+    [(errno.ENOSPC, True), (errno.EROFS, True), (errno.EIO, True), (errno.ENOTDIR, False), (errno.EISDIR, False)],
+)
+def test_a_full_or_read_only_disk_fails_every_write_a_wrong_path_only_its_own(code: int, everywhere: bool) -> None:
+    assert disk_wide(OSError(code, os.strerror(code))) is everywhere

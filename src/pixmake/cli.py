@@ -372,4 +372,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(str(error), ExitCode.FAILED)
     except click.ClickException as error:
         _fail(error.format_message(), ExitCode.USER_ERROR)
+    except OSError as error:  # the disk refused a read or write pixmake does not handle itself: one line, no traceback
+        from pixmake.store import describe_os_error
+
+        _fail(describe_os_error(error, os.curdir), ExitCode.FAILED)
     sys.exit(ExitCode.OK)

@@ -9,6 +9,7 @@
     │   ├── LockfileError         corrupt, or written by a newer pixmake (refused, never rebuilt silently)
     │   ├── ConfigError           bad flag, environment variable or setting; missing API key
     │   └── ProjectBusyError      another build holds the project lock
+    ├── StorageError              a write to the project's disk failed (an output, .pixmake/, the lockfile)
     └── ProviderError             raised only by providers/; carries HTTP status and server message
         ├── AuthError             401/403: fatal, cancels the whole build
         ├── QuotaError            402: no balance left; fatal, cancels the whole build
@@ -43,6 +44,7 @@ __all__ = [
     "RateLimitedError",
     "RequestRejectedError",
     "ServerError",
+    "StorageError",
     "UnsafePathError",
     "UserError",
 ]
@@ -139,6 +141,18 @@ class UnsafePathError(ManifestError):
 
 class ProjectBusyError(UserError):
     """Another pixmake build holds the project lock."""
+
+
+class StorageError(PixmakeError):
+    """A write to the project's disk failed: an output, ``.pixmake/`` or the lockfile.
+
+    ``build_wide`` is True when no other target could be written either (the disk is full or
+    read-only, or ``.pixmake/`` is unusable): the build stops submitting. Paid results stay journaled.
+    """
+
+    def __init__(self, message: str, *, build_wide: bool) -> None:
+        super().__init__(message)
+        self.build_wide = build_wide
 
 
 class ProviderError(PixmakeError):

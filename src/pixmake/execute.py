@@ -16,6 +16,7 @@ The executor emits typed events to a reporter and never prints.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random as _random
@@ -39,6 +40,7 @@ from pixmake.errors import (
     ProviderError,
     RateLimitedError,
     RequestRejectedError,
+    StorageError,
 )
 from pixmake.fingerprint import lock_entry
 from pixmake.journal import Journal, PendingSubmit
@@ -50,7 +52,7 @@ from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskS
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
 from pixmake.scan import hash_file
 from pixmake.settings import Settings, display_url
-from pixmake.store import ObjectCache, RootGuard, atomic_write
+from pixmake.store import STATE_DIR, ObjectCache, RootGuard, atomic_write, describe_os_error, disk_wide
 from pixmake.threadbatch import ThreadBatcher
 from pixmake.uploads import UploadCache, Uploader
 
@@ -199,7 +201,7 @@ class BuildResult:
     orphaned: tuple[str, ...] = ()
     failed: tuple[TargetFailure, ...] = ()
     images_generated: int = 0
-    fatal: ProviderError | None = None  # what stopped the whole build (bad key, no balance, unreachable)
+    fatal: PixmakeError | None = None  # what stopped the whole build (bad key, no balance, unreachable, disk full)
     statistics: BuildStatistics = field(default_factory=BuildStatistics)
     resumed: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
@@ -244,9 +246,9 @@ class _Undecodable(Exception):
 
 
 class _Fatal(Exception):
-    """Internal: a build-wide failure (bad key, no balance) that cancels every target."""
+    """Internal: a build-wide failure (bad key, no balance, a full disk) that cancels every target."""
 
-    def __init__(self, error: ProviderError) -> None:
+    def __init__(self, error: PixmakeError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -422,7 +424,7 @@ class Executor:
     async def run(self, plan: Plan) -> BuildResult:
         """Execute every action; returns the outcome (the lockfile is folded before returning)."""
         started = time.monotonic()
-        fatal: ProviderError | None = None
+        fatal: PixmakeError | None = None
         paid = [a for a in plan.actions if a.kind.generates]  # paid now, or collected (paid before)
         restores = [a for a in plan.actions if a.kind is ActionKind.RESTORE]
         for action in plan.actions:
@@ -445,7 +447,14 @@ class Executor:
                 fatal = next(e.error for e in _leaves(caught) if isinstance(e, _Fatal))
         finally:
             with anyio.CancelScope(shield=True):
-                await self.recorder.fold()
+                try:
+                    await self.recorder.fold()
+                except OSError as error:  # every finished target is still in the journal
+                    fatal = fatal or StorageError(
+                        f"cannot write the lockfile ({describe_os_error(error, self.root)}); "
+                        "finished targets stay in the journal and the next run writes them",
+                        build_wide=True,
+                    )
         result = BuildResult(
             generated=tuple(self._done.get(ActionKind.CREATE, []) + self._done.get(ActionKind.REGENERATE, [])),
             restored=tuple(self._done.get(ActionKind.RESTORE, [])),
@@ -494,7 +503,14 @@ class Executor:
             assert outputs is not None
         except _Fatal:
             raise
+        except OSError as error:  # the journal, the object cache or the lockfile: no target can go on
+            message = (
+                f"{describe_os_error(error, self.root)}; paid tasks stay journaled and the next build collects them"
+            )
+            raise _Fatal(StorageError(message, build_wide=True)) from error
         except PixmakeError as error:
+            if isinstance(error, StorageError) and error.build_wide:  # a full or read-only disk: stop paying
+                raise _Fatal(error) from error
             self._failed.append(TargetFailure(action.name, str(error)))
             self.reporter.emit(TargetFailed(action.name, str(error)))
             return
@@ -522,14 +538,16 @@ class Executor:
         def copy() -> None:
             for path, locked in zip(paths, source.outputs, strict=True):
                 target_file = self._output_file(action.name, path)
-                if os.path.isfile(target_file) and hash_file(target_file) == locked.sha256:
-                    continue
-                atomic_write(target_file, self.objects.get(locked.sha256), durable=False)  # the object stays durable
+                with contextlib.suppress(OSError):  # unreadable: write it, which says why if it cannot
+                    if os.path.isfile(target_file) and hash_file(target_file) == locked.sha256:
+                        continue
+                try:
+                    data = self.objects.get(locked.sha256)
+                except (OSError, ValueError) as error:
+                    raise BadResultError(f"cannot restore {path} from the object cache: {error}") from error
+                self._write_output(target_file, path, data)
 
-        try:
-            await anyio.to_thread.run_sync(copy)
-        except (OSError, ValueError) as error:
-            raise BadResultError(f"cannot restore from the object cache: {error}") from error
+        await anyio.to_thread.run_sync(copy)
         outputs = tuple(
             LockedOutput(path, o.sha256, o.bytes, o.width, o.height)
             for path, o in zip(paths, source.outputs, strict=True)
@@ -779,11 +797,24 @@ class Executor:
                 self.recorder.dropped(target, key)
             raise
 
+    @staticmethod
+    def _write_output(file: str, path: str, data: bytes, *, after: str = "") -> None:
+        """Worker thread: write one output to ``file`` (unsynced: the object cache holds its bytes durably).
+
+        Raises StorageError naming the manifest's ``path``, with ``after`` appended to its message.
+        """
+        try:
+            atomic_write(file, data, durable=False)
+        except OSError as error:
+            why = error.strerror or str(error)
+            raise StorageError(f"cannot write {path}: {why}{after}", build_wide=disk_wide(error)) from error
+
     def _keep(self, target: str, paths: tuple[str, ...], blobs: list[bytes]) -> tuple[LockedOutput, ...]:
         """Worker thread: check every image decodes, then store it in the object cache and write its output.
 
         The object cache comes first: the paid bytes are safe whatever happens next. Raises
-        :class:`_Undecodable` (nothing written) when an image does not decode.
+        :class:`_Undecodable` (nothing written) when an image does not decode, and StorageError when a
+        file cannot be written (the task stays journaled, so the next build collects it without paying).
         """
         sizes = []
         for index, blob in enumerate(blobs):
@@ -792,9 +823,16 @@ class Executor:
             except BadResultError as error:
                 raise _Undecodable(index, error) from error
         outputs = []
+        collect = "; its task stays journaled and the next build collects it"
         for path, blob, (width, height) in zip(paths, blobs, sizes, strict=True):
-            digest = self.objects.put(blob)
-            atomic_write(self._output_file(target, path), blob, durable=False)  # the object cache's copy is durable
+            try:
+                digest = self.objects.put(blob)
+            except OSError as error:  # the object cache is shared: no other target can be kept either
+                where = describe_os_error(error, self.root)
+                raise StorageError(
+                    f"cannot keep a paid image in {STATE_DIR}/objects ({where}){collect}", build_wide=True
+                ) from error
+            self._write_output(self._output_file(target, path), path, blob, after=collect)
             outputs.append(LockedOutput(path, digest, len(blob), width, height))
         return tuple(outputs)
 

@@ -215,7 +215,9 @@ class Journal:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-            atomic_write(self.path, b"".join(lines))  # durable: everything appended so far is in it or folded
-            self._synced = self._appended
-            if reopen:
-                self.open()
+            try:
+                atomic_write(self.path, b"".join(lines))  # durable: everything appended so far is in it or folded
+                self._synced = self._appended
+            finally:
+                if reopen:  # after a failed rewrite, the old journal (every record) goes on taking appends
+                    self.open()

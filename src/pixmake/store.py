@@ -8,21 +8,61 @@ Build outputs skip the fsyncs (``durable=False``): their bytes are durable in th
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
 from pixmake.errors import ProjectBusyError, UnsafePathError
 
-__all__ = ["STATE_DIR", "ObjectCache", "RootGuard", "atomic_write", "project_lock", "safe_path", "sha256_bytes"]
+__all__ = [
+    "STATE_DIR",
+    "ObjectCache",
+    "RootGuard",
+    "atomic_write",
+    "describe_os_error",
+    "disk_wide",
+    "project_lock",
+    "safe_path",
+    "sha256_bytes",
+]
 
 STATE_DIR: Final = ".pixmake"
 _IOV_MAX: Final = 1024  # pieces per writev call (POSIX guarantees at least 16; Linux and macOS take 1024)
 _HAS_WRITEV: Final = hasattr(os, "writev")  # not on Windows: there, one write per piece
 # A temp file is created as open() creates files (mode 0o666 less the umask), never through a symlink.
 _CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_TEMP_NAME: Final = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")  # what _temp_beside names a file
+# A write that fails with one of these fails for every other file too: the disk is full or read-only,
+# it failed, or the process is out of file handles.
+_DISK_WIDE: Final = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EIO", "EMFILE", "ENFILE") if hasattr(errno, name)
+)
+
+
+def disk_wide(error: OSError) -> bool:
+    """Whether a failed write means that no other write can succeed either (disk full or read-only, …)."""
+    return error.errno in _DISK_WIDE
+
+
+def describe_os_error(error: OSError, root: str | os.PathLike[str] | None = None) -> str:
+    """``why: path`` in one line: the path relative to ``root`` when inside it, a temp file named as its file."""
+    why = error.strerror or str(error) or type(error).__name__
+    if error.filename is None:
+        return why
+    path = os.fsdecode(error.filename)
+    directory, name = os.path.split(path)
+    if temp := _TEMP_NAME.fullmatch(name):
+        path = os.path.join(directory, temp["name"])
+    if root is not None and os.path.isabs(path):
+        with contextlib.suppress(OSError, ValueError):  # no such root, or another drive (Windows): keep it absolute
+            base = os.path.realpath(root)
+            if os.path.commonpath([base, path]) == base:
+                path = os.path.relpath(path, base)
+    return f"{why}: {path}"
 
 
 def sha256_bytes(data: bytes) -> str:
