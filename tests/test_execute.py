@@ -175,6 +175,9 @@ def test_an_unusable_object_cache_stops_paying_in_one_line_and_the_next_build_co
     assert len(fast_env.emulator.submits()) <= 2 * 2  # it stopped submitting: only what was already in flight
     paid_tasks = len(fast_env.emulator.ledger.entries)
     assert paid_tasks > 0
+    charged = fast_env.emulator.ledger.charged_images
+    s = "s" * (charged != 1)
+    assert f"0 generated (0 images paid), {charged} image{s} paid for targets not finished" in outcome.stderr
     (root / ".pixmake" / "objects").unlink()
     again = run_cli("-C", str(root), "build")
     assert again.exit_code == 0, again.stderr

@@ -143,6 +143,7 @@ def test_each_fault_alone(knobs: dict[str, Any], emulator: EmulatorServer, tmp_p
     root = make_manifest(tmp_path / "p", 30)
     results = build_until_done(root, emulator)
     assert_paid_once_and_complete(root, emulator, 30)
+    assert sum(r.images_paid for r in results) == emulator.emulator.ledger.net_images, "the bill is what pixmake said"
     uploads = [r for r in emulator.emulator.requests if r.path == "/v1/uploads/images" and r.status == 200]
     assert len(uploads) == 1, "the shared reference is uploaded once"
     if any(k in RETRIED for k in knobs):
@@ -158,6 +159,7 @@ def test_drop_after_submit_is_resolved_by_lookup_not_resubmit(emulator: Emulator
     assert len(submits) == 6 and all(r.status is None for r in submits)  # every connection dropped
     assert result.statistics.lookups == 6
     assert_paid_once_and_complete(root, emulator, 6)
+    assert result.images_paid == emulator.emulator.ledger.net_images  # found by lookup: paid by this build
 
 
 @pytest.mark.parametrize("grace", [0.5, 0.0], ids=["trusted-late", "trusted-at-once"])
@@ -180,6 +182,7 @@ def test_a_task_stored_after_the_gateway_answered_is_found_not_paid_twice(
     if grace:
         assert len(result.generated) == 4 and result.statistics.lookups == 8  # early "not found", then found
         assert_paid_once_and_complete(root, emulator, 4)
+        assert result.images_paid == emulator.emulator.ledger.net_images
     else:
         assert emulator.emulator.ledger.net_images == 2 * images  # every target paid twice: the lag fooled it
         assert len(result.failed) == 4  # and the second submits were dropped too
@@ -219,6 +222,7 @@ def test_all_faults_at_once_300_targets(emulator: EmulatorServer, tmp_path: Path
     results = build_until_done(root, emulator)
     assert len(results) >= 2  # 30 % of tasks fail: some targets needed another build
     assert_paid_once_and_complete(root, emulator, 300)
+    assert sum(r.images_paid for r in results) == emulator.emulator.ledger.net_images, "the bill is what pixmake said"
     uploads = [r for r in emulator.emulator.requests if r.path == "/v1/uploads/images" and r.status == 200]
     assert len(uploads) == 1
     again = api.build(api.open_project(root), fast_settings(api.open_project(root), emulator))

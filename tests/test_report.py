@@ -227,3 +227,16 @@ def test_plain_lines_count_from_the_build_start_as_the_summary_does(monkeypatch:
     now[0] = 101.7
     reporter.emit(TargetFinished("hero", "restore", ("assets/hero.png",)))
     assert [line.split("]")[0] for line in stream.getvalue().splitlines()] == ["[    0.0s", "[    0.2s"]
+
+
+def test_summary_counts_images_paid_for_targets_that_did_not_finish() -> None:
+    """Charged at submit: a paid target that failed afterwards (its task journaled) is money spent, and said so."""
+    result = BuildResult(
+        generated=("hero",),
+        images_generated=2,
+        images_paid=5,
+        failed=(TargetFailure("mug", "cannot write mug.png: Not a directory"),),
+    )
+    line = summary_lines(result)[0]
+    assert "1 generated (2 images paid), 3 images paid for targets not finished, " in line
+    assert "paid for targets not finished" not in summary_lines(BuildResult(images_generated=2, images_paid=2))[0]

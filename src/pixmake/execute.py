@@ -192,6 +192,8 @@ class BuildResult:
     are not in ``images_generated``); ``dropped`` are targets whose journaled task was for inputs they
     no longer have, dropped uncollected; ``stale`` are stale output paths left in place (see
     ``Action.stale``); ``pruned`` is what ``build --prune`` did afterwards (None without ``--prune``).
+    ``images_paid`` is what this build's submits were charged, less failed tasks (refunded): more than
+    ``images_generated`` when paid targets did not finish (their tasks stay journaled).
     """
 
     generated: tuple[str, ...] = ()
@@ -201,6 +203,7 @@ class BuildResult:
     orphaned: tuple[str, ...] = ()
     failed: tuple[TargetFailure, ...] = ()
     images_generated: int = 0
+    images_paid: int = 0
     fatal: PixmakeError | None = None  # what stopped the whole build (bad key, no balance, unreachable, disk full)
     statistics: BuildStatistics = field(default_factory=BuildStatistics)
     resumed: tuple[str, ...] = ()
@@ -368,6 +371,7 @@ class Executor:
     _failed: list[TargetFailure] = field(default_factory=list)
     _done: dict[ActionKind, list[str]] = field(default_factory=dict)
     _images: int = 0
+    _paid: int = 0  # images charged by this build's accepted submits, less failed (refunded) tasks
     _counters: _Counters = field(default_factory=_Counters)
     _reached: bool = False  # some request of this build got an answer from the provider
 
@@ -463,6 +467,7 @@ class Executor:
             orphaned=tuple(self._done.get(ActionKind.ORPHAN, [])),
             failed=tuple(self._failed),
             images_generated=self._images,
+            images_paid=self._paid,
             fatal=fatal,
             statistics=self.statistics(),
             resumed=tuple(self._done.get(ActionKind.RESUME, [])),
@@ -667,8 +672,9 @@ class Executor:
                     raise
         return await self._find(target.name, pending.client_business_id)
 
-    async def _obtain_task(self, target: Target, key: str, *, submit: bool = True) -> TaskStatus | None:
-        """A task for this target: the journaled one if it still exists, else a new (paid) submit.
+    async def _obtain_task(self, target: Target, key: str, *, submit: bool = True) -> tuple[TaskStatus, bool] | None:
+        """A task for this target, and whether this build paid for it: the journaled one if it still
+        exists, else a new (paid) submit.
 
         With ``submit=False`` only a journaled task is resumed; None when there is none.
         """
@@ -679,15 +685,16 @@ class Executor:
                 if pending.task_id != found.task_id:
                     self.recorder.accepted(target.name, key, pending.client_business_id, found.task_id)
                 self.reporter.emit(TargetSubmitted(target.name, found.task_id, resumed=True))
-                return found
+                return found, False
         if pending is not None:
             # Never created, failed (refunded), or paid for inputs that have since changed.
             self.recorder.dropped(target.name, key)
         if not submit:
             return None
         status = await self._submit(target, key)
+        self._paid += target.n  # charged at submit
         self.reporter.emit(TargetSubmitted(target.name, status.task_id, resumed=False))
-        return status
+        return status, True
 
     async def _submit(self, target: Target, key: str) -> TaskStatus:
         """Submit, retrying only what cannot double-charge; an unknown outcome is looked up before anything else.
@@ -842,9 +849,10 @@ class Executor:
         With ``submit=False`` only a journaled task is resumed; returns None when there is none.
         """
         async with self.capacity:  # a provider slot: from submit (or resume) until the task is finished
-            status = await self._obtain_task(target, key, submit=submit)
-            if status is None:
+            obtained = await self._obtain_task(target, key, submit=submit)
+            if obtained is None:
                 return None
+            status, paid_now = obtained
             try:
                 status = await self._wait_finished(target.name, status)
             except TimeoutError:
@@ -854,6 +862,8 @@ class Executor:
                 ) from None
         if status.state is TaskState.FAILED:
             self.recorder.dropped(target.name, key)
+            if paid_now:
+                self._paid -= target.n  # a failed task is refunded
             code = f" ({status.error_code})" if status.error_code else ""
             raise GenerationFailedError(f"task {status.task_id} failed{code}: {status.error_message or 'no message'}")
         if len(status.urls) != target.n:

@@ -87,6 +87,8 @@ def summary_lines(r: BuildResult) -> list[str]:
         if r.pruned.pruned:
             lines.append(f"pixmake: dropped {_count(len(r.pruned.pruned), 'orphan')} from pixmake.lock")
     parts = [f"{len(r.generated)} generated ({_count(r.images_generated, 'image')} paid)"]
+    if r.images_paid > r.images_generated:  # paid at submit, but the target did not finish (see its failure)
+        parts.append(f"{_count(r.images_paid - r.images_generated, 'image')} paid for targets not finished")
     if r.resumed:
         parts.append(f"{len(r.resumed)} resumed (already paid)")
     parts += [f"{len(r.restored)} restored from cache", f"{len(r.unchanged)} unchanged"]
