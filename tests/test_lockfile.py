@@ -18,8 +18,10 @@ from pixmake.lockfile import (
     LockEntry,
     entry_to_json,
     lock_pieces,
+    merged_pieces,
     parse_lock,
     render_lock,
+    split_pieces,
 )
 
 _sha = st.binary(min_size=32, max_size=32).map(bytes.hex)
@@ -63,14 +65,30 @@ def test_render_is_deterministic_and_ignores_insertion_order(lock: Lock) -> None
     assert render_lock(reordered) == render_lock(lock)
 
 
-@given(locks, locks)
-def test_a_render_memo_never_changes_the_bytes(first: Lock, second: Lock) -> None:
-    """A build renders the lock again and again with one memo; entries come, change and go between renders."""
-    memo: dict[str, tuple[LockEntry, bytes]] = {}
+@given(locks, locks, st.integers(min_value=1, max_value=64))
+def test_a_fold_merged_into_the_written_lock_is_the_lock_rendered_whole(first: Lock, second: Lock, chunk: int) -> None:
+    """A build merges each fold's entries into the lock it wrote, read back in chunks of any size."""
+    written = b"".join(lock_pieces(first))
+    chunks = [written[i : i + chunk] for i in range(0, len(written), chunk)]
+    assert list(split_pieces(chunks)) == lock_pieces(first)
     merged = Lock(MappingProxyType({**first.entries, **second.entries}))
-    for lock in (first, merged, second, first):
-        assert b"".join(lock_pieces(lock, memo)).decode() == render_lock(lock)
-        assert parse_lock(render_lock(lock)) == lock
+    assert b"".join(merged_pieces(split_pieces(chunks), second.entries)) == render_lock(merged).encode()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"generator": "pixmake", "version": 1}\n',  # another header
+        '{"generator": "pixmake", "version": 2}',  # no final newline
+        '{"generator": "pixmake", "version": 2}\n\n{\n  "target": "b",\n  "key": "x"\n}'
+        '\n\n{\n  "target": "a",\n  "key": "x"\n}\n',  # out of order
+        '{"generator": "pixmake", "version": 2}\n\n{"targets": {}}\n',  # not a block
+    ],
+    ids=["version-1", "no-final-newline", "out-of-order", "not-a-block"],
+)
+def test_a_merge_refuses_a_lock_it_did_not_write(text: str) -> None:
+    with pytest.raises(ValueError):
+        list(merged_pieces(split_pieces([text.encode()]), {}))
 
 
 def _block_lines(lock: Lock, name: str) -> list[str]:

@@ -45,7 +45,7 @@ from pixmake.errors import (
 from pixmake.fingerprint import lock_entry
 from pixmake.journal import Journal, PendingSubmit
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
-from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces
+from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, merged_pieces, split_pieces
 from pixmake.manifest import Target, is_url, output_paths
 from pixmake.plan import Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
@@ -263,21 +263,25 @@ class _Recorder:
     """The one writer of the journal and the lock; called on the event loop's thread only.
 
     Each step is appended to the journal at once (a submit is made durable before it is sent: see
-    :meth:`Executor._journal_submit`). ``pixmake.lock`` is rewritten from the entries only when the
-    entries recorded since the last fold reach a quarter of the lock (or 64), so the total cost of
-    folding stays linear in the number of targets, and at the end. A fold renders a snapshot in a
-    worker thread while appends go on, then rewrites the journal down to the submits still pending
-    and the entries recorded after the snapshot.
+    :meth:`Executor._journal_submit`). ``pixmake.lock`` is rewritten only when the entries recorded
+    since the last fold reach a quarter of the lock (or 64), so the total cost of folding stays linear
+    in the number of targets, and at the end. A fold writes in a worker thread while appends go on,
+    then rewrites the journal down to the submits still pending and the entries recorded meanwhile.
+
+    The first fold writes the lock the build started from (which may be in the old format, or come
+    partly from the journal) with the new entries. Later ones merge the entries recorded since the
+    previous fold into the lock it wrote, read back block by block (:func:`merged_pieces`): a finished
+    target's entry is not kept in memory after its fold, so memory does not grow with the lock.
     """
 
     def __init__(self, lock_path: Path, lock: Lock, journal: Journal, pending: dict[str, PendingSubmit]) -> None:
         self.lock_path = lock_path
         self.journal = journal
         self.pending = pending
-        self._entries = dict(lock.entries)
-        self._since_snapshot: dict[str, LockEntry] = {}  # recorded after the last fold's snapshot
+        self._base: Lock | None = lock  # until the first fold has written it
+        self._size = len(lock.entries)  # entries in the lock, at most (for the fold threshold)
+        self._since_snapshot: dict[str, LockEntry] = {}  # recorded since the last fold began
         self._folding = False
-        self._blocks: dict[str, tuple[LockEntry, bytes]] = {}  # each target's rendered lock block, between folds
 
     def submitting(self, target: str, key: str, client_business_id: str) -> None:
         """A submit with this id is about to be sent (once the journal is durable)."""
@@ -298,13 +302,27 @@ class _Recorder:
     def record(self, name: str, entry: LockEntry) -> bool:
         """A target finished: journal its lock entry; True when enough accumulated for a fold."""
         self.journal.finished(name, entry)
-        self._entries[name] = entry
         self._since_snapshot[name] = entry
+        self._size += 1
         self.pending.pop(name, None)
-        return not self._folding and len(self._since_snapshot) >= max(64, len(self._entries) // 4)
+        return not self._folding and len(self._since_snapshot) >= max(64, self._size // 4)
 
-    def _write_lock(self, lock: Lock) -> None:
-        atomic_write(self.lock_path, lock_pieces(lock, self._blocks))
+    def _write_lock(self, changed: Mapping[str, LockEntry]) -> None:
+        """Worker thread: the lock with ``changed`` folded in, written atomically."""
+        if self._base is not None:
+            atomic_write(self.lock_path, lock_pieces(Lock(MappingProxyType({**self._base.entries, **changed}))))
+            self._base = None
+            return
+        with open(self.lock_path, "rb") as written:
+            chunks = iter(functools.partial(written.read, 1 << 16), b"")
+            try:
+                atomic_write(self.lock_path, merged_pieces(split_pieces(chunks), changed))
+            except ValueError as error:  # not the lock the last fold wrote: every entry is still in the journal
+                raise StorageError(
+                    f"{self.lock_path.name} was changed by something else during the build ({error}); "
+                    "finished targets stay in the journal and the next run writes them",
+                    build_wide=True,
+                ) from error
 
     async def fold(self) -> None:
         """Write ``pixmake.lock`` and shrink the journal; call it shielded. A fold already running is enough."""
@@ -312,9 +330,12 @@ class _Recorder:
             return
         self._folding = True
         try:
-            snapshot = Lock(MappingProxyType(dict(self._entries)))
-            self._since_snapshot = {}
-            await anyio.to_thread.run_sync(self._write_lock, snapshot)
+            changed, self._since_snapshot = self._since_snapshot, {}
+            try:
+                await anyio.to_thread.run_sync(self._write_lock, changed)
+            except BaseException:
+                self._since_snapshot = {**changed, **self._since_snapshot}  # the next fold writes them
+                raise
             self.journal.rewrite(self.pending, self._since_snapshot)
         finally:
             self._folding = False
@@ -453,6 +474,8 @@ class Executor:
             with anyio.CancelScope(shield=True):
                 try:
                     await self.recorder.fold()
+                except StorageError as error:
+                    fatal = fatal or error
                 except OSError as error:  # every finished target is still in the journal
                     fatal = fatal or StorageError(
                         f"cannot write the lockfile ({describe_os_error(error, self.root)}); "

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
@@ -40,8 +40,10 @@ __all__ = [
     "entry_from_json",
     "entry_to_json",
     "lock_pieces",
+    "merged_pieces",
     "parse_lock",
     "render_lock",
+    "split_pieces",
 ]
 
 LOCK_VERSION: Final = 2
@@ -165,26 +167,95 @@ def _block(name: str, entry: LockEntry) -> str:
     return '{\n  "target": ' + json.dumps(name, ensure_ascii=False) + ",\n" + body[2:]
 
 
-def lock_pieces(lock: Lock, memo: dict[str, tuple[LockEntry, bytes]] | None = None) -> list[bytes]:
-    """The lock's UTF-8 text in pieces, one per target block: their concatenation is :func:`render_lock`.
+_SEPARATOR: Final = b"\n\n"  # between blocks; never inside one (JSON escapes a newline in a string)
+_BLOCK_START: Final = b'\n\n{\n  "target": '
 
-    A build writes the pieces as they are (:func:`pixmake.store.atomic_write` takes a list), so
-    rewriting a 10,000-target lock never holds its whole text twice. ``memo`` keeps each target's
-    piece from one render to the next (a build writes the lock several times as it goes); a piece is
-    rendered again only when its entry is a different object.
+
+def _header() -> bytes:
+    return json.dumps({"generator": "pixmake", "version": LOCK_VERSION}, sort_keys=True).encode()
+
+
+def _piece(name: str, entry: LockEntry) -> bytes:
+    return (_SEPARATOR.decode() + _block(name, entry)).encode()
+
+
+def lock_pieces(lock: Lock) -> list[bytes]:
+    """The lock's UTF-8 text in pieces: the header, one per target block, and the final newline.
+
+    Their concatenation is :func:`render_lock`. :func:`pixmake.store.atomic_write` writes pieces as
+    they are, so a large lock is never joined in memory first.
     """
-    header = json.dumps({"generator": "pixmake", "version": LOCK_VERSION}, sort_keys=True).encode()
-    pieces = [header]
-    for name in sorted(lock.entries):
-        entry = lock.entries[name]
-        known = memo.get(name) if memo is not None else None
-        if known is None or known[0] is not entry:
-            known = (entry, ("\n\n" + _block(name, entry)).encode())
-            if memo is not None:
-                memo[name] = known
-        pieces.append(known[1])
+    pieces = [_header()]
+    pieces.extend(_piece(name, lock.entries[name]) for name in sorted(lock.entries))
     pieces.append(b"\n")
     return pieces
+
+
+def split_pieces(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The pieces of a version-2 lock (as :func:`lock_pieces` made them) from its bytes in any chunks.
+
+    Streams: holds one block and one chunk at a time. Raises ValueError on text this module did not render.
+    """
+    buffer = b""
+    first = True
+    for chunk in chunks:
+        buffer += chunk
+        *whole, buffer = buffer.split(_SEPARATOR)
+        for part in whole:
+            yield part if first else _SEPARATOR + part
+            first = False
+    if not buffer.endswith(b"\n"):
+        raise ValueError("a lock ends with a newline")
+    if not first:
+        yield _SEPARATOR + buffer[:-1]
+    else:
+        yield buffer[:-1]
+    yield b"\n"
+
+
+def _piece_name(piece: bytes) -> str:
+    if not piece.startswith(_BLOCK_START):
+        raise ValueError("not a target block")
+    end = piece.index(b",\n", len(_BLOCK_START))  # a JSON string holds no raw newline
+    name = json.loads(piece[len(_BLOCK_START) : end])
+    if not isinstance(name, str):
+        raise ValueError("a target name is a string")
+    return name
+
+
+def merged_pieces(old: Iterable[bytes], changed: Mapping[str, LockEntry]) -> Iterator[bytes]:
+    """The pieces of the lock ``old`` (pieces of a version-2 lock) with the ``changed`` entries added or replaced.
+
+    Equal to ``lock_pieces`` of the merged lock, rendering only the changed blocks: a build folds its
+    results into the lock written by its previous fold without keeping every block in memory. Raises
+    ValueError when ``old`` is not a lock this module rendered (out of order, or another header).
+    """
+    pending = sorted(changed)
+    at = 0
+    pieces = iter(old)
+    if next(pieces, None) != _header():
+        raise ValueError("not a version-2 lock")
+    yield _header()
+    previous: str | None = None
+    for piece in pieces:
+        if piece == b"\n":
+            break
+        name = _piece_name(piece)
+        if previous is not None and name <= previous:
+            raise ValueError("blocks out of order")
+        previous = name
+        while at < len(pending) and pending[at] < name:
+            yield _piece(pending[at], changed[pending[at]])
+            at += 1
+        if at < len(pending) and pending[at] == name:
+            yield _piece(name, changed[name])
+            at += 1
+        else:
+            yield piece
+    else:
+        raise ValueError("a lock ends with a newline")
+    yield from (_piece(name, changed[name]) for name in pending[at:])
+    yield b"\n"
 
 
 def render_lock(lock: Lock) -> str:

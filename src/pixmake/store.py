@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -89,10 +90,10 @@ def _temp_beside(directory: str, name: str) -> tuple[int, str]:
             continue  # a name already taken: draw another
 
 
-def _write_all(fd: int, pieces: Sequence[bytes]) -> None:
+def _write_all(fd: int, pieces: Iterable[bytes]) -> None:
     """Write every piece, in order, with raw writes (a buffered file would add seek, tty and stat calls)."""
-    for start in range(0, len(pieces), _IOV_MAX):
-        group = pieces[start : start + _IOV_MAX]
+    remaining = iter(pieces)
+    while group := list(itertools.islice(remaining, _IOV_MAX)):
         written = os.writev(fd, group) if len(group) > 1 and _HAS_WRITEV else 0  # one call for many pieces
         for piece in group:
             if written >= len(piece):
@@ -104,11 +105,11 @@ def _write_all(fd: int, pieces: Sequence[bytes]) -> None:
                 view = view[os.write(fd, view) :]
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | Sequence[bytes], *, durable: bool = True) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes | Iterable[bytes], *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically and (unless ``durable=False``) durably, creating parent directories.
 
-    ``data`` may come in pieces (a list of bytes, written one after another), so a large file is never
-    joined in memory first.
+    ``data`` may come in pieces (bytes written one after another, from a list or as they are made), so a
+    large file is never joined in memory first.
 
     Atomic either way: a killed process leaves the old bytes or the new ones, since the page cache
     outlives it. ``durable=False`` skips the fsyncs that only a power cut needs, so the file may come
