@@ -185,6 +185,29 @@ def test_an_unusable_object_cache_stops_paying_in_one_line_and_the_next_build_co
     assert_paid_once_and_complete(root, fast_env, 20)
 
 
+def test_a_lock_rewritten_by_something_else_during_the_build_loses_no_entry(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A git checkout of pixmake.lock mid-build: the next fold writes every entry again, none is dropped."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    root = make_manifest(tmp_path / "p", 200, concurrency=8, every_ref=0)
+    lock_path = root / "pixmake.lock"
+    lock_path.write_text('{"generator": "pixmake", "version": 2}\n')  # as committed: empty
+
+    class Checkout(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetFinished) and event.target == "t0150":  # folds ran before it
+                lock_path.write_text('{"generator": "pixmake", "version": 2}\n')
+
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, emulator), reporter=Checkout())
+    assert result.ok and len(result.generated) == 200
+    assert len(parse_lock(lock_path.read_text()).entries) == 200
+    assert not (root / ".pixmake" / "pixmake.lock.build").exists()  # the build's own copy is gone
+    assert_paid_once_and_complete(root, emulator, 200)
+
+
 # --- uploads once --------------------------------------------------------------------------------------------
 
 

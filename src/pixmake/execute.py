@@ -279,6 +279,7 @@ class _Recorder:
         self.journal = journal
         self.pending = pending
         self._base: Lock | None = lock  # until the first fold has written it
+        self._copy = journal.path.with_name("pixmake.lock.build")  # what each fold merges into (see _write_lock)
         self._size = len(lock.entries)  # entries in the lock, at most (for the fold threshold)
         self._since_snapshot: dict[str, LockEntry] = {}  # recorded since the last fold began
         self._folding = False
@@ -308,21 +309,31 @@ class _Recorder:
         return not self._folding and len(self._since_snapshot) >= max(64, self._size // 4)
 
     def _write_lock(self, changed: Mapping[str, LockEntry]) -> None:
-        """Worker thread: the lock with ``changed`` folded in, written atomically."""
+        """Worker thread: fold ``changed`` into the build's own copy of the lock, then publish that as the lock.
+
+        The next fold merges into the copy in ``.pixmake/``, not into ``pixmake.lock``: something that
+        rewrites ``pixmake.lock`` during the build (a git checkout) cannot make a fold drop entries, and
+        the next fold writes the lock again. The copy needs no fsync: only this build reads it.
+        """
         if self._base is not None:
-            atomic_write(self.lock_path, lock_pieces(Lock(MappingProxyType({**self._base.entries, **changed}))))
+            entries = MappingProxyType({**self._base.entries, **changed})
+            atomic_write(self._copy, lock_pieces(Lock(entries)), durable=False)
             self._base = None
-            return
-        with open(self.lock_path, "rb") as written:
-            chunks = iter(functools.partial(written.read, 1 << 16), b"")
+        else:
             try:
-                atomic_write(self.lock_path, merged_pieces(split_pieces(chunks), changed))
-            except ValueError as error:  # not the lock the last fold wrote: every entry is still in the journal
+                atomic_write(self._copy, merged_pieces(split_pieces(_chunks(self._copy)), changed), durable=False)
+            except ValueError as error:  # damaged: every entry since the last fold is still in the journal
                 raise StorageError(
-                    f"{self.lock_path.name} was changed by something else during the build ({error}); "
+                    f"the build's copy of the lock ({self._copy}) is damaged ({error}); "
                     "finished targets stay in the journal and the next run writes them",
                     build_wide=True,
                 ) from error
+        atomic_write(self.lock_path, _chunks(self._copy))
+
+    def discard_copy(self) -> None:
+        """Remove the build's own copy of the lock (once the last fold has published it)."""
+        with contextlib.suppress(OSError):
+            os.unlink(self._copy)
 
     async def fold(self) -> None:
         """Write ``pixmake.lock`` and shrink the journal; call it shielded. A fold already running is enough."""
@@ -342,6 +353,12 @@ class _Recorder:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    """A file's bytes in 64 KB chunks; it is closed once read, so it may then be replaced (as Windows needs)."""
+    with open(path, "rb") as file:
+        yield from iter(functools.partial(file.read, 1 << 16), b"")
 
 
 def _client_business_id(key: str) -> str:
@@ -474,6 +491,7 @@ class Executor:
             with anyio.CancelScope(shield=True):
                 try:
                     await self.recorder.fold()
+                    self.recorder.discard_copy()
                 except StorageError as error:
                     fatal = fatal or error
                 except OSError as error:  # every finished target is still in the journal
