@@ -22,7 +22,7 @@ import os
 import random as _random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -308,42 +308,48 @@ class _Recorder:
         self.pending.pop(name, None)
         return not self._folding and len(self._since_snapshot) >= max(64, self._size // 4)
 
-    def _write_lock(self, changed: Mapping[str, LockEntry]) -> None:
-        """Worker thread: fold ``changed`` into the build's own copy of the lock, then publish that as the lock.
+    def _write_lock(self, changed: Mapping[str, LockEntry], *, final: bool) -> None:
+        """Worker thread: fold ``changed`` into the lock; before the ``final`` fold, into the build's own copy too.
 
-        The next fold merges into the copy in ``.pixmake/``, not into ``pixmake.lock``: something that
+        Later folds merge into the copy in ``.pixmake/``, not into ``pixmake.lock``: something that
         rewrites ``pixmake.lock`` during the build (a git checkout) cannot make a fold drop entries, and
         the next fold writes the lock again. The copy needs no fsync: only this build reads it.
         """
-        if self._base is not None:
-            entries = MappingProxyType({**self._base.entries, **changed})
-            atomic_write(self._copy, lock_pieces(Lock(entries)), durable=False)
-            self._base = None
-        else:
-            try:
-                atomic_write(self._copy, merged_pieces(split_pieces(_chunks(self._copy)), changed), durable=False)
-            except ValueError as error:  # damaged: every entry since the last fold is still in the journal
-                raise StorageError(
-                    f"the build's copy of the lock ({self._copy}) is damaged ({error}); "
-                    "finished targets stay in the journal and the next run writes them",
-                    build_wide=True,
-                ) from error
-        atomic_write(self.lock_path, _chunks(self._copy))
+        try:
+            if self._base is not None:
+                pieces: Iterable[bytes] = lock_pieces(Lock(MappingProxyType({**self._base.entries, **changed})))
+            else:
+                pieces = merged_pieces(split_pieces(_chunks(self._copy)), changed)
+            if final:
+                atomic_write(self.lock_path, pieces)
+            else:
+                atomic_write(self._copy, pieces, durable=False)
+                atomic_write(self.lock_path, _chunks(self._copy))
+        except ValueError as error:  # a damaged copy: every entry since the last fold is still in the journal
+            raise StorageError(
+                f"the build's copy of the lock ({self._copy}) is damaged ({error}); "
+                "finished targets stay in the journal and the next run writes them",
+                build_wide=True,
+            ) from error
+        self._base = None
 
     def discard_copy(self) -> None:
         """Remove the build's own copy of the lock (once the last fold has published it)."""
         with contextlib.suppress(OSError):
             os.unlink(self._copy)
 
-    async def fold(self) -> None:
-        """Write ``pixmake.lock`` and shrink the journal; call it shielded. A fold already running is enough."""
+    async def fold(self, *, final: bool = False) -> None:
+        """Write ``pixmake.lock`` and shrink the journal; call it shielded. A fold already running is enough.
+
+        The ``final`` fold (the build's last) writes the lock only, not the build's copy of it.
+        """
         if self._folding:
             return
         self._folding = True
         try:
             changed, self._since_snapshot = self._since_snapshot, {}
             try:
-                await anyio.to_thread.run_sync(self._write_lock, changed)
+                await anyio.to_thread.run_sync(functools.partial(self._write_lock, changed, final=final))
             except BaseException:
                 self._since_snapshot = {**changed, **self._since_snapshot}  # the next fold writes them
                 raise
@@ -490,7 +496,7 @@ class Executor:
         finally:
             with anyio.CancelScope(shield=True):
                 try:
-                    await self.recorder.fold()
+                    await self.recorder.fold(final=True)
                     self.recorder.discard_copy()
                 except StorageError as error:
                     fatal = fatal or error
