@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     url = server.stdout.readline().strip()
     httpx.get(f"{url}/_emulator/config").raise_for_status()
     print(f"emulator {url}: latency {args.latency} s; client: concurrency {args.concurrency}, rate {args.rate:g}/s")
-    print(f"projects in {args.dir or tempfile.gettempdir()}: {_file_system(args.dir or Path(tempfile.gettempdir()))}")
+    projects = args.dir or Path(tempfile.gettempdir())
+    print(f"projects in {projects}: {_file_system(projects)}")
     header = (
         f"{'N':>6} {'wall s':>8} {'bound s':>8} {'ratio':>6} {'cpu ms/t':>9} {'(user':>6} {'sys)':>5} "
         f"{'pillow':>7} {'beyond':>7} "

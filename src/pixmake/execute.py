@@ -270,8 +270,8 @@ class _Recorder:
 
     The first fold writes the lock the build started from (which may be in the old format, or come
     partly from the journal) with the new entries. Later ones merge the entries recorded since the
-    previous fold into the lock it wrote, read back block by block (:func:`merged_pieces`): a finished
-    target's entry is not kept in memory after its fold, so memory does not grow with the lock.
+    previous fold into the build's own copy of the lock, read back block by block (:func:`merged_pieces`,
+    see :meth:`_write_lock`): a finished target's entry is not kept in memory after its fold.
     """
 
     def __init__(self, lock_path: Path, lock: Lock, journal: Journal, pending: dict[str, PendingSubmit]) -> None:
