@@ -369,7 +369,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
     try:
         return getattr(ctypes.CDLL(None), "malloc_trim", None)
-    except OSError:  # no C library to load (Windows)
+    except (OSError, TypeError):  # no C library to load by that name (Windows takes no None)
         return None
 
 
