@@ -171,8 +171,7 @@ _SEPARATOR: Final = b"\n\n"  # between blocks; never inside one (JSON escapes a 
 _BLOCK_START: Final = b'\n\n{\n  "target": '
 
 
-def _header() -> bytes:
-    return json.dumps({"generator": "pixmake", "version": LOCK_VERSION}, sort_keys=True).encode()
+_HEADER: Final = json.dumps({"generator": "pixmake", "version": LOCK_VERSION}, sort_keys=True).encode()
 
 
 def _piece(name: str, entry: LockEntry) -> bytes:
@@ -185,7 +184,7 @@ def lock_pieces(lock: Lock) -> list[bytes]:
     Their concatenation is :func:`render_lock`. :func:`pixmake.store.atomic_write` writes pieces as
     they are, so a large lock is never joined in memory first.
     """
-    pieces = [_header()]
+    pieces = [_HEADER]
     pieces.extend(_piece(name, lock.entries[name]) for name in sorted(lock.entries))
     pieces.append(b"\n")
     return pieces
@@ -233,9 +232,9 @@ def merged_pieces(old: Iterable[bytes], changed: Mapping[str, LockEntry]) -> Ite
     pending = sorted(changed)
     at = 0
     pieces = iter(old)
-    if next(pieces, None) != _header():
+    if next(pieces, None) != _HEADER:
         raise ValueError("not a version-2 lock")
-    yield _header()
+    yield _HEADER
     previous: str | None = None
     for piece in pieces:
         if piece == b"\n":
