@@ -235,6 +235,39 @@ def test_a_matrix_too_large_is_refused_before_expanding() -> None:
         parse_manifest(_matrix_manifest(axes), file="m.yaml")
 
 
+def test_each_field_of_a_target_is_located_where_the_source_put_it() -> None:
+    """What the disk checks and the plan point at after the parse: the target's key and its path fields."""
+    text = (
+        "version: 1\n"
+        "targets:\n"
+        "  'hero shot':\n"
+        "    prompt: a mug\n"
+        "    references:\n"
+        "      - refs/a.png\n"
+        "      -   refs/b.png\n"
+        "    mask: masks/m.png\n"
+        "    out:    out/hero.png\n"
+    )
+    (target,) = parse_manifest(text, file="m.yaml").targets
+    assert target.where("name") == ("targets.hero shot", 3, 3)
+    assert target.where("references[0]") == ("targets.hero shot.references[0]", 6, 9)
+    assert target.where("references[1]") == ("targets.hero shot.references[1]", 7, 11)
+    assert target.where("mask") == ("targets.hero shot.mask", 8, 11)
+    assert target.where("out") == ("targets.hero shot.out", 9, 13)
+    assert target.where("prompt") == ("targets.hero shot.prompt", 3, 1)  # not kept: the target's line
+
+
+def test_problems_in_every_entry_are_located_though_each_entry_is_dropped_once_read() -> None:
+    prompts = ["a mug in ${colour}" if i % 3 == 1 else "a mug" for i in range(30)]
+    text = "version: 1\ntargets:\n" + "".join(
+        f"  t{i}:\n    out: o{i}.png\n    prompt: {prompt}\n" for i, prompt in enumerate(prompts)
+    )
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml")
+    found = [(d.line, d.column, d.field) for d in caught.value.diagnostics]
+    assert found == [(5 + 3 * i, 13, f"targets.t{i}.prompt") for i in range(1, 30, 3)]  # each at its own prompt
+
+
 # --- robustness -------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,8 @@ PURE. Every stage after the schema check of :func:`pixmake.manifest.parse_manife
 target fields, model rules, unique names and outputs) reports here instead of raising, so that all
 problems are shown at once. A problem repeated across the expansions of one entry (the same message
 at the same field for 300 catalog rows) becomes one diagnostic naming the first origin and how many
-more; each is located in the document only at the end, from the marks of :mod:`pixmake.yamlmarks`.
+more. Each is located in the document when first reported, from the marks of :mod:`pixmake.yamlmarks`,
+so a caller may drop the parts of the document it is done with.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class Collector:
         self.doc = doc
         self.file = file
         self.plain: list[Diagnostic] = []
-        self.grouped: dict[tuple[FieldPath, bool, str, str, str], list[str]] = {}
+        self.grouped: dict[tuple[FieldPath, bool, str, str, str], tuple[tuple[int, int], list[str]]] = {}
 
     def add(
         self,
@@ -37,7 +38,11 @@ class Collector:
         severity: str = "error",
     ) -> None:
         """Record a problem at ``path`` (its key when ``key``), made by the expansion ``origin``."""
-        self.grouped.setdefault((path, key, message, kind, severity), []).append(origin)
+        group = (path, key, message, kind, severity)
+        found = self.grouped.get(group)
+        if found is None:
+            found = self.grouped[group] = (locate(self.doc, path, key=key), [])
+        found[1].append(origin)
 
     def diagnostic(self, diagnostic: Diagnostic) -> None:
         """Record a diagnostic that is already located (a catalog's, the schema's, a duplicate's)."""
@@ -46,8 +51,7 @@ class Collector:
     def result(self) -> tuple[list[Diagnostic], list[Diagnostic]]:
         """(errors, warnings)."""
         out = list(self.plain)
-        for (path, key, message, kind, severity), origins in self.grouped.items():
-            line, column = locate(self.doc, path, key=key)
+        for (path, _, message, kind, severity), ((line, column), origins) in self.grouped.items():
             named = [o for o in origins if o]
             if named:
                 more = f" and {len(named) - 1} more" if len(named) > 1 else ""

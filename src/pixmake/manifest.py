@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -59,6 +58,7 @@ DEFAULT_BASE_URL: Final = "https://toapis.com"
 MAX_MANIFEST_BYTES: Final = 32 * 1024 * 1024
 _TARGET_NAME: Final = re.compile(r"[A-Za-z0-9_.-][A-Za-z0-9_. -]{0,199}")
 _TAG: Final = re.compile(r"[A-Za-z0-9_.-]+")
+_NO_PARAMS: Final[Mapping[str, Any]] = MappingProxyType({})  # one for every target without params
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,22 +91,25 @@ class Target:
     references: tuple[str, ...] = ()
     mask: str | None = None
     tags: tuple[str, ...] = ()
-    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    params: Mapping[str, Any] = field(default_factory=lambda: _NO_PARAMS)
     line: int = 0
     origin: str = field(default="", compare=False)
-    # Flat, as it is kept for every target (a dict of tuples cost 0.8 KB a target): the target's field
-    # path and key column, then (short name, line, column) for each of "references[i]", "mask", "out".
-    fields: tuple[str | int, ...] = field(default=(), compare=False, repr=False)
+    # One string, as it is kept for every target (a tuple of paths and numbers cost 300 B a target): the
+    # target's key column, then "short-name line column" for each of "references[i]", "mask", "out", all
+    # separated by spaces; then "|" and the target's field path (which may hold anything, so it comes last).
+    fields: str = field(default="", compare=False, repr=False)
 
     def where(self, name: str) -> tuple[str, int, int]:
         """(field path, line, column) of one of this target's fields (``"out"``, ``"references[0]"``), or of the
         target itself (``"name"``)."""
-        f = self.fields
-        if f and name == "name":
-            return str(f[0]), self.line, int(f[1])
-        for i in range(2, len(f), 3):
-            if f[i] == name:
-                return f"{f[0]}.{name}", int(f[i + 1]), int(f[i + 2])
+        numbers, _, path = self.fields.partition("|")
+        if path:
+            words = numbers.split(" ")
+            if name == "name":
+                return path, self.line, int(words[0])
+            for i in range(1, len(words), 3):
+                if words[i] == name:
+                    return f"{path}.{name}", int(words[i + 1]), int(words[i + 2])
         fallback = f"targets.{self.name}" + (f".{name}" if name != "name" else "")
         return fallback, self.line, 1
 
@@ -201,7 +204,8 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
     if isinstance(n, float):
         add(n_path, f"expected an integer, found {json_type(n)} {n!r} (write n: {int(n)})")
         n = int(n)
-    params = {**defaults.get("params", {}), **body.get("params", {})}
+    merged = {**defaults.get("params", {}), **body.get("params", {})}
+    params = MappingProxyType(merged) if merged else _NO_PARAMS
     tags: list[str] = []
     for i, tag in enumerate([*defaults.get("tags", []), *body.get("tags", [])]):
         value = text(tag, (*where, "tags", i)) if "${" in tag else tag
@@ -209,7 +213,7 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
             add((*where, "tags"), f"tag {value!r} (after ${{…}}) may use only letters, digits and _ . -")
         tags.append(value)
     key_line, key_column = locate(ctx.doc, where, key=True)
-    fields: list[str | int] = [field_path(where), key_column]  # see Target.fields
+    fields = [str(key_column)]  # see Target.fields
 
     def path_field(
         value: str, path: FieldPath, short: str, container: Any, index: str | int, *, urls: bool = False
@@ -217,7 +221,7 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         value = text(value, path)
         found = mark_at(container, index)
         line, column = found[2:4] if found is not None else locate(ctx.doc, path)
-        fields.extend((sys.intern(short), line, column))  # one "references[0]" for all targets
+        fields.append(f"{short} {line} {column}")
         if urls and is_url(value):
             if not value.startswith("https://"):
                 add(path, f"expected an https:// URL or a project path, found {value!r}")
@@ -252,10 +256,10 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         references=references,
         mask=mask,
         tags=tuple(dict.fromkeys(tags)),
-        params=MappingProxyType(params),
+        params=params,
         line=key_line,
         origin=origin,
-        fields=tuple(fields),
+        fields=" ".join(fields) + "|" + field_path(where),
     ), not failed
 
 
@@ -410,7 +414,8 @@ def parse_manifest(
     catalogs: dict[str, list[Row] | None] = {}
     targets: list[Target] = []
     checked: list[Target] = []  # every target made, with problems or not: the disk checks look at them all
-    for raw_name, entry in doc["targets"].items():
+    entries = doc["targets"]
+    for raw_name, entry in entries.items():
         fields = rejected.get(raw_name, frozenset())
         if fields is None:
             continue
@@ -420,6 +425,9 @@ def parse_manifest(
             checked.append(target)
             if ok:
                 targets.append(target)
+        # Done with: its problems are located already. Freed now, its memory holds the next targets
+        # (for 10,000 targets the whole parsed document next to them cost 15 MB of peak RSS).
+        entries[raw_name] = body = entry = None
     _check_unique(targets, c)
     _check_overwrites(targets, catalogs, c, manifest=manifest_name, lockfile=lockfile_name, state_dir=state_dir)
     errors, warnings = c.result()
