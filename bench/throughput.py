@@ -5,7 +5,10 @@ For N targets (default 1,000 and 10,000) at emulator latency L and concurrency C
 * wall time beside the bound ``max(N·L/C, N/rate)`` (bar: wall ≤ 1.1 × bound);
 * client CPU per target (and its user/system split) beside the CPU Pillow alone spends decoding the same
   images (bar: the difference ≤ 2 ms, and the same at 10,000 as at 1,000: no quadratic step);
-* status polls per task; uploads per distinct local file (bar: 1); peak RSS of the client (bar: flat in N).
+* status polls per task; uploads per distinct local file (bar: 1); peak RSS of the client (bar: flat in N),
+  and its peak once the manifest is loaded. With two or more N, the RSS each extra target costs is
+  printed beside what ninja (when on PATH) costs per extra edge for the same target names, inputs and
+  prompts in a dry run (``ninja -n``): a build tool that holds its graph grows with it.
 
 Layout: the emulator runs in its own process (rate limits off, latency L, no jitter), so its CPU (serving,
 rendering 1024² PNGs) is not counted as the client's; each N is built by a fresh client process, so its
@@ -33,6 +36,7 @@ import dataclasses
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,6 +99,20 @@ def _pillow_seconds(paths: list[Path]) -> float:
     return seconds
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS since it started its program (Linux: VmHWM).
+
+    Not ``ru_maxrss``: that also counts the parent's memory, which a child holds between fork and exec,
+    so a child never reads below the bench's own RSS (about 40 MB).
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    (line,) = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024
+
+
 def _client(url: str, root: Path, count: int, latency: float) -> dict[str, Any]:
     """Child process: build the ``count`` targets of the project at ``root`` against ``url``; return the figures."""
     from pixmake import api
@@ -105,13 +123,14 @@ def _client(url: str, root: Path, count: int, latency: float) -> dict[str, Any]:
     environ = {"PIXMAKE_BASE_URL": url, "TOAPIS_API_KEY": "sk-bench", "PIXMAKE_POLL_INTERVAL": f"{latency * 1.01}"}
     cpu, wall, usage = time.process_time(), time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     manifest = api.load_manifest(project)  # as `pixmake build` does: validated once, through the manifest cache
+    load_rss_mb = _peak_rss_mb()
     settings = dataclasses.replace(resolve(manifest.provider, environ), query_rate=100_000.0)
     result = api.build(project, settings, manifest=manifest)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     after = resource.getrusage(resource.RUSAGE_SELF)
     user, system = after.ru_utime - usage.ru_utime, after.ru_stime - usage.ru_stime
     assert result.ok and len(result.generated) == count, result.failed[:3]
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before measuring Pillow alone
+    rss_mb = _peak_rss_mb()  # before measuring Pillow alone
     pillow = _pillow_seconds(sorted((root / "out").glob("*.png")))
     stats = result.statistics
     return {
@@ -126,7 +145,29 @@ def _client(url: str, root: Path, count: int, latency: float) -> dict[str, Any]:
         "distinct_uploads": stats.distinct_uploads,
         "retries": stats.retries,
         "rss_mb": rss_mb,
+        "load_rss_mb": load_rss_mb,
     }
+
+
+def _ninja_rss_mb(root: Path, count: int) -> float | None:
+    """Peak RSS of ``ninja -n`` over ``count`` edges shaped like the bench's targets; None without ninja.
+
+    Run under GNU ``time``: a child of this process would count this process's RSS too (see :func:`_peak_rss_mb`).
+    """
+    ninja, gnu_time = shutil.which("ninja"), shutil.which("time")
+    if ninja is None or gnu_time is None:
+        return None
+    lines = ["rule gen\n  command = generate $prompt $url > $out\n"]
+    lines += [
+        f"build out/t{i:05d}.png: gen refs/brand.png\n"
+        f"  prompt = catalogue shot {i} of a blue mug\n  url = https://assets.example.com/unique/{i}.png\n"
+        for i in range(count)
+    ]
+    (root / "build.ninja").write_text("".join(lines))
+    command = [gnu_time, "-f", "%M", ninja, "-n", "-C", str(root)]
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = done.stderr.strip().splitlines()[-1:] if done.returncode == 0 else []
+    return int(last[0]) / 1024 if last and last[0].isdigit() else None
 
 
 def _file_system(directory: Path) -> str:
@@ -155,10 +196,11 @@ def _measure(me: list[str], env: dict[str, str], url: str, count: int, args: arg
         os.sync()  # the last run's files and this setup's reach the disk now, not during the measured run
         command = [*me, "--client", url, "--root", directory, "--n", str(count)]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        print(done.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(done.returncode)
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(done.returncode)
+        figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        figures["ninja_rss_mb"] = _ninja_rss_mb(Path(directory), count)
     return figures
 
 
@@ -170,7 +212,8 @@ def _line(count: int, f: dict[str, Any], args: argparse.Namespace, label: str = 
         f"{count:>6} {f['wall']:>8.1f} {bound:>8.1f} {f['wall'] / bound:>6.2f} {per:>9.2f} "
         f"{1000.0 * f['user'] / count:>6.2f} {1000.0 * f['sys'] / count:>5.2f} {pillow:>7.2f} "
         f"{per - pillow:>7.2f} {f['polls_per_task']:>8.2f} "
-        f"{f['uploads'] / max(1, f['distinct_uploads']):>8.1f} {f['retries']:>8} {f['rss_mb']:>7.0f} {label}"
+        f"{f['uploads'] / max(1, f['distinct_uploads']):>8.1f} {f['retries']:>8} {f['rss_mb']:>7.0f} "
+        f"{f['load_rss_mb']:>7.0f} {label}"
     ).rstrip()
 
 
@@ -185,10 +228,21 @@ def _marginal(typical: dict[int, dict[str, Any]]) -> str:
     per = 1000.0 * (b["cpu"] - a["cpu"]) / (large - small)
     pillow = 1000.0 * (b["pillow"] - a["pillow"]) / (large - small)
     fixed = a["cpu"] - per / 1000.0 * small
+    rss = 1024.0 * (b["rss_mb"] - a["rss_mb"]) / (large - small)
+    load = 1024.0 * (b["load_rss_mb"] - a["load_rss_mb"]) / (large - small)
+    ninja = ""
+    if a["ninja_rss_mb"] is not None and b["ninja_rss_mb"] is not None:
+        ninja = f"; ninja -n {1024.0 * (b['ninja_rss_mb'] - a['ninja_rss_mb']) / (large - small):.2f} KB per extra edge"
     return (
         f"from N={small} to N={large}: {per:.2f} ms CPU per extra target "
-        f"(Pillow {pillow:.2f}, beyond {per - pillow:.2f}); fixed cost {fixed:.2f} s"
+        f"(Pillow {pillow:.2f}, beyond {per - pillow:.2f}); fixed cost {fixed:.2f} s\n"
+        f"from N={small} to N={large}: {rss:.2f} KB peak RSS per extra target (at load {load:.2f}){ninja}"
     )
+
+
+def _median(values: list[Any]) -> Any:
+    """The median of figures that may be missing (None: no ninja), None when one is."""
+    return None if None in values else statistics.median(values)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         f"{'N':>6} {'wall s':>8} {'bound s':>8} {'ratio':>6} {'cpu ms/t':>9} {'(user':>6} {'sys)':>5} "
         f"{'pillow':>7} {'beyond':>7} "
-        f"{'polls/t':>8} {'up/file':>8} {'retries':>8} {'RSS MB':>7}"
+        f"{'polls/t':>8} {'up/file':>8} {'retries':>8} {'RSS MB':>7} {'(load)':>7}"
     )
     print(header)
     typical: dict[int, dict[str, Any]] = {}
@@ -237,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
             runs = [_measure(me, env, url, count, args) for _ in range(args.repeat)]
             for figures in runs:
                 print(_line(count, figures, args))
-            typical[count] = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "n"}
+            typical[count] = {k: _median([r[k] for r in runs]) for k in runs[0] if k != "n"}
             if args.repeat > 1:  # this VM's CPU figures move by ±0.5 ms/target from run to run
                 print(_line(count, typical[count], args, label="median"))
         if len(typical) > 1:
