@@ -11,6 +11,7 @@ Every YAML problem becomes a :class:`~pixmake.errors.ManifestError` with a line 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -45,38 +46,36 @@ def _unpack(packed: int) -> Mark:
     return packed >> 3 * _BITS, packed >> 2 * _BITS & mask, packed >> _BITS & mask, packed & mask
 
 
-class _Marked:
-    """What both containers share: ``marks`` (packed, per key or index) and :meth:`mark` to read one."""
-
-    __slots__ = ()
-    marks: dict[Any, int]
-
-    def mark(self, key: Any) -> Mark | None:
-        """Where ``key`` (a list's index) and its value stood, or None for one the source did not have."""
-        packed = self.marks.get(key)
-        return None if packed is None else _unpack(packed)
-
-
-class MarkedDict(_Marked, dict[Any, Any]):
+class MarkedDict(dict[Any, Any]):
     """A mapping that remembers where each key and value stood in the source: :meth:`mark`."""
 
     __slots__ = ("column", "line", "marks")
 
     def __init__(self) -> None:
         super().__init__()
-        self.marks = {}
+        self.marks: dict[Any, int] = {}  # packed, per key
         self.line = 1
         self.column = 1
 
+    def mark(self, key: Any) -> Mark | None:
+        """Where ``key`` and its value stood, or None for a key the source did not have."""
+        packed = self.marks.get(key)
+        return None if packed is None else _unpack(packed)
 
-class MarkedList(_Marked, list[Any]):
+
+class MarkedList(list[Any]):
     """A list that remembers where each item stood in the source (an item's "key" position is its own)."""
 
     __slots__ = ("marks",)
 
-    def __init__(self, items: Iterable[Any], marks: dict[int, int]) -> None:
+    def __init__(self, items: Iterable[Any], marks: list[int]) -> None:
         super().__init__(items)
-        self.marks = marks
+        self.marks = marks  # packed, per index: a list, as a dict per list cost 160 B more
+
+    def mark(self, index: Any) -> Mark | None:
+        """Where item ``index`` stood, or None for an index the source did not have."""
+        inside = isinstance(index, int) and 0 <= index < len(self.marks)
+        return _unpack(self.marks[index]) if inside else None
 
 
 class _YamlProblem(Exception):
@@ -227,12 +226,11 @@ class _Builder:
         if self._tag(event, yaml.SequenceNode) != "tag:yaml.org,2002:seq":
             raise _refused_tag(self._tag(event, yaml.SequenceNode), event.start_mark, path)
         items: list[Any] = []
-        marks: dict[int, int] = {}
+        marks: list[int] = []
         while self._more(yaml.SequenceEndEvent, path):
-            index = len(items)
-            value, mark, _ = self.node((*path, index))
+            value, mark, _ = self.node((*path, len(items)))
             items.append(value)
-            marks[index] = _pack(mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 1)
+            marks.append(_pack(mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 1))
         self.events.get()
         return MarkedList(items, marks)
 
@@ -261,6 +259,7 @@ class _Builder:
                 self.node((*path, key))  # the value: built (for its anchors), not kept
                 continue
             seen[key] = key_mark
+            key = sys.intern(key)  # one "prompt" for every target, not one each
             data[key], value_mark, _ = self.node((*path, key))
             marks[key] = _pack(key_mark.line + 1, key_mark.column + 1, value_mark.line + 1, value_mark.column + 1)
         self.events.get()
