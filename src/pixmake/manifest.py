@@ -425,8 +425,8 @@ def parse_manifest(
             checked.append(target)
             if ok:
                 targets.append(target)
-        # Done with: its problems are located already. Freed now, its memory holds the next targets
-        # (for 10,000 targets the whole parsed document next to them cost 15 MB of peak RSS).
+        # Done with: its problems are located already. Freed now, its memory holds the next targets;
+        # kept, the whole parsed document (12 MB for 10,000 targets) would sit beside all of them.
         entries[raw_name] = body = entry = None
     _check_unique(targets, c)
     _check_overwrites(targets, catalogs, c, manifest=manifest_name, lockfile=lockfile_name, state_dir=state_dir)
