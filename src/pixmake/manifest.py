@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -200,6 +201,7 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
 
     model, model_path = inherited("model", "gpt-4o-image")
     size, size_path = inherited("size", "1:1")
+    model, size = _shared(model), _shared(size)
     n, n_path = inherited("n", 1)
     if isinstance(n, float):
         add(n_path, f"expected an integer, found {json_type(n)} {n!r} (write n: {int(n)})")
@@ -211,7 +213,7 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         value = text(tag, (*where, "tags", i)) if "${" in tag else tag
         if not _TAG.fullmatch(value):
             add((*where, "tags"), f"tag {value!r} (after ${{…}}) may use only letters, digits and _ . -")
-        tags.append(value)
+        tags.append(_shared(value))
     key_line, key_column = locate(ctx.doc, where, key=True)
     fields = [str(key_column)]  # see Target.fields
 
@@ -261,6 +263,11 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         origin=origin,
         fields=" ".join(fields) + "|" + field_path(where),
     ), not failed
+
+
+def _shared(value: Any) -> Any:
+    """One string object for a value many targets repeat (a model, a size, a tag), not one per target."""
+    return sys.intern(value) if type(value) is str else value
 
 
 def _describe(target: Target) -> str:
