@@ -380,6 +380,55 @@ def test_fuzz_parse_raises_nothing_but_manifest_error(text: str) -> None:
             assert output_paths(target)
 
 
+def _outcome(text: str, read_file: Callable[[str], bytes], *, stream: bool) -> object:
+    """What parse_manifest makes of ``text``: the manifest with every target's field marks, or the diagnostics."""
+    try:
+        manifest = parse_manifest(text, file="m.yaml", read_file=read_file, stream=stream)
+    except ManifestError as error:
+        return type(error), error.diagnostics
+    fields = ("name", "references[0]", "references[1]", "mask", "out")
+    return manifest, [[t.where(f) for f in fields] for t in manifest.targets]
+
+
+def _corpus_reader(directory: Path) -> Callable[[str], bytes]:
+    return lambda rel: (directory / rel).read_bytes()
+
+
+@pytest.mark.parametrize("case", _cases("valid") + _cases("invalid"), ids=_case_id)
+def test_entries_made_as_they_are_read_give_what_the_whole_document_gives(case: tuple[Path, str]) -> None:
+    directory, name = case
+    text = (directory / name).read_bytes().decode("utf-8", errors="replace")  # as text, the case not_utf8 too
+    read = _corpus_reader(directory)
+    assert _outcome(text, read, stream=True) == _outcome(text, read, stream=False)
+
+
+@given(_YAMLISH)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_fuzz_entries_made_as_they_are_read_give_what_the_whole_document_gives(text: str) -> None:
+    read = lambda rel: b"sku\na\n"  # noqa: E731
+    assert _outcome(text, read, stream=True) == _outcome(text, read, stream=False)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "version: 1\ntargets:\n{entries}defaults:\n  size: '3:2'\nvars:\n  c: red\n",  # read after targets
+        "targets:\n{entries}version: 1\n",  # a required field after targets
+        "version: 1\ndefaults: {{size: 7}}\nvars:\n  c: red\ntargets:\n{entries}",  # a problem before targets
+        "version: 1\nvars:\n  c: red\ntargets:\n{entries}x-late: 1\n",
+        "version: 1\nvars:\n  c: red\ntargets:\n{entries}surprise: 1\n",  # an unknown field after targets
+    ],
+)
+def test_what_follows_the_targets_counts_as_if_read_first(layout: str) -> None:
+    entries = "".join(f"  t{i}:\n    prompt: a ${{c}} mug\n    out: o{i}.png\n" for i in range(3))
+    text = layout.format(entries=entries)
+    read = _corpus_reader(Path("."))
+    streamed = _outcome(text, read, stream=True)
+    assert streamed == _outcome(text, read, stream=False)
+    if isinstance(streamed, tuple) and isinstance(streamed[0], Manifest):
+        assert {t.prompt for t in streamed[0].targets} == {"a red mug"}
+
+
 @given(_YAMLISH)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_fuzz_validate_from_disk_raises_only_user_errors(tmp_path: Path, text: str) -> None:

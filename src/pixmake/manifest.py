@@ -12,6 +12,10 @@ through the ``read_file`` callable the shell injects). :func:`parse_manifest` ru
       → unique names and output paths across every expansion; no output overwrites an input
       → the shell's disk checks (``check_targets``: input files), over every target made
 
+The entries of ``targets:`` go through these stages one at a time, as the loader reads each (then it
+is dropped), when nothing before ``targets:`` blocks them and ``defaults:``/``vars:`` do not come
+after it: a large manifest is never in memory whole, parsed and expanded at once.
+
 Every problem found is reported, sorted by line (diagnostics.Collector gathers them): a field the
 schema rejected is left out of the later stages, the target's other fields are still checked (a
 target whose prompt, out, model, matrix or rows is rejected is skipped as a whole). Path escapes are
@@ -36,7 +40,7 @@ from pixmake.errors import Diagnostic, ManifestError
 from pixmake.expand import MAX_TARGETS, Expansion, ReadFile, expansions
 from pixmake.modelcheck import ModelRequest, RequestPaths, check_model
 from pixmake.relpaths import leaves_root_message, normal_path
-from pixmake.schema import FieldPath, field_path, json_type, locate, mark_at, validate_paths
+from pixmake.schema import FieldPath, field_path, json_type, locate, mark_at, validate_entry, validate_paths
 from pixmake.variables import interpolate, text_value
 from pixmake.yamlmarks import load_yaml
 
@@ -373,6 +377,73 @@ def _without(body: Any, fields: frozenset[str]) -> Any:
     return {k: v for k, v in body.items() if k not in fields} if fields else body
 
 
+class _Made:
+    """The targets made so far, and what making them needs; entries come one at a time.
+
+    While the loader reads ``targets:`` (see :func:`~pixmake.yamlmarks.load_yaml`), :meth:`entry` checks
+    each entry against the schema and makes its targets, once what comes before ``targets:`` is known to
+    be valid; otherwise the entries are kept and made after the whole document is checked.
+    """
+
+    def __init__(self, file: str, read_file: ReadFile | None) -> None:
+        self.file = file
+        self.read_file = read_file
+        self.ctx: _Context | None = None  # set once entries are made as they are read
+        self.declined = False  # what comes before targets: has problems, so entries wait for the whole document
+        self.schema_problems: list[tuple[FieldPath, Diagnostic]] = []  # of the entries made as they were read
+        self.catalogs: dict[str, list[Row] | None] = {}
+        self.targets: list[Target] = []
+        self.checked: list[Target] = []  # every target made, with problems or not: the disk checks look at them all
+
+    def start(self, doc: Mapping[str, Any]) -> _Context:
+        """Read ``vars:`` and ``defaults:`` of a document whose schema problems block none of its targets."""
+        c = Collector(doc, self.file)
+        variables: dict[str, str] = {}
+        for name, value in (doc.get("vars") or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                c.add(("vars", name), f"expected a finite number, found {value}")
+            variables[name] = text_value(value)
+        self.ctx = _Context(doc, doc.get("defaults") or {}, variables, c)
+        return self.ctx
+
+    def entry(self, doc: Any, name: str) -> bool:
+        """The loader read entry ``name``: make its targets now, unless what came before it has problems."""
+        if self.declined:
+            return False
+        if self.ctx is None:
+            before = validate_paths(doc, file=self.file, entries_checked=True)
+            if any(_blocks_everything(path) for path, _ in before):
+                self.declined = True
+                return False
+            self.start(doc)
+        problems = validate_entry(doc, name, file=self.file)
+        self.schema_problems += problems  # reported with the document's own, once it is read
+        self.targets_of(name, doc["targets"][name], _rejected(problems).get(name, frozenset()))
+        return True
+
+    def targets_of(self, raw_name: str, entry: Any, fields: frozenset[str] | None) -> None:
+        """Make the targets of one entry, without the ``fields`` the schema rejected (None: the whole entry).
+
+        Its problems are located as they are reported, so the caller may drop the entry afterwards; its
+        memory then holds the next targets, instead of the whole parsed document sitting beside them.
+        """
+        if fields is None:
+            return
+        assert self.ctx is not None
+        body = _without(entry, fields)
+        for expansion in expansions(("targets", raw_name), body, self.ctx.c, self.read_file, self.catalogs):
+            target, ok = _target(raw_name, body, expansion, self.ctx)
+            self.checked.append(target)
+            if ok:
+                self.targets.append(target)
+
+
+def _set_after_targets(doc: Mapping[str, Any]) -> bool:
+    """Whether ``defaults:`` or ``vars:`` comes after ``targets:`` (so targets made as they were read lack it)."""
+    keys = list(doc)
+    return any(key in {"defaults", "vars"} for key in keys[keys.index("targets") + 1 :]) if "targets" in keys else False
+
+
 CheckTargets = Callable[[tuple[Target, ...]], Sequence[Diagnostic]]
 """The shell's checks of targets against the disk (input files); returns the problems found."""
 
@@ -386,6 +457,7 @@ def parse_manifest(
     manifest_name: str = "pixmake.yaml",
     lockfile_name: str = "pixmake.lock",
     state_dir: str = ".pixmake",
+    stream: bool = True,
 ) -> Manifest:
     """Parse, validate and expand a manifest; raises ManifestError (UnsafePathError) listing every problem.
 
@@ -393,54 +465,47 @@ def parse_manifest(
     lexically); without it a manifest that uses ``rows:`` is an error. ``check_targets`` runs the
     checks that need the disk over every target that could be built, even when others have problems,
     so one run reports everything. ``manifest_name``, ``lockfile_name`` and ``state_dir`` are the
-    project-relative paths no output may overwrite.
+    project-relative paths no output may overwrite. With ``stream`` (the default), each entry of
+    ``targets`` is made into targets as the loader reads it, and dropped: the whole parsed document is
+    never in memory (the result is the same as without).
     """
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError.at(file, 1, 1, "", f"manifest is larger than {MAX_MANIFEST_BYTES >> 20} MB")
-    doc = load_yaml(text, file=file) if text.strip() else None
+    made = _Made(file, read_file)
+    doc = load_yaml(text, file=file, on_entry=made.entry if stream else None) if text.strip() else None
     if doc is None:
         raise ManifestError.at(file, 1, 1, "", "manifest is empty; it needs at least 'version: 1' and 'targets:'")
     if not isinstance(doc, dict):
         raise ManifestError.at(
             file, 1, 1, "", f"expected a mapping with 'version' and 'targets', found {json_type(doc)}"
         )
-    schema_problems = validate_paths(doc, file=file)
-    c = Collector(doc, file)
-    for _, diagnostic in schema_problems:
-        c.diagnostic(diagnostic)
+    streamed = made.ctx is not None  # every entry was made as it was read, and is None in doc
+    if streamed and _set_after_targets(doc):  # those targets were made without them: read the whole document
+        options = {"manifest_name": manifest_name, "lockfile_name": lockfile_name, "state_dir": state_dir}
+        return parse_manifest(
+            text, file=file, read_file=read_file, check_targets=check_targets, stream=False, **options
+        )
+    schema_problems = validate_paths(doc, file=file, entries_checked=streamed) + made.schema_problems
     if any(_blocks_everything(path) for path, _ in schema_problems):
         raise ManifestError.of([d for _, d in schema_problems])
-    # A schema error in one field leaves the target's other fields to the later stages: all problems at once.
-    rejected = _rejected(schema_problems)
-    variables: dict[str, str] = {}
-    for name, value in (doc.get("vars") or {}).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            c.add(("vars", name), f"expected a finite number, found {value}")
-        variables[name] = text_value(value)
-    ctx = _Context(doc, doc.get("defaults") or {}, variables, c)
-    catalogs: dict[str, list[Row] | None] = {}
-    targets: list[Target] = []
-    checked: list[Target] = []  # every target made, with problems or not: the disk checks look at them all
-    entries = doc["targets"]
-    for raw_name, entry in entries.items():
-        fields = rejected.get(raw_name, frozenset())
-        if fields is None:
-            continue
-        body = _without(entry, fields)
-        for expansion in expansions(("targets", raw_name), body, c, read_file, catalogs):
-            target, ok = _target(raw_name, body, expansion, ctx)
-            checked.append(target)
-            if ok:
-                targets.append(target)
-        # Done with: its problems are located already. Freed now, its memory holds the next targets;
-        # kept, the whole parsed document (12 MB for 10,000 targets) would sit beside all of them.
-        entries[raw_name] = body = entry = None
+    c = (made.ctx or made.start(doc)).c
+    for _, diagnostic in schema_problems:
+        c.diagnostic(diagnostic)
+    if not streamed:
+        # A schema error in one field leaves the target's other fields to the later stages: all problems at once.
+        rejected = _rejected(schema_problems)
+        entries = doc["targets"]
+        for raw_name, entry in entries.items():
+            made.targets_of(raw_name, entry, rejected.get(raw_name, frozenset()))
+            entries[raw_name] = entry = None  # see _Made.targets_of
+    targets = made.targets
+    catalogs = made.catalogs
     _check_unique(targets, c)
     _check_overwrites(targets, catalogs, c, manifest=manifest_name, lockfile=lockfile_name, state_dir=state_dir)
     errors, warnings = c.result()
     if check_targets is not None:
         reported = {d.field for d in errors}  # a field already reported is not reported again from the disk
-        errors += [d for d in check_targets(tuple(checked)) if d.field not in reported]
+        errors += [d for d in check_targets(tuple(made.checked)) if d.field not in reported]
     if errors:
         raise ManifestError.of(errors)
     return Manifest(

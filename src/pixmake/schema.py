@@ -35,6 +35,7 @@ __all__ = [
     "schema_text",
     "suggest",
     "validate_document",
+    "validate_entry",
     "validate_paths",
 ]
 
@@ -77,6 +78,31 @@ def _validator() -> Any:
 
     Draft202012Validator.check_schema(schema())
     return Draft202012Validator(schema())
+
+
+# The keywords of the ``targets`` mapping that check each entry (its name, its value) on its own.
+_PER_ENTRY: Final = frozenset({"propertyNames", "properties", "patternProperties", "additionalProperties"})
+
+
+@cache
+def _entries() -> Mapping[str, Any]:
+    """What the schema asks of each entry of ``targets``, as a schema for a mapping of one entry."""
+    targets: Mapping[str, Any] = schema()["properties"]["targets"]
+    return {key: value for key, value in targets.items() if key in _PER_ENTRY or key == "type"}
+
+
+@cache
+def _without_entries() -> Mapping[str, Any]:
+    """The schema without what it asks of each entry of ``targets`` (checked on its own: validate_entry)."""
+    targets = {key: value for key, value in schema()["properties"]["targets"].items() if key not in _PER_ENTRY}
+    return {**schema(), "properties": {**schema()["properties"], "targets": targets}}
+
+
+@cache
+def _validator_without_entries() -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(_without_entries())
 
 
 # --- the fast checker --------------------------------------------------------------------------------
@@ -238,9 +264,11 @@ def _ref(ref: str, root: Mapping[str, Any], refs: dict[str, _Check]) -> _Check:
 
 
 @cache
-def _fast() -> _Check | None:
+def _fast(node: str = "document") -> _Check | None:
+    """The fast checker of the whole ``document``, the document ``without entries``, or one ``entry``."""
+    whole = {"document": schema(), "without entries": _without_entries(), "entry": _entries()}[node]
     try:
-        return _compile(schema(), schema(), {})
+        return _compile(whole, schema(), {})
     except _Unsupported:
         return None
 
@@ -424,13 +452,32 @@ def _numeric(text: str) -> bool:
     return True
 
 
-def validate_paths(doc: Any, *, file: str) -> list[tuple[FieldPath, Diagnostic]]:
-    """Every schema violation as (raw path, diagnostic); empty when valid. Fast path first."""
-    fast = _fast()
+def validate_paths(doc: Any, *, file: str, entries_checked: bool = False) -> list[tuple[FieldPath, Diagnostic]]:
+    """Every schema violation as (raw path, diagnostic); empty when valid. Fast path first.
+
+    With ``entries_checked``, the entries of ``targets`` are not checked (each was, with :func:`validate_entry`,
+    as the loader read it): together they check exactly what the whole schema checks.
+    """
+    fast = _fast("without entries" if entries_checked else "document")
     if fast is not None and fast(doc):
         return []
+    validator = _validator_without_entries() if entries_checked else _validator()
+    return _explained(doc, validator.iter_errors(doc), file)
+
+
+def validate_entry(doc: Any, name: str, *, file: str) -> list[tuple[FieldPath, Diagnostic]]:
+    """Every schema violation in the entry ``name`` of ``doc["targets"]`` (its name and its value), as
+    :func:`validate_paths` reports them."""
+    one = {name: doc["targets"][name]}
+    fast = _fast("entry")
+    if fast is not None and fast(one):
+        return []
+    return _explained(doc, _validator().descend(one, _entries(), path="targets"), file)
+
+
+def _explained(doc: Any, errors: Iterable[Any], file: str) -> list[tuple[FieldPath, Diagnostic]]:
     found: list[tuple[FieldPath, Diagnostic]] = []
-    for error in _validator().iter_errors(doc):
+    for error in errors:
         found.extend(_explain(doc, error, file))
     unique: dict[tuple[int, int, str, str], tuple[FieldPath, Diagnostic]] = {}
     for path, diagnostic in found:

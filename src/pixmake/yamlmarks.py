@@ -12,7 +12,7 @@ Every YAML problem becomes a :class:`~pixmake.errors.ManifestError` with a line 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import yaml
@@ -20,7 +20,7 @@ import yaml
 from pixmake.errors import Diagnostic, ManifestError
 from pixmake.schema import field_path
 
-__all__ = ["MAX_EXPANDED_NODES", "Mark", "MarkedDict", "MarkedList", "load_yaml"]
+__all__ = ["MAX_EXPANDED_NODES", "Mark", "MarkedDict", "MarkedList", "OnEntry", "load_yaml"]
 
 MAX_EXPANDED_NODES: Final = 2_000_000
 _TAG_PREFIX: Final = "tag:yaml.org,2002:"
@@ -29,6 +29,10 @@ _SCALARS: Final = yaml.constructor.SafeConstructor()  # only its pure per-scalar
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+
+OnEntry = Callable[[Any, str], bool]
+"""Called with the document (as read so far) and the name of each entry of ``targets`` once it is read;
+True when it is done with the entry, which the document then holds as None (see :func:`load_yaml`)."""
 
 Mark = tuple[int, int, int, int]
 """1-based (key line, key column, value line, value column); a list item's key position is its own."""
@@ -148,8 +152,11 @@ class _Builder:
     duplicate is reported. Aliases share the anchored value, as PyYAML does, and point at its node.
     """
 
-    def __init__(self, loader: yaml.SafeLoader) -> None:
+    def __init__(self, loader: yaml.SafeLoader, on_entry: OnEntry | None = None) -> None:
         self.events = _Events(loader)
+        self.on_entry = on_entry
+        self.top: MarkedDict | None = None  # the document's mapping, while it is built
+        self.targets_mark = 0  # packed mark of the document's first "targets:" key, when it is being built
         self.anchors: dict[str, _Anchored] = {}
         self.open: dict[str, Any] = {}  # marks  # anchors whose node is being built
         self.problems: list[_YamlProblem] = []
@@ -241,6 +248,13 @@ class _Builder:
         mark = event.start_mark
         data.line, data.column = mark.line + 1, mark.column + 1
         marks = data.marks
+        streaming = False
+        if not path:
+            self.top = data
+        elif self.targets_mark and path == ("targets",) and self.top is not None:
+            # The entries are handed to on_entry as they are read; the document names them already.
+            self.top["targets"], self.top.marks["targets"] = data, self.targets_mark
+            self.targets_mark, streaming = 0, True
         seen: dict[str, Any] = {}  # key → its mark
         while self._more(yaml.MappingEndEvent, path):
             key_event = self.events.peek()
@@ -260,8 +274,15 @@ class _Builder:
                 continue
             seen[key] = key_mark
             key = sys.intern(key)  # one "prompt" for every target, not one each
+            if not path and key == "targets" and self.on_entry is not None:
+                self.at = (key,)  # where a syntax error in what comes next is, as node() would say
+                start = self.events.peek().start_mark
+                self.targets_mark = _pack(key_mark.line + 1, key_mark.column + 1, start.line + 1, start.column + 1)
             data[key], value_mark, _ = self.node((*path, key))
+            self.targets_mark = 0  # read: a later "targets" (a duplicate) is not streamed
             marks[key] = _pack(key_mark.line + 1, key_mark.column + 1, value_mark.line + 1, value_mark.column + 1)
+            if streaming and self.on_entry is not None and self.on_entry(self.top, key):
+                data[key] = None  # done with: on_entry made its targets
         self.events.get()
         return data
 
@@ -319,17 +340,25 @@ def _syntax_message(text: str, line: int, column: int, what: str) -> str:
     return f"YAML syntax error: {what}"
 
 
-def load_yaml(text: str, *, file: str) -> Any:
+def load_yaml(text: str, *, file: str, on_entry: OnEntry | None = None) -> Any:
     """The single YAML document in ``text`` as marked values (None when it holds no node).
 
     Raises :class:`~pixmake.errors.ManifestError` (naming ``file``) for a syntax error, a refused tag,
     duplicate key or recursive alias, a control character, too deep a nesting, or an alias bomb.
+
+    ``on_entry`` sees each entry of the document's ``targets:`` mapping as soon as it is read, with
+    the document as read so far (its ``targets`` holds the entries read, and their marks); an entry
+    it is done with is not kept, so the whole document is never in memory at once. It is not called
+    for a text with both anchors and aliases: the alias-bomb check needs the whole document. Problems
+    found later in the text still raise here, so ``on_entry`` should only gather its own.
     """
+    if "&" in text and "*" in text:
+        on_entry = None
     builder: _Builder | None = None
     try:
         loader = _BaseLoader(text)
         try:
-            builder = _Builder(loader)
+            builder = _Builder(loader, on_entry)
             doc = builder.document()
         finally:
             loader.dispose()
