@@ -388,7 +388,7 @@ class _Made:
     def __init__(self, file: str, read_file: ReadFile | None) -> None:
         self.file = file
         self.read_file = read_file
-        self.ctx: _Context | None = None  # set once entries are made as they are read
+        self.ctx: _Context | None = None  # set by start(): at the first entry read, or once the whole document is
         self.declined = False  # what comes before targets: has problems, so entries wait for the whole document
         self.schema_problems: list[tuple[FieldPath, Diagnostic]] = []  # of the entries made as they were read
         self.catalogs: dict[str, list[Row] | None] = {}

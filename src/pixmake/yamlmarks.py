@@ -279,7 +279,8 @@ class _Builder:
                 start = self.events.peek().start_mark
                 self.targets_mark = _pack(key_mark.line + 1, key_mark.column + 1, start.line + 1, start.column + 1)
             data[key], value_mark, _ = self.node((*path, key))
-            self.targets_mark = 0  # read: a later "targets" (a duplicate) is not streamed
+            if not path:
+                self.targets_mark = 0  # read: a later "targets" (a duplicate) is not streamed
             marks[key] = _pack(key_mark.line + 1, key_mark.column + 1, value_mark.line + 1, value_mark.column + 1)
             if streaming and self.on_entry is not None and self.on_entry(self.top, key):
                 data[key] = None  # done with: on_entry made its targets
