@@ -211,3 +211,20 @@ def test_a_target_twice_is_refused() -> None:
     block = render_lock(Lock(MappingProxyType({"a": entry}))).split("\n\n", 1)[1]
     with pytest.raises(LockfileError, match="appears twice"):
         parse_lock('{"version": 2}\n\n' + block + "\n" + block)
+
+
+def test_entries_that_name_the_same_input_share_it_when_read() -> None:
+    """A brand image named by every target of a large lock is kept once in memory, not once per entry."""
+    brand = LockedInput("refs/brand.png", "b" * 64)
+    entries = {
+        f"t{i}": LockEntry(
+            "k" * 64, "gpt-4o-image", f"p{i}", "1:1", 1, (), references=(LockedInput(f"refs/{i}.png", "c" * 64), brand)
+        )
+        for i in range(3)
+    }
+    read = parse_lock(render_lock(Lock(MappingProxyType(entries))))
+    first, second, third = (read.entries[f"t{i}"] for i in range(3))
+    assert first == entries["t0"] and third == entries["t2"]
+    assert first.references[1] is second.references[1] is third.references[1]
+    assert first.references[0] is not second.references[0]  # different files stay different
+    assert first.model is third.model and first.params is third.params

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -48,6 +48,7 @@ __all__ = [
 
 LOCK_VERSION: Final = 2
 _SPACE: Final = re.compile(r"[ \t\r\n]*")
+_NO_PARAMS: Final[Mapping[str, Any]] = MappingProxyType({})  # one for every entry without params
 _RESTORE: Final = "restore it from git (git checkout -- pixmake.lock) or delete it to rebuild everything"
 
 
@@ -86,7 +87,7 @@ class LockEntry:
     outputs: tuple[LockedOutput, ...]
     references: tuple[LockedInput, ...] = ()
     mask: LockedInput | None = None
-    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    params: Mapping[str, Any] = field(default_factory=lambda: _NO_PARAMS)
     task_id: str | None = None
     stale: tuple[LockedOutput, ...] = ()
 
@@ -118,8 +119,9 @@ def _input_json(i: LockedInput) -> dict[str, Any]:
     return {"path": i.path, "sha256": i.sha256}
 
 
-def _input(i: Mapping[str, Any]) -> LockedInput:
-    return LockedInput(str(i["path"]), str(i["sha256"]))
+def _input(i: Mapping[str, Any], shared: dict[tuple[str, str], LockedInput] | None) -> LockedInput:
+    found = LockedInput(str(i["path"]), str(i["sha256"]))
+    return found if shared is None else shared.setdefault((found.path, found.sha256), found)
 
 
 def entry_to_json(entry: LockEntry) -> dict[str, Any]:
@@ -145,18 +147,23 @@ def entry_to_json(entry: LockEntry) -> dict[str, Any]:
     return block
 
 
-def entry_from_json(block: Mapping[str, Any]) -> LockEntry:
-    """The inverse of :func:`entry_to_json`; raises KeyError, TypeError or ValueError for a bad block."""
+def entry_from_json(block: Mapping[str, Any], shared: dict[tuple[str, str], LockedInput] | None = None) -> LockEntry:
+    """The inverse of :func:`entry_to_json`; raises KeyError, TypeError or ValueError for a bad block.
+
+    ``shared`` holds the inputs already read (by path and hash), so entries that name the same file
+    share one object: a brand image in 10,000 entries is kept once, not 10,000 times.
+    """
+    params = block.get("params", {})
     return LockEntry(
         key=str(block["key"]),
-        model=str(block["model"]),
+        model=sys.intern(str(block["model"])),
         prompt=str(block["prompt"]),
-        size=str(block["size"]),
+        size=sys.intern(str(block["size"])),
         n=int(block["n"]),
         outputs=tuple(_output(o) for o in block["outputs"]),
-        references=tuple(_input(r) for r in block.get("references", ())),
-        mask=_input(block["mask"]) if "mask" in block else None,
-        params=MappingProxyType(dict(block.get("params", {}))),
+        references=tuple(_input(r, shared) for r in block.get("references", ())),
+        mask=_input(block["mask"], shared) if "mask" in block else None,
+        params=MappingProxyType(dict(params)) if params else _NO_PARAMS,
         task_id=block.get("task_id"),
         stale=tuple(_output(o) for o in block.get("stale", ())),
     )
@@ -301,56 +308,74 @@ def _block_problem(block: object, error: Exception) -> str:
     return "a field has a value of the wrong type"
 
 
+def _entry(
+    block: Any, name: str, shared: dict[tuple[str, str], LockedInput], file: str, text: str, at: int
+) -> LockEntry:
+    """The entry of the block at offset ``at`` of ``text``, or the LockfileError that says what is wrong with it.
+
+    Its line is counted only for a bad block: counting the lines before every block would be quadratic.
+    """
+    try:
+        return entry_from_json(block, shared)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        problem = _block_problem(block, error)
+        raise LockfileError(
+            f"{file}:{_line(text, at)}: lockfile is corrupt (bad target block {json.dumps(name)}: {problem}); "
+            + _RESTORE
+        ) from None
+
+
 def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
     """Parse lockfile text (format 1 or 2); raises LockfileError when corrupt or newer than this pixmake.
 
     A corrupt lockfile's message names the line of the bad block and what is wrong with it, in words.
+    Each block becomes its entry as soon as it is read: the JSON of the whole lock is never held at once.
     """
     decoder = json.JSONDecoder()
-    documents: list[tuple[int, Any]] = []  # (offset, document); lines are counted only for a message
+    entries: dict[str, LockEntry] = {}
+    twice: set[str] = set()
+    shared: dict[tuple[str, str], LockedInput] = {}
+    header: Any = None
     position = _skip_space(text, 0)
     try:
         while position < len(text):
             start = position
             document, position = decoder.raw_decode(text, position)
-            documents.append((start, document))
             position = _skip_space(text, position)
+            if header is None:
+                header = document
+                _check_version(header, file)
+                continue
+            if header["version"] == 1:
+                line = _line(text, start)
+                raise LockfileError(
+                    f"{file}:{line}: lockfile is corrupt (text after the version 1 document); {_RESTORE}"
+                )
+            if not isinstance(document, dict) or "target" not in document:
+                problem = _block_problem(document, KeyError("target"))
+                raise LockfileError(
+                    f"{file}:{_line(text, start)}: lockfile is corrupt (bad target block: {problem}); {_RESTORE}"
+                )
+            name = str(document.pop("target"))
+            if name in entries:
+                twice.add(name)
+            entries[name] = _entry(document, name, shared, file, text, start)
     except json.JSONDecodeError as error:
-        what = "text that is not JSON where a target block should start" if documents and error.pos == start else ""
+        what = (
+            "text that is not JSON where a target block should start"
+            if header is not None and error.pos == start
+            else ""
+        )
         raise _corrupt(file, error, text, what=what) from None
-    if not documents:
+    if header is None:
         raise LockfileError(f"{file}: lockfile is empty; restore it from git or delete it to rebuild everything")
-    (_, header), blocks = documents[0], documents[1:]
-    _check_version(header, file)
     if header["version"] == 1:
-        if blocks:
-            line = _line(text, blocks[0][0])
-            raise LockfileError(f"{file}:{line}: lockfile is corrupt (text after the version 1 document); {_RESTORE}")
         targets = header.get("targets", {})
         if not isinstance(targets, dict):
             raise LockfileError(f"{file}:1: lockfile is corrupt ('targets' is not a JSON object); {_RESTORE}")
-        located = [(0, str(name), block) for name, block in targets.items()]
-    else:
-        located = []
-        for offset, block in blocks:
-            if not isinstance(block, dict) or "target" not in block:
-                problem = _block_problem(block, KeyError("target"))
-                raise LockfileError(
-                    f"{file}:{_line(text, offset)}: lockfile is corrupt (bad target block: {problem}); {_RESTORE}"
-                )
-            located.append((offset, str(block.pop("target")), block))
-    entries: dict[str, LockEntry] = {}
-    for offset, name, block in located:
-        try:
-            entries[name] = entry_from_json(block)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            problem = _block_problem(block, error)
-            where = f"{file}:{_line(text, offset)}"
-            raise LockfileError(
-                f"{where}: lockfile is corrupt (bad target block {json.dumps(name)}: {problem}); {_RESTORE}"
-            ) from None
-    if len(entries) != len(located):
-        counts = Counter(name for _, name, _ in located)
-        twice = ", ".join(sorted(name for name, count in counts.items() if count > 1))
-        raise LockfileError(f"{file}: lockfile is corrupt (target {twice} appears twice; a bad merge?)")
+        entries = {str(name): _entry(block, str(name), shared, file, text, 0) for name, block in targets.items()}
+    if twice:
+        raise LockfileError(
+            f"{file}: lockfile is corrupt (target {', '.join(sorted(twice))} appears twice; a bad merge?)"
+        )
     return Lock(MappingProxyType(entries))
