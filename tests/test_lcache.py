@@ -17,7 +17,7 @@ from pixmake import api, lcache
 from pixmake.errors import LockfileError
 from pixmake.journal import Journal
 from pixmake.lcache import load_lock_file
-from pixmake.lockfile import Lock, LockedOutput, LockEntry, entry_to_json, parse_lock, render_lock
+from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, entry_to_json, parse_lock, render_lock
 from test_lockfile import locks
 
 PAST = 1_600_000_000 * 10**9
@@ -174,3 +174,17 @@ def test_the_journal_is_folded_in_on_top_of_a_cached_lock(tmp_path: Path) -> Non
     assert api.load_lock(project)[0].entries["hero"].prompt == "A cup"
     project.journal.unlink()
     assert api.load_lock(project)[0].entries["hero"].prompt == "A mug"
+
+
+def test_a_hit_shares_an_input_many_entries_name_as_a_parse_does(tmp_path: Path) -> None:
+    brand = LockedInput("refs/brand.png", "c" * 64)
+    entry = dataclasses.replace(ENTRY, references=(brand,))
+    lock = Lock({"hero": entry, "side": dataclasses.replace(entry, prompt="A pot")})
+    path, cache = tmp_path / "pixmake.lock", tmp_path / ".pixmake" / "lock.cache"
+    write_lock(path, lock)
+    for _ in range(2):  # a miss (parsed), then a hit (decoded from the cache)
+        loaded = load_lock_file(path, cache)
+        assert loaded == lock
+        hero, side = loaded.entries["hero"], loaded.entries["side"]
+        assert hero.references[0] is side.references[0] and hero.params is side.params
+    assert cache.exists()

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from pixmake import __version__
-from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, parse_lock
+from pixmake.lockfile import NO_PARAMS, Lock, LockedInput, LockedOutput, LockEntry, parse_lock, shared_input
 from pixmake.memo import FileStat, code_identity
 from pixmake.recordfile import paused_gc, read_record, write_record
 
@@ -73,6 +73,7 @@ def _encode(lock: Lock) -> tuple[Any, ...]:
 def _decode(entries: Any) -> Lock:
     """The inverse of :func:`_encode`; raises TypeError or ValueError for anything else."""
     decoded: dict[str, LockEntry] = {}
+    shared: dict[tuple[str, str], LockedInput] = {}  # an input many entries name is kept once
     for name, key, model, prompt, size, n, outputs, references, mask, params, task_id, stale in entries:
         if type(name) is not str or type(params) is not dict:
             raise TypeError("not a lock cache entry")
@@ -83,9 +84,9 @@ def _decode(entries: Any) -> Lock:
             size,
             n,
             tuple(starmap(LockedOutput, outputs)),
-            tuple(starmap(LockedInput, references)),
-            None if mask is None else LockedInput(*mask),
-            MappingProxyType(params),
+            tuple(shared_input(path, sha256, shared) for path, sha256 in references),
+            None if mask is None else shared_input(mask[0], mask[1], shared),
+            MappingProxyType(params) if params else NO_PARAMS,
             task_id,
             tuple(starmap(LockedOutput, stale)),
         )

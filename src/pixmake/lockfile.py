@@ -33,6 +33,7 @@ from pixmake.errors import LockfileError
 
 __all__ = [
     "LOCK_VERSION",
+    "NO_PARAMS",
     "Lock",
     "LockEntry",
     "LockedInput",
@@ -43,12 +44,14 @@ __all__ = [
     "merged_pieces",
     "parse_lock",
     "render_lock",
+    "shared_input",
     "split_pieces",
 ]
 
 LOCK_VERSION: Final = 2
 _SPACE: Final = re.compile(r"[ \t\r\n]*")
-_NO_PARAMS: Final[Mapping[str, Any]] = MappingProxyType({})  # one for every entry without params
+NO_PARAMS: Final[Mapping[str, Any]] = MappingProxyType({})
+"""The params of every entry without any: one object, not one per entry."""
 _RESTORE: Final = "restore it from git (git checkout -- pixmake.lock) or delete it to rebuild everything"
 
 
@@ -87,7 +90,7 @@ class LockEntry:
     outputs: tuple[LockedOutput, ...]
     references: tuple[LockedInput, ...] = ()
     mask: LockedInput | None = None
-    params: Mapping[str, Any] = field(default_factory=lambda: _NO_PARAMS)
+    params: Mapping[str, Any] = field(default_factory=lambda: NO_PARAMS)
     task_id: str | None = None
     stale: tuple[LockedOutput, ...] = ()
 
@@ -119,9 +122,18 @@ def _input_json(i: LockedInput) -> dict[str, Any]:
     return {"path": i.path, "sha256": i.sha256}
 
 
+def shared_input(path: str, sha256: str, shared: dict[tuple[str, str], LockedInput] | None) -> LockedInput:
+    """The input ``path`` with content ``sha256``: the one in ``shared`` when an entry read before named it too."""
+    if shared is None:
+        return LockedInput(path, sha256)
+    found = shared.get((path, sha256))
+    if found is None:
+        found = shared[path, sha256] = LockedInput(path, sha256)
+    return found
+
+
 def _input(i: Mapping[str, Any], shared: dict[tuple[str, str], LockedInput] | None) -> LockedInput:
-    found = LockedInput(str(i["path"]), str(i["sha256"]))
-    return found if shared is None else shared.setdefault((found.path, found.sha256), found)
+    return shared_input(str(i["path"]), str(i["sha256"]), shared)
 
 
 def entry_to_json(entry: LockEntry) -> dict[str, Any]:
@@ -163,7 +175,7 @@ def entry_from_json(block: Mapping[str, Any], shared: dict[tuple[str, str], Lock
         outputs=tuple(_output(o) for o in block["outputs"]),
         references=tuple(_input(r, shared) for r in block.get("references", ())),
         mask=_input(block["mask"], shared) if "mask" in block else None,
-        params=MappingProxyType(dict(params)) if params else _NO_PARAMS,
+        params=MappingProxyType(dict(params)) if params else NO_PARAMS,
         task_id=block.get("task_id"),
         stale=tuple(_output(o) for o in block.get("stale", ())),
     )
