@@ -497,7 +497,7 @@ def parse_manifest(
         entries = doc["targets"]
         for raw_name, entry in entries.items():
             made.targets_of(raw_name, entry, rejected.get(raw_name, frozenset()))
-            entries[raw_name] = entry = None  # see _Made.targets_of
+            entries[raw_name] = None  # see _Made.targets_of
     targets = made.targets
     catalogs = made.catalogs
     _check_unique(targets, c)
