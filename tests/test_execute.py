@@ -7,6 +7,7 @@ completed with fewer images than ``n``; ``upload_ttl`` and unknown upload URLs: 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ from PIL import Image
 from conftest import run_cli, write_png
 from pixmake import api
 from pixmake.emulator import EmulatorConfig, EmulatorServer
+from pixmake.emulator.config import ExpiredResult
 from pixmake.execute import BuildStarted, ConcurrencyChanged, RetryScheduled, TargetFailed, TargetFinished
 from pixmake.lockfile import parse_lock
 from pixmake.report import RecordingReporter
@@ -158,6 +160,34 @@ def test_an_output_that_cannot_be_written_fails_its_target_and_the_next_build_co
     for target in targets.values():
         with Image.open(root / target["out"]) as image:
             image.verify()
+
+
+@pytest.mark.parametrize("expired_status", [410, 403])
+def test_a_result_that_expired_before_it_was_fetched_fails_only_its_target_and_is_submitted_again(
+    expired_status: ExpiredResult, fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Signed result links often answer 403 once expired: that is the link, not the API key."""
+    targets = {f"t{i}": {"prompt": f"mug {i}", "out": f"out/t{i}.png"} for i in range(3)}
+    targets["t1"]["out"] = "blocked/t1.png"
+    root = _manifest(tmp_path / "p", targets, concurrency=3)
+    (root / "blocked").write_text("a file where t1's directory goes")
+    assert run_cli("-C", str(root), "build").exit_code == 1  # t1 paid, its task journaled
+    (root / "blocked").unlink()
+    config = fast_env.emulator.config
+    fast_env.emulator.reconfigure(dataclasses.replace(config, result_ttl=0.0, expired_result_status=expired_status))
+    again = run_cli("-C", str(root), "build")
+    assert again.exit_code == 1, again.stderr
+    assert _error_lines(again.stderr) == [] and "Traceback" not in again.stderr
+    failed = [line for line in again.stderr.splitlines() if line.startswith("  failed: ")]
+    gone = f"HTTP {expired_status}: result no longer available; the next build submits the target again"
+    assert failed == [f"  failed: t1: {gone}"]
+    assert fast_env.emulator.ledger.charged_images == 3
+    fast_env.emulator.reconfigure(config)
+    third = run_cli("-C", str(root), "build")
+    assert third.exit_code == 0, third.stderr
+    assert fast_env.emulator.ledger.charged_images == 4  # t1 once more: its first result is gone for good
+    with Image.open(root / "blocked" / "t1.png") as image:
+        image.verify()
 
 
 def test_an_unusable_object_cache_stops_paying_in_one_line_and_the_next_build_collects_every_paid_task(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import io
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,9 +19,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from PIL import Image
 
 from conftest import TEST_KEY, png_bytes
 from pixmake.emulator import EmulatorConfig, EmulatorServer
+from pixmake.emulator.config import ExpiredResult
 from pixmake.errors import (
     AuthError,
     NetworkError,
@@ -73,6 +76,11 @@ def test_parse_task_keeps_the_servers_error() -> None:
     assert (task.error_code, task.error_message) == ("422", "content policy")
 
 
+def test_parse_task_reads_when_the_results_expire() -> None:
+    assert parse_task({"id": "t", "status": "completed", "url": "u", "expires_at": 1760086440}).expires_at == 1760086440
+    assert parse_task({"id": "t", "status": "completed", "url": "u", "expires_at": "soon"}).expires_at is None
+
+
 def test_parse_task_refuses_what_is_not_a_task() -> None:
     with pytest.raises(ServerError):
         parse_task({"status": "queued"})
@@ -104,6 +112,24 @@ def test_submit_poll_find_download_against_the_emulator(emulator: EmulatorServer
     assert image.startswith(b"\x89PNG")
     sent = emulator.emulator.submits()[0].json
     assert isinstance(sent, dict) and sent["client_business_id"] == "pixmake-k-1" and sent["n"] == 2
+
+
+@pytest.mark.parametrize("status", [403, 410])
+def test_an_expired_result_link_is_refused_for_the_link_never_for_the_key(
+    emulator: EmulatorServer, status: ExpiredResult
+) -> None:
+    emulator.emulator.reset(
+        EmulatorConfig(latency=0.0, submit_rps=None, query_rps=None, result_ttl=0.0, expired_result_status=status)
+    )
+
+    async def flow(p: ToapisProvider) -> bytes:
+        done = await p.poll((await p.submit(REQUEST)).task_id)
+        assert done.expires_at is not None and done.expires_at <= time.time()
+        return await p.download(done.urls[0])
+
+    with pytest.raises(RequestRejectedError) as caught:
+        _run(_settings(emulator.url), flow)
+    assert caught.value.status == status and not isinstance(caught.value, AuthError)
 
 
 @pytest.mark.parametrize(
@@ -158,18 +184,21 @@ def test_tls_failures_say_why_and_were_never_sent(emulator: EmulatorServer, tmp_
 
 
 @contextlib.asynccontextmanager
-async def _canned(answer: Callable[[str, str], bytes]) -> AsyncIterator[str]:
+async def _canned(answer: Callable[[str, str], bytes], seen: list[bytes] | None = None) -> AsyncIterator[str]:
     """A raw HTTP server on 127.0.0.1 that answers each request with ``answer(method, path)`` verbatim.
 
     For answers the emulator never gives: a body cut short of its Content-Length, a garbled gzip body,
-    an upload refused with a 200. Its URL is yielded; every answer closes the connection.
+    an upload refused with a 200. Its URL is yielded; every answer closes the connection. Each request's
+    bytes are appended to ``seen``.
     """
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         method, path = head.decode("latin-1").split(" ", 2)[:2]
         length = re.search(r"(?i)content-length: *(\d+)", head.decode("latin-1"))
-        await reader.readexactly(int(length.group(1)) if length else 0)
+        body = await reader.readexactly(int(length.group(1)) if length else 0)
+        if seen is not None:
+            seen.append(head + body)
         writer.write(answer(method, path))
         await writer.drain()
         writer.close()
@@ -191,6 +220,41 @@ def _against(answer: Callable[[str, str], bytes], call: Callable[[ToapisProvider
             return await _with(ToapisProvider(_settings(url)), lambda p: call(p, url))
 
     return anyio.run(flow)
+
+
+def _jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, "JPEG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "sent_name", "sent_type"),
+    [
+        ("logo.png", _jpeg(), "logo.jpg", "image/jpeg"),
+        ("brand", _PNG, "brand.png", "image/png"),
+        ("photo.jpeg", _jpeg(), "photo.jpeg", "image/jpeg"),
+        ("notes.txt", b"plain words", "notes.txt", "text/plain"),
+    ],
+    ids=["jpeg-named-png", "no-extension", "as-named", "not-an-image"],
+)
+def test_an_upload_declares_the_type_its_bytes_have(name: str, data: bytes, sent_name: str, sent_type: str) -> None:
+    """A JPEG named ``.png`` (or a reference without an extension) is sent as what it is."""
+    seen: list[bytes] = []
+    hosted = b'{"success": true, "message": "", "data": {"url": "https://files.example/u.png"}}'
+
+    async def flow() -> str:
+        async with _canned(lambda m, p: _raw("200 OK", hosted, Content_Type="application/json"), seen) as url:
+            result: str = await _with(ToapisProvider(_settings(url)), lambda p: p.upload(data, filename=name))
+            return result
+
+    assert anyio.run(flow) == "https://files.example/u.png"
+    [request] = seen
+    boundary = re.search(rb'boundary="?([^";\r\n]+)', request)
+    assert boundary is not None
+    [part] = [p for p in request.split(b"--" + boundary.group(1)) if b'name="file"' in p]
+    headers = part.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert f'filename="{sent_name}"' in headers and f"content-type: {sent_type}" in headers
 
 
 def test_retry_after_as_an_http_date_is_read() -> None:

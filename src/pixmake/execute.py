@@ -861,8 +861,13 @@ class Executor:
                 self.reporter.emit(TargetPolled(target, status.status, status.progress))
         return status
 
-    async def _download(self, target: str, key: str, url: str) -> bytes:
-        """One result's bytes (retried like any download); a result gone for good leaves nothing to resume."""
+    async def _download(self, target: str, key: str, url: str, expires_at: float | None) -> bytes:
+        """One result's bytes (retried like any download).
+
+        A result gone for good (404 or 410, or refused after the task's ``expires_at``) leaves nothing to
+        resume: the next build submits again. One refused before then stays journaled, and the next build
+        fetches it again through a fresh status (whose links may be signed anew).
+        """
 
         async def once() -> bytes:
             self._counters.downloads += 1
@@ -871,8 +876,18 @@ class Executor:
         try:
             return await self._call(target, Operation.DOWNLOAD, once)
         except RequestRejectedError as error:
-            if error.status in (404, 410):  # the result expired: it cannot be fetched any more
+            expired = expires_at is not None and time.time() >= expires_at
+            if error.status in (404, 410) or (error.status in (401, 403) and expired):
                 self.recorder.dropped(target, key)
+                raise RequestRejectedError(
+                    "result no longer available; the next build submits the target again",
+                    status=error.status,
+                ) from error
+            if error.status in (401, 403):
+                raise RequestRejectedError(
+                    f"{error.message}; its task stays journaled and the next build fetches it again",
+                    status=error.status,
+                ) from error
             raise
 
     @staticmethod
@@ -941,7 +956,7 @@ class Executor:
             # A failed attempt: nothing to lock; the next build submits again.
             self.recorder.dropped(target.name, key)
             raise BadResultError(f"task {status.task_id} returned {len(status.urls)} images, expected {target.n}")
-        blobs = [await self._download(target.name, key, url) for url in status.urls]
+        blobs = [await self._download(target.name, key, url, status.expires_at) for url in status.urls]
         paths = output_paths(target)
         for attempt in range(self.settings.max_attempts):
             try:
@@ -954,5 +969,5 @@ class Executor:
                 if attempt + 1 >= self.settings.max_attempts:
                     raise bad.error from None
                 await self._backoff(target.name, Operation.DOWNLOAD, attempt, bad.error)
-                blobs[bad.index] = await self._download(target.name, key, status.urls[bad.index])
+                blobs[bad.index] = await self._download(target.name, key, status.urls[bad.index], status.expires_at)
         return paths

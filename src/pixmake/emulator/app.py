@@ -6,7 +6,8 @@ Routes (§1)::
     GET  /v1/images/generations/{id}      status by task id or client_business_id: auth → fault → query bucket
     POST /v1/uploads/images               multipart ``file`` → {success, message, data{id,url,mime_type,size}}
     GET  /v1/models  /v1/balance  /v1/user/balance
-    GET  /files/generated/<task>_<i>.png  result images (404 before completion, 410 after expires_at)
+    GET  /files/generated/<task>_<i>.png  result images (404 before completion; after expires_at, 410
+                                          or what ``expired_result_status`` says)
     GET  /files/uploads/<id>.<ext>        uploaded images (410 after upload_ttl)
     GET  /_emulator/requests | ledger | config;  POST /_emulator/config | reset | advance   (not recorded)
 
@@ -488,7 +489,7 @@ class _Api:
     # -- files --------------------------------------------------------------------------------------
 
     async def generated_file(self, request: Request) -> Response:
-        """``GET /files/generated/<task>_<i>.png``: 404 until completed, 410 once expired."""
+        """``GET /files/generated/<task>_<i>.png``: 404 until completed, ``expired_result_status`` once expired."""
         stem, _, extension = request.path_params["name"].rpartition(".")
         task_id, _, index_text = stem.rpartition("_")
         task = self.emu.task_by_id(task_id)
@@ -499,7 +500,8 @@ class _Api:
         if now < task.finished or task.failure is not None:
             return Response("Not Found", status_code=404)
         if now >= expires_at(task, config):
-            return Response("Gone", status_code=410)
+            status = config.expired_result_status
+            return Response({410: "Gone", 404: "Not Found", 403: "Forbidden"}[status], status_code=status)
         sub = task.submission
         key = (sub.model, sub.prompt, sub.width, sub.height, index, sub.n)
         data = cached_png(*key)

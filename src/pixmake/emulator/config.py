@@ -17,6 +17,7 @@ __all__ = [
     "FAULT_GROUPS",
     "EmulatorConfig",
     "ErrorCodeStyle",
+    "ExpiredResult",
     "ResultStyle",
     "StatusDialect",
     "config_from_mapping",
@@ -26,12 +27,14 @@ StatusDialect = Literal["queued", "submitted", "pending"]
 ErrorCodeStyle = Literal["string", "int"]
 ResultStyle = Literal["result", "images", "data"]
 DuplicateBusinessId = Literal["create", "reject"]
+ExpiredResult = Literal[410, 404, 403]
 
-_CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
+_CHOICES: Final[Mapping[str, tuple[object, ...]]] = {
     "status_dialect": get_args(StatusDialect),
     "error_code_style": get_args(ErrorCodeStyle),
     "result_style": get_args(ResultStyle),
     "duplicate_business_id": get_args(DuplicateBusinessId),
+    "expired_result_status": get_args(ExpiredResult),
 }
 FAULT_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
     "submit": ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit"),
@@ -61,6 +64,8 @@ class EmulatorConfig:
     file answers 410 and a submit naming it answers 400. ``lookup_lag``: seconds a new task stays
     invisible to a lookup by its ``client_business_id`` (a gateway that answers before the task is
     stored; undocumented either way, so a client must not trust an early "not found").
+    ``expired_result_status``: what a result file answers after ``expires_at`` (the docs suggest 404 or
+    410, A.7, but do not say; signed CDN and object-store links commonly answer 403).
     """
 
     api_key: str | None = None
@@ -68,6 +73,7 @@ class EmulatorConfig:
     latency_jitter: float = 0.0
     queued_fraction: float = 0.2
     result_ttl: float = 86400.0
+    expired_result_status: ExpiredResult = 410
     upload_ttl: float | None = None
     submit_rps: float | None = 5.0
     submit_burst: int = 50

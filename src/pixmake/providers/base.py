@@ -53,6 +53,7 @@ class TaskStatus:
     urls: tuple[str, ...] = ()
     error_code: str | None = None
     error_message: str | None = None
+    expires_at: float | None = None  # Unix time after which the result URLs stop working (§3.1)
 
 
 class Provider(Protocol):

@@ -35,6 +35,7 @@ from pixmake.errors import (
     RequestRejectedError,
     ServerError,
 )
+from pixmake.inputs import sniff
 from pixmake.providers.base import GenerationRequest, TaskState, TaskStatus
 from pixmake.retry import parse_retry_after
 from pixmake.settings import Settings, display_url
@@ -161,6 +162,7 @@ def parse_task(body: Any) -> TaskStatus:
     raw_error = body.get("error")
     error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     progress = body.get("progress")
+    expires = body.get("expires_at")
     return TaskStatus(
         task_id=body["id"],
         state=state,
@@ -169,6 +171,7 @@ def parse_task(body: Any) -> TaskStatus:
         urls=_result_urls(body) if state is TaskState.COMPLETED else (),
         error_code=None if error.get("code") is None else str(error.get("code")),
         error_message=None if error.get("message") is None else str(error.get("message")),
+        expires_at=float(expires) if isinstance(expires, int | float) and not isinstance(expires, bool) else None,
     )
 
 
@@ -232,9 +235,20 @@ class ToapisProvider:
             return _Answer(response.status, response.headers, await response.read())
 
     async def upload(self, data: bytes, *, filename: str) -> str:
-        """POST /v1/uploads/images (multipart ``file``); returns the hosted URL."""
+        """POST /v1/uploads/images (multipart ``file``); returns the hosted URL.
+
+        The part's type and the name's extension come from the bytes, not the file's name: a JPEG named
+        ``logo.png`` or a reference without an extension is declared as what it is.
+        """
         form = aiohttp.FormData()
-        kind = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        detected = sniff(data[:64]).format
+        if detected is None:
+            kind = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        else:
+            kind = f"image/{detected}"
+            stem, dot, extension = filename.rpartition(".")
+            if mimetypes.guess_type(filename)[0] != kind:
+                filename = f"{stem if dot else extension}.{'jpg' if detected == 'jpeg' else detected}"
         form.add_field("file", data, filename=filename, content_type=kind)
         form.add_field("purpose", "generation")
         answer = await self._request("upload", "POST", self._base + _UPLOAD, data=form, timeout=self._transfer_timeout)
@@ -282,8 +296,14 @@ class ToapisProvider:
         return parse_task(_json(answer))
 
     async def download(self, url: str) -> bytes:
-        """GET a result URL without credentials, following redirects; a body cut short is a NetworkError."""
+        """GET a result URL without credentials, following redirects; a body cut short is a NetworkError.
+
+        A 401 or 403 here is about the link (a signed URL past its time), never the API key: it is a
+        RequestRejectedError, not an AuthError that would stop the build.
+        """
         answer = await self._request("download", "GET", url, files=True)
+        if answer.status in (401, 403):
+            raise RequestRejectedError(f"result refused: {_error_fields(answer)[1]}", status=answer.status)
         _raise_for_status(answer)
         return answer.body
 
