@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import PACKAGE_ROOT, run_cli
 from pixmake import __version__
 from pixmake.cli import ExitCode
 
@@ -18,6 +21,26 @@ def test_exit_codes_are_the_documented_ones() -> None:
     documented = [int(line.split("|")[1]) for line in table.splitlines() if line.split("|")[1].strip().isdigit()]
     assert documented == [int(c) for c in ExitCode]
     assert {0, 1, 2, 3, 130} <= set(documented)
+
+
+def test_pixmake_alone_prints_the_help_not_an_error() -> None:
+    outcome = run_cli()
+    assert outcome.exit_code == ExitCode.OK and not outcome.stderr
+    assert outcome.stdout.startswith("Usage: pixmake") and "Commands:" in outcome.stdout
+
+
+def test_a_reader_that_stops_early_stops_the_plan_quietly(tmp_path: Path) -> None:
+    """`pixmake plan -v | head -1` on a large project: no error line, no traceback, the shell's SIGPIPE code."""
+    targets = "".join(f"  poster-{i:04}:\n    prompt: poster number {i}\n    out: out/{i}.png\n" for i in range(2000))
+    (tmp_path / "pixmake.yaml").write_text(f"version: 1\ntargets:\n{targets}")
+    command = [sys.executable, "-m", "pixmake", "-C", str(tmp_path), "plan", "-v"]
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as plan:
+        assert plan.stdout is not None and plan.stderr is not None
+        assert plan.stdout.readline().startswith(b"+ create")
+        plan.stdout.close()  # as head does after its line
+        stderr = plan.stderr.read().decode()
+    assert plan.returncode == ExitCode.PIPE_CLOSED and stderr == ""
 
 
 def test_version() -> None:

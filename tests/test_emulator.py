@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -649,6 +650,18 @@ def test_emulator_command_sets_knobs_and_the_api_key() -> None:
         finally:
             server.terminate()
             server.wait(timeout=10)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopping_the_emulator_is_its_normal_end_not_a_failure(stop: signal.Signals) -> None:
+    command = [sys.executable, "-m", "pixmake", "emulator", "--port", "0"]
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as server:
+        assert server.stdout is not None and server.stderr is not None
+        assert server.stdout.readline().startswith("emulator listening on http://127.0.0.1:")
+        server.send_signal(stop)
+        stderr = server.stderr.read()
+        assert server.wait(timeout=10) == 0 and stderr == "emulator stopped\n", stderr
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from pixmake import api
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.emulator.config import ExpiredResult
 from pixmake.execute import BuildStarted, ConcurrencyChanged, RetryScheduled, TargetFailed, TargetFinished
+from pixmake.journal import Journal
 from pixmake.lockfile import parse_lock
 from pixmake.report import RecordingReporter
 from pixmake.store import project_lock, sha256_bytes
@@ -59,6 +60,42 @@ def test_a_refused_key_cancels_the_build_at_once_with_one_line(fast_env: Emulato
     assert "Traceback" not in outcome.stderr
     assert len(fast_env.emulator.submits()) <= 4  # only what was already in flight
     assert fast_env.emulator.ledger.charged_images == 0
+
+
+@pytest.mark.parametrize("knobs", [{"api_key": "sk-another-key"}, {"quota_images": 0}], ids=["401", "402"])
+def test_a_refused_submit_leaves_nothing_to_resume(
+    knobs: dict[str, Any], fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The provider answered "no": nothing was created, so the next plan must not count it as paid."""
+    fast_env.emulator.reset(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None, **knobs))
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    assert run_cli("-C", str(root), "build").exit_code in (1, 3)
+    plan = run_cli("-C", str(root), "plan")
+    assert "Plan: 1 to create; 1 image to generate" in plan.stdout and "resume" not in plan.stdout, plan.stdout
+
+
+def test_a_submit_the_plan_could_not_count_is_not_sent_past_max_images(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """A build killed after journaling a submit the provider never received: the next plan resumes it
+    (0 images to pay), but collecting it means paying again, which --max-images still caps."""
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    project = api.open_project(root)
+    [action] = api.plan(project).plan.actions
+    assert action.key is not None
+    journal = Journal(project.journal)
+    journal.open()
+    journal.submitting("hero", action.key, "pixmake-never-sent-0")
+    journal.close()
+    assert "1 to resume" in run_cli("-C", str(root), "plan").stdout
+    capped = run_cli("-C", str(root), "build", "--max-images", "0")
+    assert capped.exit_code == 1, capped.stderr
+    failed = [line for line in capped.stderr.splitlines() if line.startswith("  failed: ")]
+    why = "not submitted: 1 more image would pay past --max-images 0 (this build has paid for 0)"
+    assert failed == [f"  failed: hero: {why}"]
+    assert fast_env.emulator.ledger.charged_images == 0 and not fast_env.emulator.submits()
+    assert run_cli("-C", str(root), "build", "--max-images", "1").exit_code == 0
+    assert fast_env.emulator.ledger.charged_images == 1 and (root / "hero.png").is_file()
 
 
 def test_no_balance_stops_the_build_keeps_what_was_paid_and_a_top_up_resumes(

@@ -37,6 +37,20 @@ def test_the_key_comes_from_the_variable_the_manifest_names() -> None:
     assert settings.api_key is not None and settings.api_key.reveal() == "sk-right"
 
 
+def test_a_key_pasted_with_its_line_end_is_trimmed_and_one_with_a_space_or_control_inside_is_refused() -> None:
+    assert resolve(ProviderConfig(), {"TOAPIS_API_KEY": " sk-pasted\r\n"}).api_key == Secret("sk-pasted")
+    for bad in ("sk-one two", "sk-a\nsk-b", "sk-\x00nul"):
+        with pytest.raises(ConfigError) as caught:
+            resolve(ProviderConfig(), {"TOAPIS_API_KEY": bad})
+        assert str(caught.value) == "the API key in TOAPIS_API_KEY holds a space or a control character"
+
+
+def test_a_bad_base_url_is_named_without_its_credentials() -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(ProviderConfig(), {"PIXMAKE_BASE_URL": "htps://user:s3cret@proxy.example/v1?token=abc"})
+    assert str(caught.value) == "base URL 'htps://proxy.example/v1' is not an http(s) URL"
+
+
 def test_the_key_never_shows_in_repr_or_str() -> None:
     settings = resolve(ProviderConfig(), {"TOAPIS_API_KEY": "sk-very-secret"})
     assert "sk-very-secret" not in repr(settings)

@@ -599,6 +599,7 @@ def _build(
             journal=journal,
             input_hashes=result.disk.file_hashes,
             upload_cache=uploads,
+            max_images=max_images,
         )
 
         async def run() -> BuildResult:

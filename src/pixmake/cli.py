@@ -31,6 +31,7 @@ class ExitCode(IntEnum):
     CHANGES = 2  # plan --check: something would be paid for or written
     USER_ERROR = 3  # bad manifest, flag, key or path: nothing ran
     INTERRUPTED = 130  # Ctrl-C
+    PIPE_CLOSED = 141  # the reader of stdout left (`pixmake plan | head`): stopped quietly, as git does
     TERMINATED = 143  # SIGTERM (a CI runner cancelling the job): stopped as gracefully as Ctrl-C
 
 
@@ -233,7 +234,7 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
     type=click.IntRange(0),
     envvar="PIXMAKE_MAX_IMAGES",
     metavar="N",
-    help="Refuse to start when the plan would pay for more than N images (env PIXMAKE_MAX_IMAGES).",
+    help="Pay for at most N images: refuse to start when the plan would pay for more (env PIXMAKE_MAX_IMAGES).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print NDJSON events on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Print every submit and poll.")
@@ -314,12 +315,15 @@ def emulator(
         config = config_from_mapping(knobs)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="'--knob'") from error
-    serve(
-        config,
-        host=host,
-        port=port,
-        on_ready=lambda url: click.echo(f"emulator listening on {url}"),
-    )
+    try:
+        serve(
+            config,
+            host=host,
+            port=port,
+            on_ready=lambda url: click.echo(f"emulator listening on {url}"),
+        )
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: how an emulator is meant to stop, not a failure
+        click.echo("emulator stopped", err=True)
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
@@ -355,6 +359,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
             cli.invoke(ctx)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except click.exceptions.NoArgsIsHelpError as error:  # plain `pixmake`: the help, not an error
+        assert error.ctx is not None
+        click.echo(error.ctx.get_help())
+        sys.exit(ExitCode.OK)
     except click.UsageError as error:
         hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
         _fail(error.format_message() + hint, ExitCode.USER_ERROR)
@@ -372,6 +380,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(str(error), ExitCode.FAILED)
     except click.ClickException as error:
         _fail(error.format_message(), ExitCode.USER_ERROR)
+    except BrokenPipeError:  # `pixmake plan | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        sys.exit(ExitCode.PIPE_CLOSED)
     except OSError as error:  # the disk refused a read or write pixmake does not handle itself: one line, no traceback
         from pixmake.store import describe_os_error
 

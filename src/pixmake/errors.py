@@ -10,6 +10,7 @@
     │   ├── ConfigError           bad flag, environment variable or setting; missing API key
     │   └── ProjectBusyError      another build holds the project lock
     ├── StorageError              a write to the project's disk failed (an output, .pixmake/, the lockfile)
+    ├── BudgetError               a submit the plan did not announce would pay past --max-images
     └── ProviderError             raised only by providers/; carries HTTP status and server message
         ├── AuthError             401/403: fatal, cancels the whole build
         ├── QuotaError            402: no balance left; fatal, cancels the whole build
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 __all__ = [
     "AuthError",
     "BadResultError",
+    "BudgetError",
     "ConfigError",
     "Diagnostic",
     "GenerationFailedError",
@@ -153,6 +155,10 @@ class StorageError(PixmakeError):
     def __init__(self, message: str, *, build_wide: bool) -> None:
         super().__init__(message)
         self.build_wide = build_wide
+
+
+class BudgetError(PixmakeError):
+    """A submit was not sent: it would pay past ``--max-images`` (a resumed task the provider no longer has)."""
 
 
 class ProviderError(PixmakeError):

@@ -34,6 +34,7 @@ import anyio.lowlevel
 from pixmake.decode import image_size
 from pixmake.errors import (
     BadResultError,
+    BudgetError,
     GenerationFailedError,
     NetworkError,
     PixmakeError,
@@ -436,6 +437,7 @@ class Executor:
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     random: Callable[[], float] = _random.random
     backoff: Backoff = field(default_factory=Backoff)
+    max_images: int | None = None  # a hard cap on what this build pays (the plan was checked against it too)
     _failed: list[TargetFailure] = field(default_factory=list)
     _done: dict[ActionKind, list[str]] = field(default_factory=dict)
     _images: int = 0
@@ -471,11 +473,15 @@ class Executor:
         journal: Journal,
         input_hashes: Mapping[str, str],
         upload_cache: UploadCache,
+        max_images: int | None = None,
     ) -> Executor:
         """An executor whose recorder starts from ``lock`` and the journal's pending submits."""
         recorder = _Recorder(lock_path, lock, journal, pending)
         backoff = Backoff(settings.backoff_base, settings.backoff_cap, settings.max_retry_after)
-        return cls(root, settings, provider, reporter, objects, recorder, input_hashes, upload_cache, backoff=backoff)
+        return cls(
+            root, settings, provider, reporter, objects, recorder, input_hashes, upload_cache,
+            backoff=backoff, max_images=max_images,
+        )  # fmt: skip
 
     def statistics(self) -> BuildStatistics:
         """Provider calls so far, and the limiters' figures."""
@@ -762,8 +768,19 @@ class Executor:
             self.recorder.dropped(target.name, key)
         if not submit:
             return None
-        status = await self._submit(target, key)
-        self._paid += target.n  # charged at submit
+        cap = self.max_images
+        if cap is not None and self._paid + target.n > cap:
+            # Only a submit the plan did not count gets here: a resumed task the provider no longer has.
+            raise BudgetError(
+                f"not submitted: {target.n} more image{'s' * (target.n != 1)} would pay past --max-images {cap} "
+                f"(this build has paid for {self._paid})"
+            )
+        self._paid += target.n  # charged at submit; counted first, so concurrent submits cannot pass the cap together
+        try:
+            status = await self._submit(target, key)
+        except BaseException:
+            self._paid -= target.n
+            raise
         self.reporter.emit(TargetSubmitted(target.name, status.task_id, resumed=False))
         return status, True
 
@@ -805,6 +822,7 @@ class Executor:
                     raise
                 verdict = classify(error, Operation.SUBMIT)
                 if verdict is Verdict.FATAL:
+                    self.recorder.dropped(target.name, key)  # refused (bad key, no balance): nothing was created
                     raise _Fatal(error) from error
                 self._slow_down(error, Operation.SUBMIT)
                 if verdict is Verdict.LOOKUP:

@@ -411,7 +411,10 @@ def _resume_reason(pending: PendingSubmit) -> Reason:
     if pending.task_id is not None:
         text = f"collecting paid task {pending.task_id} from an interrupted build"
     else:
-        text = f"looking up submit {pending.client_business_id} of an interrupted build (not paid again)"
+        text = (
+            f"looking up submit {pending.client_business_id} of an interrupted build: collected if the provider "
+            "has it, paid for again only if it never arrived"
+        )
     return Reason("resume", text, details)
 
 

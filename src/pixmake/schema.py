@@ -416,6 +416,8 @@ def _explain(doc: Any, error: Any, file: str) -> list[tuple[FieldPath, Diagnosti
         return [at(path, f"expected {'one of ' if len(options) > 1 else ''}{shown}, found {_show(instance)}{near}")]
     if validator == "pattern":
         expected = schema_node.get("patternErrorMessage") or f"text matching {value}"
+        if path and path[-1] == "api_key_env":  # what was written may be the key itself: never repeat it
+            return [at(path, f"expected {expected}, found something else (the key goes in that variable, not here)")]
         return [at(path, f"expected {expected}, found {_show(instance)}")]
     if validator in {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}:
         words = {

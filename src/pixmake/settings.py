@@ -105,8 +105,12 @@ def resolve(
     """Settings from the manifest's provider block, the environment and explicit overrides (flags win)."""
     url = base_url or environ.get("PIXMAKE_BASE_URL") or provider.base_url
     if not re.match(r"^https?://[^\s/]+", url):
-        raise ConfigError(f"base URL {url!r} is not an http(s) URL")
+        raise ConfigError(f"base URL {display_url(url)!r} is not an http(s) URL")
     key = api_key if api_key is not None else environ.get(provider.api_key_env)
+    if key is not None:
+        key = key.strip()  # a secret pasted with its line's end
+        if not key.isprintable() or " " in key:
+            raise ConfigError(f"the API key in {provider.api_key_env} holds a space or a control character")
     interval = poll_interval
     if interval is None and environ.get("PIXMAKE_POLL_INTERVAL"):
         interval = _positive_float("PIXMAKE_POLL_INTERVAL", environ["PIXMAKE_POLL_INTERVAL"])
