@@ -43,6 +43,28 @@ def test_a_reader_that_stops_early_stops_the_plan_quietly(tmp_path: Path) -> Non
     assert plan.returncode == ExitCode.PIPE_CLOSED and stderr == ""
 
 
+def test_a_bad_value_from_an_environment_variable_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIXMAKE_MAX_IMAGES", "abc")
+    outcome = run_cli("-C", str(tmp_path), "build")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert outcome.stderr.startswith(
+        "pixmake: error: Invalid value for PIXMAKE_MAX_IMAGES (the default of '--max-images')"
+    )
+    flagged = run_cli("-C", str(tmp_path), "build", "--max-images", "abc")
+    assert flagged.stderr.startswith("pixmake: error: Invalid value for '--max-images'")
+
+
+def test_an_emulator_build_ignores_the_providers_url_and_key_in_the_environment(
+    examples_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIXMAKE_BASE_URL", "not a url")
+    monkeypatch.setenv("TOAPIS_API_KEY", "sk-pasted with a space")
+    outcome = run_cli("-C", str(examples_copy), "build", "--emulator")
+    assert outcome.exit_code == ExitCode.OK, outcome.stderr
+
+
 def test_version() -> None:
     outcome = run_cli("--version")
     assert outcome.exit_code == 0 and __version__ in outcome.stdout

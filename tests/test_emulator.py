@@ -670,6 +670,8 @@ def test_stopping_the_emulator_is_its_normal_end_not_a_failure(stop: signal.Sign
         (["--knob", "p_9000=1"], "unknown emulator knob(s): p_9000"),
         (["--knob", "p_500"], "expected NAME=VALUE"),
         (["--knob", "p_500=2"], "p_500 must be within [0, 1]"),
+        (["--knob", "p_500=abc"], "p_500 must be a number, got 'abc'"),
+        (["--knob", "quota_images=1.5"], "quota_images must be an integer, got '1.5'"),
     ],
 )
 def test_emulator_command_refuses_bad_knobs_in_one_line(args: list[str], message: str) -> None:

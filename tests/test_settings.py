@@ -81,6 +81,12 @@ def test_secret_never_reveals_itself_by_accident(value: str) -> None:
     assert repr(secret) == str(secret) == "Secret('********')"
 
 
+def test_a_bad_pacing_value_is_named_in_its_own_unit() -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(ProviderConfig(), {"PIXMAKE_QUERY_RATE": "0"})
+    assert str(caught.value) == "PIXMAKE_QUERY_RATE='0' must be a positive number of queries per second"
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "field", "expected"),
     [

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from enum import IntEnum
 from types import FrameType
 from typing import Any, NoReturn
@@ -259,7 +260,11 @@ def build(
 
     project = obj.project()
     manifest = api.load_manifest(project)  # through the manifest cache, as plan does
-    settings = resolve(manifest.provider, os.environ, concurrency=jobs)
+    environ: Mapping[str, str] = os.environ
+    if emulator:  # the emulator brings its own URL and key: a bad one in the environment does not matter
+        ignored = {"PIXMAKE_BASE_URL", manifest.provider.api_key_env}
+        environ = {name: value for name, value in os.environ.items() if name not in ignored}
+    settings = resolve(manifest.provider, environ, concurrency=jobs)
     result = api.build(
         project,
         settings,
@@ -346,6 +351,15 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
 
+def _name_the_variable(error: click.BadParameter) -> None:
+    """A bad value that came from an option's environment variable names that variable, not the flag."""
+    param, ctx = error.param, error.ctx
+    if param is None or param.name is None or ctx is None or not isinstance(param.envvar, str):
+        return
+    if ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
+        error.param_hint = f"{param.envvar} (the default of {param.get_error_hint(ctx)})"
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and map every outcome to an ExitCode."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -364,6 +378,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         click.echo(error.ctx.get_help())
         sys.exit(ExitCode.OK)
     except click.UsageError as error:
+        if isinstance(error, click.BadParameter):
+            _name_the_variable(error)
         hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
         _fail(error.format_message() + hint, ExitCode.USER_ERROR)
     except (click.Abort, KeyboardInterrupt):

@@ -398,9 +398,17 @@ def _client_business_id(key: str) -> str:
 
 
 def _about_inputs(error: ProviderError) -> bool:
-    """Whether a refused submit may be about its reference or mask URLs (then they are uploaded again)."""
+    """Whether a refused submit may be about its reference or mask URLs (then they are uploaded again).
+
+    Only a 400 (how the docs refuse a request's fields, §4.1): a 422 refuses the content, and would be
+    refused again.
+    """
     text = error.message.lower()
-    return isinstance(error, RequestRejectedError) and any(word in text for word in ("url", "image", "mask"))
+    return (
+        isinstance(error, RequestRejectedError)
+        and error.status == 400
+        and any(word in text for word in ("url", "image", "mask"))
+    )
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

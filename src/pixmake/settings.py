@@ -83,13 +83,13 @@ def parse_rate(text: str) -> float:
     return float(match.group(1)) / _PER_SECOND[match.group(2)]
 
 
-def _positive_float(name: str, raw: str, *, zero: bool = False) -> float:
+def _positive_float(name: str, raw: str, *, zero: bool = False, unit: str = "seconds") -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+        raise ConfigError(f"{name}={raw!r} is not a number of {unit}") from None
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-        raise ConfigError(f"{name}={raw!r} must be a {'non-negative' if zero else 'positive'} number of seconds")
+        raise ConfigError(f"{name}={raw!r} must be a {'non-negative' if zero else 'positive'} number of {unit}")
     return value
 
 
@@ -139,8 +139,9 @@ def _pacing(environ: Mapping[str, str]) -> dict[str, Any]:
         "PIXMAKE_LOOKUP_GRACE": "lookup_grace",
     }
     zero_ok = {"PIXMAKE_LOOKUP_GRACE"}  # 0: trust the first "not found" (a provider known to store at once)
+    units = {"PIXMAKE_QUERY_RATE": "queries per second"}
     return {
-        field: _positive_float(env, environ[env], zero=env in zero_ok)
+        field: _positive_float(env, environ[env], zero=env in zero_ok, unit=units.get(env, "seconds"))
         for env, field in names.items()
         if environ.get(env)
     }

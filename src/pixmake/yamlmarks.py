@@ -338,6 +338,8 @@ def _syntax_message(text: str, line: int, column: int, what: str) -> str:
         return "a tab character; YAML indents with spaces only"
     if "${" in here and ("[" in here or "{" in here.replace("${", "")):
         return f'YAML syntax error: {what} (inside [ ] or {{ }}, quote a value holding ${{…}}: "a/${{x}}.png")'
+    if "mapping values are not allowed" in what and ": " in here.partition(": ")[2]:
+        return f"YAML syntax error: {what} (quote a value that holds ': ', as in prompt: \"Product: a mug\")"
     return f"YAML syntax error: {what}"
 
 

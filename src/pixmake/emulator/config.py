@@ -129,13 +129,19 @@ def _to_bool(name: str, value: object) -> object:
 def _to_int(name: str, value: object) -> object:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{name} must be an integer")
-    return int(value)
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
 def _to_float(name: str, value: object) -> object:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{name} must be a number")
-    return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
 def _to_str(name: str, value: object) -> object:

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import quote
 
 import aiohttp
 import yarl
@@ -283,13 +284,13 @@ class ToapisProvider:
 
     async def poll(self, task_id: str) -> TaskStatus:
         """GET /v1/images/generations/{task_id}."""
-        answer = await self._request("poll", "GET", f"{self._base}{_SUBMIT}/{task_id}")
+        answer = await self._request("poll", "GET", f"{self._base}{_SUBMIT}/{quote(task_id, safe='')}")
         _raise_for_status(answer)
         return parse_task(_json(answer))
 
     async def find(self, client_business_id: str) -> TaskStatus | None:
         """GET /v1/images/generations/{client_business_id}; None on 404 (no such task)."""
-        answer = await self._request("lookup", "GET", f"{self._base}{_SUBMIT}/{client_business_id}")
+        answer = await self._request("lookup", "GET", f"{self._base}{_SUBMIT}/{quote(client_business_id, safe='')}")
         if answer.status == 404:
             return None
         _raise_for_status(answer)
