@@ -225,6 +225,7 @@ def test_orphans_are_kept_until_prune_which_stays_inside_the_root(
     assert not (examples_copy / "assets/mug-lifestyle.png").exists()
     assert "mug-lifestyle" not in parse_lock((examples_copy / "pixmake.lock").read_text()).entries
     assert plan(examples_copy, "--check")[0] == 0
+    assert json.loads(run_cli("-C", str(examples_copy), "plan", "--json").stdout)["up_to_date"] is True
 
 
 def test_a_lock_path_outside_the_root_is_refused_and_never_deleted(
@@ -397,6 +398,9 @@ def test_stale_outputs_after_a_rename_or_a_lower_n_are_planned_then_pruned(
     code, lines = plan(examples_copy, "--check")
     assert code == ExitCode.CHANGES
     assert lines[-1] == "Plan: 4 unchanged, 3 stale outputs to prune; 0 images to generate"
+    document = json.loads(run_cli("-C", str(examples_copy), "plan", "--json").stdout)
+    assert sorted(document["stale"]) == ["assets/hero-1.png", "assets/hero-2.png", "assets/logo-tile.png"]
+    assert document["up_to_date"] is False and document["images"] == 0
     write_png(examples_copy / "assets/hero-1.png", (8, 8), (9, 9, 9))  # retouched: prune keeps it
     outcome = run_cli("-C", str(examples_copy), "build", "--prune")
     assert outcome.exit_code == 0, outcome.stderr

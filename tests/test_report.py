@@ -110,6 +110,21 @@ def test_rich_view_prints_messages_literally() -> None:
     assert "FAILED" in out and "hero → hero-1.png, hero-2.png" in out
 
 
+@pytest.mark.parametrize("width", [60, 100])
+def test_rich_view_keeps_its_bar_count_and_counts_in_a_narrow_terminal(width: int) -> None:
+    """The live frame, as a terminal of ``width`` columns shows it: the bar, n/total and every count."""
+    from rich.console import Console
+
+    reporter = RichReporter(io.StringIO())
+    for event in EVENTS[:-2]:
+        reporter.emit(event)
+    screen = Console(file=io.StringIO(), width=width, record=True)
+    screen.print(reporter._progress.get_renderable())
+    bar, *counts = screen.export_text().splitlines()
+    assert bar.startswith("targets") and "1/2" in bar and "━" in bar
+    assert "images 2/3" in " ".join(counts) and "concurrency 2" in " ".join(counts)
+
+
 def test_rich_view_prints_every_finished_target_in_order_even_in_a_burst() -> None:
     """A burst of finishes is printed in groups (each print redraws the bar), but every line, in order."""
     stream = io.StringIO()

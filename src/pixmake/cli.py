@@ -166,7 +166,11 @@ def plan(
         ]
         counts = {kind.value: n for kind, n in result.counts().items()}
         dropped = [{"target": t.name, "key": t.key, "reasons": [_reason_json(t.reason)]} for t in result.abandoned]
-        document = {"actions": actions, "counts": counts, "images": result.images_to_generate, "dropped": dropped}
+        stale = [o.path for a in result.actions for o in a.stale]
+        document = {
+            "actions": actions, "counts": counts, "images": result.images_to_generate, "dropped": dropped,
+            "stale": stale, "up_to_date": result.up_to_date,
+        }  # fmt: skip
         click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
     else:
         for action in result.actions if verbose else result.listed:

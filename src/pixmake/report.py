@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from pixmake.execute import (
@@ -210,16 +211,26 @@ class RichReporter:
         self._printed = 0.0  # when lines were last printed
 
     def _begin(self, event: BuildStarted) -> None:
+        from rich.console import RenderableType
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.text import Text
 
         self._images_total, self._concurrency = event.images, event.concurrency
         self._start = time.monotonic()
-        self._progress = Progress(
+
+        class TwoLines(Progress):
+            """The bar on its own line, the counts on the next: on one line, a terminal of 100 columns
+            squeezed the bar, the count and the ETA down to an ellipsis."""
+
+            def get_renderables(self) -> Iterable[RenderableType]:
+                yield self.make_tasks_table(self.tasks)
+                yield from (Text(task.fields["states"], overflow="fold") for task in self.tasks)
+
+        self._progress = TwoLines(
             TextColumn("[bold]targets"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[states]}"),
             console=self.console,
             transient=True,
         )
