@@ -116,6 +116,21 @@ def test_no_balance_stops_the_build_keeps_what_was_paid_and_a_top_up_resumes(
     assert_paid_once_and_complete(root, fast_env, 30)
 
 
+def test_no_balance_said_in_a_failed_task_stops_the_build_as_a_402_does(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    fast_env.emulator.reset(EmulatorConfig(latency=0.05, submit_rps=None, query_rps=None, p_task_no_balance=1.0))
+    root = make_manifest(tmp_path / "p", 30, concurrency=3, every_ref=0)
+    outcome = run_cli("-C", str(root), "build")
+    assert outcome.exit_code == 1 and "Traceback" not in outcome.stderr
+    [line] = _error_lines(outcome.stderr)
+    assert line.startswith("pixmake: error: insufficient balance: task ") and "(insufficient_quota)" in line
+    assert len(fast_env.emulator.submits()) <= 6  # not 30 submits each failing the same way
+    fast_env.emulator.reconfigure(EmulatorConfig(latency=0.05, submit_rps=None, query_rps=None))  # topped up
+    assert run_cli("-C", str(root), "build").exit_code == 0
+    assert_paid_once_and_complete(root, fast_env, 30)
+
+
 # --- per-target failures are values ------------------------------------------------------------------------
 
 

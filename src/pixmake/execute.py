@@ -39,6 +39,7 @@ from pixmake.errors import (
     NetworkError,
     PixmakeError,
     ProviderError,
+    QuotaError,
     RateLimitedError,
     RequestRejectedError,
     StorageError,
@@ -977,7 +978,10 @@ class Executor:
             if paid_now:
                 self._paid -= target.n  # a failed task is refunded
             code = f" ({status.error_code})" if status.error_code else ""
-            raise GenerationFailedError(f"task {status.task_id} failed{code}: {status.error_message or 'no message'}")
+            why = f"task {status.task_id} failed{code}: {status.error_message or 'no message'}"
+            if status.error_code == "insufficient_quota":  # no balance, said in the task (§3.3): as a 402 would
+                raise _Fatal(QuotaError(f"insufficient balance: {why}", code=status.error_code))
+            raise GenerationFailedError(why)
         if len(status.urls) != target.n:
             # A failed attempt: nothing to lock; the next build submits again.
             self.recorder.dropped(target.name, key)

@@ -41,7 +41,7 @@ FAULT_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
     "query": ("p_429", "p_500", "p_502", "p_504_html"),
     "upload": ("p_500", "p_502", "p_504_html"),
     "download": ("p_slow_download", "p_truncated_download"),
-    "outcome": ("p_task_failed", "p_content_policy", "p_short_result"),  # drawn once per task, at submit
+    "outcome": ("p_task_failed", "p_content_policy", "p_task_no_balance", "p_short_result"),  # once per task
 }
 """The fault knobs each kind of request (or a task's outcome) draws from, in draw order; the query and
 upload groups are subsets of the submit group, so checking submit, download and outcome sums covers all."""
@@ -87,6 +87,7 @@ class EmulatorConfig:
     p_drop_after_submit: float = 0.0
     p_task_failed: float = 0.0
     p_content_policy: float = 0.0
+    p_task_no_balance: float = 0.0
     p_short_result: float = 0.0
     p_slow_download: float = 0.0
     p_truncated_download: float = 0.0

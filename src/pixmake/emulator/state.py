@@ -46,6 +46,7 @@ FailureReason = tuple[str, str]
 _FAILURES: Final[Mapping[str, FailureReason]] = {
     "p_task_failed": ("generation_failed", "call upstream API failed: upstream returned status 422"),
     "p_content_policy": ("content_policy_violation", "Your request was rejected by the safety system."),
+    "p_task_no_balance": ("insufficient_quota", "Insufficient account balance"),  # §3.3: in a task, not HTTP 402
 }
 _REDACTED_HEADERS: Final = frozenset(
     {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
