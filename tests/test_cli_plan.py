@@ -204,6 +204,24 @@ def test_accept_records_the_edited_file_as_the_output(examples_copy: Path, provi
     assert missing.exit_code == ExitCode.USER_ERROR and "does not exist" in missing.stderr
 
 
+def test_accept_after_an_input_changed_says_the_files_now_stand_for_the_new_inputs(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    edit_manifest(examples_copy, {"hero": {"prompt": "Premium ad of a red ceramic mug on a wooden table, ${style}"}})
+    outcome = run_cli("-C", str(examples_copy), "accept", "hero", "logo-tile")
+    assert outcome.exit_code == 0
+    assert outcome.stdout.splitlines() == [  # in manifest order
+        "accepted logo-tile: assets/logo-tile.png",
+        "accepted hero: assets/hero-1.png, assets/hero-2.png",
+    ]
+    assert outcome.stderr.splitlines() == [
+        "pixmake: note: hero's inputs differ from the lock's (its prompt, a reference or a parameter changed): "
+        "these files now stand for the current ones, and nothing is regenerated"
+    ]
+    assert plan(examples_copy, "--check") == (0, ["Plan: 4 unchanged; 0 images to generate"])
+
+
 def test_orphans_are_kept_until_prune_which_stays_inside_the_root(
     examples_copy: Path, provider_env: EmulatorServer, tmp_path: Path
 ) -> None:
@@ -418,6 +436,12 @@ def test_plan_json_gives_orphan_paths_as_a_list(examples_copy: Path, provider_en
     outcome = run_cli("-C", str(examples_copy), "plan", "--json")
     (orphan,) = [a for a in json.loads(outcome.stdout)["actions"] if a["action"] == "orphan"]
     assert orphan["reasons"][0]["details"] == {"paths": ["assets/hero-1.png", "assets/hero-2.png"]}
+    explained = run_cli("-C", str(examples_copy), "explain", "hero")
+    assert explained.exit_code == ExitCode.USER_ERROR
+    assert explained.stderr.splitlines() == [
+        "pixmake: error: explain: 'hero' is in pixmake.lock but no longer in the manifest (an orphan): "
+        "build --prune deletes its outputs and drops it from the lock"
+    ]
 
 
 def test_replace_of_a_target_outside_the_selection_is_a_user_error(

@@ -87,7 +87,15 @@ def test_a_submit_the_plan_could_not_count_is_not_sent_past_max_images(
     journal.open()
     journal.submitting("hero", action.key, "pixmake-never-sent-0")
     journal.close()
-    assert "1 to resume" in run_cli("-C", str(root), "plan").stdout
+    planned = run_cli("-C", str(root), "plan")
+    assert "1 to resume" in planned.stdout and "a build is running" not in planned.stderr
+    (root / ".pixmake" / "build.pid").write_text(f"{os.getpid()}\n")  # as a build running now leaves it
+    running = run_cli("-C", str(root), "plan")
+    assert running.stderr.splitlines() == [
+        f"pixmake: note: a build is running in this project (pid {os.getpid()}): "
+        "the tasks shown as 'resume' are its own, in flight"
+    ]
+    (root / ".pixmake" / "build.pid").unlink()
     capped = run_cli("-C", str(root), "build", "--max-images", "0")
     assert capped.exit_code == 1, capped.stderr
     failed = [line for line in capped.stderr.splitlines() if line.startswith("  failed: ")]

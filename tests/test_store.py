@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pixmake.store import ObjectCache, atomic_write, describe_os_error, disk_wide
+from pixmake.store import ObjectCache, atomic_write, describe_os_error, disk_wide, running_build
 
 
 def test_the_object_cache_writes_again_a_copy_cut_short(tmp_path: Path) -> None:
@@ -92,3 +94,14 @@ def test_an_os_error_is_told_with_the_projects_path_of_the_file_it_was_for(tmp_p
 )
 def test_a_full_or_read_only_disk_fails_every_write_a_wrong_path_only_its_own(code: int, everywhere: bool) -> None:
     assert disk_wide(OSError(code, os.strerror(code))) is everywhere
+
+
+def test_a_running_build_is_read_from_its_pid_file_and_a_dead_one_is_no_build(tmp_path: Path) -> None:
+    assert running_build(tmp_path) is None
+    (tmp_path / "build.pid").write_text(f"{os.getpid()}\n")
+    assert running_build(tmp_path) == os.getpid()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "build.pid").write_text(gone.stdout)  # a build killed before it could remove its pid file
+    assert running_build(tmp_path) is None
+    (tmp_path / "build.pid").write_text("half a wri")
+    assert running_build(tmp_path) is None

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pixmake.store import ObjectCache
 
 __all__ = [
+    "Accepted",
     "Explanation",
     "PlanResult",
     "Project",
@@ -361,6 +362,16 @@ class Explanation:
     action: Action
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A target whose files ``accept`` recorded; ``inputs_changed``: its lock entry had another key (the
+    prompt, a reference or a parameter changed), so the files now stand for the current inputs."""
+
+    name: str
+    entry: LockEntry
+    inputs_changed: bool
+
+
 def _target_named(manifest: Manifest, name: str, command: str) -> None:
     if name not in {t.name for t in manifest.targets}:
         raise ConfigError(f"{command}: no target named {name!r} (see pixmake plan -v)")
@@ -372,6 +383,11 @@ def explain(project: Project, name: str) -> Explanation:
     from pixmake.select import Selection
 
     manifest, _ = _load_manifest(project)
+    if name not in {t.name for t in manifest.targets} and name in load_lock(project)[0].entries:
+        raise ConfigError(
+            f"explain: {name!r} is in pixmake.lock but no longer in the manifest (an orphan): "
+            "build --prune deletes its outputs and drops it from the lock"
+        )
     _target_named(manifest, name, "explain")
     result = plan(project, manifest=manifest, select=Selection((name,)))
     (action,) = result.plan.actions
@@ -380,7 +396,7 @@ def explain(project: Project, name: str) -> Explanation:
     return Explanation(name, action.key, document, result.lock.entries.get(name), action)
 
 
-def accept(project: Project, names: Iterable[str]) -> tuple[LockEntry, ...]:
+def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
     """Record the files now at each target's output paths as its outputs (a retouched image is kept).
 
     The bytes are stored in the object cache; the lockfile is rewritten. Raises ConfigError for an
@@ -401,13 +417,14 @@ def accept(project: Project, names: Iterable[str]) -> tuple[LockEntry, ...]:
         disk = scan_project(
             project.root, chosen, lock, project.objects, file=manifest.file, stat_cache=project.stat_cache
         )
-        entries = []
+        accepted = []
         for target in chosen:
             entry = accept_outputs(project.root, target, disk.file_hashes, lock, project.objects)
+            before = lock.entries.get(target.name)
             lock = lock.with_entry(target.name, entry)
-            entries.append(entry)
+            accepted.append(Accepted(target.name, entry, before is not None and before.key != entry.key))
         write_lock_and_compact(project.lockfile, project.journal, lock, pending)
-    return tuple(entries)
+    return tuple(accepted)
 
 
 def prune(project: Project) -> PruneResult:

@@ -148,9 +148,21 @@ def plan(
 ) -> None:
     """Show what a build would do, and why (all targets, or those named, matched or tagged)."""
     from pixmake import api
+    from pixmake.plan import ActionKind
 
     select = _selection(targets, tags)
-    result = api.plan(obj.project(), replace=replace, select=select, restore=restore).plan
+    project = obj.project()
+    result = api.plan(project, replace=replace, select=select, restore=restore).plan
+    if any(a.kind is ActionKind.RESUME for a in result.actions):
+        from pixmake.store import running_build
+
+        pid = running_build(project.state_dir)
+        if pid is not None:
+            click.echo(
+                f"pixmake: note: a build is running in this project (pid {pid}): "
+                "the tasks shown as 'resume' are its own, in flight",
+                err=True,
+            )
     if as_json:
         import json
 
@@ -221,9 +233,15 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
     """Record the files now at TARGET's output paths as its outputs (keep a retouched image)."""
     from pixmake import api
 
-    for entry, name in zip(api.accept(obj.project(), targets), dict.fromkeys(targets), strict=True):
-        paths = ", ".join(o.path for o in entry.outputs)
-        click.echo(f"accepted {name}: {paths}")
+    for accepted in api.accept(obj.project(), targets):
+        paths = ", ".join(o.path for o in accepted.entry.outputs)
+        click.echo(f"accepted {accepted.name}: {paths}")
+        if accepted.inputs_changed:
+            click.echo(
+                f"pixmake: note: {accepted.name}'s inputs differ from the lock's (its prompt, a reference or a "
+                "parameter changed): these files now stand for the current ones, and nothing is regenerated",
+                err=True,
+            )
 
 
 @cli.command()

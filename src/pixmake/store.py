@@ -27,6 +27,7 @@ __all__ = [
     "describe_os_error",
     "disk_wide",
     "project_lock",
+    "running_build",
     "safe_path",
     "sha256_bytes",
 ]
@@ -233,6 +234,24 @@ class ObjectCache:
         if sha256_bytes(data) != sha256:
             raise ValueError(f"object {sha256[:12]} is corrupt")
         return data
+
+
+def running_build(state_dir: Path) -> int | None:
+    """The pid of a build running in this project now, if any (read, never locked: a plan must not make a
+    starting build fail). A build killed without cleaning up leaves its pid file: a dead pid is no build."""
+    try:
+        pid = int((state_dir / "build.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return pid
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # alive, another user's
+        return pid
+    except (OSError, OverflowError):
+        return None
+    return pid
 
 
 @contextlib.contextmanager
