@@ -374,6 +374,15 @@ def test_drop_after_submit_creates_and_charges_then_drops(env: Env) -> None:
     assert env.status("lost-1").json()["status"] == "queued"  # the task exists: look it up, never resubmit
 
 
+def test_504_after_submit_creates_and_charges_then_answers_a_gateway_page(env: Env) -> None:
+    env.configure(p_504_after_submit=1.0)
+    response = env.submit(client_business_id="lost-2", n=2)
+    assert response.status_code == 504 and "Gateway Time-out" in response.text
+    assert env.server.emulator.ledger.charged_images == 2
+    env.server.emulator.reconfigure(EmulatorConfig(latency=40.0, submit_rps=None, query_rps=None))
+    assert env.status("lost-2").json()["status"] == "queued"  # the task exists: look it up, never resubmit
+
+
 def test_drop_in_process_raises_the_same_transport_error() -> None:
     emulator = Emulator(EmulatorConfig(p_drop_after_submit=1.0))
 

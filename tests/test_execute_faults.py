@@ -126,6 +126,7 @@ SINGLE_KNOBS: list[dict[str, Any]] = [
     {"p_504_html": 0.3},
     {"p_503_unavailable": 0.3},
     {"p_drop_after_submit": 0.3},
+    {"p_504_after_submit": 0.3},
     {"p_task_failed": 0.3},
     {"p_content_policy": 0.3},
     {"p_slow_download": 0.3, "slow_download_seconds": 0.05},
@@ -160,6 +161,21 @@ def test_drop_after_submit_is_resolved_by_lookup_not_resubmit(emulator: Emulator
     assert result.statistics.lookups == 6
     assert_paid_once_and_complete(root, emulator, 6)
     assert result.images_paid == emulator.emulator.ledger.net_images  # found by lookup: paid by this build
+
+
+def test_a_gateway_504_after_the_task_was_created_is_resolved_by_lookup_not_resubmit(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The common double charge: the edge gateway times out (HTML 504) after the API created the task."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, p_504_after_submit=1.0))
+    root = make_manifest(tmp_path / "p", 6, every_ref=0)
+    [result] = build_until_done(root, emulator, max_builds=1)
+    assert len(result.generated) == 6
+    submits = emulator.emulator.submits()
+    assert len(submits) == 6 and all(r.status == 504 for r in submits)
+    assert result.statistics.lookups == 6
+    assert_paid_once_and_complete(root, emulator, 6)
+    assert result.images_paid == emulator.emulator.ledger.net_images
 
 
 @pytest.mark.parametrize("grace", [0.5, 0.0], ids=["trusted-late", "trusted-at-once"])
@@ -211,7 +227,7 @@ def test_504_html_on_submit_leads_to_lookup_then_a_new_id(emulator: EmulatorServ
 
 def test_all_faults_at_once_300_targets(emulator: EmulatorServer, tmp_path: Path) -> None:
     """Every knob at once, each group failing 30 % of its requests; 300 targets; rebuild until done."""
-    submit = ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit")
+    submit = ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit", "p_504_after_submit")
     knobs: dict[str, Any] = {k: 0.3 / len(submit) for k in submit}
     knobs |= {"p_task_failed": 0.15, "p_content_policy": 0.15}
     knobs |= {"p_slow_download": 0.15, "p_truncated_download": 0.15, "slow_download_seconds": 0.05}

@@ -12,7 +12,8 @@ Routes (§1)::
     GET  /_emulator/requests | ledger | config;  POST /_emulator/config | reset | advance   (not recorded)
 
 Design choices where the docs are silent: injected 429/5xx/504 on submit happen *before* a task exists
-(nothing is charged); only ``p_drop_after_submit`` creates and charges a task and then drops the connection.
+(nothing is charged); only ``p_drop_after_submit`` (then drops the connection) and ``p_504_after_submit``
+(then answers an edge gateway's HTML 504, §4.1) create and charge a task first.
 A reused ``client_business_id`` creates another task (and charge), as a plain gateway would; lookups by it
 return the newest task (``duplicate_business_id="reject"`` answers 400 instead). Tasks are scoped to the key.
 A reference or mask URL on this emulator's ``/files/uploads/`` must name a live upload (else 400 naming the
@@ -104,6 +105,8 @@ _FAULT_ERRORS: Final[Mapping[str, str]] = {
     "p_502": "bad_gateway",
     "p_503_unavailable": "rate_limit_unavailable",
 }
+_AFTER_SUBMIT: Final = frozenset({"p_drop_after_submit", "p_504_after_submit"})
+"""Submit faults drawn after the task is created and charged: the client cannot know it exists."""
 _GATEWAY_504: Final = """<html>
 <head><title>504 Gateway Time-out</title></head>
 <body>
@@ -349,7 +352,7 @@ class _Api:
         return error_response(kind, self.emu.config)
 
     def _fault_response(self, fault: str | None, category: str) -> Response | None:
-        if fault is None or fault == "p_drop_after_submit":
+        if fault is None or fault in _AFTER_SUBMIT:
             return None
         if fault == "p_504_html":
             return HTMLResponse(_GATEWAY_504, status_code=504)
@@ -368,7 +371,8 @@ class _Api:
         """Auth, then the fault draw, then (unless a fault hit) a token from the key's bucket.
 
         Returns ``(key, fault, rate headers)`` for a request to serve, or the response refusing it. A drawn
-        ``p_drop_after_submit`` is returned as the fault (the handler creates the task, then drops).
+        ``p_drop_after_submit`` or ``p_504_after_submit`` is returned as the fault (the handler creates the
+        task, then fails).
         """
         key = self._auth(request)
         if isinstance(key, Response):
@@ -377,7 +381,7 @@ class _Api:
         refused = self._fault_response(fault, category)
         if refused is not None:
             return refused
-        if fault is not None:  # p_drop_after_submit: served without taking a token
+        if fault is not None:  # one of _AFTER_SUBMIT: served without taking a token
             return key, fault, {}
         decision = self.emu.take_token(category, key)
         headers = _rate_headers(decision)
@@ -411,6 +415,8 @@ class _Api:
             return self._invalid(InvalidField("client_business_id", "The 'client_business_id' is already used."))
         if fault == "p_drop_after_submit":
             await _drop_connection(request.scope, request.receive, self.closer)
+        if fault == "p_504_after_submit":
+            return HTMLResponse(_GATEWAY_504, status_code=504)
         return JSONResponse(submit_view(task, self.emu.config), headers=headers)
 
     def _hosted_upload(self, field: str, url: str, base_url: str) -> Upload | InvalidField | None:

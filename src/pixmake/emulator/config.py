@@ -37,7 +37,15 @@ _CHOICES: Final[Mapping[str, tuple[object, ...]]] = {
     "expired_result_status": get_args(ExpiredResult),
 }
 FAULT_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
-    "submit": ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit"),
+    "submit": (
+        "p_429",
+        "p_500",
+        "p_502",
+        "p_504_html",
+        "p_503_unavailable",
+        "p_drop_after_submit",
+        "p_504_after_submit",
+    ),
     "query": ("p_429", "p_500", "p_502", "p_504_html"),
     "upload": ("p_500", "p_502", "p_504_html"),
     "download": ("p_slow_download", "p_truncated_download"),
@@ -85,6 +93,7 @@ class EmulatorConfig:
     p_504_html: float = 0.0
     p_503_unavailable: float = 0.0
     p_drop_after_submit: float = 0.0
+    p_504_after_submit: float = 0.0
     p_task_failed: float = 0.0
     p_content_policy: float = 0.0
     p_task_no_balance: float = 0.0
