@@ -65,6 +65,20 @@ def test_an_emulator_build_ignores_the_providers_url_and_key_in_the_environment(
     assert outcome.exit_code == ExitCode.OK, outcome.stderr
 
 
+def test_a_build_whose_json_reader_stops_early_goes_on_and_locks_everything(examples_copy: Path) -> None:
+    """`pixmake build --json | head -1`: the build is paid for; it finishes quietly, reader or not."""
+    command = [sys.executable, "-m", "pixmake", "-C", str(examples_copy), "build", "--emulator", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as build:
+        assert build.stdout is not None and build.stderr is not None
+        assert b'"event": "build_started"' in build.stdout.readline()
+        build.stdout.close()
+        stderr = build.stderr.read().decode()
+    assert build.returncode == ExitCode.OK, stderr
+    assert "Traceback" not in stderr and "error" not in stderr
+    assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == ExitCode.OK
+
+
 def test_version() -> None:
     outcome = run_cli("--version")
     assert outcome.exit_code == 0 and __version__ in outcome.stdout

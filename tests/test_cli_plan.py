@@ -12,8 +12,10 @@ import yaml
 from PIL import Image
 
 from conftest import PACKAGE_ROOT, run_cli, write_png
+from pixmake import api
 from pixmake.cli import ExitCode
 from pixmake.emulator import EmulatorServer
+from pixmake.journal import Journal
 from pixmake.lockfile import parse_lock
 
 
@@ -220,6 +222,25 @@ def test_accept_after_an_input_changed_says_the_files_now_stand_for_the_new_inpu
         "these files now stand for the current ones, and nothing is regenerated"
     ]
     assert plan(examples_copy, "--check") == (0, ["Plan: 4 unchanged; 0 images to generate"])
+
+
+def test_accept_says_a_journaled_paid_task_for_the_current_inputs_will_replace_the_files(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    edit_manifest(examples_copy, {"hero": {"prompt": "Premium ad of a red ceramic mug on a wooden table, ${style}"}})
+    project = api.open_project(examples_copy)
+    [action] = [a for a in api.plan(project).plan.actions if a.name == "hero"]
+    assert action.key is not None
+    journal = Journal(project.journal)  # an interrupted build paid for the red mug
+    journal.open()
+    journal.submitting("hero", action.key, "pixmake-red-mug-0")
+    journal.close()
+    outcome = run_cli("-C", str(examples_copy), "accept", "hero")
+    assert outcome.exit_code == 0 and outcome.stderr.splitlines() == [
+        "pixmake: note: a paid task for hero's current inputs is journaled (an interrupted build): "
+        "the next build collects it and replaces these files"
+    ]
 
 
 def test_orphans_are_kept_until_prune_which_stays_inside_the_root(

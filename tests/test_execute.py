@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,7 @@ def test_a_refused_submit_leaves_nothing_to_resume(
     """The provider answered "no": nothing was created, so the next plan must not count it as paid."""
     fast_env.emulator.reset(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None, **knobs))
     root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
-    assert run_cli("-C", str(root), "build").exit_code in (1, 3)
+    assert run_cli("-C", str(root), "build").exit_code == (3 if "api_key" in knobs else 1)
     plan = run_cli("-C", str(root), "plan")
     assert "Plan: 1 to create; 1 image to generate" in plan.stdout and "resume" not in plan.stdout, plan.stdout
 
@@ -78,10 +80,15 @@ def test_a_submit_the_plan_could_not_count_is_not_sent_past_max_images(
     fast_env: EmulatorServer, tmp_path: Path
 ) -> None:
     """A build killed after journaling a submit the provider never received: the next plan resumes it
-    (0 images to pay), but collecting it means paying again, which --max-images still caps."""
-    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    (0 images to pay), but collecting it means paying again. --max-images caps that, and a target the
+    plan counted (poster, later in the manifest) is never the one refused for it."""
+    targets: dict[str, dict[str, Any]] = {
+        "hero": {"prompt": "a blue mug", "out": "hero.png"},
+        "poster": {"prompt": "a poster", "n": 2, "out": "poster.png"},
+    }
+    root = _manifest(tmp_path / "p", targets, concurrency=1)
     project = api.open_project(root)
-    [action] = api.plan(project).plan.actions
+    [action] = [a for a in api.plan(project).plan.actions if a.name == "hero"]
     assert action.key is not None
     journal = Journal(project.journal)
     journal.open()
@@ -89,21 +96,27 @@ def test_a_submit_the_plan_could_not_count_is_not_sent_past_max_images(
     journal.close()
     planned = run_cli("-C", str(root), "plan")
     assert "1 to resume" in planned.stdout and "a build is running" not in planned.stderr
-    (root / ".pixmake" / "build.pid").write_text(f"{os.getpid()}\n")  # as a build running now leaves it
-    running = run_cli("-C", str(root), "plan")
-    assert running.stderr.splitlines() == [
-        f"pixmake: note: a build is running in this project (pid {os.getpid()}): "
-        "the tasks shown as 'resume' are its own, in flight"
-    ]
-    (root / ".pixmake" / "build.pid").unlink()
-    capped = run_cli("-C", str(root), "build", "--max-images", "0")
+    if os.name == "posix":
+        with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as build:
+            (root / ".pixmake" / "build.pid").write_text(f"{build.pid}\n")  # as a build running now leaves it
+            running = run_cli("-C", str(root), "plan")
+            build.kill()
+        assert running.stderr.splitlines() == [
+            f"pixmake: note: a build is running in this project (pid {build.pid}): "
+            "the tasks shown as 'resume' are its own, in flight"
+        ]
+        (root / ".pixmake" / "build.pid").unlink()
+    capped = run_cli("-C", str(root), "build", "--max-images", "2")  # the plan: 1 to resume, poster's 2 images
     assert capped.exit_code == 1, capped.stderr
     failed = [line for line in capped.stderr.splitlines() if line.startswith("  failed: ")]
-    why = "not submitted: 1 more image would pay past --max-images 0 (this build has paid for 0)"
+    why = (
+        "not submitted: its interrupted build's task was not found, and paying for 1 image again would pass "
+        "--max-images 2 with what the plan pays for"
+    )
     assert failed == [f"  failed: hero: {why}"]
-    assert fast_env.emulator.ledger.charged_images == 0 and not fast_env.emulator.submits()
-    assert run_cli("-C", str(root), "build", "--max-images", "1").exit_code == 0
-    assert fast_env.emulator.ledger.charged_images == 1 and (root / "hero.png").is_file()
+    assert fast_env.emulator.ledger.charged_images == 2 and (root / "poster-2.png").is_file()
+    assert run_cli("-C", str(root), "build", "--max-images", "1").exit_code == 0  # now a plain create
+    assert fast_env.emulator.ledger.charged_images == 3 and (root / "hero.png").is_file()
 
 
 def test_no_balance_stops_the_build_keeps_what_was_paid_and_a_top_up_resumes(
@@ -248,6 +261,22 @@ def test_a_result_that_expired_before_it_was_fetched_fails_only_its_target_and_i
     assert fast_env.emulator.ledger.charged_images == 4  # t1 once more: its first result is gone for good
     with Image.open(root / "blocked" / "t1.png") as image:
         image.verify()
+
+
+def test_a_result_link_refused_before_it_expired_stays_journaled_and_the_next_build_collects_it_unpaid(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    fast_env.emulator.reset(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None, p_403_download=1.0))
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    refused = run_cli("-C", str(root), "build")
+    assert refused.exit_code == 1 and _error_lines(refused.stderr) == []
+    failed = [line for line in refused.stderr.splitlines() if line.startswith("  failed: ")]
+    why = "HTTP 403: result refused: Forbidden; its task stays journaled and the next build fetches it again"
+    assert failed == [f"  failed: hero: {why}"]
+    fast_env.emulator.reconfigure(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None))
+    again = run_cli("-C", str(root), "build")
+    assert again.exit_code == 0 and "1 resumed (already paid)" in again.stderr
+    assert fast_env.emulator.ledger.charged_images == 1 and (root / "hero.png").is_file()
 
 
 def test_an_unusable_object_cache_stops_paying_in_one_line_and_the_next_build_collects_every_paid_task(

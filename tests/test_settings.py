@@ -45,10 +45,18 @@ def test_a_key_pasted_with_its_line_end_is_trimmed_and_one_with_a_space_or_contr
         assert str(caught.value) == "the API key in TOAPIS_API_KEY holds a space or a control character"
 
 
-def test_a_bad_base_url_is_named_without_its_credentials() -> None:
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("htps://user:s3cret@proxy.example/v1?token=abc", "PIXMAKE_BASE_URL 'htps://proxy.example/v1' is not"),
+        ("https//user:s3cret@proxy.example", "PIXMAKE_BASE_URL is not"),
+        ("sk-live-s3cret", "PIXMAKE_BASE_URL is not"),  # a key put in the wrong variable
+    ],
+)
+def test_a_bad_base_url_is_named_without_its_credentials(value: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        resolve(ProviderConfig(), {"PIXMAKE_BASE_URL": "htps://user:s3cret@proxy.example/v1?token=abc"})
-    assert str(caught.value) == "base URL 'htps://proxy.example/v1' is not an http(s) URL"
+        resolve(ProviderConfig(), {"PIXMAKE_BASE_URL": value})
+    assert str(caught.value) == f"{message} an http(s) URL" and "s3cret" not in str(caught.value)
 
 
 def test_the_key_never_shows_in_repr_or_str() -> None:

@@ -96,10 +96,15 @@ def test_a_full_or_read_only_disk_fails_every_write_a_wrong_path_only_its_own(co
     assert disk_wide(OSError(code, os.strerror(code))) is everywhere
 
 
+@pytest.mark.skipif(os.name != "posix", reason="no cheap liveness probe on Windows: no note there")
 def test_a_running_build_is_read_from_its_pid_file_and_a_dead_one_is_no_build(tmp_path: Path) -> None:
     assert running_build(tmp_path) is None
-    (tmp_path / "build.pid").write_text(f"{os.getpid()}\n")
-    assert running_build(tmp_path) == os.getpid()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        (tmp_path / "build.pid").write_text(f"{alive.pid}\n")
+        assert running_build(tmp_path) == alive.pid
+        alive.kill()
+    (tmp_path / "build.pid").write_text(f"{os.getpid()}\n")  # its pid reused by this process (a container's pid 1)
+    assert running_build(tmp_path) is None
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / "build.pid").write_text(gone.stdout)  # a build killed before it could remove its pid file
     assert running_build(tmp_path) is None

@@ -365,11 +365,13 @@ class Explanation:
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """A target whose files ``accept`` recorded; ``inputs_changed``: its lock entry had another key (the
-    prompt, a reference or a parameter changed), so the files now stand for the current inputs."""
+    prompt, a reference or a parameter changed), so the files now stand for the current inputs;
+    ``task_journaled``: a paid task for these inputs is journaled, and the next build collects it over them."""
 
     name: str
     entry: LockEntry
     inputs_changed: bool
+    task_journaled: bool = False
 
 
 def _target_named(manifest: Manifest, name: str, command: str) -> None:
@@ -422,7 +424,8 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
             entry = accept_outputs(project.root, target, disk.file_hashes, lock, project.objects)
             before = lock.entries.get(target.name)
             lock = lock.with_entry(target.name, entry)
-            accepted.append(Accepted(target.name, entry, before is not None and before.key != entry.key))
+            journaled = (task := pending.get(target.name)) is not None and task.key == entry.key
+            accepted.append(Accepted(target.name, entry, before is not None and before.key != entry.key, journaled))
         write_lock_and_compact(project.lockfile, project.journal, lock, pending)
     return tuple(accepted)
 

@@ -236,7 +236,13 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
     for accepted in api.accept(obj.project(), targets):
         paths = ", ".join(o.path for o in accepted.entry.outputs)
         click.echo(f"accepted {accepted.name}: {paths}")
-        if accepted.inputs_changed:
+        if accepted.task_journaled:
+            click.echo(
+                f"pixmake: note: a paid task for {accepted.name}'s current inputs is journaled (an interrupted "
+                "build): the next build collects it and replaces these files",
+                err=True,
+            )
+        elif accepted.inputs_changed:
             click.echo(
                 f"pixmake: note: {accepted.name}'s inputs differ from the lock's (its prompt, a reference or a "
                 "parameter changed): these files now stand for the current ones, and nothing is regenerated",

@@ -10,6 +10,7 @@ of the full path.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
@@ -68,8 +69,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else argv
     answer = answer_noop_plan(args)
     if answer is not None:
-        sys.stdout.write(answer)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(answer)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `pixmake plan | true`: as the full command line answers it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)  # cli.ExitCode.PIPE_CLOSED (cli imports click: not here)
         sys.exit(0)  # a no-op plan, with or without --check
     from pixmake.cli import main as full_main
 

@@ -446,7 +446,9 @@ class Executor:
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     random: Callable[[], float] = _random.random
     backoff: Backoff = field(default_factory=Backoff)
-    max_images: int | None = None  # a hard cap on what this build pays (the plan was checked against it too)
+    max_images: int | None = None  # a cap on what this build pays; the plan was checked against it
+    _unplanned: int = 0  # images of submits the plan did not count (a resumed task the provider no longer has)
+    _planned_images: int = 0  # what the plan pays for (set by run)
     _failed: list[TargetFailure] = field(default_factory=list)
     _done: dict[ActionKind, list[str]] = field(default_factory=dict)
     _images: int = 0
@@ -512,6 +514,7 @@ class Executor:
         """Execute every action; returns the outcome (the lockfile is folded before returning)."""
         started = time.monotonic()
         fatal: PixmakeError | None = None
+        self._planned_images = plan.images_to_generate
         paid = [a for a in plan.actions if a.kind.generates]  # paid now, or collected (paid before)
         restores = [a for a in plan.actions if a.kind is ActionKind.RESTORE]
         for action in plan.actions:
@@ -574,6 +577,7 @@ class Executor:
         self.reporter.emit(TargetStarted(action.name, kind.value, target.n if kind.paid else 0))
         try:
             outputs = None
+            unplanned = False
             if kind is ActionKind.RESUME or (kind is ActionKind.RESTORE and self._resumable(action.name, key)):
                 # An interrupted build paid for this target's current inputs: collect it, never submit again.
                 outputs = await self._generate(target, key, submit=False)
@@ -581,13 +585,14 @@ class Executor:
                     kind = ActionKind.RESUME
                 elif action.fallback is not None:
                     # Nothing to collect (never arrived, or failed and refunded): what the plan would do without it.
+                    unplanned = action.fallback.kind.paid and not action.kind.paid
                     action = action.fallback
                     kind = action.kind
             if outputs is None:
                 if kind is ActionKind.RESTORE:
                     outputs = await self._restore(action)
                 elif kind.paid:
-                    outputs = await self._generate(target, key)
+                    outputs = await self._generate(target, key, planned=not unplanned)
                     self._images += target.n
                 else:
                     outputs = ()  # unchanged or edited after all: nothing to write
@@ -758,7 +763,9 @@ class Executor:
                     raise
         return await self._find(target.name, pending.client_business_id)
 
-    async def _obtain_task(self, target: Target, key: str, *, submit: bool = True) -> tuple[TaskStatus, bool] | None:
+    async def _obtain_task(
+        self, target: Target, key: str, *, submit: bool = True, planned: bool = True
+    ) -> tuple[TaskStatus, bool] | None:
         """A task for this target, and whether this build paid for it: the journaled one if it still
         exists, else a new (paid) submit.
 
@@ -777,19 +784,22 @@ class Executor:
             self.recorder.dropped(target.name, key)
         if not submit:
             return None
-        cap = self.max_images
-        if cap is not None and self._paid + target.n > cap:
-            # Only a submit the plan did not count gets here: a resumed task the provider no longer has.
+        spare = None if self.max_images is None else self.max_images - self._planned_images - self._unplanned
+        if not planned and spare is not None and target.n > spare:
             raise BudgetError(
-                f"not submitted: {target.n} more image{'s' * (target.n != 1)} would pay past --max-images {cap} "
-                f"(this build has paid for {self._paid})"
+                f"not submitted: its interrupted build's task was not found, and paying for {target.n} "
+                f"image{'s' * (target.n != 1)} again would pass --max-images {self.max_images} "
+                f"with what the plan pays for"
             )
-        self._paid += target.n  # charged at submit; counted first, so concurrent submits cannot pass the cap together
+        extra = 0 if planned else target.n  # counted before the submit: concurrent ones cannot pass the cap together
+        self._unplanned += extra
         try:
             status = await self._submit(target, key)
         except BaseException:
-            self._paid -= target.n
+            if target.name not in self.recorder.pending:  # surely not created (else it stays journaled: maybe paid)
+                self._unplanned -= extra
             raise
+        self._paid += target.n  # charged at submit
         self.reporter.emit(TargetSubmitted(target.name, status.task_id, resumed=False))
         return status, True
 
@@ -842,7 +852,8 @@ class Executor:
                     if attempt + 1 < self.settings.max_attempts:
                         continue  # known not to exist: a new id, no further wait
                 elif not reuploaded and _about_inputs(error) and (uploaded := self._local_inputs(target)):
-                    # A 4xx may mean an uploaded reference expired on the provider: upload again, once.
+                    # A 400 may mean an uploaded reference expired on the provider: upload again, once.
+                    self.recorder.dropped(target.name, key)  # refused: nothing was created
                     reuploaded = True
                     for digest in uploaded:
                         self.uploader.forget(digest)
@@ -956,13 +967,16 @@ class Executor:
             outputs.append(LockedOutput(path, digest, len(blob), width, height))
         return tuple(outputs)
 
-    async def _generate(self, target: Target, key: str, *, submit: bool = True) -> tuple[str, ...] | None:
+    async def _generate(
+        self, target: Target, key: str, *, submit: bool = True, planned: bool = True
+    ) -> tuple[str, ...] | None:
         """Obtain (submit or resume) the target's task, wait for it, download, verify, write and lock it.
 
-        With ``submit=False`` only a journaled task is resumed; returns None when there is none.
+        With ``submit=False`` only a journaled task is resumed; returns None when there is none. A submit
+        the plan did not count (``planned=False``) is sent only within what ``max_images`` leaves over.
         """
         async with self.capacity:  # a provider slot: from submit (or resume) until the task is finished
-            obtained = await self._obtain_task(target, key, submit=submit)
+            obtained = await self._obtain_task(target, key, submit=submit, planned=planned)
             if obtained is None:
                 return None
             status, paid_now = obtained
@@ -977,6 +991,7 @@ class Executor:
             self.recorder.dropped(target.name, key)
             if paid_now:
                 self._paid -= target.n  # a failed task is refunded
+                self._unplanned -= 0 if planned else target.n
             code = f" ({status.error_code})" if status.error_code else ""
             why = f"task {status.task_id} failed{code}: {status.error_message or 'no message'}"
             if status.error_code == "insufficient_quota":  # no balance, said in the task (§3.3): as a 402 would

@@ -8,8 +8,10 @@ machine-only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -181,9 +183,15 @@ class JsonReporter:
         self.stream = stream or sys.stdout
 
     def emit(self, event: Event) -> None:
-        """Write the event as one JSON line."""
+        """Write the event as one JSON line; once the reader has left (``build --json | head``), nothing."""
         record = {"event": self._NAMES[type(event)], "time": round(time.time(), 3), **_jsonable(event)}
-        print(json.dumps(record, sort_keys=True, ensure_ascii=False), file=self.stream, flush=True)
+        try:
+            print(json.dumps(record, sort_keys=True, ensure_ascii=False), file=self.stream, flush=True)
+        except BrokenPipeError:  # the build goes on: what it pays for is locked whether or not anyone reads
+            broken, self.stream = self.stream, open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+            if broken is sys.stdout:
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(self.stream.fileno(), sys.stdout.fileno())  # nothing left to flush at exit either
 
 
 class RichReporter:

@@ -105,7 +105,12 @@ def resolve(
     """Settings from the manifest's provider block, the environment and explicit overrides (flags win)."""
     url = base_url or environ.get("PIXMAKE_BASE_URL") or provider.base_url
     if not re.match(r"^https?://[^\s/]+", url):
-        raise ConfigError(f"base URL {display_url(url)!r} is not an http(s) URL")
+        source = (
+            "base URL" if base_url else "PIXMAKE_BASE_URL" if environ.get("PIXMAKE_BASE_URL") else "provider.base_url"
+        )
+        # Shown only when it looks like a URL, less its credentials: it may be a key put in the wrong variable.
+        shown = f" {display_url(url)!r}" if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url) else ""
+        raise ConfigError(f"{source}{shown} is not an http(s) URL")
     key = api_key if api_key is not None else environ.get(provider.api_key_env)
     if key is not None:
         key = key.strip()  # a secret pasted with its line's end

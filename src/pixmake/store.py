@@ -238,13 +238,17 @@ class ObjectCache:
 
 def running_build(state_dir: Path) -> int | None:
     """The pid of a build running in this project now, if any (read, never locked: a plan must not make a
-    starting build fail). A build killed without cleaning up leaves its pid file: a dead pid is no build."""
+    starting build fail). A build killed without cleaning up leaves its pid file: a dead pid is no build,
+    and neither is this process's own (a container's pid 1 again). None on Windows, where ``os.kill``
+    cannot probe a process without signalling it."""
+    if os.name != "posix":
+        return None
     try:
         pid = int((state_dir / "build.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    if pid == os.getpid():
-        return pid
+    if pid <= 0 or pid == os.getpid():
+        return None
     try:
         os.kill(pid, 0)
     except PermissionError:  # alive, another user's

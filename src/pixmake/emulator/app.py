@@ -514,6 +514,8 @@ class _Api:
         if data is None:  # render off the event loop; hits stay inline
             data = await anyio.to_thread.run_sync(render_png, *key)
         fault = self.emu.draw_fault("download")
+        if fault == "p_403_download":  # a CDN refusing the link (§1: clients without a User-Agent get 403)
+            return Response("Forbidden", status_code=403)
         seconds = config.slow_download_seconds
         return _Download(data, "image/png", fault=fault, seconds=seconds, closer=self.closer)
 
