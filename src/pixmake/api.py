@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pixmake.select import Selection
     from pixmake.settings import Settings
     from pixmake.store import ObjectCache
+    from pixmake.sweep import SweepResult
 
 __all__ = [
     "Accepted",
@@ -46,6 +47,7 @@ __all__ = [
     "open_project",
     "plan",
     "prune",
+    "sweep",
     "validate",
 ]
 
@@ -428,6 +430,20 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
             accepted.append(Accepted(target.name, entry, before is not None and before.key != entry.key, journaled))
         write_lock_and_compact(project.lockfile, project.journal, lock, pending)
     return tuple(accepted)
+
+
+def sweep(project: Project, *, keep_days: float = 14.0, dry_run: bool = False) -> SweepResult:
+    """Delete cached images no lock refers to (this one with its journal, and every git ref's) older than
+    ``keep_days``; see :mod:`pixmake.sweep`. Holds the project lock: no build runs meanwhile."""
+    from pixmake.store import project_lock
+    from pixmake.sweep import sweep as sweep_objects
+
+    with project_lock(project.state_dir):
+        lock, _ = load_lock(project)
+        return sweep_objects(
+            project.state_dir / "objects", lock, root=project.root, lockfile=project.lockfile,
+            keep_days=keep_days, dry_run=dry_run,
+        )  # fmt: skip
 
 
 def prune(project: Project) -> PruneResult:

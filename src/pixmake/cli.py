@@ -251,6 +251,34 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(0),
+    default=14.0,
+    show_default=True,
+    help="Keep images no lock refers to while younger than this.",
+)
+@click.option("-n", "--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.pass_obj
+def gc(obj: _Context, keep_days: float, dry_run: bool) -> None:  # `pixmake gc`, as git gc
+    """Delete cached images no lock refers to: this one (with its journal), or the one at any git branch or tag."""
+    from pixmake import api
+
+    swept = api.sweep(obj.project(), keep_days=keep_days, dry_run=dry_run)
+    locks = f"{swept.locks} lock{'s' * (swept.locks != 1)} read"
+    click.echo(
+        f"{'would delete' if dry_run else 'deleted'} {swept.deleted} cached image{'s' * (swept.deleted != 1)} "
+        f"({_size(swept.deleted_bytes)}); kept {swept.referenced} a lock refers to "
+        f"({_size(swept.referenced_bytes)}, {locks}) and {swept.recent} younger than {keep_days:g} days "
+        f"({_size(swept.recent_bytes)})"
+    )
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} KB"
+
+
+@cli.command()
 @_TARGETS
 @_TAG
 @click.option("--emulator", is_flag=True, help="Build against the bundled emulator (no key, no network).")
