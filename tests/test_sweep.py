@@ -1,11 +1,13 @@
-"""`pixmake gc`: cached images no lock refers to are deleted once old enough; everything a lock (this one,
-or the one at any git branch or tag) refers to stays, so a build still restores it for free."""
+"""`pixmake gc`: a cached image goes once no lock has referred to it for --keep-days; everything a lock
+(this one, or git's at any ref, HEAD, stash entry or the index) refers to stays, so a build still
+restores it for free; anything gc cannot read stops it before it deletes anything."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import yaml
 from conftest import run_cli
 from pixmake.cli import ExitCode
 from pixmake.lockfile import parse_lock
+from pixmake.sweep import sweep
 
 RED = "Premium ad of a red ceramic mug on a wooden table, ${style}"
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not on PATH")
@@ -41,7 +44,15 @@ def _recolour_hero(root: Path) -> None:
 
 def _git(root: Path, *args: str) -> None:
     identity = ["-c", "user.name=pixmake tests", "-c", "user.email=tests@pixmake.invalid", "-c", "commit.gpgsign=false"]
-    subprocess.run(["git", *identity, *args], cwd=root, check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # never an outer repository's
+    subprocess.run(["git", *identity, *args], cwd=root, check=True, capture_output=True, env=env)
+
+
+def _repository(root: Path) -> None:
+    _git(root, "init", "-q")
+    _git(root, "symbolic-ref", "HEAD", "refs/heads/main")  # whatever init.defaultBranch says
+    _git(root, "add", "pixmake.yaml", "pixmake.lock")
+    _git(root, "commit", "-q", "-m", "blue hero")
 
 
 def test_gc_deletes_only_images_no_lock_refers_to_and_only_once_they_are_old(examples_copy: Path) -> None:
@@ -53,7 +64,8 @@ def test_gc_deletes_only_images_no_lock_refers_to_and_only_once_they_are_old(exa
     assert len(unreferenced) == 2 and unreferenced <= blue  # the blue hero's two images
 
     young = run_cli("-C", str(examples_copy), "gc")
-    assert young.stdout.startswith("deleted 0 cached images") and "2 younger than 14 days" in young.stdout
+    assert young.stdout.startswith("deleted 0 cached images")
+    assert "2 unreferenced for less than 14 days" in young.stdout
     dry = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0", "--dry-run")
     assert dry.stdout.startswith("would delete 2 cached images") and unreferenced <= _objects(examples_copy)
     swept = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
@@ -65,32 +77,67 @@ def test_gc_deletes_only_images_no_lock_refers_to_and_only_once_they_are_old(exa
     assert restored.exit_code == ExitCode.OK and "1 restored from cache" in restored.stderr
 
 
-@needs_git
-@pytest.mark.parametrize("keeper", ["branch", "tag"])
-def test_gc_keeps_what_the_lock_at_a_git_branch_or_tag_refers_to(keeper: str, examples_copy: Path) -> None:
+def test_the_grace_runs_from_when_an_image_was_first_found_unreferenced_not_from_when_it_was_cached(
+    examples_copy: Path,
+) -> None:
     _build(examples_copy)
-    _git(examples_copy, "init", "-q")
-    _git(examples_copy, "symbolic-ref", "HEAD", "refs/heads/main")  # whatever init.defaultBranch says
-    _git(examples_copy, "add", "pixmake.yaml", "pixmake.lock")
-    _git(examples_copy, "commit", "-q", "-m", "blue hero")
-    _git(examples_copy, *(["branch", "release-1"] if keeper == "branch" else ["tag", "v1"]))
+    _recolour_hero(examples_copy)
+    _build(examples_copy)
+    objects = examples_copy / ".pixmake" / "objects"
+    for path in objects.glob("*/*"):
+        os.utime(path, (0, 0))  # cached long ago: that does not count
+    lock = parse_lock((examples_copy / "pixmake.lock").read_text())
+    first = time.time()
+    assert sweep(objects, lock, root=examples_copy, keep_days=14, now=first).deleted == 0
+    assert sweep(objects, lock, root=examples_copy, keep_days=14, now=first + 13.9 * 86400).waiting == 2
+    later = sweep(objects, lock, root=examples_copy, keep_days=14, now=first + 14 * 86400)
+    assert (later.deleted, later.waiting) == (2, 0) and _objects(examples_copy) == _locked(examples_copy)
+
+
+@needs_git
+@pytest.mark.parametrize("keeper", ["branch", "tag", "stash", "detached-head", "index"])
+def test_gc_keeps_what_git_holds_a_lock_for(keeper: str, examples_copy: Path) -> None:
+    """Only git holds one of the two locks (blue or red): a branch, a tag, a stash entry, a detached HEAD
+    or the index. gc keeps the images of both."""
+    _build(examples_copy)
+    _repository(examples_copy)
+    if keeper in ("branch", "tag"):
+        _git(examples_copy, *(["branch", "release-1"] if keeper == "branch" else ["tag", "v1"]))
+        _git(examples_copy, "checkout", "-q", "-b", "red")
+        _git(examples_copy, "branch", "-q", "-D", "main")
+    elif keeper == "detached-head":
+        _git(examples_copy, "checkout", "-q", "--detach")
+        _git(examples_copy, "branch", "-q", "-D", "main")
+    elif keeper == "index":
+        _git(examples_copy, "checkout", "-q", "--orphan", "fresh")  # no commit keeps blue; the index does
+        _git(examples_copy, "branch", "-q", "-D", "main")
+    _recolour_hero(examples_copy)
+    _build(examples_copy)
+    if keeper == "stash":
+        _git(examples_copy, "stash", "-q")  # red only in the stash now; blue back in the work tree
+    kept = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
+    assert kept.exit_code == ExitCode.OK, kept.stderr
+    assert kept.stdout.startswith("deleted 0 cached images"), kept.stdout
+
+
+@needs_git
+def test_once_git_no_longer_holds_a_lock_its_images_go(examples_copy: Path) -> None:
+    _build(examples_copy)
+    _repository(examples_copy)
+    _git(examples_copy, "tag", "v1")
     _recolour_hero(examples_copy)
     _build(examples_copy)
     _git(examples_copy, "commit", "-q", "-am", "red hero")
-    kept = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
-    assert kept.stdout.startswith("deleted 0 cached images") and "3 locks read" in kept.stdout  # + main, + keeper
-    _git(examples_copy, *(["branch", "-D", "release-1"] if keeper == "branch" else ["tag", "-d", "v1"]))
+    assert run_cli("-C", str(examples_copy), "gc", "--keep-days", "0").stdout.startswith("deleted 0 cached images")
+    _git(examples_copy, "tag", "-d", "v1")
     swept = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
-    assert swept.stdout.startswith("deleted 2 cached images") and "2 locks read" in swept.stdout
+    assert swept.stdout.startswith("deleted 2 cached images") and _objects(examples_copy) == _locked(examples_copy)
 
 
 @needs_git
 def test_a_lock_gc_cannot_read_at_some_ref_stops_it_before_anything_is_deleted(examples_copy: Path) -> None:
     _build(examples_copy)
-    _git(examples_copy, "init", "-q")
-    _git(examples_copy, "symbolic-ref", "HEAD", "refs/heads/main")  # whatever init.defaultBranch says
-    _git(examples_copy, "add", "pixmake.yaml", "pixmake.lock")
-    _git(examples_copy, "commit", "-q", "-m", "built")
+    _repository(examples_copy)
     _git(examples_copy, "checkout", "-q", "-b", "broken")
     (examples_copy / "pixmake.lock").write_text('{"version": 1, "targets": {')
     _git(examples_copy, "commit", "-q", "-am", "a bad merge")
@@ -101,9 +148,41 @@ def test_a_lock_gc_cannot_read_at_some_ref_stops_it_before_anything_is_deleted(e
     outcome = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
     assert outcome.exit_code == ExitCode.USER_ERROR and "Traceback" not in outcome.stderr
     [line] = outcome.stderr.splitlines()
-    assert "refs/heads/broken:pixmake.lock" in line and line.endswith(
-        "nothing was deleted (the images it records are unknown)"
-    )
+    assert line.startswith("pixmake: error: pixmake.lock at refs/heads/broken cannot be read (")
+    assert line.endswith("; nothing was deleted")
+    assert _objects(examples_copy) == before
+
+
+@needs_git
+def test_in_a_git_work_tree_without_git_on_path_gc_deletes_nothing(
+    examples_copy: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _build(examples_copy)
+    _repository(examples_copy)
+    _recolour_hero(examples_copy)
+    _build(examples_copy)
+    before = _objects(examples_copy)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    outcome = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
+    assert outcome.exit_code == ExitCode.USER_ERROR and "git is not on PATH" in outcome.stderr
+    assert _objects(examples_copy) == before
+
+
+@pytest.mark.parametrize("problem", ["nan-days", "cache-outside-the-project"])
+def test_gc_refuses_what_it_cannot_judge(problem: str, examples_copy: Path, tmp_path: Path) -> None:
+    _build(examples_copy)
+    _recolour_hero(examples_copy)
+    _build(examples_copy)
+    days = "0"
+    if problem == "nan-days":
+        days = "nan"
+    else:
+        shared = tmp_path / "shared-objects"
+        (examples_copy / ".pixmake" / "objects").rename(shared)
+        (examples_copy / ".pixmake" / "objects").symlink_to(shared)
+    before = _objects(examples_copy)
+    outcome = run_cli("-C", str(examples_copy), "gc", "--keep-days", days)
+    assert outcome.exit_code == ExitCode.USER_ERROR and "Traceback" not in outcome.stderr
     assert _objects(examples_copy) == before
 
 

@@ -433,7 +433,7 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
 
 
 def sweep(project: Project, *, keep_days: float = 14.0, dry_run: bool = False) -> SweepResult:
-    """Delete cached images no lock refers to (this one with its journal, and every git ref's) older than
+    """Delete cached images no lock (this one with its journal, and git's at every ref) has referred to for
     ``keep_days``; see :mod:`pixmake.sweep`. Holds the project lock: no build runs meanwhile."""
     from pixmake.store import project_lock
     from pixmake.sweep import sweep as sweep_objects
@@ -441,9 +441,8 @@ def sweep(project: Project, *, keep_days: float = 14.0, dry_run: bool = False) -
     with project_lock(project.state_dir):
         lock, _ = load_lock(project)
         return sweep_objects(
-            project.state_dir / "objects", lock, root=project.root, lockfile=project.lockfile,
-            keep_days=keep_days, dry_run=dry_run,
-        )  # fmt: skip
+            project.state_dir / "objects", lock, root=project.root, keep_days=keep_days, dry_run=dry_run
+        )
 
 
 def prune(project: Project) -> PruneResult:

@@ -256,12 +256,12 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
     type=click.FloatRange(0),
     default=14.0,
     show_default=True,
-    help="Keep images no lock refers to while younger than this.",
+    help="Delete an image only once no lock has referred to it for this many days.",
 )
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
 @click.pass_obj
 def gc(obj: _Context, keep_days: float, dry_run: bool) -> None:  # `pixmake gc`, as git gc
-    """Delete cached images no lock refers to: this one (with its journal), or the one at any git branch or tag."""
+    """Delete cached images no lock has referred to for a while (this one, or git's at any branch, tag or stash)."""
     from pixmake import api
 
     swept = api.sweep(obj.project(), keep_days=keep_days, dry_run=dry_run)
@@ -269,8 +269,8 @@ def gc(obj: _Context, keep_days: float, dry_run: bool) -> None:  # `pixmake gc`,
     click.echo(
         f"{'would delete' if dry_run else 'deleted'} {swept.deleted} cached image{'s' * (swept.deleted != 1)} "
         f"({_size(swept.deleted_bytes)}); kept {swept.referenced} a lock refers to "
-        f"({_size(swept.referenced_bytes)}, {locks}) and {swept.recent} younger than {keep_days:g} days "
-        f"({_size(swept.recent_bytes)})"
+        f"({_size(swept.referenced_bytes)}, {locks}) and {swept.waiting} unreferenced for less than "
+        f"{keep_days:g} day{'s' * (keep_days != 1)} ({_size(swept.waiting_bytes)})"
     )
 
 

@@ -1,21 +1,27 @@
-"""Garbage collection of the object cache: delete the cached images no lock refers to.
+"""Garbage collection of the object cache: delete the cached images no lock has referred to for a while.
 
 Every image pixmake was paid for stays in ``.pixmake/objects/``, so a build restores an output for free
-after a branch switch, a revert or a deleted file. Left alone the cache only grows: each prompt edit adds
-the new images and keeps the old. :func:`sweep` deletes an object only when nothing that could bring it
-back refers to it and it is older than a grace period:
+after a branch switch, a stash pop or a deleted file. Left alone the cache only grows: each prompt edit
+adds the new images and keeps the old. :func:`sweep` deletes an object only when no lock it can read
+refers to it, and has not for ``keep_days``:
 
 * the lockfile with its journal folded in (outputs and stale outputs alike);
-* ``pixmake.lock`` at the tip of every local branch, remote-tracking branch and tag, when the project is
-  in a git work tree (a teammate's branch or an old release restores for free, as it did before);
-* anything younger than ``keep_days`` (git's gc keeps unreachable objects two weeks for the same reason:
-  a commit not yet made, a file kept before a build overwrote it).
+* in a git work tree, ``pixmake.lock`` at every ref (branches, remote-tracking branches, tags, the
+  stash and its entries), at ``HEAD`` and every worktree's ``HEAD``, and in the index. Commits that are
+  no ref's tip are not read: an image only older history refers to goes once it has been unreferenced
+  for ``keep_days`` (tag a version to keep its images);
+* the grace runs from the first sweep that found the object unreferenced (``.pixmake/gc.json``), not from
+  when it was cached: an image the lock dropped a year after it was made still gets its ``keep_days``,
+  and so does a file a build kept before it overwrote it (the plan said so).
 
-A lock that cannot be read at some ref stops the sweep before anything is deleted: its images are unknown.
+Anything gc cannot read stops it before it deletes anything: a lock that does not parse at some ref,
+git missing or failing in what looks like a git work tree, an object cache outside the project.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import subprocess
@@ -26,10 +32,12 @@ from pathlib import Path
 
 from pixmake.errors import ConfigError, LockfileError
 from pixmake.lockfile import Lock, parse_lock
+from pixmake.store import atomic_write
 
 __all__ = ["SweepResult", "git_locks", "referenced", "sweep"]
 
 _DAY = 86_400.0
+_NOTHING_DELETED = "nothing was deleted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +48,9 @@ class SweepResult:
     deleted_bytes: int = 0
     referenced: int = 0
     referenced_bytes: int = 0
-    recent: int = 0
-    recent_bytes: int = 0
-    locks: int = 1  # locks read: the working tree's and each distinct one at a git ref
+    waiting: int = 0  # unreferenced, within their keep_days
+    waiting_bytes: int = 0
+    locks: int = 1  # distinct locks read: the working tree's and each distinct version git holds
     dry_run: bool = False
 
 
@@ -51,47 +59,82 @@ def referenced(locks: Iterable[Lock]) -> set[str]:
     return {o.sha256 for lock in locks for entry in lock.entries.values() for o in (*entry.outputs, *entry.stale)}
 
 
-def _git(git: str, root: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([git, *args], cwd=root, input=stdin, capture_output=True, check=False)
+def _in_git_work_tree(root: Path) -> bool:
+    return any((directory / ".git").exists() for directory in (root.resolve(), *root.resolve().parents))
 
 
-def git_locks(root: Path, lockfile: Path) -> Iterator[tuple[str, str]]:
-    """``(ref, text)`` of the lockfile at the tip of every branch, remote-tracking branch and tag, each distinct
-    version once; nothing when git is missing or ``root`` is not in a work tree.
+def _git(git: str, root: Path, *args: str, stdin: bytes = b"", check: bool = True) -> bytes:
+    done = subprocess.run([git, *args], cwd=root, input=stdin, capture_output=True, check=False)
+    if check and done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        raise ConfigError(f"git {args[0]} failed ({why[0] if why else done.returncode}); {_NOTHING_DELETED}")
+    return done.stdout
 
-    Raises ConfigError when git lists refs but cannot show them.
+
+def _revisions(git: str, root: Path) -> dict[str, str]:
+    """Every revision whose lock gc must keep, by object id, each with a name for messages."""
+    revs: dict[str, str] = {}
+    for line in (
+        _git(git, root, "for-each-ref", "--format=%(objectname) %(refname)").decode(errors="replace").splitlines()
+    ):
+        sha, _, name = line.partition(" ")
+        revs.setdefault(sha, name)
+        if name == "refs/stash":  # every stash entry, not only the newest
+            for entry in _git(git, root, "log", "-g", "--format=%H", "refs/stash").decode().split():
+                revs.setdefault(entry, "a stash entry")
+    for line in _git(git, root, "worktree", "list", "--porcelain").decode(errors="replace").splitlines():
+        if line.startswith("HEAD "):
+            revs.setdefault(line[5:], "a worktree's HEAD")
+    head = _git(git, root, "rev-parse", "--verify", "-q", "HEAD", check=False).decode().strip()
+    if head:  # none before the first commit
+        revs.setdefault(head, "HEAD")
+    return revs
+
+
+def git_locks(root: Path) -> Iterator[tuple[str, str]]:
+    """``(where, text)`` of each distinct version of ``root/pixmake.lock`` that git holds at a ref, a HEAD or
+    in the index (see the module); nothing when ``root`` is in no git work tree.
+
+    Raises ConfigError when it is in one but git is missing or fails: then what the locks there refer to
+    is unknown.
     """
+    if not _in_git_work_tree(root):
+        return
     git = shutil.which("git")
     if git is None:
+        raise ConfigError(
+            f"{root} is in a git work tree but git is not on PATH, so the locks of its branches and tags "
+            f"cannot be read; {_NOTHING_DELETED}"
+        )
+    named = {f"{sha}:./pixmake.lock": name for sha, name in _revisions(git, root).items()}
+    named[":./pixmake.lock"] = "the index"
+    queries = list(named)
+    checked = _git(git, root, "cat-file", "--batch-check", stdin="".join(f"{q}\n" for q in queries).encode())
+    blobs: dict[str, str] = {}  # blob id -> where it was first found
+    for query, line in zip(queries, checked.decode(errors="replace").splitlines(), strict=True):
+        fields = line.split(" ")
+        if len(fields) == 3 and fields[1] == "blob":
+            blobs.setdefault(fields[0], named[query])
+    if not blobs:
         return
-    top = _git(git, root, "rev-parse", "--show-toplevel")
-    if top.returncode != 0:
-        return
-    path = Path(os.path.relpath(lockfile.resolve(), Path(os.fsdecode(top.stdout.strip())).resolve())).as_posix()
-    refs = _git(git, root, "for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes", "refs/tags")
-    names = [name for name in refs.stdout.decode(errors="replace").splitlines() if not name.endswith("/HEAD")]
-    if not names:
-        return
-    batch = _git(git, root, "cat-file", "--batch", stdin="".join(f"{name}:{path}\n" for name in names).encode())
-    if batch.returncode != 0:
-        raise ConfigError(f"git cat-file failed: {batch.stderr.decode(errors='replace').strip()}")
-    seen: set[str] = set()
-    out, at = batch.stdout, 0
-    for name in names:
+    out = _git(git, root, "cat-file", "--batch", stdin="".join(f"{blob}\n" for blob in blobs).encode())
+    at = 0
+    for where in blobs.values():
         end = out.index(b"\n", at)
-        header = out[at:end]
-        at = end + 1
-        if header.endswith((b" missing", b" ambiguous")):  # that ref has no lockfile there
-            continue
-        sha, _, size = header.decode().split(" ")
-        blob = out[at : at + int(size)]
-        at += int(size) + 1
-        if sha not in seen:
-            seen.add(sha)
-            yield name, blob.decode("utf-8", errors="replace")
+        size = int(out[at:end].split(b" ")[2])
+        yield where, out[end + 1 : end + 1 + size].decode("utf-8", errors="replace")
+        at = end + 1 + size + 1
 
 
-def _objects(directory: Path) -> Iterator[os.DirEntry[str]]:
+def _load_waiting(path: Path) -> dict[str, float]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in data.items() if isinstance(v, int | float)} if isinstance(data, dict) else {}
+
+
+def _files(directory: Path) -> Iterator[os.DirEntry[str]]:
     """Every file under ``objects/``: the objects and any temporary file a crash left behind."""
     try:
         shards = list(os.scandir(directory))
@@ -108,30 +151,50 @@ def sweep(
     lock: Lock,
     *,
     root: Path,
-    lockfile: Path,
     keep_days: float,
     dry_run: bool = False,
     now: float | None = None,
 ) -> SweepResult:
-    """Delete the files in ``objects`` no lock refers to that are older than ``keep_days`` (see the module)."""
-    locks = [lock]
-    for ref, text in git_locks(root, lockfile):
+    """Delete the files in ``objects`` no lock has referred to for ``keep_days`` (see the module)."""
+    if math.isnan(keep_days) or keep_days < 0:
+        raise ConfigError(f"--keep-days must be a number of days, at least 0, not {keep_days}")
+    if not objects.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(
+            f"the object cache {objects} leads outside the project (a symlink?): other projects' locks may "
+            f"refer to its images; {_NOTHING_DELETED}"
+        )
+    keep = referenced([lock])
+    locks = 1
+    for where, text in git_locks(root):
+        if text.startswith("version https://git-lfs"):
+            raise ConfigError(f"pixmake.lock at {where} is a Git LFS pointer, which gc cannot read; {_NOTHING_DELETED}")
         try:
-            locks.append(parse_lock(text, file=f"{ref}:pixmake.lock"))
+            keep |= referenced([parse_lock(text)])
         except LockfileError as error:
-            raise ConfigError(f"{error}; nothing was deleted (the images it records are unknown)") from error
-    keep = referenced(locks)
-    cutoff = (time.time() if now is None else now) - keep_days * _DAY
-    counts = {"deleted": 0, "referenced": 0, "recent": 0}
+            raise ConfigError(f"pixmake.lock at {where} cannot be read ({error}); {_NOTHING_DELETED}") from None
+        locks += 1
+    clock = time.time() if now is None else now
+    ledger = objects.parent / "gc.json"
+    since = _load_waiting(ledger)
+    waiting: dict[str, float] = {}
+    counts = {"deleted": 0, "referenced": 0, "waiting": 0}
     sizes = dict.fromkeys(counts, 0)
-    for entry in _objects(objects):
-        info = entry.stat(follow_symlinks=False)
-        kind = "referenced" if entry.name in keep else "recent" if info.st_mtime > cutoff else "deleted"
-        if kind == "deleted" and not dry_run:
-            os.unlink(entry.path)
+    for entry in _files(objects):
+        size = entry.stat(follow_symlinks=False).st_size
+        if entry.name in keep:
+            kind = "referenced"
+        elif clock - since.get(entry.name, clock) >= keep_days * _DAY:
+            kind = "deleted"
+            if not dry_run:
+                os.unlink(entry.path)
+        else:
+            kind = "waiting"
+            waiting[entry.name] = since.get(entry.name, clock)
         counts[kind] += 1
-        sizes[kind] += info.st_size
+        sizes[kind] += size
+    if not dry_run:
+        atomic_write(ledger, json.dumps(waiting, sort_keys=True).encode())
     return SweepResult(
-        counts["deleted"], sizes["deleted"], counts["referenced"], sizes["referenced"], counts["recent"],
-        sizes["recent"], len(locks), dry_run,
+        counts["deleted"], sizes["deleted"], counts["referenced"], sizes["referenced"], counts["waiting"],
+        sizes["waiting"], locks, dry_run,
     )  # fmt: skip
