@@ -430,8 +430,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.exceptions.NoArgsIsHelpError as error:  # plain `pixmake`: the help, not an error
-        assert error.ctx is not None
-        click.echo(error.ctx.get_help())
+        click.echo(error.ctx.get_help() if error.ctx is not None else error.format_message())
         sys.exit(ExitCode.OK)
     except click.UsageError as error:
         if isinstance(error, click.BadParameter):
