@@ -32,6 +32,7 @@ from pixmake.errors import (
     RequestRejectedError,
     ServerError,
 )
+from pixmake.models import MODELS as CLIENT_MODELS
 from pixmake.providers.base import GenerationRequest, TaskState
 from pixmake.providers.toapis import ToapisProvider, parse_task
 from pixmake.settings import Secret, Settings
@@ -130,6 +131,27 @@ def test_an_expired_result_link_is_refused_for_the_link_never_for_the_key(
     with pytest.raises(RequestRejectedError) as caught:
         _run(_settings(emulator.url), flow)
     assert caught.value.status == status and not isinstance(caught.value, AuthError)
+
+
+@pytest.mark.parametrize("model", sorted(CLIENT_MODELS))
+def test_every_request_the_client_allows_for_a_model_the_emulator_accepts(emulator: EmulatorServer, model: str) -> None:
+    """The client's capability table and the emulator's agree: each n and size pixmake lets through, with
+    a reference in the form that model takes (strings, or Gemini's [{"url": ...}]), is a valid submit."""
+    spec = CLIENT_MODELS[model]
+    first_size, low_n = spec.sizes[0], min(spec.n_allowed)
+    requests = [(n, first_size) for n in sorted(spec.n_allowed)] + [(low_n, size) for size in spec.sizes]
+
+    async def flow(p: ToapisProvider) -> None:
+        for i, (n, size) in enumerate(requests):
+            refs = ("https://example.com/ref.png",) if spec.max_images is None or n < spec.max_images else ()
+            request = GenerationRequest(model, "a mug", size, n, f"pixmake-{model}-{i}", image_urls=refs)
+            await p.submit(request)
+
+    _run(_settings(emulator.url), flow)
+    sent = [r.json for r in emulator.emulator.submits() if isinstance(r.json, dict)]
+    assert len(sent) == len(requests) and all(r.status == 200 for r in emulator.emulator.submits())
+    if spec.reference_objects:
+        assert sent[0]["image_urls"] == [{"url": "https://example.com/ref.png"}]
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ class ModelSpec:
     mask_matches_first_reference: bool = True
     max_images: int | None = None  # references + n together (seedream: 15)
     params: frozenset[str] = frozenset()  # documented extra fields; others draw a warning
+    reference_objects: bool = False  # image_urls sent as [{"url": ...}] (Gemini, §2.3), not as strings
 
 
 def _row(
@@ -50,6 +51,7 @@ def _row(
     ref_formats: frozenset[str] = _WEB_FORMATS,
     max_images: int | None = None,
     params: tuple[str, ...] = (),
+    reference_objects: bool = False,
 ) -> tuple[str, ModelSpec]:
     spec = ModelSpec(
         id,
@@ -62,6 +64,7 @@ def _row(
         reference_formats=ref_formats,
         max_images=max_images,
         params=frozenset(params),
+        reference_objects=reference_objects,
     )
     return id, spec
 
@@ -116,6 +119,7 @@ MODELS: Final[Mapping[str, ModelSpec]] = MappingProxyType(
                 n=(1,),
                 refs=14,
                 params=("metadata", "callback_url"),
+                reference_objects=True,
             ),
             _row(
                 "gemini-3.1-flash-image-preview",
@@ -124,6 +128,7 @@ MODELS: Final[Mapping[str, ModelSpec]] = MappingProxyType(
                 n=(1,),
                 refs=14,
                 params=("metadata", "callback_url"),
+                reference_objects=True,
             ),
             # §2.3 [D-sd45][D-sd5p]: refs ≤ 10; references + outputs ≤ 15 (5.0-pro: n 1-10).
             _row(

@@ -78,8 +78,18 @@ MODELS: Final[Mapping[str, ModelSpec]] = dict(
             sizes=_RATIOS_COMMON,
             n_allowed=frozenset({1, 2, 3, 4}),
             max_refs=14,
-            ref_style="either",
+            ref_style="object",  # [D-gem3][D-gem31]: image_urls as object[] with url
             resolutions=_RES_1K_2K_4K,
+            default_resolution="1K",
+        ),
+        _spec(
+            "gemini-3.1-flash-image-preview",  # [D-gem31]: as 3-pro, plus 0.5K and the extreme ratios
+            max_prompt=None,
+            sizes=(*_RATIOS_COMMON, "1:4", "4:1", "1:8", "8:1"),
+            n_allowed=frozenset({1, 2, 3, 4}),
+            max_refs=14,
+            ref_style="object",  # [D-gem3][D-gem31]: image_urls as object[] with url
+            resolutions={"0.5K": 512, **_RES_1K_2K_4K},
             default_resolution="1K",
         ),
         _spec(
@@ -91,6 +101,20 @@ MODELS: Final[Mapping[str, ModelSpec]] = dict(
             resolutions={"2K": 2048, "4K": 2880},
             default_resolution="2K",
             n_plus_refs_max=15,
+        ),
+        _spec(
+            "doubao-seedream-5-0-pro",  # [D-sd5p]: n 1-10, refs <= 10, refs + outputs <= 15
+            max_prompt=None,
+            sizes=_RATIOS_COMMON,
+            n_allowed=frozenset(range(1, 11)),
+            max_refs=10,
+            resolutions={"2K": 2048, "4K": 2880},
+            default_resolution="2K",
+            n_plus_refs_max=15,
+        ),
+        *(
+            _spec(kontext, max_prompt=None, sizes=_RATIOS_COMMON, n_allowed=frozenset({1, 2, 3, 4}), max_refs=1)
+            for kontext in ("flux-kontext-pro", "flux-kontext-max")  # [D-flux]: at most one reference
         ),
         _spec(
             "flux-2-pro",

@@ -37,6 +37,7 @@ from pixmake.errors import (
     ServerError,
 )
 from pixmake.inputs import sniff
+from pixmake.models import MODELS
 from pixmake.providers.base import GenerationRequest, TaskState, TaskStatus
 from pixmake.retry import parse_retry_after
 from pixmake.settings import Settings, display_url
@@ -274,7 +275,11 @@ class ToapisProvider:
             "client_business_id": request.client_business_id,
         }
         if request.image_urls:
-            payload["image_urls"] = list(request.image_urls)
+            spec = MODELS.get(request.model)
+            objects = spec is not None and spec.reference_objects  # Gemini takes [{"url": ...}] (§2.3)
+            payload["image_urls"] = (
+                [{"url": url} for url in request.image_urls] if objects else list(request.image_urls)
+            )
         if request.mask_url is not None:
             payload["mask_url"] = request.mask_url
         body = json.dumps(payload).encode()
