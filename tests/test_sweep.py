@@ -36,9 +36,9 @@ def _build(root: Path) -> None:
     assert outcome.exit_code == ExitCode.OK, outcome.stderr
 
 
-def _recolour_hero(root: Path) -> None:
+def _recolour_hero(root: Path, prompt: str = RED) -> None:
     manifest = yaml.safe_load((root / "pixmake.yaml").read_text())
-    manifest["targets"]["hero"]["prompt"] = RED
+    manifest["targets"]["hero"]["prompt"] = prompt
     (root / "pixmake.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
 
 
@@ -115,6 +115,9 @@ def test_gc_keeps_what_git_holds_a_lock_for(keeper: str, examples_copy: Path) ->
     _build(examples_copy)
     if keeper == "stash":
         _git(examples_copy, "stash", "-q")  # red only in the stash now; blue back in the work tree
+        _recolour_hero(examples_copy, RED.replace("red", "green"))
+        _build(examples_copy)
+        _git(examples_copy, "stash", "-q")  # green is stash@{0}; red, an older entry, is stash@{1}
     kept = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
     assert kept.exit_code == ExitCode.OK, kept.stderr
     assert kept.stdout.startswith("deleted 0 cached images"), kept.stdout
