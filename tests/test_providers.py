@@ -80,6 +80,8 @@ def test_parse_task_keeps_the_servers_error() -> None:
 def test_parse_task_reads_when_the_results_expire() -> None:
     assert parse_task({"id": "t", "status": "completed", "url": "u", "expires_at": 1760086440}).expires_at == 1760086440
     assert parse_task({"id": "t", "status": "completed", "url": "u", "expires_at": "soon"}).expires_at is None
+    # Without expires_at, the documented lifetime from completed_at: a refused link can still be judged gone.
+    assert parse_task({"id": "t", "status": "completed", "url": "u", "completed_at": 100}).expires_at == 86_500
 
 
 def test_parse_task_refuses_what_is_not_a_task() -> None:

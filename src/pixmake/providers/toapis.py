@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 from urllib.parse import quote
 
 import aiohttp
@@ -155,6 +155,14 @@ def _result_urls(body: Mapping[str, Any]) -> tuple[str, ...]:
     return (url,) if isinstance(url, str) and url else ()
 
 
+_RESULT_LIFETIME: Final = 86_400  # §3.1: in every example, expires_at = completed_at + 86400
+
+
+def _seconds(value: object) -> TypeGuard[int | float]:
+    """Whether ``value`` is a Unix time in seconds as the docs give it (a JSON number, not a boolean)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def parse_task(body: Any) -> TaskStatus:
     """A task object (submit or status response) as a TaskStatus; raises ServerError if it is not one."""
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
@@ -164,7 +172,9 @@ def parse_task(body: Any) -> TaskStatus:
     raw_error = body.get("error")
     error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     progress = body.get("progress")
-    expires = body.get("expires_at")
+    expires, completed = body.get("expires_at"), body.get("completed_at")
+    if not _seconds(expires) and _seconds(completed):  # result URLs live 24 hours after completion (§3.1)
+        expires = completed + _RESULT_LIFETIME
     return TaskStatus(
         task_id=body["id"],
         state=state,
@@ -173,7 +183,7 @@ def parse_task(body: Any) -> TaskStatus:
         urls=_result_urls(body) if state is TaskState.COMPLETED else (),
         error_code=None if error.get("code") is None else str(error.get("code")),
         error_message=None if error.get("message") is None else str(error.get("message")),
-        expires_at=float(expires) if isinstance(expires, int | float) and not isinstance(expires, bool) else None,
+        expires_at=float(expires) if _seconds(expires) else None,
     )
 
 
