@@ -19,6 +19,8 @@ from typing import Any, NoReturn
 import click
 
 from pixmake import __version__
+from pixmake.entry import PIPE_CLOSED as _PIPE_CLOSED
+from pixmake.entry import silence_stdout
 from pixmake.errors import AuthError, ManifestError, PixmakeError, UserError
 
 __all__ = ["ExitCode", "cli", "main"]
@@ -32,7 +34,7 @@ class ExitCode(IntEnum):
     CHANGES = 2  # plan --check: something would be paid for or written
     USER_ERROR = 3  # bad manifest, flag, key or path: nothing ran
     INTERRUPTED = 130  # Ctrl-C
-    PIPE_CLOSED = 141  # the reader of stdout left (`pixmake plan | head`): stopped quietly, as git does
+    PIPE_CLOSED = _PIPE_CLOSED  # the reader of stdout left (`pixmake plan | head`): stopped quietly, as git does
     TERMINATED = 143  # SIGTERM (a CI runner cancelling the job): stopped as gracefully as Ctrl-C
 
 
@@ -452,7 +454,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except click.ClickException as error:
         _fail(error.format_message(), ExitCode.USER_ERROR)
     except BrokenPipeError:  # `pixmake plan | head`: the reader left
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        silence_stdout()
         sys.exit(ExitCode.PIPE_CLOSED)
     except OSError as error:  # the disk refused a read or write pixmake does not handle itself: one line, no traceback
         from pixmake.store import describe_os_error

@@ -14,7 +14,16 @@ import os
 import sys
 from typing import NoReturn
 
-__all__ = ["answer_noop_plan", "main"]
+__all__ = ["PIPE_CLOSED", "answer_noop_plan", "main", "silence_stdout"]
+
+PIPE_CLOSED = 141
+"""Exit code when the reader of stdout left (128 + SIGPIPE, as a shell reports it; ``cli.ExitCode.PIPE_CLOSED``)."""
+
+
+def silence_stdout() -> None:
+    """Point stdout's file descriptor at the null device: its reader left (``pixmake plan | head``), and
+    nothing written or flushed later, at exit included, may fail on the broken pipe."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _parse(argv: list[str]) -> tuple[str | None, str | None, bool] | None:
@@ -73,8 +82,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
             sys.stdout.write(answer)
             sys.stdout.flush()
         except BrokenPipeError:  # `pixmake plan | true`: as the full command line answers it
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(141)  # cli.ExitCode.PIPE_CLOSED (cli imports click: not here)
+            silence_stdout()
+            sys.exit(PIPE_CLOSED)
         sys.exit(0)  # a no-op plan, with or without --check
     from pixmake.cli import main as full_main
 

@@ -8,7 +8,6 @@ machine-only.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -17,6 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
+from pixmake.entry import silence_stdout
 from pixmake.execute import (
     BuildFinished,
     BuildResult,
@@ -188,10 +188,10 @@ class JsonReporter:
         try:
             print(json.dumps(record, sort_keys=True, ensure_ascii=False), file=self.stream, flush=True)
         except BrokenPipeError:  # the build goes on: what it pays for is locked whether or not anyone reads
-            broken, self.stream = self.stream, open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
-            if broken is sys.stdout:
-                with contextlib.suppress(OSError, ValueError):
-                    os.dup2(self.stream.fileno(), sys.stdout.fileno())  # nothing left to flush at exit either
+            if self.stream is sys.stdout:
+                silence_stdout()  # later events, and the flush at exit, go nowhere
+            else:
+                self.stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115  # lives as long as the reporter
 
 
 class RichReporter:

@@ -236,6 +236,9 @@ class ObjectCache:
         return data
 
 
+_PID_FILE: Final = "build.pid"  # in .pixmake/: the pid of the build holding the project lock
+
+
 def running_build(state_dir: Path) -> int | None:
     """The pid of a build running in this project now, if any (read, never locked: a plan must not make a
     starting build fail). A build killed without cleaning up leaves its pid file: a dead pid is no build,
@@ -244,7 +247,7 @@ def running_build(state_dir: Path) -> int | None:
     if os.name != "posix":
         return None
     try:
-        pid = int((state_dir / "build.pid").read_text().strip())
+        pid = int((state_dir / _PID_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
     if pid <= 0 or pid == os.getpid():
@@ -264,7 +267,7 @@ def project_lock(state_dir: Path) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    holder = state_dir / "build.pid"
+    holder = state_dir / _PID_FILE
     lock = FileLock(str(state_dir / "build.lock"), timeout=0)
     try:
         lock.acquire()
