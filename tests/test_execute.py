@@ -21,6 +21,7 @@ from PIL import Image
 
 from conftest import run_cli, write_png
 from pixmake import api
+from pixmake.cli import ExitCode
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.emulator.config import ExpiredResult
 from pixmake.execute import BuildStarted, ConcurrencyChanged, RetryScheduled, TargetFailed, TargetFinished
@@ -117,6 +118,51 @@ def test_a_submit_the_plan_could_not_count_is_not_sent_past_max_images(
     assert fast_env.emulator.ledger.charged_images == 2 and (root / "poster-2.png").is_file()
     assert run_cli("-C", str(root), "build", "--max-images", "1").exit_code == 0  # now a plain create
     assert fast_env.emulator.ledger.charged_images == 3 and (root / "hero.png").is_file()
+
+
+def _journal_submit(root: Path, target: str, cbid: str, *, emulator: bool = False) -> None:
+    """What a build killed right after journaling a submit for ``target``'s current inputs leaves."""
+    project = api.open_project(root)
+    [action] = [a for a in api.plan(project).plan.actions if a.name == target]
+    assert action.key is not None
+    journal = Journal(project.journal)
+    journal.open()
+    journal.submitting(target, action.key, cbid, emulator=emulator)
+    journal.close()
+
+
+def test_an_emulator_build_leaves_a_task_paid_at_the_provider_for_a_real_build(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """`build --emulator` would look the provider's task up on the emulator, find nothing and drop it."""
+    targets = {"hero": {"prompt": "a blue mug", "out": "hero.png"}, "logo": {"prompt": "a logo", "out": "logo.png"}}
+    root = _manifest(tmp_path / "p", targets)
+    _journal_submit(root, "hero", "pixmake-paid-at-the-provider")
+    emulated = run_cli("-C", str(root), "build", "--emulator")
+    assert emulated.exit_code == 1, emulated.stderr
+    failed = [line for line in emulated.stderr.splitlines() if line.startswith("  failed: ")]
+    why = (
+        "a task an interrupted build paid for at the provider is journaled for it; the emulator cannot "
+        "collect it: build without --emulator"
+    )
+    assert failed == [f"  failed: hero: {why}"] and (root / "logo.png").is_file()
+    _, pending = api.load_lock(api.open_project(root))
+    assert pending["hero"].client_business_id == "pixmake-paid-at-the-provider"  # still there to collect
+    real = api.build(api.open_project(root), fast_settings(api.open_project(root), fast_env))
+    assert real.ok and real.statistics.lookups == 1  # the real build looks it up before paying
+
+
+def test_an_interrupted_emulator_builds_task_is_never_looked_up_at_the_provider(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    _journal_submit(root, "hero", "pixmake-on-the-emulator", emulator=True)
+    real = api.build(api.open_project(root), fast_settings(api.open_project(root), fast_env))
+    assert real.ok and real.statistics.lookups == 0 and real.statistics.polls >= 1
+    assert not [r for r in fast_env.emulator.requests if "pixmake-on-the-emulator" in r.path]
+    _journal_submit(root, "hero", "pixmake-on-the-emulator-2", emulator=True)  # and an emulator build takes it up
+    (root / "hero.png").unlink()
+    assert run_cli("-C", str(root), "build", "--emulator").exit_code == ExitCode.OK
 
 
 def test_no_balance_stops_the_build_keeps_what_was_paid_and_a_top_up_resumes(

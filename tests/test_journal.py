@@ -188,3 +188,19 @@ def test_fsyncs_leave_the_event_loop_while_the_disk_is_slow(tmp_path: Path, monk
     anyio.run(submits, 2)
     assert on_loop[before:] == [True, False]  # the slow one ran on the loop, the next one in a thread
     journal.close()
+
+
+def test_a_submit_to_the_bundled_emulator_is_journaled_as_such_and_stays_so_through_a_rewrite(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.open()
+    journal.submitting("demo", "k1", "cb-demo", emulator=True)
+    journal.accepted("demo", "k1", "cb-demo", "task-demo")
+    journal.submitting("paid", "k2", "cb-paid")
+    journal.close()
+    _, pending = read_journal(journal.path, Lock())
+    assert pending == {
+        "demo": PendingSubmit("demo", "k1", "cb-demo", "task-demo", emulator=True),
+        "paid": PendingSubmit("paid", "k2", "cb-paid"),
+    }
+    journal.rewrite(pending)
+    assert read_journal(journal.path, Lock())[1] == pending

@@ -574,6 +574,7 @@ def replace_settings(settings: Settings, url: str) -> Settings:
         poll_interval=settings.poll_interval if settings.poll_interval is not None else EMULATOR_POLL_INTERVAL,
         submit_rate=max(settings.submit_rate, 50.0),
         query_rate=max(settings.query_rate, 1000.0),
+        emulator=True,
     )
 
 

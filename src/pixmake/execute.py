@@ -35,6 +35,7 @@ from pixmake.decode import image_size
 from pixmake.errors import (
     BadResultError,
     BudgetError,
+    ConfigError,
     GenerationFailedError,
     NetworkError,
     PixmakeError,
@@ -276,10 +277,13 @@ class _Recorder:
     see :meth:`_write_lock`): a finished target's entry is not kept in memory after its fold.
     """
 
-    def __init__(self, lock_path: Path, lock: Lock, journal: Journal, pending: dict[str, PendingSubmit]) -> None:
+    def __init__(
+        self, lock_path: Path, lock: Lock, journal: Journal, pending: dict[str, PendingSubmit], *, emulator: bool
+    ) -> None:
         self.lock_path = lock_path
         self.journal = journal
         self.pending = pending
+        self.emulator = emulator  # submits go to the bundled emulator: journaled as such
         self._base: Lock | None = lock  # until the first fold has written it
         self._copy = journal.path.with_name("pixmake.lock.build")  # what each fold merges into (see _write_lock)
         self._size = len(lock.entries)  # entries in the lock, at most (for the fold threshold)
@@ -288,13 +292,13 @@ class _Recorder:
 
     def submitting(self, target: str, key: str, client_business_id: str) -> None:
         """A submit with this id is about to be sent (once the journal is durable)."""
-        self.journal.submitting(target, key, client_business_id)
-        self.pending[target] = PendingSubmit(target, key, client_business_id)
+        self.journal.submitting(target, key, client_business_id, emulator=self.emulator)
+        self.pending[target] = PendingSubmit(target, key, client_business_id, emulator=self.emulator)
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
         """The provider gave the submit a task id."""
         self.journal.accepted(target, key, client_business_id, task_id)
-        self.pending[target] = PendingSubmit(target, key, client_business_id, task_id)
+        self.pending[target] = PendingSubmit(target, key, client_business_id, task_id, self.emulator)
 
     def dropped(self, target: str, key: str) -> None:
         """Nothing is left to resume for this key (never created, failed and refunded, or result gone)."""
@@ -487,7 +491,7 @@ class Executor:
         max_images: int | None = None,
     ) -> Executor:
         """An executor whose recorder starts from ``lock`` and the journal's pending submits."""
-        recorder = _Recorder(lock_path, lock, journal, pending)
+        recorder = _Recorder(lock_path, lock, journal, pending, emulator=settings.emulator)
         backoff = Backoff(settings.backoff_base, settings.backoff_cap, settings.max_retry_after)
         return cls(
             root, settings, provider, reporter, objects, recorder, input_hashes, upload_cache,
@@ -614,9 +618,15 @@ class Executor:
         self.reporter.emit(TargetFinished(action.name, kind.value, outputs))
 
     def _resumable(self, name: str, key: str) -> bool:
-        """Whether a paid task for exactly these inputs is journaled for this target."""
+        """Whether a paid task for exactly these inputs is journaled for this target (and this build can
+        reach it: an emulator build cannot collect a provider's task)."""
         pending = self.recorder.pending.get(name)
-        return self.provider is not None and pending is not None and pending.key == key
+        return (
+            self.provider is not None
+            and pending is not None
+            and pending.key == key
+            and pending.emulator == self.settings.emulator
+        )
 
     # --- free work --------------------------------------------------------------------------------
 
@@ -772,6 +782,15 @@ class Executor:
         With ``submit=False`` only a journaled task is resumed; None when there is none.
         """
         pending = self.recorder.pending.get(target.name)
+        if pending is not None and self.settings.emulator and not pending.emulator:
+            # Looking for it on the emulator would find nothing and drop it: a paid result lost.
+            raise ConfigError(
+                "a task an interrupted build paid for at the provider is journaled for it; the emulator cannot "
+                "collect it: build without --emulator"
+            )
+        if pending is not None and pending.emulator and not self.settings.emulator:
+            self.recorder.dropped(target.name, key)  # the bundled emulator's task: no provider has it
+            pending = None
         if pending is not None and pending.key == key:
             found = await self._resume(target, pending)
             if found is not None and found.state is not TaskState.FAILED:

@@ -47,6 +47,7 @@ class PendingSubmit:
     key: str
     client_business_id: str
     task_id: str | None = None
+    emulator: bool = False  # sent to the bundled emulator (``build --emulator``), not to a provider
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:
@@ -69,8 +70,9 @@ def _line(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
-def _submit(target: str, key: str, client_business_id: str) -> dict[str, Any]:
-    return {"op": "submit", "target": target, "key": key, "cbid": client_business_id}
+def _submit(target: str, key: str, client_business_id: str, emulator: bool) -> dict[str, Any]:
+    record = {"op": "submit", "target": target, "key": key, "cbid": client_business_id}
+    return {**record, "emu": True} if emulator else record
 
 
 def _task(target: str, key: str, client_business_id: str, task_id: str) -> dict[str, Any]:
@@ -92,9 +94,10 @@ def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]
     for record in _records(path):
         op, target, key = record.get("op"), str(record.get("target", "")), str(record.get("key", ""))
         if op == "submit":
-            pending[target] = PendingSubmit(target, key, str(record["cbid"]))
+            pending[target] = PendingSubmit(target, key, str(record["cbid"]), emulator=record.get("emu") is True)
         elif op == "task" and target in pending:
-            pending[target] = PendingSubmit(target, key, str(record["cbid"]), str(record["task_id"]))
+            task_id = str(record["task_id"])
+            pending[target] = PendingSubmit(target, key, str(record["cbid"]), task_id, pending[target].emulator)
         elif op == "lock":
             entries[target] = entry_from_json(record["entry"])
             pending.pop(target, None)
@@ -184,9 +187,10 @@ class Journal:
         self._fsync()
         self._fsync_seconds += 0.2 * (time.perf_counter() - started - self._fsync_seconds)
 
-    def submitting(self, target: str, key: str, client_business_id: str) -> None:
-        """Record a submit about to be sent (then await :meth:`durable` before sending it)."""
-        self._append(_submit(target, key, client_business_id))
+    def submitting(self, target: str, key: str, client_business_id: str, *, emulator: bool = False) -> None:
+        """Record a submit about to be sent (then await :meth:`durable` before sending it); ``emulator``: to
+        the bundled emulator, whose tasks no provider has."""
+        self._append(_submit(target, key, client_business_id, emulator))
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
         """Record the task id the provider gave a submit."""
@@ -206,7 +210,7 @@ class Journal:
 
         lines = []
         for p in pending.values():
-            lines.append(_line(_submit(p.target, p.key, p.client_business_id)))
+            lines.append(_line(_submit(p.target, p.key, p.client_business_id, p.emulator)))
             if p.task_id is not None:
                 lines.append(_line(_task(p.target, p.key, p.client_business_id, p.task_id)))
         lines.extend(_line(_finished(name, entry)) for name, entry in (finished or {}).items())

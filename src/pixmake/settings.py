@@ -67,6 +67,7 @@ class Settings:
     # After a submit with an unknown outcome, a lookup's "not found" is trusted only this many seconds
     # after the failure: a slow gateway may store the task after it answered (undocumented either way).
     lookup_grace: float = 30.0
+    emulator: bool = False  # the bundled emulator (``build --emulator``): its tasks are no provider's
 
 
 def display_url(url: str) -> str:
