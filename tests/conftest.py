@@ -238,3 +238,17 @@ __all__ = [
     "serve_env",
     "write_png",
 ]
+
+
+def journal_submit(root: Path, target: str, cbid: str, *, emulator: bool = False) -> None:
+    """What a build killed right after journaling a submit for ``target``'s current inputs leaves."""
+    from pixmake import api
+    from pixmake.journal import Journal
+
+    project = api.open_project(root)
+    [action] = [a for a in api.plan(project).plan.actions if a.name == target]
+    assert action.key is not None
+    journal = Journal(project.journal)
+    journal.open()
+    journal.submitting(target, action.key, cbid, emulator=emulator)
+    journal.close()

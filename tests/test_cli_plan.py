@@ -11,11 +11,10 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from conftest import PACKAGE_ROOT, run_cli, write_png
+from conftest import PACKAGE_ROOT, journal_submit, run_cli, write_png
 from pixmake import api
 from pixmake.cli import ExitCode
 from pixmake.emulator import EmulatorServer
-from pixmake.journal import Journal
 from pixmake.lockfile import parse_lock
 
 
@@ -229,13 +228,7 @@ def test_accept_says_a_journaled_paid_task_for_the_current_inputs_will_replace_t
 ) -> None:
     built(examples_copy)
     edit_manifest(examples_copy, {"hero": {"prompt": "Premium ad of a red ceramic mug on a wooden table, ${style}"}})
-    project = api.open_project(examples_copy)
-    [action] = [a for a in api.plan(project).plan.actions if a.name == "hero"]
-    assert action.key is not None
-    journal = Journal(project.journal)  # an interrupted build paid for the red mug
-    journal.open()
-    journal.submitting("hero", action.key, "pixmake-red-mug-0")
-    journal.close()
+    journal_submit(examples_copy, "hero", "pixmake-red-mug-0")  # an interrupted build paid for the red mug
     outcome = run_cli("-C", str(examples_copy), "accept", "hero")
     assert outcome.exit_code == 0 and outcome.stderr.splitlines() == [
         "pixmake: note: a paid task for hero's current inputs is journaled (an interrupted build): "
@@ -383,7 +376,6 @@ def test_memo_and_caches_are_per_manifest(examples_copy: Path, provider_env: Emu
 def test_memo_racy_rule_a_file_not_older_than_the_memo_is_planned_again(
     examples_copy: Path, provider_env: EmulatorServer
 ) -> None:
-    from pixmake import api
     from pixmake.memo import check_memo
 
     project = api.open_project(examples_copy)

@@ -19,13 +19,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import run_cli, write_png
+from conftest import journal_submit, run_cli, write_png
 from pixmake import api
 from pixmake.cli import ExitCode
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.emulator.config import ExpiredResult
 from pixmake.execute import BuildStarted, ConcurrencyChanged, RetryScheduled, TargetFailed, TargetFinished
-from pixmake.journal import Journal
 from pixmake.lockfile import parse_lock
 from pixmake.report import RecordingReporter
 from pixmake.store import project_lock, sha256_bytes
@@ -88,13 +87,7 @@ def test_a_submit_the_plan_could_not_count_is_not_sent_past_max_images(
         "poster": {"prompt": "a poster", "n": 2, "out": "poster.png"},
     }
     root = _manifest(tmp_path / "p", targets, concurrency=1)
-    project = api.open_project(root)
-    [action] = [a for a in api.plan(project).plan.actions if a.name == "hero"]
-    assert action.key is not None
-    journal = Journal(project.journal)
-    journal.open()
-    journal.submitting("hero", action.key, "pixmake-never-sent-0")
-    journal.close()
+    journal_submit(root, "hero", "pixmake-never-sent-0")
     planned = run_cli("-C", str(root), "plan")
     assert "1 to resume" in planned.stdout and "a build is running" not in planned.stderr
     if os.name == "posix":
@@ -120,24 +113,13 @@ def test_a_submit_the_plan_could_not_count_is_not_sent_past_max_images(
     assert fast_env.emulator.ledger.charged_images == 3 and (root / "hero.png").is_file()
 
 
-def _journal_submit(root: Path, target: str, cbid: str, *, emulator: bool = False) -> None:
-    """What a build killed right after journaling a submit for ``target``'s current inputs leaves."""
-    project = api.open_project(root)
-    [action] = [a for a in api.plan(project).plan.actions if a.name == target]
-    assert action.key is not None
-    journal = Journal(project.journal)
-    journal.open()
-    journal.submitting(target, action.key, cbid, emulator=emulator)
-    journal.close()
-
-
 def test_an_emulator_build_leaves_a_task_paid_at_the_provider_for_a_real_build(
     fast_env: EmulatorServer, tmp_path: Path
 ) -> None:
     """`build --emulator` would look the provider's task up on the emulator, find nothing and drop it."""
     targets = {"hero": {"prompt": "a blue mug", "out": "hero.png"}, "logo": {"prompt": "a logo", "out": "logo.png"}}
     root = _manifest(tmp_path / "p", targets)
-    _journal_submit(root, "hero", "pixmake-paid-at-the-provider")
+    journal_submit(root, "hero", "pixmake-paid-at-the-provider")
     emulated = run_cli("-C", str(root), "build", "--emulator")
     assert emulated.exit_code == 1, emulated.stderr
     failed = [line for line in emulated.stderr.splitlines() if line.startswith("  failed: ")]
@@ -156,11 +138,11 @@ def test_an_interrupted_emulator_builds_task_is_never_looked_up_at_the_provider(
     fast_env: EmulatorServer, tmp_path: Path
 ) -> None:
     root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
-    _journal_submit(root, "hero", "pixmake-on-the-emulator", emulator=True)
+    journal_submit(root, "hero", "pixmake-on-the-emulator", emulator=True)
     real = api.build(api.open_project(root), fast_settings(api.open_project(root), fast_env))
     assert real.ok and real.statistics.lookups == 0 and real.statistics.polls >= 1
     assert not [r for r in fast_env.emulator.requests if "pixmake-on-the-emulator" in r.path]
-    _journal_submit(root, "hero", "pixmake-on-the-emulator-2", emulator=True)  # and an emulator build takes it up
+    journal_submit(root, "hero", "pixmake-on-the-emulator-2", emulator=True)  # and an emulator build takes it up
     (root / "hero.png").unlink()
     assert run_cli("-C", str(root), "build", "--emulator").exit_code == ExitCode.OK
 
