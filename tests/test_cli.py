@@ -65,6 +65,19 @@ def test_an_emulator_build_ignores_the_providers_url_and_key_in_the_environment(
     assert outcome.exit_code == ExitCode.OK, outcome.stderr
 
 
+def test_a_build_without_the_emulator_says_it_would_replace_its_placeholders(
+    examples_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TOAPIS_API_KEY", raising=False)
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == ExitCode.OK
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert outcome.stderr.splitlines() == [
+        "pixmake: error: no API key: set the TOAPIS_API_KEY environment variable (4 targets to generate or "
+        "collect, 4 of them over placeholders from build --emulator), or build with --emulator"
+    ]
+
+
 def test_a_build_whose_json_reader_stops_early_goes_on_and_locks_everything(examples_copy: Path) -> None:
     """`pixmake build --json | head -1`: the build is paid for; it finishes quietly, reader or not."""
     command = [sys.executable, "-m", "pixmake", "-C", str(examples_copy), "build", "--emulator", "--json"]

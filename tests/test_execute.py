@@ -147,6 +147,48 @@ def test_an_interrupted_emulator_builds_task_is_never_looked_up_at_the_provider(
     assert run_cli("-C", str(root), "build", "--emulator").exit_code == ExitCode.OK
 
 
+def test_a_real_build_replaces_the_emulators_placeholders_and_an_emulator_build_keeps_real_images(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Trying a real project with `build --emulator` first must not leave placeholders locked as its images."""
+    targets: dict[str, dict[str, Any]] = {
+        "hero": {"prompt": "a blue mug", "n": 2, "out": "hero.png"},
+        "logo": {"prompt": "a logo", "out": "logo.png"},
+        "poster": {"prompt": "a poster", "out": "poster.png"},
+    }
+    root = _manifest(tmp_path / "p", targets)
+    project = api.open_project(root)
+    assert run_cli("-C", str(root), "build", "--emulator").exit_code == ExitCode.OK
+    assert all(entry.emulator for entry in parse_lock((root / "pixmake.lock").read_text()).entries.values())
+    assert run_cli("-C", str(root), "build", "--emulator").exit_code == ExitCode.OK  # nothing to do there
+    (root / "poster.png").write_bytes((root / "logo.png").read_bytes())  # someone's own file over a placeholder
+    planned = run_cli("-C", str(root), "plan", "--check")  # as --emulator builds it: kept, and said so
+    assert planned.exit_code == ExitCode.OK  # what `build --emulator` would do: nothing
+    assert planned.stdout.splitlines()[-1] == (
+        "Plan: 1 edited, 2 unchanged; 0 images to generate; 2 targets hold placeholder images from "
+        "build --emulator, which a build without --emulator regenerates (3 images)"
+    )
+    real = api.build(project, fast_settings(project, fast_env))
+    assert real.ok and sorted(real.generated) == ["hero", "logo"] and fast_env.emulator.ledger.charged_images == 3
+    lock = parse_lock((root / "pixmake.lock").read_text())
+    assert [name for name, entry in sorted(lock.entries.items()) if entry.emulator] == ["poster"]  # edited: kept
+    hero = (root / "hero-1.png").read_bytes()
+    assert lock.entries["hero"].outputs[0].sha256 == sha256_bytes(hero)
+    assert run_cli("-C", str(root), "accept", "poster").exit_code == ExitCode.OK  # the user's file: theirs now
+    assert not parse_lock((root / "pixmake.lock").read_text()).entries["poster"].emulator
+    assert run_cli("-C", str(root), "plan", "--check").exit_code == ExitCode.OK
+    (root / "hero-1.png").unlink()
+    edit_manifest = yaml.safe_load((root / "pixmake.yaml").read_text())
+    edit_manifest["targets"]["logo"]["prompt"] = "a new logo"
+    (root / "pixmake.yaml").write_text(yaml.safe_dump(edit_manifest))
+    assert run_cli("-C", str(root), "build", "--emulator").exit_code == ExitCode.OK
+    lock = parse_lock((root / "pixmake.lock").read_text())
+    assert (root / "hero-1.png").read_bytes() == hero and not lock.entries["hero"].emulator  # restored, still real
+    assert lock.entries["logo"].emulator  # what the emulator made is marked as such
+    again = api.build(project, fast_settings(project, fast_env))
+    assert again.generated == ("logo",) and fast_env.emulator.ledger.charged_images == 4
+
+
 def test_no_balance_stops_the_build_keeps_what_was_paid_and_a_top_up_resumes(
     fast_env: EmulatorServer, tmp_path: Path
 ) -> None:

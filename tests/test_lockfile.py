@@ -50,6 +50,7 @@ entries = st.builds(
     params=st.dictionaries(_text, _json_value, max_size=3).map(MappingProxyType),
     task_id=st.none() | st.from_regex(r"task_[a-z0-9]{4,12}", fullmatch=True),
     stale=st.lists(_output, max_size=2).map(tuple),
+    emulator=st.booleans(),
 )
 locks = st.dictionaries(_name, entries, max_size=5).map(lambda d: Lock(MappingProxyType(d)))
 

@@ -165,6 +165,26 @@ def test_renamed_target_with_same_inputs_is_restored_not_paid() -> None:
     assert [(a.name, a.kind) for a in plan.actions] == [("hero-v2", ActionKind.RESTORE), ("hero", ActionKind.ORPHAN)]
 
 
+def test_the_emulators_placeholders_are_kept_for_the_emulator_and_generated_for_the_provider() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    lock = Lock(MappingProxyType({"hero": replace(lock.entries["hero"], emulator=True)}))
+    kept = make_plan([HERO], lock, DiskState(disk))
+    assert only(kept)[:2] == (ActionKind.UNCHANGED, ["emulator-placeholder"]) and kept.up_to_date
+    assert kept.summary().endswith("1 target holds placeholder images from build --emulator, which a build "
+                                   "without --emulator regenerates (1 image)")  # fmt: skip
+    assert only(make_plan([HERO], lock, DiskState(disk), for_provider=True))[:2] == (
+        ActionKind.REGENERATE,
+        ["emulator-placeholder"],
+    )
+    renamed = replace(HERO, name="hero-v2")  # a twin of placeholders is no free restore for the provider
+    twin = make_plan([renamed], lock, DiskState(disk), for_provider=True, orphans=False)
+    assert only(twin)[:2] == (ActionKind.CREATE, ["emulator-placeholder", "replaces-file"])  # hero's file, at its out
+    assert twin.images_to_generate == 1
+    missing = {path: h for path, h in disk.items() if path != "out/hero.png"}
+    gone = make_plan([HERO], lock, DiskState(missing, cached_objects=frozenset(disk.values())), for_provider=True)
+    assert only(gone)[0] is ActionKind.REGENERATE  # not put back from the cache either
+
+
 def test_moved_out_path_is_a_free_restore() -> None:
     lock, disk = project(HERO, inputs=INPUTS)
     moved = replace(HERO, out="assets/hero.png")

@@ -73,7 +73,7 @@ def test_gc_deletes_only_images_no_lock_refers_to_and_only_once_they_are_old(exa
     assert _objects(examples_copy) == _locked(examples_copy)
 
     (examples_copy / "assets/hero-1.png").unlink()  # what a lock refers to still restores for free
-    restored = run_cli("-C", str(examples_copy), "build")  # no key, no emulator: restoring pays nothing
+    restored = run_cli("-C", str(examples_copy), "build", "--emulator")
     assert restored.exit_code == ExitCode.OK and "1 restored from cache" in restored.stderr
 
 

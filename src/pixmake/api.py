@@ -298,13 +298,16 @@ def plan(
     manifest: Manifest | None = None,
     select: Selection | None = None,
     restore: bool = False,
+    for_provider: bool = False,
 ) -> PlanResult:
     """What a build would do and why; needs no key and no network, and never writes the lockfile or outputs.
 
     It may update local state in ``.pixmake/`` (the stat cache, the manifest cache, the no-op memo).
     ``select`` limits the plan to some targets (orphans are then not reported); ``restore`` plans
-    edited outputs as restored from the object cache (``build --restore``). Raises ConfigError for a
-    ``--replace`` or selection that names no target, and for a ``--replace`` outside the selection.
+    edited outputs as restored from the object cache (``build --restore``). ``for_provider`` plans a
+    build without ``--emulator``, which regenerates the placeholder images of ``build --emulator``;
+    otherwise they are kept, and noted. Raises ConfigError for a ``--replace`` or selection that names
+    no target, and for a ``--replace`` outside the selection.
     """
     replace = tuple(replace)
     whole = manifest is None and not replace and not restore and (select is None or select.everything)
@@ -338,8 +341,22 @@ def plan(
     lock, pending = load_lock(project)
     disk = _scan(project, manifest, lock)
     orphans = select is None or select.everything
-    result = make_plan(targets, lock, disk, replace=replace, restore=restore, orphans=orphans, pending=pending)
-    if whole and sources and result.up_to_date and all(a.kind is ActionKind.UNCHANGED for a in result.actions):
+    result = make_plan(
+        targets,
+        lock,
+        disk,
+        replace=replace,
+        restore=restore,
+        orphans=orphans,
+        pending=pending,
+        for_provider=for_provider,
+    )
+    if (
+        whole
+        and sources
+        and result.up_to_date
+        and all(a.kind is ActionKind.UNCHANGED and not a.reasons for a in result.actions)
+    ):  # not with placeholders kept: the memo answers a build without --emulator too, which regenerates them
         from pixmake.memo import memo_file, write_memo
 
         write_memo(
@@ -593,12 +610,20 @@ def _build(
 
     from pixmake.execute import Executor
     from pixmake.journal import Journal
+    from pixmake.plan import PLACEHOLDER
     from pixmake.report import NullReporter
     from pixmake.store import project_lock
     from pixmake.uploads import UploadCache
 
     with project_lock(project.state_dir):
-        result = plan(project, replace=replace, manifest=manifest, select=select, restore=restore)
+        result = plan(
+            project,
+            replace=replace,
+            manifest=manifest,
+            select=select,
+            restore=restore,
+            for_provider=not settings.emulator,
+        )
         pending = result.pending
         images = result.plan.images_to_generate
         if max_images is not None and images > max_images:
@@ -609,9 +634,11 @@ def _build(
         paid = [a for a in result.plan.actions if a.kind.generates]  # RESUME collects from the provider too
         if paid and settings.api_key is None:
             count = len(paid)
+            placeholders = sum(any(r.code == PLACEHOLDER for r in a.reasons) for a in paid)
+            which = f", {placeholders} of them over placeholders from build --emulator" if placeholders else ""
             raise ConfigError(
                 f"no API key: set the {settings.api_key_env} environment variable "
-                f"({count} target{'s' * (count != 1)} to generate or collect), or build with --emulator"
+                f"({count} target{'s' * (count != 1)} to generate or collect{which}), or build with --emulator"
             )
         if paid:
             _keep_replaced_files(project, paid)

@@ -658,15 +658,18 @@ class Executor:
             LockedOutput(path, o.sha256, o.bytes, o.width, o.height)
             for path, o in zip(paths, source.outputs, strict=True)
         )
-        entry = self._entry(action.target, action.key, outputs, source.task_id)
+        entry = self._entry(action.target, action.key, outputs, source.task_id, emulator=source.emulator)
         with anyio.CancelScope(shield=True):
             await self._record(action.name, entry)
         return paths
 
     # --- provider calls ---------------------------------------------------------------------------
 
-    def _entry(self, target: Target, key: str, outputs: tuple[LockedOutput, ...], task_id: str | None) -> LockEntry:
-        return lock_entry(target, key, self.input_hashes, outputs, task_id=task_id)
+    def _entry(
+        self, target: Target, key: str, outputs: tuple[LockedOutput, ...], task_id: str | None, *, emulator: bool
+    ) -> LockEntry:
+        """The lock entry of ``outputs``; ``emulator``: they are the bundled emulator's placeholders."""
+        return lock_entry(target, key, self.input_hashes, outputs, task_id=task_id, emulator=emulator)
 
     def _provider(self) -> Provider:
         assert self.provider is not None, "a paid action needs a provider"
@@ -1027,7 +1030,9 @@ class Executor:
                 # In a worker thread, with others' disk work; Ctrl-C cannot come between the files and their lock entry.
                 with anyio.CancelScope(shield=True):
                     outputs = await self.disk.run(functools.partial(self._keep, target.name, paths, blobs))
-                    await self._record(target.name, self._entry(target, key, outputs, status.task_id))
+                    await self._record(
+                        target.name, self._entry(target, key, outputs, status.task_id, emulator=self.settings.emulator)
+                    )
                 break
             except _Undecodable as bad:  # cut short where no length told us so, say: fetch that image again
                 if attempt + 1 >= self.settings.max_attempts:

@@ -59,6 +59,7 @@ def lock_entry(
     outputs: tuple[LockedOutput, ...],
     *,
     task_id: str | None = None,
+    emulator: bool = False,
 ) -> LockEntry:
     """The lock entry recording ``outputs`` as ``target``'s, built under ``key`` from its inputs' current hashes."""
     mask = None if target.mask is None else LockedInput(target.mask, input_hash(target.mask, file_hashes))
@@ -74,4 +75,5 @@ def lock_entry(
         # A read-only view is shared, not copied (a lock entry is kept for every target of a build).
         params=target.params if isinstance(target.params, MappingProxyType) else MappingProxyType(dict(target.params)),
         task_id=task_id,
+        emulator=emulator,
     )

@@ -65,6 +65,7 @@ def _encode(lock: Lock) -> tuple[Any, ...]:
             dict(e.params),
             e.task_id,
             tuple(map(_output, e.stale)),
+            e.emulator,
         )
         for name, e in lock.entries.items()
     )
@@ -74,7 +75,7 @@ def _decode(entries: Any) -> Lock:
     """The inverse of :func:`_encode`; raises TypeError or ValueError for anything else."""
     decoded: dict[str, LockEntry] = {}
     shared: dict[tuple[str, str], LockedInput] = {}  # an input many entries name is kept once
-    for name, key, model, prompt, size, n, outputs, references, mask, params, task_id, stale in entries:
+    for name, key, model, prompt, size, n, outputs, references, mask, params, task_id, stale, emulator in entries:
         if type(name) is not str or type(params) is not dict:
             raise TypeError("not a lock cache entry")
         decoded[name] = LockEntry(
@@ -89,6 +90,7 @@ def _decode(entries: Any) -> Lock:
             MappingProxyType(params) if params else NO_PARAMS,
             task_id,
             tuple(starmap(LockedOutput, stale)),
+            emulator is True,
         )
     if len(decoded) != len(entries):
         raise ValueError("a target appears twice")

@@ -80,6 +80,8 @@ class LockEntry:
 
     ``stale`` holds outputs the target wrote before its ``out`` or ``n`` changed and writes no longer;
     they stay recorded until ``build --prune`` deletes them, so a rename never leaves an untracked file.
+    ``emulator`` marks outputs made by the bundled emulator (``build --emulator``): placeholders, which
+    a build against the provider regenerates.
     """
 
     key: str
@@ -93,6 +95,7 @@ class LockEntry:
     params: Mapping[str, Any] = field(default_factory=lambda: NO_PARAMS)
     task_id: str | None = None
     stale: tuple[LockedOutput, ...] = ()
+    emulator: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,8 @@ def entry_to_json(entry: LockEntry) -> dict[str, Any]:
         block["task_id"] = entry.task_id
     if entry.stale:
         block["stale"] = [_output_json(o) for o in entry.stale]
+    if entry.emulator:
+        block["emulator"] = True
     return block
 
 
@@ -166,6 +171,9 @@ def entry_from_json(block: Mapping[str, Any], shared: dict[tuple[str, str], Lock
     share one object: a brand image in 10,000 entries is kept once, not 10,000 times.
     """
     params = block.get("params", {})
+    emulator = block.get("emulator", False)
+    if not isinstance(emulator, bool):
+        raise TypeError("emulator is true or false")
     return LockEntry(
         key=str(block["key"]),
         model=sys.intern(str(block["model"])),
@@ -178,6 +186,7 @@ def entry_from_json(block: Mapping[str, Any], shared: dict[tuple[str, str], Lock
         params=MappingProxyType(dict(params)) if params else NO_PARAMS,
         task_id=block.get("task_id"),
         stale=tuple(_output(o) for o in block.get("stale", ())),
+        emulator=emulator,
     )
 
 

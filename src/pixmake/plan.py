@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # make_plan, not here: a plan answered from the no-op memo (pixmake.memo) needs only the types
 # below, and must not pay for importing the manifest parser (yaml, jsonschema).
 
-__all__ = ["AbandonedTask", "Action", "ActionKind", "Plan", "Reason", "make_plan"]
+__all__ = ["PLACEHOLDER", "AbandonedTask", "Action", "ActionKind", "Plan", "Reason", "make_plan"]
 
 
 class ActionKind(Enum):
@@ -64,6 +64,12 @@ class Reason:
 
 
 _NEW: Final = (Reason("new", "not in the lockfile"),)  # shared: a first build has one per target
+PLACEHOLDER: Final = "emulator-placeholder"
+"""The reason code of a target whose locked images the bundled emulator made (``build --emulator``)."""
+_PLACEHOLDERS: Final = Reason(PLACEHOLDER, "its locked images are placeholders from build --emulator")
+_PLACEHOLDERS_KEPT: Final = Reason(
+    PLACEHOLDER, "its locked images are placeholders from build --emulator; a build without --emulator regenerates it"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +191,18 @@ class Plan:
             return ()
         return tuple(a for a in self._actions if a.kind is not ActionKind.UNCHANGED or a.stale)
 
+    @property
+    def placeholders(self) -> tuple[Action, ...]:
+        """Actions that keep the bundled emulator's placeholder images (a plan for ``build --emulator``)."""
+        if self._actions is None:
+            return ()
+        return tuple(a for a in self._actions if not a.kind.generates and _PLACEHOLDERS_KEPT in a.reasons)
+
     def summary(self) -> str:
-        """One line: ``2 to create, 1 to regenerate, 40 unchanged; 3 images to generate``."""
+        """One line: ``2 to create, 1 to regenerate, 40 unchanged; 3 images to generate``.
+
+        Targets holding the emulator's placeholders (in a plan that keeps them) are counted after it.
+        """
         counts = self.counts()
         parts = [f"{counts[kind]} {word}" for kind, word in _WORDS.items() if counts[kind]]
         stale = sum(len(a.stale) for a in self._actions or ())
@@ -196,7 +212,16 @@ class Plan:
             many = len(self.abandoned) != 1
             parts.append(f"{len(self.abandoned)} interrupted task{'s' * many} to drop (inputs changed)")
         images = self.images_to_generate
-        return f"{', '.join(parts) or 'nothing to do'}; {images} image{'s' * (images != 1)} to generate"
+        line = f"{', '.join(parts) or 'nothing to do'}; {images} image{'s' * (images != 1)} to generate"
+        kept = self.placeholders
+        if kept:
+            count = sum(a.target.n if a.target is not None else 0 for a in kept)
+            line += (
+                f"; {len(kept)} target{'s' * (len(kept) != 1)} hold{'s' * (len(kept) == 1)} placeholder images "
+                f"from build --emulator, which a build without --emulator regenerates "
+                f"({count} image{'s' * (count != 1)})"
+            )
+        return line
 
 
 def _prompt_diff(old: str, new: str, *, limit: int = 80) -> str:
@@ -406,6 +431,21 @@ def _with_side_effects(
     return dataclasses.replace(action, reasons=(*action.reasons, *extra), stale=stale)
 
 
+def _placeholders(action: Action, lock: Lock, *, for_provider: bool) -> Action:
+    """``action`` for a target whose locked images may be the bundled emulator's placeholders.
+
+    In a plan for the provider (a build without ``--emulator``) placeholders to keep or put back are
+    generated (an edited one is the user's file, and stays); otherwise they are kept, with a note.
+    """
+    source = action.source
+    if source is None or not source.emulator or action.kind not in (ActionKind.UNCHANGED, ActionKind.RESTORE):
+        return action
+    if not for_provider:
+        return dataclasses.replace(action, reasons=(*action.reasons, _PLACEHOLDERS_KEPT))
+    kind = ActionKind.REGENERATE if action.name in lock.entries else ActionKind.CREATE  # CREATE: a renamed twin's
+    return Action(kind, action.name, (_PLACEHOLDERS,), action.target, action.key)
+
+
 def _resume_reason(pending: PendingSubmit) -> Reason:
     details = {"task_id": pending.task_id, "client_business_id": pending.client_business_id}
     if pending.task_id is not None:
@@ -433,6 +473,7 @@ def make_plan(
     restore: bool = False,
     orphans: bool = True,
     pending: Mapping[str, PendingSubmit] | None = None,
+    for_provider: bool = False,
 ) -> Plan:
     """One action per target (in the given order), then one ORPHAN per lock entry no target claims.
 
@@ -446,6 +487,9 @@ def make_plan(
     whatever it would get otherwise (even UNCHANGED: a killed ``build --replace``); a pending task for
     other inputs (the prompt changed since), or of a target no longer in the manifest (only when
     ``orphans``), is listed in ``Plan.abandoned``: a build drops it from the journal.
+
+    ``for_provider`` plans a build against the provider (without ``--emulator``): a target whose locked
+    images are the bundled emulator's placeholders is generated, not kept (see :func:`_placeholders`).
     """
     from pixmake.fingerprint import target_key
     from pixmake.manifest import output_paths
@@ -469,6 +513,7 @@ def make_plan(
         action = _target_action(
             target, target_key(target, hashes), wanted, lock, by_key, disk, replace=replaced, restore=restore
         )
+        action = _placeholders(action, lock, for_provider=for_provider)
         action = _with_side_effects(action, wanted, lock, disk, claimed)
         task = pending.get(target.name)
         if task is not None and task.key == action.key:
