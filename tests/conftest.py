@@ -240,7 +240,7 @@ __all__ = [
 ]
 
 
-def journal_submit(root: Path, target: str, cbid: str, *, emulator: bool = False) -> None:
+def journal_submit(root: Path, target: str, cbid: str, *, emulator: bool = False, sent_at: float | None = None) -> None:
     """What a build killed right after journaling a submit for ``target``'s current inputs leaves."""
     from pixmake import api
     from pixmake.journal import Journal
@@ -250,5 +250,5 @@ def journal_submit(root: Path, target: str, cbid: str, *, emulator: bool = False
     assert action.key is not None
     journal = Journal(project.journal)
     journal.open()
-    journal.submitting(target, action.key, cbid, emulator=emulator)
+    journal.submitting(target, action.key, cbid, emulator=emulator, sent_at=sent_at)
     journal.close()

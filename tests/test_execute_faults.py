@@ -8,19 +8,23 @@ locked image: no ``client_business_id`` charged twice, net charged images == ima
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 from PIL import Image
 
-from conftest import TEST_KEY, write_png
+from conftest import TEST_KEY, journal_submit, write_png
 from pixmake import api
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.execute import BuildResult
 from pixmake.lockfile import parse_lock
+from pixmake.providers.base import GenerationRequest
+from pixmake.providers.toapis import ToapisProvider
 from pixmake.report import RecordingReporter
 from pixmake.settings import Settings, resolve
 
@@ -202,6 +206,36 @@ def test_a_task_stored_after_the_gateway_answered_is_found_not_paid_twice(
     else:
         assert emulator.emulator.ledger.net_images == 2 * images  # every target paid twice: the lag fooled it
         assert len(result.failed) == 4  # and the second submits were dropped too
+
+
+def test_a_build_rerun_at_once_after_an_interrupted_submit_waits_out_the_grace_before_paying(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Build 1 was killed while its dropped submit's task was not yet visible by id; build 2 runs at once.
+
+    Its first lookup says "not found" too early: the resume asks again once the grace since the submit has
+    passed, finds the task, and pays nothing. Trusting that first answer paid for the target twice.
+    """
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, lookup_lag=0.6))
+    root = make_manifest(tmp_path / "p", 1, every_ref=0)
+    project = api.open_project(root)
+    settings = fast_settings(project, emulator, lookup_grace=1.0)
+    journal_submit(root, "t0000", "pixmake-killed-build-0", sent_at=time.time())
+    [target] = api.validate(project).targets
+    request = GenerationRequest(target.model, target.prompt, target.size, target.n, "pixmake-killed-build-0")
+
+    async def sent_by_build_1() -> None:  # before it was killed
+        provider = ToapisProvider(settings)
+        try:
+            await provider.submit(request)
+        finally:
+            await provider.aclose()
+
+    anyio.run(sent_by_build_1)
+    result = api.build(project, settings, reporter=RecordingReporter())
+    assert result.ok and result.resumed == ("t0000",) and result.statistics.lookups == 2
+    assert emulator.emulator.ledger.net_images == 1 and len(emulator.emulator.submits()) == 1
+    assert_paid_once_and_complete(root, emulator, 1)
 
 
 def test_504_html_on_submit_leads_to_lookup_then_a_new_id(emulator: EmulatorServer, tmp_path: Path) -> None:

@@ -292,13 +292,16 @@ class _Recorder:
 
     def submitting(self, target: str, key: str, client_business_id: str) -> None:
         """A submit with this id is about to be sent (once the journal is durable)."""
-        self.journal.submitting(target, key, client_business_id, emulator=self.emulator)
-        self.pending[target] = PendingSubmit(target, key, client_business_id, emulator=self.emulator)
+        sent_at = round(time.time(), 3)
+        self.journal.submitting(target, key, client_business_id, emulator=self.emulator, sent_at=sent_at)
+        self.pending[target] = PendingSubmit(target, key, client_business_id, emulator=self.emulator, sent_at=sent_at)
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
         """The provider gave the submit a task id."""
         self.journal.accepted(target, key, client_business_id, task_id)
-        self.pending[target] = PendingSubmit(target, key, client_business_id, task_id, self.emulator)
+        earlier = self.pending.get(target)
+        sent_at = earlier.sent_at if earlier is not None else None
+        self.pending[target] = PendingSubmit(target, key, client_business_id, task_id, self.emulator, sent_at)
 
     def dropped(self, target: str, key: str) -> None:
         """Nothing is left to resume for this key (never created, failed and refunded, or result gone)."""
@@ -767,14 +770,27 @@ class Executor:
             await self.recorder.fold()
 
     async def _resume(self, target: Target, pending: PendingSubmit) -> TaskStatus | None:
-        """The journaled task, or None when the provider surely has none (errors propagate: stay journaled)."""
+        """The journaled task, or None when the provider surely has none (errors propagate: stay journaled).
+
+        A submit never answered is looked up by its id; as after a failed submit, "not found" is trusted
+        only ``lookup_grace`` seconds after it was sent (a slow gateway may store the task late), so a
+        build rerun at once after an interrupted one asks again then. A journal without send times
+        (from an older pixmake) counts from now.
+        """
         if pending.task_id is not None:
             try:
                 return await self._poll(target.name, pending.task_id)
             except RequestRejectedError as error:
                 if error.status != 404:
                     raise
-        return await self._find(target.name, pending.client_business_id)
+            return await self._find(target.name, pending.client_business_id)
+        sent_at = pending.sent_at if pending.sent_at is not None else time.time()
+        found = await self._find(target.name, pending.client_business_id)
+        wait = sent_at + self.settings.lookup_grace - time.time()
+        if found is None and wait > 0:
+            await self.sleep(min(wait, self.settings.lookup_grace))
+            found = await self._find(target.name, pending.client_business_id)
+        return found
 
     async def _obtain_task(
         self, target: Target, key: str, *, submit: bool = True, planned: bool = True

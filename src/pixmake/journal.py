@@ -48,6 +48,7 @@ class PendingSubmit:
     client_business_id: str
     task_id: str | None = None
     emulator: bool = False  # sent to the bundled emulator (``build --emulator``), not to a provider
+    sent_at: float | None = None  # wall-clock time it was journaled (None in journals of pixmake before it)
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:
@@ -70,8 +71,10 @@ def _line(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
-def _submit(target: str, key: str, client_business_id: str, emulator: bool) -> dict[str, Any]:
-    record = {"op": "submit", "target": target, "key": key, "cbid": client_business_id}
+def _submit(target: str, key: str, client_business_id: str, emulator: bool, sent_at: float | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"op": "submit", "target": target, "key": key, "cbid": client_business_id}
+    if sent_at is not None:
+        record["at"] = sent_at
     return {**record, "emu": True} if emulator else record
 
 
@@ -94,10 +97,16 @@ def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]
     for record in _records(path):
         op, target, key = record.get("op"), str(record.get("target", "")), str(record.get("key", ""))
         if op == "submit":
-            pending[target] = PendingSubmit(target, key, str(record["cbid"]), emulator=record.get("emu") is True)
+            at = record.get("at")
+            sent_at = float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None
+            emulator = record.get("emu") is True
+            pending[target] = PendingSubmit(target, key, str(record["cbid"]), emulator=emulator, sent_at=sent_at)
         elif op == "task" and target in pending:
             task_id = str(record["task_id"])
-            pending[target] = PendingSubmit(target, key, str(record["cbid"]), task_id, pending[target].emulator)
+            earlier = pending[target]
+            pending[target] = PendingSubmit(
+                target, key, str(record["cbid"]), task_id, earlier.emulator, earlier.sent_at
+            )
         elif op == "lock":
             entries[target] = entry_from_json(record["entry"])
             pending.pop(target, None)
@@ -187,10 +196,12 @@ class Journal:
         self._fsync()
         self._fsync_seconds += 0.2 * (time.perf_counter() - started - self._fsync_seconds)
 
-    def submitting(self, target: str, key: str, client_business_id: str, *, emulator: bool = False) -> None:
+    def submitting(
+        self, target: str, key: str, client_business_id: str, *, emulator: bool = False, sent_at: float | None = None
+    ) -> None:
         """Record a submit about to be sent (then await :meth:`durable` before sending it); ``emulator``: to
-        the bundled emulator, whose tasks no provider has."""
-        self._append(_submit(target, key, client_business_id, emulator))
+        the bundled emulator, whose tasks no provider has; ``sent_at``: the wall-clock time (``time.time()``)."""
+        self._append(_submit(target, key, client_business_id, emulator, sent_at))
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
         """Record the task id the provider gave a submit."""
@@ -210,7 +221,7 @@ class Journal:
 
         lines = []
         for p in pending.values():
-            lines.append(_line(_submit(p.target, p.key, p.client_business_id, p.emulator)))
+            lines.append(_line(_submit(p.target, p.key, p.client_business_id, p.emulator, p.sent_at)))
             if p.task_id is not None:
                 lines.append(_line(_task(p.target, p.key, p.client_business_id, p.task_id)))
         lines.extend(_line(_finished(name, entry)) for name, entry in (finished or {}).items())
