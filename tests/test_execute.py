@@ -139,6 +139,14 @@ def test_an_interrupted_emulator_builds_task_is_never_looked_up_at_the_provider(
 ) -> None:
     root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
     journal_submit(root, "hero", "pixmake-on-the-emulator", emulator=True)
+    planned = run_cli("-C", str(root), "plan").stdout.splitlines()  # not "1 to resume (already paid)"
+    assert planned == [
+        "+ create     hero: not in the lockfile",
+        "x drop       hero: task pixmake-on-the-emulator of an interrupted build --emulator is dropped: "
+        "the emulator that ran it stopped with it",
+        "Plan: 1 to create, 1 interrupted task to drop (emulator stopped); 1 image to generate",
+    ]
+    assert run_cli("-C", str(root), "build", "--max-images", "0").exit_code == ExitCode.USER_ERROR
     real = api.build(api.open_project(root), fast_settings(api.open_project(root), fast_env))
     assert real.ok and real.statistics.lookups == 0 and real.statistics.polls >= 1
     assert not [r for r in fast_env.emulator.requests if "pixmake-on-the-emulator" in r.path]

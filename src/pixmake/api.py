@@ -443,7 +443,8 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
             entry = accept_outputs(project.root, target, disk.file_hashes, lock, project.objects)
             before = lock.entries.get(target.name)
             lock = lock.with_entry(target.name, entry)
-            journaled = (task := pending.get(target.name)) is not None and task.key == entry.key
+            task = pending.get(target.name)
+            journaled = task is not None and task.key == entry.key and not task.emulator  # the emulator's: dropped
             accepted.append(Accepted(target.name, entry, before is not None and before.key != entry.key, journaled))
         write_lock_and_compact(project.lockfile, project.journal, lock, pending)
     return tuple(accepted)

@@ -210,7 +210,8 @@ class Plan:
             parts.append(f"{stale} stale output{'s' * (stale != 1)} to prune")
         if self.abandoned:
             many = len(self.abandoned) != 1
-            parts.append(f"{len(self.abandoned)} interrupted task{'s' * many} to drop (inputs changed)")
+            why = sorted({_DROPPED_WHY[task.reason.code] for task in self.abandoned})
+            parts.append(f"{len(self.abandoned)} interrupted task{'s' * many} to drop ({', '.join(why)})")
         images = self.images_to_generate
         line = f"{', '.join(parts) or 'nothing to do'}; {images} image{'s' * (images != 1)} to generate"
         kept = self.placeholders
@@ -458,8 +459,14 @@ def _resume_reason(pending: PendingSubmit) -> Reason:
     return Reason("resume", text, details)
 
 
+_DROPPED_WHY: Final = {"task-dropped": "inputs changed", "emulator-task-dropped": "emulator stopped"}
+
+
 def _abandoned(pending: PendingSubmit, why: str) -> AbandonedTask:
     task = pending.task_id or pending.client_business_id
+    if pending.emulator:
+        text = f"task {task} of an interrupted build --emulator is dropped: the emulator that ran it stopped with it"
+        return AbandonedTask(pending.target, pending.key, Reason("emulator-task-dropped", text, {"task": task}))
     text = f"paid task {task} from an interrupted build is dropped, not collected: {why}"
     return AbandonedTask(pending.target, pending.key, Reason("task-dropped", text, {"task": task}))
 
@@ -486,7 +493,8 @@ def make_plan(
     task was paid for exactly its current inputs gets a RESUME (collected, never submitted again),
     whatever it would get otherwise (even UNCHANGED: a killed ``build --replace``); a pending task for
     other inputs (the prompt changed since), or of a target no longer in the manifest (only when
-    ``orphans``), is listed in ``Plan.abandoned``: a build drops it from the journal.
+    ``orphans``), is listed in ``Plan.abandoned``: a build drops it from the journal. So is any task
+    of an interrupted ``build --emulator``: its emulator ran in that build's process.
 
     ``for_provider`` plans a build against the provider (without ``--emulator``): a target whose locked
     images are the bundled emulator's placeholders is generated, not kept (see :func:`_placeholders`).
@@ -516,7 +524,9 @@ def make_plan(
         action = _placeholders(action, lock, for_provider=for_provider)
         action = _with_side_effects(action, wanted, lock, disk, claimed)
         task = pending.get(target.name)
-        if task is not None and task.key == action.key:
+        if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
+            abandoned.append(_abandoned(task, ""))
+        elif task is not None and task.key == action.key:
             why = (_resume_reason(task),)
             resume = Action(ActionKind.RESUME, target.name, why, target, action.key, fallback=action)
             action = _with_side_effects(resume, wanted, lock, disk, claimed)
