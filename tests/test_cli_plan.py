@@ -47,7 +47,7 @@ def edit_manifest(root: Path, change: dict[str, object], *, drop: str | None = N
     path = root / "pixmake.yaml"
     document = yaml.safe_load(path.read_text())
     for name, fields in change.items():
-        document["targets"][name].update(fields)
+        document["targets"].setdefault(name, {}).update(fields)
     if drop:
         del document["targets"][drop]
     path.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -203,6 +203,26 @@ def test_accept_records_the_edited_file_as_the_output(examples_copy: Path, provi
     assert plan(examples_copy)[1][0] == "< restore    logo-tile: output assets/logo-tile.png is missing"
     missing = run_cli("-C", str(examples_copy), "accept", "logo-tile")
     assert missing.exit_code == ExitCode.USER_ERROR and "does not exist" in missing.stderr
+
+
+def test_accept_keeps_untouched_placeholders_as_placeholders_and_the_stale_outputs_recorded(
+    examples_copy: Path,
+) -> None:
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    edit_manifest(examples_copy, {"logo-tile": {"out": "assets/logo.png"}})
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0  # assets/logo-tile.png: stale
+    write_png(examples_copy / "assets/hero-1.png", (48, 32), (0, 200, 0))  # hero-2.png stays the emulator's
+    write_png(examples_copy / "assets/logo.png", (32, 32), (0, 200, 0))
+    outcome = run_cli("-C", str(examples_copy), "accept", "hero", "logo-tile")
+    assert outcome.exit_code == 0 and outcome.stderr.splitlines() == [
+        "pixmake: note: some of hero's files are still placeholders from build --emulator, untouched: "
+        "a build without --emulator regenerates it"
+    ]
+    entries = parse_lock((examples_copy / "pixmake.lock").read_text()).entries
+    assert entries["hero"].emulator and not entries["logo-tile"].emulator
+    assert [o.path for o in entries["logo-tile"].stale] == ["assets/logo-tile.png"]
+    assert run_cli("-C", str(examples_copy), "build", "--emulator", "--prune").exit_code == 0
+    assert not (examples_copy / "assets/logo-tile.png").exists()
 
 
 def test_accept_after_an_input_changed_says_the_files_now_stand_for_the_new_inputs(
@@ -448,7 +468,12 @@ def test_plan_json_gives_orphan_paths_as_a_list(examples_copy: Path, provider_en
     edit_manifest(examples_copy, {}, drop="hero")
     outcome = run_cli("-C", str(examples_copy), "plan", "--json")
     (orphan,) = [a for a in json.loads(outcome.stdout)["actions"] if a["action"] == "orphan"]
-    assert orphan["reasons"][0]["details"] == {"paths": ["assets/hero-1.png", "assets/hero-2.png"]}
+    assert orphan["reasons"][0]["details"] == {"paths": ["assets/hero-1.png", "assets/hero-2.png"], "kept": []}
+    edit_manifest(examples_copy, {"hero-main": {"prompt": "A mug", "n": 2, "out": "assets/hero.png"}})  # same files
+    assert plan(examples_copy)[1][-2] == (
+        "- orphan     hero: no longer in the manifest; build --prune drops it from the lock "
+        "and keeps assets/hero-1.png, assets/hero-2.png (a current target's)"
+    )
     explained = run_cli("-C", str(examples_copy), "explain", "hero")
     assert explained.exit_code == ExitCode.USER_ERROR
     assert explained.stderr.splitlines() == [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -195,6 +196,35 @@ def test_a_real_build_replaces_the_emulators_placeholders_and_an_emulator_build_
     assert lock.entries["logo"].emulator  # what the emulator made is marked as such
     again = api.build(project, fast_settings(project, fast_env))
     assert again.generated == ("logo",) and fast_env.emulator.ledger.charged_images == 4
+
+
+def test_an_emulator_build_never_replaces_the_providers_images_for_the_current_inputs(
+    fast_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh clone (a lock, no images) or an explicit --replace: placeholders would cost the next real build."""
+    targets = {"hero": {"prompt": "a blue mug", "out": "hero.png"}, "logo": {"prompt": "a logo", "out": "logo.png"}}
+    root = _manifest(tmp_path / "p", targets)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    locked = (root / "pixmake.lock").read_bytes()
+    (root / "hero.png").unlink()
+    shutil.rmtree(root / ".pixmake")  # as in a fresh clone: the lock, not the images
+    emulated = run_cli("-C", str(root), "build", "--emulator", "--replace", "logo")
+    assert emulated.exit_code == ExitCode.FAILED
+    why = (
+        "its locked images come from the provider for these inputs; build --emulator does not replace them "
+        "with placeholders: build without --emulator"
+    )
+    failed = [line for line in emulated.stderr.splitlines() if line.startswith("  failed: ")]
+    assert failed == [f"  failed: hero: {why}", f"  failed: logo: {why}"]
+    assert (root / "pixmake.lock").read_bytes() == locked and not (root / "hero.png").exists()
+    monkeypatch.setenv("PIXMAKE_MAX_IMAGES", "0")  # a spend cap: the emulator spends nothing
+    edited = yaml.safe_load((root / "pixmake.yaml").read_text())
+    edited["targets"]["logo"]["prompt"] = "a new logo"
+    (root / "pixmake.yaml").write_text(yaml.safe_dump(edited))
+    assert run_cli("-C", str(root), "build", "--emulator", "logo").exit_code == ExitCode.OK  # new inputs: fine
+    assert parse_lock((root / "pixmake.lock").read_text()).entries["logo"].emulator
+    assert run_cli("-C", str(root), "build", "--emulator", "--max-images", "0", "--replace", "logo").exit_code == 3
 
 
 def test_no_balance_stops_the_build_keeps_what_was_paid_and_a_top_up_resumes(

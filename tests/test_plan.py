@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pixmake.fingerprint import lock_entry, target_key
 from pixmake.lockfile import Lock, LockedOutput, LockEntry
 from pixmake.manifest import Target, output_paths
-from pixmake.plan import ActionKind, Plan, make_plan
+from pixmake.plan import ActionKind, Builder, Plan, make_plan
 from pixmake.scan import DiskState
 
 
@@ -172,16 +172,18 @@ def test_the_emulators_placeholders_are_kept_for_the_emulator_and_generated_for_
     assert only(kept)[:2] == (ActionKind.UNCHANGED, ["emulator-placeholder"]) and kept.up_to_date
     assert kept.summary().endswith("1 target holds placeholder images from build --emulator, which a build "
                                    "without --emulator regenerates (1 image)")  # fmt: skip
-    assert only(make_plan([HERO], lock, DiskState(disk), for_provider=True))[:2] == (
+    assert only(make_plan([HERO], lock, DiskState(disk), builder=Builder.PROVIDER))[:2] == (
         ActionKind.REGENERATE,
         ["emulator-placeholder"],
     )
     renamed = replace(HERO, name="hero-v2")  # a twin of placeholders is no free restore for the provider
-    twin = make_plan([renamed], lock, DiskState(disk), for_provider=True, orphans=False)
+    twin = make_plan([renamed], lock, DiskState(disk), builder=Builder.PROVIDER, orphans=False)
     assert only(twin)[:2] == (ActionKind.CREATE, ["emulator-placeholder", "replaces-file"])  # hero's file, at its out
     assert twin.images_to_generate == 1
     missing = {path: h for path, h in disk.items() if path != "out/hero.png"}
-    gone = make_plan([HERO], lock, DiskState(missing, cached_objects=frozenset(disk.values())), for_provider=True)
+    gone = make_plan(
+        [HERO], lock, DiskState(missing, cached_objects=frozenset(disk.values())), builder=Builder.PROVIDER
+    )
     assert only(gone)[0] is ActionKind.REGENERATE  # not put back from the cache either
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pixmake.journal import PendingSubmit
     from pixmake.lockfile import Lock, LockEntry
     from pixmake.manifest import Manifest, Target
-    from pixmake.plan import Action, Plan
+    from pixmake.plan import Action, Builder, Plan
     from pixmake.reconcile import PruneResult
     from pixmake.report import Reporter
     from pixmake.scan import DiskState
@@ -298,15 +298,15 @@ def plan(
     manifest: Manifest | None = None,
     select: Selection | None = None,
     restore: bool = False,
-    for_provider: bool = False,
+    builder: Builder | None = None,
 ) -> PlanResult:
     """What a build would do and why; needs no key and no network, and never writes the lockfile or outputs.
 
     It may update local state in ``.pixmake/`` (the stat cache, the manifest cache, the no-op memo).
     ``select`` limits the plan to some targets (orphans are then not reported); ``restore`` plans
-    edited outputs as restored from the object cache (``build --restore``). ``for_provider`` plans a
-    build without ``--emulator``, which regenerates the placeholder images of ``build --emulator``;
-    otherwise they are kept, and noted. Raises ConfigError for a ``--replace`` or selection that names
+    edited outputs as restored from the object cache (``build --restore``). ``builder`` is the server
+    the plan is for (:class:`~pixmake.plan.Builder`; by default either: the placeholder images of
+    ``build --emulator`` are kept, and noted). Raises ConfigError for a ``--replace`` or selection that names
     no target, and for a ``--replace`` outside the selection.
     """
     replace = tuple(replace)
@@ -317,7 +317,7 @@ def plan(
             return remembered
     from pixmake.inputs import check_inputs
     from pixmake.mcache import file_stat
-    from pixmake.plan import ActionKind, make_plan
+    from pixmake.plan import ActionKind, Builder, make_plan
     from pixmake.select import select_targets
 
     sources: list[tuple[str, tuple[int, int, int, int] | None]] = []
@@ -349,7 +349,7 @@ def plan(
         restore=restore,
         orphans=orphans,
         pending=pending,
-        for_provider=for_provider,
+        builder=builder or Builder.EITHER,
     )
     if (
         whole
@@ -611,7 +611,7 @@ def _build(
 
     from pixmake.execute import Executor
     from pixmake.journal import Journal
-    from pixmake.plan import PLACEHOLDER
+    from pixmake.plan import PLACEHOLDER, Builder
     from pixmake.report import NullReporter
     from pixmake.store import project_lock
     from pixmake.uploads import UploadCache
@@ -623,7 +623,7 @@ def _build(
             manifest=manifest,
             select=select,
             restore=restore,
-            for_provider=not settings.emulator,
+            builder=Builder.EMULATOR if settings.emulator else Builder.PROVIDER,
         )
         pending = result.pending
         images = result.plan.images_to_generate

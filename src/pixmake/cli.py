@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from pixmake import __version__
 from pixmake.entry import PIPE_CLOSED as _PIPE_CLOSED
@@ -244,6 +245,12 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
                 "build): the next build collects it and replaces these files",
                 err=True,
             )
+        elif accepted.entry.emulator:
+            click.echo(
+                f"pixmake: note: some of {accepted.name}'s files are still placeholders from build --emulator, "
+                "untouched: a build without --emulator regenerates it",
+                err=True,
+            )
         elif accepted.inputs_changed:
             click.echo(
                 f"pixmake: note: {accepted.name}'s inputs differ from the lock's (its prompt, a reference or a "
@@ -323,6 +330,8 @@ def build(
         ignored = {"PIXMAKE_BASE_URL", manifest.provider.api_key_env}
         environ = {name: value for name, value in os.environ.items() if name not in ignored}
     settings = resolve(manifest.provider, environ, concurrency=jobs)
+    if emulator and click.get_current_context().get_parameter_source("max_images") is ParameterSource.ENVIRONMENT:
+        max_images = None  # a spend cap for real builds (CI, say); the emulator spends nothing
     result = api.build(
         project,
         settings,

@@ -50,7 +50,7 @@ from pixmake.journal import Journal, PendingSubmit
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, merged_pieces, split_pieces
 from pixmake.manifest import Target, is_url, output_paths
-from pixmake.plan import Action, ActionKind, Plan
+from pixmake.plan import PROVIDER_MADE, Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
 from pixmake.scan import hash_file
@@ -599,6 +599,10 @@ class Executor:
                 if kind is ActionKind.RESTORE:
                     outputs = await self._restore(action)
                 elif kind.paid:
+                    if self.settings.emulator:
+                        for reason in action.reasons:
+                            if reason.code == PROVIDER_MADE:  # its images are paid for: never placeholders
+                                raise ConfigError(reason.text)
                     outputs = await self._generate(target, key, planned=not unplanned)
                     self._images += target.n
                 else:

@@ -195,7 +195,7 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
 
     name = text(raw_name, where)
     if not _TARGET_NAME.fullmatch(name):
-        add(where, f"target name {name!r} (after ${{…}}) may use only letters, digits, space and _ . -", key=True)
+        add(where, f"target name {name!r} (after ${{…}}) may use only ASCII letters, digits, space and _ . -", key=True)
     prompt = text(body["prompt"], (*where, "prompt"))
 
     def inherited(key: str, fallback: Any) -> tuple[Any, FieldPath]:
@@ -216,7 +216,7 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
     for i, tag in enumerate([*defaults.get("tags", []), *body.get("tags", [])]):
         value = text(tag, (*where, "tags", i)) if "${" in tag else tag
         if not _TAG.fullmatch(value):
-            add((*where, "tags"), f"tag {value!r} (after ${{…}}) may use only letters, digits and _ . -")
+            add((*where, "tags"), f"tag {value!r} (after ${{…}}) may use only ASCII letters, digits and _ . -")
         tags.append(_shared(value))
     key_line, key_column = locate(ctx.doc, where, key=True)
     fields = [str(key_column)]  # see Target.fields

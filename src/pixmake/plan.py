@@ -26,7 +26,17 @@ if TYPE_CHECKING:
 # make_plan, not here: a plan answered from the no-op memo (pixmake.memo) needs only the types
 # below, and must not pay for importing the manifest parser (yaml, jsonschema).
 
-__all__ = ["PLACEHOLDER", "AbandonedTask", "Action", "ActionKind", "Plan", "Reason", "make_plan"]
+__all__ = [
+    "PLACEHOLDER",
+    "PROVIDER_MADE",
+    "AbandonedTask",
+    "Action",
+    "ActionKind",
+    "Builder",
+    "Plan",
+    "Reason",
+    "make_plan",
+]
 
 
 class ActionKind(Enum):
@@ -66,10 +76,30 @@ class Reason:
 _NEW: Final = (Reason("new", "not in the lockfile"),)  # shared: a first build has one per target
 PLACEHOLDER: Final = "emulator-placeholder"
 """The reason code of a target whose locked images the bundled emulator made (``build --emulator``)."""
+PROVIDER_MADE: Final = "provider-images"
+"""The reason code of a paid action that ``build --emulator`` refuses: it would replace the provider's images."""
 _PLACEHOLDERS: Final = Reason(PLACEHOLDER, "its locked images are placeholders from build --emulator")
 _PLACEHOLDERS_KEPT: Final = Reason(
     PLACEHOLDER, "its locked images are placeholders from build --emulator; a build without --emulator regenerates it"
 )
+_PLACEHOLDERS_EDITED: Final = Reason(
+    PLACEHOLDER,
+    "its locked images are placeholders from build --emulator: a build leaves your edit alone, "
+    "but with --restore or --replace a build without --emulator generates it anew",
+)
+_PROVIDER_IMAGES: Final = Reason(
+    PROVIDER_MADE,
+    "its locked images come from the provider for these inputs; build --emulator does not replace them "
+    "with placeholders: build without --emulator",
+)
+
+
+class Builder(Enum):
+    """Which server a plan is for: who would make the images."""
+
+    EITHER = "either"  # `pixmake plan`: the emulator's placeholders are kept, with a note; the rest as the provider
+    PROVIDER = "provider"  # a build without --emulator: placeholders are generated
+    EMULATOR = "emulator"  # build --emulator: placeholders are kept; the provider's images are never replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,17 +216,20 @@ class Plan:
 
     @property
     def listed(self) -> tuple[Action, ...]:
-        """Actions a plan shows by default: every one but the unchanged (unless it has stale outputs)."""
+        """Actions a plan shows by default: every one but the unchanged (unless it has stale outputs, or keeps
+        placeholders that a build without ``--emulator`` would generate)."""
         if self._actions is None:
             return ()
-        return tuple(a for a in self._actions if a.kind is not ActionKind.UNCHANGED or a.stale)
+        return tuple(a for a in self._actions if a.kind is not ActionKind.UNCHANGED or a.stale or a.reasons)
 
     @property
     def placeholders(self) -> tuple[Action, ...]:
-        """Actions that keep the bundled emulator's placeholder images (a plan for ``build --emulator``)."""
+        """Actions that keep the bundled emulator's placeholder images, which a build without ``--emulator``
+        generates (an edited one it leaves alone, and says so in its own reasons)."""
         if self._actions is None:
             return ()
-        return tuple(a for a in self._actions if not a.kind.generates and _PLACEHOLDERS_KEPT in a.reasons)
+        kept = (ActionKind.UNCHANGED, ActionKind.RESTORE)
+        return tuple(a for a in self._actions if a.kind in kept and any(r.code == PLACEHOLDER for r in a.reasons))
 
     def summary(self) -> str:
         """One line: ``2 to create, 1 to regenerate, 40 unchanged; 3 images to generate``.
@@ -432,18 +465,27 @@ def _with_side_effects(
     return dataclasses.replace(action, reasons=(*action.reasons, *extra), stale=stale)
 
 
-def _placeholders(action: Action, lock: Lock, *, for_provider: bool) -> Action:
-    """``action`` for a target whose locked images may be the bundled emulator's placeholders.
+def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
+    """``action`` for the server that will make the images (see :class:`Builder`).
 
-    In a plan for the provider (a build without ``--emulator``) placeholders to keep or put back are
-    generated (an edited one is the user's file, and stays); otherwise they are kept, with a note.
+    A build without ``--emulator`` generates placeholders it would keep or put back (an edited one is
+    the user's file, and stays); other plans keep them, with a note. ``build --emulator`` marks a paid
+    action that would replace the provider's images for the current inputs (the executor fails it).
     """
+    entry = lock.entries.get(action.name)
+    provider_made = entry is not None and not entry.emulator and entry.key == action.key
+    if builder is Builder.EMULATOR and action.kind.paid and provider_made:
+        return dataclasses.replace(action, reasons=(*action.reasons, _PROVIDER_IMAGES))
     source = action.source
-    if source is None or not source.emulator or action.kind not in (ActionKind.UNCHANGED, ActionKind.RESTORE):
+    if source is None or not source.emulator:
         return action
-    if not for_provider:
+    if action.kind is ActionKind.EDITED:
+        return dataclasses.replace(action, reasons=(*action.reasons, _PLACEHOLDERS_EDITED))
+    if action.kind not in (ActionKind.UNCHANGED, ActionKind.RESTORE):
+        return action
+    if builder is not Builder.PROVIDER:
         return dataclasses.replace(action, reasons=(*action.reasons, _PLACEHOLDERS_KEPT))
-    kind = ActionKind.REGENERATE if action.name in lock.entries else ActionKind.CREATE  # CREATE: a renamed twin's
+    kind = ActionKind.REGENERATE if entry is not None else ActionKind.CREATE  # CREATE: a renamed twin's
     return Action(kind, action.name, (_PLACEHOLDERS,), action.target, action.key)
 
 
@@ -480,7 +522,7 @@ def make_plan(
     restore: bool = False,
     orphans: bool = True,
     pending: Mapping[str, PendingSubmit] | None = None,
-    for_provider: bool = False,
+    builder: Builder = Builder.EITHER,
 ) -> Plan:
     """One action per target (in the given order), then one ORPHAN per lock entry no target claims.
 
@@ -496,8 +538,9 @@ def make_plan(
     ``orphans``), is listed in ``Plan.abandoned``: a build drops it from the journal. So is any task
     of an interrupted ``build --emulator``: its emulator ran in that build's process.
 
-    ``for_provider`` plans a build against the provider (without ``--emulator``): a target whose locked
-    images are the bundled emulator's placeholders is generated, not kept (see :func:`_placeholders`).
+    ``builder`` says which server the plan is for: the provider generates the bundled emulator's
+    placeholders instead of keeping them, and the emulator never replaces the provider's images (see
+    :func:`_for_builder`).
     """
     from pixmake.fingerprint import target_key
     from pixmake.manifest import output_paths
@@ -521,7 +564,7 @@ def make_plan(
         action = _target_action(
             target, target_key(target, hashes), wanted, lock, by_key, disk, replace=replaced, restore=restore
         )
-        action = _placeholders(action, lock, for_provider=for_provider)
+        action = _for_builder(action, lock, builder)
         action = _with_side_effects(action, wanted, lock, disk, claimed)
         task = pending.get(target.name)
         if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
@@ -537,9 +580,16 @@ def make_plan(
         names = {t.name for t in targets}
         for name in sorted(set(lock.entries) - names):
             entry = lock.entries[name]
-            paths = [o.path for o in entry.outputs]
-            text = f"no longer in the manifest; build --prune deletes {', '.join(paths)}"
-            actions.append(Action(ActionKind.ORPHAN, name, (Reason("orphan", text, {"paths": paths}),), source=entry))
+            taken = claimed()  # build --prune keeps what a current target writes or reads
+            paths = [o.path for o in entry.outputs if o.path not in taken]
+            kept = [o.path for o in entry.outputs if o.path in taken]
+            text = "no longer in the manifest; build --prune " + (
+                f"deletes {', '.join(paths)}" if paths else "drops it from the lock"
+            )
+            if kept:
+                text += f" and keeps {', '.join(kept)} (a current target's)"
+            reason = Reason("orphan", text, {"paths": paths, "kept": kept})
+            actions.append(Action(ActionKind.ORPHAN, name, (reason,), source=entry))
         for name in sorted(set(pending) - names):
             abandoned.append(_abandoned(pending[name], "its target is no longer in the manifest"))
     return Plan(tuple(actions), abandoned)

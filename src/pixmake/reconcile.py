@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pixmake.errors import ConfigError, UnsafePathError
@@ -71,7 +71,15 @@ def accept_outputs(
     key = target_key(target, hashes)
     old = lock.entries.get(target.name)
     task_id = old.task_id if old is not None and old.key == key else None
-    return lock_entry(target, key, hashes, tuple(outputs), task_id=task_id)
+    # Files still the emulator's, untouched, keep the target a placeholder; outputs it wrote before
+    # (another out, a higher n) stay recorded as stale until build --prune.
+    emulator = old is not None and old.emulator and bool({o.sha256 for o in old.outputs} & {o.sha256 for o in outputs})
+    entry = lock_entry(target, key, hashes, tuple(outputs), task_id=task_id, emulator=emulator)
+    if old is None:
+        return entry
+    current = {o.path for o in outputs}
+    stale = tuple({o.path: o for o in (*old.stale, *old.outputs) if o.path not in current}.values())
+    return replace(entry, stale=stale) if stale else entry
 
 
 def _delete_outputs(
