@@ -30,7 +30,13 @@ from pixmake.lockfile import parse_lock
 from pixmake.report import RecordingReporter
 from pixmake.store import project_lock, sha256_bytes
 from pixmake.uploads import UploadCache
-from test_execute_faults import assert_paid_once_and_complete, fast_settings, make_manifest, write_manifest
+from test_execute_faults import (
+    assert_paid_once_and_complete,
+    fast_settings,
+    make_manifest,
+    paid_by_a_killed_build,
+    write_manifest,
+)
 
 
 def _manifest(root: Path, targets: dict[str, dict[str, Any]], *, concurrency: int = 4) -> Path:
@@ -317,9 +323,11 @@ def test_a_task_with_fewer_images_than_n_is_a_failed_attempt(emulator: EmulatorS
 # --- the disk refuses a write: nothing paid is lost, no traceback --------------------------------------------
 
 
-def test_an_output_that_cannot_be_written_fails_its_target_and_the_next_build_collects_it_unpaid(
+def test_an_output_that_cannot_be_written_fails_its_target_but_is_locked_and_restored_unpaid(
     fast_env: EmulatorServer, tmp_path: Path
 ) -> None:
+    """The paid bytes are in the object cache before the write fails: the entry is locked all the same, so
+    the next build restores the file for free, even once the result's link has expired."""
     targets = {f"t{i}": {"prompt": f"mug {i}", "out": f"out/t{i}.png"} for i in range(6)}
     targets["t1"]["out"] = "blocked/t1.png"
     root = _manifest(tmp_path / "p", targets, concurrency=3)
@@ -328,16 +336,20 @@ def test_an_output_that_cannot_be_written_fails_its_target_and_the_next_build_co
     assert outcome.exit_code == 1, outcome.stderr
     assert "Traceback" not in outcome.stderr
     failed = [line for line in outcome.stderr.splitlines() if line.startswith("  failed: ")]
-    why = "cannot write blocked/t1.png: Not a directory; its task stays journaled and the next build collects it"
+    why = (
+        "cannot write blocked/t1.png: Not a directory; the paid image is kept in .pixmake/objects and locked: "
+        "the next build restores it"
+    )
     assert failed == [f"  failed: t1: {why}"]
-    assert sorted(parse_lock((root / "pixmake.lock").read_text()).entries) == ["t0", "t2", "t3", "t4", "t5"]
+    assert sorted(parse_lock((root / "pixmake.lock").read_text()).entries) == [f"t{i}" for i in range(6)]
     assert fast_env.emulator.ledger.charged_images == 6
     (root / "blocked").unlink()
+    config = fast_env.emulator.config
+    fast_env.emulator.reconfigure(dataclasses.replace(config, result_ttl=0.0))  # its link has expired meanwhile
     again = run_cli("-C", str(root), "build")
     assert again.exit_code == 0, again.stderr
-    assert "1 resumed (already paid)" in again.stderr
-    assert fast_env.emulator.ledger.charged_images == 6  # collected, not paid again
-    assert len(fast_env.emulator.submits()) == 6
+    assert "1 restored from cache" in again.stderr
+    assert fast_env.emulator.ledger.charged_images == 6 and len(fast_env.emulator.submits()) == 6  # not paid again
     for target in targets.values():
         with Image.open(root / target["out"]) as image:
             image.verify()
@@ -349,11 +361,10 @@ def test_a_result_that_expired_before_it_was_fetched_fails_only_its_target_and_i
 ) -> None:
     """Signed result links often answer 403 once expired: that is the link, not the API key."""
     targets = {f"t{i}": {"prompt": f"mug {i}", "out": f"out/t{i}.png"} for i in range(3)}
-    targets["t1"]["out"] = "blocked/t1.png"
     root = _manifest(tmp_path / "p", targets, concurrency=3)
-    (root / "blocked").write_text("a file where t1's directory goes")
-    assert run_cli("-C", str(root), "build").exit_code == 1  # t1 paid, its task journaled
-    (root / "blocked").unlink()
+    project = api.open_project(root)
+    assert run_cli("-C", str(root), "build", "t0", "t2").exit_code == 0
+    paid_by_a_killed_build(project, fast_settings(project, fast_env), "t1", "pixmake-t1-killed")
     config = fast_env.emulator.config
     fast_env.emulator.reconfigure(dataclasses.replace(config, result_ttl=0.0, expired_result_status=expired_status))
     again = run_cli("-C", str(root), "build")
@@ -367,7 +378,7 @@ def test_a_result_that_expired_before_it_was_fetched_fails_only_its_target_and_i
     third = run_cli("-C", str(root), "build")
     assert third.exit_code == 0, third.stderr
     assert fast_env.emulator.ledger.charged_images == 4  # t1 once more: its first result is gone for good
-    with Image.open(root / "blocked" / "t1.png") as image:
+    with Image.open(root / "out" / "t1.png") as image:
         image.verify()
 
 

@@ -79,6 +79,23 @@ def fast_settings(project: api.Project, server: EmulatorServer, **changes: Any) 
     return dataclasses.replace(settings, request_timeout=10.0, **changes)
 
 
+def paid_by_a_killed_build(project: api.Project, settings: Settings, name: str, cbid: str) -> None:
+    """What a build killed right after its submit for ``name`` was sent leaves: the submit journaled (no
+    answer, so no task id) and a task paid for at the provider."""
+    journal_submit(project.root, name, cbid, sent_at=time.time())
+    [target] = [t for t in api.validate(project).targets if t.name == name]
+    request = GenerationRequest(target.model, target.prompt, target.size, target.n, cbid)
+
+    async def send() -> None:
+        provider = ToapisProvider(settings)
+        try:
+            await provider.submit(request)
+        finally:
+            await provider.aclose()
+
+    anyio.run(send)
+
+
 def build_until_done(root: Path, server: EmulatorServer, *, max_builds: int = 12, **changes: Any) -> list[BuildResult]:
     """Build again while targets fail (a failed task is refunded; the next build pays for a new one)."""
     project = api.open_project(root)
@@ -220,18 +237,7 @@ def test_a_build_rerun_at_once_after_an_interrupted_submit_waits_out_the_grace_b
     root = make_manifest(tmp_path / "p", 1, every_ref=0)
     project = api.open_project(root)
     settings = fast_settings(project, emulator, lookup_grace=1.0)
-    journal_submit(root, "t0000", "pixmake-killed-build-0", sent_at=time.time())
-    [target] = api.validate(project).targets
-    request = GenerationRequest(target.model, target.prompt, target.size, target.n, "pixmake-killed-build-0")
-
-    async def sent_by_build_1() -> None:  # before it was killed
-        provider = ToapisProvider(settings)
-        try:
-            await provider.submit(request)
-        finally:
-            await provider.aclose()
-
-    anyio.run(sent_by_build_1)
+    paid_by_a_killed_build(project, settings, "t0000", "pixmake-killed-build-0")
     result = api.build(project, settings, reporter=RecordingReporter())
     assert result.ok and result.resumed == ("t0000",) and result.statistics.lookups == 2
     assert emulator.emulator.ledger.net_images == 1 and len(emulator.emulator.submits()) == 1

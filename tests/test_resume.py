@@ -132,7 +132,7 @@ def test_a_symlink_swapped_in_during_a_build_cannot_lead_a_write_outside_the_roo
     make_project: Callable[..., Path], provider_env: EmulatorServer, tmp_path: Path
 ) -> None:
     """The out directory becomes a symlink to outside after the submit: the write is refused, the paid
-    result stays journaled, and once the directory is back the next build collects it without paying again."""
+    result is locked from the object cache, and once the directory is back the next build restores it."""
     root = make_project({"version": 1, "targets": {"hero": {"prompt": "a red mug", "out": "assets/hero.png"}}})
     (root / "assets").mkdir()
     outside = tmp_path / "outside"

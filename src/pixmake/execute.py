@@ -44,6 +44,7 @@ from pixmake.errors import (
     RateLimitedError,
     RequestRejectedError,
     StorageError,
+    UnsafePathError,
 )
 from pixmake.fingerprint import lock_entry
 from pixmake.journal import Journal, PendingSubmit
@@ -639,7 +640,7 @@ class Executor:
 
     def _output_file(self, target: str, path: str) -> str:
         """Where an output goes, checked again at write time: a symlink swapped in since the plan cannot
-        lead a write out of the project root (raises UnsafePathError; the paid result stays journaled).
+        lead a write out of the project root (raises UnsafePathError).
         A string, not a Path (see :func:`~pixmake.store.atomic_write`)."""
         return self.guard.fresh(path, f"targets.{target}.out")
 
@@ -982,12 +983,16 @@ class Executor:
             why = error.strerror or str(error)
             raise StorageError(f"cannot write {path}: {why}{after}", build_wide=disk_wide(error)) from error
 
-    def _keep(self, target: str, paths: tuple[str, ...], blobs: list[bytes]) -> tuple[LockedOutput, ...]:
-        """Worker thread: check every image decodes, then store it in the object cache and write its output.
+    def _keep(
+        self, target: str, paths: tuple[str, ...], blobs: list[bytes]
+    ) -> tuple[tuple[LockedOutput, ...], PixmakeError | None]:
+        """Worker thread: check every image decodes, store them in the object cache, then write the outputs.
 
-        The object cache comes first: the paid bytes are safe whatever happens next. Raises
-        :class:`_Undecodable` (nothing written) when an image does not decode, and StorageError when a
-        file cannot be written (the task stays journaled, so the next build collects it without paying).
+        The object cache comes first: the paid bytes are safe whatever happens next. Returns the outputs
+        to lock and the error that stopped an output's write, if any: the entry is locked all the same,
+        and the next build restores the missing file from the cache, free. Raises :class:`_Undecodable`
+        (nothing written) when an image does not decode, and StorageError when the object cache cannot
+        take an image (the task stays journaled, so the next build collects it without paying).
         """
         sizes = []
         for index, blob in enumerate(blobs):
@@ -996,18 +1001,26 @@ class Executor:
             except BadResultError as error:
                 raise _Undecodable(index, error) from error
         outputs = []
-        collect = "; its task stays journaled and the next build collects it"
         for path, blob, (width, height) in zip(paths, blobs, sizes, strict=True):
             try:
                 digest = self.objects.put(blob)
             except OSError as error:  # the object cache is shared: no other target can be kept either
                 where = describe_os_error(error, self.root)
                 raise StorageError(
-                    f"cannot keep a paid image in {STATE_DIR}/objects ({where}){collect}", build_wide=True
+                    f"cannot keep a paid image in {STATE_DIR}/objects ({where}); "
+                    "its task stays journaled and the next build collects it",
+                    build_wide=True,
                 ) from error
-            self._write_output(self._output_file(target, path), path, blob, after=collect)
             outputs.append(LockedOutput(path, digest, len(blob), width, height))
-        return tuple(outputs)
+        kept = f"; the paid image is kept in {STATE_DIR}/objects and locked: the next build restores it"
+        for path, blob in zip(paths, blobs, strict=True):
+            try:
+                self._write_output(self._output_file(target, path), path, blob, after=kept)
+            except StorageError as error:
+                return tuple(outputs), error
+            except UnsafePathError as error:
+                return tuple(outputs), StorageError(f"{error}{kept}", build_wide=False)
+        return tuple(outputs), None
 
     async def _generate(
         self, target: Target, key: str, *, submit: bool = True, planned: bool = True
@@ -1049,10 +1062,12 @@ class Executor:
             try:
                 # In a worker thread, with others' disk work; Ctrl-C cannot come between the files and their lock entry.
                 with anyio.CancelScope(shield=True):
-                    outputs = await self.disk.run(functools.partial(self._keep, target.name, paths, blobs))
+                    outputs, unwritten = await self.disk.run(functools.partial(self._keep, target.name, paths, blobs))
                     await self._record(
                         target.name, self._entry(target, key, outputs, status.task_id, emulator=self.settings.emulator)
                     )
+                if unwritten is not None:  # locked and cached, so never paid again; the target still failed
+                    raise unwritten
                 break
             except _Undecodable as bad:  # cut short where no length told us so, say: fetch that image again
                 if attempt + 1 >= self.settings.max_attempts:
