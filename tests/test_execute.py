@@ -382,15 +382,20 @@ def test_a_result_that_expired_before_it_was_fetched_fails_only_its_target_and_i
         image.verify()
 
 
+@pytest.mark.parametrize(
+    ("knob", "answer"), [("p_403_download", "403: result refused: Forbidden"), ("p_404_download", "404: Not Found")]
+)
 def test_a_result_link_refused_before_it_expired_stays_journaled_and_the_next_build_collects_it_unpaid(
-    fast_env: EmulatorServer, tmp_path: Path
+    knob: str, answer: str, fast_env: EmulatorServer, tmp_path: Path
 ) -> None:
-    fast_env.emulator.reset(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None, p_403_download=1.0))
+    """A refusal (403) or a "not found" (404: a CDN not caught up yet) before the link's end is not its end."""
+    fault: dict[str, Any] = {knob: 1.0}
+    fast_env.emulator.reset(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None, **fault))
     root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
     refused = run_cli("-C", str(root), "build")
     assert refused.exit_code == 1 and _error_lines(refused.stderr) == []
     failed = [line for line in refused.stderr.splitlines() if line.startswith("  failed: ")]
-    why = "HTTP 403: result refused: Forbidden; its task stays journaled and the next build fetches it again"
+    why = f"HTTP {answer}; its task stays journaled and the next build fetches it again"
     assert failed == [f"  failed: hero: {why}"]
     fast_env.emulator.reconfigure(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None))
     again = run_cli("-C", str(root), "build")
@@ -513,6 +518,36 @@ def test_a_4xx_about_a_remembered_upload_uploads_it_again(how: str, emulator: Em
     fresh = emulator.emulator.submits()[-1]
     assert fresh.status == 200 and isinstance(fresh.json, dict) and fresh.json["image_urls"] != [stale_url]
     assert emulator.emulator.ledger.charged_images == paid_before + 1
+
+
+def test_a_4xx_about_an_upload_on_the_last_attempt_fails_the_target_in_one_line(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """No attempt left to upload again with: the refusal is the target's failure (it was an internal error)."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    ref = write_png(tmp_path / "p" / "ref.png")
+    root = _manifest(tmp_path / "p", {"mug": {"prompt": "a mug", "references": ["ref.png"], "out": "mug.png"}})
+    stale = UploadCache.load(root / ".pixmake" / "uploads.json", emulator.url)
+    stale.put(sha256_bytes(ref.read_bytes()), f"{emulator.url}/files/uploads/upload_gone.png")
+    stale.save()
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, emulator, max_attempts=1))
+    [failure] = result.failed
+    assert failure.target == "mug" and failure.error.startswith("HTTP 400") and result.fatal is None
+    assert emulator.emulator.ledger.charged_images == 0 and api.load_lock(project)[1] == {}
+
+
+def test_credentials_in_the_base_url_are_not_written_to_the_upload_cache(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    write_png(tmp_path / "p" / "ref.png")
+    root = _manifest(tmp_path / "p", {"mug": {"prompt": "a mug", "references": ["ref.png"], "out": "mug.png"}})
+    project = api.open_project(root)
+    proxy = emulator.url.replace("http://", "http://proxyuser:PROXY-SECRET@")
+    assert api.build(project, dataclasses.replace(fast_settings(project, emulator), base_url=proxy)).ok
+    written = [p for p in root.rglob("*") if p.is_file() and b"PROXY-SECRET" in p.read_bytes()]
+    assert written == [] and (root / ".pixmake" / "uploads.json").is_file()
 
 
 # --- one build at a time -------------------------------------------------------------------------------------

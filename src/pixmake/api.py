@@ -613,6 +613,7 @@ def _build(
     from pixmake.journal import Journal
     from pixmake.plan import PLACEHOLDER, Builder
     from pixmake.report import NullReporter
+    from pixmake.settings import display_url
     from pixmake.store import project_lock
     from pixmake.uploads import UploadCache
 
@@ -650,7 +651,8 @@ def _build(
             from pixmake.providers.toapis import ToapisProvider
 
             provider = ToapisProvider(settings)
-        uploads = UploadCache.load(project.state_dir / "uploads.json", settings.base_url)
+        # Keyed by server, never with the credentials or query a base URL may carry (they would land on disk).
+        uploads = UploadCache.load(project.state_dir / "uploads.json", display_url(settings.base_url))
         executor = Executor.create(
             root=project.root,
             lock_path=project.lockfile,

@@ -894,7 +894,12 @@ class Executor:
                         return found
                     if attempt + 1 < self.settings.max_attempts:
                         continue  # known not to exist: a new id, no further wait
-                elif not reuploaded and _about_inputs(error) and (uploaded := self._local_inputs(target)):
+                elif (
+                    not reuploaded
+                    and attempt + 1 < self.settings.max_attempts
+                    and _about_inputs(error)
+                    and (uploaded := self._local_inputs(target))
+                ):
                     # A 400 may mean an uploaded reference expired on the provider: upload again, once.
                     self.recorder.dropped(target.name, key)  # refused: nothing was created
                     reuploaded = True
@@ -945,9 +950,10 @@ class Executor:
     async def _download(self, target: str, key: str, url: str, expires_at: float | None) -> bytes:
         """One result's bytes (retried like any download).
 
-        A result gone for good (404 or 410, or refused after the task's ``expires_at``) leaves nothing to
-        resume: the next build submits again. One refused before then stays journaled, and the next build
-        fetches it again through a fresh status (whose links may be signed anew).
+        A result gone for good (410, or 404 or refused after the task's ``expires_at``; a 404 when the
+        status gave no ``expires_at``) leaves nothing to resume: the next build submits again. One refused
+        or not found before then stays journaled, and the next build fetches it again through a fresh
+        status (whose links may be signed anew).
         """
 
         async def once() -> bytes:
@@ -958,13 +964,19 @@ class Executor:
             return await self._call(target, Operation.DOWNLOAD, once)
         except RequestRejectedError as error:
             expired = expires_at is not None and time.time() >= expires_at
-            if error.status in (404, 410) or (error.status in (401, 403) and expired):
+            # Gone for good: 410, or a 404 or refusal after the link's documented end. Before it, a CDN
+            # that has not caught up answers 404 too: the next build fetches the task again.
+            if (
+                error.status == 410
+                or (error.status in (401, 403, 404) and expired)
+                or (error.status == 404 and expires_at is None)
+            ):
                 self.recorder.dropped(target, key)
                 raise RequestRejectedError(
                     "result no longer available; the next build submits the target again",
                     status=error.status,
                 ) from error
-            if error.status in (401, 403):
+            if error.status in (401, 403, 404):
                 raise RequestRejectedError(
                     f"{error.message}; its task stays journaled and the next build fetches it again",
                     status=error.status,

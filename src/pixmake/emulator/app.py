@@ -516,6 +516,8 @@ class _Api:
         fault = self.emu.draw_fault("download")
         if fault == "p_403_download":  # a CDN refusing the link (§1: clients without a User-Agent get 403)
             return Response("Forbidden", status_code=403)
+        if fault == "p_404_download":  # a CDN edge that has not caught up with a fresh result yet
+            return Response("Not Found", status_code=404)
         seconds = config.slow_download_seconds
         return _Download(data, "image/png", fault=fault, seconds=seconds, closer=self.closer)
 

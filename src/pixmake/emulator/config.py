@@ -48,7 +48,7 @@ FAULT_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
     ),
     "query": ("p_429", "p_500", "p_502", "p_504_html"),
     "upload": ("p_500", "p_502", "p_504_html"),
-    "download": ("p_slow_download", "p_truncated_download", "p_403_download"),
+    "download": ("p_slow_download", "p_truncated_download", "p_403_download", "p_404_download"),
     "outcome": ("p_task_failed", "p_content_policy", "p_task_no_balance", "p_short_result"),  # once per task
 }
 """The fault knobs each kind of request (or a task's outcome) draws from, in draw order; the query and
@@ -101,6 +101,7 @@ class EmulatorConfig:
     p_slow_download: float = 0.0
     p_truncated_download: float = 0.0
     p_403_download: float = 0.0
+    p_404_download: float = 0.0
     slow_download_seconds: float = 1.0
     status_dialect: StatusDialect = "queued"
     error_code_style: ErrorCodeStyle = "string"
