@@ -184,7 +184,7 @@ def test_readme_first_command_as_a_user_runs_it(examples_copy: Path) -> None:
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (examples_copy / "assets/hero-2.png").is_file()
-    assert "5 images paid" in done.stderr
+    assert "4 generated (5 placeholder images)" in done.stderr
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "0 generated" in again.stderr, again.stderr
 

@@ -138,6 +138,13 @@ def test_rich_view_prints_every_finished_target_in_order_even_in_a_burst() -> No
     assert printed == [f"t{i:03d}" for i in range(200)]
 
 
+def test_an_emulator_builds_summary_counts_placeholders_not_payments() -> None:
+    result = BuildResult(generated=("hero",), images_generated=2, images_paid=3, emulator=True, seconds=0.5)
+    (line,) = summary_lines(result)
+    assert line.startswith("build finished in 0.5 s: 1 generated (2 placeholder images), 0 restored from cache")
+    assert "paid" not in line
+
+
 def test_summary_names_what_the_build_left_in_place_and_resumed() -> None:
     """Orphans, stale outputs, resumed and dropped interrupted tasks are all in the one summary line."""
     result = BuildResult(

@@ -215,6 +215,7 @@ class BuildResult:
     stale: tuple[str, ...] = ()
     pruned: PruneResult | None = None
     seconds: float = 0.0
+    emulator: bool = False  # built by the bundled emulator: its images are placeholders, paid for by nobody
 
     @property
     def ok(self) -> bool:
@@ -569,6 +570,7 @@ class Executor:
             statistics=self.statistics(),
             resumed=tuple(self._done.get(ActionKind.RESUME, [])),
             dropped=tuple(task.name for task in plan.abandoned),
+            emulator=self.settings.emulator,
             stale=tuple(o.path for a in plan.actions for o in a.stale),
             seconds=time.monotonic() - started,
         )

@@ -89,8 +89,11 @@ def summary_lines(r: BuildResult) -> list[str]:
         lines += [f"pixmake: warning: kept {path}: {why}" for path, why in r.pruned.kept]
         if r.pruned.pruned:
             lines.append(f"pixmake: dropped {_count(len(r.pruned.pruned), 'orphan')} from pixmake.lock")
-    parts = [f"{len(r.generated)} generated ({_count(r.images_generated, 'image')} paid)"]
-    if r.images_paid > r.images_generated:  # paid at submit, but the target did not finish (see its failure)
+    if r.emulator:  # the bundled emulator's placeholders: nobody paid
+        parts = [f"{len(r.generated)} generated ({_count(r.images_generated, 'placeholder image')})"]
+    else:
+        parts = [f"{len(r.generated)} generated ({_count(r.images_generated, 'image')} paid)"]
+    if r.images_paid > r.images_generated and not r.emulator:  # paid at submit, the target did not finish
         parts.append(f"{_count(r.images_paid - r.images_generated, 'image')} paid for targets not finished")
     if r.resumed:
         parts.append(f"{len(r.resumed)} resumed (already paid)")
@@ -106,7 +109,9 @@ def summary_lines(r: BuildResult) -> list[str]:
     elif r.pruned.pruned:
         parts.append(f"{len(r.pruned.pruned)} orphaned (pruned)")
     if r.dropped:
-        parts.append(f"{_count(len(r.dropped), 'interrupted task')} dropped (paid for inputs since changed)")
+        parts.append(
+            f"{_count(len(r.dropped), 'interrupted task')} dropped (for inputs since changed, or an emulator's)"
+        )
     if r.failed:
         parts.append(f"{len(r.failed)} failed")
     lines.append(f"build finished in {r.seconds:.1f} s: " + ", ".join(parts))
