@@ -205,7 +205,7 @@ def test_accept_records_the_edited_file_as_the_output(examples_copy: Path, provi
     assert missing.exit_code == ExitCode.USER_ERROR and "does not exist" in missing.stderr
 
 
-def test_accept_keeps_untouched_placeholders_as_placeholders_and_the_stale_outputs_recorded(
+def test_accept_names_the_placeholders_it_locks_as_real_and_keeps_the_stale_outputs_recorded(
     examples_copy: Path,
 ) -> None:
     assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
@@ -213,13 +213,19 @@ def test_accept_keeps_untouched_placeholders_as_placeholders_and_the_stale_outpu
     assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0  # assets/logo-tile.png: stale
     write_png(examples_copy / "assets/hero-1.png", (48, 32), (0, 200, 0))  # hero-2.png stays the emulator's
     write_png(examples_copy / "assets/logo.png", (32, 32), (0, 200, 0))
-    outcome = run_cli("-C", str(examples_copy), "accept", "hero", "logo-tile")
+    manifest = yaml.safe_load((examples_copy / "pixmake.yaml").read_text())
+    manifest["targets"]["mug-main"] = manifest["targets"].pop("mug-lifestyle")  # renamed: a twin, unedited
+    (examples_copy / "pixmake.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    outcome = run_cli("-C", str(examples_copy), "accept", "hero", "logo-tile", "mug-main")
     assert outcome.exit_code == 0 and outcome.stderr.splitlines() == [
-        "pixmake: note: some of hero's files are still placeholders from build --emulator, untouched: "
-        "a build without --emulator regenerates it"
+        "pixmake: note: assets/hero-2.png is still a placeholder from build --emulator, now locked as hero's: "
+        "pixmake build --replace hero (without --emulator) generates it anew",
+        "pixmake: note: assets/mug-lifestyle.png is still a placeholder from build --emulator, now locked as "
+        "mug-main's: pixmake build --replace mug-main (without --emulator) generates it anew",
     ]
     entries = parse_lock((examples_copy / "pixmake.lock").read_text()).entries
-    assert entries["hero"].emulator and not entries["logo-tile"].emulator
+    assert not any(entries[name].emulator for name in ("hero", "logo-tile", "mug-main"))  # the user's word
     assert [o.path for o in entries["logo-tile"].stale] == ["assets/logo-tile.png"]
     assert run_cli("-C", str(examples_copy), "build", "--emulator", "--prune").exit_code == 0
     assert not (examples_copy / "assets/logo-tile.png").exists()
@@ -480,6 +486,20 @@ def test_plan_json_gives_orphan_paths_as_a_list(examples_copy: Path, provider_en
         "pixmake: error: explain: 'hero' is in pixmake.lock but no longer in the manifest (an orphan): "
         "build --prune deletes its outputs and drops it from the lock"
     ]
+
+
+def test_prune_never_deletes_an_orphans_file_that_a_current_target_reads(examples_copy: Path) -> None:
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    edit_manifest(examples_copy, {"banner": {"prompt": "A banner", "references": ["assets/logo-tile.png"]}})
+    edit_manifest(examples_copy, {"banner": {"out": "assets/banner.png"}}, drop="logo-tile")
+    assert plan(examples_copy)[1][-2] == (
+        "- orphan     logo-tile: no longer in the manifest; build --prune drops it from the lock "
+        "and keeps assets/logo-tile.png (a current target's)"
+    )
+    pruned = run_cli("-C", str(examples_copy), "build", "--emulator", "--prune")
+    assert pruned.exit_code == 0, pruned.stderr
+    assert (examples_copy / "assets/logo-tile.png").is_file()
+    assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == 0
 
 
 def test_replace_of_a_target_outside_the_selection_is_a_user_error(

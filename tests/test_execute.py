@@ -53,6 +53,10 @@ def fast_env(monkeypatch: pytest.MonkeyPatch, provider_env: EmulatorServer) -> E
     return provider_env
 
 
+def plan_lines(root: Path) -> list[str]:
+    return run_cli("-C", str(root), "plan").stdout.splitlines()
+
+
 def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("pixmake: error:")]
 
@@ -353,6 +357,41 @@ def test_an_output_that_cannot_be_written_fails_its_target_but_is_locked_and_res
     for target in targets.values():
         with Image.open(root / target["out"]) as image:
             image.verify()
+
+
+def test_a_regenerated_output_that_cannot_be_written_leaves_no_older_image_behind(
+    fast_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Locked with the new bytes, the path must not keep the old image (the plan would take it for an edit)."""
+    import pixmake.execute
+    import pixmake.store
+
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "n": 2, "out": "hero.png"}})
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    edited = yaml.safe_load((root / "pixmake.yaml").read_text())
+    edited["targets"]["hero"]["prompt"] = "a red mug"
+    (root / "pixmake.yaml").write_text(yaml.safe_dump(edited))
+    write = pixmake.store.atomic_write
+
+    def refuse_hero_1(path: Any, data: Any, **options: Any) -> None:
+        if str(path).endswith("hero-1.png"):
+            raise PermissionError(13, "Permission denied")
+        write(path, data, **options)
+
+    monkeypatch.setattr(pixmake.execute, "atomic_write", refuse_hero_1)
+    result = api.build(project, fast_settings(project, fast_env))
+    [failure] = result.failed
+    assert failure.error == (
+        "cannot write hero-1.png: Permission denied; the paid image is kept in .pixmake/objects and locked: "
+        "the next build restores it"
+    )
+    assert not (root / "hero-1.png").exists() and (root / "hero-2.png").is_file()
+    monkeypatch.setattr(pixmake.execute, "atomic_write", write)
+    assert plan_lines(root)[0] == "< restore    hero: output hero-1.png is missing"
+    charged = fast_env.emulator.ledger.charged_images
+    again = api.build(project, fast_settings(project, fast_env))
+    assert again.ok and again.restored == ("hero",) and fast_env.emulator.ledger.charged_images == charged
 
 
 @pytest.mark.parametrize("expired_status", [410, 403])

@@ -385,12 +385,14 @@ class Explanation:
 class Accepted:
     """A target whose files ``accept`` recorded; ``inputs_changed``: its lock entry had another key (the
     prompt, a reference or a parameter changed), so the files now stand for the current inputs;
-    ``task_journaled``: a paid task for these inputs is journaled, and the next build collects it over them."""
+    ``task_journaled``: a paid task for these inputs is journaled, and the next build collects it over them;
+    ``placeholders``: those of its files that are still ``build --emulator``'s placeholders, now locked as real."""
 
     name: str
     entry: LockEntry
     inputs_changed: bool
     task_journaled: bool = False
+    placeholders: tuple[str, ...] = ()  # its files that are build --emulator's placeholders, untouched
 
 
 def _target_named(manifest: Manifest, name: str, command: str) -> None:
@@ -438,6 +440,7 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
         disk = scan_project(
             project.root, chosen, lock, project.objects, file=manifest.file, stat_cache=project.stat_cache
         )
+        made_by_emulator = {o.sha256 for e in lock.entries.values() if e.emulator for o in e.outputs}
         accepted = []
         for target in chosen:
             entry = accept_outputs(project.root, target, disk.file_hashes, lock, project.objects)
@@ -445,7 +448,9 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
             lock = lock.with_entry(target.name, entry)
             task = pending.get(target.name)
             journaled = task is not None and task.key == entry.key and not task.emulator  # the emulator's: dropped
-            accepted.append(Accepted(target.name, entry, before is not None and before.key != entry.key, journaled))
+            placeholders = tuple(o.path for o in entry.outputs if o.sha256 in made_by_emulator)
+            changed = before is not None and before.key != entry.key
+            accepted.append(Accepted(target.name, entry, changed, journaled, placeholders))
         write_lock_and_compact(project.lockfile, project.journal, lock, pending)
     return tuple(accepted)
 
@@ -481,7 +486,8 @@ def _prune(project: Project) -> PruneResult:
         recorded = {name for name, entry in result.lock.entries.items() if entry.stale and name not in orphans}
         if not orphans and not stale and not recorded:
             return PruneResult()
-        claimed = frozenset(p for t in result.manifest.targets for p in output_paths(t))
+        targets = result.manifest.targets  # what a current target writes or reads is never deleted
+        claimed = frozenset((*(p for t in targets for p in output_paths(t)), *(p for t in targets for p in t.inputs)))
         gone = prune_orphans(project.root, orphans, claimed, project.objects)
         cleaned = prune_stale(project.root, stale, claimed, project.objects)
         lock, pending = load_lock(project)
@@ -520,7 +526,7 @@ def _record_stale(project: Project, actions: Iterable[Action]) -> None:
     stale = {a.name: a.stale for a in actions if a.stale}
     if not stale:
         return
-    from pixmake.reconcile import write_lock_and_compact
+    from pixmake.reconcile import with_stale, write_lock_and_compact
 
     lock, pending = load_lock(project)
     changed = False
@@ -528,10 +534,9 @@ def _record_stale(project: Project, actions: Iterable[Action]) -> None:
         entry = lock.entries.get(name)
         if entry is None:
             continue
-        current = {o.path for o in entry.outputs}
-        merged = tuple({o.path: o for o in (*outputs, *entry.stale) if o.path not in current}.values())
-        if merged != entry.stale:
-            lock, changed = lock.with_entry(name, replace(entry, stale=merged)), True
+        merged = with_stale(entry, outputs)
+        if merged is not entry:
+            lock, changed = lock.with_entry(name, merged), True
     if changed:
         write_lock_and_compact(project.lockfile, project.journal, lock, pending)
 

@@ -239,16 +239,17 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
     for accepted in api.accept(obj.project(), targets):
         paths = ", ".join(o.path for o in accepted.entry.outputs)
         click.echo(f"accepted {accepted.name}: {paths}")
+        if accepted.placeholders:
+            still = "is still a placeholder" if len(accepted.placeholders) == 1 else "are still placeholders"
+            click.echo(
+                f"pixmake: note: {', '.join(accepted.placeholders)} {still} from build --emulator, now locked as "
+                f"{accepted.name}'s: pixmake build --replace {accepted.name} (without --emulator) generates it anew",
+                err=True,
+            )
         if accepted.task_journaled:
             click.echo(
                 f"pixmake: note: a paid task for {accepted.name}'s current inputs is journaled (an interrupted "
                 "build): the next build collects it and replaces these files",
-                err=True,
-            )
-        elif accepted.entry.emulator:
-            click.echo(
-                f"pixmake: note: some of {accepted.name}'s files are still placeholders from build --emulator, "
-                "untouched: a build without --emulator regenerates it",
                 err=True,
             )
         elif accepted.inputs_changed:

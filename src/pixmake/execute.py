@@ -1003,10 +1003,12 @@ class Executor:
         """Worker thread: check every image decodes, store them in the object cache, then write the outputs.
 
         The object cache comes first: the paid bytes are safe whatever happens next. Returns the outputs
-        to lock and the error that stopped an output's write, if any: the entry is locked all the same,
-        and the next build restores the missing file from the cache, free. Raises :class:`_Undecodable`
-        (nothing written) when an image does not decode, and StorageError when the object cache cannot
-        take an image (the task stays journaled, so the next build collects it without paying).
+        to lock and the error that stopped an output's write, if any: the entry is locked all the same
+        (with nothing left at that path), and the next build restores the missing file from the cache,
+        free. Raises :class:`_Undecodable` (nothing written) when an image does not decode, and
+        StorageError when the object cache cannot take an image, when an output path leaves the project
+        root, or when an older file at a path that could not be written cannot be removed either: the
+        task stays journaled, so the next build collects it without paying.
         """
         sizes = []
         for index, blob in enumerate(blobs):
@@ -1027,14 +1029,27 @@ class Executor:
                 ) from error
             outputs.append(LockedOutput(path, digest, len(blob), width, height))
         kept = f"; the paid image is kept in {STATE_DIR}/objects and locked: the next build restores it"
+        failure: PixmakeError | None = None
         for path, blob in zip(paths, blobs, strict=True):
             try:
-                self._write_output(self._output_file(target, path), path, blob, after=kept)
+                file = self._output_file(target, path)
+            except UnsafePathError as error:  # nothing may be touched there: the task stays journaled
+                raise StorageError(f"{error}; its task stays journaled", build_wide=False) from error
+            try:
+                self._write_output(file, path, blob, after=kept)
             except StorageError as error:
-                return tuple(outputs), error
-            except UnsafePathError as error:
-                return tuple(outputs), StorageError(f"{error}{kept}", build_wide=False)
-        return tuple(outputs), None
+                # Locked with the new bytes, the file must not still hold an older image (the plan would
+                # call it an edit and keep it): gone, it is missing, and restored.
+                try:
+                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                        os.unlink(file)
+                except OSError:
+                    raise StorageError(
+                        f"{str(error).removesuffix(kept)}; its task stays journaled and the next build collects it",
+                        build_wide=error.build_wide,
+                    ) from error
+                failure = failure or error
+        return tuple(outputs), failure
 
     async def _generate(
         self, target: Target, key: str, *, submit: bool = True, planned: bool = True

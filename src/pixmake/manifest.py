@@ -104,6 +104,11 @@ class Target:
     # separated by spaces; then "|" and the target's field path (which may hold anything, so it comes last).
     fields: str = field(default="", compare=False, repr=False)
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Its references, then its mask: every input it names (a project path or a URL)."""
+        return self.references if self.mask is None else (*self.references, self.mask)
+
     def where(self, name: str) -> tuple[str, int, int]:
         """(field path, line, column) of one of this target's fields (``"out"``, ``"references[0]"``), or of the
         target itself (``"name"``)."""

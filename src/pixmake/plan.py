@@ -553,8 +553,7 @@ def make_plan(
     @cache
     def claimed() -> frozenset[str]:
         """Paths a current target writes or reads: never stale, whatever an old lock entry says."""
-        inputs = (p for t in targets for p in (*t.references, *((t.mask,) if t.mask else ())))
-        return frozenset((*inputs, *(path for t in targets for path in output_paths(t))))
+        return frozenset((*(p for t in targets for p in t.inputs), *(p for t in targets for p in output_paths(t))))
 
     actions = []
     abandoned = []

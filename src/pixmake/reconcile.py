@@ -13,7 +13,7 @@ lock; the lockfile is rewritten atomically and the journal compacted, as a build
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -71,15 +71,17 @@ def accept_outputs(
     key = target_key(target, hashes)
     old = lock.entries.get(target.name)
     task_id = old.task_id if old is not None and old.key == key else None
-    # Files still the emulator's, untouched, keep the target a placeholder; outputs it wrote before
-    # (another out, a higher n) stay recorded as stale until build --prune.
-    emulator = old is not None and old.emulator and bool({o.sha256 for o in old.outputs} & {o.sha256 for o in outputs})
-    entry = lock_entry(target, key, hashes, tuple(outputs), task_id=task_id, emulator=emulator)
-    if old is None:
-        return entry
-    current = {o.path for o in outputs}
-    stale = tuple({o.path: o for o in (*old.stale, *old.outputs) if o.path not in current}.values())
-    return replace(entry, stale=stale) if stale else entry
+    entry = lock_entry(target, key, hashes, tuple(outputs), task_id=task_id)  # the user's now, placeholders or not
+    # Outputs it wrote before (another out, a higher n) stay recorded as stale until build --prune.
+    return entry if old is None else with_stale(entry, (*old.stale, *old.outputs))
+
+
+def with_stale(entry: LockEntry, earlier: Iterable[LockedOutput]) -> LockEntry:
+    """``entry`` also recording as stale those of the ``earlier`` outputs it no longer writes (see
+    ``LockEntry.stale``), with the stale outputs it already records."""
+    current = {o.path for o in entry.outputs}
+    stale = tuple({o.path: o for o in (*earlier, *entry.stale) if o.path not in current}.values())
+    return entry if stale == entry.stale else replace(entry, stale=stale)
 
 
 def _delete_outputs(
