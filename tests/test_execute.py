@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -157,13 +158,17 @@ def test_an_interrupted_emulator_builds_task_is_never_looked_up_at_the_provider(
         "the emulator that ran it stopped with it",
         "Plan: 1 to create, 1 interrupted task to drop (emulator stopped); 1 image to generate",
     ]
-    assert run_cli("-C", str(root), "build", "--max-images", "0").exit_code == ExitCode.USER_ERROR
+    capped = run_cli("-C", str(root), "build", "--max-images", "0")
+    assert (
+        capped.exit_code == ExitCode.USER_ERROR and "would pay for 1 image, more than --max-images 0" in capped.stderr
+    )
     real = api.build(api.open_project(root), fast_settings(api.open_project(root), fast_env))
     assert real.ok and real.statistics.lookups == 0 and real.statistics.polls >= 1
     assert not [r for r in fast_env.emulator.requests if "pixmake-on-the-emulator" in r.path]
-    journal_submit(root, "hero", "pixmake-on-the-emulator-2", emulator=True)  # and an emulator build takes it up
+    journal_submit(root, "hero", "pixmake-on-the-emulator-2", emulator=True)  # nor at the emulator of a new build
     (root / "hero.png").unlink()
-    assert run_cli("-C", str(root), "build", "--emulator").exit_code == ExitCode.OK
+    emulated = run_cli("-C", str(root), "build", "--emulator")
+    assert emulated.exit_code == ExitCode.OK and "1 interrupted task dropped" in emulated.stderr
 
 
 def test_a_real_build_replaces_the_emulators_placeholders_and_an_emulator_build_keeps_real_images(
@@ -187,6 +192,12 @@ def test_a_real_build_replaces_the_emulators_placeholders_and_an_emulator_build_
         "Plan: 1 edited, 2 unchanged; 0 images to generate; 2 targets hold placeholder images from "
         "build --emulator, which a build without --emulator regenerates (3 images)"
     )
+    provider = run_cli("-C", str(root), "plan", "--provider", "--check")  # what the build below will do
+    assert provider.exit_code == ExitCode.CHANGES and provider.stdout.splitlines()[:2] == [
+        "~ regenerate hero: its locked images are placeholders from build --emulator",
+        "~ regenerate logo: its locked images are placeholders from build --emulator",
+    ]
+    assert provider.stdout.splitlines()[-1] == "Plan: 2 to regenerate, 1 edited; 3 images to generate"
     real = api.build(project, fast_settings(project, fast_env))
     assert real.ok and sorted(real.generated) == ["hero", "logo"] and fast_env.emulator.ledger.charged_images == 3
     lock = parse_lock((root / "pixmake.lock").read_text())
@@ -583,9 +594,12 @@ def test_credentials_in_the_base_url_are_not_written_to_the_upload_cache(
     write_png(tmp_path / "p" / "ref.png")
     root = _manifest(tmp_path / "p", {"mug": {"prompt": "a mug", "references": ["ref.png"], "out": "mug.png"}})
     project = api.open_project(root)
+    older = {"version": 1, "uploads": {"https://me:OLD-SECRET@proxy.example/v1?token=OLD-SECRET": {}}}
+    (root / ".pixmake").mkdir()
+    (root / ".pixmake" / "uploads.json").write_text(json.dumps(older))  # as an older pixmake wrote it
     proxy = emulator.url.replace("http://", "http://proxyuser:PROXY-SECRET@")
     assert api.build(project, dataclasses.replace(fast_settings(project, emulator), base_url=proxy)).ok
-    written = [p for p in root.rglob("*") if p.is_file() and b"PROXY-SECRET" in p.read_bytes()]
+    written = [p for p in root.rglob("*") if p.is_file() and re.search(rb"(PROXY|OLD)-SECRET", p.read_bytes())]
     assert written == [] and (root / ".pixmake" / "uploads.json").is_file()
 
 

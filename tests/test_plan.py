@@ -180,6 +180,10 @@ def test_the_emulators_placeholders_are_kept_for_the_emulator_and_generated_for_
     twin = make_plan([renamed], lock, DiskState(disk), builder=Builder.PROVIDER, orphans=False)
     assert only(twin)[:2] == (ActionKind.CREATE, ["emulator-placeholder", "replaces-file"])  # hero's file, at its out
     assert twin.images_to_generate == 1
+    emulated_twin = replace(lock.entries["hero"], outputs=(LockedOutput("out/old.png", sha("other"), 1, 8, 8),))
+    both = Lock(MappingProxyType({"hero": replace(lock.entries["hero"], emulator=False), "zed": emulated_twin}))
+    restored = make_plan([renamed], both, DiskState(disk), builder=Builder.PROVIDER, orphans=False)
+    assert only(restored)[0] is ActionKind.RESTORE and restored.actions[0].source == both.entries["hero"]
     missing = {path: h for path, h in disk.items() if path != "out/hero.png"}
     gone = make_plan(
         [HERO], lock, DiskState(missing, cached_objects=frozenset(disk.values())), builder=Builder.PROVIDER

@@ -618,7 +618,6 @@ def _build(
     from pixmake.journal import Journal
     from pixmake.plan import PLACEHOLDER, Builder
     from pixmake.report import NullReporter
-    from pixmake.settings import display_url
     from pixmake.store import project_lock
     from pixmake.uploads import UploadCache
 
@@ -635,7 +634,7 @@ def _build(
         images = result.plan.images_to_generate
         if max_images is not None and images > max_images:
             raise ConfigError(
-                f"this build would pay for {images} images, more than --max-images {max_images}; "
+                f"this build would pay for {images} image{'s' * (images != 1)}, more than --max-images {max_images}; "
                 "'pixmake plan' says which targets and why"
             )
         paid = [a for a in result.plan.actions if a.kind.generates]  # RESUME collects from the provider too
@@ -656,8 +655,7 @@ def _build(
             from pixmake.providers.toapis import ToapisProvider
 
             provider = ToapisProvider(settings)
-        # Keyed by server, never with the credentials or query a base URL may carry (they would land on disk).
-        uploads = UploadCache.load(project.state_dir / "uploads.json", display_url(settings.base_url))
+        uploads = UploadCache.load(project.state_dir / "uploads.json", settings.base_url)
         executor = Executor.create(
             root=project.root,
             lock_path=project.lockfile,

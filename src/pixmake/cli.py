@@ -137,6 +137,9 @@ _TAG = click.option("--tag", "tags", multiple=True, metavar="TAG", help="Select 
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--replace", multiple=True, metavar="TARGET", help="Plan TARGET as regenerated on purpose.")
 @click.option("--restore", is_flag=True, help="Plan edited outputs as restored to their locked bytes.")
+@click.option(
+    "--provider", is_flag=True, help="Plan a build without --emulator: it regenerates build --emulator's placeholders."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also list unchanged targets.")
 @click.pass_obj
 def plan(
@@ -147,15 +150,17 @@ def plan(
     as_json: bool,
     replace: tuple[str, ...],
     restore: bool,
+    provider: bool,
     verbose: bool,
 ) -> None:
     """Show what a build would do, and why (all targets, or those named, matched or tagged)."""
     from pixmake import api
-    from pixmake.plan import ActionKind
+    from pixmake.plan import ActionKind, Builder
 
     select = _selection(targets, tags)
     project = obj.project()
-    result = api.plan(project, replace=replace, select=select, restore=restore).plan
+    builder = Builder.PROVIDER if provider else Builder.EITHER
+    result = api.plan(project, replace=replace, select=select, restore=restore, builder=builder).plan
     if any(a.kind is ActionKind.RESUME for a in result.actions):
         from pixmake.store import running_build
 

@@ -791,13 +791,10 @@ class Executor:
                 if error.status != 404:
                     raise
             return await self._find(target.name, pending.client_business_id)
+        grace = self.settings.lookup_grace
         sent_at = pending.sent_at if pending.sent_at is not None else time.time()
-        found = await self._find(target.name, pending.client_business_id)
-        wait = sent_at + self.settings.lookup_grace - time.time()
-        if found is None and wait > 0:
-            await self.sleep(min(wait, self.settings.lookup_grace))
-            found = await self._find(target.name, pending.client_business_id)
-        return found
+        trusted_in = min(max(sent_at + grace - time.time(), 0.0), grace)
+        return await self._find_trusted(target.name, pending.client_business_id, time.monotonic() + trusted_in)
 
     async def _obtain_task(
         self, target: Target, key: str, *, submit: bool = True, planned: bool = True
@@ -932,6 +929,11 @@ class Executor:
         """
         trusted_from = time.monotonic() + self.settings.lookup_grace
         await self._backoff(target, Operation.SUBMIT, attempt, error)
+        return await self._find_trusted(target, cbid, trusted_from)
+
+    async def _find_trusted(self, target: str, cbid: str, trusted_from: float) -> TaskStatus | None:
+        """The task submitted with ``cbid``, or None from a "not found" answered at ``trusted_from``
+        (``time.monotonic()``) or later; an earlier one is asked once more at that time."""
         found = await self._find(target, cbid)
         wait = trusted_from - time.monotonic()
         if found is None and wait > 0:

@@ -98,7 +98,7 @@ def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]
         op, target, key = record.get("op"), str(record.get("target", "")), str(record.get("key", ""))
         if op == "submit":
             at = record.get("at")
-            sent_at = float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None
+            sent_at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
             emulator = record.get("emu") is True
             pending[target] = PendingSubmit(target, key, str(record["cbid"]), emulator=emulator, sent_at=sent_at)
         elif op == "task" and target in pending:

@@ -84,8 +84,8 @@ _PLACEHOLDERS_KEPT: Final = Reason(
 )
 _PLACEHOLDERS_EDITED: Final = Reason(
     PLACEHOLDER,
-    "its locked images are placeholders from build --emulator: a build leaves your edit alone, "
-    "but with --restore or --replace a build without --emulator generates it anew",
+    "its locked images are placeholders from build --emulator: builds leave your edit alone; pixmake accept "
+    "records the files as real, and build --replace, without --emulator, generates it anew",
 )
 _PROVIDER_IMAGES: Final = Reason(
     PROVIDER_MADE,
@@ -504,7 +504,8 @@ def _resume_reason(pending: PendingSubmit) -> Reason:
 _DROPPED_WHY: Final = {"task-dropped": "inputs changed", "emulator-task-dropped": "emulator stopped"}
 
 
-def _abandoned(pending: PendingSubmit, why: str) -> AbandonedTask:
+def _abandoned(pending: PendingSubmit, why: str = "") -> AbandonedTask:
+    """The task to drop, and ``why`` (what changed; not needed for the emulator's tasks, which no build can collect)."""
     task = pending.task_id or pending.client_business_id
     if pending.emulator:
         text = f"task {task} of an interrupted build --emulator is dropped: the emulator that ran it stopped with it"
@@ -548,7 +549,11 @@ def make_plan(
     targets = tuple(targets)
     replaced = frozenset(replace)
     pending = pending or {}
-    by_key = {entry.key: name for name, entry in sorted(lock.entries.items())}
+    by_key: dict[str, str] = {}  # a locked target of each key: the last by name, the provider's over the emulator's
+    for name, entry in sorted(lock.entries.items()):
+        twin = by_key.get(entry.key)
+        if twin is None or not entry.emulator or lock.entries[twin].emulator:
+            by_key[entry.key] = name
 
     @cache
     def claimed() -> frozenset[str]:
@@ -567,7 +572,7 @@ def make_plan(
         action = _with_side_effects(action, wanted, lock, disk, claimed)
         task = pending.get(target.name)
         if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
-            abandoned.append(_abandoned(task, ""))
+            abandoned.append(_abandoned(task))
         elif task is not None and task.key == action.key:
             why = (_resume_reason(task),)
             resume = Action(ActionKind.RESUME, target.name, why, target, action.key, fallback=action)

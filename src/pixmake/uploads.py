@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import anyio
 
+from pixmake.settings import display_url
 from pixmake.store import atomic_write
 
 __all__ = ["UPLOAD_TTL_SECONDS", "UploadCache", "Uploader"]
@@ -32,7 +33,11 @@ _VERSION: Final = 1
 
 
 class UploadCache:
-    """The on-disk memory of uploaded files for one base URL; load with :meth:`load`, persist with :meth:`save`."""
+    """The on-disk memory of uploaded files for one base URL; load with :meth:`load`, persist with :meth:`save`.
+
+    Keyed by the base URL without credentials or query (:func:`~pixmake.settings.display_url`): they
+    would land on disk. Entries an older pixmake keyed with them are dropped on load.
+    """
 
     def __init__(
         self,
@@ -43,7 +48,7 @@ class UploadCache:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
-        self.base_url = base_url
+        self.base_url = display_url(base_url)
         self.ttl = ttl
         self._clock = clock
         self._all: dict[str, dict[str, dict[str, Any]]] = {}
@@ -60,11 +65,13 @@ class UploadCache:
         except (OSError, ValueError):
             return cache
         if isinstance(raw, dict) and raw.get("version") == _VERSION and isinstance(raw.get("uploads"), dict):
+            uploads = {str(base): items for base, items in raw["uploads"].items() if isinstance(items, dict)}
             cache._all = {
-                str(base): {str(sha): item for sha, item in items.items() if _valid(item)}
-                for base, items in raw["uploads"].items()
-                if isinstance(items, dict)
+                base: {str(sha): item for sha, item in items.items() if _valid(item)}
+                for base, items in uploads.items()
+                if display_url(base) == base
             }
+            cache._dirty = len(cache._all) < len(uploads)  # rewrite it without them
         return cache
 
     def _mine(self) -> dict[str, dict[str, Any]]:
@@ -95,7 +102,8 @@ class UploadCache:
         for items in self._all.values():
             for sha in [s for s, item in items.items() if now - float(item["at"]) >= self.ttl]:
                 del items[sha]
-        document = {"version": _VERSION, "uploads": {b: dict(sorted(i.items())) for b, i in sorted(self._all.items())}}
+        uploads = {base: dict(sorted(items.items())) for base, items in sorted(self._all.items()) if items}
+        document = {"version": _VERSION, "uploads": uploads}
         atomic_write(self.path, json.dumps(document, indent=1).encode())
         self._dirty = False
 
