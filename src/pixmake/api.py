@@ -614,13 +614,14 @@ def _build(
 ) -> BuildResult:
     import anyio
 
-    from pixmake.execute import Executor
+    from pixmake.execute import Executor, limit_heap_arenas
     from pixmake.journal import Journal
     from pixmake.plan import PLACEHOLDER, Builder
     from pixmake.report import NullReporter
     from pixmake.store import project_lock
     from pixmake.uploads import UploadCache
 
+    limit_heap_arenas()
     with project_lock(project.state_dir):
         result = plan(
             project,
