@@ -138,6 +138,17 @@ def test_rich_view_prints_every_finished_target_in_order_even_in_a_burst() -> No
     assert printed == [f"t{i:03d}" for i in range(200)]
 
 
+@pytest.mark.parametrize(
+    ("emulator", "line"),
+    [(False, "building 2 targets, 3 images to pay for, 4 at a time"),
+     (True, "building 2 targets, 3 placeholder images to make, 4 at a time")],
+)  # fmt: skip
+def test_the_start_line_says_what_is_paid_for(emulator: bool, line: str) -> None:
+    stream = io.StringIO()
+    PlainReporter(stream).emit(BuildStarted(targets=2, images=3, concurrency=4, emulator=emulator))
+    assert stream.getvalue().split("] ", 1)[1].rstrip("\n") == line
+
+
 def test_an_emulator_builds_summary_counts_placeholders_not_payments() -> None:
     result = BuildResult(generated=("hero",), images_generated=2, images_paid=3, emulator=True, seconds=0.5)
     (line,) = summary_lines(result)

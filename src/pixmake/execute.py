@@ -98,8 +98,9 @@ class BuildStarted:
     """The build began: how much work it has."""
 
     targets: int  # targets to generate or restore
-    images: int  # images to pay for
+    images: int  # images to pay for (placeholders to make, with the bundled emulator)
     concurrency: int
+    emulator: bool = False  # built by the bundled emulator: nothing is paid for
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,7 +549,10 @@ class Executor:
                 self._done.setdefault(action.kind, []).append(action.name)
         for task in plan.abandoned:  # paid for inputs the target no longer has: not collected (README)
             self.recorder.dropped(task.name, task.key)
-        self.reporter.emit(BuildStarted(len(paid) + len(restores), plan.images_to_generate, self.settings.concurrency))
+        started_event = BuildStarted(
+            len(paid) + len(restores), plan.images_to_generate, self.settings.concurrency, self.settings.emulator
+        )
+        self.reporter.emit(started_event)
         try:
             try:
                 async with anyio.create_task_group() as group:

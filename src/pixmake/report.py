@@ -145,13 +145,14 @@ class PlainReporter:
                 self._line(f"{'FAILED':<10} {target}: {error}")
             case RetryScheduled(target, operation, attempt, delay, error):
                 self._line(f"{'retry':<10} {target} {operation} #{attempt} in {delay:.1f} s ({error})")
-            case BuildStarted(targets, images, concurrency):
+            case BuildStarted(targets, images, concurrency, emulator):
                 self._start = time.monotonic()  # lines count from here, as the summary's "finished in" does
                 if not targets:
                     return
+                what = "placeholder" if emulator else ""
                 self._line(
-                    f"building {targets} target{'s' * (targets != 1)}, {images} image{'s' * (images != 1)} "
-                    f"to pay for, {concurrency} at a time"
+                    f"building {targets} target{'s' * (targets != 1)}, {images} {what}{' ' * emulator}"
+                    f"image{'s' * (images != 1)} {'to make' if emulator else 'to pay for'}, {concurrency} at a time"
                 )
             case ConcurrencyChanged(limit):
                 self._line(f"{'pace':<10} provider is rate limiting; {limit} target{'s' * (limit != 1)} at a time")
