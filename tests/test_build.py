@@ -68,7 +68,7 @@ def test_a_spend_cap_refuses_a_larger_build_before_any_request(
     assert outcome.exit_code == 3
     assert outcome.stderr.strip().splitlines() == [
         "pixmake: error: this build would pay for 5 images, more than --max-images 4; "
-        "'pixmake plan' says which targets and why"
+        "'pixmake plan --provider' says which targets and why"
     ]
     assert provider_env.emulator.requests == [] and not (examples_copy / "pixmake.lock").exists()
     monkeypatch.setenv("PIXMAKE_MAX_IMAGES", "5")  # a team-wide cap from CI's environment

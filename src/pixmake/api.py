@@ -474,7 +474,7 @@ def prune(project: Project) -> PruneResult:
 
 
 def _prune(project: Project) -> PruneResult:
-    from pixmake.manifest import output_paths
+    from pixmake.manifest import claimed_paths
     from pixmake.plan import ActionKind
     from pixmake.reconcile import PruneResult, prune_orphans, prune_stale, write_lock_and_compact
     from pixmake.store import project_lock
@@ -486,8 +486,7 @@ def _prune(project: Project) -> PruneResult:
         recorded = {name for name, entry in result.lock.entries.items() if entry.stale and name not in orphans}
         if not orphans and not stale and not recorded:
             return PruneResult()
-        targets = result.manifest.targets  # what a current target writes or reads is never deleted
-        claimed = frozenset((*(p for t in targets for p in output_paths(t)), *(p for t in targets for p in t.inputs)))
+        claimed = claimed_paths(result.manifest.targets)  # what a current target writes or reads is never deleted
         gone = prune_orphans(project.root, orphans, claimed, project.objects)
         cleaned = prune_stale(project.root, stale, claimed, project.objects)
         lock, pending = load_lock(project)
@@ -636,7 +635,7 @@ def _build(
         if max_images is not None and images > max_images:
             raise ConfigError(
                 f"this build would pay for {images} image{'s' * (images != 1)}, more than --max-images {max_images}; "
-                "'pixmake plan' says which targets and why"
+                f"'pixmake plan{'' if settings.emulator else ' --provider'}' says which targets and why"
             )
         paid = [a for a in result.plan.actions if a.kind.generates]  # RESUME collects from the provider too
         if paid and settings.api_key is None:

@@ -53,6 +53,7 @@ __all__ = [
     "ProviderConfig",
     "ReadFile",
     "Target",
+    "claimed_paths",
     "interpolate",
     "is_url",
     "output_paths",
@@ -150,6 +151,12 @@ def output_paths(target: Target) -> tuple[str, ...]:
         return (target.out,)
     path = PurePosixPath(target.out)
     return tuple(str(path.with_name(f"{path.stem}-{i}{path.suffix}")) for i in range(1, target.n + 1))
+
+
+def claimed_paths(targets: Iterable[Target]) -> frozenset[str]:
+    """Every path the targets write or read: what no orphan's or stale output's cleanup may delete."""
+    targets = tuple(targets)
+    return frozenset((*(p for t in targets for p in output_paths(t)), *(p for t in targets for p in t.inputs)))
 
 
 # --- the build of targets --------------------------------------------------------------------------

@@ -544,7 +544,7 @@ def make_plan(
     :func:`_for_builder`).
     """
     from pixmake.fingerprint import target_key
-    from pixmake.manifest import output_paths
+    from pixmake.manifest import claimed_paths, output_paths
 
     targets = tuple(targets)
     replaced = frozenset(replace)
@@ -558,7 +558,7 @@ def make_plan(
     @cache
     def claimed() -> frozenset[str]:
         """Paths a current target writes or reads: never stale, whatever an old lock entry says."""
-        return frozenset((*(p for t in targets for p in t.inputs), *(p for t in targets for p in output_paths(t))))
+        return claimed_paths(targets)
 
     actions = []
     abandoned = []
