@@ -313,7 +313,7 @@ def test_prune_keeps_edited_files_and_files_a_current_target_writes(
     outcome = run_cli("-C", str(examples_copy), "build", "--prune")
     assert outcome.exit_code == 0, outcome.stderr
     assert "kept assets/mug-lifestyle.png: differs from the lock (edited?)" in outcome.stderr
-    assert "kept assets/hero-1.png: a current target writes it" in outcome.stderr
+    assert "kept assets/hero-1.png: a current target writes or reads it" in outcome.stderr
     assert "pruned assets/hero-2.png" in outcome.stderr
     assert (examples_copy / "assets/mug-lifestyle.png").exists() and (examples_copy / "assets/hero-1.png").exists()
     assert not (examples_copy / "assets/hero-2.png").exists()

@@ -404,6 +404,29 @@ def test_a_regenerated_output_that_cannot_be_written_leaves_no_older_image_behin
     again = api.build(project, fast_settings(project, fast_env))
     assert again.ok and again.restored == ("hero",) and fast_env.emulator.ledger.charged_images == charged
 
+    edited["targets"]["hero"]["prompt"] = "a green mug"  # and where the older file cannot be removed either
+    (root / "pixmake.yaml").write_text(yaml.safe_dump(edited))
+    unlink = os.unlink
+
+    def keep_hero_1(path: Any, *args: Any, **options: Any) -> None:
+        if str(path).endswith("hero-1.png"):
+            raise PermissionError(13, "Permission denied")
+        unlink(path, *args, **options)
+
+    monkeypatch.setattr(pixmake.execute, "atomic_write", refuse_hero_1)
+    monkeypatch.setattr(os, "unlink", keep_hero_1)
+    third = api.build(project, fast_settings(project, fast_env))
+    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(pixmake.execute, "atomic_write", write)
+    [failure] = third.failed
+    assert failure.error == (
+        "cannot write hero-1.png: Permission denied; the paid image is kept in .pixmake/objects and locked; "
+        "an older file is still at hero-1.png: build --restore puts it in place"
+    )
+    assert api.load_lock(project)[1] == {}  # locked, not left to a task whose link may expire
+    restored = api.build(project, fast_settings(project, fast_env), restore=True)
+    assert restored.ok and restored.restored == ("hero",) and fast_env.emulator.ledger.charged_images == charged + 2
+
 
 @pytest.mark.parametrize("expired_status", [410, 403])
 def test_a_result_that_expired_before_it_was_fetched_fails_only_its_target_and_is_submitted_again(

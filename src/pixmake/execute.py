@@ -1023,16 +1023,16 @@ class Executor:
 
     def _keep(
         self, target: str, paths: tuple[str, ...], blobs: list[bytes]
-    ) -> tuple[tuple[LockedOutput, ...], PixmakeError | None]:
+    ) -> tuple[tuple[LockedOutput, ...], StorageError | None]:
         """Worker thread: check every image decodes, store them in the object cache, then write the outputs.
 
         The object cache comes first: the paid bytes are safe whatever happens next. Returns the outputs
-        to lock and the error that stopped an output's write, if any: the entry is locked all the same
-        (with nothing left at that path), and the next build restores the missing file from the cache,
-        free. Raises :class:`_Undecodable` (nothing written) when an image does not decode, and
-        StorageError when the object cache cannot take an image, when an output path leaves the project
-        root, or when an older file at a path that could not be written cannot be removed either: the
-        task stays journaled, so the next build collects it without paying.
+        to lock and the error that stopped an output's write, if any (one that stops the build first):
+        the entry is locked all the same, so the next build restores the file from the cache, free. An
+        older file left at such a path is removed (else the plan would take it for a hand edit); one
+        that cannot be is named in the error. Raises :class:`_Undecodable` (nothing written) when an
+        image does not decode, and StorageError when the object cache cannot take an image (the task
+        stays journaled, so the next build collects it without paying).
         """
         sizes = []
         for index, blob in enumerate(blobs):
@@ -1052,27 +1052,33 @@ class Executor:
                     build_wide=True,
                 ) from error
             outputs.append(LockedOutput(path, digest, len(blob), width, height))
-        kept = f"; the paid image is kept in {STATE_DIR}/objects and locked: the next build restores it"
-        failure: PixmakeError | None = None
+        image = "the placeholder" if self.settings.emulator else "the paid image"
+        kept = f"; {image} is kept in {STATE_DIR}/objects and locked"
+        failure: StorageError | None = None
         for path, blob in zip(paths, blobs, strict=True):
             try:
                 file = self._output_file(target, path)
-            except UnsafePathError as error:  # nothing may be touched there: the task stays journaled
-                raise StorageError(f"{error}; its task stays journaled", build_wide=False) from error
-            try:
-                self._write_output(file, path, blob, after=kept)
-            except StorageError as error:
-                # Locked with the new bytes, the file must not still hold an older image (the plan would
-                # call it an edit and keep it): gone, it is missing, and restored.
+            except UnsafePathError as error:  # nothing may be touched there
+                problem = StorageError(f"{error}{kept}: the next build restores it once it is safe", build_wide=False)
+            else:
                 try:
-                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                        os.unlink(file)
-                except OSError:
-                    raise StorageError(
-                        f"{str(error).removesuffix(kept)}; its task stays journaled and the next build collects it",
-                        build_wide=error.build_wide,
-                    ) from error
-                failure = failure or error
+                    self._write_output(file, path, blob, after=f"{kept}: the next build restores it")
+                    continue
+                except StorageError as error:
+                    problem = error
+                    # Locked with the new bytes, the path must not keep an older image (the plan would take
+                    # it for a hand edit): emptied, it is missing, and the next build restores it.
+                    try:
+                        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                            os.unlink(file)
+                    except OSError:
+                        message = str(error).removesuffix(": the next build restores it")
+                        problem = StorageError(
+                            f"{message}; an older file is still at {path}: build --restore puts it in place",
+                            build_wide=error.build_wide,
+                        )
+            if failure is None or (problem.build_wide and not failure.build_wide):  # a full disk stops the build
+                failure = problem
         return tuple(outputs), failure
 
     async def _generate(
@@ -1119,7 +1125,7 @@ class Executor:
                     await self._record(
                         target.name, self._entry(target, key, outputs, status.task_id, emulator=self.settings.emulator)
                     )
-                if unwritten is not None:  # locked and cached, so never paid again; the target still failed
+                if unwritten is not None:  # locked and cached, so never paid for again; the target still failed
                     raise unwritten
                 break
             except _Undecodable as bad:  # cut short where no length told us so, say: fetch that image again

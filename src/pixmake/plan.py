@@ -82,11 +82,6 @@ _PLACEHOLDERS: Final = Reason(PLACEHOLDER, "its locked images are placeholders f
 _PLACEHOLDERS_KEPT: Final = Reason(
     PLACEHOLDER, "its locked images are placeholders from build --emulator; a build without --emulator regenerates it"
 )
-_PLACEHOLDERS_EDITED: Final = Reason(
-    PLACEHOLDER,
-    "its locked images are placeholders from build --emulator: builds leave your edit alone; pixmake accept "
-    "records the files as real, and build --replace, without --emulator, generates it anew",
-)
 _PROVIDER_IMAGES: Final = Reason(
     PROVIDER_MADE,
     "its locked images come from the provider for these inputs; build --emulator does not replace them "
@@ -371,7 +366,7 @@ def _output_action(
             )
     if edited and not (restore and cached):
         hint = "build --restore puts the locked bytes back" if cached else "locked bytes are not in the object cache"
-        kept = Reason("edited-hint", f"kept as is; {hint}; pixmake accept {target.name} keeps it")
+        kept = Reason("edited-hint", f"kept as is; {hint}; pixmake accept {target.name} keeps it", {"cached": cached})
         return Action(ActionKind.EDITED, target.name, (*edited, *missing, kept), target, key, entry)
     if (missing or edited) and not cached:
         reasons = (*missing, Reason("not-cached", "locked bytes are not in the object cache"))
@@ -465,6 +460,19 @@ def _with_side_effects(
     return dataclasses.replace(action, reasons=(*action.reasons, *extra), stale=stale)
 
 
+def _edited_placeholder(reason: Reason, name: str) -> Reason:
+    """An edited output's hint, for a target whose locked images are placeholders: putting them back
+    without ``--emulator`` means generating them, and paying."""
+    if reason.code != "edited-hint":
+        return reason
+    redo = "build --restore or --replace" if reason.details and reason.details.get("cached") else "build --replace"
+    text = (
+        f"kept as is; its locked images are placeholders from build --emulator: {redo}, without --emulator, "
+        f"generates it anew (paid); pixmake accept {name} records your files as real"
+    )
+    return Reason(PLACEHOLDER, text, reason.details)
+
+
 def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
     """``action`` for the server that will make the images (see :class:`Builder`).
 
@@ -480,7 +488,7 @@ def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
     if source is None or not source.emulator:
         return action
     if action.kind is ActionKind.EDITED:
-        return dataclasses.replace(action, reasons=(*action.reasons, _PLACEHOLDERS_EDITED))
+        return dataclasses.replace(action, reasons=tuple(_edited_placeholder(r, action.name) for r in action.reasons))
     if action.kind not in (ActionKind.UNCHANGED, ActionKind.RESTORE):
         return action
     if builder is not Builder.PROVIDER:

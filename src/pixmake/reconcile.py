@@ -96,7 +96,7 @@ def _delete_outputs(
     deleted, kept = result
     for output in outputs:
         if output.path in claimed:
-            kept.append((output.path, "a current target writes it"))
+            kept.append((output.path, "a current target writes or reads it"))
             continue
         try:
             path = safe_path(root, output.path, field=f"pixmake.lock: {name}")
