@@ -53,6 +53,13 @@ def test_outputs_skip_the_fsyncs_only_a_power_cut_needs(
     assert [p.name for p in path.parent.iterdir()] == ["hero.png"]  # no temp file left behind
 
 
+@pytest.mark.parametrize("name", ["h" * 251 + ".png", "é" * 123 + ".png"], ids=["ascii", "two-byte"])
+def test_a_file_whose_name_is_near_the_file_systems_limit_is_written(name: str, tmp_path: Path) -> None:
+    """Its temporary file beside it must not pass 255 bytes either (an output named so was never written)."""
+    atomic_write(tmp_path / name, b"image")
+    assert [p.name for p in tmp_path.iterdir()] == [name] and (tmp_path / name).read_bytes() == b"image"
+
+
 def test_a_bare_file_name_is_written_in_the_current_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     atomic_write("pixmake.lock", b"lock")

@@ -81,8 +81,16 @@ def _fsync_dir(directory: str) -> None:
             os.close(fd)
 
 
+_NAME_MAX: Final = 255  # bytes in a file name, on every file system pixmake expects
+_TEMP_EXTRA: Final = len(".") + len(".") + 12 + len(".tmp")
+
+
 def _temp_beside(directory: str, name: str) -> tuple[int, str]:
-    """A new, empty ``.<name>.<random>.tmp`` in ``directory``, open for writing."""
+    """A new, empty ``.<name>.<random>.tmp`` in ``directory``, open for writing (``<name>`` cut short where
+    the whole would pass the file system's 255 bytes: a long output name must still be writable)."""
+    encoded = os.fsencode(name)
+    if len(encoded) + _TEMP_EXTRA > _NAME_MAX:
+        name = encoded[: _NAME_MAX - _TEMP_EXTRA].decode("utf-8", "ignore")  # whole characters only
     while True:
         tmp = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
         try:
