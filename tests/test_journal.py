@@ -69,6 +69,19 @@ def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     assert list(pending) == ["a"]
 
 
+def test_a_record_appended_after_a_torn_line_is_not_lost_with_it(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    journal.submitting("a", "k1", "cb-1")
+    journal.close()
+    with journal.path.open("ab") as handle:
+        handle.write(b'{"op":"submit","target":"b","key":"k2","cb')  # the disk filled up mid-append
+    journal.open()  # the next build, once there is room again
+    journal.submitting("c", "k3", "cb-3")
+    journal.close()
+    _, pending = read_journal(journal.path, Lock())
+    assert list(pending) == ["a", "c"]
+
+
 def test_rewrite_keeps_only_what_is_pending_and_appends_continue(tmp_path: Path) -> None:
     journal = _journal(tmp_path)
     for i in range(50):

@@ -62,7 +62,7 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
         try:
             record = json.loads(raw)
         except ValueError:
-            continue  # a torn final line from a crash mid-append
+            continue  # a line torn by a crash or a full disk mid-append
         if isinstance(record, dict):
             yield record
 
@@ -136,9 +136,21 @@ class Journal:
         self._fsync_seconds = 1.0
 
     def open(self) -> None:
-        """Open for appending (creating ``.pixmake/`` as needed)."""
+        """Open for appending (creating ``.pixmake/`` as needed).
+
+        A journal whose last line was torn (a crash or a full disk mid-append) first gets the line end
+        it lacks: else the next record would be glued onto the torn line, and lost with it.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.write(fd, b"\n")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
 
     def close(self) -> None:
         """Make every record durable and close the file."""
