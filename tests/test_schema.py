@@ -80,7 +80,7 @@ def _corpus_documents() -> list[Any]:
     for path in sorted(CORPUS.rglob("*.yaml")):
         try:
             docs.append(yaml.safe_load(path.read_text(encoding="utf-8")))
-        except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError):  # ValueError: !!int abc
             continue
     return docs
 

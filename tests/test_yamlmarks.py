@@ -70,6 +70,13 @@ def test_marks_stay_exact_on_a_very_long_line() -> None:
         ("a: &l [1]\n*l : 2\n", 1, "a key must be plain text"),
         ("a: !!binary aGk=\n", 1, "the tag 'binary' is not allowed"),
         ("a: 1\nb: {<<: 5}\n", 2, "a merge key (<<) takes a mapping"),
+        ("a: 1\nseed: !!int abc\n", 2, "'abc' is not a valid int (quote it for text)"),
+        ("a: !!float abc\n", 1, "'abc' is not a valid float"),
+        ("a: !!bool maybe\n", 1, "'maybe' is not a valid bool"),
+        ("a:\n  n: " + "9" * 5000 + "\n", 2, "is not a valid int"),
+        ("poll_interval: .inf\n", 1, "expected a finite number, found .inf"),
+        ("a: [1, -.INF]\n", 1, "expected a finite number, found -.INF"),
+        ("a: {x: .nan}\n", 1, "expected a finite number, found .nan"),
     ],
 )
 def test_what_a_manifest_never_needs_is_refused_with_its_line(text: str, line: int, message: str) -> None:

@@ -79,8 +79,10 @@ def display_url(url: str) -> str:
 def parse_rate(text: str) -> float:
     """``"60/min"`` → 1.0 submits per second; raises ConfigError for anything else."""
     match = _RATE.match(text)
-    if match is None or float(match.group(1)) <= 0:
+    if match is None:
         raise ConfigError(f"rate {text!r} is not COUNT/UNIT with UNIT s, min or h (for example 60/min)")
+    if float(match.group(1)) <= 0:
+        raise ConfigError(f"rate {text!r} allows no submit at all: its COUNT must be more than 0")
     return float(match.group(1)) / _PER_SECOND[match.group(2)]
 
 

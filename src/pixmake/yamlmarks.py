@@ -11,6 +11,7 @@ Every YAML problem becomes a :class:`~pixmake.errors.ManifestError` with a line 
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -100,17 +101,29 @@ def _refused_tag(tag: str, mark: Any, path: tuple[str | int, ...] = ()) -> _Yaml
 def _scalar(tag: str, value: str, mark: Any) -> Any:
     if tag == "tag:yaml.org,2002:str" or tag == "tag:yaml.org,2002:timestamp":
         return value  # a date-like value stays the text the user wrote
-    if tag == "tag:yaml.org,2002:int":
-        if value.isdigit() and (value == "0" or value[0] != "0"):
-            return int(value)
-        return _SCALARS.construct_yaml_int(yaml.ScalarNode(tag, value, mark, mark))
-    if tag == "tag:yaml.org,2002:float":
-        return _SCALARS.construct_yaml_float(yaml.ScalarNode(tag, value, mark, mark))
-    if tag == "tag:yaml.org,2002:bool":
-        return _SCALARS.construct_yaml_bool(yaml.ScalarNode(tag, value, mark, mark))
     if tag == "tag:yaml.org,2002:null":
         return None
-    raise _refused_tag(tag, mark)
+    if tag not in _NUMBERS:
+        raise _refused_tag(tag, mark)
+    try:
+        if tag == "tag:yaml.org,2002:int" and value.isdigit() and (value == "0" or value[0] != "0"):
+            number: Any = int(value)
+        else:
+            number = _NUMBERS[tag](yaml.ScalarNode(tag, value, mark, mark))
+    except (ValueError, KeyError):  # an explicit tag on text that is none (!!int abc), or too many digits
+        shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}…"
+        kind = tag.removeprefix(_TAG_PREFIX)
+        raise _YamlProblem(mark, f"{shown} is not a valid {kind} (quote it for text)") from None
+    if isinstance(number, float) and not math.isfinite(number):  # .inf and .nan: no manifest field takes them
+        raise _YamlProblem(mark, f"expected a finite number, found {value}")
+    return number
+
+
+_NUMBERS: Final[dict[str, Callable[[yaml.ScalarNode], Any]]] = {
+    "tag:yaml.org,2002:int": _SCALARS.construct_yaml_int,
+    "tag:yaml.org,2002:float": _SCALARS.construct_yaml_float,
+    "tag:yaml.org,2002:bool": _SCALARS.construct_yaml_bool,
+}
 
 
 class _Anchored:
