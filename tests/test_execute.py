@@ -635,6 +635,37 @@ def _build_state(root: Path) -> dict[str, bytes]:
     return {name: data for name, data in files.items() if name != ".pixmake/manifest.cache"}
 
 
+def test_a_build_with_prune_holds_the_project_from_its_plan_to_its_last_deletion(
+    fast_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between paying and pruning, another command (gc, accept) taking the lock made the build exit 3
+    ("nothing ran") after it had paid, with no summary."""
+    from filelock import FileLock, Timeout
+
+    root = make_manifest(tmp_path / "p", 2, every_ref=0)
+    project = api.open_project(root)
+    prune = api._prune
+    free_before_prune: list[bool] = []
+
+    def probing_prune(project: api.Project) -> Any:
+        other = FileLock(str(root / ".pixmake" / "build.lock"), timeout=0)  # as another process would try
+        try:
+            other.acquire()
+        except Timeout:
+            free_before_prune.append(False)
+        else:
+            other.release()
+            free_before_prune.append(True)
+        return prune(project)
+
+    monkeypatch.setattr(api, "_prune", probing_prune)
+    result = api.build(project, fast_settings(project, fast_env), prune=True)
+    assert result.ok and free_before_prune == [False]
+    assert not (root / ".pixmake" / "build.pid").exists()  # released at the end
+    with project_lock(root / ".pixmake"):
+        pass
+
+
 def test_a_second_build_fails_fast_naming_the_holder(fast_env: EmulatorServer, tmp_path: Path) -> None:
     # It fails *at once* because the lock is held (no waiting for it): it names the holder, sends nothing and
     # leaves the holder's state byte for byte as it was. A wait would be caught by the per-test timeout.

@@ -55,6 +55,25 @@ def _repository(root: Path) -> None:
     _git(root, "commit", "-q", "-m", "blue hero")
 
 
+@needs_git
+def test_git_add_all_never_commits_the_local_state(examples_copy: Path) -> None:
+    _git(examples_copy, "init", "-q")
+    _build(examples_copy)
+    assert (examples_copy / ".pixmake" / "objects").is_dir()
+    _git(examples_copy, "add", "-A")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    staged = subprocess.run(
+        ["git", "diff", "--cached", "--name-only"],
+        cwd=examples_copy,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.split()
+    assert "pixmake.lock" in staged and "assets/hero-1.png" in staged
+    assert [name for name in staged if name.startswith(".pixmake")] == []
+
+
 def test_gc_deletes_only_images_no_lock_refers_to_and_only_once_they_are_old(examples_copy: Path) -> None:
     _build(examples_copy)
     blue = _objects(examples_copy)

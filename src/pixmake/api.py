@@ -245,7 +245,9 @@ def load_manifest(project: Project) -> Manifest:
 def _load_manifest(project: Project) -> tuple[Manifest, list[tuple[str, tuple[int, int, int, int] | None]]]:
     """The manifest, through the manifest cache; and the files it came from, with their stats."""
     from pixmake.mcache import load_manifest
+    from pixmake.store import make_state_dir
 
+    make_state_dir(project.state_dir)  # the first of the local state any command writes
     manifest, (stat, catalogs) = load_manifest(
         project.manifest, project.state_dir / "manifest.cache", file=_display(project), parse=lambda: validate(project)
     )
@@ -470,32 +472,34 @@ def sweep(project: Project, *, keep_days: float = 14.0, dry_run: bool = False) -
 
 def prune(project: Project) -> PruneResult:
     """Delete orphans' and stale outputs (safely; see :mod:`pixmake.reconcile`) and drop them from the lock."""
-    return _prune(project)
-
-
-def _prune(project: Project) -> PruneResult:
-    from pixmake.manifest import claimed_paths
-    from pixmake.plan import ActionKind
-    from pixmake.reconcile import PruneResult, prune_orphans, prune_stale, write_lock_and_compact
     from pixmake.store import project_lock
 
     with project_lock(project.state_dir):
-        result = plan(project)
-        orphans = {a.name: a.source for a in result.plan.actions if a.kind is ActionKind.ORPHAN and a.source}
-        stale = {a.name: a.stale for a in result.plan.actions if a.stale}
-        recorded = {name for name, entry in result.lock.entries.items() if entry.stale and name not in orphans}
-        if not orphans and not stale and not recorded:
-            return PruneResult()
-        claimed = claimed_paths(result.manifest.targets)  # what a current target writes or reads is never deleted
-        gone = prune_orphans(project.root, orphans, claimed, project.objects)
-        cleaned = prune_stale(project.root, stale, claimed, project.objects)
-        lock, pending = load_lock(project)
-        lock = lock.without(set(orphans))
-        for name in sorted(recorded | set(stale)):
-            entry = lock.entries.get(name)
-            if entry is not None and entry.stale:
-                lock = lock.with_entry(name, replace(entry, stale=()))
-        write_lock_and_compact(project.lockfile, project.journal, lock, pending)
+        return _prune(project)
+
+
+def _prune(project: Project) -> PruneResult:
+    """:func:`prune`, for a caller that holds the project lock."""
+    from pixmake.manifest import claimed_paths
+    from pixmake.plan import ActionKind
+    from pixmake.reconcile import PruneResult, prune_orphans, prune_stale, write_lock_and_compact
+
+    result = plan(project)
+    orphans = {a.name: a.source for a in result.plan.actions if a.kind is ActionKind.ORPHAN and a.source}
+    stale = {a.name: a.stale for a in result.plan.actions if a.stale}
+    recorded = {name for name, entry in result.lock.entries.items() if entry.stale and name not in orphans}
+    if not orphans and not stale and not recorded:
+        return PruneResult()
+    claimed = claimed_paths(result.manifest.targets)  # what a current target writes or reads is never deleted
+    gone = prune_orphans(project.root, orphans, claimed, project.objects)
+    cleaned = prune_stale(project.root, stale, claimed, project.objects)
+    lock, pending = load_lock(project)
+    lock = lock.without(set(orphans))
+    for name in sorted(recorded | set(stale)):
+        entry = lock.entries.get(name)
+        if entry is not None and entry.stale:
+            lock = lock.with_entry(name, replace(entry, stale=()))
+    write_lock_and_compact(project.lockfile, project.journal, lock, pending)
     return PruneResult(gone.pruned, gone.deleted + cleaned.deleted, gone.kept + cleaned.kept)
 
 
@@ -571,17 +575,20 @@ def build(
         "restore": restore,
         "max_images": max_images,
     }
-    if emulator:
-        from pixmake.emulator.server import EmulatorServer
+    from pixmake.store import project_lock
 
-        with EmulatorServer() as server:
-            result = _build(project, replace_settings(settings, server.url), reporter=reporter, **options)
-    else:
-        result = _build(project, settings, reporter=reporter, **options)
-    if prune:
-        from dataclasses import replace as replace_fields
+    with project_lock(project.state_dir):  # one hold for the build and its prune: no command comes between
+        if emulator:
+            from pixmake.emulator.server import EmulatorServer
 
-        result = replace_fields(result, pruned=_prune(project))
+            with EmulatorServer() as server:
+                result = _build(project, replace_settings(settings, server.url), reporter=reporter, **options)
+        else:
+            result = _build(project, settings, reporter=reporter, **options)
+        if prune:
+            from dataclasses import replace as replace_fields
+
+            result = replace_fields(result, pruned=_prune(project))
     return result
 
 
@@ -611,88 +618,87 @@ def _build(
     restore: bool = False,
     max_images: int | None = None,
 ) -> BuildResult:
+    """:func:`build` without the emulator and the prune, for a caller that holds the project lock."""
     import anyio
 
     from pixmake.execute import Executor, limit_heap_arenas
     from pixmake.journal import Journal
     from pixmake.plan import PLACEHOLDER, Builder
     from pixmake.report import NullReporter
-    from pixmake.store import project_lock
     from pixmake.uploads import UploadCache
 
     limit_heap_arenas()
-    with project_lock(project.state_dir):
-        result = plan(
-            project,
-            replace=replace,
-            manifest=manifest,
-            select=select,
-            restore=restore,
-            builder=Builder.EMULATOR if settings.emulator else Builder.PROVIDER,
+    result = plan(
+        project,
+        replace=replace,
+        manifest=manifest,
+        select=select,
+        restore=restore,
+        builder=Builder.EMULATOR if settings.emulator else Builder.PROVIDER,
+    )
+    pending = result.pending
+    images = result.plan.images_to_generate
+    if max_images is not None and images > max_images:
+        raise ConfigError(
+            f"this build would pay for {images} image{'s' * (images != 1)}, more than --max-images {max_images}; "
+            f"'pixmake plan{'' if settings.emulator else ' --provider'}' says which targets and why"
         )
-        pending = result.pending
-        images = result.plan.images_to_generate
-        if max_images is not None and images > max_images:
-            raise ConfigError(
-                f"this build would pay for {images} image{'s' * (images != 1)}, more than --max-images {max_images}; "
-                f"'pixmake plan{'' if settings.emulator else ' --provider'}' says which targets and why"
-            )
-        paid = [a for a in result.plan.actions if a.kind.generates]  # RESUME collects from the provider too
-        if paid and settings.api_key is None:
-            count = len(paid)
-            placeholders = sum(any(r.code == PLACEHOLDER for r in a.reasons) for a in paid)
-            which = f", {placeholders} of them over placeholders from build --emulator" if placeholders else ""
-            raise ConfigError(
-                f"no API key: set the {settings.api_key_env} environment variable "
-                f"({count} target{'s' * (count != 1)} to generate or collect{which}), or build with --emulator"
-            )
-        if paid:
-            _keep_replaced_files(project, paid)
-        journal = Journal(project.journal)
-        journal.open()
-        provider = None
-        if paid:
-            from pixmake.providers.toapis import ToapisProvider
-
-            provider = ToapisProvider(settings)
-        uploads = UploadCache.load(project.state_dir / "uploads.json", settings.base_url)
-        executor = Executor.create(
-            root=project.root,
-            lock_path=project.lockfile,
-            lock=result.lock,
-            pending=pending,
-            settings=settings,
-            provider=provider,
-            reporter=reporter or NullReporter(),
-            objects=project.objects,
-            journal=journal,
-            input_hashes=result.disk.file_hashes,
-            upload_cache=uploads,
-            max_images=max_images,
+    paid = [a for a in result.plan.actions if a.kind.generates]  # RESUME collects from the provider too
+    if paid and settings.api_key is None:
+        count = len(paid)
+        placeholders = sum(any(r.code == PLACEHOLDER for r in a.reasons) for a in paid)
+        which = f", {placeholders} of them over placeholders from build --emulator" if placeholders else ""
+        raise ConfigError(
+            f"no API key: set the {settings.api_key_env} environment variable "
+            f"({count} target{'s' * (count != 1)} to generate or collect{which}), or build with --emulator"
         )
+    if paid:
+        _keep_replaced_files(project, paid)
+    journal = Journal(project.journal)
+    journal.open()
+    provider = None
+    if paid:
+        from pixmake.providers.toapis import ToapisProvider
 
-        async def run() -> BuildResult:
-            try:
-                return await executor.run(result.plan)
-            finally:
-                if provider is not None:
-                    with anyio.CancelScope(shield=True):
-                        await provider.aclose()
+        provider = ToapisProvider(settings)
+    uploads = UploadCache.load(project.state_dir / "uploads.json", settings.base_url)
+    executor = Executor.create(
+        root=project.root,
+        lock_path=project.lockfile,
+        lock=result.lock,
+        pending=pending,
+        settings=settings,
+        provider=provider,
+        reporter=reporter or NullReporter(),
+        objects=project.objects,
+        journal=journal,
+        input_hashes=result.disk.file_hashes,
+        upload_cache=uploads,
+        max_images=max_images,
+    )
 
-        # uvloop where it exists (not on Windows): about 0.4 ms less CPU per target (bench/throughput.py).
-        backend_options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
-        # The manifest, plan and lock live as long as the build: keep the collector from rescanning them.
-        # Each target allocates thousands of short-lived objects (requests, coroutines, JSON) and almost
-        # no cycles: at CPython's default threshold (700) the collector ran 1,200 times in a 10,000-target
-        # build, 0.17 ms of CPU per target; at 10,000, 0.04 ms. It still runs, so cycles are still freed.
-        thresholds = gc.get_threshold()
-        gc.set_threshold(max(thresholds[0], _BUILD_GC_THRESHOLD), *thresholds[1:])
-        gc.freeze()
+    async def run() -> BuildResult:
         try:
-            return anyio.run(run, backend_options=backend_options)
+            return await executor.run(result.plan)
         finally:
-            gc.unfreeze()
-            gc.set_threshold(*thresholds)
-            journal.close()
-            uploads.save()
-            _record_stale(project, result.plan.actions)
+            if provider is not None:
+                with anyio.CancelScope(shield=True):
+                    await provider.aclose()
+
+    # uvloop where it exists (not on Windows): about 0.4 ms less CPU per target (bench/throughput.py).
+    backend_options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
+    # The manifest, plan and lock live as long as the build: keep the collector from rescanning them.
+    # Each target allocates thousands of short-lived objects (requests, coroutines, JSON) and almost
+    # no cycles: at CPython's default threshold (700) the collector ran 1,200 times in a 10,000-target
+    # build, 0.17 ms of CPU per target; at 10,000, 0.04 ms. It still runs, so cycles are still freed.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], _BUILD_GC_THRESHOLD), *thresholds[1:])
+    gc.freeze()
+    try:
+        return anyio.run(run, backend_options=backend_options)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        journal.close()
+        uploads.save()
+        _record_stale(project, result.plan.actions)

@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write",
     "describe_os_error",
     "disk_wide",
+    "make_state_dir",
     "project_lock",
     "running_build",
     "safe_path",
@@ -269,12 +270,26 @@ def running_build(state_dir: Path) -> int | None:
     return pid
 
 
+_GITIGNORE: Final = b"# pixmake's local state (journal, object cache, caches): never committed\n*\n"
+
+
+def make_state_dir(state_dir: Path) -> None:
+    """Create ``.pixmake/`` as needed, with a ``.gitignore`` that keeps all of it out of git (as pytest and
+    ruff do with their caches): ``git add -A`` would otherwise commit every cached image. A read-only
+    checkout is left as it is."""
+    ignore = os.path.join(state_dir, ".gitignore")
+    if not os.path.lexists(ignore):
+        with contextlib.suppress(OSError):
+            atomic_write(ignore, _GITIGNORE, durable=False)
+
+
 @contextlib.contextmanager
 def project_lock(state_dir: Path) -> Iterator[None]:
     """Hold the project's build lock; raises ProjectBusyError at once if another build holds it."""
     from filelock import FileLock, Timeout
 
     state_dir.mkdir(parents=True, exist_ok=True)
+    make_state_dir(state_dir)
     holder = state_dir / _PID_FILE
     lock = FileLock(str(state_dir / "build.lock"), timeout=0)
     try:
