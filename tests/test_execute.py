@@ -549,6 +549,38 @@ def test_hundreds_of_targets_sharing_one_reference_upload_it_once(fast_env: Emul
     assert again.ok and len(again.generated) == 25 and again.statistics.uploads == 0
 
 
+def test_a_reference_edited_during_the_build_is_not_sent_as_the_planned_bytes(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Else its upload was cached under the planned hash and its targets locked as made from the old file."""
+    fast_env.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    root = make_manifest(tmp_path / "p", 4, concurrency=4, every_ref=2)  # t0000 and t0002 use refs/brand.png
+    brand = root / "refs" / "brand.png"
+
+    class Recolour(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, BuildStarted):  # planned, nothing uploaded yet
+                write_png(brand, (32, 32), (200, 30, 30))
+
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, fast_env), reporter=Recolour())
+    why = "refs/brand.png changed during the build; nothing was submitted for it: the next build uses the new file"
+    assert sorted((f.target, f.error) for f in result.failed) == [("t0000", why), ("t0002", why)]
+    assert sorted(r.json["prompt"] for r in fast_env.emulator.submits() if isinstance(r.json, dict)) == [
+        "product shot 1",
+        "product shot 3",
+    ]  # the two targets without it were paid for, the others not
+    assert [r for r in fast_env.emulator.requests if r.path == "/v1/uploads/images"] == []
+    again = api.build(project, fast_settings(project, fast_env))
+    assert again.ok and sorted(again.generated) == ["t0000", "t0002"] and again.statistics.uploads == 1
+    assert len([r for r in fast_env.emulator.requests if r.path == "/v1/uploads/images"]) == 1
+    [known] = json.loads((root / ".pixmake" / "uploads.json").read_text())["uploads"].values()
+    assert list(known) == [sha256_bytes(brand.read_bytes())]  # the URL is cached under the bytes it holds
+    locked = parse_lock((root / "pixmake.lock").read_text()).entries["t0000"]
+    assert [r.sha256 for r in locked.references] == [sha256_bytes(brand.read_bytes())]
+
+
 def test_an_expired_upload_is_uploaded_again(tmp_path: Path) -> None:
     now = [1000.0]
     path = tmp_path / "uploads.json"

@@ -36,6 +36,7 @@ __all__ = [
     "ConfigError",
     "Diagnostic",
     "GenerationFailedError",
+    "InputChangedError",
     "LockfileError",
     "ManifestError",
     "NetworkError",
@@ -155,6 +156,11 @@ class StorageError(PixmakeError):
     def __init__(self, message: str, *, build_wide: bool) -> None:
         super().__init__(message)
         self.build_wide = build_wide
+
+
+class InputChangedError(PixmakeError):
+    """A target's local reference or mask changed (or went away) between the plan and its upload: the
+    target is not submitted, since its key and its lock entry would describe other bytes than those sent."""
 
 
 class BudgetError(PixmakeError):

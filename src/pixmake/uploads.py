@@ -23,8 +23,9 @@ from typing import Any, Final
 
 import anyio
 
+from pixmake.errors import InputChangedError
 from pixmake.settings import display_url
-from pixmake.store import atomic_write
+from pixmake.store import atomic_write, sha256_bytes
 
 __all__ = ["UPLOAD_TTL_SECONDS", "UploadCache", "Uploader"]
 
@@ -132,13 +133,23 @@ class Uploader:
         self.uploads: Counter[str] = Counter()
 
     async def url(self, path: str, sha256: str) -> str:
-        """The provider URL for a local file, uploading it only if no fresh URL is known."""
+        """The provider URL for a local file, uploading it only if no fresh URL is known.
+
+        Raises InputChangedError when the file no longer holds the bytes planned (``sha256``) or is gone.
+        """
         lock = self._locks.setdefault(sha256, anyio.Lock())
         async with lock:
             known = self.cache.get(sha256)
             if known is not None:
                 return known
-            data = await anyio.to_thread.run_sync(self._read, path)
+            try:
+                data = await anyio.to_thread.run_sync(self._read, path)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                raise InputChangedError(f"{path} went away during the build; nothing was submitted for it") from None
+            if sha256_bytes(data) != sha256:  # else its URL would be cached, and its target locked, as other bytes
+                raise InputChangedError(
+                    f"{path} changed during the build; nothing was submitted for it: the next build uses the new file"
+                )
             url = await self._upload(data, Path(path).name)
             self.uploads[sha256] += 1
             self.cache.put(sha256, url)
