@@ -27,7 +27,8 @@ from pixmake.cli import ExitCode
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.emulator.config import ExpiredResult
 from pixmake.execute import BuildStarted, ConcurrencyChanged, RetryScheduled, TargetFailed, TargetFinished
-from pixmake.lockfile import parse_lock
+from pixmake.journal import Journal
+from pixmake.lockfile import lock_pieces, parse_lock
 from pixmake.report import RecordingReporter
 from pixmake.store import project_lock, sha256_bytes
 from pixmake.uploads import UploadCache
@@ -522,6 +523,64 @@ def test_a_lock_rewritten_by_something_else_during_the_build_loses_no_entry(
     assert len(parse_lock(lock_path.read_text()).entries) == 200
     assert not (root / ".pixmake" / "pixmake.lock.build").exists()  # the build's own copy is gone
     assert_paid_once_and_complete(root, emulator, 200)
+
+
+def test_a_lock_pulled_in_mid_build_keeps_the_teammates_entries_and_gains_the_builds(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A git pull during a build brought a teammate's entry into pixmake.lock: the build's folds dropped it,
+    so the next build paid for the teammate's committed image again."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    root = make_manifest(tmp_path / "p", 200, concurrency=8, every_ref=0)
+    lock_path = root / "pixmake.lock"
+
+    class Pull(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetFinished) and event.target == "t0150":  # folds ran before it
+                pulled = parse_lock(lock_path.read_text())
+                banner = dataclasses.replace(pulled.entries["t0000"], prompt="the teammate's banner")
+                lock_path.write_bytes(b"".join(lock_pieces(pulled.without({"t0000"}).with_entry("banner", banner))))
+
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, emulator), reporter=Pull())
+    assert result.ok and len(result.generated) == 200
+    entries = parse_lock(lock_path.read_text()).entries
+    assert len(entries) == 201 and entries["banner"].prompt == "the teammate's banner"
+    assert entries["t0000"].prompt == "product shot 0"  # the build's own entry wins over what the pull said
+    ours = [entry for name, entry in entries.items() if name != "banner"]
+    assert emulator.emulator.ledger.net_images == sum(entry.n for entry in ours)  # paid once each
+    assert api.plan(api.open_project(root)).plan.images_to_generate == 0  # nothing is paid for again
+
+
+def test_a_lock_pulled_in_mid_build_keeps_the_entries_the_build_recovered_from_its_journal(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    root = make_manifest(tmp_path / "p", 3, every_ref=0)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    lock_path = root / "pixmake.lock"
+    built = parse_lock(lock_path.read_text())
+    lock_path.write_bytes(b"".join(lock_pieces(built.without({"t0000"}))))  # killed before its fold:
+    journal = Journal(root / ".pixmake" / "journal.jsonl")  # t0000's entry is in the journal only
+    journal.open()
+    journal.finished("t0000", built.entries["t0000"])
+    journal.close()
+    manifest = root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))
+
+    class Pull(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, BuildStarted):  # the pulled lock has the teammate's banner, not t0000
+                pulled = built.without({"t0000"}).with_entry("banner", built.entries["t0002"])
+                lock_path.write_bytes(b"".join(lock_pieces(pulled)))
+
+    result = api.build(project, fast_settings(project, fast_env), reporter=Pull())
+    assert result.ok and result.generated == ("t0001",)
+    entries = parse_lock(lock_path.read_text()).entries
+    assert sorted(entries) == ["banner", "t0000", "t0001", "t0002"]
+    assert entries["t0000"] == built.entries["t0000"]
 
 
 # --- uploads once --------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from pixmake.errors import (
     BudgetError,
     ConfigError,
     GenerationFailedError,
+    LockfileError,
     NetworkError,
     PixmakeError,
     ProviderError,
@@ -47,10 +48,11 @@ from pixmake.errors import (
     UnsafePathError,
 )
 from pixmake.fingerprint import lock_entry
-from pixmake.journal import Journal, PendingSubmit
+from pixmake.journal import Journal, PendingSubmit, finished_targets
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
-from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, merged_pieces, split_pieces
+from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, merged_pieces, parse_lock, split_pieces
 from pixmake.manifest import Target, is_url, output_paths
+from pixmake.memo import file_stat
 from pixmake.plan import PROVIDER_MADE, Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
@@ -278,6 +280,11 @@ class _Recorder:
     partly from the journal) with the new entries. Later ones merge the entries recorded since the
     previous fold into the build's own copy of the lock, read back block by block (:func:`merged_pieces`,
     see :meth:`_write_lock`): a finished target's entry is not kept in memory after its fold.
+
+    ``pixmake.lock`` may change on disk while the build runs (a ``git pull`` brings a teammate's
+    entries). A fold that finds it changed since the build read or last wrote it merges instead of
+    overwriting: the file's entries, with this build's own (what it recorded, and what it recovered
+    from the journal) over them.
     """
 
     def __init__(
@@ -292,6 +299,8 @@ class _Recorder:
         self._size = len(lock.entries)  # entries in the lock, at most (for the fold threshold)
         self._since_snapshot: dict[str, LockEntry] = {}  # recorded since the last fold began
         self._folding = False
+        self._lock_stat = file_stat(lock_path)  # as read (or last written) by this build
+        self._ours = finished_targets(journal.path)  # entries this build made or recovered: they win a merge
 
     def submitting(self, target: str, key: str, client_business_id: str) -> None:
         """A submit with this id is about to be sent (once the journal is durable)."""
@@ -316,6 +325,7 @@ class _Recorder:
         """A target finished: journal its lock entry; True when enough accumulated for a fold."""
         self.journal.finished(name, entry)
         self._since_snapshot[name] = entry
+        self._ours.add(name)
         self._size += 1
         self.pending.pop(name, None)
         return not self._folding and len(self._since_snapshot) >= max(64, self._size // 4)
@@ -328,8 +338,15 @@ class _Recorder:
         the next fold writes the lock again. The copy needs no fsync: only this build reads it.
         """
         try:
-            if self._base is not None:
-                pieces: Iterable[bytes] = lock_pieces(Lock(MappingProxyType({**self._base.entries, **changed})))
+            theirs = self._changed_on_disk()
+            if theirs is not None:  # rare: the whole lock in memory, once
+                ours = self._base.entries if self._base is not None else parse_lock(_text(self._copy)).entries
+                mine = {**ours, **changed}
+                merged = {**theirs.entries, **{name: mine[name] for name in self._ours if name in mine}}
+                self._size = len(merged)
+                pieces: Iterable[bytes] = lock_pieces(Lock(MappingProxyType(merged)))
+            elif self._base is not None:
+                pieces = lock_pieces(Lock(MappingProxyType({**self._base.entries, **changed})))
             else:
                 pieces = merged_pieces(split_pieces(_chunks(self._copy)), changed)
             if final:
@@ -337,6 +354,7 @@ class _Recorder:
             else:
                 atomic_write(self._copy, pieces, durable=False)
                 atomic_write(self.lock_path, _chunks(self._copy))
+            self._lock_stat = file_stat(self.lock_path)
         except ValueError as error:  # a damaged copy: every entry since the last fold is still in the journal
             raise StorageError(
                 f"the build's copy of the lock ({self._copy}) is damaged ({error}); "
@@ -344,6 +362,18 @@ class _Recorder:
                 build_wide=True,
             ) from error
         self._base = None
+
+    def _changed_on_disk(self) -> Lock | None:
+        """Worker thread: ``pixmake.lock`` as it now is, when something other than this build changed it;
+        None when nothing did, or when it is gone or unreadable (a merge conflict): this build's lock then
+        replaces it, as before."""
+        stat = file_stat(self.lock_path)
+        if stat is None or stat == self._lock_stat:
+            return None
+        try:
+            return parse_lock(_text(self.lock_path), file=self.lock_path.name)
+        except (OSError, UnicodeDecodeError, LockfileError):
+            return None
 
     def discard_copy(self) -> None:
         """Remove the build's own copy of the lock (once the last fold has published it)."""
@@ -413,6 +443,11 @@ def _trim_heap() -> None:
     trim = _glibc("malloc_trim")
     if trim is not None:
         trim(0)
+
+
+def _text(path: Path) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
 
 
 def _chunks(path: Path) -> Iterator[bytes]:

@@ -33,7 +33,7 @@ from pixmake.lockfile import Lock, LockEntry, entry_from_json, entry_to_json
 if TYPE_CHECKING:
     import anyio  # imported where it is used: `pixmake plan` reads the journal without the build stack
 
-__all__ = ["Journal", "PendingSubmit", "read_journal"]
+__all__ = ["Journal", "PendingSubmit", "finished_targets", "read_journal"]
 
 # A submit's fsync runs on the event loop while the moving average of recent fsyncs is under this.
 _QUICK_FSYNC: Final = 0.002
@@ -113,6 +113,11 @@ def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]
         elif op == "drop":
             pending.pop(target, None)
     return Lock(entries), pending
+
+
+def finished_targets(path: Path) -> set[str]:
+    """The targets whose finished entries the journal holds (not yet folded into the lockfile)."""
+    return {str(record.get("target", "")) for record in _records(path) if record.get("op") == "lock"}
 
 
 class Journal:
