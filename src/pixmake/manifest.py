@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -320,6 +321,29 @@ def _check_unique(targets: list[Target], c: Collector) -> None:
                 )
             else:
                 owners[path] = target
+    folded: dict[str, str] = {}
+    for path, target in owners.items():
+        first = folded.setdefault(portable_path(path), path)
+        if first != path:
+            shown = (repr(path), repr(first)) if path.casefold() == first.casefold() else (ascii(path), ascii(first))
+            clash(target, "out", f"output {shown[0]} of target {target.name!r} and {shown[1]} of target "
+                  f"{owners[first].name!r} {_ONE_FILE}")  # fmt: skip
+        parent = path  # string cuts, not PurePosixPath: pathlib would intern every folder name for good
+        while (cut := parent.rfind("/")) > 0:
+            parent = parent[:cut]
+            owner = owners.get(parent)
+            if owner is not None:
+                clash(target, "out", f"output {path!r} needs {parent!r} as a folder, but target {owner.name!r} "
+                      "writes a file there")  # fmt: skip
+                break
+
+
+_ONE_FILE: Final = "differ only in letter case or Unicode form: on macOS and Windows they are one file"
+
+
+def portable_path(path: str) -> str:
+    """``path`` as a case-insensitive, normalising file system (macOS, Windows) tells files apart."""
+    return unicodedata.normalize("NFC", path).casefold()
 
 
 def _check_overwrites(
@@ -344,14 +368,18 @@ def _check_overwrites(
         if own is not None:
             inputs.setdefault(own, role)
     state = normal_path(state_dir) or state_dir
+    folded = {portable_path(path): path for path in inputs}
     for target in targets:
         for path in output_paths(target):
             overwritten = inputs.get(path)
+            twin = folded.get(portable_path(path)) if overwritten is None else None
             if overwritten is not None:
                 message = (
                     f"output {path!r} would overwrite {overwritten}; each build would change an input and pay again "
                     "(choose another out)"
                 )
+            elif twin is not None:
+                message = f"output {path!r} and {twin!r}, {inputs[twin]}, {_ONE_FILE}; choose another out"
             elif path == state or path.startswith(state + "/"):
                 message = f"output {path!r} is inside pixmake's local state ({state}/); choose another out"
             else:
