@@ -583,6 +583,36 @@ def test_a_lock_pulled_in_mid_build_keeps_the_entries_the_build_recovered_from_i
     assert entries["t0000"] == built.entries["t0000"]
 
 
+def test_a_file_saved_at_an_output_path_during_the_build_is_left_as_it_is(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Else the image arriving later overwrote it, and its bytes were kept nowhere."""
+    root = make_manifest(tmp_path / "p", 2, every_ref=0)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    manifest = root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))
+    manifest.write_text(manifest.read_text() + "  t0002:\n    prompt: a new one\n    out: out/t0002.png\n")
+    saved = {"out/t0001.png": b"a designer's own version", "out/t0002.png": b"a sketch saved there meanwhile"}
+
+    class Designer(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, BuildStarted):  # planned: t0001 regenerates over its file, t0002 is new
+                for rel, data in saved.items():
+                    (root / rel).write_bytes(data)
+
+    result = api.build(project, fast_settings(project, fast_env), reporter=Designer())
+    why = {f.target: f.error for f in result.failed}
+    assert sorted(why) == ["t0001", "t0002"]
+    assert why["t0002"].startswith("out/t0002.png was saved during the build, so it was left as it is")
+    assert {rel: (root / rel).read_bytes() for rel in saved} == saved
+    after = api.plan(api.open_project(root)).plan
+    assert after.images_to_generate == 0  # both paid images are locked and kept: nothing is paid for again
+    assert run_cli("-C", str(root), "build", "--restore").exit_code == 0
+    assert all((root / rel).read_bytes().startswith(b"\x89PNG") for rel in saved)  # the paid images, free
+
+
 # --- uploads once --------------------------------------------------------------------------------------------
 
 

@@ -675,6 +675,7 @@ def _build(
         input_hashes=result.disk.file_hashes,
         upload_cache=uploads,
         max_images=max_images,
+        planned_stats=result.disk.stats,
     )
 
     async def run() -> BuildResult:

@@ -510,6 +510,7 @@ class Executor:
     random: Callable[[], float] = _random.random
     backoff: Backoff = field(default_factory=Backoff)
     max_images: int | None = None  # a cap on what this build pays; the plan was checked against it
+    planned_stats: Mapping[str, tuple[int, int, int, int]] = field(default_factory=dict)  # files as the plan saw them
     _unplanned: int = 0  # images of submits the plan did not count (a resumed task the provider no longer has)
     _planned_images: int = 0  # what the plan pays for (set by run)
     _failed: list[TargetFailure] = field(default_factory=list)
@@ -548,13 +549,18 @@ class Executor:
         input_hashes: Mapping[str, str],
         upload_cache: UploadCache,
         max_images: int | None = None,
+        planned_stats: Mapping[str, tuple[int, int, int, int]] | None = None,
     ) -> Executor:
-        """An executor whose recorder starts from ``lock`` and the journal's pending submits."""
+        """An executor whose recorder starts from ``lock`` and the journal's pending submits.
+
+        ``planned_stats`` holds the stat of each file the plan found at a path it read (by project path):
+        an output that differs from it when its image arrives was saved meanwhile, and is left alone.
+        """
         recorder = _Recorder(lock_path, lock, journal, pending, emulator=settings.emulator)
         backoff = Backoff(settings.backoff_base, settings.backoff_cap, settings.max_retry_after)
         return cls(
             root, settings, provider, reporter, objects, recorder, input_hashes, upload_cache,
-            backoff=backoff, max_images=max_images,
+            backoff=backoff, max_images=max_images, planned_stats=planned_stats or {},
         )  # fmt: skip
 
     def statistics(self) -> BuildStatistics:
@@ -1065,7 +1071,8 @@ class Executor:
         to lock and the error that stopped an output's write, if any (one that stops the build first):
         the entry is locked all the same, so the next build restores the file from the cache, free. An
         older file left at such a path is removed (else the plan would take it for a hand edit); one
-        that cannot be is named in the error. Raises :class:`_Undecodable` (nothing written) when an
+        that cannot be is named in the error; so is a file saved at a path since the plan, left as it is.
+        Raises :class:`_Undecodable` (nothing written) when an
         image does not decode, and StorageError when the object cache cannot take an image (the task
         stays journaled, so the next build collects it without paying).
         """
@@ -1096,6 +1103,16 @@ class Executor:
             except UnsafePathError as error:  # nothing may be touched there
                 problem = StorageError(f"{error}{kept}: the next build restores it once it is safe", build_wide=False)
             else:
+                now = file_stat(file)
+                if now is not None and now != self.planned_stats.get(path):  # saved there since the plan: kept
+                    problem = StorageError(
+                        f"{path} was saved during the build, so it was left as it is{kept}: 'pixmake accept "
+                        f"{target}' keeps the saved file, 'pixmake build --restore' puts the new image there",
+                        build_wide=False,
+                    )
+                    if failure is None:
+                        failure = problem
+                    continue
                 try:
                     self._write_output(file, path, blob, after=f"{kept}: the next build restores it")
                     continue
