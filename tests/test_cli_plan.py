@@ -502,6 +502,19 @@ def test_prune_never_deletes_an_orphans_file_that_a_current_target_reads(example
     assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == 0
 
 
+def test_prune_never_deletes_a_current_output_through_a_symlinked_folder(examples_copy: Path) -> None:
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    (examples_copy / "assets").rename(examples_copy / "art")  # the folder renamed, the old name kept as a link
+    (examples_copy / "assets").symlink_to("art")
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("out: assets/", "out: art/"))
+    before = {p.name: p.read_bytes() for p in (examples_copy / "art").iterdir()}
+    pruned = run_cli("-C", str(examples_copy), "build", "--emulator", "--prune")
+    assert pruned.exit_code == 0, pruned.stderr
+    assert {p.name: p.read_bytes() for p in (examples_copy / "art").iterdir()} == before
+    assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == 0
+
+
 def test_replace_of_a_target_outside_the_selection_is_a_user_error(
     examples_copy: Path, provider_env: EmulatorServer
 ) -> None:

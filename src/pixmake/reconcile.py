@@ -13,7 +13,7 @@ lock; the lockfile is rewritten atomically and the journal compacted, as a build
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -91,6 +91,7 @@ def _delete_outputs(
     claimed: frozenset[str],
     objects: ObjectCache,
     result: tuple[list[str], list[tuple[str, str]]],
+    leads_to_claimed: Callable[[Path], bool],
 ) -> None:
     """Delete the locked ``outputs`` that are safe to delete, noting each deleted and each kept path in ``result``."""
     deleted, kept = result
@@ -102,6 +103,9 @@ def _delete_outputs(
             path = safe_path(root, output.path, field=f"pixmake.lock: {name}")
         except UnsafePathError:
             kept.append((output.path, "outside the project root"))
+            continue
+        if leads_to_claimed(path):  # the same file, reached through a symlinked folder
+            kept.append((output.path, "a current target writes or reads it"))
             continue
         try:
             actual = hash_file(path)
@@ -116,6 +120,21 @@ def _delete_outputs(
         deleted.append(output.path)
 
 
+def _claimed_files(root: Path, claimed: frozenset[str]) -> Callable[[Path], bool]:
+    """Whether a resolved path is a claimed file, reached through a symlinked folder or not; resolves the
+    claimed paths on first use (a prune with something to delete) and once."""
+    real: frozenset[str] | None = None
+
+    def check(path: Path) -> bool:
+        nonlocal real
+        if real is None:
+            base = root.resolve()
+            real = frozenset(str((base / rel).resolve()) for rel in claimed)
+        return str(path) in real
+
+    return check
+
+
 def prune_orphans(
     root: Path, orphans: Mapping[str, LockEntry], claimed: frozenset[str], objects: ObjectCache
 ) -> PruneResult:
@@ -124,8 +143,9 @@ def prune_orphans(
     ``claimed`` holds every output path a current target writes; those files are kept.
     """
     result: tuple[list[str], list[tuple[str, str]]] = ([], [])
+    leads_to_claimed = _claimed_files(root, claimed)
     for name in sorted(orphans):
-        _delete_outputs(root, name, orphans[name].outputs, claimed, objects, result)
+        _delete_outputs(root, name, orphans[name].outputs, claimed, objects, result, leads_to_claimed)
     return PruneResult(tuple(sorted(orphans)), tuple(result[0]), tuple(result[1]))
 
 
@@ -137,6 +157,7 @@ def prune_stale(
     The caller then clears ``LockEntry.stale`` of each target; a kept file is reported, and no longer tracked.
     """
     result: tuple[list[str], list[tuple[str, str]]] = ([], [])
+    leads_to_claimed = _claimed_files(root, claimed)
     for name in sorted(stale):
-        _delete_outputs(root, name, stale[name], claimed, objects, result)
+        _delete_outputs(root, name, stale[name], claimed, objects, result, leads_to_claimed)
     return PruneResult((), tuple(result[0]), tuple(result[1]))
