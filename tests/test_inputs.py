@@ -144,6 +144,35 @@ def test_a_symlinked_output_directory_leading_outside_is_an_unsafe_path(
     assert caught.value.field == "targets.hero.out"
 
 
+def test_an_output_that_reaches_an_input_another_output_or_the_local_state_through_a_symlinked_folder(
+    make_project: MakeProject,
+) -> None:
+    text = (
+        "version: 1\ntargets:\n  a: {prompt: a, out: a.png}\n  b: {prompt: b, out: self/a.png}\n"
+        "  user: {prompt: u, references: [photos/mug.png], out: u.png}\n  clobber: {prompt: c, out: pics/mug.png}\n"
+        "  st: {prompt: s, out: st/x.png}\n"
+    )
+    root = make_project(text)
+    write_png(root / "photos" / "mug.png")
+    os.symlink("photos", root / "pics")
+    os.symlink(".", root / "self")
+    (root / ".pixmake").mkdir()
+    os.symlink(".pixmake", root / "st")
+    with pytest.raises(ManifestError) as caught:
+        api.validate(api.open_project(root))
+    assert [(d.line, d.field, d.message) for d in caught.value.diagnostics] == [
+        (4, "targets.b.out", "output 'self/a.png' is the file 'a.png' (through a symlinked folder), which target 'a' "
+         "writes as well"),
+        (6, "targets.clobber.out", "output 'pics/mug.png' is the file 'photos/mug.png' (through a symlinked folder), "
+         "a reference of target 'user'; choose another out"),
+        (7, "targets.st.out", "output 'st/x.png' is the file '.pixmake/x.png' (through a symlinked folder), inside "
+         "pixmake's local state; choose another out"),
+    ]  # fmt: skip
+    before = (root / "photos" / "mug.png").read_bytes()
+    assert run_cli("-C", str(root), "build", "--emulator").exit_code == 3  # nothing is built, nothing overwritten
+    assert (root / "photos" / "mug.png").read_bytes() == before
+
+
 def test_a_symlinked_catalog_leading_outside_is_an_unsafe_path(make_project: MakeProject, tmp_path: Path) -> None:
     (tmp_path / "skus.csv").write_text("sku\na\n")
     text = "version: 1\ntargets:\n  p-${sku}:\n    rows: skus.csv\n    prompt: ${sku}\n    out: p/${sku}.png\n"

@@ -28,7 +28,7 @@ from typing import BinaryIO, Final
 from pixmake.errors import Diagnostic, ManifestError, UnsafePathError
 from pixmake.manifest import Manifest, Target, is_url, output_paths
 from pixmake.models import MB, MODELS, ModelSpec
-from pixmake.store import RootGuard, safe_path
+from pixmake.store import STATE_DIR, RootGuard, safe_path
 
 __all__ = ["HeaderCache", "ImageInfo", "check_inputs", "read_header", "sniff"]
 
@@ -288,6 +288,33 @@ class _Checker:
             if S_ISDIR(mode):
                 self.add(target, "out", f"{rel} is a directory; out names a .png file")
 
+    def aliases(self) -> None:
+        """No output reaches an input, another output or the local state through a symlinked folder.
+
+        The manifest's checks compare path strings; ``pics/mug.png`` with ``pics`` a link to ``photos``
+        is ``photos/mug.png`` all the same, and a build would overwrite that reference (or fight the
+        other target over one file) and pay again on every build after.
+        """
+        inputs: dict[str, tuple[str, str]] = {}
+        for target in self.manifest.targets:
+            for role, rel in [*(("a reference", r) for r in target.references), ("the mask", target.mask)]:
+                if rel is not None and not is_url(rel) and (real := self.guard.real(rel)) is not None:
+                    inputs.setdefault(real, (rel, f"{role} of target {target.name!r}"))
+        outputs: dict[str, tuple[str, Target]] = {}
+        for target in self.manifest.targets:
+            for rel in output_paths(target):
+                real = self.guard.real(rel)
+                if real is None:
+                    continue  # outputs() said so
+                via = f"output {rel!r} is the file {real!r} (through a symlinked folder)"
+                if real in inputs and inputs[real][0] != rel:
+                    self.add(target, "out", f"{via}, {inputs[real][1]}; choose another out")
+                elif real in outputs and outputs[real][0] != rel:
+                    self.add(target, "out", f"{via}, which target {outputs[real][1].name!r} writes as well")
+                elif real.startswith(STATE_DIR + "/") and rel != real:
+                    self.add(target, "out", f"{via}, inside pixmake's local state; choose another out")
+                outputs.setdefault(real, (rel, target))
+
     def run(self) -> list[Diagnostic]:
         for target in self.manifest.targets:
             spec = MODELS.get(target.model)
@@ -303,6 +330,7 @@ class _Checker:
             if target.mask is not None:
                 self.mask(target, spec, target.mask, first)
             self.outputs(target)
+        self.aliases()
         out: list[Diagnostic] = []
         for (field_name, line, column, message, kind), origins in self.problems.items():
             named = [o for o in origins if o]

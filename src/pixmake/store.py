@@ -172,6 +172,18 @@ class RootGuard:
         self.base = os.path.realpath(root)
         self.prefix = self.base.rstrip(os.sep) + os.sep
         self._dirs: dict[str, bool] = {}
+        self._real: dict[str, str] = {}  # directory → where it leads, symlinks followed
+
+    def real(self, rel: str) -> str | None:
+        """The project path ``rel`` names once its folders' symlinks are followed (the file itself is not
+        followed), memoised per folder; None when that leaves the root."""
+        directory, name = os.path.split(os.path.join(self.prefix, rel))
+        real = self._real.get(directory)
+        if real is None:
+            real = self._real[directory] = os.path.realpath(directory)
+        if real == self.base:
+            return name
+        return real[len(self.prefix) :].replace(os.sep, "/") + "/" + name if real.startswith(self.prefix) else None
 
     def _inside(self, real: str) -> bool:
         return real == self.base or real.startswith(self.prefix)
