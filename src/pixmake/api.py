@@ -640,7 +640,9 @@ def _build(
     images = result.plan.images_to_generate
     if max_images is not None and images > max_images:
         raise ConfigError(
-            f"this build would pay for {images} image{'s' * (images != 1)}, more than --max-images {max_images}; "
+            f"this build would {'make' if settings.emulator else 'pay for'} {images} "
+            f"{'placeholder ' * settings.emulator}image{'s' * (images != 1)}, more than its cap of {max_images} "
+            "(--max-images or PIXMAKE_MAX_IMAGES); "
             f"'pixmake plan{'' if settings.emulator else ' --provider'}' says which targets and why"
         )
     paid = [a for a in result.plan.actions if a.kind.generates]  # RESUME collects from the provider too

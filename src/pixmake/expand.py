@@ -46,7 +46,8 @@ def _matrix(body: Mapping[str, Any]) -> list[Expansion]:
     combos = itertools.product(*([text_value(v) for v in axes[name]] for name in names))
     return [
         Expansion(
-            dict(zip(names, combo, strict=True)), ", ".join(f"{n}={v}" for n, v in zip(names, combo, strict=True))
+            dict(zip(names, combo, strict=True)),
+            ", ".join(_shown(f"{n}={v}") for n, v in zip(names, combo, strict=True)),
         )
         for combo in combos
     ]
@@ -125,3 +126,8 @@ def expansions(
             origin = f"row {catalog}:{row.line}" + (f", {combo.origin}" if combo.origin else "")
             out.append(Expansion({**row.values, **combo.binding}, origin))
     return out
+
+
+def _shown(text: str) -> str:
+    """``text`` fit for a one-line diagnostic: escaped when it holds a line end or a control character."""
+    return text if text.isprintable() else repr(text)

@@ -283,7 +283,8 @@ def field_path(path: Iterable[str | int]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            text = str(part) if str(part).isprintable() else repr(part)  # a line end or escape code: one line
+            out += f".{text}" if out else text
     return out
 
 
