@@ -287,7 +287,7 @@ def test_over_https_the_certificate_is_checked_before_the_key_is_sent(examples_c
         assert refused.returncode == 1, refused.stderr
         assert refused.stderr.splitlines()[-1] == (
             f"pixmake: error: cannot reach {server.url} (TLS certificate not trusted: unable to get local issuer "
-            "certificate); check PIXMAKE_BASE_URL or provider.base_url"
+            "certificate); if a company proxy inspects TLS, point SSL_CERT_FILE at its CA bundle"
         )
         assert TEST_KEY not in refused.stderr
         assert server.emulator.requests == []  # not one request arrived: the key never left this machine

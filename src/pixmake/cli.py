@@ -283,7 +283,7 @@ def gc(obj: _Context, keep_days: float, dry_run: bool) -> None:  # `pixmake gc`,
     locks = f"{swept.locks} lock{'s' * (swept.locks != 1)} read"
     click.echo(
         f"{'would delete' if dry_run else 'deleted'} {swept.deleted} cached image{'s' * (swept.deleted != 1)} "
-        f"({_size(swept.deleted_bytes)}); kept {swept.referenced} a lock refers to "
+        f"({_size(swept.deleted_bytes)}); kept {swept.referenced} that a lock refers to "
         f"({_size(swept.referenced_bytes)}, {locks}) and {swept.waiting} unreferenced for less than "
         f"{keep_days:g} day{'s' * (keep_days != 1)} ({_size(swept.waiting_bytes)})"
     )

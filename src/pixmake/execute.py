@@ -767,7 +767,12 @@ class Executor:
             self._reached = True  # an answer (even an error status) or a request that left: the host is there
         elif not self._reached and attempt + 1 >= _CONNECT_ATTEMPTS:
             where = display_url(self.settings.base_url)
-            message = f"cannot reach {where} ({error.reason}); check PIXMAKE_BASE_URL or provider.base_url"
+            hint = (
+                "if a company proxy inspects TLS, point SSL_CERT_FILE at its CA bundle"
+                if error.reason.startswith("TLS certificate")
+                else "check PIXMAKE_BASE_URL or provider.base_url"
+            )
+            message = f"cannot reach {where} ({error.reason}); {hint}"
             raise _Fatal(NetworkError(message, sent=False, reason=error.reason)) from error
 
     async def _backoff(self, target: str, operation: Operation, attempt: int, error: ProviderError) -> None:

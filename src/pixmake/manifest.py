@@ -259,6 +259,10 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
     out = path_field(body["out"], (*where, "out"), "out", body, "out")
     if not out.endswith(".png"):
         add((*where, "out"), f"expected a path ending in .png, found {out!r}")
+    elif out.rpartition("/")[2] == ".png":
+        add((*where, "out"), f"expected a file name before .png, found {out!r}")
+    elif "://" in str(body["out"]):
+        add((*where, "out"), f"expected a path in the project, found the URL {body['out']!r}")
     check_model(
         ModelRequest(model, prompt, size, n, references, mask, params),
         RequestPaths(where, model_path, size_path, n_path),

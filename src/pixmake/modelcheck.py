@@ -74,6 +74,9 @@ def check_model(r: ModelRequest, p: RequestPaths, add: _Report, warn: _Report) -
     if mask is not None and not spec.supports_mask:
         masked = sorted(m for m, s in MODELS.items() if s.supports_mask)
         add((*where, "mask"), f"{model} does not accept a mask (models that do: {', '.join(masked)})")
+    fmt = params.get("output_format")
+    if fmt is not None and str(fmt).lower() != "png":  # the bytes land in a .png file as they come
+        add((*where, "params", "output_format"), f"out names a .png file: expected output_format png, found {fmt!r}")
     for name in params:
         if name not in spec.params:
             documented = ", ".join(sorted(spec.params)) or "none"

@@ -432,8 +432,9 @@ def _explain(doc: Any, error: Any, file: str) -> list[tuple[FieldPath, Diagnosti
         what = {"minLength": "character", "minItems": "item", "minProperties": "entry"}[validator]
         return [at(path, f"expected at least {value} {what}{'s' * (value != 1)}, found {len(instance)}")]
     if validator in {"maxLength", "maxItems", "maxProperties"}:
-        what = {"maxLength": "character", "maxItems": "item", "maxProperties": "entry"}[validator]
-        return [at(path, f"expected at most {value} {what}{'s' * (value != 1)}, found {len(instance)}")]
+        one, many = {"maxLength": ("character", "characters"), "maxItems": ("item", "items"),
+                     "maxProperties": ("entry", "entries")}[validator]  # fmt: skip
+        return [at(path, f"expected at most {value} {one if value == 1 else many}, found {len(instance)}")]
     if validator == "uniqueItems":
         dupes = [i for index, i in enumerate(instance) if i in instance[:index]]
         return [at(path, f"expected unique items, found {', '.join(repr(d) for d in dupes)} more than once")]

@@ -203,6 +203,6 @@ def config_from_mapping(data: Mapping[str, object], base: EmulatorConfig | None 
     fields = {field.name: getattr(base, field.name) for field in dataclasses.fields(EmulatorConfig)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"unknown emulator knob(s): {', '.join(unknown)}")
+        raise ValueError(f"unknown emulator knob(s): {', '.join(unknown)}; the knobs are {', '.join(sorted(fields))}")
     changes = {name: _coerce(name, value, fields[name]) for name, value in data.items()}
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]  # checked by _coerce and __post_init__
