@@ -105,3 +105,26 @@ def test_a_syntax_error_names_the_field_the_parser_was_reading(text: str, field:
         load_yaml(text, file="t.yaml")
     [diagnostic] = caught.value.diagnostics
     assert diagnostic.field == field, diagnostic
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (  # the quote runs to the end of the file: the error is where it opened
+            'targets:\n  a:\n    prompt: "a mug on a table\n    out: a.png\n  b:\n    out: b.png\n',
+            3,
+            "a quoted value is never closed: it runs to the end of the file (a missing quote?)",
+        ),
+        (  # a later quote closes it: YAML notices further down, and the message points back
+            'targets:\n  a:\n    prompt: "a mug on a table\n    out: a.png\n  b:\n    prompt: "x"\n    out: b.png\n',
+            6,
+            "did not find expected key (the quote opened on line 3 is not closed there: a missing quote?)",
+        ),
+        ('targets:\n  a:\n    prompt: "a \\q mug"\n', 3, "found unknown escape character"),  # exact already
+    ],
+)
+def test_an_unclosed_quote_is_named_where_it_opened(text: str, line: int, message: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_yaml(text, file="t.yaml")
+    [diagnostic] = caught.value.diagnostics
+    assert (diagnostic.line, diagnostic.message) == (line, f"YAML syntax error: {message}"), diagnostic

@@ -12,6 +12,7 @@ Every YAML problem becomes a :class:`~pixmake.errors.ManifestError` with a line 
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -353,7 +354,26 @@ def _syntax_message(text: str, line: int, column: int, what: str) -> str:
         return f'YAML syntax error: {what} (inside [ ] or {{ }}, quote a value holding ${{…}}: "a/${{x}}.png")'
     if "mapping values are not allowed" in what and ": " in here.partition(": ")[2]:
         return f"YAML syntax error: {what} (quote a value that holds ': ', as in prompt: \"Product: a mug\")"
+    unclosed = _unclosed_quote(lines[: max(line - 1, 0)])
+    if unclosed:
+        return f"YAML syntax error: {what} (the quote opened on line {unclosed} is not closed there: a missing quote?)"
     return f"YAML syntax error: {what}"
+
+
+_OPENS_QUOTE: Final = re.compile(r"""^\s*(?:-\s+)?[^#"']*?:\s+(["'])(.*)$""")
+
+
+def _unclosed_quote(lines: list[str]) -> int:
+    """The number of the last of ``lines`` whose value opens a quote it does not close (0 for none): the
+    usual cause of a syntax error further down, where YAML notices."""
+    for number in range(len(lines), 0, -1):
+        found = _OPENS_QUOTE.match(lines[number - 1])
+        if found is not None:
+            quote, rest = found.groups()
+            closed = rest.replace("\\\\", "").replace('\\"', "") if quote == '"' else rest.replace("''", "")
+            if quote not in closed:
+                return number
+    return 0
 
 
 def load_yaml(text: str, *, file: str, on_entry: OnEntry | None = None) -> Any:
@@ -384,8 +404,12 @@ def load_yaml(text: str, *, file: str, on_entry: OnEntry | None = None) -> Any:
         raise ManifestError.at(file, problem.line, problem.column, problem.field, problem.message) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = error.problem or error.context or "invalid YAML"
+        quoted = error.context == "while scanning a quoted scalar"
+        if quoted and "end of stream" in str(error.problem) and error.context_mark is not None:
+            mark = error.context_mark  # where the quote opened, not the end of the file it ran to
+            what = "a quoted value is never closed: it runs to the end of the file (a missing quote?)"
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         field = field_path(builder.at) if builder is not None else ""  # where the parser was when it stopped
         raise ManifestError.at(file, line, column, field, _syntax_message(text, line, column, what)) from None
     except yaml.reader.ReaderError as error:
