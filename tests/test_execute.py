@@ -29,6 +29,7 @@ from pixmake.emulator.config import ExpiredResult
 from pixmake.execute import BuildStarted, ConcurrencyChanged, RetryScheduled, TargetFailed, TargetFinished
 from pixmake.journal import Journal
 from pixmake.lockfile import lock_pieces, parse_lock
+from pixmake.plan import Builder
 from pixmake.report import RecordingReporter
 from pixmake.store import project_lock, sha256_bytes
 from pixmake.uploads import UploadCache
@@ -591,7 +592,9 @@ def test_a_file_saved_at_an_output_path_during_the_build_is_left_as_it_is(
     manifest = root / "pixmake.yaml"
     manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))
     manifest.write_text(manifest.read_text() + "  t0002:\n    prompt: a new one\n    out: out/t0002.png\n")
+    manifest.write_text(manifest.read_text().replace("product shot 0", "product shot 0, in red"))
     saved = {"out/t0001.png": b"a designer's own version", "out/t0002.png": b"a sketch saved there meanwhile"}
+    touched = root / "out" / "t0000.png"
 
     class Designer(RecordingReporter):
         def emit(self, event: Any) -> None:
@@ -599,16 +602,70 @@ def test_a_file_saved_at_an_output_path_during_the_build_is_left_as_it_is(
             if isinstance(event, BuildStarted):  # planned: t0001 regenerates over its file, t0002 is new
                 for rel, data in saved.items():
                     (root / rel).write_bytes(data)
+                os.chmod(touched, 0o600)  # a new ctime, the same bytes (as Finder or Spotlight do): no save
 
     result = api.build(project, fast_settings(project, fast_env), reporter=Designer())
     why = {f.target: f.error for f in result.failed}
-    assert sorted(why) == ["t0001", "t0002"]
+    assert sorted(why) == ["t0001", "t0002"] and result.generated == ("t0000",)
     assert why["t0002"].startswith("out/t0002.png was saved during the build, so it was left as it is")
     assert {rel: (root / rel).read_bytes() for rel in saved} == saved
     after = api.plan(api.open_project(root)).plan
     assert after.images_to_generate == 0  # both paid images are locked and kept: nothing is paid for again
     assert run_cli("-C", str(root), "build", "--restore").exit_code == 0
     assert all((root / rel).read_bytes().startswith(b"\x89PNG") for rel in saved)  # the paid images, free
+
+
+def test_a_lock_pulled_in_while_the_build_plans_is_merged_too(
+    fast_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stat the merge compares with is taken before the plan reads the lock, not after it (a cold
+    scan of a large project takes seconds)."""
+    root = make_manifest(tmp_path / "p", 3, every_ref=0)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    lock_path = root / "pixmake.lock"
+    built = parse_lock(lock_path.read_text())
+    manifest = root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))
+    scan = api._scan
+
+    def scan_during_a_pull(*args: Any, **kwargs: Any) -> Any:
+        found = scan(*args, **kwargs)
+        lock_path.write_bytes(b"".join(lock_pieces(built.with_entry("banner", built.entries["t0002"]))))
+        return found
+
+    monkeypatch.setattr(api, "_scan", scan_during_a_pull)
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    assert sorted(parse_lock(lock_path.read_text()).entries) == ["banner", "t0000", "t0001", "t0002"]
+
+
+def test_a_pulled_provider_image_is_never_replaced_by_a_placeholder_in_the_lock(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """build --emulator in a clone while a pull brings the teammate's paid image of the same target."""
+    root = make_manifest(tmp_path / "p", 2, every_ref=0)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).ok  # the teammate's build, paid
+    lock_path, image = root / "pixmake.lock", root / "out" / "t0000.png"
+    teammates = parse_lock(lock_path.read_text()).without({"t0001"})  # they pushed t0000 only
+    teammates_lock, teammates_image = b"".join(lock_pieces(teammates)), image.read_bytes()
+    lock_path.unlink()  # this clone, before the pull: no lock, no images
+    for png in (root / "out").iterdir():
+        png.unlink()
+
+    class Pull(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, BuildStarted):
+                lock_path.write_bytes(teammates_lock)
+                image.write_bytes(teammates_image)
+
+    result = api.build(project, fast_settings(project, fast_env), emulator=True, reporter=Pull())
+    assert [f.target for f in result.failed] == ["t0000"]  # its file arrived meanwhile: left as it is
+    entries = parse_lock(lock_path.read_text()).entries
+    assert not entries["t0000"].emulator and entries["t0001"].emulator
+    assert image.read_bytes() == teammates_image
+    assert api.plan(project, builder=Builder.PROVIDER).plan.images_to_generate == 1  # t0001 only
 
 
 # --- uploads once --------------------------------------------------------------------------------------------

@@ -623,11 +623,13 @@ def _build(
 
     from pixmake.execute import Executor, limit_heap_arenas
     from pixmake.journal import Journal
+    from pixmake.memo import file_stat
     from pixmake.plan import PLACEHOLDER, Builder
     from pixmake.report import NullReporter
     from pixmake.uploads import UploadCache
 
     limit_heap_arenas()
+    lock_stat = file_stat(project.lockfile)  # before the plan reads it: a pull from now on is merged, not lost
     result = plan(
         project,
         replace=replace,
@@ -678,6 +680,7 @@ def _build(
         upload_cache=uploads,
         max_images=max_images,
         planned_stats=result.disk.stats,
+        lock_stat=lock_stat,
     )
 
     async def run() -> BuildResult:

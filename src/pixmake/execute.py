@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
+from types import EllipsisType, MappingProxyType
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
@@ -52,7 +52,7 @@ from pixmake.journal import Journal, PendingSubmit, finished_targets
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, merged_pieces, parse_lock, split_pieces
 from pixmake.manifest import Target, is_url, output_paths
-from pixmake.memo import file_stat
+from pixmake.memo import FileStat, file_stat
 from pixmake.plan import PROVIDER_MADE, Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
@@ -282,13 +282,20 @@ class _Recorder:
     see :meth:`_write_lock`): a finished target's entry is not kept in memory after its fold.
 
     ``pixmake.lock`` may change on disk while the build runs (a ``git pull`` brings a teammate's
-    entries). A fold that finds it changed since the build read or last wrote it merges instead of
-    overwriting: the file's entries, with this build's own (what it recorded, and what it recovered
-    from the journal) over them.
+    entries). A fold that finds it changed since the build planned or last wrote it merges instead of
+    overwriting (see :meth:`_write_lock`); this build's own entries are those it recorded and those it
+    recovered from the journal.
     """
 
     def __init__(
-        self, lock_path: Path, lock: Lock, journal: Journal, pending: dict[str, PendingSubmit], *, emulator: bool
+        self,
+        lock_path: Path,
+        lock: Lock,
+        journal: Journal,
+        pending: dict[str, PendingSubmit],
+        *,
+        emulator: bool,
+        lock_stat: FileStat | None,
     ) -> None:
         self.lock_path = lock_path
         self.journal = journal
@@ -299,7 +306,7 @@ class _Recorder:
         self._size = len(lock.entries)  # entries in the lock, at most (for the fold threshold)
         self._since_snapshot: dict[str, LockEntry] = {}  # recorded since the last fold began
         self._folding = False
-        self._lock_stat = file_stat(lock_path)  # as read (or last written) by this build
+        self._lock_stat = lock_stat  # as the build planned from it (or last wrote it)
         self._ours = finished_targets(journal.path)  # entries this build made or recovered: they win a merge
 
     def submitting(self, target: str, key: str, client_business_id: str) -> None:
@@ -333,16 +340,21 @@ class _Recorder:
     def _write_lock(self, changed: Mapping[str, LockEntry], *, final: bool) -> None:
         """Worker thread: fold ``changed`` into the lock; before the ``final`` fold, into the build's own copy too.
 
-        Later folds merge into the copy in ``.pixmake/``, not into ``pixmake.lock``: something that
-        rewrites ``pixmake.lock`` during the build (a git checkout) cannot make a fold drop entries, and
-        the next fold writes the lock again. The copy needs no fsync: only this build reads it.
+        Later folds merge into the copy in ``.pixmake/``, not into ``pixmake.lock``. The copy needs no
+        fsync: only this build reads it. When ``pixmake.lock`` changed on disk (a pull, a checkout), the
+        fold takes its entries as well: theirs win over the build's copy, this build's own win over
+        theirs (but never a placeholder over a provider's image), and no entry is dropped, so an
+        older lock checked out mid-build cannot make a paid image's entry disappear.
         """
         try:
             theirs = self._changed_on_disk()
             if theirs is not None:  # rare: the whole lock in memory, once
                 ours = self._base.entries if self._base is not None else parse_lock(_text(self._copy)).entries
-                mine = {**ours, **changed}
-                merged = {**theirs.entries, **{name: mine[name] for name in self._ours if name in mine}}
+                merged = {**ours, **changed}
+                for name, entry in theirs.entries.items():
+                    own = merged.get(name) if name in self._ours else None
+                    if own is None or (own.emulator and not entry.emulator):  # a provider's image beats a placeholder
+                        merged[name] = entry
                 self._size = len(merged)
                 pieces: Iterable[bytes] = lock_pieces(Lock(MappingProxyType(merged)))
             elif self._base is not None:
@@ -550,13 +562,17 @@ class Executor:
         upload_cache: UploadCache,
         max_images: int | None = None,
         planned_stats: Mapping[str, tuple[int, int, int, int]] | None = None,
+        lock_stat: FileStat | EllipsisType | None = ...,
     ) -> Executor:
         """An executor whose recorder starts from ``lock`` and the journal's pending submits.
 
+        ``lock_stat`` is the lockfile's stat (None: no file) taken before the plan read it, so a change
+        since is merged (default: its stat now).
         ``planned_stats`` holds the stat of each file the plan found at a path it read (by project path):
         an output that differs from it when its image arrives was saved meanwhile, and is left alone.
         """
-        recorder = _Recorder(lock_path, lock, journal, pending, emulator=settings.emulator)
+        stat = file_stat(lock_path) if lock_stat is ... else lock_stat
+        recorder = _Recorder(lock_path, lock, journal, pending, emulator=settings.emulator, lock_stat=stat)
         backoff = Backoff(settings.backoff_base, settings.backoff_cap, settings.max_retry_after)
         return cls(
             root, settings, provider, reporter, objects, recorder, input_hashes, upload_cache,
@@ -720,6 +736,12 @@ class Executor:
                 with contextlib.suppress(OSError):  # unreadable: write it, which says why if it cannot
                     if os.path.isfile(target_file) and hash_file(target_file) == locked.sha256:
                         continue
+                if self._saved_since_plan(target_file, path):
+                    raise StorageError(
+                        f"{path} was saved during the build, so it was left as it is: 'pixmake accept "
+                        f"{action.name}' keeps it, 'pixmake build --restore' puts the locked image there",
+                        build_wide=False,
+                    )
                 try:
                     data = self.objects.get(locked.sha256)
                 except (OSError, ValueError) as error:
@@ -1055,6 +1077,17 @@ class Executor:
                 ) from error
             raise
 
+    def _saved_since_plan(self, file: str, path: str) -> bool:
+        """Worker thread: whether a file was saved at output ``path`` since the plan looked (its stat and
+        then its bytes differ from what the plan saw: a mere ``touch`` or ``chmod`` is no save)."""
+        now = file_stat(file)
+        if now is None or now == self.planned_stats.get(path):
+            return False
+        try:
+            return hash_file(file) != self.input_hashes.get(path)
+        except OSError:
+            return True  # there, but unreadable: never written over unseen
+
     @staticmethod
     def _write_output(file: str, path: str, data: bytes, *, after: str = "") -> None:
         """Worker thread: write one output to ``file`` (unsynced: the object cache holds its bytes durably).
@@ -1108,8 +1141,7 @@ class Executor:
             except UnsafePathError as error:  # nothing may be touched there
                 problem = StorageError(f"{error}{kept}: the next build restores it once it is safe", build_wide=False)
             else:
-                now = file_stat(file)
-                if now is not None and now != self.planned_stats.get(path):  # saved there since the plan: kept
+                if self._saved_since_plan(file, path):
                     problem = StorageError(
                         f"{path} was saved during the build, so it was left as it is{kept}: 'pixmake accept "
                         f"{target}' keeps the saved file, 'pixmake build --restore' puts the new image there",
