@@ -725,6 +725,28 @@ def test_a_reference_edited_during_the_build_is_not_sent_as_the_planned_bytes(
     assert [r.sha256 for r in locked.references] == [sha256_bytes(brand.read_bytes())]
 
 
+def test_a_reference_that_cannot_be_read_fails_its_targets_not_the_build(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    fast_env.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    root = make_manifest(tmp_path / "p", 4, concurrency=4, every_ref=2)  # t0000 and t0002 use refs/brand.png
+    brand = root / "refs" / "brand.png"
+
+    class Unreadable(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, BuildStarted):  # as a permission change would (the suite may run as root)
+                brand.unlink()
+                brand.mkdir()
+
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, fast_env), reporter=Unreadable())
+    assert result.fatal is None and sorted(result.generated) == ["t0001", "t0003"]
+    assert {f.target: f.error for f in result.failed} == dict.fromkeys(
+        ["t0000", "t0002"], "cannot read refs/brand.png (Is a directory); nothing was submitted for it"
+    )
+
+
 def test_an_expired_upload_is_uploaded_again(tmp_path: Path) -> None:
     now = [1000.0]
     path = tmp_path / "uploads.json"

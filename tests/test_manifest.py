@@ -435,3 +435,22 @@ def test_fuzz_validate_from_disk_raises_only_user_errors(tmp_path: Path, text: s
     (tmp_path / "pixmake.yaml").write_text(text, encoding="utf-8", errors="surrogateescape")
     with contextlib.suppress(UserError):  # any other exception fails the test
         api.validate(api.open_project(tmp_path))
+
+
+def test_outputs_that_are_one_file_on_macos_and_windows_are_warned_about() -> None:
+    """Case twins are distinct files on Linux (a sprite font's A.png and a.png): a warning, not an error."""
+    text = (
+        "version: 1\ntargets:\n  a: {prompt: a, out: Hero.png}\n  b: {prompt: b, out: hero.png}\n"
+        '  c: {prompt: c, out: "caf\\u00e9.png"}\n  d: {prompt: d, out: "cafe\\u0301.png"}\n'
+        "  e: {prompt: e, out: signs/stra\u00dfe.png}\n  f: {prompt: f, out: signs/strasse.png}\n"
+        "  g: {prompt: g, references: [Logo.png], out: logo.png}\n"
+    )
+    manifest = parse_manifest(text, file="m.yaml")
+    assert len(manifest.targets) == 7
+    assert [(w.line, w.field, w.message.split(" differ only")[0]) for w in manifest.warnings] == [
+        (4, "targets.b.out", "output 'hero.png' of target 'b' and 'Hero.png' of target 'a'"),
+        (6, "targets.d.out", "output 'cafe\\u0301.png' of target 'd' and 'caf\\xe9.png' of target 'c'"),
+        (9, "targets.g.out", "output 'logo.png' and 'Logo.png', a reference of target 'g' (line 9),"),
+    ]  # not straße.png and strasse.png: no file system makes those one
+    assert all(w.severity == "warning" and w.message.endswith("rename one if the project is built there")
+               for w in manifest.warnings)  # fmt: skip

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from conftest import REPO, run_cli
-from pixmake.schema import _fast, schema, schema_text, validate_document
+from pixmake.schema import _fast, field_path, schema, schema_text, validate_document
 
 CORPUS = Path(__file__).parent / "data" / "manifests"
 
@@ -176,3 +176,18 @@ def test_each_problem_of_a_document_is_one_diagnostic_with_a_field_path() -> Non
     diagnostics = validate_document(doc, file="m.yaml")
     assert sorted(d.field for d in diagnostics) == ["targets.a.colr", "targets.a.sise"]
     assert any("did you mean 'size'?" in d.message for d in diagnostics)
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("a\nb", "'a\\nb'"),
+        ("a\rb", "'a\\rb'"),
+        ("\x1b[31mred", "'\\x1b[31mred'"),
+        ("a\u2028b", "'a\\u2028b'"),
+        ("prix\xa0: 10", "prix\xa0: 10"),  # a no-break space is text
+        ("\U0001f469\u200d\U0001f3a8", "\U0001f469\u200d\U0001f3a8"),  # an emoji sequence with its joiner
+    ],
+)
+def test_a_field_path_is_one_line_and_escapes_only_what_would_break_it(key: str, shown: str) -> None:
+    assert field_path(("targets", key, "out")) == f"targets.{shown}.out"

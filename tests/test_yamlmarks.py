@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from pixmake.errors import ManifestError
 from pixmake.yamlmarks import MarkedDict, MarkedList, load_yaml
 
-_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+_scalars = (
+    st.none() | st.booleans() | st.integers(-(2**63) + 1, 2**63 - 1) | st.text(max_size=12)
+)  # 64-bit: see _scalar
 _keys = st.text(min_size=1, max_size=8)
 _values = st.recursive(
     _scalars,
@@ -74,6 +76,10 @@ def test_marks_stay_exact_on_a_very_long_line() -> None:
         ("a: !!float abc\n", 1, "'abc' is not a valid float"),
         ("a: !!bool maybe\n", 1, "'maybe' is not a valid bool"),
         ("a:\n  n: " + "9" * 5000 + "\n", 2, "is not a valid int"),
+        ("n: !!int +\n", 1, "'+' is not a valid int"),
+        ("n: !!float _\n", 1, "'_' is not a valid float"),
+        ("n: 1" + ":59" * 3000 + "\n", 1, "is too large a number (quote it for text)"),
+        ("seed: 9223372036854775808\n", 1, "'9223372036854775808' is too large a number"),
         ("poll_interval: .inf\n", 1, "expected a finite number, found .inf"),
         ("a: [1, -.INF]\n", 1, "expected a finite number, found -.INF"),
         ("a: {x: .nan}\n", 1, "expected a finite number, found .nan"),
@@ -121,6 +127,12 @@ def test_a_syntax_error_names_the_field_the_parser_was_reading(text: str, field:
             "did not find expected key (the quote opened on line 3 is not closed there: a missing quote?)",
         ),
         ('targets:\n  a:\n    prompt: "a \\q mug"\n', 3, "found unknown escape character"),  # exact already
+        (  # a quoted prompt over two lines is valid: an unrelated error below gets no word about quotes
+            'targets:\n  a:\n    prompt: "a mug\n      on a table"\n    out: a.png\n  b:\n    out: b.png\n'
+            "   bad: indent\n",
+            8,
+            "did not find expected key",
+        ),
     ],
 )
 def test_an_unclosed_quote_is_named_where_it_opened(text: str, line: int, message: str) -> None:

@@ -20,7 +20,7 @@ from pixmake.catalog import Row, parse_catalog
 from pixmake.diagnostics import Collector
 from pixmake.errors import UnsafePathError
 from pixmake.relpaths import leaves_root_message, normal_path
-from pixmake.schema import FieldPath
+from pixmake.schema import FieldPath, one_line
 from pixmake.variables import text_value
 
 __all__ = ["MAX_TARGETS", "Expansion", "ReadFile", "expansions"]
@@ -47,7 +47,7 @@ def _matrix(body: Mapping[str, Any]) -> list[Expansion]:
     return [
         Expansion(
             dict(zip(names, combo, strict=True)),
-            ", ".join(_shown(f"{n}={v}") for n, v in zip(names, combo, strict=True)),
+            ", ".join(one_line(f"{n}={v}") for n, v in zip(names, combo, strict=True)),
         )
         for combo in combos
     ]
@@ -126,8 +126,3 @@ def expansions(
             origin = f"row {catalog}:{row.line}" + (f", {combo.origin}" if combo.origin else "")
             out.append(Expansion({**row.values, **combo.binding}, origin))
     return out
-
-
-def _shown(text: str) -> str:
-    """``text`` fit for a one-line diagnostic: escaped when it holds a line end or a control character."""
-    return text if text.isprintable() else repr(text)

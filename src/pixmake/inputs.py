@@ -311,7 +311,7 @@ class _Checker:
                     self.add(target, "out", f"{via}, {inputs[real][1]}; choose another out")
                 elif real in outputs and outputs[real][0] != rel:
                     self.add(target, "out", f"{via}, which target {outputs[real][1].name!r} writes as well")
-                elif real.startswith(STATE_DIR + "/") and rel != real:
+                elif real.lower().startswith(STATE_DIR + "/") and rel != real:
                     self.add(target, "out", f"{via}, inside pixmake's local state; choose another out")
                 outputs.setdefault(real, (rel, target))
 

@@ -147,11 +147,11 @@ class Journal:
         it lacks: else the next record would be glued onto the torn line, and lost with it.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                os.write(fd, b"\n")
+            size = os.lseek(fd, 0, os.SEEK_END)
+            if size and os.lseek(fd, size - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
+                os.write(fd, b"\n")  # O_APPEND: at the end, wherever the offset stands
         except BaseException:
             os.close(fd)
             raise

@@ -298,9 +298,9 @@ def _describe(target: Target) -> str:
 def _check_unique(targets: list[Target], c: Collector) -> None:
     """Every target name and every output path is made by one expansion only."""
 
-    def clash(target: Target, name: str, message: str) -> None:
+    def clash(target: Target, name: str, message: str, severity: str = "error") -> None:
         field_name, line, column = target.where(name)
-        c.diagnostic(Diagnostic(c.file, line, column, field_name, message))
+        c.diagnostic(Diagnostic(c.file, line, column, field_name, message, severity))
 
     owners: dict[str, Target] = {}
     names: dict[str, Target] = {}
@@ -331,7 +331,7 @@ def _check_unique(targets: list[Target], c: Collector) -> None:
         if first != path:
             shown = (repr(path), repr(first)) if path.casefold() == first.casefold() else (ascii(path), ascii(first))
             clash(target, "out", f"output {shown[0]} of target {target.name!r} and {shown[1]} of target "
-                  f"{owners[first].name!r} {_ONE_FILE}")  # fmt: skip
+                  f"{owners[first].name!r} {_ONE_FILE}", "warning")  # fmt: skip
         parent = path  # string cuts, not PurePosixPath: pathlib would intern every folder name for good
         while (cut := parent.rfind("/")) > 0:
             parent = parent[:cut]
@@ -342,12 +342,16 @@ def _check_unique(targets: list[Target], c: Collector) -> None:
                 break
 
 
-_ONE_FILE: Final = "differ only in letter case or Unicode form: on macOS and Windows they are one file"
+_ONE_FILE: Final = (
+    "differ only in letter case or Unicode form: on macOS and Windows they are one file, "
+    "so rename one if the project is built there"
+)
 
 
 def portable_path(path: str) -> str:
-    """``path`` as a case-insensitive, normalising file system (macOS, Windows) tells files apart."""
-    return unicodedata.normalize("NFC", path).casefold()
+    """``path`` as a case-insensitive, normalising file system (macOS, Windows) tells files apart: simple
+    case mapping, not ``casefold`` (which makes "ß" and "ss" one, as neither does)."""
+    return unicodedata.normalize("NFC", path).lower()
 
 
 def _check_overwrites(
@@ -383,8 +387,13 @@ def _check_overwrites(
                     "(choose another out)"
                 )
             elif twin is not None:
-                message = f"output {path!r} and {twin!r}, {inputs[twin]}, {_ONE_FILE}; choose another out"
-            elif path == state or path.startswith(state + "/"):
+                field_name, line, column = target.where("out")
+                message = f"output {path!r} and {twin!r}, {inputs[twin]}, {_ONE_FILE}"
+                c.diagnostic(Diagnostic(c.file, line, column, field_name, message, "warning"))
+                continue
+            elif portable_path(path) == portable_path(state) or portable_path(path).startswith(
+                portable_path(state) + "/"
+            ):
                 message = f"output {path!r} is inside pixmake's local state ({state}/); choose another out"
             else:
                 continue

@@ -12,6 +12,7 @@ lock; the lockfile is rewritten atomically and the journal compacted, as a build
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -104,7 +105,7 @@ def _delete_outputs(
         except UnsafePathError:
             kept.append((output.path, "outside the project root"))
             continue
-        if leads_to_claimed(path):  # the same file, reached through a symlinked folder
+        if leads_to_claimed(path):  # the same file, reached another way
             kept.append((output.path, "a current target writes or reads it"))
             continue
         try:
@@ -121,16 +122,24 @@ def _delete_outputs(
 
 
 def _claimed_files(root: Path, claimed: frozenset[str]) -> Callable[[Path], bool]:
-    """Whether a resolved path is a claimed file, reached through a symlinked folder or not; resolves the
-    claimed paths on first use (a prune with something to delete) and once."""
-    real: frozenset[str] | None = None
+    """Whether a path is the very file of a claimed path, however it is reached (a symlinked folder, another
+    letter case on macOS or Windows): compared by device and inode, found on first use (a prune with
+    something to delete) and once."""
+    files: set[tuple[int, int]] | None = None
 
     def check(path: Path) -> bool:
-        nonlocal real
-        if real is None:
-            base = root.resolve()
-            real = frozenset(str((base / rel).resolve()) for rel in claimed)
-        return str(path) in real
+        nonlocal files
+        if files is None:
+            files = set()
+            for rel in claimed:
+                with contextlib.suppress(OSError):
+                    st = os.stat(root / rel)
+                    files.add((st.st_dev, st.st_ino))
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) in files
 
     return check
 

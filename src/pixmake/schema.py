@@ -31,6 +31,7 @@ __all__ = [
     "json_type",
     "locate",
     "mark_at",
+    "one_line",
     "schema",
     "schema_text",
     "suggest",
@@ -283,9 +284,18 @@ def field_path(path: Iterable[str | int]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            text = str(part) if str(part).isprintable() else repr(part)  # a line end or escape code: one line
+            text = one_line(str(part))
             out += f".{text}" if out else text
     return out
+
+
+_BREAKS_LINES: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # control characters, line separators
+
+
+def one_line(text: str) -> str:
+    """``text`` fit for a one-line diagnostic: quoted with escapes when it holds a line end, an escape
+    code or another control character; as it is otherwise (a no-break space, an emoji sequence)."""
+    return repr(text) if _BREAKS_LINES.search(text) else text
 
 
 def mark_at(node: Any, key: str | int) -> tuple[int, int, int, int] | None:

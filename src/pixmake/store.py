@@ -178,12 +178,16 @@ class RootGuard:
         """The project path ``rel`` names once its folders' symlinks are followed (the file itself is not
         followed), memoised per folder; None when that leaves the root."""
         directory, name = os.path.split(os.path.join(self.prefix, rel))
-        real = self._real.get(directory)
-        if real is None:
-            real = self._real[directory] = os.path.realpath(directory)
+        real = self._real_dir(directory)
         if real == self.base:
             return name
         return real[len(self.prefix) :].replace(os.sep, "/") + "/" + name if real.startswith(self.prefix) else None
+
+    def _real_dir(self, directory: str) -> str:
+        real = self._real.get(directory)
+        if real is None:
+            real = self._real[directory] = os.path.realpath(directory)
+        return real
 
     def _inside(self, real: str) -> bool:
         return real == self.base or real.startswith(self.prefix)
@@ -205,7 +209,7 @@ class RootGuard:
         directory = os.path.dirname(path)
         ok = self._dirs.get(directory) if memoised else None
         if ok is None:
-            ok = self._inside(os.path.realpath(directory))
+            ok = self._inside(self._real_dir(directory) if memoised else os.path.realpath(directory))
             if memoised:
                 self._dirs[directory] = ok
         if not ok:

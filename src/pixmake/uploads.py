@@ -144,8 +144,11 @@ class Uploader:
                 return known
             try:
                 data = await anyio.to_thread.run_sync(self._read, path)
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            except (FileNotFoundError, NotADirectoryError):
                 raise InputChangedError(f"{path} went away during the build; nothing was submitted for it") from None
+            except OSError as error:  # this input's problem (its permissions, say), not the whole build's
+                why = error.strerror or str(error)
+                raise InputChangedError(f"cannot read {path} ({why}); nothing was submitted for it") from None
             if sha256_bytes(data) != sha256:  # else its URL would be cached, and its target locked, as other bytes
                 raise InputChangedError(
                     f"{path} changed during the build; nothing was submitted for it: the next build uses the new file"

@@ -111,13 +111,18 @@ def _scalar(tag: str, value: str, mark: Any) -> Any:
             number: Any = int(value)
         else:
             number = _NUMBERS[tag](yaml.ScalarNode(tag, value, mark, mark))
-    except (ValueError, KeyError):  # an explicit tag on text that is none (!!int abc), or too many digits
-        shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}…"
+    except (ValueError, KeyError, IndexError):  # an explicit tag on text that is none (!!int abc, !!int +)
         kind = tag.removeprefix(_TAG_PREFIX)
-        raise _YamlProblem(mark, f"{shown} is not a valid {kind} (quote it for text)") from None
+        raise _YamlProblem(mark, f"{_shown(value)} is not a valid {kind} (quote it for text)") from None
     if isinstance(number, float) and not math.isfinite(number):  # .inf and .nan: no manifest field takes them
         raise _YamlProblem(mark, f"expected a finite number, found {value}")
+    if type(number) is int and number.bit_length() > 63:  # 1:59:59:… (base 60) grows past what anything takes
+        raise _YamlProblem(mark, f"{_shown(value)} is too large a number (quote it for text)")
     return number
+
+
+def _shown(value: str) -> str:
+    return repr(value) if len(value) <= 40 else f"{value[:40]!r}…"
 
 
 _NUMBERS: Final[dict[str, Callable[[yaml.ScalarNode], Any]]] = {
@@ -354,8 +359,8 @@ def _syntax_message(text: str, line: int, column: int, what: str) -> str:
         return f'YAML syntax error: {what} (inside [ ] or {{ }}, quote a value holding ${{…}}: "a/${{x}}.png")'
     if "mapping values are not allowed" in what and ": " in here.partition(": ")[2]:
         return f"YAML syntax error: {what} (quote a value that holds ': ', as in prompt: \"Product: a mug\")"
-    unclosed = _unclosed_quote(lines[: max(line - 1, 0)])
-    if unclosed:
+    unclosed = _unclosed_quote(lines, line)
+    if unclosed and "never closed" not in what:
         return f"YAML syntax error: {what} (the quote opened on line {unclosed} is not closed there: a missing quote?)"
     return f"YAML syntax error: {what}"
 
@@ -363,16 +368,20 @@ def _syntax_message(text: str, line: int, column: int, what: str) -> str:
 _OPENS_QUOTE: Final = re.compile(r"""^\s*(?:-\s+)?[^#"']*?:\s+(["'])(.*)$""")
 
 
-def _unclosed_quote(lines: list[str]) -> int:
-    """The number of the last of ``lines`` whose value opens a quote it does not close (0 for none): the
-    usual cause of a syntax error further down, where YAML notices."""
-    for number in range(len(lines), 0, -1):
+def _unclosed_quote(lines: list[str], line: int) -> int:
+    """The line whose value opens a quote that only closes at ``line`` (or the line before), where YAML
+    noticed something wrong; 0 when there is none. A quoted value closed on its next line, or long
+    before the error, is a multi-line value, not a missing quote."""
+    for number in range(line - 1, 0, -1):
         found = _OPENS_QUOTE.match(lines[number - 1])
-        if found is not None:
-            quote, rest = found.groups()
-            closed = rest.replace("\\\\", "").replace('\\"', "") if quote == '"' else rest.replace("''", "")
-            if quote not in closed:
-                return number
+        if found is None:
+            continue
+        quote, rest = found.groups()
+        closed = rest.replace("\\\\", "").replace('\\"', "") if quote == '"' else rest.replace("''", "")
+        if quote in closed:
+            return 0  # the nearest value that opens a quote closes it on its own line
+        between = lines[number : max(line - 2, number)]  # after it, before the line YAML stopped at
+        return number if not any(quote in text for text in between) else 0
     return 0
 
 
