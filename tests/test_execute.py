@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -524,6 +525,19 @@ def test_a_lock_rewritten_by_something_else_during_the_build_loses_no_entry(
     assert_paid_once_and_complete(root, emulator, 200)
 
 
+def at_build_start(act: Callable[[], None]) -> RecordingReporter:
+    """A reporter that calls ``act`` once the build has planned and before it sends anything: a user's
+    move (an edit, a save, a pull) in the middle of a build."""
+
+    class Acting(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, BuildStarted):
+                act()
+
+    return Acting()
+
+
 def test_a_lock_pulled_in_mid_build_keeps_the_teammates_entries_and_gains_the_builds(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
@@ -568,14 +582,11 @@ def test_a_lock_pulled_in_mid_build_keeps_the_entries_the_build_recovered_from_i
     manifest = root / "pixmake.yaml"
     manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))
 
-    class Pull(RecordingReporter):
-        def emit(self, event: Any) -> None:
-            super().emit(event)
-            if isinstance(event, BuildStarted):  # the pulled lock has the teammate's banner, not t0000
-                pulled = built.without({"t0000"}).with_entry("banner", built.entries["t0002"])
-                lock_path.write_bytes(b"".join(lock_pieces(pulled)))
+    def _pull() -> None:  # the pulled lock has the teammate's banner, not t0000
+        pulled = built.without({"t0000"}).with_entry("banner", built.entries["t0002"])
+        lock_path.write_bytes(b"".join(lock_pieces(pulled)))
 
-    result = api.build(project, fast_settings(project, fast_env), reporter=Pull())
+    result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_pull))
     assert result.ok and result.generated == ("t0001",)
     entries = parse_lock(lock_path.read_text()).entries
     assert sorted(entries) == ["banner", "t0000", "t0001", "t0002"]
@@ -596,15 +607,12 @@ def test_a_file_saved_at_an_output_path_during_the_build_is_left_as_it_is(
     saved = {"out/t0001.png": b"a designer's own version", "out/t0002.png": b"a sketch saved there meanwhile"}
     touched = root / "out" / "t0000.png"
 
-    class Designer(RecordingReporter):
-        def emit(self, event: Any) -> None:
-            super().emit(event)
-            if isinstance(event, BuildStarted):  # planned: t0001 regenerates over its file, t0002 is new
-                for rel, data in saved.items():
-                    (root / rel).write_bytes(data)
-                os.chmod(touched, 0o600)  # a new ctime, the same bytes (as Finder or Spotlight do): no save
+    def _designer() -> None:  # planned: t0001 regenerates over its file, t0002 is new
+        for rel, data in saved.items():
+            (root / rel).write_bytes(data)
+        os.chmod(touched, 0o600)  # a new ctime, the same bytes (as Finder or Spotlight do): no save
 
-    result = api.build(project, fast_settings(project, fast_env), reporter=Designer())
+    result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_designer))
     why = {f.target: f.error for f in result.failed}
     assert sorted(why) == ["t0001", "t0002"] and result.generated == ("t0000",)
     assert why["t0002"].startswith("out/t0002.png was saved during the build, so it was left as it is")
@@ -653,14 +661,11 @@ def test_a_pulled_provider_image_is_never_replaced_by_a_placeholder_in_the_lock(
     for png in (root / "out").iterdir():
         png.unlink()
 
-    class Pull(RecordingReporter):
-        def emit(self, event: Any) -> None:
-            super().emit(event)
-            if isinstance(event, BuildStarted):
-                lock_path.write_bytes(teammates_lock)
-                image.write_bytes(teammates_image)
+    def _pull() -> None:
+        lock_path.write_bytes(teammates_lock)
+        image.write_bytes(teammates_image)
 
-    result = api.build(project, fast_settings(project, fast_env), emulator=True, reporter=Pull())
+    result = api.build(project, fast_settings(project, fast_env), emulator=True, reporter=at_build_start(_pull))
     assert [f.target for f in result.failed] == ["t0000"]  # its file arrived meanwhile: left as it is
     entries = parse_lock(lock_path.read_text()).entries
     assert not entries["t0000"].emulator and entries["t0001"].emulator
@@ -701,14 +706,11 @@ def test_a_reference_edited_during_the_build_is_not_sent_as_the_planned_bytes(
     root = make_manifest(tmp_path / "p", 4, concurrency=4, every_ref=2)  # t0000 and t0002 use refs/brand.png
     brand = root / "refs" / "brand.png"
 
-    class Recolour(RecordingReporter):
-        def emit(self, event: Any) -> None:
-            super().emit(event)
-            if isinstance(event, BuildStarted):  # planned, nothing uploaded yet
-                write_png(brand, (32, 32), (200, 30, 30))
+    def _recolour() -> None:  # planned, nothing uploaded yet
+        write_png(brand, (32, 32), (200, 30, 30))
 
     project = api.open_project(root)
-    result = api.build(project, fast_settings(project, fast_env), reporter=Recolour())
+    result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_recolour))
     why = "refs/brand.png changed during the build; nothing was submitted for it: the next build uses the new file"
     assert sorted((f.target, f.error) for f in result.failed) == [("t0000", why), ("t0002", why)]
     assert sorted(r.json["prompt"] for r in fast_env.emulator.submits() if isinstance(r.json, dict)) == [
@@ -732,15 +734,12 @@ def test_a_reference_that_cannot_be_read_fails_its_targets_not_the_build(
     root = make_manifest(tmp_path / "p", 4, concurrency=4, every_ref=2)  # t0000 and t0002 use refs/brand.png
     brand = root / "refs" / "brand.png"
 
-    class Unreadable(RecordingReporter):
-        def emit(self, event: Any) -> None:
-            super().emit(event)
-            if isinstance(event, BuildStarted):  # as a permission change would (the suite may run as root)
-                brand.unlink()
-                brand.mkdir()
+    def _unreadable() -> None:  # as a permission change would (the suite may run as root)
+        brand.unlink()
+        brand.mkdir()
 
     project = api.open_project(root)
-    result = api.build(project, fast_settings(project, fast_env), reporter=Unreadable())
+    result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_unreadable))
     assert result.fatal is None and sorted(result.generated) == ["t0001", "t0003"]
     assert {f.target: f.error for f in result.failed} == dict.fromkeys(
         ["t0000", "t0002"], "cannot read refs/brand.png (Is a directory); nothing was submitted for it"
