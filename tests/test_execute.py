@@ -538,6 +538,16 @@ def at_build_start(act: Callable[[], None]) -> RecordingReporter:
     return Acting()
 
 
+def built_then_edited(root: Path, server: EmulatorServer, count: int) -> api.Project:
+    """A project of ``count`` generated targets, built, then t0001's prompt edited: a build with work to do."""
+    make_manifest(root, count, every_ref=0)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, server)).ok
+    manifest = root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))
+    return project
+
+
 def test_a_lock_pulled_in_mid_build_keeps_the_teammates_entries_and_gains_the_builds(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
@@ -569,9 +579,8 @@ def test_a_lock_pulled_in_mid_build_keeps_the_teammates_entries_and_gains_the_bu
 def test_a_lock_pulled_in_mid_build_keeps_the_entries_the_build_recovered_from_its_journal(
     fast_env: EmulatorServer, tmp_path: Path
 ) -> None:
-    root = make_manifest(tmp_path / "p", 3, every_ref=0)
-    project = api.open_project(root)
-    assert api.build(project, fast_settings(project, fast_env)).ok
+    root = tmp_path / "p"
+    project = built_then_edited(root, fast_env, 3)
     lock_path = root / "pixmake.lock"
     built = parse_lock(lock_path.read_text())
     lock_path.write_bytes(b"".join(lock_pieces(built.without({"t0000"}))))  # killed before its fold:
@@ -579,8 +588,6 @@ def test_a_lock_pulled_in_mid_build_keeps_the_entries_the_build_recovered_from_i
     journal.open()
     journal.finished("t0000", built.entries["t0000"])
     journal.close()
-    manifest = root / "pixmake.yaml"
-    manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))
 
     def _pull() -> None:  # the pulled lock has the teammate's banner, not t0000
         pulled = built.without({"t0000"}).with_entry("banner", built.entries["t0002"])
@@ -597,11 +604,9 @@ def test_a_file_saved_at_an_output_path_during_the_build_is_left_as_it_is(
     fast_env: EmulatorServer, tmp_path: Path
 ) -> None:
     """Else the image arriving later overwrote it, and its bytes were kept nowhere."""
-    root = make_manifest(tmp_path / "p", 2, every_ref=0)
-    project = api.open_project(root)
-    assert api.build(project, fast_settings(project, fast_env)).ok
+    root = tmp_path / "p"
+    project = built_then_edited(root, fast_env, 2)
     manifest = root / "pixmake.yaml"
-    manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))
     manifest.write_text(manifest.read_text() + "  t0002:\n    prompt: a new one\n    out: out/t0002.png\n")
     manifest.write_text(manifest.read_text().replace("product shot 0", "product shot 0, in red"))
     saved = {"out/t0001.png": b"a designer's own version", "out/t0002.png": b"a sketch saved there meanwhile"}
@@ -628,13 +633,10 @@ def test_a_lock_pulled_in_while_the_build_plans_is_merged_too(
 ) -> None:
     """The stat the merge compares with is taken before the plan reads the lock, not after it (a cold
     scan of a large project takes seconds)."""
-    root = make_manifest(tmp_path / "p", 3, every_ref=0)
-    project = api.open_project(root)
-    assert api.build(project, fast_settings(project, fast_env)).ok
+    root = tmp_path / "p"
+    project = built_then_edited(root, fast_env, 3)
     lock_path = root / "pixmake.lock"
     built = parse_lock(lock_path.read_text())
-    manifest = root / "pixmake.yaml"
-    manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))
     scan = api._scan
 
     def scan_during_a_pull(*args: Any, **kwargs: Any) -> Any:

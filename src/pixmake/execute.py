@@ -349,7 +349,11 @@ class _Recorder:
         try:
             theirs = self._changed_on_disk()
             if theirs is not None:  # rare: the whole lock in memory, once
-                ours = self._base.entries if self._base is not None else parse_lock(_text(self._copy)).entries
+                ours = (
+                    self._base.entries
+                    if self._base is not None
+                    else parse_lock(self._copy.read_text(encoding="utf-8")).entries
+                )
                 merged = {**ours, **changed}
                 for name, entry in theirs.entries.items():
                     own = merged.get(name) if name in self._ours else None
@@ -383,7 +387,7 @@ class _Recorder:
         if stat is None or stat == self._lock_stat:
             return None
         try:
-            return parse_lock(_text(self.lock_path), file=self.lock_path.name)
+            return parse_lock(self.lock_path.read_text(encoding="utf-8"), file=self.lock_path.name)
         except (OSError, UnicodeDecodeError, LockfileError):
             return None
 
@@ -457,9 +461,13 @@ def _trim_heap() -> None:
         trim(0)
 
 
-def _text(path: Path) -> str:
-    with open(path, encoding="utf-8") as file:
-        return file.read()
+def _left_as_saved(path: str, target: str, kept: str, image: str) -> StorageError:
+    """The failure of an output left alone: a file was saved at ``path`` during the build."""
+    return StorageError(
+        f"{path} was saved during the build, so it was left as it is{kept}'pixmake accept {target}' keeps the "
+        f"saved file, 'pixmake build --restore' puts {image} there",
+        build_wide=False,
+    )
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
@@ -522,7 +530,7 @@ class Executor:
     random: Callable[[], float] = _random.random
     backoff: Backoff = field(default_factory=Backoff)
     max_images: int | None = None  # a cap on what this build pays; the plan was checked against it
-    planned_stats: Mapping[str, tuple[int, int, int, int]] = field(default_factory=dict)  # files as the plan saw them
+    planned_stats: Mapping[str, FileStat] = field(default_factory=dict)  # files as the plan saw them
     _unplanned: int = 0  # images of submits the plan did not count (a resumed task the provider no longer has)
     _planned_images: int = 0  # what the plan pays for (set by run)
     _failed: list[TargetFailure] = field(default_factory=list)
@@ -561,7 +569,7 @@ class Executor:
         input_hashes: Mapping[str, str],
         upload_cache: UploadCache,
         max_images: int | None = None,
-        planned_stats: Mapping[str, tuple[int, int, int, int]] | None = None,
+        planned_stats: Mapping[str, FileStat] | None = None,
         lock_stat: FileStat | EllipsisType | None = ...,
     ) -> Executor:
         """An executor whose recorder starts from ``lock`` and the journal's pending submits.
@@ -737,11 +745,7 @@ class Executor:
                     if os.path.isfile(target_file) and hash_file(target_file) == locked.sha256:
                         continue
                 if self._saved_since_plan(target_file, path):
-                    raise StorageError(
-                        f"{path} was saved during the build, so it was left as it is: 'pixmake accept "
-                        f"{action.name}' keeps it, 'pixmake build --restore' puts the locked image there",
-                        build_wide=False,
-                    )
+                    raise _left_as_saved(path, action.name, ": ", "the locked image")
                 try:
                     data = self.objects.get(locked.sha256)
                 except (OSError, ValueError) as error:
@@ -1110,9 +1114,9 @@ class Executor:
         the entry is locked all the same, so the next build restores the file from the cache, free. An
         older file left at such a path is removed (else the plan would take it for a hand edit); one
         that cannot be is named in the error; so is a file saved at a path since the plan, left as it is.
-        Raises :class:`_Undecodable` (nothing written) when an
-        image does not decode, and StorageError when the object cache cannot take an image (the task
-        stays journaled, so the next build collects it without paying).
+        Raises :class:`_Undecodable` (nothing written) when an image does not decode, and StorageError
+        when the object cache cannot take an image (the task stays journaled, so the next build collects
+        it without paying).
         """
         sizes = []
         for index, blob in enumerate(blobs):
@@ -1141,34 +1145,37 @@ class Executor:
             except UnsafePathError as error:  # nothing may be touched there
                 problem = StorageError(f"{error}{kept}: the next build restores it once it is safe", build_wide=False)
             else:
-                if self._saved_since_plan(file, path):
-                    problem = StorageError(
-                        f"{path} was saved during the build, so it was left as it is{kept}: 'pixmake accept "
-                        f"{target}' keeps the saved file, 'pixmake build --restore' puts the new image there",
-                        build_wide=False,
-                    )
-                    if failure is None:
-                        failure = problem
+                found = self._put_output(file, path, target, blob, kept)
+                if found is None:
                     continue
-                try:
-                    self._write_output(file, path, blob, after=f"{kept}: the next build restores it")
-                    continue
-                except StorageError as error:
-                    problem = error
-                    # Locked with the new bytes, the path must not keep an older image (the plan would take
-                    # it for a hand edit): emptied, it is missing, and the next build restores it.
-                    try:
-                        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                            os.unlink(file)
-                    except OSError:
-                        message = str(error).removesuffix(": the next build restores it")
-                        problem = StorageError(
-                            f"{message}; an older file is still at {path}: build --restore puts it in place",
-                            build_wide=error.build_wide,
-                        )
+                problem = found
             if failure is None or (problem.build_wide and not failure.build_wide):  # a full disk stops the build
                 failure = problem
         return tuple(outputs), failure
+
+    def _put_output(self, file: str, path: str, target: str, blob: bytes, kept: str) -> StorageError | None:
+        """Worker thread: write one paid output (locked and cached already); the problem that stopped it, if any.
+
+        A file saved at ``path`` since the plan is left alone. After a failed write, the path must not keep an
+        older image (the plan would take it for a hand edit): emptied, it is missing, and the next build
+        restores it; one that cannot be emptied is named.
+        """
+        if self._saved_since_plan(file, path):
+            return _left_as_saved(path, target, f"{kept}: ", "the new image")
+        try:
+            self._write_output(file, path, blob, after=f"{kept}: the next build restores it")
+            return None
+        except StorageError as error:
+            try:
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    os.unlink(file)
+            except OSError:
+                message = str(error).removesuffix(": the next build restores it")
+                return StorageError(
+                    f"{message}; an older file is still at {path}: build --restore puts it in place",
+                    build_wide=error.build_wide,
+                )
+            return error
 
     async def _generate(
         self, target: Target, key: str, *, submit: bool = True, planned: bool = True
