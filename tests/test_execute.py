@@ -600,6 +600,26 @@ def test_a_lock_pulled_in_mid_build_keeps_the_entries_the_build_recovered_from_i
     assert entries["t0000"] == built.entries["t0000"]
 
 
+def test_a_killed_builds_temporary_files_are_removed_by_the_next_build_and_nothing_else(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """A build killed mid-write leaves `.<out>.<hex>.tmp` beside the output: git add -A would commit it."""
+    root = tmp_path / "p"
+    project = built_then_edited(root, fast_env, 2)  # t0001 is built again
+    out = root / "out"
+    leftovers = [".t0001.png.0123456789ab.tmp"]
+    kept = [
+        ".t0000.png.0123456789ab.tmp",
+        ".notes.txt.0123456789ab.tmp",
+        ".t0001.png.tmp",
+        "t0001.png.0123456789ab.tmp",
+    ]
+    for name in leftovers + kept:  # t0000 is not written by this build: its file is not touched
+        (out / name).write_bytes(b"half an image")
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == sorted(kept)
+
+
 def test_a_file_saved_at_an_output_path_during_the_build_is_left_as_it_is(
     fast_env: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -623,9 +623,11 @@ def _build(
 
     from pixmake.execute import Executor, limit_heap_arenas
     from pixmake.journal import Journal
+    from pixmake.manifest import output_paths
     from pixmake.memo import file_stat
-    from pixmake.plan import PLACEHOLDER, Builder
+    from pixmake.plan import PLACEHOLDER, ActionKind, Builder
     from pixmake.report import NullReporter
+    from pixmake.store import remove_leftover_temps
     from pixmake.uploads import UploadCache
 
     limit_heap_arenas()
@@ -658,6 +660,9 @@ def _build(
         )
     if paid:
         _keep_replaced_files(project, paid)
+    writes = (a for a in result.plan.actions if a.kind.generates or a.kind is ActionKind.RESTORE)
+    writing = [a.target for a in writes if a.target is not None]  # a killed build's temporary files: gone
+    remove_leftover_temps(project.root, (path for target in writing for path in output_paths(target)))
     journal = Journal(project.journal)
     journal.open()
     provider = None

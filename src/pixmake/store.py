@@ -28,6 +28,7 @@ __all__ = [
     "disk_wide",
     "make_state_dir",
     "project_lock",
+    "remove_leftover_temps",
     "running_build",
     "safe_path",
     "sha256_bytes",
@@ -98,6 +99,31 @@ def _temp_beside(directory: str, name: str) -> tuple[int, str]:
             return os.open(tmp, _CREATE, 0o666), tmp
         except FileExistsError:
             continue  # a name already taken: draw another
+
+
+def remove_leftover_temps(root: Path, outputs: Iterable[str]) -> list[str]:
+    """Delete the temporary files (``.<name>.<12 hex>.tmp``) that a killed build left beside these outputs
+    (project paths); the project paths of those deleted. Call it holding the project lock: no other
+    build is writing. Only a temporary file of one of ``outputs`` is touched; ``git add -A`` would
+    otherwise commit the half-written image."""
+    names: dict[str, set[str]] = {}
+    for rel in outputs:
+        folder, _, name = rel.rpartition("/")
+        names.setdefault(folder, set()).add(name)
+    removed = []
+    for folder, wanted in names.items():
+        try:
+            entries = os.scandir(os.path.join(root, folder) if folder else root)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                found = _TEMP_NAME.fullmatch(entry.name) if entry.name.endswith(".tmp") else None
+                if found is not None and found["name"] in wanted:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+                        removed.append(f"{folder}/{entry.name}" if folder else entry.name)
+    return removed
 
 
 def _write_all(fd: int, pieces: Iterable[bytes]) -> None:
