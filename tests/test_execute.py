@@ -720,13 +720,18 @@ def test_hundreds_of_targets_sharing_one_reference_upload_it_once(fast_env: Emul
     assert again.ok and len(again.generated) == 25 and again.statistics.uploads == 0
 
 
+def _sharing_a_reference(root: Path, server: EmulatorServer) -> tuple[Path, Path]:
+    """Four targets, t0000 and t0002 using refs/brand.png; the project root and that reference."""
+    server.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    make_manifest(root, 4, concurrency=4, every_ref=2)
+    return root, root / "refs" / "brand.png"
+
+
 def test_a_reference_edited_during_the_build_is_not_sent_as_the_planned_bytes(
     fast_env: EmulatorServer, tmp_path: Path
 ) -> None:
     """Else its upload was cached under the planned hash and its targets locked as made from the old file."""
-    fast_env.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
-    root = make_manifest(tmp_path / "p", 4, concurrency=4, every_ref=2)  # t0000 and t0002 use refs/brand.png
-    brand = root / "refs" / "brand.png"
+    root, brand = _sharing_a_reference(tmp_path / "p", fast_env)
 
     def _recolour() -> None:  # planned, nothing uploaded yet
         write_png(brand, (32, 32), (200, 30, 30))
@@ -752,9 +757,7 @@ def test_a_reference_edited_during_the_build_is_not_sent_as_the_planned_bytes(
 def test_a_reference_that_cannot_be_read_fails_its_targets_not_the_build(
     fast_env: EmulatorServer, tmp_path: Path
 ) -> None:
-    fast_env.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
-    root = make_manifest(tmp_path / "p", 4, concurrency=4, every_ref=2)  # t0000 and t0002 use refs/brand.png
-    brand = root / "refs" / "brand.png"
+    root, brand = _sharing_a_reference(tmp_path / "p", fast_env)
 
     def _unreadable() -> None:  # as a permission change would (the suite may run as root)
         brand.unlink()
