@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from conftest import PACKAGE_ROOT, run_cli
 from pixmake.emulator import EmulatorServer
 from pixmake.entry import answer_noop_plan
+from pixmake.memo import check_memo, memo_file
 
 
 def _python(args: list[str], code: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -60,3 +62,26 @@ def test_a_change_falls_through_to_the_full_cli(examples_copy: Path, provider_en
 def test_errors_are_reported_by_the_full_cli(tmp_path: Path) -> None:
     done = _python(["-C", str(tmp_path / "missing"), "plan", "--check"])
     assert done.returncode == 3 and done.stderr.startswith("pixmake: error:")
+
+
+def test_plan_and_build_show_the_warnings_validate_shows(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(
+        manifest.read_text().replace("tags: [brand]", "tags: [brand]\n    params: {colour_mode: vivid}")
+    )
+    checked = run_cli("-C", str(examples_copy), "validate")
+    warnings = [line for line in checked.stderr.splitlines() if line.startswith("pixmake: warning: ")]
+    assert checked.exit_code == 0 and len(warnings) == 1 and "colour_mode" in warnings[0]
+    built = run_cli("-C", str(examples_copy), "build")
+    assert built.exit_code == 0 and built.stderr.splitlines()[0] == warnings[0]  # before the build's own lines
+    for _ in range(2):  # the second plan is answered by the no-op memo: it still warns, and the fast lane stands aside
+        planned = run_cli("-C", str(examples_copy), "plan", "--check")
+        assert (planned.exit_code, planned.stderr.splitlines()) == (0, warnings)
+    remembered = check_memo(memo_file(examples_copy), root=examples_copy, manifest=manifest)
+    assert remembered is not None and remembered.warned
+    assert answer_noop_plan(["-C", str(examples_copy), "plan", "--check"]) is None
+    fast = _python(["-C", str(examples_copy), "plan", "--check"])
+    assert (fast.returncode, fast.stderr.splitlines()) == (0, warnings)
+    listed = json.loads(run_cli("-C", str(examples_copy), "validate", "--json").stdout)
+    document = json.loads(run_cli("-C", str(examples_copy), "plan", "--json").stdout)
+    assert document["warnings"] == listed and listed[0]["severity"] == "warning"

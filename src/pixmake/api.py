@@ -184,7 +184,7 @@ class PlanResult:
     first use (they are then exactly what a full plan would have read).
     """
 
-    __slots__ = ("_disk", "_lock", "_manifest", "_pending", "_project", "plan")
+    __slots__ = ("_disk", "_lock", "_manifest", "_pending", "_project", "_warnings", "plan")
 
     def __init__(
         self,
@@ -195,9 +195,15 @@ class PlanResult:
         *,
         project: Project | None = None,
         pending: dict[str, PendingSubmit] | None = None,
+        warnings: tuple[Diagnostic, ...] | None = None,
     ) -> None:
         self._manifest, self._lock, self._disk, self.plan, self._project = manifest, lock, disk, plan, project
-        self._pending = pending
+        self._pending, self._warnings = pending, warnings
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        """The manifest's warnings (unknown parameters, outputs one file on macOS and Windows, ...)."""
+        return self.manifest.warnings if self._warnings is None else self._warnings
 
     @property
     def manifest(self) -> Manifest:
@@ -284,12 +290,13 @@ def memo_plan(project: Project) -> PlanResult | None:
     """The plan from the no-op memo, when nothing it depends on changed since it was written."""
     from pixmake.memo import check_memo, memo_file
 
-    targets = check_memo(memo_file(project.root), root=project.root, manifest=project.manifest)
-    if targets is None:
+    remembered = check_memo(memo_file(project.root), root=project.root, manifest=project.manifest)
+    if remembered is None:
         return None
     from pixmake.plan import Plan
 
-    return PlanResult(None, None, None, Plan.all_unchanged(targets), project=project)
+    warnings = None if remembered.warned else ()  # None: from the manifest (its cache), on first use
+    return PlanResult(None, None, None, Plan.all_unchanged(remembered.targets), project=project, warnings=warnings)
 
 
 @paused_gc()
@@ -368,6 +375,7 @@ def plan(
             sources=sources,
             files=sorted(disk.stats.items()),
             targets=[(a.name, a.key or "") for a in result.actions],
+            warned=bool(manifest.warnings),
         )
     return PlanResult(manifest, lock, disk, result, pending=pending)
 

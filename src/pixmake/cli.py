@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import IntEnum
 from types import FrameType
 from typing import Any, NoReturn
@@ -22,7 +22,7 @@ from click.core import ParameterSource
 from pixmake import __version__
 from pixmake.entry import PIPE_CLOSED as _PIPE_CLOSED
 from pixmake.entry import silence_stdout
-from pixmake.errors import AuthError, ManifestError, PixmakeError, UserError
+from pixmake.errors import AuthError, Diagnostic, ManifestError, PixmakeError, UserError
 
 __all__ = ["ExitCode", "cli", "main"]
 
@@ -71,7 +71,6 @@ def cli(ctx: click.Context, directory: str | None, manifest: str | None) -> None
 def validate(obj: _Context, as_json: bool) -> None:
     """Check the manifest, its catalogs and input images against the schema and the model rules."""
     from pixmake import api
-    from pixmake.errors import Diagnostic
 
     try:
         manifest = api.validate(obj.project())
@@ -88,10 +87,15 @@ def validate(obj: _Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([d.as_dict() for d in manifest.warnings], indent=1, ensure_ascii=False))
         return
-    for warning in manifest.warnings:
-        click.echo(f"pixmake: warning: {warning}", err=True)
+    _print_warnings(manifest.warnings)
     count = len(manifest.targets)
     click.echo(f"{manifest.file}: ok, {count} target{'s' * (count != 1)}")
+
+
+def _print_warnings(warnings: Iterable[Diagnostic]) -> None:
+    """The manifest's warnings on stderr, one line each: validate, plan and build all show them."""
+    for warning in warnings:
+        click.echo(f"pixmake: warning: {warning}", err=True)
 
 
 @cli.command()
@@ -160,7 +164,10 @@ def plan(
     select = _selection(targets, tags)
     project = obj.project()
     builder = Builder.PROVIDER if provider else Builder.EITHER
-    result = api.plan(project, replace=replace, select=select, restore=restore, builder=builder).plan
+    planned = api.plan(project, replace=replace, select=select, restore=restore, builder=builder)
+    result = planned.plan
+    if not as_json:
+        _print_warnings(planned.warnings)
     if any(a.kind is ActionKind.RESUME for a in result.actions):
         from pixmake.store import running_build
 
@@ -189,7 +196,7 @@ def plan(
         stale = [o.path for a in result.actions for o in a.stale]
         document = {
             "actions": actions, "counts": counts, "images": result.images_to_generate, "dropped": dropped,
-            "stale": stale, "up_to_date": result.up_to_date,
+            "stale": stale, "up_to_date": result.up_to_date, "warnings": [d.as_dict() for d in planned.warnings],
         }  # fmt: skip
         click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
     else:
@@ -331,6 +338,7 @@ def build(
 
     project = obj.project()
     manifest = api.load_manifest(project)  # through the manifest cache, as plan does
+    _print_warnings(manifest.warnings)
     environ: Mapping[str, str] = os.environ
     if emulator:  # the emulator brings its own URL and key: a bad one in the environment does not matter
         ignored = {"PIXMAKE_BASE_URL", manifest.provider.api_key_env}

@@ -67,10 +67,12 @@ def answer_noop_plan(argv: list[str]) -> str | None:
     try:
         # The manifest's location exactly as api.open_project finds it; a mismatch only means a memo miss.
         path = ((Path(directory) if directory is not None else Path.cwd()) / (manifest or "pixmake.yaml")).absolute()
-        targets = check_memo(memo_file(path.parent), root=path.parent, manifest=path)
+        remembered = check_memo(memo_file(path.parent), root=path.parent, manifest=path)
     except (OSError, ValueError):
         return None  # the full path reports it
-    return None if targets is None else _unchanged_summary(len(targets))
+    if remembered is None or remembered.warned:
+        return None  # the full path prints the warnings (from the memo) before the plan
+    return _unchanged_summary(len(remembered.targets))
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -14,7 +14,8 @@ This module imports nothing of the manifest parser. Format (``marshal``)::
 
     (MEMO_VERSION, (pixmake version, code identity), (root, manifest), ((source path, stat | None), ...),
      paths: b"\\0"-joined, the paths' stats packed as int64 (mtime_ns, size, ino, ctime_ns),
-     newest mtime_ns among them, names: b"\\0"-joined UTF-8, keys: 32-byte digests concatenated)
+     newest mtime_ns among them, names: b"\\0"-joined UTF-8, keys: 32-byte digests concatenated,
+     whether the manifest has warnings)
 
 Packed bytes rather than tuples: loading 100,000 stat tuples would cost more than stat'ing the
 files, while bytes load as one copy, and the check runs as C-level ``map`` calls and one ``==``.
@@ -30,17 +31,24 @@ from functools import partial
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Final, overload
+from typing import Any, Final, NamedTuple, overload
 
 from pixmake import __version__
 
-__all__ = ["MEMO_VERSION", "FileStat", "check_memo", "code_identity", "file_stat", "write_memo"]
+__all__ = ["MEMO_VERSION", "FileStat", "Remembered", "check_memo", "code_identity", "file_stat", "write_memo"]
 
-MEMO_VERSION: Final = 3
+MEMO_VERSION: Final = 4
 FileStat = tuple[int, int, int, int]
 """``(size, mtime_ns, ino, ctime_ns)``: a file's identity for every cache in ``.pixmake/``."""
 
 _IDENTITY: Final = attrgetter("st_mtime_ns", "st_size", "st_ino", "st_ctime_ns")
+
+
+class Remembered(NamedTuple):
+    """What the memo proves: each target's (name, key), all unchanged; and whether the manifest has warnings."""
+
+    targets: Sequence[tuple[str, str]]
+    warned: bool
 
 
 def code_identity() -> tuple[tuple[str, int, int], ...]:
@@ -85,12 +93,14 @@ def write_memo(
     sources: Sequence[tuple[str, FileStat | None]],
     files: Sequence[tuple[str, FileStat]],
     targets: Sequence[tuple[str, str]],
+    warned: bool = False,
 ) -> None:
     """Record an all-unchanged plan.
 
     ``sources`` are absolute paths and stats of what the plan's values came from (manifest,
     catalogs, lockfile, journal; None for a file that does not exist), ``files`` the project-relative
-    paths and stats of every file the plan hashed, ``targets`` each target's (name, key) in order.
+    paths and stats of every file the plan hashed, ``targets`` each target's (name, key) in order,
+    ``warned`` whether the manifest has warnings (a plan answered by the memo must print them too).
     """
     from pixmake.store import atomic_write
 
@@ -105,6 +115,7 @@ def write_memo(
             max((st[1] for _, st in files), default=0),
             "\0".join(name for name, _ in targets).encode(),
             b"".join(bytes.fromhex(key) for _, key in targets),
+            warned,
         )
         data = marshal.dumps(record)
         try:
@@ -117,13 +128,13 @@ def write_memo(
         return
 
 
-def check_memo(memo: Path, *, root: Path, manifest: Path) -> Sequence[tuple[str, str]] | None:
-    """Each target's (name, key) when the memo still holds for this manifest, else None (plan normally)."""
+def check_memo(memo: Path, *, root: Path, manifest: Path) -> Remembered | None:
+    """What the memo remembers when it still holds for this manifest, else None (plan normally)."""
     try:
         with open(memo, "rb") as handle:
             written_ns = os.fstat(handle.fileno()).st_mtime_ns
             record: Any = marshal.loads(handle.read())
-        version, pixmake, recorded_root, sources, paths, packed, newest, names, keys = record
+        version, pixmake, recorded_root, sources, paths, packed, newest, names, keys, warned = record
     except (OSError, EOFError, ValueError, TypeError):
         return None
     if version != MEMO_VERSION or recorded_root != (str(root), str(manifest)) or newest >= written_ns:
@@ -146,7 +157,7 @@ def check_memo(memo: Path, *, root: Path, manifest: Path) -> Sequence[tuple[str,
         return None
     finally:
         os.close(directory)
-    return _Targets(names.decode().split("\0") if names else [], keys)
+    return Remembered(_Targets(names.decode().split("\0") if names else [], keys), bool(warned))
 
 
 class _Targets(Sequence[tuple[str, str]]):
