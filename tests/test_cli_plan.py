@@ -189,6 +189,65 @@ def test_edited_output_is_kept_and_warned_restore_puts_it_back(
     assert logo.read_bytes() == locked
 
 
+def test_swapped_outs_are_put_back_for_free_not_taken_for_hand_edits(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    lifestyle, marble = examples_copy / "assets/mug-lifestyle.png", examples_copy / "assets/mug-marble.png"
+    images = {"mug-lifestyle": lifestyle.read_bytes(), "mug-marble": marble.read_bytes()}
+    edit_manifest(examples_copy, {"mug-lifestyle": {"out": str(marble.relative_to(examples_copy))}})
+    edit_manifest(examples_copy, {"mug-marble": {"out": str(lifestyle.relative_to(examples_copy))}})
+    code, lines = plan(examples_copy, "--check")
+    assert code == ExitCode.CHANGES  # a build would write: the wrong image stands at each path
+    assert lines[:2] == [
+        f"< restore    {name}: output {path} holds another image pixmake made (outs moved or swapped? a branch switch?)"
+        for name, path in (("mug-lifestyle", "assets/mug-marble.png"), ("mug-marble", "assets/mug-lifestyle.png"))
+    ]
+    submits = len(provider_env.emulator.submits())
+    built(examples_copy)
+    assert len(provider_env.emulator.submits()) == submits  # nothing paid
+    assert (marble.read_bytes(), lifestyle.read_bytes()) == (images["mug-lifestyle"], images["mug-marble"])
+    assert plan(examples_copy, "--check")[0] == 0
+
+
+def test_a_branch_switch_with_outputs_not_committed_restores_the_images_for_free(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    manifest, lockfile = examples_copy / "pixmake.yaml", examples_copy / "pixmake.lock"
+    main_branch = manifest.read_bytes(), lockfile.read_bytes()
+    logo = examples_copy / "assets/logo-tile.png"
+    locked = logo.read_bytes()
+    manifest.write_text(manifest.read_text().replace("two colours", "three colours"))
+    built(examples_copy)  # the feature branch pays for its logo
+    manifest.write_bytes(main_branch[0])  # git switch main: the lock and manifest change, the outputs stay
+    lockfile.write_bytes(main_branch[1])
+    assert plan(examples_copy)[1][0] == (
+        "< restore    logo-tile: output assets/logo-tile.png holds another image pixmake made "
+        "(outs moved or swapped? a branch switch?)"
+    )
+    submits = len(provider_env.emulator.submits())
+    built(examples_copy)
+    assert len(provider_env.emulator.submits()) == submits and logo.read_bytes() == locked
+
+
+def test_a_file_of_the_users_that_a_build_kept_is_still_a_hand_edit(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    logo = examples_copy / "assets/logo-tile.png"
+    write_png(logo, (32, 32), (0, 200, 0))
+    retouched = logo.read_bytes()
+    assert run_cli("-C", str(examples_copy), "build", "--replace", "logo-tile").exit_code == 0  # keeps it, then pays
+    logo.write_bytes(retouched)  # the retouch brought back from a backup
+    code, lines = plan(examples_copy, "--check")
+    assert code == 0 and lines[0].startswith(
+        "! edited     logo-tile: output assets/logo-tile.png differs from the lock"
+    )
+    built(examples_copy)
+    assert logo.read_bytes() == retouched
+
+
 def test_accept_records_the_edited_file_as_the_output(examples_copy: Path, provider_env: EmulatorServer) -> None:
     built(examples_copy)
     logo = examples_copy / "assets/logo-tile.png"

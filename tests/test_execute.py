@@ -186,7 +186,7 @@ def test_a_real_build_replaces_the_emulators_placeholders_and_an_emulator_build_
     assert run_cli("-C", str(root), "build", "--emulator").exit_code == ExitCode.OK
     assert all(entry.emulator for entry in parse_lock((root / "pixmake.lock").read_text()).entries.values())
     assert run_cli("-C", str(root), "build", "--emulator").exit_code == ExitCode.OK  # nothing to do there
-    (root / "poster.png").write_bytes((root / "logo.png").read_bytes())  # someone's own file over a placeholder
+    write_png(root / "poster.png", (32, 32), (0, 200, 0))  # someone's own file over a placeholder
     planned = run_cli("-C", str(root), "plan", "--check")  # as --emulator builds it: kept, and said so
     assert planned.exit_code == ExitCode.OK  # what `build --emulator` would do: nothing
     assert planned.stdout.splitlines()[-1] == (

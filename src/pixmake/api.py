@@ -525,7 +525,8 @@ def _keep_replaced_files(project: Project, actions: Iterable[Action]) -> None:
             if reason.code == "replaces-file" and reason.details is not None:
                 rel, sha = reason.details["path"], reason.details["sha256"]
                 if not objects.has(sha):
-                    objects.put(safe_path(project.root, rel, field=f"targets.{action.name}.out").read_bytes())
+                    kept = safe_path(project.root, rel, field=f"targets.{action.name}.out").read_bytes()
+                    objects.put(kept, users=True)
 
 
 def _record_stale(project: Project, actions: Iterable[Action]) -> None:

@@ -356,6 +356,9 @@ def _output_action(
         elif path in disk.damaged:  # not a hand edit: what a crash leaves of an unsynced write
             text = f"output {path} is empty or not a whole image (cut short by a crash?)"
             missing.append(Reason("output-damaged", text, {"path": path}))
+        elif actual in disk.made_by_pixmake and locked.sha256 in disk.cached_objects:
+            text = f"output {path} holds another image pixmake made (outs moved or swapped? a branch switch?)"
+            missing.append(Reason("output-replaced", text, {"path": path, "locked": locked.sha256, "actual": actual}))
         else:
             edited.append(
                 Reason(

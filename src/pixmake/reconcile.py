@@ -67,7 +67,7 @@ def accept_outputs(
         info = read_header(path)
         if info.format is None:
             raise ConfigError(f"accept {target.name}: {rel} is not an image pixmake can read")
-        sha = objects.put(data)
+        sha = objects.put(data, users=True)
         outputs.append(LockedOutput(rel, sha, len(data), info.width, info.height))
     key = target_key(target, hashes)
     old = lock.entries.get(target.name)

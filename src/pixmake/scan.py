@@ -77,6 +77,10 @@ class DiskState:
     # Outputs that differ from their locked bytes as a power cut leaves an unsynced write (a strict
     # prefix of those bytes, or not a whole image), never as a hand edit does. The plan restores them.
     damaged: frozenset[str] = frozenset()
+    # The hashes of outputs that differ from their locked bytes but are images pixmake made: another
+    # target's (outs moved or swapped) or other inputs' (a branch switch, with outputs not committed).
+    # Not a hand edit: the plan puts the locked bytes back when they are cached.
+    made_by_pixmake: frozenset[str] = frozenset()
 
 
 def hash_file(path: Path | str) -> str:
@@ -308,5 +312,14 @@ def scan_project(
         if path in hashes:
             differing.setdefault(path, set()).add(sha)
     damaged = frozenset(path for path, shas in differing.items() if _is_debris(found[path][0], shas, objects))
+    present = {hashes[path] for path in differing.keys() - damaged}
+    if present:
+        locked_anywhere = {o.sha256 for entry in lock.entries.values() for o in (*entry.outputs, *entry.stale)}
+        made = frozenset(sha for sha in present if sha in locked_anywhere or objects.made_by_pixmake(sha))
+    else:
+        made = frozenset()
     stats = {rel: found[rel][1] for rel in hashes}
-    return DiskState(file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged)
+    return DiskState(
+        file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged,
+        made_by_pixmake=made,
+    )  # fmt: skip

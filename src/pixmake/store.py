@@ -248,12 +248,16 @@ class RootGuard:
             raise UnsafePathError(field, rel)
 
 
+_USERS: Final = "users"  # in objects/: the sha256 of each stored file someone made, one per line
+
+
 class ObjectCache:
     """Content-addressed store of every image pixmake was paid for: ``objects/ab/abcdef…``."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._prefix = os.fspath(directory)
+        self._users: frozenset[str] | None = None
 
     def path(self, sha256: str) -> Path:
         """Where the object with this hash lives (whether or not it exists)."""
@@ -266,8 +270,13 @@ class ObjectCache:
         """Whether the object is stored."""
         return os.path.isfile(self._file(sha256))
 
-    def put(self, data: bytes) -> str:
-        """Store bytes (idempotent); returns their sha256."""
+    def put(self, data: bytes, *, users: bool = False) -> str:
+        """Store bytes (idempotent); returns their sha256.
+
+        ``users``: the bytes of a file someone made (kept before a build overwrote it, or accepted).
+        Unless pixmake stored the same bytes before, they are listed in ``objects/users``, so that
+        :meth:`made_by_pixmake` never takes them for an image it generated.
+        """
         digest = sha256_bytes(data)
         target = self._file(digest)
         try:
@@ -275,8 +284,32 @@ class ObjectCache:
         except FileNotFoundError:
             intact = False
         if not intact:
+            if users:
+                self._note_users(digest)  # first: a crash between the two leaves a user's file listed, never unlisted
             atomic_write(target, data)
         return digest
+
+    def _note_users(self, digest: str) -> None:
+        os.makedirs(self._prefix, exist_ok=True)
+        fd = os.open(os.path.join(self._prefix, _USERS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, f"{digest}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._users = None
+
+    def made_by_pixmake(self, sha256: str) -> bool:
+        """Whether the object is an image a build generated: stored, and not listed as someone's file."""
+        if not self.has(sha256):
+            return False
+        if self._users is None:
+            try:
+                with open(os.path.join(self._prefix, _USERS), "rb") as listed:
+                    self._users = frozenset(line.decode("ascii", "replace").strip() for line in listed)
+            except FileNotFoundError:
+                self._users = frozenset()
+        return sha256 not in self._users
 
     def get(self, sha256: str) -> bytes:
         """The stored bytes, verified against their hash; raises FileNotFoundError or ValueError."""
