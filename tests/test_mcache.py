@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from pixmake.manifest import Manifest, parse_manifest
@@ -100,3 +101,19 @@ def test_another_display_name_or_a_corrupt_cache_is_a_miss(tmp_path: Path) -> No
     cache.write_bytes(b"\x00garbage")
     assert load(manifest, cache, parse).targets[0].name == "hero"
     assert parse.calls == 3
+
+
+def test_a_catalog_edited_while_the_manifest_is_parsed_is_read_again(tmp_path: Path) -> None:
+    manifest, cache, parse = project(tmp_path)
+
+    def parse_then_edit() -> Manifest:  # the catalog changes after the parser read it
+        parsed = parse()
+        catalog = tmp_path / "skus.csv"
+        catalog.write_text("sku\na100\nc300\n")
+        second_ago = time.time_ns() - 10**9  # well before the cache is written: not racy
+        os.utime(catalog, ns=(second_ago, second_ago))
+        return parsed
+
+    first = load_manifest(manifest, cache, file="pixmake.yaml", parse=parse_then_edit)[0]
+    assert [t.name for t in first.targets][-1] == "sku-b200"
+    assert [t.name for t in load(manifest, cache, parse).targets][-1] == "sku-c300"

@@ -87,6 +87,16 @@ def test_racy_rule_a_file_not_older_than_the_cache_is_hashed_again(tmp_path: Pat
         assert got == hashlib.sha256(b"alpha").hexdigest()
 
 
+def test_a_racy_entry_not_hashed_again_does_not_outlive_a_rewrite_of_the_cache(tmp_path: Path) -> None:
+    mtime = 1_600_000_000 * SECOND
+    write(tmp_path, "ref/a.png", b"alpha", mtime_ns=mtime)
+    poison(tmp_path, "ref/a.png", mtime)  # cached in the tick the file was written: racy
+    write(tmp_path, "ref/b.png", b"beta")
+    scan(tmp_path, Target("b", "p", "gpt-4o-image", "1:1", 1, "out/b.png", references=("ref/b.png",)))  # not a.png
+    assert os.stat(tmp_path / ".pixmake" / "statcache").st_mtime_ns > mtime  # rewritten, later than a.png
+    assert scan(tmp_path, target("ref/a.png"))["ref/a.png"] == hashlib.sha256(b"alpha").hexdigest()
+
+
 @pytest.mark.parametrize("change", ["content same size", "size", "replaced (new inode)"])
 def test_any_stat_change_means_hash_again(tmp_path: Path, change: str) -> None:
     old = 1_600_000_000 * SECOND

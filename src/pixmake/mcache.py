@@ -10,6 +10,10 @@ here (:func:`load_manifest` takes it as a callable); the entry is valid while al
   is older than the cache file's, git's rule), or else its bytes still hash to the recorded sha256;
 * every catalog file the manifest read (``Manifest.catalogs``) has the same stat and is not racy.
 
+A catalog's stat is taken after the parse, which has no handle on it: a catalog modified less than
+:data:`_SETTLE_NS` before the parse began may have changed after it was read, so its stat is recorded
+as unknown (None): the cache, and the no-op memo that takes the stat from here, miss until it settles.
+
 The value is stored with :mod:`marshal` (fast to load; the format is private and versioned by the
 pixmake version in the key). A cache that cannot be read or written is ignored: it only saves work.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -32,6 +37,7 @@ from pixmake.recordfile import read_record, write_record
 __all__ = ["MCACHE_VERSION", "FileStat", "file_stat", "load_manifest"]
 
 MCACHE_VERSION: Final = 1
+_SETTLE_NS: Final = 2 * 10**9  # more than the coarsest mtime granularity in use (FAT's 2 s)
 
 # Dataclasses a Manifest is made of. Encoded values: a plain value (str, int, float, bool, None, and
 # tuples, lists and dicts of plain values) stays as it is; a dataclass is (_DC, class index, fields...);
@@ -132,8 +138,9 @@ def load_manifest(
                 if isinstance(value, Manifest):
                     return value, (stat, tuple(record["catalogs"]))
     digest = _sha256(manifest) if stat is not None else ""
+    settled_before = time.time_ns() - _SETTLE_NS
     value = parse()
-    catalogs = tuple((rel, file_stat(root / rel)) for rel in getattr(value, "catalogs", ()))
+    catalogs = tuple((rel, _settled(file_stat(root / rel), settled_before)) for rel in getattr(value, "catalogs", ()))
     try:
         encoded = _encode(value)
     except TypeError:
@@ -149,6 +156,11 @@ def load_manifest(
     if stat is not None and file_stat(manifest) == stat:  # not edited while we parsed it
         write_record(cache, record)
     return value, (stat, catalogs)
+
+
+def _settled(stat: FileStat | None, before_ns: int) -> FileStat | None:
+    """``stat`` when its file was last modified before ``before_ns``, else None: it may have changed while read."""
+    return stat if stat is not None and stat[1] < before_ns else None
 
 
 def _sha256(path: Path) -> str:

@@ -131,6 +131,7 @@ class StatCache:
         self.entries: dict[str, bytes] = {}
         self.written_ns = 0  # the cache file's mtime: entries not older than it are racy
         self.dirty = False
+        self._stored: set[str] = set()  # entries hashed by this process
         if path is not None:
             self._load(path)
 
@@ -163,6 +164,7 @@ class StatCache:
     def store(self, rel: str, st: FileStat, digest: bytes) -> None:
         """Remember a freshly computed digest."""
         self.entries[rel] = _STAT.pack(*st) + digest
+        self._stored.add(rel)
         self.dirty = True
 
     def forget(self, rel: str) -> None:
@@ -174,6 +176,15 @@ class StatCache:
         """Write the cache atomically when anything changed (a no-op scan writes nothing)."""
         if self.path is None or not self.dirty:
             return
+        # An entry still racy and not hashed again now would look safe beside the newer cache file: a file
+        # rewritten in the tick it was hashed would keep its old hash for good. Drop it (git smudges it).
+        racy = [
+            rel
+            for rel, entry in self.entries.items()
+            if rel not in self._stored and _STAT.unpack_from(entry)[1] >= self.written_ns
+        ]
+        for rel in racy:
+            del self.entries[rel]
         try:
             atomic_write(self.path, marshal.dumps((STAT_CACHE_VERSION, self.entries)))
         except OSError:
