@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import email.utils
 import io
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -305,6 +306,39 @@ def test_malformed_bodies_the_emulator_never_sends_are_translated() -> None:
         with pytest.raises(NetworkError) as caught:  # a body cut short or undecodable may have arrived
             _against(answer, call)
         assert caught.value.sent is True
+
+
+@pytest.mark.parametrize(
+    ("status", "shape", "error"),
+    [
+        ("401 Unauthorized", '{{"error": {{"message": "bad key; you sent {echo}"}}}}', AuthError),
+        ("401 Unauthorized", "you sent {echo}", AuthError),
+        ("400 Bad Request", '{{"error": {{"code": "invalid_request", "message": "{echo}"}}}}', RequestRejectedError),
+        ("502 Bad Gateway", "upstream said {echo}", ServerError),
+        ("429 Too Many Requests", '{{"message": "slow down, {echo}"}}', RateLimitedError),
+        ("200 OK", "not json {echo}", ServerError),
+        ("200 OK", '{{"echo": "{echo}"}}', ServerError),
+    ],
+)
+def test_an_answer_that_repeats_the_key_never_puts_it_in_a_message(status: str, shape: str, error: type) -> None:
+    """A gateway that quotes the request's Authorization header back, with a line end and escape codes."""
+    raw = f"Bearer {TEST_KEY}\n\x1b]0;title\x07 line two"
+    echo = json.dumps(raw)[1:-1] if shape.startswith("{") else raw
+
+    def answer(method: str, path: str) -> bytes:
+        return _raw(status, shape.format(echo=echo).encode())
+
+    with pytest.raises(error) as caught:
+        _against(answer, lambda p, u: p.poll("t"))
+    message = str(caught.value)
+    assert TEST_KEY not in message and "sk-(redacted)" in message
+    assert not any(c in message for c in "\n\x1b\x07"), message
+
+
+def test_a_failed_tasks_message_is_one_line_without_the_key() -> None:
+    failed = {"id": "t", "status": "failed", "error": {"code": "bad\nthing", "message": f"{TEST_KEY}\r\nnext\x1b[31m"}}
+    status = _against(lambda m, p: _raw("200 OK", json.dumps(failed).encode()), lambda p, u: p.poll("t"))
+    assert (status.error_code, status.error_message) == ("bad thing", "sk-(redacted) next [31m")
 
 
 def test_the_key_goes_only_to_the_api_host(emulator: EmulatorServer) -> None:

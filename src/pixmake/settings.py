@@ -32,7 +32,7 @@ class Secret:
         self._value = value
 
     def reveal(self) -> str:
-        """The secret value, for the one place that must send it."""
+        """The secret value, for the places that send it (and the one that takes it out of answers)."""
         return self._value
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import mimetypes
+import re
 import socket
 import ssl
 import time
@@ -52,6 +53,14 @@ _FAILED: Final = frozenset({"failed", "failure", "error", "cancelled", "canceled
 # Requests that surely never left this machine: safe to send again, even a submit. A connector
 # error means no connection was made; a connection timeout covers waiting for one from the pool.
 _NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidURL)
+_REDACTED: Final = b"sk-(redacted)"  # what an API answer that repeats the key says instead
+# Line ends, escape sequences and other control characters in a server's text: one space each run.
+_CONTROL_RUN: Final = re.compile(r"[\x00-\x20\x7f-\xa0\u2028\u2029]+")
+
+
+def _one_line(text: str) -> str:
+    """A server's message as one printable line: no line ends, no terminal escape sequences."""
+    return _CONTROL_RUN.sub(" ", text).strip()
 
 
 def _reason(error: BaseException) -> str:
@@ -111,15 +120,16 @@ def _error_fields(answer: _Answer) -> tuple[str | None, str]:
     except ValueError:
         text = answer.text().strip()
         looks_html = text[:200].lower().startswith(("<!doctype", "<html")) or "<title>" in text[:500].lower()
-        summary = "gateway returned an HTML error page" if looks_html else (text[:200] or "empty body")
+        summary = "gateway returned an HTML error page" if looks_html else (_one_line(text[:200]) or "empty body")
         return None, summary
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         code = error.get("code")
-        return (None if code is None else str(code)), str(error.get("message") or error.get("type") or "error")
+        message = _one_line(str(error.get("message") or error.get("type") or "error"))
+        return (None if code is None else _one_line(str(code))), message
     if isinstance(body, dict) and "message" in body:
-        return None, str(body["message"])
-    return None, str(body)[:200]
+        return None, _one_line(str(body["message"]))
+    return None, _one_line(str(body)[:200])
 
 
 def _raise_for_status(answer: _Answer) -> None:
@@ -181,8 +191,8 @@ def parse_task(body: Any) -> TaskStatus:
         status=status,
         progress=progress if isinstance(progress, int) else 0,
         urls=_result_urls(body) if state is TaskState.COMPLETED else (),
-        error_code=None if error.get("code") is None else str(error.get("code")),
-        error_message=None if error.get("message") is None else str(error.get("message")),
+        error_code=None if error.get("code") is None else _one_line(str(error.get("code"))),
+        error_message=None if error.get("message") is None else _one_line(str(error.get("message"))),
         expires_at=float(expires) if _seconds(expires) else None,
     )
 
@@ -204,6 +214,7 @@ class ToapisProvider:
         if settings.api_key is None:
             raise ProviderError(f"no API key: set the {settings.api_key_env} environment variable")
         self._settings = settings
+        self._key = settings.api_key.reveal().encode()  # to take out of any answer that repeats it
         # Requests authenticate with the Bearer key only; credentials in the URL are not sent.
         self._base = str(yarl.URL(settings.base_url).with_user(None)).rstrip("/")
         self._api_session: aiohttp.ClientSession | None = None
@@ -244,7 +255,10 @@ class ToapisProvider:
             _translated(what, url),
             session.request(method, url, allow_redirects=redirects, **options) as response,
         ):
-            return _Answer(response.status, response.headers, await response.read())
+            body = await response.read()
+        if not files and self._key in body:  # an error page that quotes the request: never print the key
+            body = body.replace(self._key, _REDACTED)
+        return _Answer(response.status, response.headers, body)
 
     async def upload(self, data: bytes, *, filename: str) -> str:
         """POST /v1/uploads/images (multipart ``file``); returns the hosted URL.
@@ -268,7 +282,7 @@ class ToapisProvider:
         body = _json(answer)
         if not isinstance(body, dict) or body.get("success") is False:
             message = body.get("message") if isinstance(body, dict) else body
-            raise RequestRejectedError(f"upload refused: {message}", status=answer.status)
+            raise RequestRejectedError(f"upload refused: {_one_line(str(message))}", status=answer.status)
         url = (body.get("data") or {}).get("url")
         if not isinstance(url, str):
             raise ServerError(f"upload answered without a URL: {str(body)[:200]}")
