@@ -110,6 +110,46 @@ def test_rich_view_prints_messages_literally() -> None:
     assert "FAILED" in out and "hero → hero-1.png, hero-2.png" in out
 
 
+def test_json_events_stay_valid_where_stdout_cannot_encode_them() -> None:
+    """PYTHONIOENCODING=ascii, a Windows code page: non-ASCII names go out as JSON escapes, not as a crash."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    reporter = JsonReporter(stream)
+    reporter.emit(TargetFinished("café", "create", ("assets/café.png",)))
+    reporter.emit(BuildFinished(RESULT, 1.0))
+    stream.flush()
+    first, last = (json.loads(line) for line in raw.getvalue().decode("ascii").splitlines())
+    assert first["outputs"] == ["assets/café.png"] and last["event"] == "build_finished"
+
+
+class _Gone(io.StringIO):
+    """A stream whose reader has left: every write raises BrokenPipeError."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_plain_lines_with_their_reader_gone_are_dropped_quietly() -> None:
+    reporter = PlainReporter(_Gone())
+    for event in EVENTS:
+        reporter.emit(event)  # raises nothing: the build goes on
+
+
+def test_the_live_view_gives_the_terminal_back_when_the_build_ends_early() -> None:
+    """Ctrl-C or an error ends a build without BuildFinished: close() still hides the bar, shows the cursor."""
+    from rich.console import Console
+
+    screen = io.StringIO()
+    reporter = RichReporter(screen)
+    reporter.console = Console(file=screen, force_terminal=True, width=80)  # as a terminal sees it
+    for event in EVENTS[:3]:
+        reporter.emit(event)
+    reporter.close()
+    shown = screen.getvalue()
+    assert "\x1b[?25h" in shown.split("\x1b[?25l")[-1]  # the cursor the view hid is shown again
+    reporter.close()  # twice is harmless
+
+
 @pytest.mark.parametrize("width", [60, 100])
 def test_rich_view_keeps_its_bar_count_and_counts_in_a_narrow_terminal(width: int) -> None:
     """The live frame, as a terminal of ``width`` columns shows it: the bar, n/total and every count."""

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from enum import IntEnum
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from click.core import ParameterSource
@@ -23,6 +23,9 @@ from pixmake import __version__
 from pixmake.entry import PIPE_CLOSED as _PIPE_CLOSED
 from pixmake.entry import silence_stdout
 from pixmake.errors import AuthError, Diagnostic, ManifestError, PixmakeError, UserError
+
+if TYPE_CHECKING:
+    from pixmake.report import JsonReporter, PlainReporter, RichReporter
 
 __all__ = ["ExitCode", "cli", "main"]
 
@@ -346,18 +349,22 @@ def build(
     settings = resolve(manifest.provider, environ, concurrency=jobs)
     if emulator and click.get_current_context().get_parameter_source("max_images") is ParameterSource.ENVIRONMENT:
         max_images = None  # a spend cap for real builds (CI, say); the emulator spends nothing
-    result = api.build(
-        project,
-        settings,
-        reporter=_reporter(as_json, verbose),
-        emulator=emulator,
-        replace=replace,
-        manifest=manifest,
-        select=_selection(targets, tags),
-        restore=restore,
-        prune=prune,
-        max_images=max_images,
-    )
+    reporter = _reporter(as_json, verbose)
+    try:
+        result = api.build(
+            project,
+            settings,
+            reporter=reporter,
+            emulator=emulator,
+            replace=replace,
+            manifest=manifest,
+            select=_selection(targets, tags),
+            restore=restore,
+            prune=prune,
+            max_images=max_images,
+        )
+    finally:
+        reporter.close()  # the live view gives the terminal back, whatever ended the build
     for line in summary_lines(result):  # stderr in every mode: with --json, stdout carries only NDJSON
         click.echo(line, err=True)
     if result.fatal is not None:
@@ -366,7 +373,7 @@ def build(
         sys.exit(ExitCode.FAILED)
 
 
-def _reporter(as_json: bool, verbose: bool) -> Any:
+def _reporter(as_json: bool, verbose: bool) -> JsonReporter | PlainReporter | RichReporter:
     """NDJSON with --json; a live view in an interactive terminal; plain timestamped lines otherwise (CI, pipes)."""
     from pixmake.report import JsonReporter, PlainReporter, RichReporter
 

@@ -126,9 +126,18 @@ class PlainReporter:
         self.stream = stream or sys.stderr
         self.verbose = verbose
         self._start = time.monotonic()
+        self._gone = False  # the stream can no longer be written
 
     def _line(self, text: str) -> None:
-        print(f"[{time.monotonic() - self._start:7.1f}s] {text}", file=self.stream, flush=True)
+        if self._gone:
+            return
+        try:
+            print(f"[{time.monotonic() - self._start:7.1f}s] {text}", file=self.stream, flush=True)
+        except OSError:  # the log's reader left (`2>&1 | head`): the build goes on, and finishes what it paid for
+            self._gone = True
+
+    def close(self) -> None:
+        """Nothing to undo (the live view's counterpart leaves the terminal as it found it)."""
 
     def emit(self, event: Event) -> None:
         """Print the event when it matters."""
@@ -187,12 +196,19 @@ class JsonReporter:
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stdout
+        # Non-ASCII characters as \u escapes where the stream cannot encode them (PYTHONIOENCODING=ascii,
+        # a Windows code page): the same JSON values, never an encoding error mid-build.
+        encoding = (getattr(self.stream, "encoding", None) or "utf-8").lower().replace("-", "").replace("_", "")
+        self._ascii = encoding != "utf8"
+
+    def close(self) -> None:
+        """Nothing to undo: every line is flushed as it is written."""
 
     def emit(self, event: Event) -> None:
         """Write the event as one JSON line; once the reader has left (``build --json | head``), nothing."""
         record = {"event": self._NAMES[type(event)], "time": round(time.time(), 3), **_jsonable(event)}
         try:
-            print(json.dumps(record, sort_keys=True, ensure_ascii=False), file=self.stream, flush=True)
+            print(json.dumps(record, sort_keys=True, ensure_ascii=self._ascii), file=self.stream, flush=True)
         except BrokenPipeError:  # the build goes on: what it pays for is locked whether or not anyone reads
             if self.stream is sys.stdout:
                 silence_stdout()  # later events, and the flush at exit, go nowhere
@@ -288,14 +304,19 @@ class RichReporter:
             case ConcurrencyChanged(limit):
                 self._concurrency = limit
             case BuildFinished():
-                self._flush()
-                if self._progress is not None:
-                    self._progress.stop()  # the caller prints the summary (summary_lines) where the bar was
+                self.close()  # the caller prints the summary (summary_lines) where the bar was
                 return
         if self._lines and time.monotonic() - self._printed >= _PRINT_EVERY:
             self._flush()
         if self._progress is not None:
             self._progress.update(self._task, states=self._states())
+
+    def close(self) -> None:
+        """Take the live bar down and show the cursor again, also when the build ended early (Ctrl-C, an error)."""
+        if self._progress is not None:
+            self._flush()
+            self._progress.stop()
+            self._progress = None
 
     def _advance(self) -> None:
         if self._progress is not None:
