@@ -85,3 +85,19 @@ def test_plan_and_build_show_the_warnings_validate_shows(examples_copy: Path, pr
     listed = json.loads(run_cli("-C", str(examples_copy), "validate", "--json").stdout)
     document = json.loads(run_cli("-C", str(examples_copy), "plan", "--json").stdout)
     assert document["warnings"] == listed and listed[0]["severity"] == "warning"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_stdout_is_one_line_on_either_path(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == 0  # the memo: the fast lane answers
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
+    answers = []
+    for fast in (True, False):
+        args = ["-C", str(examples_copy), "plan"] + ([] if fast else ["-v"])  # -v takes the full path
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [sys.executable, "-m", "pixmake", *args], env=env, stdout=full, stderr=subprocess.PIPE, text=True
+            )
+        answers.append((done.returncode, done.stderr))
+    assert answers[0] == answers[1] == (1, "pixmake: error: No space left on device\n")

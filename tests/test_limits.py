@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -154,3 +156,9 @@ async def test_the_limit_bounds_holders_at_once() -> None:
     assert peak == 2
     stats = limiter.statistics()
     assert stats.borrowed == 0 and stats.waiting == 0
+
+
+def test_statistics_are_floats_whatever_the_rate_and_burst_were_given_as() -> None:
+    """``build --json`` prints them: a typed reader (Go, serde) must see one type, not 500 here and 10.0 there."""
+    stats = RateLimiter(1000, burst=500).statistics()
+    assert json.dumps([stats.rate, stats.burst]) == "[1000.0, 500.0]"

@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
         except BrokenPipeError:  # `pixmake plan | true`: as the full command line answers it
             silence_stdout()
             sys.exit(PIPE_CLOSED)
+        except OSError as error:  # `pixmake plan > /dev/full`: one line, as the full command line says it
+            silence_stdout()
+            sys.stderr.write(f"pixmake: error: {error.strerror or error}\n")
+            sys.exit(1)
         sys.exit(0)  # a no-op plan, with or without --check
     from pixmake.cli import main as full_main
 

@@ -47,8 +47,8 @@ class RateLimiter:
     ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be positive, not {rate!r}")
-        self.rate = rate
-        self.burst = max(1.0, burst)
+        self.rate = float(rate)  # floats in JSON statistics whatever was passed: one type for typed readers
+        self.burst = float(max(1.0, burst))
         self._clock = clock
         self._sleep = sleep
         self._tokens = self.burst
