@@ -248,6 +248,37 @@ def test_a_file_of_the_users_that_a_build_kept_is_still_a_hand_edit(
     assert logo.read_bytes() == retouched
 
 
+def test_going_back_to_inputs_built_before_pays_nothing(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    manifest = examples_copy / "pixmake.yaml"
+    logo = examples_copy / "assets/logo-tile.png"
+    first, image = manifest.read_text(), logo.read_bytes()
+    manifest.write_text(first.replace("two colours", "three colours"))
+    built(examples_copy)  # pays for the new prompt
+    manifest.write_text(first)  # and back
+    assert plan(examples_copy)[1][0] == (
+        "< restore    logo-tile: same inputs as an earlier build, whose images are in .pixmake/objects"
+    )
+    submits = len(provider_env.emulator.submits())
+    built(examples_copy)
+    assert len(provider_env.emulator.submits()) == submits and logo.read_bytes() == image
+    assert plan(examples_copy, "--check")[0] == 0
+    edit_manifest(examples_copy, {}, drop="logo-tile")  # deleted, pruned, then brought back
+    assert run_cli("-C", str(examples_copy), "build", "--prune").exit_code == 0 and not logo.exists()
+    manifest.write_text(first)
+    built(examples_copy)
+    assert len(provider_env.emulator.submits()) == submits and logo.read_bytes() == image
+    assert run_cli("-C", str(examples_copy), "build", "--replace", "logo-tile").exit_code == 0  # new images on purpose
+    assert len(provider_env.emulator.submits()) == submits + 1
+    assert run_cli("-C", str(examples_copy), "gc", "--keep-days", "0").exit_code == 0  # the earlier images go
+    manifest.write_text(first.replace("two colours", "three colours"))
+    assert plan(examples_copy)[1][0].startswith("~ regenerate logo-tile: prompt changed")
+    remembered = [json.loads(line) for line in (examples_copy / ".pixmake/history.jsonl").read_text().splitlines()]
+    assert "three colours" not in str(remembered)  # gc forgot the entries whose images it deleted
+    assert all((examples_copy / ".pixmake/objects" / o["sha256"][:2] / o["sha256"]).exists()
+               for e in remembered for o in e["outputs"])  # fmt: skip
+
+
 def test_accept_records_the_edited_file_as_the_output(examples_copy: Path, provider_env: EmulatorServer) -> None:
     built(examples_copy)
     logo = examples_copy / "assets/logo-tile.png"

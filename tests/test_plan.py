@@ -165,6 +165,34 @@ def test_renamed_target_with_same_inputs_is_restored_not_paid() -> None:
     assert [(a.name, a.kind) for a in plan.actions] == [("hero-v2", ActionKind.RESTORE), ("hero", ActionKind.ORPHAN)]
 
 
+def test_two_targets_that_swapped_names_swap_their_images_for_free() -> None:
+    mug = Target("mug", "a mug in a kitchen", "gpt-4o-image", "1:1", 1, "out/mug.png")
+    cup = Target("cup", "a cup on marble", "gpt-4o-image", "1:1", 1, "out/cup.png")
+    lock, disk = project(mug, cup)
+    swapped = [replace(mug, name="cup"), replace(cup, name="mug")]  # each name now has the other's inputs and out
+    plan = make_plan(swapped, lock, DiskState(disk))
+    assert [(a.name, a.kind, [r.code for r in a.reasons]) for a in plan.actions] == [
+        ("cup", ActionKind.RESTORE, ["same-inputs"]),  # its images already stand at its out: nothing replaced
+        ("mug", ActionKind.RESTORE, ["same-inputs"]),
+    ]
+    assert [a.source for a in plan.actions] == [lock.entries["mug"], lock.entries["cup"]]
+    assert plan.images_to_generate == 0
+
+
+def test_inputs_built_before_are_restored_from_the_history_while_cached() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    earlier_hero = replace(HERO, prompt="a red mug")
+    earlier, _ = built(earlier_hero, INPUTS, tag="earlier")
+    remembered = {earlier.key: earlier}
+    plan = make_plan([earlier_hero], lock, DiskState(disk), earlier=remembered.get)
+    kind, codes, _ = only(plan)
+    assert (kind, codes) == (ActionKind.RESTORE, ["built-before"]) and plan.actions[0].source == earlier
+    assert only(make_plan([earlier_hero], lock, DiskState(disk)))[0] is ActionKind.REGENERATE  # nothing remembered
+    assert only(make_plan([earlier_hero], lock, DiskState(disk), earlier=remembered.get, replace=["hero"]))[1] == [
+        "replace"
+    ]  # --replace: new images on purpose
+
+
 def test_the_emulators_placeholders_are_kept_for_the_emulator_and_generated_for_the_provider() -> None:
     lock, disk = project(HERO, inputs=INPUTS)
     lock = Lock(MappingProxyType({"hero": replace(lock.entries["hero"], emulator=True)}))

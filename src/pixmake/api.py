@@ -11,6 +11,7 @@ import gc
 import importlib.util
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,11 @@ class Project:
     def journal(self) -> Path:
         """The build journal."""
         return self.state_dir / "journal.jsonl"
+
+    @property
+    def history(self) -> Path:
+        """Lock entries that builds replaced (see :mod:`pixmake.history`)."""
+        return self.state_dir / "history.jsonl"
 
     @property
     def objects(self) -> ObjectCache:
@@ -350,6 +356,15 @@ def plan(
     lock, pending = load_lock(project)
     disk = _scan(project, manifest, lock)
     orphans = select is None or select.everything
+    from pixmake.history import recall
+
+    history = cache(partial(recall, project.history))  # read only when a target's inputs are not locked for it
+    objects = project.objects
+
+    def earlier(key: str) -> LockEntry | None:
+        entry = history().get(key)
+        return entry if entry is not None and _images_cached(objects, entry) else None
+
     result = make_plan(
         targets,
         lock,
@@ -359,6 +374,7 @@ def plan(
         orphans=orphans,
         pending=pending,
         builder=builder or Builder.EITHER,
+        earlier=earlier,
     )
     if (
         whole
@@ -468,14 +484,18 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
 def sweep(project: Project, *, keep_days: float = 14.0, dry_run: bool = False) -> SweepResult:
     """Delete cached images no lock (this one with its journal, and git's at every ref) has referred to for
     ``keep_days``; see :mod:`pixmake.sweep`. Holds the project lock: no build runs meanwhile."""
+    from pixmake.history import compact
     from pixmake.store import project_lock
     from pixmake.sweep import sweep as sweep_objects
 
     with project_lock(project.state_dir):
         lock, _ = load_lock(project)
-        return sweep_objects(
+        swept = sweep_objects(
             project.state_dir / "objects", lock, root=project.root, keep_days=keep_days, dry_run=dry_run
         )
+        if not dry_run:  # the way back to earlier inputs stays open only as long as their images do
+            compact(project.history, partial(_images_cached, project.objects))
+        return swept
 
 
 def prune(project: Project) -> PruneResult:
@@ -488,6 +508,7 @@ def prune(project: Project) -> PruneResult:
 
 def _prune(project: Project) -> PruneResult:
     """:func:`prune`, for a caller that holds the project lock."""
+    from pixmake.history import remember
     from pixmake.manifest import claimed_paths
     from pixmake.plan import ActionKind
     from pixmake.reconcile import PruneResult, prune_orphans, prune_stale, write_lock_and_compact
@@ -499,6 +520,7 @@ def _prune(project: Project) -> PruneResult:
     if not orphans and not stale and not recorded:
         return PruneResult()
     claimed = claimed_paths(result.manifest.targets)  # what a current target writes or reads is never deleted
+    remember(project.history, orphans.values())  # a target deleted and then restored gets its images back
     gone = prune_orphans(project.root, orphans, claimed, project.objects)
     cleaned = prune_stale(project.root, stale, claimed, project.objects)
     lock, pending = load_lock(project)
@@ -509,6 +531,11 @@ def _prune(project: Project) -> PruneResult:
             lock = lock.with_entry(name, replace(entry, stale=()))
     write_lock_and_compact(project.lockfile, project.journal, lock, pending)
     return PruneResult(gone.pruned, gone.deleted + cleaned.deleted, gone.kept + cleaned.kept)
+
+
+def _images_cached(objects: ObjectCache, entry: LockEntry) -> bool:
+    """Whether every image of ``entry`` is in the object cache."""
+    return all(objects.has(o.sha256) for o in entry.outputs)
 
 
 def _keep_replaced_files(project: Project, actions: Iterable[Action]) -> None:
@@ -631,6 +658,7 @@ def _build(
     import anyio
 
     from pixmake.execute import Executor, limit_heap_arenas
+    from pixmake.history import remember
     from pixmake.journal import Journal
     from pixmake.manifest import output_paths
     from pixmake.memo import file_stat
@@ -667,8 +695,13 @@ def _build(
             f"no API key: set the {settings.api_key_env} environment variable "
             f"({count} target{'s' * (count != 1)} to generate or collect{which}), or build with --emulator"
         )
-    if paid:
-        _keep_replaced_files(project, paid)
+    _keep_replaced_files(project, result.plan.actions)  # a paid action's, or a restore of another entry's images
+    replaced = [  # entries this build replaces with other inputs' images: kept for a way back
+        entry
+        for a in result.plan.actions
+        if (entry := result.lock.entries.get(a.name)) is not None and a.key is not None and entry.key != a.key
+    ]
+    remember(project.history, replaced)
     writes = (a for a in result.plan.actions if a.kind.generates or a.kind is ActionKind.RESTORE)
     writing = [a.target for a in writes if a.target is not None]  # a killed build's temporary files: gone
     remove_leftover_temps(project.root, (path for target in writing for path in output_paths(target)))

@@ -74,6 +74,7 @@ class Reason:
 
 
 _NEW: Final = (Reason("new", "not in the lockfile"),)  # shared: a first build has one per target
+_BUILT_BEFORE: Final = frozenset({"renamed", "same-inputs", "built-before"})  # restored from another entry's images
 PLACEHOLDER: Final = "emulator-placeholder"
 """The reason code of a target whose locked images the bundled emulator made (``build --emulator``)."""
 PROVIDER_MADE: Final = "provider-images"
@@ -382,6 +383,29 @@ def _output_action(
     return Action(ActionKind.UNCHANGED, target.name, (), target, key, entry)
 
 
+def _built_before(
+    target: Target,
+    key: str,
+    lock: Lock,
+    by_key: Mapping[str, str],
+    disk: DiskState,
+    earlier: Callable[[str], LockEntry | None],
+) -> tuple[LockEntry, Reason] | None:
+    """An entry built from exactly these inputs whose images can be put in place for free, with the reason:
+    another target's in the lock, or one an earlier build replaced (``earlier``; it returns only entries
+    whose images are all in the object cache)."""
+    twin = by_key.get(key)
+    if twin is not None and twin != target.name:
+        source = lock.entries[twin]
+        if all(o.sha256 in disk.cached_objects or disk.file_hashes.get(o.path) == o.sha256 for o in source.outputs):
+            code = "renamed" if target.name not in lock.entries else "same-inputs"
+            return source, Reason(code, f"same inputs as locked target {twin!r}", {"from": twin})
+    entry = earlier(key)
+    if entry is None:
+        return None
+    return entry, Reason("built-before", "same inputs as an earlier build, whose images are in .pixmake/objects")
+
+
 def _target_action(
     target: Target,
     key: str,
@@ -392,35 +416,37 @@ def _target_action(
     *,
     replace: frozenset[str],
     restore: bool,
+    earlier: Callable[[str], LockEntry | None],
 ) -> Action:
     entry = lock.entries.get(target.name)
     if target.name in replace:
         return Action(ActionKind.REGENERATE, target.name, (Reason("replace", "replacement requested"),), target, key)
+    if entry is None or entry.key != key:
+        before = _built_before(target, key, lock, by_key, disk, earlier)
+        if before is not None:
+            return Action(ActionKind.RESTORE, target.name, (before[1],), target, key, before[0])
     if entry is None:
-        twin = by_key.get(key)
-        if twin is not None:
-            source = lock.entries[twin]
-            renamed = Reason("renamed", f"same inputs as locked target {twin!r}", {"from": twin})
-            if all(o.sha256 in disk.cached_objects or disk.file_hashes.get(o.path) == o.sha256 for o in source.outputs):
-                return Action(ActionKind.RESTORE, target.name, (renamed,), target, key, source)
         return Action(ActionKind.CREATE, target.name, _NEW, target, key)
     if entry.key != key:
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
     return _output_action(target, key, wanted, entry, disk, restore=restore)
 
 
-def _replaced_files(wanted: tuple[str, ...], entry: LockEntry | None, disk: DiskState) -> list[Reason]:
+def _replaced_files(
+    wanted: tuple[str, ...], entry: LockEntry | None, disk: DiskState, writes: LockEntry | None = None
+) -> list[Reason]:
     """A paid action overwrites whatever is at its output paths: say so for files that are not its locked bytes
-    (nor damaged: a crash's leftovers are not worth keeping).
+    (nor damaged: a crash's leftovers are not worth keeping), nor the bytes a restore of ``writes`` puts there.
 
     The build keeps the bytes of exactly these in the object cache first (``api._keep_replaced_files``); a RESUME
-    writes too.
+    writes too, and so does a RESTORE of another entry's images.
     """
     locked = {o.path: o.sha256 for o in entry.outputs} if entry is not None else {}
+    written = [o.sha256 for o in writes.outputs] if writes is not None else [None] * len(wanted)
     reasons = []
-    for path in wanted:
+    for path, coming in zip(wanted, written, strict=False):
         actual = disk.file_hashes.get(path)
-        if actual is not None and actual != locked.get(path) and path not in disk.damaged:
+        if actual is not None and actual not in (locked.get(path), coming) and path not in disk.damaged:
             text = f"will replace existing file {path} (kept in .pixmake/objects)"
             reasons.append(Reason("replaces-file", text, {"path": path, "sha256": actual}))
     return reasons
@@ -440,6 +466,11 @@ def _stale(
     return ()
 
 
+def _from_another(action: Action) -> bool:
+    """Whether a RESTORE writes the images of another entry (a twin, an earlier build), not the target's own."""
+    return action.kind is ActionKind.RESTORE and bool(action.reasons) and action.reasons[0].code in _BUILT_BEFORE
+
+
 def _with_side_effects(
     action: Action, wanted: tuple[str, ...], lock: Lock, disk: DiskState, claimed: Callable[[], frozenset[str]]
 ) -> Action:
@@ -448,7 +479,12 @@ def _with_side_effects(
     A paid action replaces files that are not its locked bytes; outputs it writes no longer are stale.
     """
     entry = lock.entries.get(action.name)
-    extra = _replaced_files(wanted, entry, disk) if action.kind.generates else []
+    if action.kind.generates:
+        extra = _replaced_files(wanted, entry, disk)
+    elif _from_another(action):
+        extra = _replaced_files(wanted, entry, disk, writes=action.source)
+    else:
+        extra = []
     stale = _stale(wanted, entry, disk, claimed) if entry is not None else ()
     if stale:
         paths = [o.path for o in stale]
@@ -535,6 +571,7 @@ def make_plan(
     orphans: bool = True,
     pending: Mapping[str, PendingSubmit] | None = None,
     builder: Builder = Builder.EITHER,
+    earlier: Callable[[str], LockEntry | None] = lambda key: None,
 ) -> Plan:
     """One action per target (in the given order), then one ORPHAN per lock entry no target claims.
 
@@ -553,6 +590,12 @@ def make_plan(
     ``builder`` says which server the plan is for: the provider generates the bundled emulator's
     placeholders instead of keeping them, and the emulator never replaces the provider's images (see
     :func:`_for_builder`).
+
+    A target whose inputs are not locked for it, but were built before (another target of the lock
+    has exactly these inputs, or ``earlier(key)``, an entry an earlier build replaced, has them) is
+    restored from those images when every one is in the object cache or in place (``earlier`` returns
+    only such entries): a renamed target, two targets that swapped names, a prompt edited back.
+    ``--replace`` asks for new images.
     """
     from pixmake.fingerprint import target_key
     from pixmake.manifest import claimed_paths, output_paths
@@ -577,7 +620,15 @@ def make_plan(
     for target in targets:
         wanted = output_paths(target)
         action = _target_action(
-            target, target_key(target, hashes), wanted, lock, by_key, disk, replace=replaced, restore=restore
+            target,
+            target_key(target, hashes),
+            wanted,
+            lock,
+            by_key,
+            disk,
+            replace=replaced,
+            restore=restore,
+            earlier=earlier,
         )
         action = _for_builder(action, lock, builder)
         action = _with_side_effects(action, wanted, lock, disk, claimed)

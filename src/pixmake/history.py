@@ -1,0 +1,63 @@
+"""``.pixmake/history``: lock entries that builds replaced, so that going back to earlier inputs (a prompt
+edited back, ``n`` lowered and raised again, a target deleted and restored) restores their images from
+the object cache instead of paying for new ones: DVC's run cache, Bazel's action cache.
+
+Shell. One compact JSON line per entry (the lockfile's form of an entry), appended before the build or
+prune that replaces it: a crash leaves at worst a line for an entry still locked. Read only when a plan
+has a target whose inputs are not locked for it. A line that does not parse is skipped. Local, like the
+object cache it points into: a fresh clone has none. ``pixmake gc`` keeps only the entries whose images
+it keeps (:func:`compact`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from pixmake.lockfile import LockedInput, LockEntry, entry_from_json, entry_to_json
+from pixmake.store import atomic_write
+
+__all__ = ["compact", "recall", "remember"]
+
+
+def _line(entry: LockEntry) -> bytes:
+    return (json.dumps(entry_to_json(entry), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def remember(path: Path, entries: Iterable[LockEntry]) -> None:
+    """Append ``entries``; a last line a crash left without its line end is ended first."""
+    data = b"".join(map(_line, entries))
+    if not data:
+        return
+    with open(path, "a+b") as handle:
+        if handle.seek(0, os.SEEK_END) > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                data = b"\n" + data
+        handle.write(data)
+
+
+def recall(path: Path) -> dict[str, LockEntry]:
+    """The remembered entries by key (of several with one key, the last); empty without a history."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        return {}
+    entries: dict[str, LockEntry] = {}
+    shared: dict[tuple[str, str], LockedInput] = {}
+    for line in lines:
+        try:
+            entry = entry_from_json(json.loads(line), shared)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # torn or foreign: it only saves money, never decides anything alone
+        entries[entry.key] = entry
+    return entries
+
+
+def compact(path: Path, keep: Callable[[LockEntry], bool]) -> None:
+    """Rewrite the history with one entry per key, only those ``keep`` accepts (whose images are still cached)."""
+    entries = [entry for entry in recall(path).values() if keep(entry)]
+    if entries or path.exists():
+        atomic_write(path, b"".join(map(_line, entries)))

@@ -1,0 +1,45 @@
+"""The history of replaced lock entries: appended, read back by key, torn lines skipped, compacted by gc."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from pixmake.fingerprint import lock_entry, target_key
+from pixmake.history import compact, recall, remember
+from pixmake.lockfile import LockedOutput, LockEntry
+from pixmake.manifest import Target
+
+
+def entry(prompt: str, image: str = "a" * 64) -> LockEntry:
+    target = Target("hero", prompt, "gpt-4o-image", "1:1", 1, "out/hero.png")
+    return lock_entry(target, target_key(target, {}), {}, (LockedOutput("out/hero.png", image, 10, 8, 8),))
+
+
+def test_entries_come_back_by_key_the_last_of_a_key_winning(tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    assert recall(history) == {}
+    red, blue = entry("a red mug"), entry("a blue mug")
+    newer_red = replace(red, task_id="task-2")
+    remember(history, [red, blue])
+    remember(history, [newer_red])
+    remember(history, [])  # nothing to add: the file is not touched
+    assert recall(history) == {red.key: newer_red, blue.key: blue}
+
+
+def test_a_torn_last_line_costs_only_itself(tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    red, blue = entry("a red mug"), entry("a blue mug")
+    remember(history, [red])
+    with open(history, "ab") as handle:
+        handle.write(b'{"key": "cut sh')  # a crash mid-append
+    remember(history, [blue])
+    assert recall(history) == {red.key: red, blue.key: blue}
+
+
+def test_compact_keeps_one_entry_per_key_and_only_those_asked_for(tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    red, blue = entry("a red mug", "b" * 64), entry("a blue mug", "c" * 64)
+    remember(history, [red, red, blue])
+    compact(history, lambda e: e.outputs[0].sha256 == "c" * 64)  # red's image is gone from the cache
+    assert recall(history) == {blue.key: blue} and len(history.read_bytes().splitlines()) == 1
