@@ -279,6 +279,25 @@ def test_going_back_to_inputs_built_before_pays_nothing(examples_copy: Path, pro
                for e in remembered for o in e["outputs"])  # fmt: skip
 
 
+def test_a_missing_output_beside_an_edited_one_is_put_back_and_the_edit_kept(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    first, second = examples_copy / "assets/hero-1.png", examples_copy / "assets/hero-2.png"
+    locked = second.read_bytes()
+    write_png(first, (32, 32), (0, 200, 0))
+    retouched = first.read_bytes()
+    second.unlink()
+    code, lines = plan(examples_copy, "--check")
+    assert code == ExitCode.CHANGES and lines[0].startswith(
+        "< restore    hero: output assets/hero-2.png is missing; output assets/hero-1.png differs from the lock"
+    )
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == 0 and "done       hero → assets/hero-2.png\n" in outcome.stderr  # what it wrote
+    assert (first.read_bytes(), second.read_bytes()) == (retouched, locked)
+    assert plan(examples_copy, "--check")[0] == 0  # the edit alone: shown, and left alone
+
+
 def test_accept_records_the_edited_file_as_the_output(examples_copy: Path, provider_env: EmulatorServer) -> None:
     built(examples_copy)
     logo = examples_copy / "assets/logo-tile.png"

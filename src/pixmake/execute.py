@@ -740,6 +740,8 @@ class Executor:
 
         def copy() -> None:
             for path, locked in zip(paths, source.outputs, strict=True):
+                if path in action.kept:  # edited by hand, beside a missing output: left as it is
+                    continue
                 target_file = self._output_file(action.name, path)
                 with contextlib.suppress(OSError):  # unreadable: write it, which says why if it cannot
                     if os.path.isfile(target_file) and hash_file(target_file) == locked.sha256:
@@ -760,7 +762,7 @@ class Executor:
         entry = self._entry(action.target, action.key, outputs, source.task_id, emulator=source.emulator)
         with anyio.CancelScope(shield=True):
             await self._record(action.name, entry)
-        return paths
+        return tuple(path for path in paths if path not in action.kept)
 
     # --- provider calls ---------------------------------------------------------------------------
 

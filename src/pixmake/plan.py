@@ -108,6 +108,7 @@ class Action:
     ``build --prune`` deletes them, so they count as changes whatever the action's kind.
     A RESUME names in ``fallback`` what the build does instead when the journaled task turns out
     not to exist (it never arrived, or failed and was refunded): the action planned without it.
+    ``kept`` lists the outputs a RESTORE leaves as they are: edited by hand, beside missing ones it puts back.
     """
 
     kind: ActionKind
@@ -118,6 +119,7 @@ class Action:
     source: LockEntry | None = None  # the lock entry whose bytes a restore uses
     stale: tuple[LockedOutput, ...] = ()
     fallback: Action | None = None
+    kept: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,11 +349,14 @@ def _output_action(
     missing: list[Reason] = []
     edited: list[Reason] = []
     cached = True  # every output not in place can be put back from the object cache
+    missing_cached = True  # every missing (or damaged, or replaced) output can
     for path, locked in zip(wanted, entry.outputs, strict=True):
         actual = disk.file_hashes.get(path)
         if actual == locked.sha256:
             continue
         cached = cached and locked.sha256 in disk.cached_objects
+        if actual is None or path in disk.damaged:
+            missing_cached = missing_cached and locked.sha256 in disk.cached_objects
         if actual is None:
             missing.append(Reason("output-missing", f"output {path} is missing", {"path": path}))
         elif path in disk.damaged:  # not a hand edit: what a crash leaves of an unsynced write
@@ -371,6 +376,9 @@ def _output_action(
     if edited and not (restore and cached):
         hint = "build --restore puts the locked bytes back" if cached else "locked bytes are not in the object cache"
         kept = Reason("edited-hint", f"kept as is; {hint}; pixmake accept {target.name} keeps it", {"cached": cached})
+        if missing and missing_cached and not entry.emulator:  # put back what is gone, leave the edits alone
+            paths = tuple(str(r.details["path"]) for r in edited if r.details is not None)
+            return Action(ActionKind.RESTORE, target.name, (*missing, *edited, kept), target, key, entry, kept=paths)
         return Action(ActionKind.EDITED, target.name, (*edited, *missing, kept), target, key, entry)
     if (missing or edited) and not cached:
         reasons = (*missing, Reason("not-cached", "locked bytes are not in the object cache"))
