@@ -528,6 +528,22 @@ def test_memo_racy_rule_a_file_not_older_than_the_memo_is_planned_again(
     assert check_memo(memo, root=project.root, manifest=project.manifest) is not None
 
 
+def test_memo_a_stale_output_that_comes_back_is_planned_again(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    old = examples_copy / "assets/logo-tile.png"
+    edit_manifest(examples_copy, {"logo-tile": {"out": "assets/logo.png"}})
+    built(examples_copy)  # the old file stays, recorded as a stale output
+    kept = old.read_bytes()
+    old.unlink()
+    assert plan(examples_copy, "--check")[0] == 0
+    assert plan(examples_copy, "--check")[0] == 0  # answered by the memo
+    old.write_bytes(kept)  # git checkout, stash pop
+    code, lines = plan(examples_copy, "--check")
+    assert code == ExitCode.CHANGES and lines[-1].endswith("1 stale output to prune; 0 images to generate")
+
+
 def test_a_file_already_at_an_out_path_is_named_by_the_plan_and_kept_by_the_build(
     examples_copy: Path, provider_env: EmulatorServer
 ) -> None:

@@ -93,6 +93,27 @@ def test_reference_change_names_the_file_and_both_hashes() -> None:
     assert details is not None and details["old"] == sha("mug")
 
 
+def test_references_listed_in_another_order_are_said_to_be_reordered_not_changed() -> None:
+    two = replace(HERO, references=("ref/mug.png", "ref/mask.png"))
+    lock, disk = project(two, inputs=INPUTS)
+    swapped = replace(two, references=("ref/mask.png", "ref/mug.png"))
+    assert only(make_plan([swapped], lock, DiskState(disk)))[1:] == (
+        ["references-reordered"],
+        ["references reordered: ref/mask.png, ref/mug.png"],
+    )
+
+
+def test_a_param_that_changed_type_is_named_not_blamed_on_the_fingerprint_format() -> None:
+    seeded = replace(HERO, params=MappingProxyType({"seed": 1}))
+    lock, disk = project(seeded, inputs=INPUTS)
+    for value, shown in ((1.0, "1.0"), (True, "true")):  # equal in Python, not in the JSON the key is made of
+        changed = replace(HERO, params=MappingProxyType({"seed": value}))
+        assert only(make_plan([changed], lock, DiskState(disk)))[1:] == (
+            ["param-changed"],
+            [f"param seed 1 → {shown}"],
+        )
+
+
 def test_mask_added_changed_and_removed() -> None:
     masked = replace(HERO, mask="ref/mask.png")
     lock, disk = project(HERO, inputs=INPUTS)

@@ -384,11 +384,14 @@ def plan(
     ):  # not with placeholders kept: the memo answers a build without --emulator too, which regenerates them
         from pixmake.memo import memo_file, write_memo
 
+        # A stale output the lock still records, gone now, would be planned again if it came back (git
+        # checkout, stash pop): its absence is part of what the memo proves.
+        gone = {o.path for e in lock.entries.values() for o in e.stale} - disk.stats.keys()
         write_memo(
             memo_file(project.root),
             root=project.root,
             manifest=project.manifest,
-            sources=sources,
+            sources=[*sources, *((str(project.root / rel), None) for rel in sorted(gone))],
             files=sorted(disk.stats.items()),
             targets=[(a.name, a.key or "") for a in result.actions],
             warned=bool(manifest.warnings),

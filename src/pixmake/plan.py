@@ -282,23 +282,29 @@ def _input_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str]) 
     from pixmake.fingerprint import input_hash
 
     reasons: list[Reason] = []
-    for index in range(max(len(target.references), len(entry.references))):
-        if index >= len(target.references):
-            path = entry.references[index].path
-            reasons.append(Reason("reference-removed", f"reference {path} removed", {"path": path}))
-            continue
-        path, new = target.references[index], input_hash(target.references[index], hashes)
-        if index >= len(entry.references):
-            reasons.append(Reason("reference-added", f"reference {path} added", {"path": path, "new": new}))
-        elif entry.references[index].sha256 != new:
-            old = entry.references[index].sha256
-            reasons.append(
-                Reason(
-                    "reference-changed",
-                    f"reference {path} changed ({_short(old)} → {_short(new)})",
-                    {"path": path, "old": old, "new": new},
+    now = [input_hash(ref, hashes) for ref in target.references]
+    was = [r.sha256 for r in entry.references]
+    if now != was and sorted(now) == sorted(was):  # the same images, listed in another order (the order is sent)
+        text = f"references reordered: {', '.join(target.references)}"
+        reasons.append(Reason("references-reordered", text, {"paths": list(target.references)}))
+    else:
+        for index in range(max(len(target.references), len(entry.references))):
+            if index >= len(target.references):
+                path = entry.references[index].path
+                reasons.append(Reason("reference-removed", f"reference {path} removed", {"path": path}))
+                continue
+            path, new = target.references[index], now[index]
+            if index >= len(entry.references):
+                reasons.append(Reason("reference-added", f"reference {path} added", {"path": path, "new": new}))
+            elif entry.references[index].sha256 != new:
+                old = entry.references[index].sha256
+                reasons.append(
+                    Reason(
+                        "reference-changed",
+                        f"reference {path} changed ({_short(old)} → {_short(new)})",
+                        {"path": path, "old": old, "new": new},
+                    )
                 )
-            )
     new_mask = None if target.mask is None else input_hash(target.mask, hashes)
     old_mask = None if entry.mask is None else entry.mask.sha256
     if new_mask != old_mask:
@@ -332,7 +338,7 @@ def _change_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str])
             reasons.append(Reason(f"{name}-changed", f"{name} {was} → {now}", {"old": was, "new": now}))
     for param in sorted(set(entry.params) | set(target.params)):
         old, new = entry.params.get(param), target.params.get(param)
-        if old != new:
+        if _json(old) != _json(new):  # as the key sees them: 1, 1.0 and true are three values
             text = f"param {param} {_json(old)} → {_json(new)}"
             reasons.append(Reason("param-changed", text, {"param": param, "old": old, "new": new}))
     reasons.extend(_input_reasons(target, entry, hashes))
