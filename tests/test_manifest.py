@@ -454,3 +454,23 @@ def test_outputs_that_are_one_file_on_macos_and_windows_are_warned_about() -> No
     ]  # not straße.png and strasse.png: no file system makes those one
     assert all(w.severity == "warning" and w.message.endswith("rename one if the project is built there")
                for w in manifest.warnings)  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_variables_yaml_reads_as_numbers_or_booleans_are_warned_about(stream: bool) -> None:
+    """``ratio: 3:2`` is 182 in YAML 1.1 (base 60), and that is what the prompt got: say so, where it is written."""
+    text = (
+        "version: 1\nvars:\n  ratio: 3:2\n  code: 010\n  flag: yes\n  count: 5\n  price: 9.90\n  kept: '3:2'\n"
+        "targets:\n  hero-${r}:\n    matrix: {r: [16:9, 2, 'on']}\n    n: 2\n"
+        "    prompt: ${ratio} ${code} ${flag} ${count} ${price} ${kept} ${r}\n    out: hero-${r}.png\n"
+    )
+    manifest = parse_manifest(text, file="m.yaml", stream=stream)
+    assert [(w.line, w.column, w.field, w.message.split(" (YAML")[0]) for w in manifest.warnings] == [
+        (3, 10, "vars.ratio", "3:2 is read as the number 182"),
+        (4, 9, "vars.code", "010 is read as the number 8"),
+        (5, 9, "vars.flag", "yes is read as the boolean true"),
+        (7, 10, "vars.price", "9.90 is read as the number 9.9"),
+        (11, 18, "targets.hero-${r}.matrix.r[0]", "16:9 is read as the number 969"),
+    ]  # not count: 5, n: 2 (not text), nor anything quoted
+    assert manifest.warnings[0].message.endswith('quote it ("3:2") to keep the text')
+    assert manifest.targets[0].prompt == "182 8 true 5 9.9 3:2 969"  # unchanged: the keys of built targets stand

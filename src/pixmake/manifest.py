@@ -447,6 +447,17 @@ class _Made:
         self.catalogs: dict[str, list[Row] | None] = {}
         self.targets: list[Target] = []
         self.checked: list[Target] = []  # every target made, with problems or not: the disk checks look at them all
+        self.retyped: list[Diagnostic] = []  # variables YAML 1.1 reads as other than their text
+
+    def note_retyped(self, path: FieldPath, line: int, column: int, text: str, value: Any) -> None:
+        """A plain scalar read as a value that is not its text: a warning where it becomes text in prompts."""
+        if path[:1] == ("vars",) or (len(path) == 5 and path[0] == "targets" and path[2] == "matrix"):
+            kind = "boolean" if isinstance(value, bool) else "number"
+            message = (
+                f"{text} is read as the {kind} {text_value(value)} (YAML 1.1), which is what ${{…}} puts in its "
+                f'place; quote it ("{text}") to keep the text'
+            )
+            self.retyped.append(Diagnostic(self.file, line, column, field_path(path), message, "warning"))
 
     def start(self, doc: Mapping[str, Any]) -> _Context:
         """Read ``vars:`` and ``defaults:`` of a document whose schema problems block none of its targets."""
@@ -525,7 +536,8 @@ def parse_manifest(
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError.at(file, 1, 1, "", f"manifest is larger than {MAX_MANIFEST_BYTES >> 20} MB")
     made = _Made(file, read_file)
-    doc = load_yaml(text, file=file, on_entry=made.entry if stream else None) if text.strip() else None
+    on_entry = made.entry if stream else None
+    doc = load_yaml(text, file=file, on_entry=on_entry, on_retyped=made.note_retyped) if text.strip() else None
     if doc is None:
         raise ManifestError.at(file, 1, 1, "", "manifest is empty; it needs at least 'version: 1' and 'targets:'")
     if not isinstance(doc, dict):
@@ -543,6 +555,8 @@ def parse_manifest(
         raise ManifestError.of([d for _, d in schema_problems])
     c = (made.ctx or made.start(doc)).c
     for _, diagnostic in schema_problems:
+        c.diagnostic(diagnostic)
+    for diagnostic in made.retyped:
         c.diagnostic(diagnostic)
     if not streamed:
         # A schema error in one field leaves the target's other fields to the later stages: all problems at once.

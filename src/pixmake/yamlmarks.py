@@ -21,6 +21,7 @@ import yaml
 
 from pixmake.errors import Diagnostic, ManifestError
 from pixmake.schema import field_path
+from pixmake.variables import text_value
 
 __all__ = ["MAX_EXPANDED_NODES", "Mark", "MarkedDict", "MarkedList", "OnEntry", "load_yaml"]
 
@@ -33,6 +34,9 @@ _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoade
 
 
 OnEntry = Callable[[Any, str], bool]
+OnRetyped = Callable[[tuple[str | int, ...], int, int, str, Any], None]
+"""Called with (path, line, column, text, value) for a plain scalar YAML 1.1 read as something that is
+not its text: ``3:2`` (base 60: 182), ``010`` (octal: 8), ``yes`` (true), ``9.90`` (9.9)."""
 """Called with the document (as read so far) and the name of each entry of ``targets`` once it is read;
 True when it is done with the entry, which the document then holds as None (see :func:`load_yaml`)."""
 
@@ -171,9 +175,12 @@ class _Builder:
     duplicate is reported. Aliases share the anchored value, as PyYAML does, and point at its node.
     """
 
-    def __init__(self, loader: yaml.SafeLoader, on_entry: OnEntry | None = None) -> None:
+    def __init__(
+        self, loader: yaml.SafeLoader, on_entry: OnEntry | None = None, on_retyped: OnRetyped | None = None
+    ) -> None:
         self.events = _Events(loader)
         self.on_entry = on_entry
+        self.on_retyped = on_retyped
         self.top: MarkedDict | None = None  # the document's mapping, while it is built
         self.targets_mark = 0  # packed mark of the document's first "targets:" key, when it is being built
         self.anchors: dict[str, _Anchored] = {}
@@ -222,7 +229,8 @@ class _Builder:
         text = None
         if isinstance(event, yaml.ScalarEvent):
             tag = event.tag
-            if tag is None or tag == "!":
+            resolved = tag is None or tag == "!"
+            if tag is None or tag == "!":  # (not `if resolved`: mypy narrows the tag only so)
                 tag = self.events.resolve(yaml.ScalarNode, event.value, event.implicit)
             try:
                 value: Any = _scalar(tag, event.value, mark)
@@ -230,6 +238,9 @@ class _Builder:
                 problem.field = field_path(path)
                 raise
             text = event.value
+            retyped = resolved and value is not None and type(value) is not str and text_value(value) != text
+            if retyped and self.on_retyped is not None:
+                self.on_retyped(path, mark.line + 1, mark.column + 1, text, value)
         elif isinstance(event, yaml.SequenceStartEvent):
             value = self.sequence(event, path)
         else:
@@ -385,7 +396,7 @@ def _unclosed_quote(lines: list[str], line: int) -> int:
     return 0
 
 
-def load_yaml(text: str, *, file: str, on_entry: OnEntry | None = None) -> Any:
+def load_yaml(text: str, *, file: str, on_entry: OnEntry | None = None, on_retyped: OnRetyped | None = None) -> Any:
     """The single YAML document in ``text`` as marked values (None when it holds no node).
 
     Raises :class:`~pixmake.errors.ManifestError` (naming ``file``) for a syntax error, a refused tag,
@@ -396,6 +407,7 @@ def load_yaml(text: str, *, file: str, on_entry: OnEntry | None = None) -> Any:
     it is done with is not kept, so the whole document is never in memory at once. It is not called
     for a text with both anchors and aliases: the alias-bomb check needs the whole document. Problems
     found later in the text still raise here, so ``on_entry`` should only gather its own.
+    ``on_retyped`` hears of each plain scalar read as a value that is not its text (see :data:`OnRetyped`).
     """
     if "&" in text and "*" in text:
         on_entry = None
@@ -403,7 +415,7 @@ def load_yaml(text: str, *, file: str, on_entry: OnEntry | None = None) -> Any:
     try:
         loader = _BaseLoader(text)
         try:
-            builder = _Builder(loader, on_entry)
+            builder = _Builder(loader, on_entry, on_retyped)
             doc = builder.document()
         finally:
             loader.dispose()
