@@ -929,3 +929,27 @@ def test_a_429_storm_halves_concurrency_then_it_recovers(emulator: EmulatorServe
     assert isinstance(reporter.events[0], BuildStarted)
     assert len([e for e in reporter.events if isinstance(e, TargetFinished)]) == 60
     assert not [e for e in reporter.events if isinstance(e, TargetFailed)]
+
+
+def test_targets_with_the_same_inputs_are_paid_for_once_in_one_build(fast_env: EmulatorServer, tmp_path: Path) -> None:
+    """As when the twin is added after the first is built: one set of images for one set of inputs."""
+    twin = {"prompt": "the same poster", "n": 2}
+    targets = {name: {**twin, "out": f"{name}.png"} for name in ("a", "b", "c")}
+    root = _manifest(tmp_path / "p", targets)
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, fast_env))
+    assert result.ok and result.generated == ("a",) and sorted(result.restored) == ["b", "c"]
+    assert fast_env.emulator.ledger.charged_images == 2
+    images = {name: [(root / f"{name}-{i}.png").read_bytes() for i in (1, 2)] for name in targets}
+    assert images["a"] == images["b"] == images["c"]
+    assert run_cli("-C", str(root), "plan", "--check").exit_code == ExitCode.OK
+
+
+def test_a_target_that_shares_images_with_a_failed_one_fails_with_it(fast_env: EmulatorServer, tmp_path: Path) -> None:
+    fast_env.emulator.reset(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None, p_task_failed=1.0))
+    root = _manifest(tmp_path / "p", {name: {"prompt": "the same poster", "out": f"{name}.png"} for name in "ab"})
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, fast_env))
+    assert [f.target for f in result.failed] == ["a", "b"]
+    assert result.failed[1].error == "target 'a', whose images it shares (the same inputs), was not built"
+    assert fast_env.emulator.ledger.charged_images == 1  # one submit: b was never sent

@@ -200,6 +200,19 @@ def test_two_targets_that_swapped_names_swap_their_images_for_free() -> None:
     assert plan.images_to_generate == 0
 
 
+def test_of_targets_with_the_same_inputs_only_the_first_is_paid_for() -> None:
+    twins = [replace(HERO, name=name, out=f"out/{name}.png") for name in ("a", "b", "c")]
+    plan = make_plan(twins, Lock(), DiskState(INPUTS))
+    assert [(a.kind, a.after) for a in plan.actions] == [
+        (ActionKind.CREATE, None),
+        (ActionKind.RESTORE, "a"),
+        (ActionKind.RESTORE, "a"),
+    ]
+    assert plan.images_to_generate == 1 and plan.actions[1].reasons[0].code == "same-inputs-in-build"
+    replaced = make_plan(twins, Lock(), DiskState(INPUTS), replace=["b"])  # new images for b on purpose
+    assert [a.kind for a in replaced.actions] == [ActionKind.CREATE, ActionKind.REGENERATE, ActionKind.RESTORE]
+
+
 def test_inputs_built_before_are_restored_from_the_history_while_cached() -> None:
     lock, disk = project(HERO, inputs=INPUTS)
     earlier_hero = replace(HERO, prompt="a red mug")

@@ -17,6 +17,7 @@ The executor emits typed events to a reporter and never prints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import random as _random
@@ -503,6 +504,14 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 @dataclass
+class _Shared:
+    """A target whose images others with the same inputs copy: set ``done`` when it ends, built or not."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    entry: LockEntry | None = None  # its lock entry, once recorded
+
+
+@dataclass
 class _Counters:
     submits: int = 0
     polls: int = 0
@@ -539,6 +548,7 @@ class Executor:
     _paid: int = 0  # images charged by this build's accepted submits, less failed (refunded) tasks
     _counters: _Counters = field(default_factory=_Counters)
     _reached: bool = False  # some request of this build got an answer from the provider
+    _shared: dict[str, _Shared] = field(default_factory=dict)  # targets whose images others copy (set by run)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -615,6 +625,7 @@ class Executor:
                 self._done.setdefault(action.kind, []).append(action.name)
         for task in plan.abandoned:  # paid for inputs the target no longer has: not collected (README)
             self.recorder.dropped(task.name, task.key)
+        self._shared = {a.after: _Shared() for a in plan.actions if a.after is not None}
         started_event = BuildStarted(
             len(paid) + len(restores), plan.images_to_generate, self.settings.concurrency, self.settings.emulator
         )
@@ -669,10 +680,20 @@ class Executor:
             await self._run_action(action)
 
     async def _run_action(self, action: Action) -> None:
+        try:
+            await self._run(action)
+        finally:
+            shared = self._shared.get(action.name)
+            if shared is not None:  # the targets that copy its images go on, or fail with it
+                shared.done.set()
+
+    async def _run(self, action: Action) -> None:
         kind, target, key = action.kind, action.target, action.key
         assert target is not None and key is not None
         self.reporter.emit(TargetStarted(action.name, kind.value, target.n if kind.paid else 0))
         try:
+            if action.after is not None:
+                action = dataclasses.replace(action, source=await self._images_of(action.after))
             outputs = None
             unplanned = False
             if kind is ActionKind.RESUME or (kind is ActionKind.RESTORE and self._resumable(action.name, key)):
@@ -713,6 +734,14 @@ class Executor:
             return
         self._done.setdefault(kind, []).append(action.name)
         self.reporter.emit(TargetFinished(action.name, kind.value, outputs))
+
+    async def _images_of(self, name: str) -> LockEntry:
+        """The entry target ``name`` is locked under in this build, once it is (same inputs: same images)."""
+        shared = self._shared[name]
+        await shared.done.wait()
+        if shared.entry is None:
+            raise PixmakeError(f"target {name!r}, whose images it shares (the same inputs), was not built")
+        return shared.entry
 
     def _resumable(self, name: str, key: str) -> bool:
         """Whether a paid task for exactly these inputs is journaled for this target (and this build can
@@ -869,6 +898,9 @@ class Executor:
 
     async def _record(self, name: str, entry: LockEntry) -> None:
         """Journal a finished target's lock entry and fold when due; call it shielded."""
+        shared = self._shared.get(name)
+        if shared is not None:
+            shared.entry = entry
         if self.recorder.record(name, entry):
             await self.recorder.fold()
 

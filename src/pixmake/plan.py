@@ -74,7 +74,8 @@ class Reason:
 
 
 _NEW: Final = (Reason("new", "not in the lockfile"),)  # shared: a first build has one per target
-_BUILT_BEFORE: Final = frozenset({"renamed", "same-inputs", "built-before"})  # restored from another entry's images
+# Restored from another entry's images (the last: from a target generated in the same build).
+_BUILT_BEFORE: Final = frozenset({"renamed", "same-inputs", "built-before", "same-inputs-in-build"})
 PLACEHOLDER: Final = "emulator-placeholder"
 """The reason code of a target whose locked images the bundled emulator made (``build --emulator``)."""
 PROVIDER_MADE: Final = "provider-images"
@@ -109,6 +110,8 @@ class Action:
     A RESUME names in ``fallback`` what the build does instead when the journaled task turns out
     not to exist (it never arrived, or failed and was refunded): the action planned without it.
     ``kept`` lists the outputs a RESTORE leaves as they are: edited by hand, beside missing ones it puts back.
+    ``after`` names the target generated in the same build whose images a RESTORE copies (same inputs):
+    its ``source`` is known only once that target is built.
     """
 
     kind: ActionKind
@@ -120,6 +123,7 @@ class Action:
     stale: tuple[LockedOutput, ...] = ()
     fallback: Action | None = None
     kept: tuple[str, ...] = ()
+    after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +251,8 @@ class Plan:
         line = f"{', '.join(parts) or 'nothing to do'}; {images} image{'s' * (images != 1)} to generate"
         kept = self.placeholders
         if kept:
-            count = sum(a.target.n if a.target is not None else 0 for a in kept)
+            per_key = {a.key: a.target.n for a in kept if a.target is not None}  # twins are paid for once
+            count = sum(per_key.values())
             line += (
                 f"; {len(kept)} target{'s' * (len(kept) != 1)} hold{'s' * (len(kept) == 1)} placeholder images "
                 f"from build --emulator, which a build without --emulator regenerates "
@@ -609,7 +614,8 @@ def make_plan(
     has exactly these inputs, or ``earlier(key)``, an entry an earlier build replaced, has them) is
     restored from those images when every one is in the object cache or in place (``earlier`` returns
     only such entries): a renamed target, two targets that swapped names, a prompt edited back.
-    ``--replace`` asks for new images.
+    Of targets with the same inputs that the plan would pay for, only the first is paid: the others
+    are RESTOREs ``after`` it. ``--replace`` asks for new images.
     """
     from pixmake.fingerprint import target_key
     from pixmake.manifest import claimed_paths, output_paths
@@ -630,6 +636,7 @@ def make_plan(
 
     actions = []
     abandoned = []
+    generated: dict[str, str] = {}  # the first target of each key this plan pays for
     hashes = disk.file_hashes
     for target in targets:
         wanted = output_paths(target)
@@ -645,6 +652,12 @@ def make_plan(
             earlier=earlier,
         )
         action = _for_builder(action, lock, builder)
+        if action.kind.paid and action.key is not None and target.name not in replaced:
+            first = generated.setdefault(action.key, target.name)
+            if first != target.name:  # one image set for one set of inputs, as when the twin is added later
+                text = f"same inputs as target {first!r}, whose images this build generates"
+                why = (Reason("same-inputs-in-build", text, {"from": first}),)
+                action = Action(ActionKind.RESTORE, target.name, why, target, action.key, after=first)
         action = _with_side_effects(action, wanted, lock, disk, claimed)
         task = pending.get(target.name)
         if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
