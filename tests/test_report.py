@@ -217,21 +217,25 @@ def test_summary_names_what_the_build_left_in_place_and_resumed() -> None:
 def test_summary_after_prune_lists_what_was_pruned_first() -> None:
     from pixmake.reconcile import PruneResult
 
-    pruned = PruneResult(pruned=("old",), deleted=("assets/old.png",), kept=(("assets/kept.png", "edited"),))
+    kept = (("assets/kept.png", "edited"), ("assets/hero.png", "a current target writes or reads it"))
+    pruned = PruneResult(pruned=("old",), deleted=("assets/old.png",), kept=kept)
     lines = summary_lines(BuildResult(orphaned=("old",), stale=("assets/old.png",), pruned=pruned))
-    assert lines[:3] == [
+    assert lines[:4] == [
         "pixmake: pruned assets/old.png",
         "pixmake: warning: kept assets/kept.png: edited",
+        "pixmake: kept assets/hero.png: a current target writes or reads it",  # a renamed target's: expected
         "pixmake: dropped 1 orphan from pixmake.lock",
     ]
-    assert lines[3].startswith("build finished") and "1 orphaned (pruned)" in lines[3] and "stale" not in lines[3]
+    assert lines[4].startswith("build finished") and "1 orphaned (pruned)" in lines[4] and "stale" not in lines[4]
 
 
-def _build_on_a_terminal(root: Path, server: EmulatorServer, ci: str | None) -> tuple[int, str, str]:
+def _build_on_a_terminal(
+    root: Path, server: EmulatorServer, ci: str | None, term: str = "xterm"
+) -> tuple[int, str, str]:
     """``python -m pixmake build`` with its stderr on a pseudo-terminal: exit code, stdout, what the terminal got."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXMAKE_", "TOAPIS_")) and k != "CI"}
     env |= {"PIXMAKE_BASE_URL": server.url, "TOAPIS_API_KEY": TEST_KEY, "PIXMAKE_POLL_INTERVAL": "0.01"}
-    env |= {"TERM": "xterm", "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
+    env |= {"TERM": term, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
     if ci is not None:
         env["CI"] = ci
     terminal, pane = pty.openpty()
@@ -255,12 +259,12 @@ def _build_on_a_terminal(root: Path, server: EmulatorServer, ci: str | None) -> 
     return code, stdout.decode(), received.decode()
 
 
-@pytest.mark.parametrize("ci", ["true", "1"])
-def test_ci_gets_plain_lines_even_on_a_terminal(
-    ci: str, make_project: Callable[..., Path], emulator: EmulatorServer
+@pytest.mark.parametrize(("ci", "term"), [("true", "xterm"), ("1", "xterm"), (None, "dumb")])
+def test_ci_and_a_dumb_terminal_get_plain_lines_even_on_a_terminal(
+    ci: str | None, term: str, make_project: Callable[..., Path], emulator: EmulatorServer
 ) -> None:
     root = make_project({"version": 1, "targets": {"hero": {"prompt": "a red mug", "out": "hero.png"}}})
-    code, stdout, shown = _build_on_a_terminal(root, emulator, ci)
+    code, stdout, shown = _build_on_a_terminal(root, emulator, ci, term)
     assert code == 0 and stdout == ""
     assert "\x1b[" not in shown  # no live view: no cursor or colour control
     lines = shown.replace("\r\n", "\n").splitlines()

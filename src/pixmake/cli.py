@@ -380,7 +380,8 @@ def _reporter(as_json: bool, verbose: bool) -> JsonReporter | PlainReporter | Ri
     if as_json:
         return JsonReporter()
     ci = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-    if not verbose and not ci and sys.stderr.isatty():
+    dumb = os.environ.get("TERM") == "dumb"  # Emacs shells, some CI consoles: no cursor movement
+    if not verbose and not ci and not dumb and sys.stderr.isatty():
         return RichReporter()
     return PlainReporter(verbose=verbose)
 

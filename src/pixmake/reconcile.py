@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Final
 
 from pixmake.errors import ConfigError, UnsafePathError
 from pixmake.fingerprint import lock_entry
@@ -26,7 +27,10 @@ from pixmake.manifest import Target, output_paths
 from pixmake.scan import hash_file
 from pixmake.store import ObjectCache, atomic_write, safe_path
 
-__all__ = ["PruneResult", "accept_outputs", "prune_orphans", "prune_stale", "write_lock_and_compact"]
+__all__ = ["CLAIMED", "PruneResult", "accept_outputs", "prune_orphans", "prune_stale", "write_lock_and_compact"]
+
+CLAIMED: Final = "a current target writes or reads it"
+"""Why prune keeps a file: expected, not a warning (a renamed target's output is its new one's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +102,7 @@ def _delete_outputs(
     deleted, kept = result
     for output in outputs:
         if output.path in claimed:
-            kept.append((output.path, "a current target writes or reads it"))
+            kept.append((output.path, CLAIMED))
             continue
         try:
             path = safe_path(root, output.path, field=f"pixmake.lock: {name}")
@@ -106,7 +110,7 @@ def _delete_outputs(
             kept.append((output.path, "outside the project root"))
             continue
         if leads_to_claimed(path):  # the same file, reached another way
-            kept.append((output.path, "a current target writes or reads it"))
+            kept.append((output.path, CLAIMED))
             continue
         try:
             actual = hash_file(path)

@@ -86,7 +86,9 @@ def summary_lines(r: BuildResult) -> list[str]:
     lines: list[str] = []
     if r.pruned is not None:
         lines += [f"pixmake: pruned {path}" for path in r.pruned.deleted]
-        lines += [f"pixmake: warning: kept {path}: {why}" for path, why in r.pruned.kept]
+        from pixmake.reconcile import CLAIMED
+
+        lines += [f"pixmake: {'' if why == CLAIMED else 'warning: '}kept {path}: {why}" for path, why in r.pruned.kept]
         if r.pruned.pruned:
             lines.append(f"pixmake: dropped {_count(len(r.pruned.pruned), 'orphan')} from pixmake.lock")
     if r.emulator:  # the bundled emulator's placeholders: nobody paid
