@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -201,6 +202,7 @@ def test_swapped_outs_are_put_back_for_free_not_taken_for_hand_edits(
     assert code == ExitCode.CHANGES  # a build would write: the wrong image stands at each path
     assert lines[:2] == [
         f"< restore    {name}: output {path} holds another image pixmake made (outs moved or swapped? a branch switch?)"
+        f"; pixmake accept {name} keeps it instead"
         for name, path in (("mug-lifestyle", "assets/mug-marble.png"), ("mug-marble", "assets/mug-lifestyle.png"))
     ]
     submits = len(provider_env.emulator.submits())
@@ -208,6 +210,46 @@ def test_swapped_outs_are_put_back_for_free_not_taken_for_hand_edits(
     assert len(provider_env.emulator.submits()) == submits  # nothing paid
     assert (marble.read_bytes(), lifestyle.read_bytes()) == (images["mug-lifestyle"], images["mug-marble"])
     assert plan(examples_copy, "--check")[0] == 0
+
+
+def test_in_a_fresh_clone_swapped_prompts_swap_the_images_in_place_for_free(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """The twins' images are only on disk (no object cache): each restore must not read a file another
+    restore already overwrote."""
+    built(examples_copy)
+    shutil.rmtree(examples_copy / ".pixmake")  # a fresh clone with the outputs committed
+    manifest = examples_copy / "pixmake.yaml"
+    document = yaml.safe_load(manifest.read_text())
+    lifestyle, marble = document["targets"]["mug-lifestyle"], document["targets"]["mug-marble"]
+    for field in ("prompt", "mask", "size"):
+        lifestyle[field], marble[field] = marble.get(field), lifestyle.get(field)
+    for target in (lifestyle, marble):
+        for field in [f for f, v in target.items() if v is None]:
+            del target[field]
+    manifest.write_text(yaml.safe_dump(document, sort_keys=False))
+    files = examples_copy / "assets/mug-lifestyle.png", examples_copy / "assets/mug-marble.png"
+    images = [f.read_bytes() for f in files]
+    submits = len(provider_env.emulator.submits())
+    built(examples_copy)
+    assert len(provider_env.emulator.submits()) == submits
+    assert [f.read_bytes() for f in files] == images[::-1]
+
+
+def test_a_swap_onto_an_image_the_cache_lacks_leaves_that_image_alone(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    shutil.rmtree(examples_copy / ".pixmake")  # a fresh clone: no image cached
+    lifestyle = examples_copy / "assets/mug-lifestyle.png"
+    only_copy = lifestyle.read_bytes()
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("two colours", "three colours"))
+    built(examples_copy)  # only the new logo is cached
+    edit_manifest(examples_copy, {"logo-tile": {"out": "assets/mug-lifestyle.png"}})
+    edit_manifest(examples_copy, {"mug-lifestyle": {"out": "assets/logo-tile.png"}})
+    run_cli("-C", str(examples_copy), "build")
+    assert lifestyle.read_bytes() == only_copy  # mug-lifestyle's image exists nowhere else: kept as an edit
 
 
 def test_a_branch_switch_with_outputs_not_committed_restores_the_images_for_free(
@@ -224,7 +266,7 @@ def test_a_branch_switch_with_outputs_not_committed_restores_the_images_for_free
     lockfile.write_bytes(main_branch[1])
     assert plan(examples_copy)[1][0] == (
         "< restore    logo-tile: output assets/logo-tile.png holds another image pixmake made "
-        "(outs moved or swapped? a branch switch?)"
+        "(outs moved or swapped? a branch switch?); pixmake accept logo-tile keeps it instead"
     )
     submits = len(provider_env.emulator.submits())
     built(examples_copy)
@@ -263,6 +305,11 @@ def test_going_back_to_inputs_built_before_pays_nothing(examples_copy: Path, pro
     built(examples_copy)
     assert len(provider_env.emulator.submits()) == submits and logo.read_bytes() == image
     assert plan(examples_copy, "--check")[0] == 0
+    manifest.write_text(first.replace("two colours", "two bright colours"))  # the file kept for new inputs
+    assert run_cli("-C", str(examples_copy), "accept", "logo-tile").exit_code == 0
+    manifest.write_text(first)
+    assert plan(examples_copy, "--check")[1][0].startswith("< restore    logo-tile: same inputs as an earlier build")
+    built(examples_copy)
     edit_manifest(examples_copy, {}, drop="logo-tile")  # deleted, pruned, then brought back
     assert run_cli("-C", str(examples_copy), "build", "--prune").exit_code == 0 and not logo.exists()
     manifest.write_text(first)

@@ -43,3 +43,13 @@ def test_compact_keeps_one_entry_per_key_and_only_those_asked_for(tmp_path: Path
     remember(history, [red, red, blue])
     compact(history, lambda e: e.outputs[0].sha256 == "c" * 64)  # red's image is gone from the cache
     assert recall(history) == {blue.key: blue} and len(history.read_bytes().splitlines()) == 1
+
+
+def test_the_providers_images_win_over_the_emulators_placeholders_for_one_key(tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    real = entry("a red mug")
+    placeholder = replace(real, emulator=True, task_id="task-emulator")
+    remember(history, [real, placeholder])  # the placeholders came later (build --emulator --replace)
+    assert recall(history) == {real.key: real}
+    remember(history, [replace(real, task_id="task-3")])
+    assert recall(history)[real.key].task_id == "task-3"

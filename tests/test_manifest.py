@@ -474,3 +474,11 @@ def test_variables_yaml_reads_as_numbers_or_booleans_are_warned_about(stream: bo
     ]  # not count: 5, n: 2 (not text), nor anything quoted
     assert manifest.warnings[0].message.endswith('quote it ("3:2") to keep the text')
     assert manifest.targets[0].prompt == "182 8 true 5 9.9 3:2 969"  # unchanged: the keys of built targets stand
+
+
+def test_a_retyped_value_reached_through_an_alias_is_warned_about_where_it_is_used() -> None:
+    text = "version: 1\nx-common: &r 3:2\nvars:\n  ratio: *r\ntargets:\n  hero: {prompt: '${ratio}', out: a.png}\n"
+    manifest = parse_manifest(text, file="m.yaml")
+    assert [(w.line, w.field, w.message.split(" (YAML")[0]) for w in manifest.warnings] == [
+        (2, "vars.ratio", "3:2 is read as the number 182")
+    ]  # the line where it is written; not the x- key itself, which nothing substitutes

@@ -7,6 +7,7 @@ provider and the emulator (aiohttp, anyio, Pillow) are imported only by :func:`b
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pixmake.errors import ConfigError, Diagnostic, ManifestError
+from pixmake.errors import ConfigError, Diagnostic, ManifestError, UnsafePathError
 from pixmake.recordfile import paused_gc
 
 # The manifest parser (yaml, jsonschema), the lockfile parser and the planner are imported where
@@ -454,6 +455,7 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
     The bytes are stored in the object cache; the lockfile is rewritten. Raises ConfigError for an
     unknown target or a missing output file.
     """
+    from pixmake.history import remember
     from pixmake.reconcile import accept_outputs, write_lock_and_compact
     from pixmake.store import project_lock
 
@@ -464,6 +466,7 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
             _target_named(manifest, name, "accept")
         chosen = tuple(t for t in manifest.targets if t.name in names)
         lock, pending = load_lock(project)
+        lock_before = lock
         from pixmake.scan import scan_project
 
         disk = scan_project(
@@ -480,6 +483,8 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
             placeholders = tuple(o.path for o in entry.outputs if o.sha256 in made_by_emulator)
             changed = before is not None and before.key != entry.key
             accepted.append(Accepted(target.name, entry, changed, journaled, placeholders))
+        replaced = [lock_before.entries[a.name] for a in accepted if a.inputs_changed]
+        remember(project.history, replaced)  # going back to those inputs restores their images
         write_lock_and_compact(project.lockfile, project.journal, lock, pending)
     return tuple(accepted)
 
@@ -534,6 +539,27 @@ def _prune(project: Project) -> PruneResult:
             lock = lock.with_entry(name, replace(entry, stale=()))
     write_lock_and_compact(project.lockfile, project.journal, lock, pending)
     return PruneResult(gone.pruned, gone.deleted + cleaned.deleted, gone.kept + cleaned.kept)
+
+
+def _cache_restore_sources(project: Project, actions: Iterable[Action]) -> None:
+    """Put into the object cache each image a restore copies that is only in place on disk (a renamed
+    target's twin, in a clone whose cache lacks it): the executor copies from the cache alone, and
+    another restore may overwrite that file first. A file that no longer holds the image is left out
+    (that restore then fails, naming it)."""
+    from pixmake.plan import ActionKind
+    from pixmake.store import safe_path, sha256_bytes
+
+    objects = project.objects
+    for action in actions:
+        for restore in (action, action.fallback):
+            if restore is None or restore.kind is not ActionKind.RESTORE or restore.source is None:
+                continue
+            for output in restore.source.outputs:
+                if not objects.has(output.sha256):
+                    with contextlib.suppress(OSError, UnsafePathError):
+                        data = safe_path(project.root, output.path, field=f"targets.{action.name}").read_bytes()
+                        if sha256_bytes(data) == output.sha256:
+                            objects.put(data)
 
 
 def _images_cached(objects: ObjectCache, entry: LockEntry) -> bool:
@@ -699,6 +725,7 @@ def _build(
             f"({count} target{'s' * (count != 1)} to generate or collect{which}), or build with --emulator"
         )
     _keep_replaced_files(project, result.plan.actions)  # a paid action's, or a restore of another entry's images
+    _cache_restore_sources(project, result.plan.actions)
     replaced = [  # entries this build replaces with other inputs' images: kept for a way back
         entry
         for a in result.plan.actions

@@ -12,12 +12,11 @@ it keeps (:func:`compact`).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pixmake.lockfile import LockedInput, LockEntry, entry_from_json, entry_to_json
-from pixmake.store import atomic_write
+from pixmake.store import append_lines, atomic_write
 
 __all__ = ["compact", "recall", "remember"]
 
@@ -27,20 +26,15 @@ def _line(entry: LockEntry) -> bytes:
 
 
 def remember(path: Path, entries: Iterable[LockEntry]) -> None:
-    """Append ``entries``; a last line a crash left without its line end is ended first."""
+    """Append ``entries``, durably: the lock entries they were are gone once the build writes the lock."""
     data = b"".join(map(_line, entries))
-    if not data:
-        return
-    with open(path, "a+b") as handle:
-        if handle.seek(0, os.SEEK_END) > 0:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                data = b"\n" + data
-        handle.write(data)
+    if data:
+        append_lines(path, data)
 
 
 def recall(path: Path) -> dict[str, LockEntry]:
-    """The remembered entries by key (of several with one key, the last); empty without a history."""
+    """The remembered entries by key (of several with one key, the last, but the provider's images over
+    ``build --emulator``'s placeholders); empty without a history."""
     try:
         lines = path.read_bytes().splitlines()
     except FileNotFoundError:
@@ -52,7 +46,9 @@ def recall(path: Path) -> dict[str, LockEntry]:
             entry = entry_from_json(json.loads(line), shared)
         except (ValueError, KeyError, TypeError, AttributeError):
             continue  # torn or foreign: it only saves money, never decides anything alone
-        entries[entry.key] = entry
+        earlier = entries.get(entry.key)
+        if not entry.emulator or earlier is None or earlier.emulator:
+            entries[entry.key] = entry
     return entries
 
 

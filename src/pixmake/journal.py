@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from pixmake.lockfile import Lock, LockEntry, entry_from_json, entry_to_json
+from pixmake.store import open_for_append
 
 if TYPE_CHECKING:
     import anyio  # imported where it is used: `pixmake plan` reads the journal without the build stack
@@ -147,15 +148,7 @@ class Journal:
         it lacks: else the next record would be glued onto the torn line, and lost with it.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-        try:
-            size = os.lseek(fd, 0, os.SEEK_END)
-            if size and os.lseek(fd, size - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
-                os.write(fd, b"\n")  # O_APPEND: at the end, wherever the offset stands
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+        self._fd = open_for_append(self.path)
 
     def close(self) -> None:
         """Make every record durable and close the file."""

@@ -360,7 +360,7 @@ def _output_action(
     missing: list[Reason] = []
     edited: list[Reason] = []
     cached = True  # every output not in place can be put back from the object cache
-    missing_cached = True  # every missing (or damaged, or replaced) output can
+    missing_cached = True  # every missing or damaged output can
     for path, locked in zip(wanted, entry.outputs, strict=True):
         actual = disk.file_hashes.get(path)
         if actual == locked.sha256:
@@ -374,7 +374,10 @@ def _output_action(
             text = f"output {path} is empty or not a whole image (cut short by a crash?)"
             missing.append(Reason("output-damaged", text, {"path": path}))
         elif actual in disk.made_by_pixmake and locked.sha256 in disk.cached_objects:
-            text = f"output {path} holds another image pixmake made (outs moved or swapped? a branch switch?)"
+            text = (
+                f"output {path} holds another image pixmake made (outs moved or swapped? a branch switch?); "
+                f"pixmake accept {target.name} keeps it instead"
+            )
             missing.append(Reason("output-replaced", text, {"path": path, "locked": locked.sha256, "actual": actual}))
         else:
             edited.append(

@@ -326,7 +326,10 @@ def scan_project(
     present = {hashes[path] for path in differing.keys() - damaged}
     if present:
         locked_anywhere = {o.sha256 for entry in lock.entries.values() for o in (*entry.outputs, *entry.stale)}
-        made = frozenset(sha for sha in present if sha in locked_anywhere or objects.made_by_pixmake(sha))
+        # Cached too: a restore over such a file keeps no copy of it (another target's only copy, say).
+        made = frozenset(
+            sha for sha in present if objects.made_by_pixmake(sha) or (sha in locked_anywhere and objects.has(sha))
+        )
     else:
         made = frozenset()
     stats = {rel: found[rel][1] for rel in hashes}

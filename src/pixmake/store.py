@@ -248,6 +248,32 @@ class RootGuard:
             raise UnsafePathError(field, rel)
 
 
+def open_for_append(path: str | os.PathLike[str]) -> int:
+    """A descriptor appending to the line file ``path`` (created as needed), whose last line, when a crash
+    or a full disk left it torn, is ended first: else the next line would be glued onto it, and lost with it."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if size and os.lseek(fd, size - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
+            os.write(fd, b"\n")  # O_APPEND: at the end, wherever the offset stands
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def append_lines(path: str | os.PathLike[str], data: bytes) -> None:
+    """Append ``data`` (whole lines) to ``path`` durably: written in full, then fsync'd."""
+    fd = open_for_append(path)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 _USERS: Final = "users"  # in objects/: the sha256 of each stored file someone made, one per line
 
 
@@ -291,12 +317,7 @@ class ObjectCache:
 
     def _note_users(self, digest: str) -> None:
         os.makedirs(self._prefix, exist_ok=True)
-        fd = os.open(os.path.join(self._prefix, _USERS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, f"{digest}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_lines(os.path.join(self._prefix, _USERS), f"{digest}\n".encode())
         self._users = None
 
     def made_by_pixmake(self, sha256: str) -> bool:

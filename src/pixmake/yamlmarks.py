@@ -34,11 +34,12 @@ _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoade
 
 
 OnEntry = Callable[[Any, str], bool]
+"""Called with the document (as read so far) and the name of each entry of ``targets`` once it is read;
+True when it is done with the entry, which the document then holds as None (see :func:`load_yaml`)."""
+
 OnRetyped = Callable[[tuple[str | int, ...], int, int, str, Any], None]
 """Called with (path, line, column, text, value) for a plain scalar YAML 1.1 read as something that is
 not its text: ``3:2`` (base 60: 182), ``010`` (octal: 8), ``yes`` (true), ``9.90`` (9.9)."""
-"""Called with the document (as read so far) and the name of each entry of ``targets`` once it is read;
-True when it is done with the entry, which the document then holds as None (see :func:`load_yaml`)."""
 
 Mark = tuple[int, int, int, int]
 """1-based (key line, key column, value line, value column); a list item's key position is its own."""
@@ -139,10 +140,10 @@ _NUMBERS: Final[dict[str, Callable[[yaml.ScalarNode], Any]]] = {
 class _Anchored:
     """What an anchor names: the built value, where its node starts, and its text if it is a scalar."""
 
-    __slots__ = ("mark", "text", "value")
+    __slots__ = ("mark", "retyped", "text", "value")
 
-    def __init__(self, value: Any, mark: Any, text: str | None) -> None:
-        self.value, self.mark, self.text = value, mark, text
+    def __init__(self, value: Any, mark: Any, text: str | None, *, retyped: bool = False) -> None:
+        self.value, self.mark, self.text, self.retyped = value, mark, text, retyped
 
 
 class _Events:
@@ -217,6 +218,8 @@ class _Builder:
             if name not in self.anchors:
                 raise yaml.composer.ComposerError(None, None, f"found undefined alias {name!r}", mark)
             anchored = self.anchors[name]
+            if anchored.retyped:  # `alias: *ratio`: read where it is written, put in a prompt here
+                self._retyped(path, anchored.mark, anchored.text or "", anchored.value)
             return anchored.value, anchored.mark, anchored.text
         anchor = event.anchor
         if anchor is not None:
@@ -227,28 +230,31 @@ class _Builder:
                 )
             self.open[anchor] = mark
         text = None
+        retyped = False
         if isinstance(event, yaml.ScalarEvent):
-            tag = event.tag
-            resolved = tag is None or tag == "!"
-            if tag is None or tag == "!":  # (not `if resolved`: mypy narrows the tag only so)
-                tag = self.events.resolve(yaml.ScalarNode, event.value, event.implicit)
+            explicit = event.tag if event.tag not in (None, "!") else None  # else YAML 1.1 decides what it is
+            tag = explicit or self.events.resolve(yaml.ScalarNode, event.value, event.implicit)
             try:
                 value: Any = _scalar(tag, event.value, mark)
             except _YamlProblem as problem:
                 problem.field = field_path(path)
                 raise
             text = event.value
-            retyped = resolved and value is not None and type(value) is not str and text_value(value) != text
-            if retyped and self.on_retyped is not None:
-                self.on_retyped(path, mark.line + 1, mark.column + 1, text, value)
+            retyped = explicit is None and value is not None and type(value) is not str and text_value(value) != text
+            if retyped:
+                self._retyped(path, mark, text, value)
         elif isinstance(event, yaml.SequenceStartEvent):
             value = self.sequence(event, path)
         else:
             value = self.mapping(event, path)
         if anchor is not None:
             del self.open[anchor]
-            self.anchors[anchor] = _Anchored(value, mark, text)
+            self.anchors[anchor] = _Anchored(value, mark, text, retyped=text is not None and retyped)
         return value, mark, text
+
+    def _retyped(self, path: tuple[str | int, ...], mark: Any, text: str, value: Any) -> None:
+        if self.on_retyped is not None:
+            self.on_retyped(path, mark.line + 1, mark.column + 1, text, value)
 
     def _more(self, end: type[yaml.Event], path: tuple[str | int, ...]) -> bool:
         """Whether the collection at ``path`` has another item (the parser reads on from inside it)."""

@@ -59,7 +59,10 @@ _CONTROL_RUN: Final = re.compile(r"[\x00-\x20\x7f-\xa0\u2028\u2029]+")
 
 
 def _one_line(text: str) -> str:
-    """A server's message as one printable line: no line ends, no terminal escape sequences."""
+    """A server's message as one printable line: no line ends, no terminal escape sequences.
+
+    Folded to spaces, to read as prose; :func:`pixmake.schema.one_line` quotes instead, as a field
+    path or a value from the manifest must stay exact."""
     return _CONTROL_RUN.sub(" ", text).strip()
 
 
@@ -176,7 +179,7 @@ def _seconds(value: object) -> TypeGuard[int | float]:
 def parse_task(body: Any) -> TaskStatus:
     """A task object (submit or status response) as a TaskStatus; raises ServerError if it is not one."""
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-        raise ServerError(f"unexpected task body: {str(body)[:200]}")
+        raise ServerError(f"unexpected task body: {_one_line(str(body)[:200])}")
     status = str(body.get("status") or "queued").lower()
     state = TaskState.COMPLETED if status in _DONE else TaskState.FAILED if status in _FAILED else TaskState.RUNNING
     raw_error = body.get("error")
