@@ -899,7 +899,7 @@ def test_a_second_build_fails_fast_naming_the_holder(fast_env: EmulatorServer, t
     with project_lock(root / ".pixmake"):
         holders_state = _build_state(root)
         assert {"pixmake.lock", "out/t0000.png", "out/t0001.png", ".pixmake/journal.jsonl"} <= holders_state.keys()
-        assert holders_state[".pixmake/build.pid"] == f"{os.getpid()}\n".encode()
+        assert holders_state[".pixmake/build.pid"] == f"{os.getpid()} build\n".encode()
         outcome = run_cli("-C", str(root), "build")
         assert _build_state(root) == holders_state  # not even build.pid was touched
     assert outcome.exit_code == 3

@@ -117,3 +117,9 @@ def test_a_running_build_is_read_from_its_pid_file_and_a_dead_one_is_no_build(tm
     assert running_build(tmp_path) is None
     (tmp_path / "build.pid").write_text("half a wri")
     assert running_build(tmp_path) is None
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        (tmp_path / "build.pid").write_text(f"{alive.pid} gc\n")  # gc holds the project: no build's tasks in flight
+        assert running_build(tmp_path) is None
+        (tmp_path / "build.pid").write_text(f"{alive.pid} build\n")
+        assert running_build(tmp_path) == alive.pid
+        alive.kill()

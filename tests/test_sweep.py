@@ -216,3 +216,13 @@ def test_gc_waits_for_no_build_it_refuses_while_one_holds_the_project(examples_c
         (examples_copy / ".pixmake" / "build.pid").write_text(f"{os.getpid()}\n")
         outcome = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
     assert outcome.exit_code == ExitCode.USER_ERROR and "another pixmake build is running" in outcome.stderr
+
+
+def test_a_command_refused_while_another_holds_the_project_names_that_command(examples_copy: Path) -> None:
+    from pixmake.store import project_lock
+
+    _build(examples_copy)
+    with project_lock(examples_copy / ".pixmake", "gc"):
+        outcome = run_cli("-C", str(examples_copy), "build", "--emulator")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert f"another pixmake gc is running in this project (pid {os.getpid()})" in outcome.stderr

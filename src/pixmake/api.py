@@ -460,7 +460,7 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
     from pixmake.store import project_lock
 
     names = tuple(dict.fromkeys(names))
-    with project_lock(project.state_dir):
+    with project_lock(project.state_dir, "accept"):
         manifest, _ = _load_manifest(project)
         for name in names:
             _target_named(manifest, name, "accept")
@@ -496,7 +496,7 @@ def sweep(project: Project, *, keep_days: float = 14.0, dry_run: bool = False) -
     from pixmake.store import project_lock
     from pixmake.sweep import sweep as sweep_objects
 
-    with project_lock(project.state_dir):
+    with project_lock(project.state_dir, "gc"):
         lock, _ = load_lock(project)
         swept = sweep_objects(
             project.state_dir / "objects", lock, root=project.root, keep_days=keep_days, dry_run=dry_run
@@ -510,7 +510,7 @@ def prune(project: Project) -> PruneResult:
     """Delete orphans' and stale outputs (safely; see :mod:`pixmake.reconcile`) and drop them from the lock."""
     from pixmake.store import project_lock
 
-    with project_lock(project.state_dir):
+    with project_lock(project.state_dir, "prune"):
         return _prune(project)
 
 

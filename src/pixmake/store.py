@@ -344,6 +344,16 @@ class ObjectCache:
 _PID_FILE: Final = "build.pid"  # in .pixmake/: the pid of the build holding the project lock
 
 
+def _holder(state_dir: Path) -> tuple[int, str] | None:
+    """(pid, command) of the process holding the project lock, from its pid file (an older pixmake's
+    holds only the pid: a build); None without one, or when it cannot be read."""
+    try:
+        pid, *command = (state_dir / _PID_FILE).read_text().split()
+        return int(pid), command[0] if command else "build"
+    except (OSError, ValueError):
+        return None
+
+
 def running_build(state_dir: Path) -> int | None:
     """The pid of a build running in this project now, if any (read, never locked: a plan must not make a
     starting build fail). A build killed without cleaning up leaves its pid file: a dead pid is no build,
@@ -351,10 +361,10 @@ def running_build(state_dir: Path) -> int | None:
     cannot probe a process without signalling it."""
     if os.name != "posix":
         return None
-    try:
-        pid = int((state_dir / _PID_FILE).read_text().strip())
-    except (OSError, ValueError):
+    holder = _holder(state_dir)
+    if holder is None or holder[1] != "build":  # gc, accept, prune: no tasks of theirs are in flight
         return None
+    pid = holder[0]
     if pid <= 0 or pid == os.getpid():
         return None
     try:
@@ -380,8 +390,9 @@ def make_state_dir(state_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def project_lock(state_dir: Path) -> Iterator[None]:
-    """Hold the project's build lock; raises ProjectBusyError at once if another build holds it."""
+def project_lock(state_dir: Path, command: str = "build") -> Iterator[None]:
+    """Hold the project's lock for ``command`` (one word: build, prune, accept, gc); raises ProjectBusyError
+    at once, naming the holder's command and pid, if another process holds it."""
     from filelock import FileLock, Timeout
 
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -391,12 +402,12 @@ def project_lock(state_dir: Path) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        pid = holder.read_text().strip() if holder.exists() else "unknown"
+        pid, other = _holder(state_dir) or ("unknown", "build")
         raise ProjectBusyError(
-            f"another pixmake build is running in this project (pid {pid}); wait for it or stop it"
+            f"another pixmake {other} is running in this project (pid {pid}); wait for it or stop it"
         ) from None
     try:
-        atomic_write(holder, f"{os.getpid()}\n".encode())  # a waiting build never reads it half written
+        atomic_write(holder, f"{os.getpid()} {command}\n".encode())  # a waiting build never reads it half written
         yield
     finally:
         with contextlib.suppress(OSError):
