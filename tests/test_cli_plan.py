@@ -138,6 +138,10 @@ def test_explain_prints_the_key_document_and_what_differs(examples_copy: Path, p
     assert as_json["document"]["references"] == [lock.entries["mug-marble"].references[0].sha256]
     unknown = run_cli("-C", str(examples_copy), "explain", "nope")
     assert unknown.exit_code == ExitCode.USER_ERROR and "no target named 'nope'" in unknown.stderr
+    edit_manifest(examples_copy, {"twin": {"prompt": "a twin", "out": "assets/twin.png"}})
+    edit_manifest(examples_copy, {"twin-2": {"prompt": "a twin", "out": "assets/twin-2.png"}})
+    twin = run_cli("-C", str(examples_copy), "explain", "twin-2").stdout
+    assert "action   restore" in twin and "same inputs as target 'twin'" in twin  # as plan says: not "create"
 
 
 def test_selection_by_name_glob_and_tag(examples_copy: Path, provider_env: EmulatorServer) -> None:

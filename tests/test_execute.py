@@ -30,7 +30,7 @@ from pixmake.emulator.config import ExpiredResult
 from pixmake.execute import BuildStarted, ConcurrencyChanged, RetryScheduled, TargetFailed, TargetFinished
 from pixmake.journal import Journal
 from pixmake.lockfile import lock_pieces, parse_lock
-from pixmake.plan import Builder
+from pixmake.plan import ActionKind, Builder
 from pixmake.report import RecordingReporter
 from pixmake.store import project_lock, sha256_bytes
 from pixmake.uploads import UploadCache
@@ -953,3 +953,31 @@ def test_a_target_that_shares_images_with_a_failed_one_fails_with_it(fast_env: E
     assert [f.target for f in result.failed] == ["a", "b"]
     assert result.failed[1].error == "target 'a', whose images it shares (the same inputs), was not built"
     assert fast_env.emulator.ledger.charged_images == 1  # one submit: b was never sent
+
+
+def test_a_twin_with_a_paid_task_of_an_interrupted_build_is_the_one_the_others_copy(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    root = _manifest(tmp_path / "p", {name: {"prompt": "the same poster", "out": f"{name}.png"} for name in "ab"})
+    project = api.open_project(root)
+    journal_submit(root, "b", "pixmake-b-gone")  # b was paid for by a killed build; the provider lost it
+    planned = api.plan(project).plan
+    assert [(a.name, a.kind, a.after) for a in planned.actions] == [
+        ("a", ActionKind.RESTORE, "b"),
+        ("b", ActionKind.RESUME, None),
+    ]
+    assert planned.images_to_generate == 0  # b's task was paid for already
+    result = api.build(project, fast_settings(project, fast_env))
+    assert result.ok and fast_env.emulator.ledger.charged_images == 1  # b's task never arrived: paid once, copied
+    assert (root / "a.png").read_bytes() == (root / "b.png").read_bytes()
+
+
+def test_twins_of_a_target_a_fatal_error_stopped_get_no_event(fast_env: EmulatorServer, tmp_path: Path) -> None:
+    """README ("Events"): after a fatal error, targets in flight get no event; a twin never started."""
+    fast_env.emulator.reset(EmulatorConfig(latency=0.05, submit_rps=None, query_rps=None, p_task_no_balance=1.0))
+    root = _manifest(tmp_path / "p", {name: {"prompt": "the same poster", "out": f"{name}.png"} for name in "ab"})
+    project = api.open_project(root)
+    reporter = RecordingReporter()
+    result = api.build(project, fast_settings(project, fast_env), reporter=reporter)
+    assert result.fatal is not None and not result.failed
+    assert {getattr(e, "target", None) for e in reporter.events} - {None} == {"a"}

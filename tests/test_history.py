@@ -53,3 +53,12 @@ def test_the_providers_images_win_over_the_emulators_placeholders_for_one_key(tm
     assert recall(history) == {real.key: real}
     remember(history, [replace(real, task_id="task-3")])
     assert recall(history)[real.key].task_id == "task-3"
+
+
+def test_an_entry_remembered_already_is_not_appended_again(tmp_path: Path) -> None:
+    """A prompt toggled back and forth, or a build retried after a refused key, adds no line."""
+    history = tmp_path / "history.jsonl"
+    red, blue = entry("a red mug"), entry("a blue mug")
+    for _ in range(3):
+        remember(history, [red, blue])
+    assert len(history.read_bytes().splitlines()) == 2

@@ -210,7 +210,23 @@ def test_of_targets_with_the_same_inputs_only_the_first_is_paid_for() -> None:
     ]
     assert plan.images_to_generate == 1 and plan.actions[1].reasons[0].code == "same-inputs-in-build"
     replaced = make_plan(twins, Lock(), DiskState(INPUTS), replace=["b"])  # new images for b on purpose
-    assert [a.kind for a in replaced.actions] == [ActionKind.CREATE, ActionKind.REGENERATE, ActionKind.RESTORE]
+    assert [(a.kind, a.after) for a in replaced.actions] == [
+        (ActionKind.RESTORE, "b"),  # b's new images serve its twins: one paid set
+        (ActionKind.REGENERATE, None),
+        (ActionKind.RESTORE, "b"),
+    ]
+
+
+def test_placeholders_with_the_providers_images_locked_for_a_twin_are_replaced_from_them_free() -> None:
+    twin = replace(HERO, name="twin", out="out/twin.png")
+    lock, disk = project(HERO, twin, inputs=INPUTS)
+    lock = Lock(MappingProxyType({"hero": replace(lock.entries["hero"], emulator=True), "twin": lock.entries["twin"]}))
+    plan = make_plan([HERO, twin], lock, DiskState(disk), builder=Builder.PROVIDER)
+    assert [(a.kind, [r.code for r in a.reasons]) for a in plan.actions] == [
+        (ActionKind.RESTORE, ["same-inputs"]),  # twin's real images, not a new payment
+        (ActionKind.UNCHANGED, []),
+    ]
+    assert plan.images_to_generate == 0
 
 
 def test_inputs_built_before_are_restored_from_the_history_while_cached() -> None:

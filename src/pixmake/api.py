@@ -433,7 +433,6 @@ def _target_named(manifest: Manifest, name: str, command: str) -> None:
 def explain(project: Project, name: str) -> Explanation:
     """Why ``name`` is planned as it is: its key document and what differs from the lock (ninja ``-d explain``)."""
     from pixmake.fingerprint import key_document
-    from pixmake.select import Selection
 
     manifest, _ = _load_manifest(project)
     if name not in {t.name for t in manifest.targets} and name in load_lock(project)[0].entries:
@@ -442,8 +441,8 @@ def explain(project: Project, name: str) -> Explanation:
             "build --prune deletes its outputs and drops it from the lock"
         )
     _target_named(manifest, name, "explain")
-    result = plan(project, manifest=manifest, select=Selection((name,)))
-    (action,) = result.plan.actions
+    result = plan(project, manifest=manifest)  # the whole plan: a twin's action depends on the others
+    (action,) = (a for a in result.plan.actions if a.name == name and a.target is not None)
     assert action.target is not None and action.key is not None
     document = key_document(action.target, result.disk.file_hashes)
     return Explanation(name, action.key, document, result.lock.entries.get(name), action)

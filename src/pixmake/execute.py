@@ -30,6 +30,7 @@ from types import EllipsisType, MappingProxyType
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 
 from pixmake.decode import image_size
@@ -504,14 +505,6 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 @dataclass
-class _Shared:
-    """A target whose images others with the same inputs copy: set ``done`` when it ends, built or not."""
-
-    done: anyio.Event = field(default_factory=anyio.Event)
-    entry: LockEntry | None = None  # its lock entry, once recorded
-
-
-@dataclass
 class _Counters:
     submits: int = 0
     polls: int = 0
@@ -548,7 +541,11 @@ class Executor:
     _paid: int = 0  # images charged by this build's accepted submits, less failed (refunded) tasks
     _counters: _Counters = field(default_factory=_Counters)
     _reached: bool = False  # some request of this build got an answer from the provider
-    _shared: dict[str, _Shared] = field(default_factory=dict)  # targets whose images others copy (set by run)
+    # Restores that copy the images of a target this build generates (same inputs), by that target: started
+    # once it ends on its own (not when a fatal error or Ctrl-C stops the build); and its lock entry.
+    _twins: dict[str, list[Action]] = field(default_factory=dict)
+    _locked: dict[str, LockEntry] = field(default_factory=dict)
+    _group: anyio.abc.TaskGroup | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -619,20 +616,27 @@ class Executor:
         fatal: PixmakeError | None = None
         self._planned_images = plan.images_to_generate
         paid = [a for a in plan.actions if a.kind.generates]  # paid now, or collected (paid before)
-        restores = [a for a in plan.actions if a.kind is ActionKind.RESTORE]
+        restores = [a for a in plan.actions if a.kind is ActionKind.RESTORE and a.after is None]
+        for twin in plan.actions:
+            if twin.after is not None:
+                self._twins.setdefault(twin.after, []).append(twin)
         for action in plan.actions:
             if action.kind in (ActionKind.UNCHANGED, ActionKind.EDITED, ActionKind.ORPHAN):
                 self._done.setdefault(action.kind, []).append(action.name)
         for task in plan.abandoned:  # paid for inputs the target no longer has: not collected (README)
             self.recorder.dropped(task.name, task.key)
-        self._shared = {a.after: _Shared() for a in plan.actions if a.after is not None}
+        twins = sum(map(len, self._twins.values()))
         started_event = BuildStarted(
-            len(paid) + len(restores), plan.images_to_generate, self.settings.concurrency, self.settings.emulator
+            len(paid) + len(restores) + twins,
+            plan.images_to_generate,
+            self.settings.concurrency,
+            self.settings.emulator,
         )
         self.reporter.emit(started_event)
         try:
             try:
                 async with anyio.create_task_group() as group:
+                    self._group = group
                     paid_queue, restore_queue = iter(paid), iter(restores)
                     # Twice the concurrency: while `concurrency` tasks run at the provider, as many
                     # finished ones can download and verify without holding a provider slot.
@@ -680,20 +684,20 @@ class Executor:
             await self._run_action(action)
 
     async def _run_action(self, action: Action) -> None:
-        try:
-            await self._run(action)
-        finally:
-            shared = self._shared.get(action.name)
-            if shared is not None:  # the targets that copy its images go on, or fail with it
-                shared.done.set()
+        await self._run(action)
+        twins = self._twins.pop(action.name, ())
+        source = self._locked.pop(action.name, None)
+        for twin in twins:  # they copy its images, or fail with it; not started when the build is stopping
+            assert self._group is not None
+            self._group.start_soon(self._run, dataclasses.replace(twin, source=source))
 
     async def _run(self, action: Action) -> None:
         kind, target, key = action.kind, action.target, action.key
         assert target is not None and key is not None
         self.reporter.emit(TargetStarted(action.name, kind.value, target.n if kind.paid else 0))
         try:
-            if action.after is not None:
-                action = dataclasses.replace(action, source=await self._images_of(action.after))
+            if action.after is not None and action.source is None:
+                raise PixmakeError(f"target {action.after!r}, whose images it shares (the same inputs), was not built")
             outputs = None
             unplanned = False
             if kind is ActionKind.RESUME or (kind is ActionKind.RESTORE and self._resumable(action.name, key)):
@@ -734,14 +738,6 @@ class Executor:
             return
         self._done.setdefault(kind, []).append(action.name)
         self.reporter.emit(TargetFinished(action.name, kind.value, outputs))
-
-    async def _images_of(self, name: str) -> LockEntry:
-        """The entry target ``name`` is locked under in this build, once it is (same inputs: same images)."""
-        shared = self._shared[name]
-        await shared.done.wait()
-        if shared.entry is None:
-            raise PixmakeError(f"target {name!r}, whose images it shares (the same inputs), was not built")
-        return shared.entry
 
     def _resumable(self, name: str, key: str) -> bool:
         """Whether a paid task for exactly these inputs is journaled for this target (and this build can
@@ -898,9 +894,8 @@ class Executor:
 
     async def _record(self, name: str, entry: LockEntry) -> None:
         """Journal a finished target's lock entry and fold when due; call it shielded."""
-        shared = self._shared.get(name)
-        if shared is not None:
-            shared.entry = entry
+        if name in self._twins:  # its twins copy what it is locked under
+            self._locked[name] = entry
         if self.recorder.record(name, entry):
             await self.recorder.fold()
 

@@ -26,8 +26,14 @@ def _line(entry: LockEntry) -> bytes:
 
 
 def remember(path: Path, entries: Iterable[LockEntry]) -> None:
-    """Append ``entries``, durably: the lock entries they were are gone once the build writes the lock."""
-    data = b"".join(map(_line, entries))
+    """Append those of ``entries`` not remembered already, durably: the lock entries they were are gone once
+    the build writes the lock. (A prompt toggled back and forth, or a build retried after a refused key,
+    adds nothing new.)"""
+    entries = list(entries)
+    if not entries:
+        return
+    known = recall(path)
+    data = b"".join(_line(entry) for entry in entries if known.get(entry.key) != entry)
     if data:
         append_lines(path, data)
 

@@ -558,6 +558,26 @@ def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
     return Action(kind, action.name, (_PLACEHOLDERS,), action.target, action.key)
 
 
+def _resumes(task: PendingSubmit | None, action: Action) -> bool:
+    """Whether ``task``, journaled by an interrupted build, is collected for this action's target."""
+    return task is not None and not task.emulator and task.key == action.key
+
+
+def _first_of_each_key(actions: Sequence[Action], resumable: set[str], replaced: frozenset[str]) -> dict[str, str]:
+    """The target whose images the others with the same inputs copy, by key: one collecting a paid task,
+    else one named by ``--replace``, else the first the plan pays for (in manifest order)."""
+
+    def rank(action: Action) -> int:
+        return 0 if action.name in resumable else 1 if action.name in replaced else 2
+
+    firsts: dict[str, str] = {}
+    candidates = [a for a in actions if a.key is not None and (a.kind.paid or a.name in resumable)]
+    for action in sorted(candidates, key=rank):  # stable: in manifest order within a rank
+        assert action.key is not None
+        firsts.setdefault(action.key, action.name)
+    return firsts
+
+
 def _resume_reason(pending: PendingSubmit) -> Reason:
     details = {"task_id": pending.task_id, "client_business_id": pending.client_business_id}
     if pending.task_id is not None:
@@ -637,16 +657,14 @@ def make_plan(
         """Paths a current target writes or reads: never stale, whatever an old lock entry says."""
         return claimed_paths(targets)
 
-    actions = []
+    actions: list[Action] = []
     abandoned = []
-    generated: dict[str, str] = {}  # the first target of each key this plan pays for
     hashes = disk.file_hashes
     for target in targets:
-        wanted = output_paths(target)
         action = _target_action(
             target,
             target_key(target, hashes),
-            wanted,
+            output_paths(target),
             lock,
             by_key,
             disk,
@@ -655,23 +673,33 @@ def make_plan(
             earlier=earlier,
         )
         action = _for_builder(action, lock, builder)
-        if action.kind.paid and action.key is not None and target.name not in replaced:
-            first = generated.setdefault(action.key, target.name)
-            if first != target.name:  # one image set for one set of inputs, as when the twin is added later
-                text = f"same inputs as target {first!r}, whose images this build generates"
-                why = (Reason("same-inputs-in-build", text, {"from": first}),)
-                action = Action(ActionKind.RESTORE, target.name, why, target, action.key, after=first)
+        if builder is Builder.PROVIDER and action.kind.paid and action.reasons[:1] == (_PLACEHOLDERS,):
+            before = _built_before(target, action.key or "", lock, by_key, disk, earlier)
+            if before is not None and not before[0].emulator:  # the provider's images for these inputs
+                action = Action(ActionKind.RESTORE, target.name, (before[1],), target, action.key, before[0])
+        actions.append(action)
+    resumable = {a.name for a in actions if _resumes(pending.get(a.name), a)}
+    firsts = _first_of_each_key(actions, resumable, replaced)
+    for i, action in enumerate(actions):
+        made, name = action.target, action.name
+        assert made is not None and action.key is not None
+        first = firsts.get(action.key, name)
+        if action.kind.paid and first != name and name not in replaced and name not in resumable:
+            text = f"same inputs as target {first!r}, whose images this build generates"
+            why = (Reason("same-inputs-in-build", text, {"from": first}),)
+            action = Action(ActionKind.RESTORE, name, why, made, action.key, after=first)
+        wanted = output_paths(made)
         action = _with_side_effects(action, wanted, lock, disk, claimed)
-        task = pending.get(target.name)
+        task = pending.get(name)
         if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
             abandoned.append(_abandoned(task))
         elif task is not None and task.key == action.key:
             why = (_resume_reason(task),)
-            resume = Action(ActionKind.RESUME, target.name, why, target, action.key, fallback=action)
+            resume = Action(ActionKind.RESUME, name, why, made, action.key, fallback=action)
             action = _with_side_effects(resume, wanted, lock, disk, claimed)
         elif task is not None:
             abandoned.append(_abandoned(task, "it was paid for earlier inputs of this target"))
-        actions.append(action)
+        actions[i] = action
     if orphans:
         names = {t.name for t in targets}
         for name in sorted(set(lock.entries) - names):
