@@ -558,20 +558,15 @@ def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
     return Action(kind, action.name, (_PLACEHOLDERS,), action.target, action.key)
 
 
-def _resumes(task: PendingSubmit | None, action: Action) -> bool:
-    """Whether ``task``, journaled by an interrupted build, is collected for this action's target."""
-    return task is not None and not task.emulator and task.key == action.key
-
-
-def _first_of_each_key(actions: Sequence[Action], resumable: set[str], replaced: frozenset[str]) -> dict[str, str]:
-    """The target whose images the others with the same inputs copy, by key: one collecting a paid task,
-    else one named by ``--replace``, else the first the plan pays for (in manifest order)."""
+def _first_of_each_key(actions: Sequence[Action], replaced: frozenset[str]) -> dict[str, str]:
+    """The target whose images the others with the same inputs copy, by key: one collecting a paid task
+    (RESUME), else one named by ``--replace``, else the first the plan pays for (in manifest order)."""
 
     def rank(action: Action) -> int:
-        return 0 if action.name in resumable else 1 if action.name in replaced else 2
+        return 0 if action.kind is ActionKind.RESUME else 1 if action.name in replaced else 2
 
     firsts: dict[str, str] = {}
-    candidates = [a for a in actions if a.key is not None and (a.kind.paid or a.name in resumable)]
+    candidates = [a for a in actions if a.key is not None and (a.kind.paid or a.kind is ActionKind.RESUME)]
     for action in sorted(candidates, key=rank):  # stable: in manifest order within a rank
         assert action.key is not None
         firsts.setdefault(action.key, action.name)
@@ -661,10 +656,11 @@ def make_plan(
     abandoned = []
     hashes = disk.file_hashes
     for target in targets:
+        wanted = output_paths(target)
         action = _target_action(
             target,
             target_key(target, hashes),
-            output_paths(target),
+            wanted,
             lock,
             by_key,
             disk,
@@ -677,29 +673,26 @@ def make_plan(
             before = _built_before(target, action.key or "", lock, by_key, disk, earlier)
             if before is not None and not before[0].emulator:  # the provider's images for these inputs
                 action = Action(ActionKind.RESTORE, target.name, (before[1],), target, action.key, before[0])
-        actions.append(action)
-    resumable = {a.name for a in actions if _resumes(pending.get(a.name), a)}
-    firsts = _first_of_each_key(actions, resumable, replaced)
-    for i, action in enumerate(actions):
-        made, name = action.target, action.name
-        assert made is not None and action.key is not None
-        first = firsts.get(action.key, name)
-        if action.kind.paid and first != name and name not in replaced and name not in resumable:
-            text = f"same inputs as target {first!r}, whose images this build generates"
-            why = (Reason("same-inputs-in-build", text, {"from": first}),)
-            action = Action(ActionKind.RESTORE, name, why, made, action.key, after=first)
-        wanted = output_paths(made)
         action = _with_side_effects(action, wanted, lock, disk, claimed)
-        task = pending.get(name)
+        task = pending.get(target.name)
         if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
             abandoned.append(_abandoned(task))
         elif task is not None and task.key == action.key:
             why = (_resume_reason(task),)
-            resume = Action(ActionKind.RESUME, name, why, made, action.key, fallback=action)
+            resume = Action(ActionKind.RESUME, target.name, why, target, action.key, fallback=action)
             action = _with_side_effects(resume, wanted, lock, disk, claimed)
         elif task is not None:
             abandoned.append(_abandoned(task, "it was paid for earlier inputs of this target"))
-        actions[i] = action
+        actions.append(action)
+    firsts = _first_of_each_key(actions, replaced)
+    for i, action in enumerate(actions):  # one image set for one set of inputs, as when a twin is added later
+        if action.kind.paid and action.name not in replaced and firsts[action.key or ""] != action.name:
+            first, made = firsts[action.key or ""], action.target
+            assert made is not None
+            text = f"same inputs as target {first!r}, whose images this build generates"
+            why = (Reason("same-inputs-in-build", text, {"from": first}),)
+            copy = Action(ActionKind.RESTORE, action.name, why, made, action.key, after=first)
+            actions[i] = _with_side_effects(copy, output_paths(made), lock, disk, claimed)
     if orphans:
         names = {t.name for t in targets}
         for name in sorted(set(lock.entries) - names):

@@ -240,7 +240,7 @@ class _Builder:
                 problem.field = field_path(path)
                 raise
             text = event.value
-            retyped = explicit is None and value is not None and type(value) is not str and text_value(value) != text
+            retyped = type(value) is not str and value is not None and explicit is None and text_value(value) != text
             if retyped:
                 self._retyped(path, mark, text, value)
         elif isinstance(event, yaml.SequenceStartEvent):
