@@ -122,6 +122,14 @@ def test_json_events_stay_valid_where_stdout_cannot_encode_them() -> None:
     assert first["outputs"] == ["assets/café.png"] and last["event"] == "build_finished"
 
 
+def test_plain_lines_use_ascii_where_stderr_cannot_encode_an_arrow() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii", errors="backslashreplace")  # as Python's own stderr
+    PlainReporter(stream).emit(TargetFinished("hero", "create", ("hero.png",)))
+    stream.flush()
+    assert raw.getvalue().decode().endswith("done       hero -> hero.png\n")
+
+
 class _Gone(io.StringIO):
     """A stream whose reader has left: every write raises BrokenPipeError."""
 

@@ -121,6 +121,12 @@ def summary_lines(r: BuildResult) -> list[str]:
     return lines  # a build-wide stop (r.fatal) is the caller's one-line error: the CLI prints it
 
 
+def _speaks_utf8(stream: IO[str]) -> bool:
+    """Whether ``stream`` encodes any character (else: ``PYTHONIOENCODING=ascii``, a Windows code page)."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return encoding.lower().replace("-", "").replace("_", "") == "utf8"
+
+
 class PlainReporter:
     """Timestamped lines, one per notable event; for CI logs and pipes."""
 
@@ -129,6 +135,7 @@ class PlainReporter:
         self.verbose = verbose
         self._start = time.monotonic()
         self._gone = False  # the stream can no longer be written
+        self._arrow = "→" if _speaks_utf8(self.stream) else "->"
 
     def _line(self, text: str) -> None:
         if self._gone:
@@ -151,7 +158,7 @@ class PlainReporter:
             case TargetPolled(target, status, progress) if self.verbose:
                 self._line(f"{'polled':<10} {target} {status} {progress}%")
             case TargetFinished(target, _, outputs):
-                self._line(f"{'done':<10} {target} → {', '.join(outputs)}")
+                self._line(f"{'done':<10} {target} {self._arrow} {', '.join(outputs)}")
             case TargetFailed(target, error):
                 self._line(f"{'FAILED':<10} {target}: {error}")
             case RetryScheduled(target, operation, attempt, delay, error):
@@ -198,10 +205,9 @@ class JsonReporter:
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stdout
-        # Non-ASCII characters as \u escapes where the stream cannot encode them (PYTHONIOENCODING=ascii,
-        # a Windows code page): the same JSON values, never an encoding error mid-build.
-        encoding = (getattr(self.stream, "encoding", None) or "utf-8").lower().replace("-", "").replace("_", "")
-        self._ascii = encoding != "utf8"
+        # Non-ASCII characters as \u escapes where the stream cannot encode them: the same JSON values,
+        # never an encoding error mid-build.
+        self._ascii = not _speaks_utf8(self.stream)
 
     def close(self) -> None:
         """Nothing to undo: every line is flushed as it is written."""
