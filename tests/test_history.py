@@ -59,6 +59,7 @@ def test_an_entry_remembered_already_is_not_appended_again(tmp_path: Path) -> No
     """A prompt toggled back and forth, or a build retried after a refused key, adds no line."""
     history = tmp_path / "history.jsonl"
     red, blue = entry("a red mug"), entry("a blue mug")
+    twin = replace(red, outputs=(LockedOutput("out/twin.png", "a" * 64, 10, 8, 8),))  # same key, another out
     for _ in range(3):
-        remember(history, [red, blue])
-    assert len(history.read_bytes().splitlines()) == 2
+        remember(history, [red, blue, twin])
+    assert len(history.read_bytes().splitlines()) == 3

@@ -687,6 +687,8 @@ class Executor:
         await self._run(action)
         twins = self._twins.pop(action.name, ())
         source = self._locked.pop(action.name, None)
+        if twins:
+            await anyio.lowlevel.checkpoint_if_cancelled()  # a fatal error or Ctrl-C: they get no event
         for twin in twins:  # they copy its images, or fail with it; not started when the build is stopping
             assert self._group is not None
             self._group.start_soon(self._run, dataclasses.replace(twin, source=source))

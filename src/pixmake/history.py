@@ -29,11 +29,14 @@ def remember(path: Path, entries: Iterable[LockEntry]) -> None:
     """Append those of ``entries`` not remembered already, durably: the lock entries they were are gone once
     the build writes the lock. (A prompt toggled back and forth, or a build retried after a refused key,
     adds nothing new.)"""
-    entries = list(entries)
-    if not entries:
+    lines = dict.fromkeys(map(_line, entries))
+    if not lines:
         return
-    known = recall(path)
-    data = b"".join(_line(entry) for entry in entries if known.get(entry.key) != entry)
+    try:
+        known = set(path.read_bytes().splitlines(keepends=True))
+    except FileNotFoundError:
+        known = set()
+    data = b"".join(line for line in lines if line not in known)
     if data:
         append_lines(path, data)
 
