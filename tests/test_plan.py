@@ -217,6 +217,23 @@ def test_of_targets_with_the_same_inputs_only_the_first_is_paid_for() -> None:
     ]
 
 
+def test_for_the_emulator_twins_never_copy_a_target_it_refuses() -> None:
+    """A provider's task of an interrupted build is no emulator build's to collect: the twins copy another."""
+    from pixmake.journal import PendingSubmit
+
+    twins = [replace(HERO, name=name, out=f"out/{name}.png") for name in ("a", "b", "c")]
+    key = target_key(HERO, INPUTS)
+    pending = {"a": PendingSubmit("a", key, "cbid-a", "task_a")}  # paid at the provider
+    plan = make_plan(twins, Lock(), DiskState(INPUTS), pending=pending, builder=Builder.EMULATOR)
+    assert [(a.kind, a.after) for a in plan.actions] == [
+        (ActionKind.RESUME, None),  # the executor fails it: "a build without --emulator collects it"
+        (ActionKind.CREATE, None),
+        (ActionKind.RESTORE, "b"),
+    ]
+    provider = make_plan(twins, Lock(), DiskState(INPUTS), pending=pending, builder=Builder.PROVIDER)
+    assert [a.after for a in provider.actions] == [None, "a", "a"]
+
+
 def test_placeholders_with_the_providers_images_locked_for_a_twin_are_replaced_from_them_free() -> None:
     twin = replace(HERO, name="twin", out="out/twin.png")
     lock, disk = project(HERO, twin, inputs=INPUTS)

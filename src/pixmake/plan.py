@@ -558,15 +558,25 @@ def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
     return Action(kind, action.name, (_PLACEHOLDERS,), action.target, action.key)
 
 
-def _first_of_each_key(actions: Sequence[Action], replaced: frozenset[str]) -> dict[str, str]:
+def _first_of_each_key(actions: Sequence[Action], replaced: frozenset[str], builder: Builder) -> dict[str, str]:
     """The target whose images the others with the same inputs copy, by key: one collecting a paid task
-    (RESUME), else one named by ``--replace``, else the first the plan pays for (in manifest order)."""
+    (RESUME), else one named by ``--replace``, else the first the plan pays for (in manifest order).
+    Never, for ``build --emulator``, one it refuses: a provider's task, or the provider's images replaced."""
 
     def rank(action: Action) -> int:
         return 0 if action.kind is ActionKind.RESUME else 1 if action.name in replaced else 2
 
+    def refused(action: Action) -> bool:
+        return action.kind is ActionKind.RESUME or any(r.code == PROVIDER_MADE for r in action.reasons)
+
     firsts: dict[str, str] = {}
-    candidates = [a for a in actions if a.key is not None and (a.kind.paid or a.kind is ActionKind.RESUME)]
+    candidates = [
+        a
+        for a in actions
+        if a.key is not None
+        and (a.kind.paid or a.kind is ActionKind.RESUME)
+        and not (builder is Builder.EMULATOR and refused(a))
+    ]
     for action in sorted(candidates, key=rank):  # stable: in manifest order within a rank
         assert action.key is not None
         firsts.setdefault(action.key, action.name)
@@ -684,10 +694,11 @@ def make_plan(
         elif task is not None:
             abandoned.append(_abandoned(task, "it was paid for earlier inputs of this target"))
         actions.append(action)
-    firsts = _first_of_each_key(actions, replaced)
+    firsts = _first_of_each_key(actions, replaced, builder)
     for i, action in enumerate(actions):  # one image set for one set of inputs, as when a twin is added later
-        if action.kind.paid and action.name not in replaced and firsts[action.key or ""] != action.name:
-            first, made = firsts[action.key or ""], action.target
+        first = firsts.get(action.key or "", action.name)
+        if action.kind.paid and action.name not in replaced and first != action.name:
+            made = action.target
             assert made is not None
             text = f"same inputs as target {first!r}, whose images this build generates"
             why = (Reason("same-inputs-in-build", text, {"from": first}),)
