@@ -1,4 +1,4 @@
-"""``.pixmake/history``: lock entries that builds replaced, so that going back to earlier inputs (a prompt
+"""``.pixmake/history.jsonl``: lock entries that builds replaced, so that going back to earlier inputs (a prompt
 edited back, ``n`` lowered and raised again, a target deleted and restored) restores their images from
 the object cache instead of paying for new ones: DVC's run cache, Bazel's action cache.
 
