@@ -579,6 +579,21 @@ def test_memo_racy_rule_a_file_not_older_than_the_memo_is_planned_again(
     assert check_memo(memo, root=project.root, manifest=project.manifest) is not None
 
 
+def test_memo_a_folder_swapped_for_a_symlink_leading_outside_is_planned_again(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """Every file's stat holds (the folder was moved, not copied), but the root check must run again."""
+    built(examples_copy)
+    assert plan(examples_copy, "--check")[0] == 0
+    assert plan(examples_copy, "--check")[0] == 0  # answered by the memo
+    outside = examples_copy.parent / "outside"
+    outside.mkdir()
+    (examples_copy / "photos").rename(outside / "photos")
+    (examples_copy / "photos").symlink_to(outside / "photos")
+    outcome = run_cli("-C", str(examples_copy), "plan", "--check")
+    assert outcome.exit_code == ExitCode.USER_ERROR and "outside the project" in outcome.stderr
+
+
 def test_memo_a_stale_output_that_comes_back_is_planned_again(
     examples_copy: Path, provider_env: EmulatorServer
 ) -> None:

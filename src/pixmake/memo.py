@@ -15,7 +15,9 @@ This module imports nothing of the manifest parser. Format (``marshal``)::
     (MEMO_VERSION, (pixmake version, code identity), (root, manifest), ((source path, stat | None), ...),
      paths: b"\\0"-joined, the paths' stats packed as int64 (mtime_ns, size, ino, ctime_ns),
      newest mtime_ns among them, names: b"\\0"-joined UTF-8, keys: 32-byte digests concatenated,
-     whether the manifest has warnings)
+     whether the manifest has warnings, the folders those paths lie in: b"\\0"-joined, and their lstat
+     identity packed as int64 (ino, mode): a folder swapped for a symlink (which may lead outside the
+     project, where the plan's root check would refuse it) is a change, though every file's stat holds)
 
 Packed bytes rather than tuples: loading 100,000 stat tuples would cost more than stat'ing the
 files, while bytes load as one copy, and the check runs as C-level ``map`` calls and one ``==``.
@@ -37,7 +39,7 @@ from pixmake import __version__
 
 __all__ = ["MEMO_VERSION", "FileStat", "Remembered", "check_memo", "code_identity", "file_stat", "write_memo"]
 
-MEMO_VERSION: Final = 4
+MEMO_VERSION: Final = 5
 FileStat = tuple[int, int, int, int]
 """``(size, mtime_ns, ino, ctime_ns)``: a file's identity for every cache in ``.pixmake/``."""
 
@@ -116,6 +118,7 @@ def write_memo(
             "\0".join(name for name, _ in targets).encode(),
             b"".join(bytes.fromhex(key) for _, key in targets),
             warned,
+            *_folders(root, (rel for rel, _ in files)),
         )
         data = marshal.dumps(record)
         try:
@@ -134,7 +137,9 @@ def check_memo(memo: Path, *, root: Path, manifest: Path) -> Remembered | None:
         with open(memo, "rb") as handle:
             written_ns = os.fstat(handle.fileno()).st_mtime_ns
             record: Any = marshal.loads(handle.read())
-        version, pixmake, recorded_root, sources, paths, packed, newest, names, keys, warned = record
+        version, pixmake, recorded_root, sources, paths, packed, newest, names, keys, warned, folders, folder_ids = (
+            record
+        )
     except (OSError, EOFError, ValueError, TypeError):
         return None
     if version != MEMO_VERSION or recorded_root != (str(root), str(manifest)) or newest >= written_ns:
@@ -151,13 +156,35 @@ def check_memo(memo: Path, *, root: Path, manifest: Path) -> Remembered | None:
         return None
     try:
         identities = map(_IDENTITY, map(partial(os.stat, dir_fd=directory), paths.split(b"\0") if paths else ()))
-        if _packed(identities) != packed:
+        if _packed(identities) != packed or _folder_identities(directory, folders) != folder_ids:
             return None
     except (OSError, ValueError):
         return None
     finally:
         os.close(directory)
     return Remembered(_Targets(names.decode().split("\0") if names else [], keys), bool(warned))
+
+
+def _folder_identities(directory: int, folders: bytes) -> bytes:
+    """(ino, mode) of each of the b"\\0"-joined project-relative ``folders``, not following a last symlink."""
+    stats = map(partial(os.lstat, dir_fd=directory), folders.split(b"\0") if folders else ())
+    return array("q", chain.from_iterable((st.st_ino, st.st_mode) for st in stats)).tobytes()
+
+
+def _folders(root: Path, paths: Iterable[str]) -> tuple[bytes, bytes]:
+    """The folders ``paths`` lie in (every level), b"\\0"-joined, and their identities (:func:`_folder_identities`)."""
+    folders: set[str] = set()
+    for rel in paths:
+        parent = os.path.dirname(rel)
+        while parent and parent not in folders:
+            folders.add(parent)
+            parent = os.path.dirname(parent)
+    joined = b"\0".join(os.fsencode(folder) for folder in sorted(folders))
+    directory = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        return joined, _folder_identities(directory, joined)
+    finally:
+        os.close(directory)
 
 
 class _Targets(Sequence[tuple[str, str]]):
