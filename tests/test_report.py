@@ -137,8 +137,9 @@ class _Gone(io.StringIO):
         raise BrokenPipeError(32, "Broken pipe")
 
 
-def test_plain_lines_with_their_reader_gone_are_dropped_quietly() -> None:
-    reporter = PlainReporter(_Gone())
+@pytest.mark.parametrize("kind", [PlainReporter, JsonReporter])
+def test_lines_with_their_reader_gone_are_dropped_quietly(kind: type[PlainReporter | JsonReporter]) -> None:
+    reporter = kind(_Gone())
     for event in EVENTS:
         reporter.emit(event)  # raises nothing: the build goes on
 

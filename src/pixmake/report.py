@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable
@@ -208,20 +207,22 @@ class JsonReporter:
         # Non-ASCII characters as \u escapes where the stream cannot encode them: the same JSON values,
         # never an encoding error mid-build.
         self._ascii = not _speaks_utf8(self.stream)
+        self._gone = False  # the reader has left
 
     def close(self) -> None:
         """Nothing to undo: every line is flushed as it is written."""
 
     def emit(self, event: Event) -> None:
         """Write the event as one JSON line; once the reader has left (``build --json | head``), nothing."""
+        if self._gone:
+            return
         record = {"event": self._NAMES[type(event)], "time": round(time.time(), 3), **_jsonable(event)}
         try:
             print(json.dumps(record, sort_keys=True, ensure_ascii=self._ascii), file=self.stream, flush=True)
         except BrokenPipeError:  # the build goes on: what it pays for is locked whether or not anyone reads
+            self._gone = True
             if self.stream is sys.stdout:
-                silence_stdout()  # later events, and the flush at exit, go nowhere
-            else:
-                self.stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115  # lives as long as the reporter
+                silence_stdout()  # the flush at exit goes nowhere too
 
 
 class RichReporter:
