@@ -128,6 +128,29 @@ def test_a_paid_task_for_inputs_changed_since_is_dropped_with_a_warning(
     assert run_cli("-C", str(hero), "plan", "--check").exit_code == 0
 
 
+def test_building_a_twin_alone_collects_the_other_twins_paid_task_instead_of_paying_again(
+    make_project: Callable[..., Path], provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    root = make_project(
+        {"version": 1, "targets": {name: {"prompt": "a red mug", "out": f"{name}.png"} for name in ("hero", "twin")}}
+    )
+    task_id = _interrupted_build(root, provider_env, tmp_path / "build.log", "hero")
+
+    plan = run_cli("-C", str(root), "plan", "twin")
+    assert plan.stdout.splitlines() == [
+        "< restore    twin: same inputs as target 'hero', whose paid task this build collects",
+        f"> resume     hero: collecting paid task {task_id} from an interrupted build; "
+        "not selected, but target 'twin' has its inputs and copies its images",
+        "Plan: 1 to restore, 1 to resume (already paid); 0 images to generate",
+    ]
+    outcome = run_cli("-C", str(root), "build", "twin")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert provider_env.emulator.ledger.charged_images == 1  # hero's task, once
+    assert (root / "twin.png").read_bytes() == (root / "hero.png").read_bytes()
+    assert _journaled_tasks(root) == {}
+    assert run_cli("-C", str(root), "plan", "--check").exit_code == 0
+
+
 def test_a_symlink_swapped_in_during_a_build_cannot_lead_a_write_outside_the_root(
     make_project: Callable[..., Path], provider_env: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -344,8 +344,11 @@ def plan(
     if unknown:
         raise ConfigError(f"--replace: no target named {', '.join(sorted(unknown))}")
     targets = manifest.targets
+    unselected: tuple[Target, ...] = ()
     if select is not None and not select.everything:
         targets = select_targets(targets, select)
+        chosen = {t.name for t in targets}
+        unselected = tuple(t for t in manifest.targets if t.name not in chosen)
         outside = set(replace) - {t.name for t in targets}
         if outside:
             raise ConfigError(
@@ -376,6 +379,7 @@ def plan(
         pending=pending,
         builder=builder or Builder.EITHER,
         earlier=earlier,
+        unselected=unselected,
     )
     if (
         whole

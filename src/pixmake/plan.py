@@ -619,6 +619,7 @@ def make_plan(
     pending: Mapping[str, PendingSubmit] | None = None,
     builder: Builder = Builder.EITHER,
     earlier: Callable[[str], LockEntry | None] = lambda key: None,
+    unselected: Iterable[Target] = (),
 ) -> Plan:
     """One action per target (in the given order), then one ORPHAN per lock entry no target claims.
 
@@ -644,6 +645,10 @@ def make_plan(
     only such entries): a renamed target, two targets that swapped names, a prompt edited back.
     Of targets with the same inputs that the plan would pay for, only the first is paid: the others
     are RESTOREs ``after`` it. ``--replace`` asks for new images.
+
+    ``unselected`` holds the manifest's targets outside a selection: one of them whose paid task of an
+    interrupted build has the inputs of a target the plan would pay for is collected (a RESUME) for
+    that target to copy, rather than paying for the same images twice.
     """
     from pixmake.fingerprint import target_key
     from pixmake.manifest import claimed_paths, output_paths
@@ -663,9 +668,10 @@ def make_plan(
         return claimed_paths(targets)
 
     actions: list[Action] = []
-    abandoned = []
+    abandoned: list[AbandonedTask] = []
     hashes = disk.file_hashes
-    for target in targets:
+
+    def act(target: Target) -> Action:
         wanted = output_paths(target)
         action = _target_action(
             target,
@@ -693,14 +699,27 @@ def make_plan(
             action = _with_side_effects(resume, wanted, lock, disk, claimed)
         elif task is not None:
             abandoned.append(_abandoned(task, "it was paid for earlier inputs of this target"))
-        actions.append(action)
+        return action
+
+    actions.extend(act(target) for target in targets)
+    paying = {a.key: a.name for a in actions if a.kind.paid and a.name not in replaced}
+    for target in unselected:
+        task = pending.get(target.name)
+        if task is None or task.emulator or builder is Builder.EMULATOR or task.key not in paying:
+            continue
+        if target_key(target, hashes) == task.key:  # paid for the inputs it has now: a RESUME
+            action = act(target)
+            text = f"not selected, but target {paying[task.key]!r} has its inputs and copies its images"
+            actions.append(dataclasses.replace(action, reasons=(*action.reasons, Reason("resume-for-twin", text))))
     firsts = _first_of_each_key(actions, replaced, builder)
+    resumed = {a.name for a in actions if a.kind is ActionKind.RESUME}
     for i, action in enumerate(actions):  # one image set for one set of inputs, as when a twin is added later
         first = firsts.get(action.key or "", action.name)
         if action.kind.paid and action.name not in replaced and first != action.name:
             made = action.target
             assert made is not None
-            text = f"same inputs as target {first!r}, whose images this build generates"
+            does = "paid task this build collects" if first in resumed else "images this build generates"
+            text = f"same inputs as target {first!r}, whose {does}"
             why = (Reason("same-inputs-in-build", text, {"from": first}),)
             copy = Action(ActionKind.RESTORE, action.name, why, made, action.key, after=first)
             actions[i] = _with_side_effects(copy, output_paths(made), lock, disk, claimed)
