@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from PIL import Image
 
@@ -507,6 +509,46 @@ def test_the_no_op_memo_never_hides_a_change(examples_copy: Path, provider_env: 
     assert plan(examples_copy, "--check")[0] == ExitCode.CHANGES
     edit_manifest(examples_copy, {})  # rewritten, same content: still a valid plan
     assert plan(examples_copy, "--check")[0] == ExitCode.CHANGES
+
+
+def _flip_a_bit_in(path: Path, inside: bytes) -> None:
+    """What a bad disk sector or RAM does: one bit of ``inside``, where it occurs in ``path``, changed."""
+    data = bytearray(path.read_bytes())
+    at = data.index(inside) + len(inside) // 2
+    data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("cache", ["statcache", "manifest.cache", "lock.cache"])
+def test_a_flipped_bit_in_a_cache_is_never_a_wrong_plan(
+    examples_copy: Path, provider_env: EmulatorServer, cache: str
+) -> None:
+    """A wrong hash, prompt or key read from a cache would plan a paid regeneration of what is built."""
+    built(examples_copy)
+    assert plan(examples_copy, "--check")[0] == 0
+    state = examples_copy / ".pixmake"
+    (state / "noop.memo").unlink()  # else the memo answers without reading the caches
+    if cache == "statcache":
+        inside = hashlib.sha256((examples_copy / "photos/mug.png").read_bytes()).digest()
+    elif cache == "manifest.cache":
+        inside = b"two colours"
+    else:
+        inside = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"].key.encode()
+    _flip_a_bit_in(state / cache, inside)
+    assert plan(examples_copy, "--check") == (0, ["Plan: 4 unchanged; 0 images to generate"])
+
+
+def test_a_flipped_bit_in_the_no_op_memo_is_never_its_answer(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    from pixmake.memo import check_memo
+
+    project = api.open_project(examples_copy)
+    built(examples_copy)
+    api.plan(project)
+    memo = project.state_dir / "noop.memo"
+    assert check_memo(memo, root=project.root, manifest=project.manifest) is not None
+    key = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"].key
+    _flip_a_bit_in(memo, bytes.fromhex(key))
+    assert check_memo(memo, root=project.root, manifest=project.manifest) is None
 
 
 def test_no_op_plan_imports_neither_yaml_nor_the_build_stack(examples_copy: Path, provider_env: EmulatorServer) -> None:

@@ -10,7 +10,8 @@ case (a file whose mtime is not older than the memo's own) means "plan normally"
 cannot be read or written is ignored: it only saves work.
 
 The memo is written only for a plan over the whole manifest with no ``--replace`` or ``--restore``.
-This module imports nothing of the manifest parser. Format (``marshal``)::
+This module imports nothing of the manifest parser. Format (``marshal``, then its CRC-32:
+:func:`pixmake.recordfile.sealed`)::
 
     (MEMO_VERSION, (pixmake version, code identity), (root, manifest), ((source path, stat | None), ...),
      paths: b"\\0"-joined, the paths' stats packed as int64 (mtime_ns, size, ino, ctime_ns),
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, overload
 
 from pixmake import __version__
+from pixmake.recordfile import sealed, unsealed
 
 __all__ = ["MEMO_VERSION", "FileStat", "Remembered", "check_memo", "code_identity", "file_stat", "write_memo"]
 
@@ -120,7 +122,7 @@ def write_memo(
             warned,
             *_folders(root, (rel for rel, _ in files)),
         )
-        data = marshal.dumps(record)
+        data = sealed(marshal.dumps(record))
         try:
             if memo.read_bytes() == data and memo.stat().st_mtime_ns > record[6]:
                 return  # the same memo, and not racy: do not rewrite it on every plan
@@ -136,7 +138,7 @@ def check_memo(memo: Path, *, root: Path, manifest: Path) -> Remembered | None:
     try:
         with open(memo, "rb") as handle:
             written_ns = os.fstat(handle.fileno()).st_mtime_ns
-            record: Any = marshal.loads(handle.read())
+            record: Any = marshal.loads(unsealed(handle.read()))
         version, pixmake, recorded_root, sources, paths, packed, newest, names, keys, warned, folders, folder_ids = (
             record
         )

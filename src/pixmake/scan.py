@@ -10,7 +10,8 @@ which locked outputs the object cache can restore, and which outputs are damaged
 their locked bytes, and either a strict prefix of them or not a whole image (what a power cut leaves
 of an output written without fsync; see :func:`pixmake.store.atomic_write`).
 
-Cache file format: ``marshal`` of ``(STAT_CACHE_VERSION, {path: 64 bytes})``, each value the stat
+Cache file format: ``marshal`` of ``(STAT_CACHE_VERSION, {path: 64 bytes})`` and its CRC-32
+(:func:`pixmake.recordfile.sealed`), each value the stat
 packed as four little-endian int64 (size, mtime_ns, ino, ctime_ns) then the raw sha256 digest.
 ``bench/noop.py --formats`` chose it: at 10,000 entries it loads in about 1 ms, against 4 ms for
 marshal or pickle of tuples and 8 ms for JSON. Not pickle for any file in ``.pixmake/``: loading a
@@ -35,6 +36,7 @@ from pixmake.decode import is_whole_image
 from pixmake.errors import Diagnostic, ManifestError
 from pixmake.lockfile import Lock
 from pixmake.manifest import Target, is_url, output_paths
+from pixmake.recordfile import sealed, unsealed
 from pixmake.store import ObjectCache, RootGuard, atomic_write
 
 __all__ = [
@@ -139,7 +141,7 @@ class StatCache:
         try:
             with open(path, "rb") as handle:
                 self.written_ns = os.fstat(handle.fileno()).st_mtime_ns
-                data = marshal.loads(handle.read())
+                data = marshal.loads(unsealed(handle.read()))
         except (OSError, EOFError, ValueError, TypeError):
             return
         if isinstance(data, tuple) and len(data) == 2 and data[0] == STAT_CACHE_VERSION and isinstance(data[1], dict):
@@ -186,7 +188,7 @@ class StatCache:
         for rel in racy:
             del self.entries[rel]
         try:
-            atomic_write(self.path, marshal.dumps((STAT_CACHE_VERSION, self.entries)))
+            atomic_write(self.path, sealed(marshal.dumps((STAT_CACHE_VERSION, self.entries))))
         except OSError:
             return  # a read-only checkout (CI) still plans; the cache only saves work
         self.dirty = False
