@@ -282,6 +282,30 @@ def test_an_upload_declares_the_type_its_bytes_have(name: str, data: bytes, sent
     assert f'filename="{sent_name}"' in headers and f"content-type: {sent_type}" in headers
 
 
+@pytest.mark.parametrize(
+    ("body", "url"),
+    [
+        (b'{"success": true, "url": "https://files.example/top.png"}', "https://files.example/top.png"),
+        (b'{"success": true, "data": "https://files.example/u.png"}', None),
+        (b'{"success": true, "data": [{"url": "https://files.example/u.png"}]}', None),
+        (b'{"success": true, "data": null}', None),
+    ],
+    ids=["top-level-url", "data-a-string", "data-a-list", "data-null"],
+)
+def test_an_upload_answer_of_another_shape_is_a_url_or_a_server_error(body: bytes, url: str | None) -> None:
+    """§7 q10: the upload answer's forms are not settled; none is a traceback (providers raise ProviderError)."""
+
+    def upload(p: ToapisProvider, u: str) -> Any:
+        return p.upload(_PNG, filename="brand.png")
+
+    answer = lambda m, p: _raw("200 OK", body, Content_Type="application/json")  # noqa: E731
+    if url is not None:
+        assert _against(answer, upload) == url
+        return
+    with pytest.raises(ServerError, match="upload answered without a URL"):
+        _against(answer, upload)
+
+
 def test_retry_after_as_an_http_date_is_read() -> None:
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
     body = b'{"error": {"code": "rate_limit_exceeded"}}'
@@ -360,3 +384,5 @@ def test_the_key_goes_only_to_the_api_host(emulator: EmulatorServer) -> None:
     assert len(api_calls) == 2 and all(r.headers["authorization"] == "Bearer sk-…redacted" for r in api_calls)
     assert len(downloads) == 1 and "authorization" not in downloads[0].headers  # not even from the API host
     assert "authorization" not in fetched.headers
+    assert {r.headers["accept"] for r in api_calls} == {"application/json"}
+    assert {r.headers["accept"] for r in (*downloads, fetched)} == {"image/*"}  # a file host is asked for images

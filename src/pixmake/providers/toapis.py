@@ -231,8 +231,8 @@ class ToapisProvider:
         if self._api_session is None or self._files_session is None:
             s = self._settings
             assert s.api_key is not None
-            headers = {"User-Agent": f"pixmake/{__version__}", "Accept": "application/json"}
-            auth = {**headers, "Authorization": f"Bearer {s.api_key.reveal()}"}
+            headers = {"User-Agent": f"pixmake/{__version__}", "Accept": "image/*"}  # result files
+            auth = {**headers, "Accept": "application/json", "Authorization": f"Bearer {s.api_key.reveal()}"}
             limit = max(16, 2 * s.concurrency)  # every target in flight, plus uploads and downloads
 
             def session(default_headers: dict[str, str], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
@@ -286,9 +286,10 @@ class ToapisProvider:
         if not isinstance(body, dict) or body.get("success") is False:
             message = body.get("message") if isinstance(body, dict) else body
             raise RequestRejectedError(f"upload refused: {_one_line(str(message))}", status=answer.status)
-        url = (body.get("data") or {}).get("url")
+        hosted = body.get("data")
+        url = hosted.get("url") if isinstance(hosted, dict) else body.get("url")  # §5: data{id,url,...}
         if not isinstance(url, str):
-            raise ServerError(f"upload answered without a URL: {str(body)[:200]}")
+            raise ServerError(f"upload answered without a URL: {_one_line(str(body))[:200]}")
         return url
 
     async def submit(self, request: GenerationRequest) -> TaskStatus:
