@@ -482,3 +482,21 @@ def test_a_retyped_value_reached_through_an_alias_is_warned_about_where_it_is_us
     assert [(w.line, w.field, w.message.split(" (YAML")[0]) for w in manifest.warnings] == [
         (2, "vars.ratio", "3:2 is read as the number 182")
     ]  # the line where it is written; not the x- key itself, which nothing substitutes
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_text_a_comment_cuts_short_is_warned_about(stream: bool) -> None:
+    """``prompt: Poster #3 for the sale`` is "Poster": the prompt paid for is not the one written."""
+    text = (
+        "version: 1\ntargets:\n"
+        "  a:\n    prompt: Poster #3 for the summer sale, blue mug\n    out: a.png   # the hero shot\n"
+        "  b:\n    prompt: 'Hex #ff0000 background'\n    n: 2 #two\n    out: b.png\n"
+        "  c:\n    prompt: A red mug\t# a comment, written as one\n    out: c.png\n"
+    )
+    manifest = parse_manifest(text, file="m.yaml", stream=stream)
+    assert [(w.line, w.column, w.field, w.message) for w in manifest.warnings] == [
+        (4, 13, "targets.a.prompt", "the value ends at 'Poster': YAML reads the rest of the line, "
+         "'#3 for the summer sale, blue mug', as a comment (' #' starts one); quote the whole value to keep it, "
+         "or write '# ' if it is a comment"),
+    ]  # fmt: skip
+    assert [t.prompt for t in manifest.targets] == ["Poster", "Hex #ff0000 background", "A red mug"]

@@ -447,7 +447,7 @@ class _Made:
         self.catalogs: dict[str, list[Row] | None] = {}
         self.targets: list[Target] = []
         self.checked: list[Target] = []  # every target made, with problems or not: the disk checks look at them all
-        self.retyped: list[Diagnostic] = []  # variables YAML 1.1 reads as other than their text
+        self.retyped: list[Diagnostic] = []  # values YAML reads as other than their text (1.1 types, comments)
 
     def note_retyped(self, path: FieldPath, line: int, column: int, text: str, value: Any) -> None:
         """A plain scalar read as a value that is not its text: a warning where it becomes text in prompts."""
@@ -458,6 +458,15 @@ class _Made:
                 f'place; quote it ("{text}") to keep the text'
             )
             self.retyped.append(Diagnostic(self.file, line, column, field_path(path), message, "warning"))
+
+    def note_comment(self, path: FieldPath, line: int, column: int, value: str, comment: str) -> None:
+        """A plain text cut short by a comment that reads like text (``Poster #3``): a warning."""
+        shown = comment if len(comment) <= 40 else comment[:39] + "…"
+        message = (
+            f"the value ends at {value[-20:]!r}: YAML reads the rest of the line, {shown!r}, as a comment "
+            "(' #' starts one); quote the whole value to keep it, or write '# ' if it is a comment"
+        )
+        self.retyped.append(Diagnostic(self.file, line, column, field_path(path), message, "warning"))
 
     def start(self, doc: Mapping[str, Any]) -> _Context:
         """Read ``vars:`` and ``defaults:`` of a document whose schema problems block none of its targets."""
@@ -537,7 +546,11 @@ def parse_manifest(
         raise ManifestError.at(file, 1, 1, "", f"manifest is larger than {MAX_MANIFEST_BYTES >> 20} MB")
     made = _Made(file, read_file)
     on_entry = made.entry if stream else None
-    doc = load_yaml(text, file=file, on_entry=on_entry, on_retyped=made.note_retyped) if text.strip() else None
+    doc = (
+        load_yaml(text, file=file, on_entry=on_entry, on_retyped=made.note_retyped, on_comment=made.note_comment)
+        if text.strip()
+        else None
+    )
     if doc is None:
         raise ManifestError.at(file, 1, 1, "", "manifest is empty; it needs at least 'version: 1' and 'targets:'")
     if not isinstance(doc, dict):

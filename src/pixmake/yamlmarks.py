@@ -23,7 +23,7 @@ from pixmake.errors import Diagnostic, ManifestError
 from pixmake.schema import field_path
 from pixmake.variables import text_value
 
-__all__ = ["MAX_EXPANDED_NODES", "Mark", "MarkedDict", "MarkedList", "OnEntry", "load_yaml"]
+__all__ = ["MAX_EXPANDED_NODES", "Mark", "MarkedDict", "MarkedList", "OnComment", "OnEntry", "OnRetyped", "load_yaml"]
 
 MAX_EXPANDED_NODES: Final = 2_000_000
 _TAG_PREFIX: Final = "tag:yaml.org,2002:"
@@ -40,6 +40,15 @@ True when it is done with the entry, which the document then holds as None (see 
 OnRetyped = Callable[[tuple[str | int, ...], int, int, str, Any], None]
 """Called with (path, line, column, text, value) for a plain scalar YAML 1.1 read as something that is
 not its text: ``3:2`` (base 60: 182), ``010`` (octal: 8), ``yes`` (true), ``9.90`` (9.9)."""
+
+OnComment = Callable[[tuple[str | int, ...], int, int, str, str], None]
+"""Called with (path, line, column, value, comment) for a plain text scalar cut short by a comment on its
+line that reads like text: ``prompt: Poster #3 for the sale`` is "Poster" (a ``#`` after a space starts a
+comment), and ``comment`` is "#3 for the sale". A comment written as one (``# …``, after ``#`` a space) is
+not reported."""
+
+_COMMENT: Final = re.compile(r"[ \t]+(#[^ \t\r\n][^\r\n]*)")
+_TEXTY_COMMENT: Final = re.compile(r"[ \t]#[^ \t\r\n]")
 
 Mark = tuple[int, int, int, int]
 """1-based (key line, key column, value line, value column); a list item's key position is its own."""
@@ -177,11 +186,16 @@ class _Builder:
     """
 
     def __init__(
-        self, loader: yaml.SafeLoader, on_entry: OnEntry | None = None, on_retyped: OnRetyped | None = None
+        self,
+        loader: yaml.SafeLoader,
+        on_entry: OnEntry | None = None,
+        on_retyped: OnRetyped | None = None,
+        on_comment: tuple[str, OnComment] | None = None,
     ) -> None:
         self.events = _Events(loader)
         self.on_entry = on_entry
         self.on_retyped = on_retyped
+        self.on_comment = on_comment  # with the text the loader reads
         self.top: MarkedDict | None = None  # the document's mapping, while it is built
         self.targets_mark = 0  # packed mark of the document's first "targets:" key, when it is being built
         self.anchors: dict[str, _Anchored] = {}
@@ -243,6 +257,11 @@ class _Builder:
             retyped = type(value) is not str and value is not None and explicit is None and text_value(value) != text
             if retyped:
                 self._retyped(path, mark, text, value)
+            elif self.on_comment is not None and not event.style and type(value) is str:  # plain: None, or ""
+                source, on_comment = self.on_comment
+                end: int = getattr(event.end_mark, "index", -1)  # a parser's event always has its end mark
+                if source[end : end + 1] in (" ", "\t") and (cut := _COMMENT.match(source, end)) is not None:
+                    on_comment(path, mark.line + 1, mark.column + 1, value, cut.group(1))
         elif isinstance(event, yaml.SequenceStartEvent):
             value = self.sequence(event, path)
         else:
@@ -402,7 +421,14 @@ def _unclosed_quote(lines: list[str], line: int) -> int:
     return 0
 
 
-def load_yaml(text: str, *, file: str, on_entry: OnEntry | None = None, on_retyped: OnRetyped | None = None) -> Any:
+def load_yaml(
+    text: str,
+    *,
+    file: str,
+    on_entry: OnEntry | None = None,
+    on_retyped: OnRetyped | None = None,
+    on_comment: OnComment | None = None,
+) -> Any:
     """The single YAML document in ``text`` as marked values (None when it holds no node).
 
     Raises :class:`~pixmake.errors.ManifestError` (naming ``file``) for a syntax error, a refused tag,
@@ -413,7 +439,8 @@ def load_yaml(text: str, *, file: str, on_entry: OnEntry | None = None, on_retyp
     it is done with is not kept, so the whole document is never in memory at once. It is not called
     for a text with both anchors and aliases: the alias-bomb check needs the whole document. Problems
     found later in the text still raise here, so ``on_entry`` should only gather its own.
-    ``on_retyped`` hears of each plain scalar read as a value that is not its text (see :data:`OnRetyped`).
+    ``on_retyped`` hears of each plain scalar read as a value that is not its text (see :data:`OnRetyped`),
+    ``on_comment`` of each plain text a comment that reads like text cuts short (see :data:`OnComment`).
     """
     if "&" in text and "*" in text:
         on_entry = None
@@ -421,7 +448,8 @@ def load_yaml(text: str, *, file: str, on_entry: OnEntry | None = None, on_retyp
     try:
         loader = _BaseLoader(text)
         try:
-            builder = _Builder(loader, on_entry, on_retyped)
+            texty = on_comment is not None and _TEXTY_COMMENT.search(text) is not None  # else no scalar is cut
+            builder = _Builder(loader, on_entry, on_retyped, (text, on_comment) if texty and on_comment else None)
             doc = builder.document()
         finally:
             loader.dispose()
