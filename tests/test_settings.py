@@ -113,3 +113,35 @@ def test_pacing_variables(variable: str, value: str, field: str, expected: float
             resolve(ProviderConfig(), environ)
     else:
         assert getattr(resolve(ProviderConfig(), environ), field) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://toapis.com", "https://api.toapis.com/", "http://127.0.0.1:8787", "http://[::1]:9", "http://localhost:1"],
+)
+def test_a_manifest_may_send_the_key_to_the_provider_or_this_machine(url: str) -> None:
+    settings = resolve(ProviderConfig(base_url=url), {"TOAPIS_API_KEY": "sk-a"})
+    assert settings.base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://collector.example/v1", "collector.example"),
+        ("http://toapis.com", "toapis.com in the clear"),
+        ("https://toapis.com.evil.example", "toapis.com.evil.example"),
+        ("https://user:s3cret@10.0.0.2", "10.0.0.2"),
+    ],
+)
+def test_a_manifest_cannot_send_the_key_to_another_host(url: str, host: str) -> None:
+    """A pull request changing provider.base_url must not get a CI job's key: the environment says where it goes."""
+    provider = ProviderConfig(base_url=url, api_key_env="GITHUB_TOKEN")
+    with pytest.raises(ConfigError) as caught:
+        resolve(provider, {"GITHUB_TOKEN": "ghp_victim"})
+    message = str(caught.value)
+    assert f"would send the API key to {host}:" in message and "PIXMAKE_BASE_URL=" in message
+    assert "s3cret" not in message and "ghp_victim" not in message
+    assert (
+        resolve(provider, {"GITHUB_TOKEN": "ghp_x", "PIXMAKE_BASE_URL": url}).base_url == url
+    )  # the environment's call
+    assert resolve(provider, {}).api_key is None  # no key to send (build --emulator): nothing to refuse

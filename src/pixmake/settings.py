@@ -7,15 +7,18 @@ The result is a frozen :class:`Settings` handed explicitly to the build. The API
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from pixmake.errors import ConfigError
-from pixmake.manifest import ProviderConfig
+from pixmake.manifest import DEFAULT_BASE_URL, ProviderConfig
 
 __all__ = ["Secret", "Settings", "display_url", "parse_rate", "resolve"]
 
@@ -76,6 +79,31 @@ def display_url(url: str) -> str:
     return url.split("?", 1)[0].split("#", 1)[0] if match is None else match["scheme"] + match["rest"]
 
 
+def _check_manifest_url(url: str) -> None:
+    """Refuse a manifest's base URL that would send the key anywhere but the provider's own hosts or this machine.
+
+    A manifest is committed: a pull request that changed ``provider.base_url`` would otherwise send the key
+    of whoever builds it (a CI job) to a host of its choosing. Where the key goes is the environment's choice.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    default = urlsplit(DEFAULT_BASE_URL).hostname or ""
+    if parts.scheme == "https" and (host == default or host.endswith("." + default)):
+        return
+    shown = display_url(url)
+    where = (host or "an unknown host") + (" in the clear" if parts.scheme == "http" else "")
+    raise ConfigError(
+        f"provider.base_url {shown!r} would send the API key to {where}:"
+        f" a manifest may name only https://{default} (or this machine), since a change to it could send the key"
+        f" anywhere; set PIXMAKE_BASE_URL={shown} where builds run instead"
+    )
+
+
 def parse_rate(text: str) -> float:
     """``"60/min"`` → 1.0 submits per second; raises ConfigError for anything else."""
     match = _RATE.match(text)
@@ -119,6 +147,8 @@ def resolve(
         key = key.strip()  # a secret pasted with its line's end
         if not key.isprintable() or " " in key:
             raise ConfigError(f"the API key in {provider.api_key_env} holds a space or a control character")
+        if not base_url and not environ.get("PIXMAKE_BASE_URL"):
+            _check_manifest_url(url)
     interval = poll_interval
     if interval is None and environ.get("PIXMAKE_POLL_INTERVAL"):
         interval = _positive_float("PIXMAKE_POLL_INTERVAL", environ["PIXMAKE_POLL_INTERVAL"])
