@@ -460,7 +460,7 @@ def test_a_lock_path_outside_the_root_is_refused_and_never_deleted(
     edit_manifest(examples_copy, {}, drop="mug-lifestyle")
     outcome = run_cli("-C", str(examples_copy), "build", "--prune")
     assert outcome.exit_code == ExitCode.USER_ERROR
-    assert "'../outside.png' leaves the project root" in outcome.stderr
+    assert 'output path "../outside.png" is not one pixmake writes' in outcome.stderr
     assert outside.read_bytes() == b"not yours"
 
 

@@ -25,7 +25,8 @@ from pixmake.lockfile import (
 )
 
 _sha = st.binary(min_size=32, max_size=32).map(bytes.hex)
-_path = st.text("abcxyz/_-0123", min_size=1, max_size=12).map(lambda stem: f"out/{stem}.png")
+_part = st.text("abcxyz_-0123", min_size=1, max_size=6)
+_path = st.lists(_part, min_size=1, max_size=3).map(lambda parts: f"out/{'/'.join(parts)}.png")  # as normal_path
 _text = st.text(st.characters(codec="utf-8"), max_size=30)
 _name = st.text("abcdefghijklmnopqrstuvwxyzABC0123456789_.- ", min_size=1, max_size=12).filter(
     lambda name: not name.startswith(" ")
@@ -197,6 +198,30 @@ def test_corruption_messages_name_the_line_in_words(text: str, message: str) -> 
         parse_lock(text)
     assert str(caught.value).startswith(message)
     assert "Error(" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "problem"),
+    [
+        ("old", "pixmake.yaml", 'output path "pixmake.yaml" is not one pixmake writes'),
+        ("old", ".git/HEAD.png", 'output path ".git/HEAD.png" is not one pixmake writes'),
+        ("old", ".PIXMAKE/objects/68/68.png", 'output path ".PIXMAKE/objects/68/68.png" is not one pixmake writes'),
+        ("old", "out/../../up.png", 'output path "out/../../up.png" is not one pixmake writes'),
+        ("old", "C:/up.png", 'output path "C:/up.png" is not one pixmake writes'),
+        ("old", "out/a\n.png", 'output path "out/a\\n.png" is not one pixmake writes'),
+        ("old\u001b[8m", "out/a.png", 'the target name "old\\u001b[8m" holds a control character'),
+    ],
+    ids=["the-manifest", "in-git", "the-object-cache", "not-normal", "a-drive", "a-newline", "terminal-escape"],
+)
+def test_a_lock_naming_what_no_build_writes_is_refused(name: str, path: str, problem: str) -> None:
+    """A hostile or hand-made lock: build --prune would delete an orphan's "outputs" (the manifest, .git/HEAD,
+    a paid image in the cache), and a plan would print its name to the terminal."""
+    block = {"target": name, "key": "k" * 64, "model": "m", "prompt": "p", "size": "1:1", "n": 1,
+             "outputs": [{"path": path, "sha256": "0" * 64, "bytes": 1, "width": 1, "height": 1}]}  # fmt: skip
+    text = '{"version": 2}\n\n' + json.dumps(block)
+    with pytest.raises(LockfileError) as caught:
+        parse_lock(text)
+    assert f"lockfile is corrupt (bad target block {json.dumps(name)}: {problem}" in str(caught.value)
 
 
 def test_git_conflict_markers_get_their_own_hint() -> None:

@@ -117,8 +117,26 @@ def _output_json(o: LockedOutput) -> dict[str, Any]:
     return {"path": o.path, "sha256": o.sha256, "bytes": o.bytes, "width": o.width, "height": o.height}
 
 
+class _NotOurs(ValueError):
+    """A value no pixmake writes, which a build would act on (a hostile or hand-made lock): said in words."""
+
+
 def _output(o: Mapping[str, Any]) -> LockedOutput:
-    return LockedOutput(str(o["path"]), str(o["sha256"]), int(o["bytes"]), int(o["width"]), int(o["height"]))
+    path = str(o["path"])
+    if (
+        not path.endswith(".png")
+        or path.startswith(("/", "~"))
+        or (path[1:2] == ":" and path[:1].isascii() and path[:1].isalpha())
+        or "\\" in path
+        or not path.isprintable()
+        or not _NOT_WRITTEN.isdisjoint(path.lower().split("/"))
+    ):  # what normal_path refuses, or would change, at a fifth of its cost: a lock has an output per image
+        # build --prune deletes an orphan's outputs: never the manifest, a .git file or pixmake's own cache
+        raise _NotOurs(f"output path {json.dumps(path)} is not one pixmake writes (a .png outside .git/ and .pixmake/)")
+    return LockedOutput(path, str(o["sha256"]), int(o["bytes"]), int(o["width"]), int(o["height"]))
+
+
+_NOT_WRITTEN: Final = frozenset(("", ".", "..", ".git", ".pixmake"))  # path parts
 
 
 def _input_json(i: LockedInput) -> dict[str, Any]:
@@ -326,6 +344,8 @@ def _block_problem(block: object, error: Exception) -> str:
         return f"a target block must be a JSON object, found {kind}"
     if isinstance(error, KeyError) and error.args:
         return f"missing field {json.dumps(str(error.args[0]))}"
+    if isinstance(error, _NotOurs):
+        return str(error)
     return "a field has a value of the wrong type"
 
 
@@ -337,6 +357,8 @@ def _entry(
     Its line is counted only for a bad block: counting the lines before every block would be quadratic.
     """
     try:
+        if not name.isprintable():  # printed in plans: a terminal escape could hide what a line says
+            raise _NotOurs(f"the target name {json.dumps(name)} holds a control character")
         return entry_from_json(block, shared)
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         problem = _block_problem(block, error)
