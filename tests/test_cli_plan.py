@@ -379,15 +379,21 @@ def test_accept_names_the_placeholders_it_locks_as_real_and_keeps_the_stale_outp
     manifest["targets"]["mug-main"] = manifest["targets"].pop("mug-lifestyle")  # renamed: a twin, unedited
     (examples_copy / "pixmake.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
-    outcome = run_cli("-C", str(examples_copy), "accept", "hero", "logo-tile", "mug-main")
+    lock_before = (examples_copy / "pixmake.lock").read_bytes()
+    refused = run_cli("-C", str(examples_copy), "accept", "hero", "logo-tile", "mug-main")
+    assert refused.exit_code == ExitCode.USER_ERROR and refused.stderr == (
+        "pixmake: error: accept: mug-main's files are build --emulator's placeholders, untouched: nothing to keep "
+        "(accept would lock them as real; a build without --emulator generates the images)\n"
+    )
+    assert (examples_copy / "pixmake.lock").read_bytes() == lock_before  # nothing accepted
+    outcome = run_cli("-C", str(examples_copy), "accept", "hero", "logo-tile")
     assert outcome.exit_code == 0 and outcome.stderr.splitlines() == [
         "pixmake: note: assets/hero-2.png is still a placeholder from build --emulator, now locked as hero's: "
         "pixmake build --replace hero (without --emulator) generates it anew",
-        "pixmake: note: assets/mug-lifestyle.png is still a placeholder from build --emulator, now locked as "
-        "mug-main's: pixmake build --replace mug-main (without --emulator) generates it anew",
     ]
     entries = parse_lock((examples_copy / "pixmake.lock").read_text()).entries
-    assert not any(entries[name].emulator for name in ("hero", "logo-tile", "mug-main"))  # the user's word
+    assert not any(entries[name].emulator for name in ("hero", "logo-tile"))  # the user's word
+    assert entries["mug-main"].emulator
     assert [o.path for o in entries["logo-tile"].stale] == ["assets/logo-tile.png"]
     assert run_cli("-C", str(examples_copy), "build", "--emulator", "--prune").exit_code == 0
     assert not (examples_copy / "assets/logo-tile.png").exists()

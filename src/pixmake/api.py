@@ -456,7 +456,7 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
     """Record the files now at each target's output paths as its outputs (a retouched image is kept).
 
     The bytes are stored in the object cache; the lockfile is rewritten. Raises ConfigError for an
-    unknown target or a missing output file.
+    unknown target, a missing output file, or a target whose files are all untouched placeholders.
     """
     from pixmake.history import remember
     from pixmake.reconcile import accept_outputs, write_lock_and_compact
@@ -484,6 +484,11 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
             task = pending.get(target.name)
             journaled = task is not None and task.key == entry.key and not task.emulator  # the emulator's: dropped
             placeholders = tuple(o.path for o in entry.outputs if o.sha256 in made_by_emulator)
+            if len(placeholders) == len(entry.outputs):
+                raise ConfigError(
+                    f"accept: {target.name}'s files are build --emulator's placeholders, untouched: nothing to "
+                    "keep (accept would lock them as real; a build without --emulator generates the images)"
+                )
             changed = before is not None and before.key != entry.key
             accepted.append(Accepted(target.name, entry, changed, journaled, placeholders))
         replaced = [lock_before.entries[a.name] for a in accepted if a.inputs_changed]
