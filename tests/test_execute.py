@@ -91,6 +91,45 @@ def test_a_refused_submit_leaves_nothing_to_resume(
     assert "Plan: 1 to create; 1 image to generate" in plan.stdout and "resume" not in plan.stdout, plan.stdout
 
 
+def test_a_refused_key_leaves_no_submit_in_flight_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submits in flight when the first 401 arrives carried the same refused key: none was paid for, so none
+    is planned as "already paid" (a 30 s lookup at the next build). A gateway that answers the others late."""
+    import http.server
+    import threading
+    import time
+
+    answered = threading.Event()
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if answered.is_set():
+                time.sleep(1.0)  # still in flight when the first refusal stops the build
+            answered.set()
+            body = b'{"error": {"code": "invalid_api_key", "message": "Invalid API key"}}'
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PIXMAKE_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("TOAPIS_API_KEY", "sk-revoked")
+        targets = {f"t{i}": {"prompt": f"poster {i}", "out": f"t{i}.png"} for i in range(4)}
+        root = _manifest(tmp_path / "p", targets, concurrency=4)
+        assert run_cli("-C", str(root), "build").exit_code == ExitCode.USER_ERROR
+    finally:
+        server.shutdown()
+        server.server_close()
+    plan = run_cli("-C", str(root), "plan")
+    assert plan.stdout.splitlines()[-1] == "Plan: 4 to create; 4 images to generate", plan.stdout
+
+
 def test_a_submit_the_plan_could_not_count_is_not_sent_past_max_images(
     fast_env: EmulatorServer, tmp_path: Path
 ) -> None:
