@@ -190,6 +190,47 @@ def test_pixel_size_matches_the_gpt_4o_table() -> None:
     assert [pixel_size(ratio, 1024) for ratio in ("1:1", "3:2", "2:3")] == [(1024, 1024), (1536, 1024), (1024, 1536)]
 
 
+# -- callback_url (§2.1, [D-wh]) ---------------------------------------------------------------------------
+
+
+def test_callback_url_without_a_token_webhook_is_refused_as_not_configured(env: Env) -> None:
+    response = env.submit(callback_url="https://hooks.example.com/pixmake")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"], error["type"]) == (
+        "webhook_not_configured",
+        "callback_url",
+        "invalid_request_error",
+    )
+    assert env.submit(callback_url=None).status_code == 200  # null: not sent
+    assert env.server.emulator.ledger.charged_images == 1
+
+
+@pytest.mark.parametrize(
+    ("callback", "accepted"),
+    [
+        ("https://hooks.example.com/pixmake", True),
+        ("https://hooks.example.com/other/path?target=hero", True),  # path and query may differ
+        ("https://HOOKS.example.com:443/x", True),  # the same origin, spelt out
+        ("http://hooks.example.com/pixmake", False),  # another scheme
+        ("https://evil.example.com/pixmake", False),  # another host
+        ("https://hooks.example.com:8443/pixmake", False),  # another port
+        ("hooks.example.com/pixmake", False),
+        (["https://hooks.example.com/pixmake"], False),
+    ],
+)
+def test_callback_url_must_keep_the_token_webhooks_scheme_host_and_port(
+    env: Env, callback: object, accepted: bool
+) -> None:
+    env.configure(webhook_url="https://hooks.example.com/pixmake")
+    response = env.submit(callback_url=callback)
+    if accepted:
+        assert response.status_code == 200, response.text
+    else:
+        assert "https://hooks.example.com:443" in _refused(response, "callback_url")
+    assert env.server.emulator.ledger.charged_images == int(accepted)
+
+
 # -- auth, business ids, scoping -------------------------------------------------------------------------
 
 
@@ -593,8 +634,12 @@ def test_config_from_mapping_coerces_cli_strings() -> None:
     config = config_from_mapping({"upload_ttl": "90", "p_short_result": "0.5"})
     assert (config.upload_ttl, config.p_short_result) == (90.0, 0.5)
     assert config_from_mapping({"upload_ttl": "none"}, config).upload_ttl is None
+    config = config_from_mapping({"webhook_url": "https://hooks.example.com/h"})
+    assert config.webhook_url == "https://hooks.example.com/h"
+    assert config_from_mapping({"webhook_url": "none"}, config).webhook_url is None
     bad_knobs: list[dict[str, object]] = [{"nope": 1}, {"latency": "fast"}, {"p_429": 0.6, "p_500": 0.6}]
     bad_knobs += [{"status_dialect": "done"}, {"upload_ttl": -1}, {"p_task_failed": 0.6, "p_short_result": 0.6}]
+    bad_knobs += [{"webhook_url": "hooks.example.com"}, {"webhook_url": "https://h.example.com:99999/"}]
     for bad in bad_knobs:
         with pytest.raises(ValueError):
             config_from_mapping(bad)

@@ -14,6 +14,8 @@ Routes (§1)::
 Design choices where the docs are silent: injected 429/5xx/504 on submit happen *before* a task exists
 (nothing is charged); only ``p_drop_after_submit`` (then drops the connection) and ``p_504_after_submit``
 (then answers an edge gateway's HTML 504, §4.1) create and charge a task first.
+A ``callback_url`` is refused with ``400 webhook_not_configured`` unless the ``webhook_url`` knob (the
+Token's default webhook) is set, and then must keep its scheme, host and port (§2.1); nothing is delivered.
 A reused ``client_business_id`` creates another task (and charge), as a plain gateway would; lookups by it
 return the newest task (``duplicate_business_id="reject"`` answers 400 instead). Tasks are scoped to the key.
 A reference or mask URL on this emulator's ``/files/uploads/`` must name a live upload (else 400 naming the
@@ -41,7 +43,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pixmake.emulator.config import EmulatorConfig, config_from_mapping
+from pixmake.emulator.config import EmulatorConfig, config_from_mapping, url_origin
 from pixmake.emulator.models import MODELS, TEXT_MODELS, InvalidField, Submission, validate_submit
 from pixmake.emulator.render import cached_png, render_png
 from pixmake.emulator.state import (
@@ -71,6 +73,11 @@ _DISCONNECT_WAIT: Final = 5.0
 _AUTH_TYPE: Final = "authentication_error"
 _ERRORS: Final[Mapping[str, tuple[int, Mapping[str, object]]]] = {
     "invalid_request": (400, {"code": "invalid_request", "message": "", "type": "invalid_request_error"}),
+    # [D-wh] names only the code; the rest is shaped like the documented invalid_request (§4.1).
+    "webhook_not_configured": (
+        400,
+        {"code": "webhook_not_configured", "message": "", "type": "invalid_request_error"},
+    ),
     "unauthorized_submit": (401, {"code": "unauthorized", "message": "Invalid API key", "type": _AUTH_TYPE}),
     "unauthorized_query": (
         401,
@@ -186,6 +193,28 @@ def _hosted_upload_id(url: str, base_url: str) -> str | None:
     if f"{parts.scheme}://{parts.netloc}" != base_url or not parts.path.startswith(_UPLOADS_PATH):
         return None
     return parts.path[len(_UPLOADS_PATH) :].rpartition(".")[0] or parts.path[len(_UPLOADS_PATH) :]
+
+
+def _check_callback(body: object, webhook_url: str | None) -> InvalidField | None:
+    """Refuse a ``callback_url`` unless the Token has a default webhook of the same scheme, host and port (§2.1).
+
+    A JSON null counts as not sent (INF: what the gateway does with one is undocumented).
+    """
+    callback = body.get("callback_url") if isinstance(body, Mapping) else None
+    if callback is None:
+        return None
+    wanted = url_origin(webhook_url) if webhook_url is not None else None
+    if wanted is None:
+        message = "Webhooks are not configured for this token; set a webhook URL before sending 'callback_url'."
+        return InvalidField("callback_url", message, code="webhook_not_configured")
+    if not isinstance(callback, str) or url_origin(callback) != wanted:
+        scheme, host, port = wanted
+        message = (
+            f"The 'callback_url' must keep the scheme, host and port of the token's webhook URL "
+            f"({scheme}://{host}:{port}); only the path and query may differ."
+        )
+        return InvalidField("callback_url", message)
+    return None
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -365,7 +394,7 @@ class _Api:
 
     def _invalid(self, problem: InvalidField) -> Response:
         config = self.emu.config
-        return error_response("invalid_request", config, message=problem.message, param=problem.param)
+        return error_response(problem.code, config, message=problem.message, param=problem.param)
 
     def _admit(self, request: Request, group: str, category: str) -> tuple[str, str | None, dict[str, str]] | Response:
         """Auth, then the fault draw, then (unless a fault hit) a token from the key's bucket.
@@ -404,7 +433,7 @@ class _Api:
         result = validate_submit(body)
         if isinstance(result, InvalidField):
             return self._invalid(result)
-        problem = self._check_inputs(result, _base_url(request))
+        problem = _check_callback(body, self.emu.config.webhook_url) or self._check_inputs(result, _base_url(request))
         if problem is not None:
             return self._invalid(problem)
         try:

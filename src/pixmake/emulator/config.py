@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
+from urllib.parse import urlsplit
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -21,6 +22,7 @@ __all__ = [
     "ResultStyle",
     "StatusDialect",
     "config_from_mapping",
+    "url_origin",
 ]
 
 StatusDialect = Literal["queued", "submitted", "pending"]
@@ -54,6 +56,7 @@ FAULT_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
 """The fault knobs each kind of request (or a task's outcome) draws from, in draw order; the query and
 upload groups are subsets of the submit group, so checking submit, download and outcome sums covers all."""
 _SUMMED_GROUPS: Final = ("submit", "download", "outcome")
+_DEFAULT_PORTS: Final[Mapping[str, int]] = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,9 @@ class EmulatorConfig:
     stored; undocumented either way, so a client must not trust an early "not found").
     ``expired_result_status``: what a result file answers after ``expires_at`` (the docs suggest 404 or
     410, A.7, but do not say; signed CDN and object-store links commonly answer 403).
+    ``webhook_url``: the Token's default webhook (§2.1, [D-wh]). None (the default) means webhooks are not
+    configured, so a submit with ``callback_url`` answers ``400 webhook_not_configured``; once set, a
+    ``callback_url`` must keep its scheme, host and port (path and query may differ). Nothing is delivered.
     """
 
     api_key: str | None = None
@@ -110,6 +116,7 @@ class EmulatorConfig:
     duplicate_business_id: DuplicateBusinessId = "create"
     quota_images: int | None = None
     lookup_lag: float = 0.0
+    webhook_url: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -128,6 +135,23 @@ class EmulatorConfig:
         for name in ("latency", "latency_jitter", "result_ttl", "slow_download_seconds", "upload_ttl"):
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.webhook_url is not None and url_origin(self.webhook_url) is None:
+            raise ValueError(f"webhook_url must be an http(s) URL with a host, got {self.webhook_url!r}")
+
+
+def url_origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an http(s) URL, the default port filled in; None if it is not one.
+
+    ``url_origin("https://Hooks.example.com/a?b=1") == ("https", "hooks.example.com", 443)``.
+    """
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        return None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS[parts.scheme]
 
 
 def _to_bool(name: str, value: object) -> object:
@@ -179,9 +203,10 @@ def _coerce(name: str, value: object, default: object) -> object:
     return _CONVERTERS[_KINDS.get(name, type(default))](name, value)
 
 
-_NULLABLE: Final = frozenset({"api_key", "upload_ttl", "submit_rps", "query_rps", "quota_images"})
+_NULLABLE: Final = frozenset({"api_key", "upload_ttl", "submit_rps", "query_rps", "quota_images", "webhook_url"})
 _KINDS: Final[Mapping[str, type]] = {
     "api_key": str,
+    "webhook_url": str,
     "upload_ttl": float,
     "submit_rps": float,
     "query_rps": float,

@@ -150,10 +150,11 @@ class Submission:
 
 @dataclass(frozen=True, slots=True)
 class InvalidField:
-    """Why a submit was refused: the documented 400 body's ``message`` and ``param``."""
+    """Why a submit was refused: the 400 body's ``param`` and ``message``, and its ``code`` (§4.1)."""
 
     param: str
     message: str
+    code: str = "invalid_request"
 
 
 def pixel_size(ratio: str, short_side: int) -> tuple[int, int]:
