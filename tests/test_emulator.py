@@ -559,6 +559,35 @@ def test_unknown_emulator_uploads_are_refused_foreign_urls_accepted(env: Env) ->
     assert env.server.emulator.ledger.charged_images == 1
 
 
+@pytest.mark.parametrize(
+    ("model", "field", "fmt", "accepted"),
+    [
+        ("gpt-4o-image", "image_urls", "GIF", False),  # §5: uploadable, but not a gpt-4o-image reference format
+        ("gpt-4o-image", "image_urls", "JPEG", True),
+        ("gpt-4o-image", "image_urls", "WEBP", True),
+        ("gpt-image-2", "reference_images", "WEBP", False),  # [D-g2e]: PNG/JPG
+        ("gpt-image-2", "image_urls", "GIF", False),
+        ("gpt-image-2", "reference_images", "JPEG", True),
+        ("gemini-3-pro-image-preview", "image_urls", "GIF", False),  # [D-gem3]: jpeg/jpg/png/webp
+        ("gemini-3-pro-image-preview", "image_urls", "WEBP", True),
+        ("grok-4-1-image", "image_urls", "GIF", True),  # no formats documented: any upload
+    ],
+)
+def test_an_uploaded_reference_must_be_a_format_the_model_takes(
+    env: Env, model: str, field: str, fmt: str, accepted: bool
+) -> None:
+    png, other = _upload_url(env, png_bytes()), _upload_url(env, png_bytes(fmt=fmt))
+    refs: list[object] = [png, other]
+    response = env.submit(model=model, **{field: [{"url": url} for url in refs] if "gemini" in model else refs})
+    if accepted:
+        assert response.status_code == 200, response.text
+    else:
+        message = _refused(response, field)
+        assert other in message and model in message and "PNG" in message
+        assert {"GIF": "a GIF", "WEBP": "a WebP"}[fmt] in message
+    assert env.server.emulator.ledger.charged_images == int(accepted)
+
+
 def test_an_uploaded_mask_must_be_a_png_the_size_of_the_first_reference(env: Env) -> None:
     ref = _upload_url(env, png_bytes((64, 48)))
     other = _upload_url(env, png_bytes((32, 32)))

@@ -19,7 +19,8 @@ Token's default webhook) is set, and then must keep its scheme, host and port (�
 A reused ``client_business_id`` creates another task (and charge), as a plain gateway would; lookups by it
 return the newest task (``duplicate_business_id="reject"`` answers 400 instead). Tasks are scoped to the key.
 A reference or mask URL on this emulator's ``/files/uploads/`` must name a live upload (else 400 naming the
-field); an uploaded mask must be a PNG ≤ 4 MB of the first uploaded reference's pixel size (§2.1, §5).
+field) of a reference format of the model (its ``ref_formats`` row; §2.1, §5: a GIF uploads but is no
+gpt-4o-image reference); an uploaded mask must be a PNG ≤ 4 MB of the first uploaded reference's pixel size.
 Other http(s) URLs are accepted unseen, as the emulator never fetches them.
 """
 
@@ -130,6 +131,12 @@ _IMAGE_TYPES: Final = (
     (0, b"GIF89a", "image/gif", "gif"),
     (8, b"WEBP", "image/webp", "webp"),  # and b"RIFF" at 0, checked below
 )
+_FORMAT_NAMES: Final[Mapping[str, str]] = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "image/webp": "WebP",
+    "image/gif": "GIF",
+}
 _UNSUPPORTED_IMAGE: Final = "Unsupported image type. Allowed: JPEG, PNG, WebP, GIF"
 _TOO_LARGE: Final = "Image too large. Maximum size is 10MB"
 
@@ -461,12 +468,18 @@ class _Api:
         return upload
 
     def _check_inputs(self, submission: Submission, base_url: str) -> InvalidField | None:
-        """Refuse unknown or expired uploads, and an uploaded mask that cannot apply to the first reference."""
+        """Refuse unknown or expired uploads, references of a format the model does not take, and an
+        uploaded mask that cannot apply to the first reference."""
+        formats = MODELS[submission.model].ref_formats
         first: Upload | None = None
         for position, (field, url) in enumerate(submission.references):
             found = self._hosted_upload(field, url, base_url)
             if isinstance(found, InvalidField):
                 return found
+            if found is not None and formats is not None and found.mime_type not in formats:
+                wanted = ", ".join(sorted(_FORMAT_NAMES[mime] for mime in formats))
+                message = f"The '{field}' image {url} is a {_FORMAT_NAMES[found.mime_type]}; {submission.model}"
+                return InvalidField(field, f"{message} takes only {wanted} reference images.")
             first = found if position == 0 else first
         if submission.mask_url is None:
             return None

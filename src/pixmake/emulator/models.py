@@ -33,6 +33,7 @@ _RATIOS_G2: Final = (
 _RATIOS_COMMON: Final = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")  # INF
 _MAX_SIDE: Final = 3840  # OpenAI's largest output side; keeps 4K placeholders bounded (INF)
 _RES_1K_2K_4K: Final[Mapping[str, int]] = {"1K": 1024, "2K": 2048, "4K": 2880}
+_WEB_FORMATS: Final = frozenset({"image/jpeg", "image/png", "image/webp"})  # "jpeg/jpg/png/webp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class ModelSpec:
     resolution_path: tuple[str, ...] = ("metadata", "resolution")
     default_resolution: str | None = None
     n_plus_refs_max: int | None = None
+    ref_formats: frozenset[str] | None = None  # MIME types of uploaded references; None: not documented
 
 
 def _spec(model_id: str, **kwargs: object) -> tuple[str, ModelSpec]:
@@ -58,7 +60,14 @@ def _spec(model_id: str, **kwargs: object) -> tuple[str, ModelSpec]:
 
 MODELS: Final[Mapping[str, ModelSpec]] = dict(
     [
-        _spec("gpt-4o-image", max_prompt=1000, sizes=_RATIOS_4O, n_allowed=frozenset({1, 2, 4}), max_refs=5),
+        _spec(
+            "gpt-4o-image",  # §2.1, §5: jpeg/jpg/png/webp; GIF is uploadable but not a reference format
+            max_prompt=1000,
+            sizes=_RATIOS_4O,
+            n_allowed=frozenset({1, 2, 4}),
+            max_refs=5,
+            ref_formats=_WEB_FORMATS,
+        ),
         _spec(
             "gpt-image-2",
             max_prompt=32000,
@@ -69,6 +78,7 @@ MODELS: Final[Mapping[str, ModelSpec]] = dict(
             resolutions={"1k": 1024, "2k": 2048, "4k": 2880},
             resolution_path=("resolution",),
             default_resolution="1k",
+            ref_formats=frozenset({"image/png", "image/jpeg"}),  # [D-g2e]: PNG/JPG
         ),
         _spec("grok-4-1-image", max_prompt=1000, sizes=_RATIOS_GROK, n_allowed=frozenset({1, 2, 4}), max_refs=5),
         _spec("grok-4-2-image", max_prompt=1000, sizes=_RATIOS_GROK, n_allowed=frozenset({1, 2, 4}), max_refs=5),
@@ -79,6 +89,7 @@ MODELS: Final[Mapping[str, ModelSpec]] = dict(
             n_allowed=frozenset({1, 2, 3, 4}),
             max_refs=14,
             ref_style="object",  # [D-gem3][D-gem31]: image_urls as object[] with url
+            ref_formats=_WEB_FORMATS,  # [D-gem3][D-gem31]: jpeg/jpg/png/webp
             resolutions=_RES_1K_2K_4K,
             default_resolution="1K",
         ),
@@ -89,6 +100,7 @@ MODELS: Final[Mapping[str, ModelSpec]] = dict(
             n_allowed=frozenset({1, 2, 3, 4}),
             max_refs=14,
             ref_style="object",  # [D-gem3][D-gem31]: image_urls as object[] with url
+            ref_formats=_WEB_FORMATS,  # [D-gem3][D-gem31]: jpeg/jpg/png/webp
             resolutions={"0.5K": 512, **_RES_1K_2K_4K},
             default_resolution="1K",
         ),
