@@ -294,15 +294,41 @@ def test_rejected_requests_do_not_consume_tokens(env: Env) -> None:
     assert env.status("nope").status_code == 429
 
 
-def test_buckets_are_per_key(env: Env) -> None:
-    env.configure(submit_rps=1.0, submit_burst=1)
+def _as(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_buckets_are_per_user_all_of_a_users_keys_share_them(env: Env) -> None:
+    """§4.2: token buckets per user; a key the ``users`` knob does not list is a user of its own."""
+    env.configure(submit_rps=1.0, submit_burst=1, query_rps=1.0, query_burst=1, users={KEY: "ann", "sk-ann-2": "ann"})
+    body = {"model": "gpt-4o-image", "prompt": "p"}
     assert env.submit().status_code == 200
-    other = env.client.post(
+    assert env.client.post("/v1/images/generations", json=body, headers=_as("sk-ann-2")).status_code == 429
+    assert env.client.post("/v1/images/generations", json=body, headers=_as("sk-bob")).status_code == 200
+    assert env.client.get("/v1/images/generations/x", headers=_as("sk-ann-2")).status_code == 404
+    assert env.status("x").status_code == 429
+    assert env.client.get("/v1/images/generations/x", headers=_as("sk-carol")).status_code == 404
+
+
+def test_tasks_and_business_ids_are_scoped_to_the_keys_user(env: Env) -> None:
+    env.configure(users={KEY: "ann", "sk-ann-2": "ann"}, duplicate_business_id="reject")
+    task_id = _id(env.submit(client_business_id="job-9"))
+    for path in (task_id, "job-9"):
+        found = env.client.get(f"/v1/images/generations/{path}", headers=_as("sk-ann-2"))
+        assert found.status_code == 200 and found.json()["id"] == task_id
+        assert env.client.get(f"/v1/images/generations/{path}", headers=_as("sk-bob")).status_code == 404
+    again = env.client.post(
         "/v1/images/generations",
-        json={"model": "gpt-4o-image", "prompt": "p"},
-        headers={"Authorization": "Bearer sk-second"},
+        json={"model": "gpt-4o-image", "prompt": "p", "client_business_id": "job-9"},
+        headers=_as("sk-ann-2"),
     )
-    assert other.status_code == 200
+    assert again.status_code == 400  # the same user's business id, from another of her keys
+    bobs = env.client.post(
+        "/v1/images/generations",
+        json={"model": "gpt-4o-image", "prompt": "p", "client_business_id": "job-9"},
+        headers=_as("sk-bob"),
+    )
+    assert bobs.status_code == 200 and env.status("job-9").json()["id"] == task_id
 
 
 # -- fault knobs -----------------------------------------------------------------------------------------
@@ -634,6 +660,7 @@ def test_control_config_reset_and_advance(env: Env) -> None:
     assert env.submit().status_code == 500
     assert env.client.post("/_emulator/config", json={"p_9000": 1}).status_code == 400
     assert env.client.post("/_emulator/config", json={"p_500": 2}).status_code == 400
+    assert env.client.post("/_emulator/config", json={"users": {"sk-x": "ann"}}).json()["users"] == {"sk-x": "ann"}
     reset = env.client.post("/_emulator/reset", json={"latency": 5}).json()
     assert (reset["p_500"], reset["latency"]) == (0.0, 5.0)
     assert env.server.emulator.requests == []
@@ -666,9 +693,14 @@ def test_config_from_mapping_coerces_cli_strings() -> None:
     config = config_from_mapping({"webhook_url": "https://hooks.example.com/h"})
     assert config.webhook_url == "https://hooks.example.com/h"
     assert config_from_mapping({"webhook_url": "none"}, config).webhook_url is None
+    config = config_from_mapping({"users": "sk-a:ann, sk-b:ann,sk-c:bob"})
+    assert config.users == {"sk-a": "ann", "sk-b": "ann", "sk-c": "bob"}
+    assert config_from_mapping({"users": {"sk-a": "ann"}}).users == {"sk-a": "ann"}
+    assert config_from_mapping({"users": "none"}, config).users is None
     bad_knobs: list[dict[str, object]] = [{"nope": 1}, {"latency": "fast"}, {"p_429": 0.6, "p_500": 0.6}]
     bad_knobs += [{"status_dialect": "done"}, {"upload_ttl": -1}, {"p_task_failed": 0.6, "p_short_result": 0.6}]
     bad_knobs += [{"webhook_url": "hooks.example.com"}, {"webhook_url": "https://h.example.com:99999/"}]
+    bad_knobs += [{"users": "sk-a"}, {"users": "sk-a:ann,"}, {"users": {"sk-a": 5}}, {"users": ["sk-a"]}]
     for bad in bad_knobs:
         with pytest.raises(ValueError):
             config_from_mapping(bad)

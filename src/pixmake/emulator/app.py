@@ -17,7 +17,8 @@ Design choices where the docs are silent: injected 429/5xx/504 on submit happen 
 A ``callback_url`` is refused with ``400 webhook_not_configured`` unless the ``webhook_url`` knob (the
 Token's default webhook) is set, and then must keep its scheme, host and port (§2.1); nothing is delivered.
 A reused ``client_business_id`` creates another task (and charge), as a plain gateway would; lookups by it
-return the newest task (``duplicate_business_id="reject"`` answers 400 instead). Tasks are scoped to the key.
+return the newest task (``duplicate_business_id="reject"`` answers 400 instead). Tasks and rate buckets are
+the key's user's (the ``users`` knob; §1, §4.2).
 A reference or mask URL on this emulator's ``/files/uploads/`` must name a live upload (else 400 naming the
 field) of a reference format of the model (its ``ref_formats`` row; §2.1, §5: a GIF uploads but is no
 gpt-4o-image reference); an uploaded mask must be a PNG ≤ 4 MB of the first uploaded reference's pixel size.
@@ -404,7 +405,7 @@ class _Api:
         return error_response(problem.code, config, message=problem.message, param=problem.param)
 
     def _admit(self, request: Request, group: str, category: str) -> tuple[str, str | None, dict[str, str]] | Response:
-        """Auth, then the fault draw, then (unless a fault hit) a token from the key's bucket.
+        """Auth, then the fault draw, then (unless a fault hit) a token from the bucket of the key's user.
 
         Returns ``(key, fault, rate headers)`` for a request to serve, or the response refusing it. A drawn
         ``p_drop_after_submit`` or ``p_504_after_submit`` is returned as the fault (the handler creates the

@@ -80,6 +80,9 @@ class EmulatorConfig:
     ``webhook_url``: the Token's default webhook (§2.1, [D-wh]). None (the default) means webhooks are not
     configured, so a submit with ``callback_url`` answers ``400 webhook_not_configured``; once set, a
     ``callback_url`` must keep its scheme, host and port (path and query may differ). Nothing is delivered.
+    ``users``: which user each API key belongs to. A user's keys share the rate buckets (§4.2) and see each
+    other's tasks, by id or ``client_business_id`` (§1: scoped to the key's user); a key not listed is a
+    user of its own, so by default no two keys share anything. From the command line: ``sk-a:ann,sk-b:ann``.
     """
 
     api_key: str | None = None
@@ -117,6 +120,7 @@ class EmulatorConfig:
     quota_images: int | None = None
     lookup_lag: float = 0.0
     webhook_url: str | None = None
+    users: Mapping[str, str] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -135,6 +139,8 @@ class EmulatorConfig:
         for name in ("latency", "latency_jitter", "result_ttl", "slow_download_seconds", "upload_ttl"):
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.users is not None:  # a private copy: the caller's dict may change later
+            object.__setattr__(self, "users", _to_users("users", self.users))
         if self.webhook_url is not None and url_origin(self.webhook_url) is None:
             raise ValueError(f"webhook_url must be an http(s) URL with a host, got {self.webhook_url!r}")
 
@@ -186,11 +192,26 @@ def _to_str(name: str, value: object) -> object:
     return value
 
 
+def _to_users(name: str, value: object) -> dict[str, str]:
+    """``{key: user}`` from a JSON object or from ``KEY:USER`` pairs separated by commas."""
+    users = value
+    if isinstance(value, str):
+        pairs = [item.partition(":") for item in value.split(",")]
+        if all(separator for _, separator, _ in pairs):
+            users = {key.strip(): user.strip() for key, _, user in pairs}
+    if isinstance(users, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in users.items()
+    ):
+        return dict(users)
+    raise ValueError(f"{name} must map API keys to user names (KEY:USER,KEY:USER), got {value!r}")
+
+
 _CONVERTERS: Final[Mapping[type, Callable[[str, object], object]]] = {
     bool: _to_bool,
     int: _to_int,
     float: _to_float,
     str: _to_str,
+    dict: _to_users,
 }
 
 
@@ -203,7 +224,9 @@ def _coerce(name: str, value: object, default: object) -> object:
     return _CONVERTERS[_KINDS.get(name, type(default))](name, value)
 
 
-_NULLABLE: Final = frozenset({"api_key", "upload_ttl", "submit_rps", "query_rps", "quota_images", "webhook_url"})
+_NULLABLE: Final = frozenset(
+    {"api_key", "upload_ttl", "submit_rps", "query_rps", "quota_images", "webhook_url", "users"}
+)
 _KINDS: Final[Mapping[str, type]] = {
     "api_key": str,
     "webhook_url": str,
@@ -211,6 +234,7 @@ _KINDS: Final[Mapping[str, type]] = {
     "submit_rps": float,
     "query_rps": float,
     "quota_images": int,
+    "users": dict,
 }
 
 

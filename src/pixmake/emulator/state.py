@@ -6,8 +6,10 @@ injected clock drives the whole lifecycle::
     created ──queued_fraction·d──▶ in_progress (progress 1..99) ──d──▶ completed | failed (refunded)
 
 where ``d = latency + U(0, latency_jitter)`` is fixed at submit, as is the outcome (failed, or completed
-with ``n`` images, or with ``n - 1`` under ``p_short_result``). Everything here is guarded by one lock, so
-tests may read the record from their own thread while uvicorn serves in another.
+with ``n`` images, or with ``n - 1`` under ``p_short_result``). Rate buckets, tasks and ``client_business_id``
+lookups belong to the key's *user* (the ``users`` knob; an unlisted key is a user of its own); uploads are
+public by URL and the ledger is the whole emulator's. Everything here is guarded by one lock, so tests may read
+the record from their own thread while uvicorn serves in another.
 """
 
 from __future__ import annotations
@@ -276,7 +278,7 @@ class Emulator:
         with self._lock:
             self.reconfigure(config or self.config)
             self._tasks: dict[str, Task] = {}
-            self._by_business_id: dict[tuple[str, str], str] = {}
+            self._by_business_id: dict[str, list[str]] = {}  # oldest first, every user's
             self._uploads: dict[str, Upload] = {}
             self._requests: list[RecordedRequest] = []
             self._offset = 0.0
@@ -334,8 +336,14 @@ class Emulator:
         expected = self.config.api_key
         return key if expected is None or key == expected else None
 
+    def user_of(self, key: str) -> str:
+        """The user ``key`` belongs to: its ``users`` entry, else the key itself (a user of its own)."""
+        users = self.config.users
+        return users.get(key, key) if users is not None else key
+
     def take_token(self, category: str, key: str) -> RateDecision | None:
-        """Take one token from the key's ``async_submit`` or ``async_query`` bucket; None if unlimited."""
+        """Take one token from the ``async_submit`` or ``async_query`` bucket of the key's user (§4.2: all of a
+        user's keys share them); None if unlimited."""
         rate, burst = {
             "async_submit": (self.config.submit_rps, self.config.submit_burst),
             "async_query": (self.config.query_rps, self.config.query_burst),
@@ -344,7 +352,7 @@ class Emulator:
             return None
         with self._lock:
             now = self.now()
-            bucket = self._buckets.setdefault((category, key), _Bucket(rate, burst, float(burst), now))
+            bucket = self._buckets.setdefault((category, self.user_of(key)), _Bucket(rate, burst, float(burst), now))
             return bucket.take(now, category)
 
     def draw_fault(self, group: str) -> str | None:
@@ -366,10 +374,9 @@ class Emulator:
         with self._lock:
             config, now = self.config, self.now()
             self._check_quota(submission.n)
-            business = (key, submission.client_business_id or "")
-            duplicate = bool(submission.client_business_id) and business in self._by_business_id
-            if duplicate and config.duplicate_business_id == "reject":
-                raise KeyError(submission.client_business_id)
+            business_id = submission.client_business_id
+            if business_id and config.duplicate_business_id == "reject" and self._newest(key, business_id):
+                raise KeyError(business_id)
             duration = config.latency + self._rngs["outcome"].uniform(0.0, config.latency_jitter)
             outcome = _pick(self._rngs["outcome"], config, FAULT_GROUPS["outcome"])
             task = Task(
@@ -383,8 +390,8 @@ class Emulator:
                 images=max(0, submission.n - 1) if outcome == "p_short_result" else submission.n,
             )
             self._tasks[task.id] = task
-            if submission.client_business_id:
-                self._by_business_id[business] = task.id  # a duplicate id now finds the newest task
+            if business_id:
+                self._by_business_id.setdefault(business_id, []).append(task.id)
             return task
 
     def _check_quota(self, n: int) -> None:
@@ -392,15 +399,23 @@ class Emulator:
         if quota is not None and self.ledger.net_images + n > quota:
             raise QuotaExceeded(f"{n} image(s) requested, quota {quota}")
 
+    def _newest(self, key: str, business_id: str) -> Task | None:
+        """The newest task of the key's user with ``business_id`` (a reused id finds the newest task)."""
+        user = self.user_of(key)
+        for task_id in reversed(self._by_business_id.get(business_id, ())):
+            if self.user_of(self._tasks[task_id].key) == user:
+                return self._tasks[task_id]
+        return None
+
     def find_task(self, key: str, task_or_business_id: str) -> Task | None:
-        """Find a key's task by task id, else by ``client_business_id`` (the newest task with it)."""
+        """Find a task of the key's user by task id, else by ``client_business_id`` (the newest task with it)."""
         with self._lock:
             task = self._tasks.get(task_or_business_id)
             if task is None:
-                task = self._tasks.get(self._by_business_id.get((key, task_or_business_id), ""))
+                task = self._newest(key, task_or_business_id)
                 if task is not None and self.now() < task.created + self.config.lookup_lag:
                     return None  # not visible by business id yet
-            return task if task is not None and task.key == key else None
+            return task if task is not None and self.user_of(task.key) == self.user_of(key) else None
 
     def task_by_id(self, task_id: str) -> Task | None:
         """Any key's task by id (for the public result-file URLs)."""
