@@ -1,19 +1,23 @@
-"""The lock's three-way merge by target."""
+"""The lock's three-way merge by target, and `pixmake merge-lock` as git's merge driver in a real repository."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import PACKAGE_ROOT
+from conftest import PACKAGE_ROOT, run_cli
+from pixmake.cli import ExitCode
 from pixmake.errors import LockfileError
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, parse_lock, render_lock
 from pixmake.lockmerge import Conflict, ConflictKind, LockMerge, Side, merge_lock_bytes, merge_locks, read_side
@@ -294,3 +298,140 @@ def test_the_merge_core_imports_no_io_library() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)})
+
+
+# --- the command ------------------------------------------------------------------------------------------
+
+
+def _sides(tmp_path: Path, base: Lock | bytes, ours: Lock | bytes, theirs: Lock | bytes) -> tuple[str, str, str]:
+    paths = []
+    for name, lock in (("base", base), ("ours", ours), ("theirs", theirs)):
+        path = tmp_path / name
+        path.write_bytes(lock if isinstance(lock, bytes) else render_lock(lock).encode())
+        paths.append(str(path))
+    return paths[0], paths[1], paths[2]
+
+
+def test_merge_lock_writes_the_merged_lock_over_ours_and_exits_0(tmp_path: Path) -> None:
+    v1 = json.dumps({"version": 1, "targets": {"a": _json(_entry("ka", "a"))}}).encode()
+    base, ours, theirs = _sides(tmp_path, v1, v1, _lock(a=_entry("ka", "a"), b=_entry("kb", "b")))
+    outcome = run_cli("merge-lock", base, ours, theirs)
+    assert (outcome.exit_code, outcome.stdout, outcome.stderr) == (ExitCode.OK, "", "")
+    expected = render_lock(_lock(a=_entry("ka", "a"), b=_entry("kb", "b")))  # version 2, as pixmake writes it
+    assert Path(ours).read_text() == expected
+
+
+def test_merge_lock_without_a_base_file_merges_two_ways(tmp_path: Path) -> None:
+    _, ours, theirs = _sides(tmp_path, b"", _lock(a=_entry("ka", "a")), _lock(b=_entry("kb", "b")))
+    outcome = run_cli("merge-lock", str(tmp_path / "no-such-file"), ours, theirs)
+    assert outcome.exit_code == ExitCode.OK
+    assert Path(ours).read_text() == render_lock(_lock(a=_entry("ka", "a"), b=_entry("kb", "b")))
+
+
+def test_merge_lock_names_each_conflict_on_one_line_writes_a_whole_lock_and_exits_1(tmp_path: Path) -> None:
+    base, ours, theirs = _sides(
+        tmp_path,
+        _lock(a=BASE, b=BASE, z=BASE),
+        _lock(a=OURS, b=BASE, c=_entry("kc", "c")),
+        _lock(a=THEIRS, z=THEIRS),
+    )
+    outcome = run_cli("merge-lock", base, ours, theirs, "site/pixmake.lock")
+    assert outcome.exit_code == ExitCode.FAILED
+    lines = outcome.stderr.splitlines()
+    assert [line.split("'")[1] for line in lines] == ["a", "z"]
+    assert all(line.startswith("pixmake: conflict: target '") and "site/pixmake.lock" in line for line in lines)
+    assert "Traceback" not in outcome.stderr
+    assert parse_lock(Path(ours).read_text()) == _lock(a=OURS, c=_entry("kc", "c"), z=THEIRS)  # b: removed
+
+
+@pytest.mark.parametrize("bad", ["ours", "theirs", "base"])
+def test_a_side_that_is_not_a_lock_is_one_line_exit_3_and_ours_untouched(tmp_path: Path, bad: str) -> None:
+    sides = {"base": _lock(a=BASE), "ours": _lock(a=OURS), "theirs": _lock(b=THEIRS)}
+    corrupt = b'{"version": 2}\n\n<<<<<<< HEAD\n'
+    base, ours, theirs = _sides(tmp_path, *(corrupt if name == bad else sides[name] for name in sides))
+    before = Path(ours).read_bytes()
+    outcome = run_cli("merge-lock", base, ours, theirs)
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert outcome.stderr.startswith(f"pixmake: error: pixmake.lock ({bad}):3:1: lockfile is corrupt")
+    assert len(outcome.stderr.splitlines()) == 1
+    assert Path(ours).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "ours", "theirs"]  # no temp file left
+
+
+# --- git itself -------------------------------------------------------------------------------------------
+
+
+def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "GIT_CONFIG_GLOBAL": os.devnull,  # the developer's own git settings change nothing
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "PYTHONPATH": str(PACKAGE_ROOT),  # the driver runs the pixmake under test
+    }
+    return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=check)
+
+
+def _commit_lock(repo: Path, lock: Lock, message: str) -> None:
+    (repo / "pixmake.lock").write_text(render_lock(lock))
+    _git(repo, "add", "pixmake.lock")
+    _git(repo, "commit", "-q", "-m", message)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository set up as the README says: the attribute committed, the driver configured."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q", "-b", "main")
+    driver = f"{shlex.quote(sys.executable)} -m pixmake merge-lock %O %A %B %P"
+    _git(root, "config", "merge.pixmake.driver", driver)
+    (root / ".gitattributes").write_text("pixmake.lock merge=pixmake\n")
+    _git(root, "add", ".gitattributes")
+    _commit_lock(root, _lock(a=_entry("ka", "a"), c=_entry("kc", "c")), "base")
+    return root
+
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+@needs_git
+def test_git_merges_two_branches_that_each_add_a_neighbouring_target(repo: Path, tmp_path: Path) -> None:
+    base = _lock(a=_entry("ka", "a"), c=_entry("kc", "c"))
+    _git(repo, "checkout", "-q", "-b", "other")
+    _commit_lock(repo, _edited(base, {"b2": _entry("kb2", "b2")}), "add b2")
+    _git(repo, "checkout", "-q", "main")
+    _commit_lock(repo, _edited(base, {"b1": _entry("kb1", "b1")}), "add b1")
+    sides = [_git(repo, "show", f"{rev}:pixmake.lock").stdout for rev in ("HEAD~1", "HEAD", "other")]
+    files = []
+    for name, text in zip(("base", "ours", "theirs"), sides, strict=True):
+        (tmp_path / name).write_text(text)
+        files.append(str(tmp_path / name))
+    line_merge = _git(repo, "merge-file", "-p", files[1], files[0], files[2], check=False)
+    assert line_merge.returncode > 0  # without the driver: a conflict between the two new blocks
+
+    merged = _git(repo, "merge", "-q", "--no-edit", "other", check=False)
+    assert merged.returncode == 0, merged.stderr
+    expected = _edited(base, {"b1": _entry("kb1", "b1"), "b2": _entry("kb2", "b2")})
+    assert (repo / "pixmake.lock").read_text() == render_lock(expected)
+    assert _git(repo, "show", "HEAD:pixmake.lock").stdout == render_lock(expected)  # committed as merged
+
+
+@needs_git
+def test_git_reports_a_conflict_when_one_target_changed_on_both_branches(repo: Path) -> None:
+    base = _lock(a=_entry("ka", "a"), c=_entry("kc", "c"))
+    _git(repo, "checkout", "-q", "-b", "other")
+    _commit_lock(repo, _edited(base, {"a": _entry("ka2", "a", sha="c"), "d": _entry("kd", "d")}), "theirs")
+    _git(repo, "checkout", "-q", "main")
+    _commit_lock(repo, _edited(base, {"a": _entry("ka1", "a", sha="b")}), "ours")
+
+    merged = _git(repo, "merge", "--no-edit", "other", check=False)
+    assert merged.returncode != 0
+    assert "CONFLICT (content): Merge conflict in pixmake.lock" in merged.stdout
+    assert "pixmake: conflict: target 'a' changed on both sides: pixmake.lock keeps ours" in merged.stderr
+    assert _git(repo, "diff", "--name-only", "--diff-filter=U").stdout.split() == ["pixmake.lock"]
+    resolved = parse_lock((repo / "pixmake.lock").read_text())  # no conflict markers: a lock pixmake reads
+    assert resolved == _edited(base, {"a": _entry("ka1", "a", sha="b"), "d": _entry("kd", "d")})

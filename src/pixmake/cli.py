@@ -275,6 +275,37 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
             )
 
 
+@cli.command("merge-lock")
+@click.argument("base", type=click.Path(dir_okay=False))
+@click.argument("ours", type=click.Path(dir_okay=False))
+@click.argument("theirs", type=click.Path(dir_okay=False))
+@click.argument("path", default="pixmake.lock", required=False)
+def merge_lock(base: str, ours: str, theirs: str, path: str) -> None:
+    """Merge pixmake.lock by target: git's merge driver (`pixmake merge-lock %O %A %B %P`).
+
+    Writes the merged lock over OURS and exits 0. A target changed differently on both sides keeps
+    ours' entry (against a removal, the changed one) in a lock that stays whole; each such target is
+    named on stderr and the exit is 1, so that git reports a conflict. A side that is not a lock
+    leaves OURS as it was (exit 3).
+    """
+    from pathlib import Path
+
+    from pixmake.lockfile import lock_pieces
+    from pixmake.lockmerge import merge_lock_bytes
+    from pixmake.store import atomic_write
+
+    try:
+        base_data = Path(base).read_bytes()
+    except FileNotFoundError:  # no common ancestor: git passes an empty file, a caller may pass none
+        base_data = b""
+    merged = merge_lock_bytes(base_data, Path(ours).read_bytes(), Path(theirs).read_bytes(), file=path)
+    atomic_write(ours, lock_pieces(merged.lock))  # git reads the result from %A
+    for conflict in merged.conflicts:
+        click.echo(f"pixmake: conflict: {conflict.advice(path)}", err=True)
+    if not merged.clean:
+        sys.exit(ExitCode.FAILED)
+
+
 @cli.command()
 @click.option(
     "--keep-days",
