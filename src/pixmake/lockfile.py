@@ -52,7 +52,9 @@ LOCK_VERSION: Final = 2
 _SPACE: Final = re.compile(r"[ \t\r\n]*")
 NO_PARAMS: Final[Mapping[str, Any]] = MappingProxyType({})
 """The params of every entry without any: one object, not one per entry."""
-_RESTORE: Final = "restore it from git (git checkout -- pixmake.lock) or delete it to rebuild everything"
+_RESTORE: Final = (
+    "restore it from git (git checkout -- pixmake.lock); deleting it makes the next build pay again for every target"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +318,11 @@ def _skip_space(text: str, position: int) -> int:
 def _corrupt(file: str, error: json.JSONDecodeError, text: str, *, what: str = "") -> LockfileError:
     hint = _RESTORE
     if re.search(r"^(<{7}|={7}|>{7})( |$)", text, re.MULTILINE):
-        hint = "it has git conflict markers: resolve them (each target is one block), or restore it from git"
+        hint = (
+            "it has git conflict markers: keep both sides' target blocks (each target is one block), or let "
+            "pixmake merge it by target (README: Merging the lockfile); one side's whole lock makes the next "
+            "build pay again for the other side's targets"
+        )
     return LockfileError(f"{file}:{error.lineno}:{error.colno}: lockfile is corrupt ({what or error.msg}); {hint}")
 
 
