@@ -557,6 +557,30 @@ def test_a_flipped_bit_in_the_no_op_memo_is_never_its_answer(examples_copy: Path
     assert check_memo(memo, root=project.root, manifest=project.manifest) is None
 
 
+def test_an_output_left_a_git_lfs_pointer_is_never_paid_for_again(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """A CI checkout without `git lfs pull` holds pointer files where the committed images are."""
+    built(examples_copy)
+    logo = examples_copy / "assets/logo-tile.png"
+    data = logo.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    logo.write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n")
+    assert plan(examples_copy)[1][0] == (
+        "< restore    logo-tile: output assets/logo-tile.png is a Git LFS pointer, not the image (git lfs pull "
+        "fetches it)"
+    )  # cached here: put back for free
+    (examples_copy / ".pixmake/objects" / sha[:2] / sha).unlink()  # a fresh runner
+    for command in (("plan", "--check"), ("build",)):
+        outcome = run_cli("-C", str(examples_copy), *command)
+        assert outcome.exit_code == ExitCode.USER_ERROR and outcome.stderr == (
+            "pixmake: error: assets/logo-tile.png: a Git LFS pointer, not the image, and not in .pixmake/objects: "
+            "run git lfs pull (a build would pay to generate it again)\n"
+        )
+    logo.write_bytes(data)  # git lfs pull
+    assert plan(examples_copy, "--check")[0] == 0
+
+
 def test_no_op_plan_imports_neither_yaml_nor_the_build_stack(examples_copy: Path, provider_env: EmulatorServer) -> None:
     built(examples_copy)
     assert plan(examples_copy, "--check")[0] == 0

@@ -293,6 +293,26 @@ def _with_stale_as_outputs(lock: Lock) -> Lock:
     return Lock({name: replace(e, outputs=(*e.outputs, *e.stale)) for name, e in lock.entries.items()})
 
 
+def _refuse_paying_for_lfs_pointers(plan: Plan) -> None:
+    """A ConfigError when the plan would pay for outputs that are Git LFS pointers: the images exist, in LFS."""
+    from pixmake.plan import LFS_POINTER
+
+    paths = [
+        str(reason.details["path"])
+        for action in plan.actions
+        if action.kind.paid
+        for reason in action.reasons
+        if reason.code == LFS_POINTER and reason.details is not None
+    ]
+    if paths:
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        what = "Git LFS pointers, not images" if len(paths) > 1 else "a Git LFS pointer, not the image"
+        raise ConfigError(
+            f"{shown}: {what}, and not in .pixmake/objects: run git lfs pull (a build would pay to generate "
+            f"{'them' if len(paths) > 1 else 'it'} again)"
+        )
+
+
 def memo_plan(project: Project) -> PlanResult | None:
     """The plan from the no-op memo, when nothing it depends on changed since it was written."""
     from pixmake.memo import check_memo, memo_file
@@ -381,6 +401,7 @@ def plan(
         earlier=earlier,
         unselected=unselected,
     )
+    _refuse_paying_for_lfs_pointers(result)
     if (
         whole
         and sources

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # below, and must not pay for importing the manifest parser (yaml, jsonschema).
 
 __all__ = [
+    "LFS_POINTER",
     "PLACEHOLDER",
     "PROVIDER_MADE",
     "AbandonedTask",
@@ -78,6 +79,8 @@ _NEW: Final = (Reason("new", "not in the lockfile"),)  # shared: a first build h
 _BUILT_BEFORE: Final = frozenset({"renamed", "same-inputs", "built-before", "same-inputs-in-build"})
 PLACEHOLDER: Final = "emulator-placeholder"
 """The reason code of a target whose locked images the bundled emulator made (``build --emulator``)."""
+LFS_POINTER: Final = "output-lfs-pointer"
+"""The reason code of an output that is a Git LFS pointer file: ``api.plan`` refuses to pay for it."""
 PROVIDER_MADE: Final = "provider-images"
 """The reason code of a paid action that ``build --emulator`` refuses: it would replace the provider's images."""
 _PLACEHOLDERS: Final = Reason(PLACEHOLDER, "its locked images are placeholders from build --emulator")
@@ -370,6 +373,9 @@ def _output_action(
             missing_cached = missing_cached and locked.sha256 in disk.cached_objects
         if actual is None:
             missing.append(Reason("output-missing", f"output {path} is missing", {"path": path}))
+        elif path in disk.lfs_pointers:  # not a hand edit: the image is in Git LFS, not fetched
+            text = f"output {path} is a Git LFS pointer, not the image (git lfs pull fetches it)"
+            missing.append(Reason(LFS_POINTER, text, {"path": path}))
         elif path in disk.damaged:  # not a hand edit: what a crash leaves of an unsynced write
             text = f"output {path} is empty or not a whole image (cut short by a crash?)"
             missing.append(Reason("output-damaged", text, {"path": path}))

@@ -83,6 +83,8 @@ class DiskState:
     # target's (outs moved or swapped) or other inputs' (a branch switch, with outputs not committed).
     # Not a hand edit: the plan puts the locked bytes back when they are cached.
     made_by_pixmake: frozenset[str] = frozenset()
+    # Damaged outputs that are Git LFS pointer files: the image is in LFS, not fetched (a CI checkout).
+    lfs_pointers: frozenset[str] = frozenset()
 
 
 def hash_file(path: Path | str) -> str:
@@ -280,6 +282,18 @@ def _is_debris(path: str, locked: Iterable[str], objects: ObjectCache) -> bool:
     return not is_whole_image(blob)
 
 
+_LFS_POINTER: Final = b"version https://git-lfs.github.com/spec/"
+
+
+def _is_lfs_pointer(path: str) -> bool:
+    """Whether the file is a Git LFS pointer (what a checkout without ``git lfs pull`` leaves)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(_LFS_POINTER)) == _LFS_POINTER
+    except OSError:
+        return False
+
+
 def scan_project(
     root: Path,
     targets: tuple[Target, ...],
@@ -337,5 +351,5 @@ def scan_project(
     stats = {rel: found[rel][1] for rel in hashes}
     return DiskState(
         file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged,
-        made_by_pixmake=made,
+        made_by_pixmake=made, lfs_pointers=frozenset(p for p in damaged if _is_lfs_pointer(found[p][0])),
     )  # fmt: skip
