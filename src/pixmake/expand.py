@@ -19,7 +19,7 @@ from typing import Any, Final
 from pixmake.catalog import Row, parse_catalog
 from pixmake.diagnostics import Collector
 from pixmake.errors import UnsafePathError
-from pixmake.relpaths import leaves_root_message, normal_path
+from pixmake.relpaths import leaves_root_message, long_name_message, normal_path
 from pixmake.schema import FieldPath, one_line
 from pixmake.variables import text_value
 
@@ -65,6 +65,10 @@ def _rows(
     rel = normal_path(raw)
     if rel is None:
         c.add(path, leaves_root_message(raw), kind="unsafe-path")
+        return None
+    too_long = long_name_message(rel)
+    if too_long is not None:
+        c.add(path, too_long)
         return None
     if rel in catalogs:
         return catalogs[rel]

@@ -40,7 +40,7 @@ from pixmake.diagnostics import Collector
 from pixmake.errors import Diagnostic, ManifestError
 from pixmake.expand import MAX_TARGETS, Expansion, ReadFile, expansions
 from pixmake.modelcheck import ModelRequest, RequestPaths, check_model
-from pixmake.relpaths import leaves_root_message, normal_path
+from pixmake.relpaths import leaves_root_message, long_name_message, normal_path
 from pixmake.schema import FieldPath, field_path, json_type, locate, mark_at, validate_entry, validate_paths
 from pixmake.variables import interpolate, text_value
 from pixmake.yamlmarks import load_yaml
@@ -151,7 +151,12 @@ def output_paths(target: Target) -> tuple[str, ...]:
     if target.n == 1:
         return (target.out,)
     path = PurePosixPath(target.out)
-    return tuple(str(path.with_name(f"{path.stem}-{i}{path.suffix}")) for i in range(1, target.n + 1))
+    return tuple(_numbered(path, i) for i in range(1, target.n + 1))
+
+
+def _numbered(path: PurePosixPath, i: int) -> str:
+    """Where image ``i`` of a target with ``n`` > 1 and ``out`` ``path`` goes."""
+    return str(path.with_name(f"{path.stem}-{i}{path.suffix}"))
 
 
 def claimed_paths(targets: Iterable[Target]) -> frozenset[str]:
@@ -249,6 +254,9 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         if normal is None:
             add(path, leaves_root_message(value), kind="unsafe-path")
             return value
+        too_long = long_name_message(normal)
+        if too_long is not None:
+            add(path, too_long)
         return normal
 
     refs = body.get("references", ())
@@ -263,6 +271,10 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         add((*where, "out"), f"expected a file name before .png, found {out!r}")
     elif "://" in str(body["out"]):
         add((*where, "out"), f"expected a path in the project, found the URL {body['out']!r}")
+    elif n > 1 and normal_path(out) is not None and long_name_message(out) is None:  # image n's has most digits
+        too_long = long_name_message(_numbered(PurePosixPath(out), n), image=n)
+        if too_long is not None:
+            add((*where, "out"), too_long)
     check_model(
         ModelRequest(model, prompt, size, n, references, mask, params),
         RequestPaths(where, model_path, size_path, n_path),

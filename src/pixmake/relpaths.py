@@ -2,15 +2,23 @@
 
 PURE: string rules only, no disk. Used by :func:`pixmake.manifest.parse_manifest` for ``references``,
 ``mask`` and ``out``, and by :mod:`pixmake.expand` for ``rows:``. What the disk adds (symlinks that
-lead out) is checked later by :func:`pixmake.store.safe_path`.
+lead out) is checked later by :func:`pixmake.store.safe_path`. One more rule holds for every path, so
+that what validates can be written: no name in it is longer than a file system takes (:data:`NAME_MAX`).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from typing import Final
 
-__all__ = ["leaves_root_message", "normal_path"]
+__all__ = ["NAME_MAX", "leaves_root_message", "long_name_message", "normal_path"]
+
+NAME_MAX: Final = 255
+"""The most bytes (in UTF-8) one name in a path may have: ext4, XFS, btrfs and APFS take 255 bytes; NTFS
+takes 255 UTF-16 units, which are never more than a name's UTF-8 bytes."""
+
+_SHOWN_NAME: Final = 40  # characters of an overlong name a message shows
 
 
 @functools.lru_cache(maxsize=4096)
@@ -32,3 +40,19 @@ def normal_path(raw: str) -> str | None:
 def leaves_root_message(raw: str) -> str:
     """The ``unsafe-path`` diagnostic text for a path :func:`normal_path` refused."""
     return f"path {raw!r} leaves the project root (use a relative path inside the project)"
+
+
+def long_name_message(path: str, *, image: int = 0) -> str | None:
+    """Why ``path`` cannot be written (one of its names is longer than :data:`NAME_MAX` bytes), or None.
+
+    ``image`` > 0 says the path is the name an image of a target with ``n`` > 1 is written to.
+    """
+    if len(path) <= NAME_MAX // 4:  # no name this short can have more bytes: fast for every usual path
+        return None
+    for part in path.split("/"):
+        size = len(part.encode("utf-8", "surrogatepass")) if len(part) > NAME_MAX // 4 else 0
+        if size > NAME_MAX:
+            shown = part if len(part) <= _SHOWN_NAME else part[: _SHOWN_NAME - 10] + "…" + part[-9:]
+            which = f"the name of image {image}, {shown!r}," if image else f"the name {shown!r}"
+            return f"{which} is {size} bytes in UTF-8; file systems take at most {NAME_MAX} (shorten it)"
+    return None
