@@ -19,7 +19,7 @@ from typing import Any, Final
 from pixmake.catalog import Row, parse_catalog
 from pixmake.diagnostics import Collector
 from pixmake.errors import UnsafePathError
-from pixmake.relpaths import leaves_root_message, long_name_message, normal_path
+from pixmake.relpaths import leaves_root_message, long_name_message, normal_path, unprintable_message
 from pixmake.schema import FieldPath, one_line
 from pixmake.variables import text_value
 
@@ -62,6 +62,10 @@ def _rows(
 ) -> list[Row] | None:
     raw = body["rows"]
     path = (*where, "rows")
+    unprintable = unprintable_message(raw)
+    if unprintable is not None:
+        c.add(path, unprintable)
+        return None
     rel = normal_path(raw)
     if rel is None:
         c.add(path, leaves_root_message(raw), kind="unsafe-path")

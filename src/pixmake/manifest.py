@@ -40,7 +40,7 @@ from pixmake.diagnostics import Collector
 from pixmake.errors import Diagnostic, ManifestError
 from pixmake.expand import MAX_TARGETS, Expansion, ReadFile, expansions
 from pixmake.modelcheck import ModelRequest, RequestPaths, check_model
-from pixmake.relpaths import leaves_root_message, long_name_message, normal_path
+from pixmake.relpaths import leaves_root_message, long_name_message, normal_path, unprintable_message
 from pixmake.schema import FieldPath, field_path, json_type, locate, mark_at, validate_entry, validate_paths
 from pixmake.variables import interpolate, text_value
 from pixmake.yamlmarks import load_yaml
@@ -246,6 +246,10 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         found = mark_at(container, index)
         line, column = found[2:4] if found is not None else locate(ctx.doc, path)
         fields.append(f"{short} {line} {column}")
+        unprintable = unprintable_message(value)
+        if unprintable is not None:
+            add(path, unprintable)
+            return value
         if urls and is_url(value):
             if not value.startswith("https://"):
                 add(path, f"expected an https:// URL or a project path, found {value!r}")

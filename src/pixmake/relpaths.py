@@ -2,17 +2,19 @@
 
 PURE: string rules only, no disk. Used by :func:`pixmake.manifest.parse_manifest` for ``references``,
 ``mask`` and ``out``, and by :mod:`pixmake.expand` for ``rows:``. What the disk adds (symlinks that
-lead out) is checked later by :func:`pixmake.store.safe_path`. One more rule holds for every path, so
-that what validates can be written: no name in it is longer than a file system takes (:data:`NAME_MAX`).
+lead out) is checked later by :func:`pixmake.store.safe_path`. Two more rules hold for every path, so
+that what validates can be shown and written: every character is printable (no terminal escape or line
+break reaches a plan line), and no name in it is longer than a file system takes (:data:`NAME_MAX`).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from typing import Final
 
-__all__ = ["NAME_MAX", "leaves_root_message", "long_name_message", "normal_path"]
+__all__ = ["NAME_MAX", "leaves_root_message", "long_name_message", "normal_path", "unprintable_message"]
 
 NAME_MAX: Final = 255
 """The most bytes (in UTF-8) one name in a path may have: ext4, XFS, btrfs and APFS take 255 bytes; NTFS
@@ -40,6 +42,20 @@ def normal_path(raw: str) -> str | None:
 def leaves_root_message(raw: str) -> str:
     """The ``unsafe-path`` diagnostic text for a path :func:`normal_path` refused."""
     return f"path {raw!r} leaves the project root (use a relative path inside the project)"
+
+
+def unprintable_message(raw: str) -> str | None:
+    """Why ``raw`` may not be a path (it holds a character ``str.isprintable`` refuses), or None.
+
+    A control character in a path reaches every plan and build line that names the file: an escape
+    sequence the terminal runs, a line break that fakes a line. Invisible ones (a no-break space, a
+    zero-width joiner, a direction override) make two paths look alike. So no path holds any of them.
+    """
+    if raw.isprintable():
+        return None
+    char = next(c for c in raw if not c.isprintable())
+    name = unicodedata.name(char, "a control character")
+    return f"expected a path of printable characters, found U+{ord(char):04X} ({name}) in {raw!r}"
 
 
 def long_name_message(path: str, *, image: int = 0) -> str | None:
