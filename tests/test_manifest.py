@@ -214,6 +214,19 @@ def test_editing_one_catalog_row_changes_only_that_rows_target() -> None:
     assert changed == ["sku-s7"]
 
 
+def test_a_multi_line_cell_makes_one_key_whatever_the_checkout_ends_lines_with() -> None:
+    """git's core.autocrlf gives a Windows checkout CRLF: inside a quoted cell too, where csv keeps it."""
+    from pixmake.fingerprint import target_key
+
+    text = "version: 1\ntargets:\n  s-${sku}:\n    rows: c.csv\n    prompt: ${p}\n    out: o/${sku}.png\n"
+    linux = b'sku,p\na1,"line one\nline two"\nb2,x\n'
+    checkouts = (linux, linux.replace(b"\n", b"\r\n"), linux.replace(b"\n", b"\r"))
+    manifests = [parse_manifest(text, file="m.yaml", read_file={"c.csv": data}.__getitem__) for data in checkouts]
+    assert {m.targets[0].prompt for m in manifests} == {"line one\nline two"}
+    assert len({tuple(target_key(t, {}) for t in m.targets) for m in manifests}) == 1
+    assert {tuple(t.origin for t in m.targets) for m in manifests} == {("row c.csv:2", "row c.csv:4")}
+
+
 def test_rows_without_a_reader_is_a_diagnostic_not_a_crash() -> None:
     text, _ = _catalog_manifest(1)
     with pytest.raises(ManifestError, match="without file access"):

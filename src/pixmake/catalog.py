@@ -2,7 +2,8 @@
 
 PURE: bytes in, rows and diagnostics out; the caller reads the file. Each row remembers its line,
 so a problem in row 4,711 points at ``skus.csv:4712``. Values become text as ``vars`` do: numbers
-as written, booleans as ``true``/``false``.
+as written, booleans as ``true``/``false``; a line end inside a CSV cell is ``\n`` however the file
+ends its lines (as in YAML), so a checkout with CRLF line ends makes the same prompts.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def _text(value: Any) -> str | None:
 def _csv(text: str, file: str) -> tuple[list[Row], list[Diagnostic]]:
     problems: list[Diagnostic] = []
     rows: list[Row] = []
+    if "\r" in text:
+        # A quoted cell keeps its line ends as the file has them, and git's core.autocrlf gives a Windows
+        # checkout \r\n where Linux has \n: the prompt, so the key, would differ between them. Line ends
+        # become \n, as YAML makes them in a block scalar; the csv module counts lines as before.
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
