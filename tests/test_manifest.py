@@ -227,6 +227,18 @@ def test_a_multi_line_cell_makes_one_key_whatever_the_checkout_ends_lines_with()
     assert {tuple(t.origin for t in m.targets) for m in manifests} == {("row c.csv:2", "row c.csv:4")}
 
 
+def test_a_json_lines_value_may_hold_the_line_separators_json_allows_in_a_string() -> None:
+    """U+2028, U+2029 and U+0085 are text inside a JSON string, not ends of a JSON Lines line."""
+    text = "version: 1\ntargets:\n  s-${sku}:\n    rows: c.jsonl\n    prompt: ${p}\n    out: o/${sku}.png\n"
+    data = '{"sku": "a", "p": "one\u2028two"}\r\n{"sku": "b", "p": "x\u0085y\u2029z"}\n\n{"sku": "c", "p": "q"}\n'
+    manifest = parse_manifest(text, file="m.yaml", read_file={"c.jsonl": data.encode()}.__getitem__)
+    assert [(t.prompt, t.origin) for t in manifest.targets] == [
+        ("one\u2028two", "row c.jsonl:1"),
+        ("x\u0085y\u2029z", "row c.jsonl:2"),
+        ("q", "row c.jsonl:4"),
+    ]
+
+
 def test_rows_without_a_reader_is_a_diagnostic_not_a_crash() -> None:
     text, _ = _catalog_manifest(1)
     with pytest.raises(ManifestError, match="without file access"):

@@ -24,6 +24,9 @@ __all__ = ["MAX_ROWS", "Row", "parse_catalog"]
 
 MAX_ROWS: Final = 100_000
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# JSON Lines end at \n (or \r\n, \r); not at the other ends str.splitlines knows (U+2028, U+0085…), which
+# JSON allows as they are inside a string.
+_LINE_END: Final = re.compile(r"\r\n?|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,7 @@ def _csv(text: str, file: str) -> tuple[list[Row], list[Diagnostic]]:
 def _jsonl(text: str, file: str) -> tuple[list[Row], list[Diagnostic]]:
     problems: list[Diagnostic] = []
     rows: list[Row] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_LINE_END.split(text), start=1):
         if not line.strip():
             continue
         try:
