@@ -177,3 +177,23 @@ def test_a_disk_error_outside_the_build_is_one_line_not_a_traceback(tmp_path: Pa
     assert outcome.exit_code == 1
     [line] = outcome.stderr.splitlines()
     assert line.startswith("pixmake: error: Not a directory: ") and line.endswith(".pixmake/journal.jsonl")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_catalog_that_is_not_a_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Reading a FIFO waits for a writer: `validate` hung for good on `rows: cat.csv` made by mkfifo."""
+    os.mkfifo(tmp_path / "cat.csv")
+    (tmp_path / "dir.csv").mkdir()
+    entries = "".join(
+        f"  {name}-${{sku}}:\n    rows: {name}.csv\n    prompt: p ${{sku}}\n    out: {name}/${{sku}}.png\n"
+        for name in ("cat", "dir")
+    )
+    (tmp_path / "pixmake.yaml").write_text(f"version: 1\ntargets:\n{entries}")
+    command = [sys.executable, "-m", "pixmake", "-C", str(tmp_path), "validate"]
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
+    outcome = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert outcome.returncode == ExitCode.USER_ERROR
+    assert [line.split(": ", 3)[3] for line in outcome.stderr.splitlines()] == [
+        "targets.cat-${sku}.rows: cat.csv is not a file",
+        "targets.dir-${sku}.rows: dir.csv is not a file",
+    ]

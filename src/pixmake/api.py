@@ -116,14 +116,28 @@ def _display(project: Project) -> str:
 
 
 def _read_project_file(project: Project, rel: str) -> bytes:
-    """Bytes of a project file the manifest names (a ``rows:`` catalog); symlinks must stay inside the root."""
+    """Bytes of a project file the manifest names (a ``rows:`` catalog); symlinks must stay inside the root.
+
+    Raises :class:`~pixmake.expand.NotAFileError` for anything but a regular file: reading a FIFO would
+    wait for a writer forever, so it is opened without waiting and refused by what ``fstat`` says.
+    """
+    import os
+    from stat import S_ISREG
+
+    from pixmake.expand import NotAFileError
     from pixmake.manifest import MAX_MANIFEST_BYTES
     from pixmake.store import safe_path
 
     path = safe_path(project.root, rel, field="rows")
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise OSError(f"{rel} is larger than {MAX_MANIFEST_BYTES >> 20} MB")
-    return path.read_bytes()
+    if not S_ISREG(path.stat().st_mode):
+        raise NotAFileError(rel)
+    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
+        status = os.fstat(handle.fileno())  # what was opened: the path may have changed since its stat
+        if not S_ISREG(status.st_mode):
+            raise NotAFileError(rel)
+        if status.st_size > MAX_MANIFEST_BYTES:
+            raise OSError(f"{rel} is larger than {MAX_MANIFEST_BYTES >> 20} MB")
+        return handle.read()
 
 
 # The manifest and plan allocate hundreds of thousands of objects that all stay alive: every full

@@ -23,13 +23,18 @@ from pixmake.relpaths import leaves_root_message, long_name_message, normal_path
 from pixmake.schema import FieldPath, one_line
 from pixmake.variables import text_value
 
-__all__ = ["MAX_TARGETS", "Expansion", "ReadFile", "expansions"]
+__all__ = ["MAX_TARGETS", "Expansion", "NotAFileError", "ReadFile", "expansions"]
 
 MAX_TARGETS: Final = 100_000
 """The most targets one ``targets:`` entry may expand to."""
 
 ReadFile = Callable[[str], bytes]
-"""Reads a project-relative file (a catalog); raises OSError, or UnsafePathError for a symlink escape."""
+"""Reads a project-relative file (a catalog); raises OSError (:class:`NotAFileError` for a folder, a FIFO,
+a device), or UnsafePathError for a symlink escape."""
+
+
+class NotAFileError(OSError):
+    """What :data:`ReadFile` raises for a path that is there but is not a regular file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,9 @@ def _rows(
         return None
     except FileNotFoundError:
         c.add(path, f"catalog file not found: {rel}")
+        return None
+    except (NotAFileError, IsADirectoryError):
+        c.add(path, f"{rel} is not a file")  # as inputs says of a reference or a mask
         return None
     except OSError as error:
         c.add(path, f"cannot read catalog {rel}: {error.strerror or error}")
