@@ -197,3 +197,37 @@ def test_a_catalog_that_is_not_a_file_is_refused_not_waited_on(tmp_path: Path) -
         "targets.cat-${sku}.rows: cat.csv is not a file",
         "targets.dir-${sku}.rows: dir.csv is not a file",
     ]
+
+
+@pytest.mark.parametrize(
+    ("present", "args", "says"),
+    [
+        (
+            "pixmake.yml",
+            [],
+            "manifest not found; found pixmake.yml: pass -f pixmake.yml (or rename it to pixmake.yaml)",
+        ),
+        ("Pixmake.YAML", [], "found Pixmake.YAML: pass -f Pixmake.YAML (or rename it to pixmake.yaml)"),
+        ("sub/Prod.yml", ["-f", "sub/prod.yaml"], "found Prod.yml: pass -f sub/Prod.yml (or rename it to prod.yaml)"),
+        ("pixmake.json", [], "manifest not found (use -f FILE or -C DIR)"),
+    ],
+)
+def test_a_missing_manifest_names_the_one_beside_it_by_another_spelling(
+    tmp_path: Path, present: str, args: list[str], says: str
+) -> None:
+    (tmp_path / present).parent.mkdir(exist_ok=True)
+    (tmp_path / present).write_text("version: 1\ntargets:\n  a: {prompt: p, out: a.png}\n")
+    outcome = run_cli("-C", str(tmp_path), *args, "validate")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    (line,) = outcome.stderr.splitlines()
+    assert line.endswith(says)
+
+
+def test_f_naming_a_directory_says_it_is_one(tmp_path: Path) -> None:
+    (tmp_path / "v").mkdir()
+    outcome = run_cli("-C", str(tmp_path), "-f", "v", "validate")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert outcome.stderr.splitlines() == [
+        f"pixmake: error: {tmp_path / 'v'}: is a directory, not a manifest (-f names the YAML file; to work in "
+        f"that folder, use -C {tmp_path / 'v'})"
+    ]

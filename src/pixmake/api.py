@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.util
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import cache, partial
@@ -104,8 +105,25 @@ def open_project(directory: str | Path | None = None, manifest: str | Path | Non
         raise ConfigError(f"-C {directory}: not a directory")
     path = (base / (manifest or "pixmake.yaml")).absolute()
     if not path.is_file():
-        raise ConfigError(f"{path}: manifest not found (use -f FILE or -C DIR)")
+        raise ConfigError(_not_found(path, manifest))
     return Project(root=path.parent, manifest=path)
+
+
+def _not_found(path: Path, manifest: str | Path | None) -> str:
+    """Why ``path`` is no manifest, and what to pass instead when a near name is beside it."""
+    if path.is_dir():
+        return f"{path}: is a directory, not a manifest (-f names the YAML file; to work in that folder, use -C {path})"
+    if path.exists():
+        return f"{path}: is not a file; the manifest is a YAML file"
+    near = {path.stem.casefold() + suffix for suffix in (".yaml", ".yml")}
+    try:
+        found = sorted(e.name for e in os.scandir(path.parent) if e.name.casefold() in near and e.is_file())
+    except OSError:
+        found = []
+    if found:
+        given = Path(manifest).with_name(found[0]) if manifest is not None else found[0]
+        return f"{path}: manifest not found; found {found[0]}: pass -f {given} (or rename it to {path.name})"
+    return f"{path}: manifest not found (use -f FILE or -C DIR)"
 
 
 def _display(project: Project) -> str:
