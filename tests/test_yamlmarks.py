@@ -140,3 +140,32 @@ def test_an_unclosed_quote_is_named_where_it_opened(text: str, line: int, messag
         load_yaml(text, file="t.yaml")
     [diagnostic] = caught.value.diagnostics
     assert (diagnostic.line, diagnostic.message) == (line, f"YAML syntax error: {message}"), diagnostic
+
+
+_MID_MERGE = (
+    "version: 1\ntargets:\n  t01:\n    prompt: a\n    out: a.png\n{ours}  t04:\n    prompt: b\n    out: d.png\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "marker"),
+    [
+        (_MID_MERGE.format(ours="<<<<<<< HEAD\n") + "=======\n  t04:\n    out: e.png\n>>>>>>> topic\n", 6, "<<<<<<<"),
+        (_MID_MERGE.format(ours="").replace("\n", "\r\n") + "=======\r\n  t05: {}\r\n", 9, "======="),
+        (_MID_MERGE.format(ours="||||||| base\n"), 6, "|||||||"),
+    ],
+)
+def test_a_manifest_git_left_mid_merge_is_named_at_its_first_conflict_marker(text: str, line: int, marker: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        load_yaml(text, file="t.yaml")
+    [diagnostic] = caught.value.diagnostics
+    assert (diagnostic.line, diagnostic.column, diagnostic.field) == (line, 1, "")
+    assert diagnostic.message.startswith(f"git conflict marker {marker}: a merge left this manifest unresolved;")
+
+
+def test_conflict_markers_are_only_named_where_git_writes_them() -> None:
+    """At the start of a line; a prompt quoting one, and a syntax error elsewhere, is a syntax error."""
+    text = "targets:\n  a:\n    prompt: see <<<<<<< HEAD\n    out: [a.png\n"
+    with pytest.raises(ManifestError) as caught:
+        load_yaml(text, file="t.yaml")
+    assert caught.value.diagnostics[0].message.startswith("YAML syntax error:")

@@ -384,6 +384,22 @@ def _expanded_size(root: Any) -> int:
     return sizes.get(id(root), 1)
 
 
+# The lines git writes around a conflict it leaves to the user (and diff3's base marker), at a line's start.
+_CONFLICT_MARKER: Final = re.compile(r"^(<{7}|\|{7}|={7}|>{7})(?: |\r?$)", re.MULTILINE)
+
+
+def _raise_if_mid_merge(text: str, file: str) -> None:
+    """A manifest git could not merge: its first conflict marker, not the YAML error the markers cause."""
+    found = _CONFLICT_MARKER.search(text)
+    if found is not None:
+        line = text.count("\n", 0, found.start()) + 1
+        message = (
+            f"git conflict marker {found.group(1)}: a merge left this manifest unresolved; resolve the conflict "
+            "(keep the lines you want, delete the marker lines), then run again"
+        )
+        raise ManifestError.at(file, line, 1, "", message) from None
+
+
 def _syntax_message(text: str, line: int, column: int, what: str) -> str:
     lines = text.splitlines()
     here = lines[line - 1] if 0 < line <= len(lines) else ""
@@ -456,8 +472,10 @@ def load_yaml(
         if builder.problems:
             raise ManifestError([Diagnostic(file, p.line, p.column, p.field, p.message) for p in builder.problems])
     except _YamlProblem as problem:
+        _raise_if_mid_merge(text, file)
         raise ManifestError.at(file, problem.line, problem.column, problem.field, problem.message) from None
     except yaml.MarkedYAMLError as error:
+        _raise_if_mid_merge(text, file)
         mark = error.problem_mark or error.context_mark
         what = error.problem or error.context or "invalid YAML"
         quoted = error.context == "while scanning a quoted scalar"
