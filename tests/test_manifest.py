@@ -123,6 +123,15 @@ def test_examples_validate_and_start_with_the_schema_line() -> None:
         assert api.validate(api.open_project(path.parent, path.name)).targets
 
 
+def test_x_keys_in_a_target_never_reach_its_key() -> None:
+    from pixmake.fingerprint import target_key
+
+    plain = "version: 1\ntargets:\n  a:\n    prompt: p\n    out: a.png\n"
+    noted = plain.replace("    prompt", "    x-note: why ${this}\n    x-anchor: &s '1:1'\n    prompt")
+    (before,), (after,) = parse_manifest(plain, file="m.yaml").targets, parse_manifest(noted, file="m.yaml").targets
+    assert after == before and target_key(after, {}) == target_key(before, {})
+
+
 # --- unsafe paths -----------------------------------------------------------------------------------
 
 

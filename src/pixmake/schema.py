@@ -399,13 +399,14 @@ def _explain(doc: Any, error: Any, file: str) -> list[tuple[FieldPath, Diagnosti
         return [at((*path, instance), f"bad name {instance!r}: expected {expected}", key=True)]
     if validator == "additionalProperties" and isinstance(instance, Mapping):
         allowed = list(schema_node.get("properties", {}))
-        extras = [k for k in instance if k not in allowed]
+        patterns = [re.compile(p).search for p in schema_node.get("patternProperties", {})]
+        extras = [k for k in instance if k not in allowed and not any(match(str(k)) for match in patterns)]
         where = field_path(path) or "the top level"
         found = []
         for k in extras:
             hint = suggest(str(k), allowed)
-            if not path and not hint:
-                hint = " (keys starting with x- are free, for shared YAML anchors)"
+            if "^x-" in schema_node.get("patternProperties", {}) and not hint:
+                hint = " (keys starting with x- are free, for notes and shared YAML anchors)"
             found.append(at((*path, k), f"unknown field {k!r} in {where}{hint}", key=True))
         return found
     if validator == "required":
