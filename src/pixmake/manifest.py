@@ -66,6 +66,7 @@ MAX_MANIFEST_BYTES: Final = 32 * 1024 * 1024
 _TARGET_NAME: Final = re.compile(r"[A-Za-z0-9_.-][A-Za-z0-9_. -]{0,199}")
 _TAG: Final = re.compile(r"[A-Za-z0-9_.-]+")
 _NO_PARAMS: Final[Mapping[str, Any]] = MappingProxyType({})  # one for every target without params
+_MASK_NEEDS: Final = "a mask needs a reference image"  # modelcheck's words, when references: is empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +187,14 @@ class _Context:
     c: Collector
 
 
-def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _Context) -> tuple[Target, bool]:
+def _target(
+    raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _Context, rejected: frozenset[str]
+) -> tuple[Target, bool]:
     """The target one expansion of an entry makes, and whether it is free of problems.
 
-    A target with problems is still returned, so the checks that need the disk can look at its other
-    fields; it never reaches a :class:`Manifest`.
+    ``body`` lacks the ``rejected`` fields (their schema problems are reported already). A target with
+    problems is still returned, so the checks that need the disk can look at its other fields; it never
+    reaches a :class:`Manifest`.
     """
     c, defaults, origin = ctx.c, ctx.defaults, expansion.origin
     where: FieldPath = ("targets", raw_name)
@@ -279,10 +283,17 @@ def _target(raw_name: str, body: Mapping[str, Any], expansion: Expansion, ctx: _
         too_long = long_name_message(_numbered(PurePosixPath(out), n), image=n)
         if too_long is not None:
             add((*where, "out"), too_long)
+
+    def add_unless_consequent(path: FieldPath, message: str) -> None:
+        # `references: photos/mug.png` (no list) is reported by the schema; the mask's "needs a reference" is
+        # only its echo.
+        if not ("references" in rejected and path == (*where, "mask") and message.startswith(_MASK_NEEDS)):
+            add(path, message)
+
     check_model(
         ModelRequest(model, prompt, size, n, references, mask, params),
         RequestPaths(where, model_path, size_path, n_path),
-        add,
+        add_unless_consequent,
         warn,
     )
     return Target(
@@ -521,7 +532,7 @@ class _Made:
         assert self.ctx is not None
         body = _without(entry, fields)
         for expansion in expansions(("targets", raw_name), body, self.ctx.c, self.read_file, self.catalogs):
-            target, ok = _target(raw_name, body, expansion, self.ctx)
+            target, ok = _target(raw_name, body, expansion, self.ctx, fields)
             self.checked.append(target)
             if ok:
                 self.targets.append(target)

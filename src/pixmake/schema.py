@@ -420,6 +420,11 @@ def _explain(doc: Any, error: Any, file: str) -> list[tuple[FieldPath, Diagnosti
         hint = ""
         if isinstance(instance, str) and value in {"integer", "number"}:
             hint = f" (write it without quotes: {instance})" if _numeric(instance) else ""
+        elif value == "array" and isinstance(instance, str | int | float):  # tags: campaign-q4
+            hint = f" (a list of one is written [{_flow_item(instance)}])"
+        elif path == ("targets",) and isinstance(instance, list):  # targets: [- name: hero, …]
+            name = _listed_name(instance)
+            hint = f" ({_TARGETS_BY_NAME.format(name=name) if name else _TARGETS_NOT_LISTED})"
         return [at(path, f"expected {_expected_type(value)}, found {_show(instance)}{hint}")]
     if validator in {"enum", "const"}:
         options = value if validator == "enum" else [value]
@@ -453,6 +458,26 @@ def _explain(doc: Any, error: Any, file: str) -> list[tuple[FieldPath, Diagnosti
         described = schema_node.get("description", "")
         return [at(path, f"expected {described.split('.')[0].lower() or 'another form'}, found {_show(instance)}")]
     return [at(path, error.message)]
+
+
+_TARGETS_BY_NAME: Final = (
+    'targets are keyed by name: write "{name}:" where "- name: {name}" is, with the fields indented under it'
+)
+_TARGETS_NOT_LISTED: Final = "targets are keyed by name, not listed: hero: {prompt: …, out: …}"
+_PLAIN_FLOW_ITEM: Final = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_./ -]*")
+
+
+def _flow_item(value: str | float) -> str:
+    """``value`` as one item of a YAML ``[…]`` list: quoted unless it is plain (``${…}``, ``,``, ``:`` need quotes)."""
+    text = str(value)
+    return text if _PLAIN_FLOW_ITEM.fullmatch(text) and not text.endswith(" ") else json.dumps(text, ensure_ascii=False)
+
+
+def _listed_name(items: list[Any]) -> str:
+    """The ``name:`` of the first listed target, as the user wrote it; "" when it has none."""
+    first = items[0] if items else None
+    name = first.get("name") if isinstance(first, Mapping) else None
+    return one_line(name) if isinstance(name, str) else ""
 
 
 def _is_int(value: Any) -> bool:
