@@ -366,6 +366,31 @@ def test_a_target_with_a_schema_error_in_one_field_still_has_its_other_fields_ch
     assert seen == [("a",)]  # the disk checks saw the target, and a field reported once is not reported twice
 
 
+def test_a_target_without_a_usable_prompt_or_model_still_has_its_other_fields_checked() -> None:
+    text = (
+        "version: 1\ntargets:\n"
+        "  a:\n    n: 3\n    references: [../r.png]\n    out: a-${nope}.png\n"  # no prompt
+        "  b:\n    prompt: ${nope}\n    model: 4\n    size: '16:9'\n    out: b.png\n"  # a model of no model's rules
+    )
+    seen: list[tuple[str, str]] = []
+
+    def check_targets(targets: tuple[Target, ...]) -> list[Diagnostic]:
+        seen.extend((t.name, t.model) for t in targets)
+        return []
+
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml", check_targets=check_targets)
+    assert [(d.line, d.field, d.message.split(" (")[0]) for d in caught.value.diagnostics] == [
+        (3, "targets.a", "missing required field 'prompt'"),
+        (4, "targets.a.n", "expected n in {1, 2, 4} for gpt-4o-image, found 3"),
+        (5, "targets.a.references[0]", "path '../r.png' leaves the project root"),
+        (6, "targets.a.out", "undefined variable 'nope'"),
+        (8, "targets.b.prompt", "undefined variable 'nope'"),
+        (9, "targets.b.model", "expected a string, found integer 4"),
+    ]  # not b's size: 16:9 is refused by gpt-4o-image, which b does not name
+    assert seen == [("a", "gpt-4o-image"), ("b", "")]  # the disk checks see b, with no model's rules to apply
+
+
 _YAMLISH = st.lists(
     st.one_of(
         st.sampled_from(

@@ -18,7 +18,8 @@ after it: a large manifest is never in memory whole, parsed and expanded at once
 
 Every problem found is reported, sorted by line (diagnostics.Collector gathers them): a field the
 schema rejected is left out of the later stages, the target's other fields are still checked (a
-target whose prompt, out, model, matrix or rows is rejected is skipped as a whole). Path escapes are
+target whose out, matrix or rows is rejected or missing is skipped as a whole; one whose model is
+rejected skips the model's rules). Path escapes are
 diagnostics of kind ``"unsafe-path"`` and make the raised error an
 :class:`~pixmake.errors.UnsafePathError`.
 """
@@ -218,7 +219,9 @@ def _target(
     name = text(raw_name, where)
     if not _TARGET_NAME.fullmatch(name):
         add(where, f"target name {name!r} (after ${{…}}) may use only ASCII letters, digits, space and _ . -", key=True)
-    prompt = text(body["prompt"], (*where, "prompt"))
+    # A prompt or model the schema refused (or a missing prompt) is reported already; the target's other
+    # fields are still checked, against no model (its rules would be another model's).
+    prompt = text(body["prompt"], (*where, "prompt")) if "prompt" in body else ""
 
     def inherited(key: str, fallback: Any) -> tuple[Any, FieldPath]:
         if key in body:
@@ -227,6 +230,8 @@ def _target(
 
     model, model_path = inherited("model", "gpt-4o-image")
     size, size_path = inherited("size", "1:1")
+    if "model" in rejected:
+        model, model_path = "", (*where, "model")  # no model: pixmake.inputs skips its file rules too
     model, size = _shared(model), _shared(size)
     n, n_path = inherited("n", 1)
     if isinstance(n, float):
@@ -290,12 +295,13 @@ def _target(
         if not ("references" in rejected and path == (*where, "mask") and message.startswith(_MASK_NEEDS)):
             add(path, message)
 
-    check_model(
-        ModelRequest(model, prompt, size, n, references, mask, params),
-        RequestPaths(where, model_path, size_path, n_path),
-        add_unless_consequent,
-        warn,
-    )
+    if "model" not in rejected:
+        check_model(
+            ModelRequest(model, prompt, size, n, references, mask, params),
+            RequestPaths(where, model_path, size_path, n_path),
+            add_unless_consequent,
+            warn,
+        )
     return Target(
         name=name,
         prompt=prompt,
@@ -428,8 +434,9 @@ def _check_overwrites(
             c.diagnostic(Diagnostic(c.file, line, column, field_name, message))
 
 
-# Fields of a target without which its other checks mean nothing (or would report made-up problems).
-_ESSENTIAL: Final = frozenset({"prompt", "out", "model", "matrix", "rows"})
+# Fields of a target without which its other checks mean nothing (or would report made-up problems): the
+# expansions (a name's ${sku} undefined), and the output the disk checks look at.
+_ESSENTIAL: Final = frozenset({"out", "matrix", "rows"})
 
 
 def _blocks_everything(path: FieldPath) -> bool:

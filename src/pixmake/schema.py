@@ -411,7 +411,10 @@ def _explain(doc: Any, error: Any, file: str) -> list[tuple[FieldPath, Diagnosti
         return found
     if validator == "required":
         missing = [k for k in value if isinstance(instance, Mapping) and k not in instance]
-        return [at(path, f"missing required field {k!r}", key=True) for k in missing]
+        found = [at(path, f"missing required field {k!r}", key=True) for k in missing]
+        if len(path) == 2 and path[0] == "targets":  # a target's: the raw path names the field, for the parser
+            return [((*path, k), diagnostic) for k, (_, diagnostic) in zip(missing, found, strict=True)]
+        return found
     if validator == "type" and value == "string" and path and path[-1] == "size" and _is_int(instance):
         # YAML 1.1 reads an unquoted 3:2 as the base-60 integer 3*60+2 = 182; show what was written.
         hint = f' (write it with quotes: "{instance // 60}:{instance % 60}")' if instance >= 60 else ""
