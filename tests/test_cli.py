@@ -78,6 +78,31 @@ def test_a_build_without_the_emulator_says_it_would_replace_its_placeholders(
     ]
 
 
+@pytest.mark.parametrize(
+    ("variable", "named"), [("TOAPIS_KEY", True), ("TOAPI_API_KEY", True), ("OPENAI_API_KEY", False)]
+)
+def test_no_key_names_a_lookalike_variable_that_is_set(
+    examples_copy: Path, monkeypatch: pytest.MonkeyPatch, variable: str, named: bool
+) -> None:
+    monkeypatch.delenv("TOAPIS_API_KEY", raising=False)
+    monkeypatch.setenv(variable, "sk-in-the-wrong-place")
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == ExitCode.USER_ERROR and "sk-in-the-wrong-place" not in outcome.stderr
+    [line] = outcome.stderr.splitlines()
+    assert line.startswith("pixmake: error: no API key: set the TOAPIS_API_KEY environment variable")
+    assert line.endswith(f"; {variable} is set: a misspelling?") == named
+
+
+@pytest.mark.parametrize(("args", "said"), [(("plan", "-C", "x"), "-C"), (("build", "-f", "m.yaml"), "-f")])
+def test_a_global_option_after_the_command_says_where_it_goes(args: tuple[str, ...], said: str) -> None:
+    outcome = run_cli(*args)
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert (
+        outcome.stderr
+        == f"pixmake: error: {said} is global: write it before the command (pixmake {said} … {args[0]} …)\n"
+    )
+
+
 def test_a_build_whose_json_reader_stops_early_goes_on_and_locks_everything(examples_copy: Path) -> None:
     """`pixmake build --json | head -1`: the build is paid for; it finishes quietly, reader or not."""
     command = [sys.executable, "-m", "pixmake", "-C", str(examples_copy), "build", "--emulator", "--json"]

@@ -781,9 +781,13 @@ def _build(
         count = len(paid)
         placeholders = sum(any(r.code == PLACEHOLDER for r in a.reasons) for a in paid)
         which = f", {placeholders} of them over placeholders from build --emulator" if placeholders else ""
+        typo = ""
+        if settings.key_lookalikes:
+            names = " and ".join(settings.key_lookalikes)
+            typo = f"; {names} {'is' if len(settings.key_lookalikes) == 1 else 'are'} set: a misspelling?"
         raise ConfigError(
             f"no API key: set the {settings.api_key_env} environment variable "
-            f"({count} target{'s' * (count != 1)} to generate or collect{which}), or build with --emulator"
+            f"({count} target{'s' * (count != 1)} to generate or collect{which}), or build with --emulator{typo}"
         )
     _keep_replaced_files(project, result.plan.actions)  # a paid action's, or a restore of another entry's images
     _cache_restore_sources(project, result.plan.actions)

@@ -499,8 +499,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except click.UsageError as error:
         if isinstance(error, click.BadParameter):
             _name_the_variable(error)
+        message = error.format_message()
         hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
-        _fail(error.format_message() + hint, ExitCode.USER_ERROR)
+        if isinstance(error, click.NoSuchOption) and error.option_name in ("-C", "-f") and error.ctx:
+            option, command = error.option_name, error.ctx.info_name
+            message, hint = f"{option} is global: write it before the command (pixmake {option} … {command} …)", ""
+        _fail(message + hint, ExitCode.USER_ERROR)
     except (click.Abort, KeyboardInterrupt):
         what = "terminated" if _terminated else "interrupted"
         click.echo(f"pixmake: {what}; finished targets are locked, in-flight tasks resume next build", err=True)

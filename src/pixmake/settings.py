@@ -71,12 +71,22 @@ class Settings:
     # after the failure: a slow gateway may store the task after it answered (undocumented either way).
     lookup_grace: float = 30.0
     emulator: bool = False  # the bundled emulator (``build --emulator``): its tasks are no provider's
+    key_lookalikes: tuple[str, ...] = ()  # with no key: set variables named like api_key_env (a typo?)
 
 
 def display_url(url: str) -> str:
     """``url`` fit for a message: without user, password, query or fragment (any of them may hold a secret)."""
     match = re.match(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^@/?#]*@)?(?P<rest>[^?#]*)", url)
     return url.split("?", 1)[0].split("#", 1)[0] if match is None else match["scheme"] + match["rest"]
+
+
+def _lookalikes(name: str, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Set variables whose names look like ``name`` (``TOAPIS_KEY``, ``TOAPI_API_KEY``): only names, never values."""
+    import difflib
+
+    candidates = [other for other, value in environ.items() if value.strip() and other != name]
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.8)  # OPENAI_API_KEY: 0.79
+    return tuple(sorted(close))
 
 
 def _check_manifest_url(url: str) -> None:
@@ -161,6 +171,7 @@ def resolve(
         base_url=url.rstrip("/"),
         api_key=Secret(key) if key else None,
         api_key_env=provider.api_key_env,
+        key_lookalikes=() if key else _lookalikes(provider.api_key_env, environ),
         concurrency=jobs,
         submit_rate=parse_rate(provider.rate),
         poll_interval=interval,
