@@ -103,6 +103,24 @@ def test_a_global_option_after_the_command_says_where_it_goes(args: tuple[str, .
     )
 
 
+def test_a_state_folder_linked_outside_the_project_is_refused(examples_copy: Path, tmp_path: Path) -> None:
+    """A `.pixmake` symlink committed to a repository must not have a build write where it points."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (examples_copy / ".pixmake").symlink_to(victim)
+    for command in (("build", "--emulator"), ("plan",)):
+        outcome = run_cli("-C", str(examples_copy), *command)
+        assert outcome.exit_code == ExitCode.USER_ERROR
+        assert outcome.stderr.endswith(
+            ".pixmake is a symlink leading outside the project; pixmake keeps its state inside it\n"
+        )
+    assert list(victim.iterdir()) == []
+    (examples_copy / ".pixmake").unlink()
+    (examples_copy / "state").mkdir()
+    (examples_copy / ".pixmake").symlink_to("state")  # inside the project: fine
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == ExitCode.OK
+
+
 def test_a_build_whose_json_reader_stops_early_goes_on_and_locks_everything(examples_copy: Path) -> None:
     """`pixmake build --json | head -1`: the build is paid for; it finishes quietly, reader or not."""
     command = [sys.executable, "-m", "pixmake", "-C", str(examples_copy), "build", "--emulator", "--json"]

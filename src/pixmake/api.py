@@ -106,7 +106,12 @@ def open_project(directory: str | Path | None = None, manifest: str | Path | Non
     path = (base / (manifest or "pixmake.yaml")).absolute()
     if not path.is_file():
         raise ConfigError(_not_found(path, manifest))
-    return Project(root=path.parent, manifest=path)
+    project = Project(root=path.parent, manifest=path)
+    state = project.state_dir
+    if state.is_symlink() and not state.resolve().is_relative_to(project.root.resolve()):
+        # A link committed to a repository would have a build write its journal and cache where it points.
+        raise ConfigError(f"{state} is a symlink leading outside the project; pixmake keeps its state inside it")
+    return project
 
 
 def _not_found(path: Path, manifest: str | Path | None) -> str:
