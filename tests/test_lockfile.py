@@ -235,8 +235,13 @@ def test_git_conflict_markers_get_their_own_hint() -> None:
 def test_a_target_twice_is_refused() -> None:
     entry = LockEntry("k" * 64, "gpt-4o-image", "p", "1:1", 1, ())
     block = render_lock(Lock(MappingProxyType({"a": entry}))).split("\n\n", 1)[1]
-    with pytest.raises(LockfileError, match="appears twice"):
+    with pytest.raises(LockfileError) as caught:
         parse_lock('{"version": 2}\n\n' + block + "\n" + block)
+    second = 3 + block.count("\n") + 1
+    assert str(caught.value) == (
+        f'pixmake.lock:{second}: lockfile is corrupt (target "a" appears twice, here and at line 3; a bad merge?): '
+        "keep one of its blocks (README: Merging the lockfile)"
+    )
 
 
 def test_entries_that_name_the_same_input_share_it_when_read() -> None:

@@ -382,7 +382,8 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
     """
     decoder = json.JSONDecoder()
     entries: dict[str, LockEntry] = {}
-    twice: set[str] = set()
+    starts: dict[str, int] = {}  # where each target's block starts: a duplicate's message names both lines
+    twice: dict[str, int] = {}
     shared: dict[tuple[str, str], LockedInput] = {}
     header: Any = None
     position = _skip_space(text, 0)
@@ -407,7 +408,9 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
                 )
             name = str(document.pop("target"))
             if name in entries:
-                twice.add(name)
+                twice.setdefault(name, start)
+            else:
+                starts[name] = start
             entries[name] = _entry(document, name, shared, file, text, start)
     except json.JSONDecodeError as error:
         what = (
@@ -424,7 +427,11 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
             raise LockfileError(f"{file}:1: lockfile is corrupt ('targets' is not a JSON object); {_RESTORE}")
         entries = {str(name): _entry(block, str(name), shared, file, text, 0) for name, block in targets.items()}
     if twice:
+        name = min(twice)
+        more = f" (and {len(twice) - 1} more target{'s' * (len(twice) > 2)})" if len(twice) > 1 else ""
         raise LockfileError(
-            f"{file}: lockfile is corrupt (target {', '.join(sorted(twice))} appears twice; a bad merge?)"
+            f"{file}:{_line(text, twice[name])}: lockfile is corrupt (target {json.dumps(name)} appears twice, "
+            f"here and at line {_line(text, starts[name])}{more}; a bad merge?): keep one of its blocks "
+            "(README: Merging the lockfile)"
         )
     return Lock(MappingProxyType(entries))
