@@ -27,7 +27,14 @@ from pixmake import api
 from pixmake.cli import ExitCode
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.emulator.config import ExpiredResult
-from pixmake.execute import BuildStarted, ConcurrencyChanged, RetryScheduled, TargetFailed, TargetFinished
+from pixmake.execute import (
+    BuildResult,
+    BuildStarted,
+    ConcurrencyChanged,
+    RetryScheduled,
+    TargetFailed,
+    TargetFinished,
+)
 from pixmake.journal import Journal
 from pixmake.lockfile import lock_pieces, parse_lock
 from pixmake.plan import ActionKind, Builder
@@ -757,6 +764,33 @@ def test_hundreds_of_targets_sharing_one_reference_upload_it_once(fast_env: Emul
     manifest.write_text(yaml.safe_dump(document, sort_keys=False))
     again = api.build(api.open_project(root), fast_settings(api.open_project(root), fast_env))
     assert again.ok and len(again.generated) == 25 and again.statistics.uploads == 0
+
+
+def test_a_failed_task_has_its_remembered_uploads_sent_again_next_time(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """A provider may report an expired reference URL by failing the task, not with a 400 at submit (§7 q5)."""
+    knobs: dict[str, Any] = {"latency": 0.01, "submit_rps": None, "query_rps": None}
+    fast_env.emulator.reset(EmulatorConfig(**knobs))
+    root = make_manifest(tmp_path / "p", 2, concurrency=1, every_ref=1)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).statistics.uploads == 1
+    manifest = root / "pixmake.yaml"
+    fast_env.emulator.reconfigure(EmulatorConfig(**knobs, p_task_failed=1.0))  # the emulator keeps the upload
+
+    def fail_both(prompt: str) -> BuildResult:
+        manifest.write_text(re.sub(r"product \w+", prompt, manifest.read_text()))
+        result = api.build(project, fast_settings(project, fast_env))
+        assert len(result.failed) == 2
+        return result
+
+    assert fail_both("product photo").statistics.uploads == 0  # a URL an hour old or less is surely good
+    cache = root / ".pixmake/uploads.json"
+    cache.write_text(re.sub(r'"at": ([0-9.]+)', lambda m: f'"at": {float(m[1]) - 7200}', cache.read_text()))
+    assert fail_both("product still").statistics.uploads == 1  # two hours old: doubted after the first failure
+    fast_env.emulator.reconfigure(EmulatorConfig(**knobs))
+    again = api.build(project, fast_settings(project, fast_env))
+    assert again.ok and again.statistics.uploads == 0
 
 
 def _sharing_a_reference(root: Path, server: EmulatorServer) -> tuple[Path, Path]:

@@ -1245,6 +1245,8 @@ class Executor:
                 ) from None
         if status.state is TaskState.FAILED:
             self.recorder.dropped(target.name, key)
+            for digest in self._local_inputs(target):  # an expired upload can fail a task, not only a submit
+                self.uploader.doubt(digest)
             if paid_now:
                 self._paid -= target.n  # a failed task is refunded
                 self._unplanned -= 0 if planned else target.n

@@ -30,6 +30,7 @@ from pixmake.store import atomic_write, sha256_bytes
 __all__ = ["UPLOAD_TTL_SECONDS", "UploadCache", "Uploader"]
 
 UPLOAD_TTL_SECONDS: Final = 12 * 3600.0
+_DOUBTFUL_AFTER: Final = 3600.0  # seconds: an uploaded URL this old may be what failed a task
 _VERSION: Final = 1
 
 
@@ -84,6 +85,11 @@ class UploadCache:
         if item is None or self._clock() - float(item["at"]) >= self.ttl:
             return None
         return str(item["url"])
+
+    def age(self, sha256: str) -> float | None:
+        """Seconds since the file was uploaded, or None when no URL is known for it."""
+        item = self._all.get(self.base_url, {}).get(sha256)
+        return None if item is None else self._clock() - float(item["at"])
 
     def put(self, sha256: str, url: str) -> None:
         """Remember a fresh upload."""
@@ -161,3 +167,14 @@ class Uploader:
     def forget(self, sha256: str) -> None:
         """Upload this file again next time it is needed (the provider refused its URL)."""
         self.cache.forget(sha256)
+
+    def doubt(self, sha256: str) -> None:
+        """A task that used this file failed: upload it again next time if its URL is over an hour old.
+
+        A URL's lifetime is undocumented, and a provider may report an expired one only by failing the
+        task later (§7 q5), never with the 400 that ``forget`` follows. A younger URL is surely still
+        good: a task failing for other reasons (content policy) does not upload shared files again.
+        """
+        age = self.cache.age(sha256)
+        if age is not None and age >= _DOUBTFUL_AFTER:
+            self.cache.forget(sha256)
