@@ -68,6 +68,15 @@ def test_every_example_is_valid_against_its_own_field() -> None:
             assert not list(validator.iter_errors(example)), f"{path}: example {example!r} is invalid"
 
 
+def test_an_editor_is_offered_every_model_and_every_aspect_ratio_the_model_table_knows() -> None:
+    """The schema's examples are what yaml-language-server completes: kept in step with the model table."""
+    from pixmake.models import MODELS
+
+    defs = schema()["$defs"]
+    assert defs["model"]["examples"] == list(MODELS)
+    assert set(defs["size"]["examples"]) == {size for spec in MODELS.values() for size in spec.sizes}
+
+
 def test_pixmake_schema_prints_the_bundled_schema() -> None:
     outcome = run_cli("schema")
     assert outcome.exit_code == 0
