@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
+import gzip
 import io
 import json
 import re
@@ -27,6 +29,7 @@ from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.emulator.config import ExpiredResult
 from pixmake.errors import (
     AuthError,
+    BadResultError,
     NetworkError,
     QuotaError,
     RateLimitedError,
@@ -209,40 +212,73 @@ def test_tls_failures_say_why_and_were_never_sent(emulator: EmulatorServer, tmp_
 
 
 @contextlib.asynccontextmanager
-async def _canned(answer: Callable[[str, str], bytes], seen: list[bytes] | None = None) -> AsyncIterator[str]:
+async def _canned(
+    answer: Callable[[str, str], bytes | list[bytes]], seen: list[bytes] | None = None, *, pause: float = 0.0
+) -> AsyncIterator[str]:
     """A raw HTTP server on 127.0.0.1 that answers each request with ``answer(method, path)`` verbatim.
 
     For answers the emulator never gives: a body cut short of its Content-Length, a garbled gzip body,
     an upload refused with a 200. Its URL is yielded; every answer closes the connection. Each request's
-    bytes are appended to ``seen``.
+    bytes are appended to ``seen``. An answer given as a list is written piece by piece, ``pause`` seconds
+    apart (a server that trickles).
     """
 
+    handlers: set[asyncio.Task[None]] = set()
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        method, path = head.decode("latin-1").split(" ", 2)[:2]
-        length = re.search(r"(?i)content-length: *(\d+)", head.decode("latin-1"))
-        body = await reader.readexactly(int(length.group(1)) if length else 0)
-        if seen is not None:
-            seen.append(head + body)
-        writer.write(answer(method, path))
-        await writer.drain()
-        writer.close()
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            method, path = head.decode("latin-1").split(" ", 2)[:2]
+            length = re.search(r"(?i)content-length: *(\d+)", head.decode("latin-1"))
+            body = await reader.readexactly(int(length.group(1)) if length else 0)
+            if seen is not None:
+                seen.append(head + body)
+            given = answer(method, path)
+            for index, piece in enumerate([given] if isinstance(given, bytes) else given):
+                if index:
+                    await asyncio.sleep(pause)
+                if reader.at_eof():  # the client gave up
+                    break
+                writer.write(piece)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):  # cancelled: see below; a cancelled handler is logged
+            pass
+        finally:
+            writer.close()
+            handlers.discard(task)
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     async with server:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        finally:
+            for task in list(handlers):  # still trickling to a client that gave up
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
 
 
 def _raw(status: str, body: bytes, **headers: str) -> bytes:
-    fields = {"Content-Length": str(len(body)), "Connection": "close", **headers}
-    head = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in fields.items())
+    fields = {"Content-Length": str(len(body)), "Connection": "close"} | {
+        k.replace("_", "-"): v for k, v in headers.items()
+    }
+    head = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
     return f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body
 
 
-def _against(answer: Callable[[str, str], bytes], call: Callable[[ToapisProvider, str], Any]) -> Any:
+def _against(
+    answer: Callable[[str, str], bytes | list[bytes]],
+    call: Callable[[ToapisProvider, str], Any],
+    *,
+    pause: float = 0.0,
+    request_timeout: float = 5.0,
+) -> Any:
     async def flow() -> Any:
-        async with _canned(answer) as url:
-            return await _with(ToapisProvider(_settings(url)), lambda p: call(p, url))
+        async with _canned(answer, pause=pause) as url:
+            settings = dataclasses.replace(_settings(url), request_timeout=request_timeout)
+            return await _with(ToapisProvider(settings), lambda p: call(p, url))
 
     return anyio.run(flow)
 
@@ -386,3 +422,72 @@ def test_the_key_goes_only_to_the_api_host(emulator: EmulatorServer) -> None:
     assert "authorization" not in fetched.headers
     assert {r.headers["accept"] for r in api_calls} == {"application/json"}
     assert {r.headers["accept"] for r in (*downloads, fetched)} == {"image/*"}  # a file host is asked for images
+
+
+# --- hostile servers: sizes and deadlines --------------------------------------------------------------
+
+
+def _trickle(head: bytes, count: int) -> list[bytes]:
+    """An answer's head, then its body one byte at a time."""
+    return [head, *[b"x"] * count]
+
+
+@pytest.mark.parametrize("what", ["download", "upload"])
+def test_a_server_that_trickles_fails_the_attempt_at_the_transfer_deadline(what: str) -> None:
+    """A byte every 0.1 s never lets the 0.3 s read timeout fire: the whole transfer has 5 of them, 1.5 s."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n"
+
+    def call(p: ToapisProvider, u: str) -> Any:
+        return p.download(f"{u}/a.png") if what == "download" else p.upload(_PNG, filename="a.png")
+
+    started = time.monotonic()
+    with pytest.raises(NetworkError) as caught:
+        _against(lambda m, p: _trickle(head, 1000), call, pause=0.1, request_timeout=0.3)
+    assert 1.4 < time.monotonic() - started < 4
+    assert caught.value.sent is True  # retryable, and a submit would be looked up
+    assert str(caught.value).endswith(": no complete answer within 1.5 s"), caught.value
+    assert "\n" not in str(caught.value)
+
+
+def test_an_api_answer_that_trickles_fails_at_the_request_timeout() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n"
+    with pytest.raises(
+        NetworkError, match=r"poll http://127\.0\.0\.1:\d+/v1/images/generations/t: no complete answer within 0\.5 s"
+    ):
+        _against(lambda m, p: _trickle(head, 1000), lambda p, u: p.poll("t"), pause=0.1, request_timeout=0.5)
+
+
+def _gzip_bomb(size: int) -> bytes:
+    """A gzip body of ``size`` zero bytes: about a thousandth of that on the wire."""
+    return gzip.compress(b"\0" * size, compresslevel=1)
+
+
+_TOO_LARGE: dict[str, Callable[[], bytes | list[bytes]]] = {
+    "content-length": lambda: _raw("200 OK", b"\x89PNG", Content_Length=str(2 << 30)),  # refused before a byte is read
+    "gzip": lambda: _raw("200 OK", _gzip_bomb(65 << 20), Content_Encoding="gzip"),
+    "until-closed": lambda: [b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", *[b"\0" * (1 << 20)] * 65],
+}
+
+
+@pytest.mark.parametrize("shape", sorted(_TOO_LARGE))
+def test_a_result_larger_than_any_image_is_a_bad_result_not_read_into_memory(shape: str) -> None:
+    answer = _TOO_LARGE[shape]()
+    with pytest.raises(
+        BadResultError, match=r"^HTTP 200: download http://\S+/a\.png: more than 64 MB, larger than any image$"
+    ):
+        _against(lambda m, p: answer, lambda p, u: p.download(f"{u}/a.png"))
+
+
+def test_an_api_answer_larger_than_any_is_a_server_error() -> None:
+    body = b'{"id": "t", "status": "queued", "padding": "' + b"x" * (9 << 20) + b'"}'
+    with pytest.raises(ServerError, match=r"poll \S+: more than 8 MB, larger than any API answer$"):
+        _against(lambda m, p: _raw("200 OK", body), lambda p, u: p.poll("t"))
+    bomb = _raw("200 OK", _gzip_bomb(9 << 20), Content_Encoding="gzip")
+    with pytest.raises(ServerError, match="larger than any API answer"):
+        _against(lambda m, p: bomb, lambda p, u: p.submit(REQUEST))
+
+
+def test_of_a_long_error_answer_only_its_start_is_read() -> None:
+    body = b'{"error": {"message": "upstream down"}, "trace": "' + b"x" * (1 << 20) + b'"}'  # cut short: not JSON
+    with pytest.raises(ServerError, match=r'^HTTP 502: \{"error": \{"message": "upstream down"\}, "trace": "x+$'):
+        _against(lambda m, p: _raw("502 Bad Gateway", body), lambda p, u: p.poll("t"))

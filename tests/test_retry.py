@@ -44,7 +44,7 @@ ERRORS: dict[str, ProviderError] = {
     "404 not found": RequestRejectedError("Task not found", status=404),
     "422 content policy": RequestRejectedError("rejected", status=422, code="content_policy_violation"),
     "task failed": GenerationFailedError("generation_failed"),
-    "bad result": BadResultError("download truncated"),
+    "bad result": BadResultError("download: more than 64 MB, larger than any image"),
 }
 
 # Columns: submit (costs money), query (poll/lookup), upload, download.
@@ -65,7 +65,7 @@ TABLE: dict[str, tuple[Verdict, Verdict, Verdict, Verdict]] = {
     "404 not found": (FAIL, FAIL, FAIL, FAIL),
     "422 content policy": (FAIL, FAIL, FAIL, FAIL),
     "task failed": (FAIL, FAIL, FAIL, FAIL),
-    "bad result": (FAIL, FAIL, FAIL, RETRY),
+    "bad result": (FAIL, FAIL, FAIL, FAIL),  # it would be as bad again (an undecodable image: see execute)
 }
 
 CASES = [

@@ -18,7 +18,6 @@ from typing import Final
 
 from pixmake.errors import (
     AuthError,
-    BadResultError,
     NetworkError,
     ProviderError,
     QuotaError,
@@ -62,9 +61,7 @@ def classify(error: ProviderError, operation: Operation) -> Verdict:
         return Verdict.RETRY
     if isinstance(error, ServerError):
         return Verdict.LOOKUP if operation is Operation.SUBMIT else Verdict.RETRY
-    if isinstance(error, BadResultError) and operation is Operation.DOWNLOAD:
-        return Verdict.RETRY
-    return Verdict.FAIL
+    return Verdict.FAIL  # a request refused as invalid, a failed task, a result that can never be an image
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:

@@ -30,6 +30,7 @@ import yarl
 from pixmake import __version__
 from pixmake.errors import (
     AuthError,
+    BadResultError,
     NetworkError,
     ProviderError,
     QuotaError,
@@ -54,6 +55,13 @@ _FAILED: Final = frozenset({"failed", "failure", "error", "cancelled", "canceled
 # error means no connection was made; a connection timeout covers waiting for one from the pool.
 _NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidURL)
 _REDACTED: Final = b"sk-(redacted)"  # what an API answer that repeats the key says instead
+# Bodies are read in chunks up to a cap, so that no answer can fill the memory. No image an API makes comes
+# near 64 MB (a 4K RGBA PNG is about 33 MB); a task or upload answer is a few hundred bytes. Of an error
+# answer only the start is kept: its message is cut to a line anyway.
+_MAX_RESULT: Final = 64 << 20
+_MAX_ANSWER: Final = 8 << 20
+_MAX_ERROR_BODY: Final = 64 << 10
+_TRANSFER_DEADLINE: Final = 5  # a result file or an upload may take this many request timeouts in all
 # Line ends, escape sequences and other control characters in a server's text: one space each run.
 _CONTROL_RUN: Final = re.compile(r"[\x00-\x20\x7f-\xa0\u2028\u2029]+")
 
@@ -66,8 +74,12 @@ def _one_line(text: str) -> str:
     return _CONTROL_RUN.sub(" ", text).strip()
 
 
-def _reason(error: BaseException) -> str:
-    """A short cause for people, from the chain of exceptions under a transport error."""
+def _reason(error: BaseException, deadline: float | None = None) -> str:
+    """A short cause for people, from the chain of exceptions under a transport error.
+
+    ``deadline`` is the seconds the whole request had: aiohttp's bare TimeoutError says it passed (a
+    silent socket raises its own ServerTimeoutError).
+    """
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, ConnectionRefusedError):
@@ -75,7 +87,8 @@ def _reason(error: BaseException) -> str:
         if isinstance(seen, socket.gaierror | aiohttp.ClientConnectorDNSError):
             return "host name not found"
         if isinstance(seen, TimeoutError):
-            return "timed out"
+            whole = deadline is not None and not isinstance(seen, aiohttp.ServerTimeoutError)
+            return f"no complete answer within {deadline:g} s" if whole else "timed out"
         if isinstance(seen, ssl.SSLError) and not isinstance(seen, aiohttp.ClientError):  # aiohttp's: see os_error
             verify = getattr(seen, "verify_message", None)  # why the certificate was refused
             return f"TLS certificate not trusted: {verify}" if verify else f"TLS error: {seen.reason or seen}"
@@ -88,21 +101,42 @@ def _reason(error: BaseException) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _translated(what: str, url: str) -> AsyncIterator[None]:
+async def _translated(what: str, url: str, deadline: float | None = None) -> AsyncIterator[None]:
     """Map transport errors to NetworkError, saying whether the request may have arrived.
 
     ``sent`` is False only for errors raised before any byte left (no connection, a bad URL). A
-    dropped connection, a read timeout, or a body cut short or undecodable arrived at the server
-    and may have done its work. The URL in the message has no query (a signed download URL carries a token).
+    dropped connection, a read timeout, a deadline passed, or a body cut short or undecodable arrived
+    at the server and may have done its work. The URL in the message has no query (a signed download
+    URL carries a token). ``deadline``: the seconds the whole request had.
     """
     try:
         yield
     except _NOT_SENT as error:
-        reason = _reason(error)
+        reason = _reason(error, deadline)
         raise NetworkError(f"{what} {display_url(url)}: {reason}", sent=False, reason=reason) from error
     except (aiohttp.ClientError, TimeoutError) as error:
-        reason = _reason(error)
+        reason = _reason(error, deadline)
         raise NetworkError(f"{what} {display_url(url)}: {reason}", sent=True, reason=reason) from error
+
+
+async def _read(response: aiohttp.ClientResponse, limit: int, *, cut: bool = False) -> bytes | None:
+    """The body, read in chunks; None when it is longer than ``limit`` bytes (the rest is never read).
+
+    A Content-Length past the limit refuses the body before a byte of it is read; without one, or with
+    a compressed body (a small gzip body can inflate to gigabytes), the bytes are counted as they arrive.
+    ``cut``: a longer body gives its first ``limit`` bytes instead (an error answer, for its message).
+    """
+    length = response.content_length
+    if length is not None and length <= limit and not response.headers.get(aiohttp.hdrs.CONTENT_ENCODING):
+        return await response.read()  # the parser stops at Content-Length
+    if length is not None and length > limit and not cut:
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            return bytes(body[:limit]) if cut else None
+    return bytes(body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,10 +256,13 @@ class ToapisProvider:
         self._base = str(yarl.URL(settings.base_url).with_user(None)).rstrip("/")
         self._api_session: aiohttp.ClientSession | None = None
         self._files_session: aiohttp.ClientSession | None = None
-        # An API call has a deadline; a result file or an upload may take long, so there a silent peer
-        # times out between reads instead. (One deadline per call is also cheaper than a read timer.)
+        # An API call has a deadline; a result file or an upload may take longer, so there a silent peer
+        # times out between reads, and a server that trickles a byte now and then meets a deadline of a
+        # few request timeouts. (One deadline per call is also cheaper than a read timer.)
         self._api_timeout = aiohttp.ClientTimeout(total=settings.request_timeout, sock_connect=10.0)
-        self._transfer_timeout = aiohttp.ClientTimeout(sock_connect=10.0, sock_read=settings.request_timeout)
+        self._transfer_timeout = aiohttp.ClientTimeout(
+            total=_TRANSFER_DEADLINE * settings.request_timeout, sock_connect=10.0, sock_read=settings.request_timeout
+        )
 
     def _open(self) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession]:
         if self._api_session is None or self._files_session is None:
@@ -250,15 +287,32 @@ class ToapisProvider:
             self._files_session = session(headers, self._transfer_timeout)
         return self._api_session, self._files_session
 
-    async def _request(self, what: str, method: str, url: str, *, files: bool = False, **options: Any) -> _Answer:
+    async def _request(
+        self, what: str, method: str, url: str, *, files: bool = False, transfer: bool = False, **options: Any
+    ) -> _Answer:
+        """One request and its whole answer; ``files``: a result file, fetched without the key.
+
+        A result file or an upload (``transfer``) has the transfer deadline, an API call the request
+        timeout. A 2xx body past its cap (:data:`_MAX_RESULT` for a file, :data:`_MAX_ANSWER` for an API
+        answer) is an error; of an error answer only the start is read.
+        """
         api, downloads = self._open()
         # The key must not follow a redirect to another host: API calls never follow one.
         session, redirects = (downloads, True) if files else (api, False)
+        timeout = self._transfer_timeout if files or transfer else self._api_timeout
         async with (
-            _translated(what, url),
-            session.request(method, url, allow_redirects=redirects, **options) as response,
+            _translated(what, url, timeout.total),
+            session.request(method, url, allow_redirects=redirects, timeout=timeout, **options) as response,
         ):
-            body = await response.read()
+            failed = not 200 <= response.status < 300  # of an error answer, enough for its message
+            limit = _MAX_ERROR_BODY if failed else _MAX_RESULT if files else _MAX_ANSWER
+            body = await _read(response, limit, cut=failed)
+            if body is None:
+                kind = "image" if files else "API answer"
+                message = f"{what} {display_url(url)}: more than {limit >> 20} MB, larger than any {kind}"
+                if files:
+                    raise BadResultError(message, status=response.status)
+                raise ServerError(message, status=response.status)
         if not files and self._key in body:  # an error page that quotes the request: never print the key
             body = body.replace(self._key, _REDACTED)
         return _Answer(response.status, response.headers, body)
@@ -280,7 +334,7 @@ class ToapisProvider:
                 filename = f"{stem if dot else extension}.{'jpg' if detected == 'jpeg' else detected}"
         form.add_field("file", data, filename=filename, content_type=kind)
         form.add_field("purpose", "generation")
-        answer = await self._request("upload", "POST", self._base + _UPLOAD, data=form, timeout=self._transfer_timeout)
+        answer = await self._request("upload", "POST", self._base + _UPLOAD, data=form, transfer=True)
         _raise_for_status(answer)
         body = _json(answer)
         if not isinstance(body, dict) or body.get("success") is False:
