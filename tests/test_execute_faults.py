@@ -65,9 +65,14 @@ def write_manifest(root: Path, targets: dict[str, dict[str, Any]], *, concurrenc
 
 def fast_settings(project: api.Project, server: EmulatorServer, **changes: Any) -> Settings:
     """Settings for the emulator with no real waiting: tiny polls, backoff and Retry-After."""
+    return settings_for(project, server.url, **changes)
+
+
+def settings_for(project: api.Project, url: str, **changes: Any) -> Settings:
+    """Settings for the API at ``url`` (the emulator, or a test's own server) with no real waiting."""
     manifest = api.validate(project)
     environ = {
-        "PIXMAKE_BASE_URL": server.url,
+        "PIXMAKE_BASE_URL": url,
         "TOAPIS_API_KEY": TEST_KEY,
         "PIXMAKE_POLL_INTERVAL": "0.005",
         "PIXMAKE_BACKOFF_BASE": "0.001",

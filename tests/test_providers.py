@@ -13,6 +13,7 @@ import email.utils
 import gzip
 import io
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -91,6 +92,60 @@ def test_parse_task_reads_when_the_results_expire() -> None:
 def test_parse_task_refuses_what_is_not_a_task() -> None:
     with pytest.raises(ServerError):
         parse_task({"status": "queued"})
+
+
+@pytest.mark.parametrize(
+    "value", [10**400, -(10**400), math.inf, math.nan, True], ids=["1e400", "-1e400", "inf", "nan", "true"]
+)
+@pytest.mark.parametrize("field", ["expires_at", "completed_at"])
+def test_a_result_lifetime_no_float_holds_is_no_lifetime(field: str, value: object) -> None:
+    """Informative only: ``1`` and 400 zeros (an OverflowError in float()), an infinity or a NaN is ignored."""
+    assert parse_task({"id": "t", "status": "completed", "url": "u", field: value}).expires_at is None
+
+
+@pytest.mark.parametrize(
+    ("value", "percent"),
+    [(10**400, 100), (-5, 0), (True, 0), (50.5, 0), ("50", 0), (42, 42)],
+    ids=["1e400", "negative", "true", "float", "string", "42"],
+)
+def test_progress_is_a_percent_whatever_the_server_says(value: object, percent: int) -> None:
+    assert parse_task({"id": "t", "progress": value}).progress == percent
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_server_values_of_any_shape_are_short_lines_not_recursion_errors() -> None:
+    """A value nested past what str() can walk, or a number of 4,000 digits, in any field a message shows."""
+    deep, huge = _nested(5000), 10**3999
+    task = parse_task({"id": "t", "status": deep, "error": {"code": huge, "message": deep}})
+    assert task.state is TaskState.RUNNING
+    assert task.status == "[[[[...]]]]" and task.error_message == "[[[[...]]]]"
+    assert task.error_code is not None and len(task.error_code) <= 100 and task.error_code.isprintable()
+    with pytest.raises(ServerError) as caught:
+        parse_task({"status": "queued", "deep": deep, "text": "x" * 10_000})
+    assert len(str(caught.value)) < 300 and "\n" not in str(caught.value)
+
+
+def test_an_answer_nested_past_the_recursion_limit_is_a_server_error_in_one_line() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ServerError, match=r"^HTTP 200: response is JSON nested deeper than pixmake reads$"):
+        _against(lambda m, p: _raw("200 OK", deep), lambda p, u: p.poll("t"))
+    with pytest.raises(AuthError, match=r"^HTTP 401: API key refused: \[\[\[\[+$"):  # refused all the same
+        _against(lambda m, p: _raw("401 Unauthorized", deep), lambda p, u: p.poll("t"))
+    refused = b'{"error": {"message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    with pytest.raises(ServerError, match=r"^HTTP 500: \{\"error\": \{\"message\": \[\[\[+$"):
+        _against(lambda m, p: _raw("500 Internal Server Error", refused), lambda p, u: p.poll("t"))
+
+
+def test_a_number_past_a_float_in_an_answer_is_no_traceback() -> None:
+    body = b'{"id": "t", "status": "completed", "url": "u", "completed_at": 1' + b"0" * 400 + b', "progress": 1e999}'
+    task = _against(lambda m, p: _raw("200 OK", body), lambda p, u: p.poll("t"))
+    assert task.state is TaskState.COMPLETED and task.expires_at is None and task.progress == 0
 
 
 async def _with(provider: ToapisProvider, fn: Any) -> Any:
@@ -244,7 +299,7 @@ async def _canned(
                     break
                 writer.write(piece)
                 await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):  # cancelled: see below; a cancelled handler is logged
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):  # a cancelled handler is logged
             pass
         finally:
             writer.close()

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import mimetypes
 import re
+import reprlib
 import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeGuard
+from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
@@ -72,6 +74,20 @@ def _one_line(text: str) -> str:
     Folded to spaces, to read as prose; :func:`pixmake.schema.one_line` quotes instead, as a field
     path or a value from the manifest must stay exact."""
     return _CONTROL_RUN.sub(" ", text).strip()
+
+
+_BRIEF: Final = reprlib.Repr()  # anything but a string, in brief: three levels deep, 40 digits, 200 characters
+_BRIEF.maxlevel, _BRIEF.maxlong, _BRIEF.maxstring, _BRIEF.maxother = 3, 40, 200, 200
+
+
+def _said(value: object, limit: int = 300) -> str:
+    """Any value from a server's JSON as one printable line of at most ``limit`` characters.
+
+    A string is taken as it is, anything else in brief: a list nested a thousand deep or a number of
+    4,000 digits is a short line, not a RecursionError or a screenful.
+    """
+    text = _one_line((value if isinstance(value, str) else _BRIEF.repr(value))[: 4 * limit])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _reason(error: BaseException, deadline: float | None = None) -> str:
@@ -154,7 +170,7 @@ class _Answer:
 def _error_fields(answer: _Answer) -> tuple[str | None, str]:
     try:
         body = json.loads(answer.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the interpreter's limit
         text = answer.text().strip()
         looks_html = text[:200].lower().startswith(("<!doctype", "<html")) or "<title>" in text[:500].lower()
         summary = "gateway returned an HTML error page" if looks_html else (_one_line(text[:200]) or "empty body")
@@ -162,11 +178,11 @@ def _error_fields(answer: _Answer) -> tuple[str | None, str]:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         code = error.get("code")
-        message = _one_line(str(error.get("message") or error.get("type") or "error"))
-        return (None if code is None else _one_line(str(code))), message
+        message = _said(error.get("message") or error.get("type") or "error")
+        return (None if code is None else _said(code, 100)), message
     if isinstance(body, dict) and "message" in body:
-        return None, _one_line(str(body["message"]))
-    return None, _one_line(str(body)[:200])
+        return None, _said(body["message"])
+    return None, _said(body, 200)
 
 
 def _raise_for_status(answer: _Answer) -> None:
@@ -205,32 +221,48 @@ def _result_urls(body: Mapping[str, Any]) -> tuple[str, ...]:
 _RESULT_LIFETIME: Final = 86_400  # §3.1: in every example, expires_at = completed_at + 86400
 
 
-def _seconds(value: object) -> TypeGuard[int | float]:
-    """Whether ``value`` is a Unix time in seconds as the docs give it (a JSON number, not a boolean)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _seconds(value: object) -> float | None:
+    """A Unix time in seconds as the docs give it (a finite JSON number, not a boolean), or None.
+
+    Informative only: a number too large for a float (``1`` and 400 zeros), an infinity or a NaN is None.
+    """
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _percent(value: object) -> int:
+    """A task's progress as the docs give it (an integer 0-100); anything else is 0, and it is kept within 0-100."""
+    return min(max(value, 0), 100) if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def parse_task(body: Any) -> TaskStatus:
-    """A task object (submit or status response) as a TaskStatus; raises ServerError if it is not one."""
+    """A task object (submit or status response) as a TaskStatus; raises ServerError if it is not one.
+
+    Server strings come out as one printable line each, cut to a length fit for a message.
+    """
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-        raise ServerError(f"unexpected task body: {_one_line(str(body)[:200])}")
-    status = str(body.get("status") or "queued").lower()
+        raise ServerError(f"unexpected task body: {_said(body, 200)}")
+    status = _said(body.get("status") or "queued", 60).lower()
     state = TaskState.COMPLETED if status in _DONE else TaskState.FAILED if status in _FAILED else TaskState.RUNNING
     raw_error = body.get("error")
     error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
-    progress = body.get("progress")
-    expires, completed = body.get("expires_at"), body.get("completed_at")
-    if not _seconds(expires) and _seconds(completed):  # result URLs live 24 hours after completion (§3.1)
+    expires, completed = _seconds(body.get("expires_at")), _seconds(body.get("completed_at"))
+    if expires is None and completed is not None:  # result URLs live 24 hours after completion (§3.1)
         expires = completed + _RESULT_LIFETIME
     return TaskStatus(
         task_id=body["id"],
         state=state,
         status=status,
-        progress=progress if isinstance(progress, int) else 0,
+        progress=_percent(body.get("progress")),
         urls=_result_urls(body) if state is TaskState.COMPLETED else (),
-        error_code=None if error.get("code") is None else _one_line(str(error.get("code"))),
-        error_message=None if error.get("message") is None else _one_line(str(error.get("message"))),
-        expires_at=float(expires) if _seconds(expires) else None,
+        error_code=None if error.get("code") is None else _said(error["code"], 100),
+        error_message=None if error.get("message") is None else _said(error["message"]),
+        expires_at=expires,
     )
 
 
@@ -239,6 +271,8 @@ def _json(answer: _Answer) -> Any:
         return json.loads(answer.body)
     except ValueError as error:
         raise ServerError(f"response is not JSON: {answer.text()[:200]!r}", status=answer.status) from error
+    except RecursionError as error:  # nested past the interpreter's limit
+        raise ServerError("response is JSON nested deeper than pixmake reads", status=answer.status) from error
 
 
 class ToapisProvider:
@@ -339,11 +373,11 @@ class ToapisProvider:
         body = _json(answer)
         if not isinstance(body, dict) or body.get("success") is False:
             message = body.get("message") if isinstance(body, dict) else body
-            raise RequestRejectedError(f"upload refused: {_one_line(str(message))}", status=answer.status)
+            raise RequestRejectedError(f"upload refused: {_said(message)}", status=answer.status)
         hosted = body.get("data")
         url = hosted.get("url") if isinstance(hosted, dict) else body.get("url")  # §5: data{id,url,...}
         if not isinstance(url, str):
-            raise ServerError(f"upload answered without a URL: {_one_line(str(body))[:200]}")
+            raise ServerError(f"upload answered without a URL: {_said(body, 200)}")
         return url
 
     async def submit(self, request: GenerationRequest) -> TaskStatus:

@@ -1,0 +1,133 @@
+"""Builds against a hostile API: whatever it answers fails at most the target it is about, in one line.
+
+The server is the provider tests' canned one, in a thread of its own: a submit gets the task id ``t-``
+and the target's prompt; a status and a result file are what the test chose for that task. A failed
+target's paid task stays journaled unless its result can never be collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from conftest import png_bytes
+from pixmake import api
+from pixmake.execute import BuildResult, TargetFailed
+from pixmake.report import RecordingReporter
+from test_execute_faults import settings_for, write_manifest
+from test_providers import _canned, _raw
+
+_PNG = png_bytes((16, 16))
+Answer = bytes | list[bytes]
+Status = Callable[[str], Answer]  # the server's URL → a status answer
+
+
+@contextlib.contextmanager
+def hostile_api(statuses: Mapping[str, Status], files: Mapping[str, Answer] | None = None) -> Iterator[str]:
+    """A ToAPIs look-alike on 127.0.0.1, serving until the block ends; yields its URL.
+
+    A submit of prompt P is task ``t-P``; its status is ``statuses[P](url)`` (a prompt not listed completes
+    with ``/files/P.png``); ``/files/NAME`` answers ``files[NAME]`` (a PNG when not listed).
+    """
+    seen: list[bytes] = []
+    where: list[str] = []
+
+    def answer(method: str, path: str) -> Answer:
+        if method == "POST" and path == "/v1/images/generations":
+            prompt = json.loads(seen[-1].split(b"\r\n\r\n", 1)[1])["prompt"]
+            return _raw("200 OK", json.dumps({"id": f"t-{prompt}", "status": "queued"}).encode())
+        if path.startswith("/v1/images/generations/t-"):
+            prompt = path.rsplit("/t-", 1)[1]
+            if prompt in statuses:
+                return statuses[prompt](where[0])
+            done = {"id": f"t-{prompt}", "status": "completed", "url": f"{where[0]}/files/{prompt}.png"}
+            return _raw("200 OK", json.dumps(done).encode())
+        if path.startswith("/files/"):
+            return (files or {}).get(path.removeprefix("/files/"), _raw("200 OK", _PNG))
+        return _raw("404 Not Found", b'{"error": {"message": "no such thing"}}')
+
+    started: queue.Queue[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]] = queue.Queue()
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        async with _canned(answer, seen) as url:
+            started.put((url, asyncio.get_running_loop(), stop))
+            await stop.wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),))
+    thread.start()
+    url, loop, stop = started.get(timeout=10)
+    where.append(url)
+    try:
+        yield url
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+
+
+def completed(prompt: str, **fields: Any) -> Status:
+    """A status: task ``t-prompt`` completed with its file, plus ``fields`` (``None`` leaves a field out)."""
+
+    def status(url: str) -> Answer:
+        body = {"id": f"t-{prompt}", "status": "completed", "url": f"{url}/files/{prompt}.png"} | fields
+        return _raw("200 OK", json.dumps({k: v for k, v in body.items() if v is not None}).encode())
+
+    return status
+
+
+def build(root: Path, url: str, **changes: Any) -> tuple[BuildResult, RecordingReporter]:
+    project = api.open_project(root)
+    reporter = RecordingReporter()
+    settings = settings_for(project, url, **({"max_attempts": 2} | changes))
+    return api.build(project, settings, reporter=reporter), reporter
+
+
+def two_targets(root: Path) -> Path:
+    """Target ``bad`` (prompt "bad") and target ``good`` (prompt "good"), one image each."""
+    return write_manifest(
+        root, {name: {"prompt": name, "out": f"out/{name}.png"} for name in ("bad", "good")}, concurrency=2
+    )
+
+
+def failed_alone(root: Path, result: BuildResult, reporter: RecordingReporter) -> str:
+    """The one-line error of target ``bad``, after checking the rest of the build went on."""
+    assert result.fatal is None and result.generated == ("good",), result
+    [failure] = result.failed
+    [event] = [e for e in reporter.events if isinstance(e, TargetFailed)]
+    assert failure.target == event.target == "bad" and failure.error == event.error
+    assert "\n" not in failure.error and failure.error.isprintable(), failure.error
+    assert (root / "out" / "good.png").read_bytes() == _PNG
+    assert not (root / "out" / "bad.png").exists()
+    return failure.error
+
+
+def journaled(root: Path) -> dict[str, str | None]:
+    """Target → task id of the paid tasks the journal still holds."""
+    _, pending = api.load_lock(api.open_project(root))
+    return {name: p.task_id for name, p in pending.items()}
+
+
+# --- hostile JSON -----------------------------------------------------------------------------------------
+
+
+def test_a_completion_time_no_float_holds_is_ignored(tmp_path: Path) -> None:
+    """``completed_at`` only dates the result's expiry: 1 and 400 zeros (an OverflowError in float()) is no time."""
+    root = two_targets(tmp_path / "p")
+    with hostile_api({"bad": completed("bad", completed_at=10**400, progress=10**400)}) as url:
+        result, _ = build(root, url)
+    assert result.ok and sorted(result.generated) == ["bad", "good"]
+
+
+def test_a_status_nested_past_the_recursion_limit_fails_its_target_and_keeps_its_task(tmp_path: Path) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    root = two_targets(tmp_path / "p")
+    with hostile_api({"bad": lambda url: _raw("200 OK", deep)}) as url:
+        result, reporter = build(root, url)
+    assert failed_alone(root, result, reporter) == "HTTP 200: response is JSON nested deeper than pixmake reads"
+    assert journaled(root) == {"bad": "t-bad"}  # paid: the next build asks again
