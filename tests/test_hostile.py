@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from conftest import png_bytes
+import pytest
+
+from conftest import png_bytes, run_cli
 from pixmake import api
 from pixmake.execute import BuildResult, TargetFailed
 from pixmake.report import RecordingReporter
 from test_execute_faults import settings_for, write_manifest
-from test_providers import _canned, _raw
+from test_providers import ESCAPED_KEYS, _canned, _raw
 
 _PNG = png_bytes((16, 16))
 Answer = bytes | list[bytes]
@@ -29,17 +31,21 @@ Status = Callable[[str], Answer]  # the server's URL → a status answer
 
 
 @contextlib.contextmanager
-def hostile_api(statuses: Mapping[str, Status], files: Mapping[str, Answer] | None = None) -> Iterator[str]:
+def hostile_api(
+    statuses: Mapping[str, Status], files: Mapping[str, Answer] | None = None, *, submit: Answer | None = None
+) -> Iterator[str]:
     """A ToAPIs look-alike on 127.0.0.1, serving until the block ends; yields its URL.
 
-    A submit of prompt P is task ``t-P``; its status is ``statuses[P](url)`` (a prompt not listed completes
-    with ``/files/P.png``); ``/files/NAME`` answers ``files[NAME]`` (a PNG when not listed).
+    A submit of prompt P is task ``t-P`` (or answers ``submit``); its status is ``statuses[P](url)`` (a prompt
+    not listed completes with ``/files/P.png``); ``/files/NAME`` answers ``files[NAME]`` (a PNG when not listed).
     """
     seen: list[bytes] = []
     where: list[str] = []
 
     def answer(method: str, path: str) -> Answer:
         if method == "POST" and path == "/v1/images/generations":
+            if submit is not None:
+                return submit
             prompt = json.loads(seen[-1].split(b"\r\n\r\n", 1)[1])["prompt"]
             return _raw("200 OK", json.dumps({"id": f"t-{prompt}", "status": "queued"}).encode())
         if path.startswith("/v1/images/generations/t-"):
@@ -131,3 +137,35 @@ def test_a_status_nested_past_the_recursion_limit_fails_its_target_and_keeps_its
         result, reporter = build(root, url)
     assert failed_alone(root, result, reporter) == "HTTP 200: response is JSON nested deeper than pixmake reads"
     assert journaled(root) == {"bad": "t-bad"}  # paid: the next build asks again
+
+
+# --- the key, echoed escaped ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["php", "unicode"])
+def test_a_key_echoed_escaped_reaches_no_event_and_no_error_line(
+    style: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review's repro: key ``sk-live/SECRET+abc``, echoed as PHP escapes it, was printed whole by
+    ``pixmake: error:`` (a refused key), and by ``--json``'s target_failed and build_finished (a failed task)."""
+    echo = ESCAPED_KEYS[style]
+    refused = _raw("401 Unauthorized", b'{"error": {"message": "Invalid token ' + echo.encode() + b'"}}')
+    failed = {"id": "t-bad", "status": "failed", "error": {"code": "auth", "message": "cannot bill "}}
+    failed_body = json.dumps(failed).encode().replace(b"cannot bill ", f"cannot bill {echo}".encode())
+    root = two_targets(tmp_path / "p")
+    monkeypatch.setenv("TOAPIS_API_KEY", "sk-live/SECRET+abc")
+    monkeypatch.setenv("PIXMAKE_POLL_INTERVAL", "0.01")
+    with hostile_api({"bad": lambda url: _raw("200 OK", failed_body)}) as url:
+        monkeypatch.setenv("PIXMAKE_BASE_URL", url)
+        built = run_cli("-C", str(root), "build", "--json")
+    with hostile_api({}, submit=refused) as url:
+        monkeypatch.setenv("PIXMAKE_BASE_URL", url)
+        refusal = run_cli("-C", str(root), "build")  # target bad again: its task failed
+    events = [json.loads(line) for line in built.stdout.splitlines()]
+    [target_failed] = [e for e in events if e["event"] == "target_failed"]
+    [finished] = [e for e in events if e["event"] == "build_finished"]
+    assert target_failed["error"] == "task t-bad failed (auth): cannot bill sk-(redacted)"
+    assert finished["result"]["failed"] == [{"target": "bad", "error": target_failed["error"]}]
+    assert "pixmake: error: HTTP 401: API key refused: Invalid token sk-(redacted)" in refusal.stderr
+    for output in (built.stdout, built.stderr, refusal.stdout, refusal.stderr):
+        assert "SECRET" not in output

@@ -329,10 +329,11 @@ def _against(
     *,
     pause: float = 0.0,
     request_timeout: float = 5.0,
+    key: str = TEST_KEY,
 ) -> Any:
     async def flow() -> Any:
         async with _canned(answer, pause=pause) as url:
-            settings = dataclasses.replace(_settings(url), request_timeout=request_timeout)
+            settings = dataclasses.replace(_settings(url, key), request_timeout=request_timeout)
             return await _with(ToapisProvider(settings), lambda p: call(p, url))
 
     return anyio.run(flow)
@@ -454,6 +455,46 @@ def test_a_failed_tasks_message_is_one_line_without_the_key() -> None:
     failed = {"id": "t", "status": "failed", "error": {"code": "bad\nthing", "message": f"{TEST_KEY}\r\nnext\x1b[31m"}}
     status = _against(lambda m, p: _raw("200 OK", json.dumps(failed).encode()), lambda p, u: p.poll("t"))
     assert (status.error_code, status.error_message) == ("bad thing", "sk-(redacted) next [31m")
+
+
+_KEY = "sk-live/SECRET+abc"
+ESCAPED_KEYS = {  # how a server may echo _KEY
+    "php": r"sk-live\/SECRET+abc",  # PHP's json_encode escapes every slash by default
+    "unicode": "".join(f"\\u{ord(c):04x}" for c in _KEY),
+    "unicode-upper-mixed": r"sk-live\u002FSECRET\u002Babc",
+    "backslashes": "".join(f"\\{c}" for c in _KEY),  # not JSON: shown as it is, unless scrubbed
+    "percent": "sk-live%2FSECRET%2babc",
+    "html": "sk-live&#47;SECRET&#x2B;abc",
+}
+
+
+@pytest.mark.parametrize("style", sorted(ESCAPED_KEYS))
+@pytest.mark.parametrize(
+    ("status", "shape", "error"),
+    [
+        ("401 Unauthorized", '{{"error": {{"message": "Invalid token {echo}"}}}}', AuthError),
+        ("502 Bad Gateway", "upstream said: Invalid token {echo}", ServerError),
+        (
+            "200 OK",
+            '{{"id": "t", "status": "failed", "error": {{"code": "{echo}", "message": "bad token {echo}"}}}}',
+            None,
+        ),
+    ],
+    ids=["refused", "not-json", "failed-task"],
+)
+def test_a_key_echoed_escaped_is_taken_out_too(style: str, status: str, shape: str, error: type | None) -> None:
+    """The security review's case: a 401 echoing the key with PHP's `\\/` printed it in the one-line error."""
+    body = shape.format(echo=ESCAPED_KEYS[style]).encode()
+    if error is None:
+        task = _against(lambda m, p: _raw(status, body), lambda p, u: p.poll("t"), key=_KEY)
+        message = f"{task.error_code}: {task.error_message}"
+        assert message == "sk-(redacted): bad token sk-(redacted)"
+    else:
+        with pytest.raises(error) as caught:
+            _against(lambda m, p: _raw(status, body), lambda p, u: p.poll("t"), key=_KEY)
+        message = str(caught.value)
+        assert message.endswith("Invalid token sk-(redacted)"), message
+    assert "SECRET" not in message
 
 
 def test_the_key_goes_only_to_the_api_host(emulator: EmulatorServer) -> None:

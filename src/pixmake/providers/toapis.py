@@ -155,6 +155,25 @@ async def _read(response: aiohttp.ClientResponse, limit: int, *, cut: bool = Fal
     return bytes(body)
 
 
+def _spellings(key: str) -> re.Pattern[bytes]:
+    """Every spelling of ``key`` an answer may echo: each character as it is, or escaped as JSON escapes
+    it (``\\/``, ``\\u002F``; a backslash before any character, though JSON allows it only before a few),
+    as a URL does (``%2F``) or as HTML does (``&#47;``, ``&#x2f;``), in any mix.
+
+    Taken out of the raw body, it leaves no spelling that decodes (as JSON) to the key either.
+    """
+
+    def spelled(char: str) -> str:
+        point = ord(char)
+        ways = [re.escape(char), r"\\" + re.escape(char), f"&#0*{point};", f"&#(?i:x0*{point:x});"]
+        ways.append("".join(f"%(?i:{byte:02x})" for byte in char.encode()))
+        if point < 0x10000:
+            ways.append(rf"\\(?i:u{point:04x})")
+        return "(?:" + "|".join(ways) + ")"
+
+    return re.compile("".join(map(spelled, key)).encode())
+
+
 @dataclass(frozen=True, slots=True)
 class _Answer:
     """A complete HTTP answer: status, headers and the whole body."""
@@ -164,12 +183,14 @@ class _Answer:
     body: bytes
 
     def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
+        """The body as UTF-8, as JSON must be: never guessed as UTF-16 or UTF-32, whose echo of the key
+        the scrub would not see."""
+        return self.body.decode("utf-8-sig", "replace")
 
 
 def _error_fields(answer: _Answer) -> tuple[str | None, str]:
     try:
-        body = json.loads(answer.body)
+        body = json.loads(answer.text())
     except (ValueError, RecursionError):  # RecursionError: nested past the interpreter's limit
         text = answer.text().strip()
         looks_html = text[:200].lower().startswith(("<!doctype", "<html")) or "<title>" in text[:500].lower()
@@ -268,7 +289,7 @@ def parse_task(body: Any) -> TaskStatus:
 
 def _json(answer: _Answer) -> Any:
     try:
-        return json.loads(answer.body)
+        return json.loads(answer.text())
     except ValueError as error:
         raise ServerError(f"response is not JSON: {answer.text()[:200]!r}", status=answer.status) from error
     except RecursionError as error:  # nested past the interpreter's limit
@@ -285,7 +306,7 @@ class ToapisProvider:
         if settings.api_key is None:
             raise ProviderError(f"no API key: set the {settings.api_key_env} environment variable")
         self._settings = settings
-        self._key = settings.api_key.reveal().encode()  # to take out of any answer that repeats it
+        self._key_spellings = _spellings(settings.api_key.reveal())  # to take out of any answer that repeats it
         # Requests authenticate with the Bearer key only; credentials in the URL are not sent.
         self._base = str(yarl.URL(settings.base_url).with_user(None)).rstrip("/")
         self._api_session: aiohttp.ClientSession | None = None
@@ -347,8 +368,8 @@ class ToapisProvider:
                 if files:
                     raise BadResultError(message, status=response.status)
                 raise ServerError(message, status=response.status)
-        if not files and self._key in body:  # an error page that quotes the request: never print the key
-            body = body.replace(self._key, _REDACTED)
+        if not files:  # an error page that quotes the request, even escaped: never print the key
+            body = self._key_spellings.sub(_REDACTED, body)
         return _Answer(response.status, response.headers, body)
 
     async def upload(self, data: bytes, *, filename: str) -> str:
