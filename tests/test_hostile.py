@@ -23,7 +23,7 @@ from pixmake import api
 from pixmake.execute import BuildResult, TargetFailed
 from pixmake.report import RecordingReporter
 from test_execute_faults import settings_for, write_manifest
-from test_providers import ESCAPED_KEYS, _canned, _raw
+from test_providers import ESCAPED_KEYS, FAKE_LINE_ID, _canned, _raw
 
 _PNG = png_bytes((16, 16))
 Answer = bytes | list[bytes]
@@ -36,16 +36,17 @@ def hostile_api(
 ) -> Iterator[str]:
     """A ToAPIs look-alike on 127.0.0.1, serving until the block ends; yields its URL.
 
-    A submit of prompt P is task ``t-P`` (or answers ``submit``); its status is ``statuses[P](url)`` (a prompt
-    not listed completes with ``/files/P.png``); ``/files/NAME`` answers ``files[NAME]`` (a PNG when not listed).
+    A submit of prompt P is task ``t-P``; its status is ``statuses[P](url)`` (a prompt not listed completes
+    with ``/files/P.png``); ``/files/NAME`` answers ``files[NAME]`` (a PNG when not listed). ``submit``, when
+    given, answers every submit and every lookup by a client_business_id instead.
     """
     seen: list[bytes] = []
     where: list[str] = []
 
     def answer(method: str, path: str) -> Answer:
+        if submit is not None and path.startswith("/v1/images/generations") and "/t-" not in path:
+            return submit
         if method == "POST" and path == "/v1/images/generations":
-            if submit is not None:
-                return submit
             prompt = json.loads(seen[-1].split(b"\r\n\r\n", 1)[1])["prompt"]
             return _raw("200 OK", json.dumps({"id": f"t-{prompt}", "status": "queued"}).encode())
         if path.startswith("/v1/images/generations/t-"):
@@ -169,3 +170,31 @@ def test_a_key_echoed_escaped_reaches_no_event_and_no_error_line(
     assert "pixmake: error: HTTP 401: API key refused: Invalid token sk-(redacted)" in refusal.stderr
     for output in (built.stdout, built.stderr, refusal.stdout, refusal.stderr):
         assert "SECRET" not in output
+
+
+# --- server strings in output -----------------------------------------------------------------------------
+
+
+def test_a_task_id_that_would_print_a_line_of_its_own_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review's id ``t ESC[8mHIDDEN LF [ 0.0s] done a`` printed a fake progress line: now the submit's
+    answer is malformed, its task is looked up by id (it may be paid) and the target fails in one line."""
+    root = write_manifest(tmp_path / "p", {"a": {"prompt": "a", "out": "out/a.png"}}, concurrency=1)
+    task = {"id": FAKE_LINE_ID, "status": "failed", "error": {"message": "no"}}  # printed at once if taken
+    answer = _raw("200 OK", json.dumps(task).encode())
+    for name, value in {
+        "TOAPIS_API_KEY": "sk-test",
+        "PIXMAKE_BACKOFF_BASE": "0.001",
+        "PIXMAKE_LOOKUP_GRACE": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with hostile_api({}, submit=answer) as url:
+        monkeypatch.setenv("PIXMAKE_BASE_URL", url)
+        outcome = run_cli("-C", str(root), "build", "-v")
+    lines = outcome.stderr.splitlines()
+    assert outcome.exit_code == 1 and all(line.isprintable() for line in lines), lines
+    assert not any("done" in line and "HIDDEN" not in line for line in lines), lines
+    assert any("malformed task id 't [8mHIDDEN [ 0.0s] done a'" in line for line in lines), lines
+    _, pending = api.load_lock(api.open_project(root))
+    assert pending["a"].task_id is None  # journaled by its client_business_id: the next build looks it up

@@ -497,6 +497,50 @@ def test_a_key_echoed_escaped_is_taken_out_too(style: str, status: str, shape: s
     assert "SECRET" not in message
 
 
+# --- server strings in output -------------------------------------------------------------------------
+
+FAKE_LINE_ID = "t\u001b[8mHIDDEN\n[ 0.0s] done a "  # the review's: it printed a progress line of its own
+
+
+@pytest.mark.parametrize("task_id", [FAKE_LINE_ID, "", "t 1", "t\u202e1", "tâche", "t" * 201], ids=repr)
+def test_a_task_id_that_is_not_one_printable_word_is_refused(task_id: str) -> None:
+    """An id is printed and sent back in a URL as it is: never folded (a poll would name another task)."""
+    with pytest.raises(ServerError, match=r"^malformed task id '[^']*' \(not 1 to 200 printable ASCII") as caught:
+        parse_task({"id": task_id, "status": "queued"})
+    assert str(caught.value).isprintable()
+
+
+@pytest.mark.parametrize(
+    "task_id", ["task_01JABCDEFGHJKMNPQRSTVWXYZ", "3f1c9a2e-8b7d-4c6e-9f0a-1b2c3d4e5f60", "t" * 200]
+)
+def test_task_ids_as_servers_make_them_are_taken(task_id: str) -> None:
+    assert parse_task({"id": task_id}).task_id == task_id
+
+
+def test_every_server_string_a_status_carries_is_one_printable_line() -> None:
+    """Line ends of every kind, terminal escapes, a bidi override (which reorders what follows it on screen)."""
+    text = "one\r\ntwo\u2028three\x85four\x1b[2Jfive\u202esix\u200bseven\ufeff\u00a0eight"
+    task = parse_task({"id": "t", "status": text, "error": {"code": text, "message": text}})
+    folded = "one two three four [2Jfive six seven eight"
+    assert (task.status, task.error_code, task.error_message) == (folded.lower(), folded, folded)
+
+
+def test_a_transport_errors_text_is_one_line_and_so_is_a_servers_url(closed_port: int) -> None:
+    """aiohttp quotes what it refused over several lines; a result URL is the server's to choose."""
+    twice = _raw("200 OK", _PNG, Content_Length=str(len(_PNG))).replace(
+        b"\r\n\r\n", b"\r\nContent-Length: 9\r\n\r\n", 1
+    )
+    with pytest.raises(NetworkError) as garbled:
+        _against(lambda m, p: twice, lambda p, u: p.download(f"{u}/a.png"))
+    assert "Duplicate Content-Length" in str(garbled.value) and str(garbled.value).isprintable(), garbled.value
+    with pytest.raises(NetworkError) as refused:
+        _run(
+            _settings("http://127.0.0.1:1"),
+            lambda p: p.download(f"http://127.0.0.1:{closed_port}/a\n[ 0.0s] done\x1b.png"),
+        )
+    assert str(refused.value) == f"download http://127.0.0.1:{closed_port}/a [ 0.0s] done .png: connection refused"
+
+
 def test_the_key_goes_only_to_the_api_host(emulator: EmulatorServer) -> None:
     with EmulatorServer() as cdn:  # another host, holding a file pixmake is told to fetch
         uploaded = httpx.post(f"{cdn.url}/v1/uploads/images", files={"file": ("a.png", _PNG)}, headers=_OTHER_KEY)

@@ -64,16 +64,21 @@ _MAX_RESULT: Final = 64 << 20
 _MAX_ANSWER: Final = 8 << 20
 _MAX_ERROR_BODY: Final = 64 << 10
 _TRANSFER_DEADLINE: Final = 5  # a result file or an upload may take this many request timeouts in all
-# Line ends, escape sequences and other control characters in a server's text: one space each run.
-_CONTROL_RUN: Final = re.compile(r"[\x00-\x20\x7f-\xa0\u2028\u2029]+")
+_SPACE_RUN: Final = re.compile(" {2,}")
+# What a task id may be: printable ASCII, no space. It is printed, and sent back in a URL's path.
+_TASK_ID: Final = re.compile(r"[!-~]{1,200}")
 
 
 def _one_line(text: str) -> str:
-    """A server's message as one printable line: no line ends, no terminal escape sequences.
+    """A server's text as one printable line: no line ends, no terminal escape sequences, no bidi overrides.
 
-    Folded to spaces, to read as prose; :func:`pixmake.schema.one_line` quotes instead, as a field
-    path or a value from the manifest must stay exact."""
-    return _CONTROL_RUN.sub(" ", text).strip()
+    Every character Python does not call printable (controls, line and paragraph separators, format
+    characters such as U+202E, spaces other than U+0020) is a space, and each run of spaces is one: it
+    reads as prose. :func:`pixmake.schema.one_line` quotes instead, as a field path or a value from the
+    manifest must stay exact."""
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else " " for char in text)
+    return _SPACE_RUN.sub(" ", text).strip()
 
 
 _BRIEF: Final = reprlib.Repr()  # anything but a string, in brief: three levels deep, 40 digits, 200 characters
@@ -127,12 +132,15 @@ async def _translated(what: str, url: str, deadline: float | None = None) -> Asy
     """
     try:
         yield
-    except _NOT_SENT as error:
-        reason = _reason(error, deadline)
-        raise NetworkError(f"{what} {display_url(url)}: {reason}", sent=False, reason=reason) from error
     except (aiohttp.ClientError, TimeoutError) as error:
-        reason = _reason(error, deadline)
-        raise NetworkError(f"{what} {display_url(url)}: {reason}", sent=True, reason=reason) from error
+        reason = _said(_reason(error, deadline), 200)  # an exception's text may quote the server's
+        sent = not isinstance(error, _NOT_SENT)
+        raise NetworkError(f"{what} {_shown(url)}: {reason}", sent=sent, reason=reason) from error
+
+
+def _shown(url: str) -> str:
+    """A URL (maybe a server's) fit for a message: no credentials or query (:func:`display_url`), one line."""
+    return _said(display_url(url), 200)
 
 
 async def _read(response: aiohttp.ClientResponse, limit: int, *, cut: bool = False) -> bytes | None:
@@ -268,6 +276,9 @@ def parse_task(body: Any) -> TaskStatus:
     """
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         raise ServerError(f"unexpected task body: {_said(body, 200)}")
+    if not _TASK_ID.fullmatch(body["id"]):  # never folded: polls must name the task the server named
+        shown = _said(body["id"], 60)
+        raise ServerError(f"malformed task id {shown!r} (not 1 to 200 printable ASCII characters without spaces)")
     status = _said(body.get("status") or "queued", 60).lower()
     state = TaskState.COMPLETED if status in _DONE else TaskState.FAILED if status in _FAILED else TaskState.RUNNING
     raw_error = body.get("error")
@@ -364,7 +375,7 @@ class ToapisProvider:
             body = await _read(response, limit, cut=failed)
             if body is None:
                 kind = "image" if files else "API answer"
-                message = f"{what} {display_url(url)}: more than {limit >> 20} MB, larger than any {kind}"
+                message = f"{what} {_shown(url)}: more than {limit >> 20} MB, larger than any {kind}"
                 if files:
                     raise BadResultError(message, status=response.status)
                 raise ServerError(message, status=response.status)
