@@ -20,7 +20,7 @@ import pytest
 
 from conftest import png_bytes, run_cli
 from pixmake import api
-from pixmake.execute import BuildResult, TargetFailed
+from pixmake.execute import BuildResult, RetryScheduled, TargetFailed
 from pixmake.report import RecordingReporter
 from test_execute_faults import settings_for, write_manifest
 from test_providers import ESCAPED_KEYS, FAKE_LINE_ID, _canned, _raw
@@ -198,3 +198,40 @@ def test_a_task_id_that_would_print_a_line_of_its_own_is_refused(
     assert any("malformed task id 't [8mHIDDEN [ 0.0s] done a'" in line for line in lines), lines
     _, pending = api.load_lock(api.open_project(root))
     assert pending["a"].task_id is None  # journaled by its client_business_id: the next build looks it up
+
+
+# --- answers that can never be right ----------------------------------------------------------------------
+
+
+def test_a_result_url_that_is_not_http_fails_its_target_at_once_and_keeps_its_task(tmp_path: Path) -> None:
+    """It was a network error, retried eight times (74 s) on every build."""
+    root = two_targets(tmp_path / "p")
+    with hostile_api({"bad": completed("bad", url="file:///etc/passwd")}) as url:
+        result, reporter = build(root, url, max_attempts=8)
+    error = failed_alone(root, result, reporter)
+    assert error == "result URL file:///etc/passwd is not http(s): pixmake does not fetch it"
+    assert not [e for e in reporter.events if isinstance(e, RetryScheduled)]
+    assert journaled(root) == {"bad": "t-bad"}  # paid: a server that mends its links is collected from
+
+
+def test_a_result_that_is_not_an_image_says_what_it_starts_with(tmp_path: Path) -> None:
+    """It said "cannot identify image file <_io.BytesIO object at 0x7f…>"."""
+    root = two_targets(tmp_path / "p")
+    page = _raw("200 OK", b"<html><body>Access denied</body></html>", Content_Type="text/html")
+    with hostile_api({}, {"bad.png": page}) as url:
+        result, reporter = build(root, url)
+    assert failed_alone(root, result, reporter) == "result 1 is not an image (starts with b'<html><body>Acce')"
+    assert journaled(root) == {"bad": "t-bad"}  # fetched again (a CDN's error page may pass), then kept
+
+
+def test_an_api_that_redirects_fails_its_targets_naming_where_and_pays_nothing(tmp_path: Path) -> None:
+    root = two_targets(tmp_path / "p")
+    moved = _raw("301 Moved Permanently", b"301: Moved", Location="https://user:pw@api.example/v1/images/generations")
+    with hostile_api({}, submit=moved) as url:
+        result, _ = build(root, url)
+    assert result.generated == () and {f.target for f in result.failed} == {"bad", "good"}
+    assert {f.error for f in result.failed} == {
+        "HTTP 301: the API redirected to https://api.example, and pixmake does not follow redirects with the API "
+        "key: set PIXMAKE_BASE_URL or provider.base_url to the address it answers at"
+    }
+    assert journaled(root) == {}  # refused: nothing was created

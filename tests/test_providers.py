@@ -541,6 +541,60 @@ def test_a_transport_errors_text_is_one_line_and_so_is_a_servers_url(closed_port
     assert str(refused.value) == f"download http://127.0.0.1:{closed_port}/a [ 0.0s] done .png: connection refused"
 
 
+# --- answers that can never be right ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("file:///etc/passwd", "file:///etc/passwd"),
+        ("data:image/png;base64,iVBORw0KGgo=", "data:image/png;base64,iVBORw0KGgo="),
+        ("ftp://user:pw@files.example/a.png", "ftp://files.example/a.png"),
+        ("http://", "http://"),
+    ],
+)
+def test_a_result_url_that_is_not_http_is_a_bad_result_at_once(url: str, shown: str, closed_port: int) -> None:
+    """Not a network error retried eight times (74 s), on every build: it would be as bad again."""
+    with pytest.raises(BadResultError) as caught:
+        _run(_settings(f"http://127.0.0.1:{closed_port}"), lambda p: p.download(url))
+    assert str(caught.value) == f"result URL {shown} is not http(s): pixmake does not fetch it"
+
+
+def test_a_result_redirected_to_a_url_that_is_not_http_is_a_bad_result() -> None:
+    moved = _raw("302 Found", b"", Location="file:///etc/passwd")
+    with pytest.raises(
+        BadResultError, match=r"^result URL http://\S+/a\.png redirected to a URL that is not http\(s\)"
+    ):
+        _against(lambda m, p: moved, lambda p, u: p.download(f"{u}/a.png"))
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("https://user:secret@api.example:8443/v1/images/generations?token=abc", "https://api.example:8443"),
+        ("https://toapis.com/v1/images/generations", "https://toapis.com"),
+        ("/elsewhere", "http://127.0.0.1:<port>"),
+        (None, "no address"),
+    ],
+)
+def test_an_api_redirect_says_so_and_where_without_credentials(location: str | None, shown: str) -> None:
+    """It read "HTTP 302: 302: Found". The key is never sent after a redirect (it could lead anywhere)."""
+    seen: list[bytes] = []
+    moved = _raw("302 Found", b"302: Found", **({"Location": location} if location else {}))
+
+    async def flow() -> Any:
+        async with _canned(lambda m, p: moved, seen) as url:
+            with pytest.raises(RequestRejectedError) as caught:
+                await _with(ToapisProvider(_settings(url)), lambda p: p.submit(REQUEST))
+            return str(caught.value).replace(url.rsplit(":", 1)[1], "<port>")
+
+    assert anyio.run(flow) == (
+        f"HTTP 302: the API redirected to {shown}, and pixmake does not follow redirects with the API key: "
+        "set PIXMAKE_BASE_URL or provider.base_url to the address it answers at"
+    )
+    assert len(seen) == 1
+
+
 def test_the_key_goes_only_to_the_api_host(emulator: EmulatorServer) -> None:
     with EmulatorServer() as cdn:  # another host, holding a file pixmake is told to fetch
         uploaded = httpx.post(f"{cdn.url}/v1/uploads/images", files={"file": ("a.png", _PNG)}, headers=_OTHER_KEY)

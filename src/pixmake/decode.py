@@ -12,10 +12,11 @@ from pixmake.errors import BadResultError
 __all__ = ["image_size", "is_whole_image"]
 
 
-def image_size(blob: bytes) -> tuple[int, int]:
+def image_size(blob: bytes, what: str = "the file") -> tuple[int, int]:
     """Pixel size of an image that decodes completely; raises BadResultError for bytes that do not.
 
-    An image too large to decode safely (Pillow's decompression-bomb limit) is refused as well.
+    An image too large to decode safely (Pillow's decompression-bomb limit) is refused as well. The
+    error's message names the bytes as ``what`` ("result 1").
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -24,9 +25,12 @@ def image_size(blob: bytes) -> tuple[int, int]:
             image.load()
             return image.size
     except Image.DecompressionBombError as error:
-        raise BadResultError(f"image too large to decode safely: {error}") from error
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise BadResultError(f"image does not decode: {error}") from error
+        raise BadResultError(f"{what} is too large to decode safely: {error}") from error
+    except UnidentifiedImageError as error:  # its text names a BytesIO object: say what the bytes are instead
+        start = f"starts with {blob[:16]!r}" if blob else "is empty"
+        raise BadResultError(f"{what} is not an image ({start})") from error
+    except (OSError, ValueError, SyntaxError) as error:
+        raise BadResultError(f"{what} does not decode: {error}") from error
 
 
 def is_whole_image(blob: bytes) -> bool:

@@ -1167,7 +1167,7 @@ class Executor:
         sizes = []
         for index, blob in enumerate(blobs):
             try:
-                sizes.append(image_size(blob))
+                sizes.append(image_size(blob, f"result {index + 1}"))
             except BadResultError as error:
                 raise _Undecodable(index, error) from error
         outputs = []

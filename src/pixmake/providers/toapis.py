@@ -184,11 +184,12 @@ def _spellings(key: str) -> re.Pattern[bytes]:
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
-    """A complete HTTP answer: status, headers and the whole body."""
+    """A complete HTTP answer: status, headers and the whole body; and the URL asked."""
 
     status: int
     headers: Mapping[str, str]
     body: bytes
+    url: str
 
     def text(self) -> str:
         """The body as UTF-8, as JSON must be: never guessed as UTF-16 or UTF-32, whose echo of the key
@@ -214,10 +215,27 @@ def _error_fields(answer: _Answer) -> tuple[str | None, str]:
     return None, _said(body, 200)
 
 
+def _redirected_to(answer: _Answer) -> str:
+    """Where a redirect points, for a message: scheme, host and port only (no credentials, path or query)."""
+    location = answer.headers.get("Location")
+    if not location:
+        return "no address"
+    try:
+        return _said(str(yarl.URL(answer.url).join(yarl.URL(location)).origin()), 200)
+    except ValueError:
+        return "an address that is not a URL"
+
+
 def _raise_for_status(answer: _Answer) -> None:
     status = answer.status
     if 200 <= status < 300:
         return
+    if 300 <= status < 400:  # only API calls see one: downloads follow them
+        raise RequestRejectedError(
+            f"the API redirected to {_redirected_to(answer)}, and pixmake does not follow redirects with the API "
+            "key: set PIXMAKE_BASE_URL or provider.base_url to the address it answers at",
+            status=status,
+        )
     code, message = _error_fields(answer)
     if status in (401, 403):
         raise AuthError(f"API key refused: {message}", status=status, code=code)
@@ -381,7 +399,7 @@ class ToapisProvider:
                 raise ServerError(message, status=response.status)
         if not files:  # an error page that quotes the request, even escaped: never print the key
             body = self._key_spellings.sub(_REDACTED, body)
-        return _Answer(response.status, response.headers, body)
+        return _Answer(response.status, response.headers, body, url)
 
     async def upload(self, data: bytes, *, filename: str) -> str:
         """POST /v1/uploads/images (multipart ``file``); returns the hosted URL.
@@ -452,10 +470,22 @@ class ToapisProvider:
     async def download(self, url: str) -> bytes:
         """GET a result URL without credentials, following redirects; a body cut short is a NetworkError.
 
+        A URL that is not http(s) (``file:``, ``data:``), or a redirect to one, is a BadResultError: it
+        would be as bad again, so it is not retried.
+
         A 401 or 403 here is about the link (a signed URL past its time), never the API key: it is a
         RequestRejectedError, not an AuthError that would stop the build.
         """
-        answer = await self._request("download", "GET", url, files=True)
+        try:
+            answer = await self._request("download", "GET", url, files=True)
+        except NetworkError as error:  # aiohttp fetches only http(s), and says so before a byte is sent
+            refused = error.__cause__
+            if isinstance(refused, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+                how = "redirected to a URL that is" if isinstance(refused, aiohttp.RedirectClientError) else "is"
+                raise BadResultError(
+                    f"result URL {_shown(url)} {how} not http(s): pixmake does not fetch it"
+                ) from error
+            raise
         if answer.status in (401, 403):
             raise RequestRejectedError(f"result refused: {_error_fields(answer)[1]}", status=answer.status)
         _raise_for_status(answer)
