@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import queue
 import threading
@@ -17,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from conftest import png_bytes, run_cli
 from pixmake import api
 from pixmake.execute import BuildResult, RetryScheduled, TargetFailed
+from pixmake.lockfile import parse_lock
+from pixmake.plan import ActionKind
 from pixmake.report import RecordingReporter
+from pixmake.store import sha256_bytes
 from test_execute_faults import settings_for, write_manifest
 from test_providers import ESCAPED_KEYS, FAKE_LINE_ID, _canned, _raw
 
@@ -235,3 +240,36 @@ def test_an_api_that_redirects_fails_its_targets_naming_where_and_pays_nothing(t
         "key: set PIXMAKE_BASE_URL or provider.base_url to the address it answers at"
     }
     assert journaled(root) == {}  # refused: nothing was created
+
+
+# --- results in other formats -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "GIF", "TIFF", "WEBP"])
+def test_a_result_in_another_format_is_written_as_the_png_it_is_locked_as(fmt: str, tmp_path: Path) -> None:
+    """The README promises PNG outputs: a JPEG was written as ``out/a.png`` unconverted. It is converted
+    (paid for, so never refused; the pixels are kept), and the lock, the object cache and the file agree."""
+    original = Image.new("RGB", (24, 16), (200, 40, 10))
+    served = io.BytesIO()
+    original.save(served, fmt)
+    root = write_manifest(tmp_path / "p", {"a": {"prompt": "a", "out": "out/a.png"}}, concurrency=1)
+    with hostile_api({}, {"a.png": _raw("200 OK", served.getvalue())}) as url:
+        result, _ = build(root, url)
+        assert result.ok and result.generated == ("a",)
+        written = (root / "out" / "a.png").read_bytes()
+        with Image.open(io.BytesIO(written)) as image:
+            assert image.format == "PNG" and image.size == (24, 16)
+        [locked] = parse_lock((root / "pixmake.lock").read_text()).entries["a"].outputs
+        assert (locked.sha256, locked.bytes, locked.width, locked.height) == (
+            sha256_bytes(written),
+            len(written),
+            24,
+            16,
+        )
+        cached = root / ".pixmake" / "objects" / locked.sha256[:2] / locked.sha256
+        assert cached.read_bytes() == written
+        project = api.open_project(root)
+        assert [a.kind for a in api.plan(project).plan.actions] == [ActionKind.UNCHANGED]
+        (root / "out" / "a.png").unlink()
+        again, _ = build(root, url)
+    assert again.restored == ("a",) and (root / "out" / "a.png").read_bytes() == written

@@ -1,4 +1,5 @@
-"""Whether bytes decode completely as an image: the executor's check of a result, the scan's check of an output.
+"""Whether bytes decode completely as an image: the executor's check of a result, the scan's check of an output;
+and a result in another format made the PNG that pixmake writes.
 
 Pillow is imported on first use, so ``validate`` and a no-op ``plan`` never load it.
 """
@@ -6,24 +7,34 @@ Pillow is imported on first use, so ``validate`` and a no-op ``plan`` never load
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING, Final
 
 from pixmake.errors import BadResultError
 
-__all__ = ["image_size", "is_whole_image"]
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = ["RESULT_FORMATS", "as_png", "image_size", "is_whole_image"]
+
+RESULT_FORMATS: Final = ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP", "AVIF")
+"""What a result may be (Pillow's names; JPEG takes MPO too): what image APIs and their CDNs serve. Other
+formats are not even tried: EPS, which Pillow renders with Ghostscript, or PSD, ICO and the like."""
+
+# Modes a PNG holds as they are; an image in another (CMYK, YCbCr, LAB, I, F, PA, RGBa ...) is converted.
+_PNG_MODES: Final = frozenset({"1", "L", "LA", "I;16", "I;16B", "P", "RGB", "RGBA"})
 
 
-def image_size(blob: bytes, what: str = "the file") -> tuple[int, int]:
-    """Pixel size of an image that decodes completely; raises BadResultError for bytes that do not.
+def _decoded(blob: bytes, what: str, formats: tuple[str, ...] | None = None) -> Image:
+    """The image in ``blob``, decoded whole (the first frame of an animation); raises BadResultError.
 
     An image too large to decode safely (Pillow's decompression-bomb limit) is refused as well. The
-    error's message names the bytes as ``what`` ("result 1").
+    error's message names the bytes as ``what`` ("result 1"). ``formats``: the only ones tried.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(blob)) as image:
-            image.load()
-            return image.size
+        image = Image.open(io.BytesIO(blob), formats=formats)
+        image.load()
     except Image.DecompressionBombError as error:
         raise BadResultError(f"{what} is too large to decode safely: {error}") from error
     except UnidentifiedImageError as error:  # its text names a BytesIO object: say what the bytes are instead
@@ -31,6 +42,47 @@ def image_size(blob: bytes, what: str = "the file") -> tuple[int, int]:
         raise BadResultError(f"{what} is not an image ({start})") from error
     except (OSError, ValueError, SyntaxError) as error:
         raise BadResultError(f"{what} does not decode: {error}") from error
+    return image
+
+
+def image_size(blob: bytes, what: str = "the file") -> tuple[int, int]:
+    """Pixel size of an image that decodes completely; raises BadResultError for bytes that do not (see
+    :func:`_decoded`)."""
+    with _decoded(blob, what) as image:
+        return image.size
+
+
+def as_png(blob: bytes, what: str) -> tuple[bytes, tuple[int, int]]:
+    """A result as the PNG pixmake writes, and its pixel size; raises BadResultError for bytes that do not
+    decode whole as one of :data:`RESULT_FORMATS`.
+
+    A PNG is kept byte for byte. Another format is converted: the same pixels (a JPEG's as decoded, so
+    nothing of the paid image is lost), transparency and an ICC profile that still fits them. A JPEG's EXIF
+    orientation is applied, since a PNG viewer would not; other metadata and later frames are not kept.
+    """
+    with _decoded(blob, what, RESULT_FORMATS) as image:
+        if image.format == "PNG":
+            return blob, image.size
+        try:
+            png = _png(image)
+        except Exception as error:  # a server's bytes (its EXIF, say): whatever Pillow raises, the result is bad
+            raise BadResultError(f"{what} does not convert to PNG: {error}") from error
+        return png, image.size  # as turned upright
+
+
+def _png(image: Image) -> bytes:
+    """A decoded image as PNG bytes; turned upright in place (its size may change)."""
+    from PIL import ImageOps
+
+    ImageOps.exif_transpose(image, in_place=True)
+    if image.mode not in _PNG_MODES:
+        converted = image.convert("RGBA" if "A" in image.getbands() or "a" in image.getbands() else "RGB")
+        if not image.mode.startswith(("RGB", "P")):  # a CMYK, grey or LAB profile does not describe RGB
+            converted.info.pop("icc_profile", None)
+        image = converted
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
 
 
 def is_whole_image(blob: bytes) -> bool:

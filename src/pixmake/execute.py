@@ -33,7 +33,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from pixmake.decode import image_size
+from pixmake.decode import as_png
 from pixmake.errors import (
     AuthError,
     BadResultError,
@@ -1155,7 +1155,9 @@ class Executor:
     ) -> tuple[tuple[LockedOutput, ...], StorageError | None]:
         """Worker thread: check every image decodes, store them in the object cache, then write the outputs.
 
-        The object cache comes first: the paid bytes are safe whatever happens next. Returns the outputs
+        A result in another format than PNG (a JPEG, a WebP ...) is converted to PNG first: the outputs are
+        PNG files, and what is cached, written and locked is the PNG (:func:`~pixmake.decode.as_png`).
+        The object cache comes first: the paid image is safe whatever happens next. Returns the outputs
         to lock and the error that stopped an output's write, if any (one that stops the build first):
         the entry is locked all the same, so the next build restores the file from the cache, free. An
         older file left at such a path is removed (else the plan would take it for a hand edit); one
@@ -1164,14 +1166,14 @@ class Executor:
         when the object cache cannot take an image (the task stays journaled, so the next build collects
         it without paying).
         """
-        sizes = []
+        images = []  # each result as PNG bytes, and its size
         for index, blob in enumerate(blobs):
             try:
-                sizes.append(image_size(blob, f"result {index + 1}"))
+                images.append(as_png(blob, f"result {index + 1}"))
             except BadResultError as error:
                 raise _Undecodable(index, error) from error
         outputs = []
-        for path, blob, (width, height) in zip(paths, blobs, sizes, strict=True):
+        for path, (blob, (width, height)) in zip(paths, images, strict=True):
             try:
                 digest = self.objects.put(blob)
             except OSError as error:  # the object cache is shared: no other target can be kept either
@@ -1185,7 +1187,7 @@ class Executor:
         image = "the placeholder" if self.settings.emulator else "the paid image"
         kept = f"; {image} is kept in {STATE_DIR}/objects and locked"
         failure: StorageError | None = None
-        for path, blob in zip(paths, blobs, strict=True):
+        for path, (blob, _) in zip(paths, images, strict=True):
             try:
                 file = self._output_file(target, path)
             except UnsafePathError as error:  # nothing may be touched there

@@ -1,0 +1,142 @@
+"""A result in another format than PNG becomes the PNG pixmake writes: same pixels, nothing but PNGs on disk.
+
+Pure Pillow: each format and mode an image API (or a CDN in front of it) may serve, converted and read back.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import pytest
+from PIL import Image, ImageChops
+
+from pixmake.decode import as_png, image_size
+from pixmake.errors import BadResultError
+
+
+def _encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def _gradient(mode: str = "RGB", size: tuple[int, int] = (24, 16)) -> Image.Image:
+    """An image whose every pixel differs: a wrong turn or a lost channel shows."""
+    image = Image.new("RGB", size)
+    image.putdata([(x * 10 % 256, y * 15 % 256, (x * y) % 256) for y in range(size[1]) for x in range(size[0])])
+    return image if mode == "RGB" else image.convert(mode)
+
+
+def _png(blob: bytes) -> Image.Image:
+    converted, size = as_png(blob, "result 1")
+    image = Image.open(io.BytesIO(converted))
+    image.load()
+    assert image.format == "PNG" and image.size == size
+    return image
+
+
+def _same_pixels(a: Image.Image, b: Image.Image) -> bool:
+    return a.size == b.size and ImageChops.difference(a.convert("RGBA"), b.convert("RGBA")).getbbox() is None
+
+
+def test_a_png_is_kept_byte_for_byte() -> None:
+    blob = _encoded(_gradient(), "PNG")
+    assert as_png(blob, "result 1") == (blob, (24, 16))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "options"),
+    [
+        ("JPEG", "RGB", {"quality": 90}),
+        ("JPEG", "L", {}),
+        ("WEBP", "RGB", {"lossless": True}),
+        ("WEBP", "RGBA", {"lossless": True}),
+        ("GIF", "P", {}),
+        ("TIFF", "RGB", {}),
+        ("TIFF", "RGBA", {}),
+        ("BMP", "RGB", {}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_another_format_becomes_a_png_of_the_same_pixels(fmt: str, mode: str, options: dict[str, object]) -> None:
+    """The pixels as decoded from the paid file: a lossy JPEG's are kept exactly as any viewer shows them."""
+    original = _gradient(mode)
+    if mode == "RGBA":
+        original.putalpha(Image.linear_gradient("L").resize(original.size))
+    blob = _encoded(original, fmt, **options)
+    with Image.open(io.BytesIO(blob)) as decoded:
+        decoded.load()
+        assert _same_pixels(_png(blob), decoded)
+
+
+def test_a_cmyk_jpeg_becomes_rgb_without_its_cmyk_profile() -> None:
+    blob = _encoded(_gradient("CMYK"), "JPEG", quality=95, icc_profile=b"a CMYK profile, not an RGB one")
+    image = _png(blob)
+    assert image.mode == "RGB" and "icc_profile" not in image.info
+
+
+def test_an_rgb_profile_and_gif_transparency_are_kept() -> None:
+    profile = b"an sRGB profile"
+    assert _png(_encoded(_gradient(), "JPEG", icc_profile=profile)).info["icc_profile"] == profile
+    gif = Image.new("P", (4, 4), 1)
+    gif.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    gif.putpixel((0, 0), 0)
+    image = _png(_encoded(gif, "GIF", transparency=0)).convert("RGBA")
+    assert (image.getpixel((0, 0)), image.getpixel((1, 1))) == ((0, 0, 0, 0), (255, 0, 0, 255))
+
+
+def test_a_16_bit_tiff_keeps_its_depth() -> None:
+    image = Image.new("I;16", (4, 4))
+    image.putpixel((1, 1), 40_000)
+    assert _png(_encoded(image, "TIFF")).getpixel((1, 1)) == 40_000
+
+
+def test_a_jpeg_turned_by_exif_is_written_upright() -> None:
+    """A PNG viewer does not apply EXIF orientation: the converted pixels are turned as the JPEG was shown."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned 90° clockwise to show
+    original = _gradient(size=(30, 10))
+    image = _png(_encoded(original, "JPEG", quality=100, exif=exif.tobytes()))
+    assert image.size == (10, 30)
+
+
+def test_an_animation_keeps_its_first_frame() -> None:
+    frames = [Image.new("RGB", (8, 8), color) for color in ("red", "blue")]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:])
+    assert _png(out.getvalue()).convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n",
+            r"result 1 is not an image \(starts with b'%!PS-Adobe-3.0 E'\)",
+        ),
+        (lambda: _encoded(_gradient(), "ICO"), r"result 1 is not an image \(starts with b'\\x00\\x00\\x01\\x00"),
+        (lambda: b"", r"result 1 is not an image \(is empty\)"),
+        (lambda: _encoded(_gradient(), "JPEG")[:300], "result 1 does not decode: "),
+    ],
+    ids=["eps", "ico", "empty", "cut"],
+)
+def test_what_no_image_api_serves_is_never_opened(make: Callable[[], bytes], message: str) -> None:
+    """EPS would be rendered by Ghostscript: a result is tried only as the formats image APIs serve."""
+    with pytest.raises(BadResultError, match=f"^{message}"):
+        as_png(make(), "result 1")
+
+
+def test_the_decompression_bomb_limit_holds_for_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 24 x 16 pixels is then past twice the limit
+    for fmt in ("PNG", "JPEG"):
+        with pytest.raises(BadResultError, match=r"^result 1 is too large to decode safely"):
+            as_png(_encoded(_gradient(), fmt), "result 1")
+
+
+def test_image_size_still_reads_what_a_person_saved() -> None:
+    """The scan's check of an output is not limited to the formats of results."""
+    ppm = _encoded(_gradient(), "PPM")
+    assert image_size(ppm) == (24, 16)
+    with pytest.raises(BadResultError, match="is not an image"):
+        as_png(ppm, "result 1")
