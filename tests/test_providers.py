@@ -566,6 +566,11 @@ def test_a_result_redirected_to_a_url_that_is_not_http_is_a_bad_result() -> None
         BadResultError, match=r"^result URL http://\S+/a\.png redirected to a URL that is not http\(s\)"
     ):
         _against(lambda m, p: moved, lambda p, u: p.download(f"{u}/a.png"))
+    nowhere = _raw("302 Found", b"302: Found")  # no Location: not followed, and not the API's redirect
+    with pytest.raises(
+        RequestRejectedError, match=r"^HTTP 302: result URL http://\S+/a\.png redirected to no address$"
+    ):
+        _against(lambda m, p: nowhere, lambda p, u: p.download(f"{u}/a.png"))
 
 
 @pytest.mark.parametrize(

@@ -230,7 +230,7 @@ def _raise_for_status(answer: _Answer) -> None:
     status = answer.status
     if 200 <= status < 300:
         return
-    if 300 <= status < 400:  # only API calls see one: downloads follow them
+    if 300 <= status < 400:  # an API call's: a download follows them (see ToapisProvider.download)
         raise RequestRejectedError(
             f"the API redirected to {_redirected_to(answer)}, and pixmake does not follow redirects with the API "
             "key: set PIXMAKE_BASE_URL or provider.base_url to the address it answers at",
@@ -488,6 +488,8 @@ class ToapisProvider:
             raise
         if answer.status in (401, 403):
             raise RequestRejectedError(f"result refused: {_error_fields(answer)[1]}", status=answer.status)
+        if 300 <= answer.status < 400:  # one aiohttp could not follow: it gave no Location
+            raise RequestRejectedError(f"result URL {_shown(url)} redirected to no address", status=answer.status)
         _raise_for_status(answer)
         return answer.body
 
