@@ -259,3 +259,23 @@ def test_entries_that_name_the_same_input_share_it_when_read() -> None:
     assert first.references[1] is second.references[1] is third.references[1]
     assert first.references[0] is not second.references[0]  # different files stay different
     assert first.model is third.model and first.params is third.params
+
+
+_PART = st.sampled_from([".git", ".GIT", ".pixmake", ".Pixmake", ".", "..", "", "a", "é", "b c", ".github", "x.png"])
+
+
+@given(st.lists(_PART, min_size=1, max_size=4))
+def test_every_output_a_manifest_accepts_makes_a_lock_that_parses(parts: list[str]) -> None:
+    """A lock of outputs the manifest allowed must never be refused as corrupt: that would brick the project."""
+    from pixmake.errors import ManifestError
+    from pixmake.manifest import parse_manifest
+
+    out = "/".join(parts) + ".png"
+    try:
+        manifest = parse_manifest(f"version: 1\ntargets:\n  t: {{prompt: p, out: {json.dumps(out)}}}\n", file="m.yaml")
+    except ManifestError:
+        return
+    [target] = manifest.targets
+    output = LockedOutput(target.out, "0" * 64, 1, 1, 1)
+    lock = Lock(MappingProxyType({"t": LockEntry("k" * 64, "gpt-4o-image", "p", "1:1", 1, (output,))}))
+    assert parse_lock(render_lock(lock)) == lock

@@ -131,14 +131,15 @@ def _output(o: Mapping[str, Any]) -> LockedOutput:
         or (path[1:2] == ":" and path[:1].isascii() and path[:1].isalpha())
         or "\\" in path
         or not path.isprintable()
-        or not _NOT_WRITTEN.isdisjoint(path.lower().split("/"))
+        or not _NOT_WRITTEN.isdisjoint(parts := path.lower().split("/"))
+        or parts[0] == ".pixmake"
     ):  # what normal_path refuses, or would change, at a fifth of its cost: a lock has an output per image
         # build --prune deletes an orphan's outputs: never the manifest, a .git file or pixmake's own cache
         raise _NotOurs(f"output path {json.dumps(path)} is not one pixmake writes (a .png outside .git/ and .pixmake/)")
     return LockedOutput(path, str(o["sha256"]), int(o["bytes"]), int(o["width"]), int(o["height"]))
 
 
-_NOT_WRITTEN: Final = frozenset(("", ".", "..", ".git", ".pixmake"))  # path parts
+_NOT_WRITTEN: Final = frozenset(("", ".", "..", ".git"))  # path parts (and .pixmake/ at the top), as the manifest
 
 
 def _input_json(i: LockedInput) -> dict[str, Any]:

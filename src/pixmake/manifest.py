@@ -428,6 +428,8 @@ def _check_overwrites(
                 portable_path(state) + "/"
             ):
                 message = f"output {path!r} is inside pixmake's local state ({state}/); choose another out"
+            elif ".git" in portable_path(path).split("/")[:-1]:
+                message = f"output {path!r} is inside a .git folder, git's own; choose another out"
             else:
                 continue
             field_name, line, column = target.where("out")
