@@ -35,7 +35,6 @@ import anyio.lowlevel
 
 from pixmake.decode import as_png
 from pixmake.errors import (
-    AuthError,
     BadResultError,
     BudgetError,
     ConfigError,
@@ -542,8 +541,6 @@ class Executor:
     _paid: int = 0  # images charged by this build's accepted submits, less failed (refunded) tasks
     _counters: _Counters = field(default_factory=_Counters)
     _reached: bool = False  # some request of this build got an answer from the provider
-    _accepted: bool = False  # some submit of this build was accepted: the key worked then
-    _key_refused: bool = False  # a submit got 401 and none was accepted: every submit of this build is refused
     # Restores that copy the images of a target this build generates (same inputs), by that target: started
     # once it ends on its own (not when a fatal error or Ctrl-C stops the build); and its lock entry.
     _twins: dict[str, list[Action]] = field(default_factory=dict)
@@ -1007,10 +1004,6 @@ class Executor:
             try:
                 self._counters.submits += 1
                 status = await provider.submit(request)
-            except anyio.get_cancelled_exc_class():
-                if self._key_refused:  # sent with the key the provider refused: nothing was created
-                    self.recorder.dropped(target.name, key)
-                raise
             except ProviderError as error:
                 try:
                     self._check_reachable(error, attempt)
@@ -1020,15 +1013,11 @@ class Executor:
                 verdict = classify(error, Operation.SUBMIT)
                 if verdict is Verdict.FATAL:
                     self.recorder.dropped(target.name, key)  # refused (bad key, no balance): nothing was created
-                    # The submits in flight beside it carry the same key. Unless one was accepted (the key
-                    # worked, and may have been revoked since), none of them can have been paid for either.
-                    self._key_refused = isinstance(error, AuthError) and not self._accepted
                     raise _Fatal(error) from error
                 self._slow_down(error, Operation.SUBMIT)
                 if verdict is Verdict.LOOKUP:
                     found = await self._look_up_unknown(target.name, cbid, attempt, error)
                     if found is not None:
-                        self._accepted = True
                         self.recorder.accepted(target.name, key, cbid, found.task_id)
                         return found
                     if attempt + 1 < self.settings.max_attempts:
@@ -1054,7 +1043,7 @@ class Executor:
                     continue
                 self.recorder.dropped(target.name, key)  # nothing was created
                 raise
-            self._reached = self._accepted = True
+            self._reached = True
             self.capacity.succeeded()
             self.recorder.accepted(target.name, key, cbid, status.task_id)
             return status
