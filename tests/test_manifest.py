@@ -559,3 +559,19 @@ def test_text_a_comment_cuts_short_is_warned_about(stream: bool) -> None:
          "or write '# ' if it is a comment"),
     ]  # fmt: skip
     assert [t.prompt for t in manifest.targets] == ["Poster", "Hex #ff0000 background", "A red mug"]
+
+
+def test_paths_with_the_invisible_characters_real_file_names_have_are_accepted() -> None:
+    """A macOS screenshot's name holds U+202F; emoji and Persian names hold joiners. Locks an earlier
+    pixmake wrote with them must stay readable, so the manifest refuses only what can harm a terminal."""
+    from types import MappingProxyType
+
+    from pixmake.lockfile import Lock, LockedOutput, LockEntry, parse_lock, render_lock
+
+    out = "assets/Screenshot 9.41.12\u202fAM \u00a0\U0001f469\u200d\U0001f3a8 \u0645\u06cc\u200c\u062e.png"
+    text = f"version: 1\ntargets:\n  t: {{prompt: p, out: {json.dumps(out, ensure_ascii=False)}}}\n"
+    manifest = parse_manifest(text, file="m.yaml")
+    assert [t.out for t in manifest.targets] == [out]
+    entry = LockEntry("k" * 64, "gpt-4o-image", "p", "1:1", 1, (LockedOutput(out, "0" * 64, 1, 1, 1),))
+    lock = Lock(MappingProxyType({"t": entry}))
+    assert parse_lock(render_lock(lock)) == lock

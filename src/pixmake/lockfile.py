@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from pixmake.errors import LockfileError
+from pixmake.relpaths import has_unsafe_characters
 
 __all__ = [
     "LOCK_VERSION",
@@ -130,7 +131,7 @@ def _output(o: Mapping[str, Any]) -> LockedOutput:
         or path.startswith(("/", "~"))
         or (path[1:2] == ":" and path[:1].isascii() and path[:1].isalpha())
         or "\\" in path
-        or not path.isprintable()
+        or has_unsafe_characters(path)
         or not _NOT_WRITTEN.isdisjoint(parts := path.lower().split("/"))
         or parts[0] == ".pixmake"
     ):  # what normal_path refuses, or would change, at a fifth of its cost: a lock has an output per image

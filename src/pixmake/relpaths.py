@@ -14,7 +14,14 @@ import re
 import unicodedata
 from typing import Final
 
-__all__ = ["NAME_MAX", "leaves_root_message", "long_name_message", "normal_path", "unprintable_message"]
+__all__ = [
+    "NAME_MAX",
+    "has_unsafe_characters",
+    "leaves_root_message",
+    "long_name_message",
+    "normal_path",
+    "unprintable_message",
+]
 
 NAME_MAX: Final = 255
 """The most bytes (in UTF-8) one name in a path may have: ext4, XFS, btrfs and APFS take 255 bytes; NTFS
@@ -44,18 +51,26 @@ def leaves_root_message(raw: str) -> str:
     return f"path {raw!r} leaves the project root (use a relative path inside the project)"
 
 
-def unprintable_message(raw: str) -> str | None:
-    """Why ``raw`` may not be a path (it holds a character ``str.isprintable`` refuses), or None.
+_UNSAFE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""What no path may hold: control characters (escape sequences a terminal runs, line breaks that fake a
+line), line and paragraph separators, and the bidi embeddings, overrides and isolates that make a name
+read backwards. Not the invisible characters real file names have: a no-break space (U+202F in a
+macOS screenshot's name), a zero-width joiner (emoji, Persian)."""
 
-    A control character in a path reaches every plan and build line that names the file: an escape
-    sequence the terminal runs, a line break that fakes a line. Invisible ones (a no-break space, a
-    zero-width joiner, a direction override) make two paths look alike. So no path holds any of them.
-    """
-    if raw.isprintable():
+
+def unprintable_message(raw: str) -> str | None:
+    """Why ``raw`` may not be a path (it holds a character of :data:`_UNSAFE`), or None."""
+    found = _UNSAFE.search(raw)
+    if found is None:
         return None
-    char = next(c for c in raw if not c.isprintable())
+    char = found.group()
     name = unicodedata.name(char, "a control character")
-    return f"expected a path of printable characters, found U+{ord(char):04X} ({name}) in {raw!r}"
+    return f"expected a path without control characters, found U+{ord(char):04X} ({name}) in {raw!r}"
+
+
+def has_unsafe_characters(path: str) -> bool:
+    """Whether ``path`` holds a character no manifest path may (see :data:`_UNSAFE`)."""
+    return _UNSAFE.search(path) is not None
 
 
 def long_name_message(path: str, *, image: int = 0) -> str | None:
