@@ -631,20 +631,40 @@ def _trickle(head: bytes, count: int) -> list[bytes]:
     return [head, *[b"x"] * count]
 
 
-@pytest.mark.parametrize("what", ["download", "upload"])
-def test_a_server_that_trickles_fails_the_attempt_at_the_transfer_deadline(what: str) -> None:
-    """A byte every 0.1 s never lets the 0.3 s read timeout fire: the whole transfer has 5 of them, 1.5 s."""
+def test_a_result_that_trickles_fails_once_it_averages_under_1_kb_per_second() -> None:
+    """A byte every 0.1 s never lets the 0.3 s read timeout fire: after that first timeout's worth of
+    time, the transfer must average 1 KB/s. A slow link does; a trickling server does not."""
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n"
-
-    def call(p: ToapisProvider, u: str) -> Any:
-        return p.download(f"{u}/a.png") if what == "download" else p.upload(_PNG, filename="a.png")
-
     started = time.monotonic()
     with pytest.raises(NetworkError) as caught:
-        _against(lambda m, p: _trickle(head, 1000), call, pause=0.1, request_timeout=0.3)
-    assert 1.4 < time.monotonic() - started < 4
-    assert caught.value.sent is True  # retryable, and a submit would be looked up
-    assert str(caught.value).endswith(": no complete answer within 1.5 s"), caught.value
+        _against(
+            lambda m, p: _trickle(head, 1000), lambda p, u: p.download(f"{u}/a.png"), pause=0.1, request_timeout=0.3
+        )
+    assert 0.3 < time.monotonic() - started < 3
+    assert caught.value.sent is True  # retryable
+    assert str(caught.value).endswith(": slower than 1 KB/s"), caught.value
+
+
+def test_a_slow_result_that_keeps_its_pace_is_received_whole() -> None:
+    """No overall deadline: 24 KB at about 8 KB/s takes six request timeouts, and arrives."""
+    body = _PNG + b"\0" * (24_000 - len(_PNG))
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+    pieces = [head, *(body[i : i + 800] for i in range(0, len(body), 800))]
+    started = time.monotonic()
+    got = _against(lambda m, p: pieces, lambda p, u: p.download(f"{u}/a.png"), pause=0.1, request_timeout=0.5)
+    assert got == body and time.monotonic() - started > 2.5
+
+
+def test_an_upload_whose_answer_trickles_fails_at_its_deadline() -> None:
+    """An upload's deadline is the request timeout plus its bytes at 1 KB/s."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n"
+    started = time.monotonic()
+    with pytest.raises(NetworkError) as caught:
+        _against(lambda m, p: _trickle(head, 1000), lambda p, u: p.upload(_PNG, filename="a.png"), pause=0.1,
+                 request_timeout=0.3)  # fmt: skip
+    deadline = 0.3 + len(_PNG) / 1024
+    assert deadline - 0.1 < time.monotonic() - started < deadline + 2
+    assert str(caught.value).endswith(f": no complete answer within {deadline:g} s"), caught.value
     assert "\n" not in str(caught.value)
 
 

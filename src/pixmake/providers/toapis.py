@@ -63,7 +63,16 @@ _REDACTED: Final = b"sk-(redacted)"  # what an API answer that repeats the key s
 _MAX_RESULT: Final = 64 << 20
 _MAX_ANSWER: Final = 8 << 20
 _MAX_ERROR_BODY: Final = 64 << 10
-_TRANSFER_DEADLINE: Final = 5  # a result file or an upload may take this many request timeouts in all
+# A result file or an upload may take as long as it needs while it keeps an average of this many bytes per
+# second after its first request timeout: a slow link gets its paid image, a server that trickles a byte now
+# and then does not hold a build for ever (a silent one times out between reads).
+_MIN_RATE: Final = 1024
+
+
+class _TooSlow(TimeoutError):
+    """A transfer slower on average than :data:`_MIN_RATE`."""
+
+
 _SPACE_RUN: Final = re.compile(" {2,}")
 # What a task id may be: printable ASCII, no space. It is printed, and sent back in a URL's path.
 _TASK_ID: Final = re.compile(r"[!-~]{1,200}")
@@ -107,6 +116,8 @@ def _reason(error: BaseException, deadline: float | None = None) -> str:
             return "connection refused"
         if isinstance(seen, socket.gaierror | aiohttp.ClientConnectorDNSError):
             return "host name not found"
+        if isinstance(seen, _TooSlow):
+            return f"slower than {_MIN_RATE >> 10} KB/s"
         if isinstance(seen, TimeoutError):
             whole = deadline is not None and not isinstance(seen, aiohttp.ServerTimeoutError)
             return f"no complete answer within {deadline:g} s" if whole else "timed out"
@@ -143,23 +154,31 @@ def _shown(url: str) -> str:
     return _said(display_url(url), 200)
 
 
-async def _read(response: aiohttp.ClientResponse, limit: int, *, cut: bool = False) -> bytes | None:
+async def _read(
+    response: aiohttp.ClientResponse, limit: int, *, cut: bool = False, grace: float | None = None
+) -> bytes | None:
     """The body, read in chunks; None when it is longer than ``limit`` bytes (the rest is never read).
 
     A Content-Length past the limit refuses the body before a byte of it is read; without one, or with
     a compressed body (a small gzip body can inflate to gigabytes), the bytes are counted as they arrive.
     ``cut``: a longer body gives its first ``limit`` bytes instead (an error answer, for its message).
+    ``grace``: a transfer with no deadline; ``grace`` seconds after it began it must average
+    :data:`_MIN_RATE` bytes per second, else :class:`_TooSlow`.
     """
     length = response.content_length
-    if length is not None and length <= limit and not response.headers.get(aiohttp.hdrs.CONTENT_ENCODING):
+    plain = not response.headers.get(aiohttp.hdrs.CONTENT_ENCODING)
+    if grace is None and length is not None and length <= limit and plain:
         return await response.read()  # the parser stops at Content-Length
     if length is not None and length > limit and not cut:
         return None
     body = bytearray()
+    started = time.monotonic()
     async for chunk in response.content.iter_any():
         body += chunk
         if len(body) > limit:
             return bytes(body[:limit]) if cut else None
+        if grace is not None and (spent := time.monotonic() - started) > grace and len(body) < spent * _MIN_RATE:
+            raise _TooSlow
     return bytes(body)
 
 
@@ -341,13 +360,12 @@ class ToapisProvider:
         self._base = str(yarl.URL(settings.base_url).with_user(None)).rstrip("/")
         self._api_session: aiohttp.ClientSession | None = None
         self._files_session: aiohttp.ClientSession | None = None
-        # An API call has a deadline; a result file or an upload may take longer, so there a silent peer
-        # times out between reads, and a server that trickles a byte now and then meets a deadline of a
-        # few request timeouts. (One deadline per call is also cheaper than a read timer.)
+        # An API call has a deadline (one per call is also cheaper than a read timer). A result file or an
+        # upload may take longer: a silent peer times out between reads, a result that trickles is too slow
+        # on average (see _read), and an upload has a deadline by its size at _MIN_RATE.
+        self._request_timeout = settings.request_timeout
         self._api_timeout = aiohttp.ClientTimeout(total=settings.request_timeout, sock_connect=10.0)
-        self._transfer_timeout = aiohttp.ClientTimeout(
-            total=_TRANSFER_DEADLINE * settings.request_timeout, sock_connect=10.0, sock_read=settings.request_timeout
-        )
+        self._transfer_timeout = aiohttp.ClientTimeout(sock_connect=10.0, sock_read=settings.request_timeout)
 
     def _open(self) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession]:
         if self._api_session is None or self._files_session is None:
@@ -373,25 +391,29 @@ class ToapisProvider:
         return self._api_session, self._files_session
 
     async def _request(
-        self, what: str, method: str, url: str, *, files: bool = False, transfer: bool = False, **options: Any
+        self, what: str, method: str, url: str, *, files: bool = False, sending: int = 0, **options: Any
     ) -> _Answer:
         """One request and its whole answer; ``files``: a result file, fetched without the key.
 
-        A result file or an upload (``transfer``) has the transfer deadline, an API call the request
-        timeout. A 2xx body past its cap (:data:`_MAX_RESULT` for a file, :data:`_MAX_ANSWER` for an API
-        answer) is an error; of an error answer only the start is read.
+        An API call has the request timeout as its deadline, an upload of ``sending`` bytes that plus the
+        time they take at :data:`_MIN_RATE`; a result file has none, but must keep that rate on average.
+        A 2xx body past its cap (:data:`_MAX_RESULT` for a file, :data:`_MAX_ANSWER` for an API answer)
+        is an error; of an error answer only the start is read.
         """
         api, downloads = self._open()
         # The key must not follow a redirect to another host: API calls never follow one.
         session, redirects = (downloads, True) if files else (api, False)
-        timeout = self._transfer_timeout if files or transfer else self._api_timeout
+        timeout = self._transfer_timeout if files else self._api_timeout
+        if sending:
+            total = self._request_timeout + sending / _MIN_RATE
+            timeout = aiohttp.ClientTimeout(total=total, sock_connect=10.0, sock_read=self._request_timeout)
         async with (
             _translated(what, url, timeout.total),
             session.request(method, url, allow_redirects=redirects, timeout=timeout, **options) as response,
         ):
             failed = not 200 <= response.status < 300  # of an error answer, enough for its message
             limit = _MAX_ERROR_BODY if failed else _MAX_RESULT if files else _MAX_ANSWER
-            body = await _read(response, limit, cut=failed)
+            body = await _read(response, limit, cut=failed, grace=self._request_timeout if files else None)
             if body is None:
                 kind = "image" if files else "API answer"
                 message = f"{what} {_shown(url)}: more than {limit >> 20} MB, larger than any {kind}"
@@ -426,7 +448,7 @@ class ToapisProvider:
                 filename = f"{stem if dot else extension}.{'jpg' if detected == 'jpeg' else detected}"
         form.add_field("file", data, filename=filename, content_type=kind)
         form.add_field("purpose", "generation")
-        answer = await self._request("upload", "POST", self._base + _UPLOAD, data=form, transfer=True)
+        answer = await self._request("upload", "POST", self._base + _UPLOAD, data=form, sending=len(data))
         _raise_for_status(answer)
         body = _json(answer)
         if not isinstance(body, dict) or body.get("success") is False:
