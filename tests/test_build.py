@@ -297,3 +297,14 @@ def test_over_https_the_certificate_is_checked_before_the_key_is_sent(examples_c
         assert trusted.returncode == 0, trusted.stderr
         assert server.emulator.ledger.charged_images == 5
         assert (examples_copy / "assets/hero-2.png").is_file()
+
+
+def test_build_emulator_takes_the_callback_url_a_project_sends(tmp_path: Path) -> None:
+    """The real API refuses callback_url unless the Token has webhooks; a project sending one has them."""
+    (tmp_path / "pixmake.yaml").write_text(
+        "version: 1\ntargets:\n  hero:\n    prompt: a mug\n    out: hero.png\n"
+        "    params: {callback_url: 'https://hooks.example.com/pixmake'}\n"
+    )
+    outcome = run_cli("-C", str(tmp_path), "build", "--emulator")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert (tmp_path / "hero.png").exists()

@@ -237,7 +237,7 @@ def test_an_api_that_redirects_fails_its_targets_naming_where_and_pays_nothing(t
     assert result.generated == () and {f.target for f in result.failed} == {"bad", "good"}
     assert {f.error for f in result.failed} == {
         "HTTP 301: the API redirected to https://api.example, and pixmake does not follow redirects with the API "
-        "key: set PIXMAKE_BASE_URL or provider.base_url to the address it answers at"
+        "key: if that is your provider's (over https), set PIXMAKE_BASE_URL to it"
     }
     assert journaled(root) == {}  # refused: nothing was created
 

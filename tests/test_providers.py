@@ -595,7 +595,7 @@ def test_an_api_redirect_says_so_and_where_without_credentials(location: str | N
 
     assert anyio.run(flow) == (
         f"HTTP 302: the API redirected to {shown}, and pixmake does not follow redirects with the API key: "
-        "set PIXMAKE_BASE_URL or provider.base_url to the address it answers at"
+        "if that is your provider's (over https), set PIXMAKE_BASE_URL to it"
     )
     assert len(seen) == 1
 

@@ -23,6 +23,7 @@ from pixmake.recordfile import paused_gc
 # The manifest parser (yaml, jsonschema), the lockfile parser and the planner are imported where
 # they are used: a no-op `pixmake plan` answered by the memo (pixmake.memo) needs none of them.
 if TYPE_CHECKING:
+    from pixmake.emulator.config import EmulatorConfig
     from pixmake.execute import BuildResult
     from pixmake.journal import PendingSubmit
     from pixmake.lockfile import Lock, LockEntry
@@ -328,6 +329,16 @@ def _with_stale_as_outputs(lock: Lock) -> Lock:
     from pixmake.lockfile import Lock
 
     return Lock({name: replace(e, outputs=(*e.outputs, *e.stale)) for name, e in lock.entries.items()})
+
+
+def _emulator_config(manifest: Manifest) -> EmulatorConfig:
+    """The bundled emulator as ``build --emulator`` runs it: a Token whose webhook is the manifest's first
+    ``callback_url`` (one who sends one has webhooks set up; the real API refuses it otherwise, §2.1)."""
+    from pixmake.emulator.config import DEFAULT_CONFIG
+
+    callbacks = (t.params.get("callback_url") for t in manifest.targets)
+    webhook = next((url for url in callbacks if isinstance(url, str) and url.startswith(("http://", "https://"))), None)
+    return DEFAULT_CONFIG if webhook is None else replace(DEFAULT_CONFIG, webhook_url=webhook)
 
 
 def _refuse_paying_for_lfs_pointers(plan: Plan) -> None:
@@ -712,7 +723,7 @@ def build(
         if emulator:
             from pixmake.emulator.server import EmulatorServer
 
-            with EmulatorServer() as server:
+            with EmulatorServer(_emulator_config(manifest or load_manifest(project))) as server:
                 result = _build(project, replace_settings(settings, server.url), reporter=reporter, **options)
         else:
             result = _build(project, settings, reporter=reporter, **options)

@@ -252,7 +252,7 @@ def _raise_for_status(answer: _Answer) -> None:
     if 300 <= status < 400:  # an API call's: a download follows them (see ToapisProvider.download)
         raise RequestRejectedError(
             f"the API redirected to {_redirected_to(answer)}, and pixmake does not follow redirects with the API "
-            "key: set PIXMAKE_BASE_URL or provider.base_url to the address it answers at",
+            "key: if that is your provider's (over https), set PIXMAKE_BASE_URL to it",
             status=status,
         )
     code, message = _error_fields(answer)
