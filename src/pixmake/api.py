@@ -109,10 +109,25 @@ def open_project(directory: str | Path | None = None, manifest: str | Path | Non
         raise ConfigError(_not_found(path, manifest))
     project = Project(root=path.parent, manifest=path)
     state = project.state_dir
-    if state.is_symlink() and not state.resolve().is_relative_to(project.root.resolve()):
+    if state.is_symlink() and not _state_elsewhere_on_purpose(state, project.root):
         # A link committed to a repository would have a build write its journal and cache where it points.
-        raise ConfigError(f"{state} is a symlink leading outside the project; pixmake keeps its state inside it")
+        raise ConfigError(
+            f"{state} is a symlink to {os.readlink(state)}, outside the project, to a folder that is neither "
+            "empty nor pixmake's state: to keep the state elsewhere (a CI cache), link an empty folder"
+        )
     return project
+
+
+def _state_elsewhere_on_purpose(state: Path, root: Path) -> bool:
+    """Whether a symlinked ``.pixmake`` may be used: it leads inside the project, or to an empty folder or
+    one holding pixmake's state (its .gitignore), as a CI cache does; not to any folder a link names."""
+    target = state.resolve()
+    if target.is_relative_to(root.resolve()):
+        return True
+    try:
+        return not any(target.iterdir()) or (target / ".gitignore").read_bytes().startswith(b"# pixmake's")
+    except OSError:
+        return False
 
 
 def _not_found(path: Path, manifest: str | Path | None) -> str:
