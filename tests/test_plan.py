@@ -444,3 +444,18 @@ def test_a_paid_task_for_other_inputs_or_a_removed_target_is_dropped_and_fails_c
     assert [t.name for t in make_plan([HERO], lock, DiskState(disk), pending=gone).abandoned] == ["old"]
     # a selection (orphans=False) leaves other targets' tasks alone
     assert make_plan([HERO], lock, DiskState(disk), pending=gone, orphans=False).up_to_date
+
+
+def test_a_lock_whose_prompt_kept_a_csv_cells_crlf_is_the_same_prompt() -> None:
+    """An earlier pixmake read a quoted CSV cell's CRLF as it was; today's reads LF. Upgrading pays nothing,
+    but a change of anything else pays for today's inputs, under today's key."""
+    before = replace(HERO, prompt="a blue mug\r\nwith a handle")
+    lock, disk = project(before, inputs=INPUTS)
+    today = replace(HERO, prompt="a blue mug\nwith a handle")
+    assert only(make_plan([today], lock, DiskState(disk)))[0] is ActionKind.UNCHANGED
+    assert make_plan([today], lock, DiskState(disk)).actions[0].key == lock.entries["hero"].key
+    edited = replace(today, n=2, out="out/hero.png")
+    paid = make_plan([edited], lock, DiskState(disk)).actions[0]
+    assert paid.kind is ActionKind.REGENERATE and paid.key == target_key(edited, disk)
+    other = replace(HERO, prompt="a blue mug\nwith two handles")
+    assert only(make_plan([other], lock, DiskState(disk)))[0] is ActionKind.REGENERATE

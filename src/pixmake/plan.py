@@ -564,6 +564,20 @@ def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
     return Action(kind, action.name, (_PLACEHOLDERS,), action.target, action.key)
 
 
+def _legacy_key(target: Target, entry: LockEntry | None, hashes: Mapping[str, str]) -> str | None:
+    """The key ``entry`` was locked under, when its inputs are the target's but for the line ends of its
+    prompt: an earlier pixmake kept a CSV cell's CRLF (a Windows checkout), where today's reads LF. The
+    same prompt to a person; paying again for it on upgrading would be wrong."""
+    from pixmake.fingerprint import target_key
+
+    if entry is None or entry.prompt == target.prompt or "\r" not in entry.prompt:
+        return None
+    if entry.prompt.replace("\r\n", "\n").replace("\r", "\n") != target.prompt:
+        return None
+    key = target_key(dataclasses.replace(target, prompt=entry.prompt), hashes)
+    return key if key == entry.key else None
+
+
 def _first_of_each_key(actions: Sequence[Action], replaced: frozenset[str], builder: Builder) -> dict[str, str]:
     """The target whose images the others with the same inputs copy, by key: one collecting a paid task
     (RESUME), else one named by ``--replace``, else the first the plan pays for (in manifest order).
@@ -679,17 +693,17 @@ def make_plan(
 
     def act(target: Target) -> Action:
         wanted = output_paths(target)
-        action = _target_action(
-            target,
-            target_key(target, hashes),
-            wanted,
-            lock,
-            by_key,
-            disk,
-            replace=replaced,
-            restore=restore,
-            earlier=earlier,
-        )
+
+        def planned(key: str) -> Action:
+            return _target_action(
+                target, key, wanted, lock, by_key, disk, replace=replaced, restore=restore, earlier=earlier
+            )
+
+        action = planned(target_key(target, hashes))
+        legacy = _legacy_key(target, lock.entries.get(target.name), hashes)
+        if legacy is not None and action.kind is ActionKind.REGENERATE:
+            kept = planned(legacy)
+            action = action if kept.kind.paid else kept  # a build that pays locks the key of today's inputs
         action = _for_builder(action, lock, builder)
         if builder is Builder.PROVIDER and action.kind.paid and action.reasons[:1] == (_PLACEHOLDERS,):
             before = _built_before(target, action.key or "", lock, by_key, disk, earlier)
