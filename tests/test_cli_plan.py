@@ -399,6 +399,22 @@ def test_accept_names_the_placeholders_it_locks_as_real_and_keeps_the_stale_outp
     assert not (examples_copy / "assets/logo-tile.png").exists()
 
 
+def test_accept_refuses_a_placeholder_only_the_history_knows(tmp_path: Path, provider_env: EmulatorServer) -> None:
+    """After a merge conflict kept the provider's entry, `git checkout --theirs` can put the other side's
+    placeholder back: the lock no longer says it is one, but the history does."""
+    from pixmake.history import remember
+
+    (tmp_path / "pixmake.yaml").write_text("version: 1\ntargets:\n  hero: {prompt: a mug, out: hero.png}\n")
+    assert run_cli("-C", str(tmp_path), "build", "--emulator").exit_code == 0
+    placeholder = (tmp_path / "hero.png").read_bytes()
+    theirs = parse_lock((tmp_path / "pixmake.lock").read_text()).entries["hero"]  # a branch built it so
+    assert run_cli("-C", str(tmp_path), "build").exit_code == 0  # ours: the provider's images
+    remember(tmp_path / ".pixmake/history.jsonl", [theirs])  # what merge-lock sets aside in a conflict
+    (tmp_path / "hero.png").write_bytes(placeholder)  # git checkout --theirs hero.png
+    refused = run_cli("-C", str(tmp_path), "accept", "hero")
+    assert refused.exit_code == ExitCode.USER_ERROR and "placeholders, untouched" in refused.stderr
+
+
 def test_accept_after_an_input_changed_says_the_files_now_stand_for_the_new_inputs(
     examples_copy: Path, provider_env: EmulatorServer
 ) -> None:

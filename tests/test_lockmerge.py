@@ -149,13 +149,17 @@ def test_neighbouring_targets_added_and_pruned_on_each_side_merge_cleanly() -> N
 
 
 def test_advice_is_one_line_naming_the_target_what_was_kept_and_what_to_do() -> None:
-    both = Conflict("hero", ConflictKind.CHANGED_ON_BOTH, Side.OURS).advice("site/pixmake.lock")
+    both = Conflict("hero", ConflictKind.CHANGED_ON_BOTH, Side.OURS).advice("my site/pixmake.lock")
     assert "\n" not in both
-    assert both.startswith("target 'hero' changed on both sides: site/pixmake.lock keeps ours;")
-    assert "pixmake plan" in both and "pixmake accept hero" in both and both.endswith("git add site/pixmake.lock")
+    assert both.startswith(
+        "target 'hero' changed on both sides: my site/pixmake.lock keeps ours (in a rebase, ours is the branch "
+        "rebased onto);"
+    )
+    assert "pixmake -C 'my site' plan" in both and "pixmake -C 'my site' accept hero" in both  # runs from the top
+    assert both.endswith("; then git add 'my site/pixmake.lock'")
     gone = Conflict("hero", ConflictKind.REMOVED_BY_OURS, Side.THEIRS).advice()
     assert gone.startswith("target 'hero' removed on our side and changed on theirs: pixmake.lock keeps theirs;")
-    assert "build --prune" in gone and "\n" not in gone
+    assert "pixmake build --prune" in gone and gone.endswith("; then git add pixmake.lock") and "\n" not in gone
 
 
 # --- properties over small pools, so that sides often agree, differ, or touch the same target -------------
@@ -435,3 +439,20 @@ def test_git_reports_a_conflict_when_one_target_changed_on_both_branches(repo: P
     assert _git(repo, "diff", "--name-only", "--diff-filter=U").stdout.split() == ["pixmake.lock"]
     resolved = parse_lock((repo / "pixmake.lock").read_text())  # no conflict markers: a lock pixmake reads
     assert resolved == _edited(base, {"a": _entry("ka1", "a", sha="b"), "d": _entry("kd", "d")})
+
+
+@needs_git
+def test_the_side_a_conflict_did_not_keep_is_remembered_for_a_free_restore(repo: Path) -> None:
+    """In a rebase, ours is upstream: your own images, built here, are theirs. Kept in the project's history,
+    a plan restores them for free if you resolve the manifest to your inputs (their images are cached)."""
+    from pixmake.history import recall
+
+    (repo / ".pixmake").mkdir()  # a work tree pixmake has built in
+    (repo / ".gitignore").write_text(".pixmake/\n")
+    base = _lock(a=_entry("ka", "a"), c=_entry("kc", "c"))
+    _git(repo, "checkout", "-q", "-b", "other")
+    _commit_lock(repo, _edited(base, {"a": _entry("ka2", "a", sha="c")}), "theirs")
+    _git(repo, "checkout", "-q", "main")
+    _commit_lock(repo, _edited(base, {"a": _entry("ka1", "a", sha="b")}), "ours")
+    assert _git(repo, "merge", "--no-edit", "other", check=False).returncode != 0
+    assert recall(repo / ".pixmake/history.jsonl") == {"ka2": _entry("ka2", "a", sha="c")}

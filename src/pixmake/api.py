@@ -542,7 +542,7 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
     The bytes are stored in the object cache; the lockfile is rewritten. Raises ConfigError for an
     unknown target, a missing output file, or a target whose files are all untouched placeholders.
     """
-    from pixmake.history import remember
+    from pixmake.history import recall, remember
     from pixmake.reconcile import accept_outputs, write_lock_and_compact
     from pixmake.store import project_lock
 
@@ -559,7 +559,9 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
         disk = scan_project(
             project.root, chosen, lock, project.objects, file=manifest.file, stat_cache=project.stat_cache
         )
-        made_by_emulator = {o.sha256 for e in lock.entries.values() if e.emulator for o in e.outputs}
+        # The placeholders of this lock, and of entries it no longer holds (a merge conflict kept the other side).
+        made = (*lock.entries.values(), *recall(project.history).values())
+        made_by_emulator = {o.sha256 for e in made if e.emulator for o in e.outputs}
         accepted = []
         for target in chosen:
             entry = accept_outputs(project.root, target, disk.file_hashes, lock, project.objects)

@@ -300,6 +300,11 @@ def merge_lock(base: str, ours: str, theirs: str, path: str) -> None:
         base_data = b""
     merged = merge_lock_bytes(base_data, Path(ours).read_bytes(), Path(theirs).read_bytes(), file=path)
     atomic_write(ours, lock_pieces(merged.lock))  # git reads the result from %A
+    state = Path(path).parent / ".pixmake"  # git runs a driver at the work tree's top; %P is relative to it
+    if state.is_dir():  # the side a conflict did not keep: a plan restores it free while its images are cached
+        from pixmake.history import remember
+
+        remember(state / "history.jsonl", [c.set_aside for c in merged.conflicts if c.set_aside is not None])
     for conflict in merged.conflicts:
         click.echo(f"pixmake: conflict: {conflict.advice(path)}", err=True)
     if not merged.clean:

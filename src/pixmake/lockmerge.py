@@ -28,8 +28,10 @@ is no work tree too (``git merge-tree``), so the merge never looks at ``.pixmake
 
 from __future__ import annotations
 
+import posixpath
+import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
 from typing import Final
@@ -63,18 +65,23 @@ class Conflict:
     name: str
     kind: ConflictKind
     kept: Side
+    set_aside: LockEntry | None = field(default=None, compare=False)  # the other side's entry, if any
 
     def advice(self, file: str = "pixmake.lock") -> str:
         """One line for the person resolving the merge: the target, what was kept, what to do next."""
+        folder = posixpath.dirname(file)
+        pixmake = f"pixmake -C {shlex.quote(folder)}" if folder else "pixmake"
         what = f"target {self.name!r} {self.kind.value}: {file} keeps {self.kept.value}"
         if self.kind in (ConflictKind.REMOVED_BY_OURS, ConflictKind.REMOVED_BY_THEIRS):
-            then = f"if the manifest drops it, pixmake build --prune removes it; then git add {file}"
+            then = f"if the manifest drops it, {pixmake} build --prune removes it"
         else:
             then = (
-                f"resolve the manifest, then pixmake plan says whether a build redoes it (to keep theirs "
-                f"instead: take its inputs and images, then pixmake accept {self.name}); then git add {file}"
+                f"resolve the manifest and its images, then {pixmake} plan says what a build does (free when "
+                f"either side's images for the inputs you keep were built here; to keep theirs as they are: "
+                f"{pixmake} accept {shlex.quote(self.name)})"
             )
-        return f"{what}; {then}"
+        rebase = " (in a rebase, ours is the branch rebased onto)" if self.kept is Side.OURS else ""
+        return f"{what}{rebase}; {then}; then git add {shlex.quote(file)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +160,14 @@ def merge_locks(base: Lock, ours: Lock, theirs: Lock) -> LockMerge:
     entries: dict[str, LockEntry] = {}
     conflicts: list[Conflict] = []
     for name in sorted(ours.entries.keys() | theirs.entries.keys() | base.entries.keys()):
-        entry, kind = _merge_target(base.entries.get(name), ours.entries.get(name), theirs.entries.get(name))
+        mine, other = ours.entries.get(name), theirs.entries.get(name)
+        entry, kind = _merge_target(base.entries.get(name), mine, other)
         if entry is not None:
             entries[name] = entry
         if kind is not None:
             kept = Side.THEIRS if kind is ConflictKind.REMOVED_BY_OURS else Side.OURS
-            conflicts.append(Conflict(name, kind, kept))
+            both = kind in (ConflictKind.CHANGED_ON_BOTH, ConflictKind.ADDED_ON_BOTH)
+            conflicts.append(Conflict(name, kind, kept, other if both else None))  # ours kept, theirs set aside
     return LockMerge(Lock(MappingProxyType(entries)), tuple(conflicts))
 
 
