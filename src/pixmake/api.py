@@ -121,11 +121,13 @@ def open_project(directory: str | Path | None = None, manifest: str | Path | Non
 def _state_elsewhere_on_purpose(state: Path, root: Path) -> bool:
     """Whether a symlinked ``.pixmake`` may be used: it leads inside the project, or to an empty folder or
     one holding pixmake's state (its .gitignore), as a CI cache does; not to any folder a link names."""
+    from pixmake.store import holds_state
+
     target = state.resolve()
     if target.is_relative_to(root.resolve()):
         return True
     try:
-        return not any(target.iterdir()) or (target / ".gitignore").read_bytes().startswith(b"# pixmake's")
+        return not any(target.iterdir()) or holds_state(target)
     except OSError:
         return False
 
@@ -160,7 +162,6 @@ def _read_project_file(project: Project, rel: str) -> bytes:
     Raises :class:`~pixmake.expand.NotAFileError` for anything but a regular file: reading a FIFO would
     wait for a writer forever, so it is opened without waiting and refused by what ``fstat`` says.
     """
-    import os
     from stat import S_ISREG
 
     from pixmake.expand import NotAFileError

@@ -700,9 +700,9 @@ def make_plan(
             )
 
         action = planned(target_key(target, hashes))
-        legacy = _legacy_key(target, lock.entries.get(target.name), hashes)
-        if legacy is not None and action.kind is ActionKind.REGENERATE:
-            kept = planned(legacy)
+        if action.kind is ActionKind.REGENERATE:
+            legacy = _legacy_key(target, lock.entries.get(target.name), hashes)
+            kept = planned(legacy) if legacy is not None else action
             action = action if kept.kind.paid else kept  # a build that pays locks the key of today's inputs
         action = _for_builder(action, lock, builder)
         if builder is Builder.PROVIDER and action.kind.paid and action.reasons[:1] == (_PLACEHOLDERS,):

@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write",
     "describe_os_error",
     "disk_wide",
+    "holds_state",
     "make_state_dir",
     "project_lock",
     "remove_leftover_temps",
@@ -387,6 +388,14 @@ def make_state_dir(state_dir: Path) -> None:
     if not os.path.lexists(ignore):
         with contextlib.suppress(OSError):
             atomic_write(ignore, _GITIGNORE, durable=False)
+
+
+def holds_state(folder: Path) -> bool:
+    """Whether ``folder`` is pixmake's state: it has the ``.gitignore`` :func:`make_state_dir` writes."""
+    try:
+        return (folder / ".gitignore").read_bytes() == _GITIGNORE
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
