@@ -292,7 +292,7 @@ def merge_lock(base: str, ours: str, theirs: str, path: str) -> None:
 
     from pixmake.lockfile import lock_pieces
     from pixmake.lockmerge import merge_lock_bytes
-    from pixmake.store import atomic_write
+    from pixmake.store import STATE_DIR, atomic_write
 
     try:
         base_data = Path(base).read_bytes()
@@ -300,7 +300,7 @@ def merge_lock(base: str, ours: str, theirs: str, path: str) -> None:
         base_data = b""
     merged = merge_lock_bytes(base_data, Path(ours).read_bytes(), Path(theirs).read_bytes(), file=path)
     atomic_write(ours, lock_pieces(merged.lock))  # git reads the result from %A
-    state = Path(path).parent / ".pixmake"  # git runs a driver at the work tree's top; %P is relative to it
+    state = Path(path).parent / STATE_DIR  # git runs a driver at the work tree's top; %P is relative to it
     if state.is_dir():  # the side a conflict did not keep: a plan restores it free while its images are cached
         from pixmake.history import remember
 

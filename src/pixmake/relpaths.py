@@ -3,8 +3,9 @@
 PURE: string rules only, no disk. Used by :func:`pixmake.manifest.parse_manifest` for ``references``,
 ``mask`` and ``out``, and by :mod:`pixmake.expand` for ``rows:``. What the disk adds (symlinks that
 lead out) is checked later by :func:`pixmake.store.safe_path`. Two more rules hold for every path, so
-that what validates can be shown and written: every character is printable (no terminal escape or line
-break reaches a plan line), and no name in it is longer than a file system takes (:data:`NAME_MAX`).
+that what validates can be shown and written: no control character, line separator or bidi override
+(:data:`_UNSAFE`: no terminal escape or line break reaches a plan line), and no name in it longer than a
+file system takes (:data:`NAME_MAX`).
 """
 
 from __future__ import annotations
