@@ -8,7 +8,6 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +17,7 @@ from pixmake.errors import LockfileError
 from pixmake.journal import Journal
 from pixmake.lcache import load_lock_file
 from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, entry_to_json, parse_lock, render_lock
+from pixmake.recordfile import read_record, write_record
 from test_lockfile import locks
 
 PAST = 1_600_000_000 * 10**9
@@ -124,9 +124,11 @@ def test_a_corrupt_or_foreign_cache_is_ignored(tmp_path: Path, content: bytes) -
 def test_a_cache_of_this_format_with_bad_entries_is_ignored(tmp_path: Path) -> None:
     path, cache, lock = setup(tmp_path)
     load_lock_file(path, cache)
-    record: dict[str, Any] = marshal.loads(cache.read_bytes())
+    loaded = read_record(cache, lcache._format())
+    assert loaded is not None
+    record = loaded[0]
     for entries in [(("hero", "too few fields"),), (("hero", *record["entries"][0][1:]),) * 2, 7]:
-        cache.write_bytes(marshal.dumps({**record, "entries": entries}))
+        write_record(cache, {**record, "entries": entries})  # sealed: only the entries are wrong
         os.utime(cache)  # newer than the lockfile, as a real write would be
         assert load_lock_file(path, cache) == lock
 
@@ -134,10 +136,12 @@ def test_a_cache_of_this_format_with_bad_entries_is_ignored(tmp_path: Path) -> N
 def test_a_cache_of_other_code_is_ignored(tmp_path: Path) -> None:
     path, cache, _ = setup(tmp_path)
     load_lock_file(path, cache)
-    record: dict[str, Any] = marshal.loads(cache.read_bytes())
+    loaded = read_record(cache, lcache._format())
+    assert loaded is not None
+    record = loaded[0]
     version, pixmake, (identity, fields) = record["format"]
     other = (version, pixmake, (identity[1:], fields))  # a module of pixmake changed since
-    cache.write_bytes(marshal.dumps({**record, "format": other, "entries": ()}))
+    write_record(cache, {**record, "format": other, "entries": ()})
     assert len(load_lock_file(path, cache).entries) == 2
 
 

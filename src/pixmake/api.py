@@ -195,18 +195,7 @@ def validate(project: Project) -> Manifest:
     from pixmake.manifest import MAX_MANIFEST_BYTES, Manifest, ProviderConfig, parse_manifest
 
     file = _display(project)
-    try:
-        size = project.manifest.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise ManifestError.at(file, 1, 1, "", f"manifest is larger than {MAX_MANIFEST_BYTES >> 20} MB")
-        data = project.manifest.read_bytes()
-    except OSError as error:
-        raise ManifestError.at(file, 1, 1, "", f"cannot read the manifest: {error.strerror or error}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise ManifestError.at(file, line, 1, "", "manifest is not valid UTF-8 text") from None
+    text = _manifest_text(project.manifest, file, MAX_MANIFEST_BYTES)
 
     def check_targets(targets: tuple[Target, ...]) -> tuple[Diagnostic, ...]:
         try:
@@ -223,6 +212,23 @@ def validate(project: Project) -> Manifest:
         manifest_name=project.manifest.name,
         lockfile_name=project.lockfile.name,
     )
+
+
+def _manifest_text(manifest: Path, file: str, max_bytes: int) -> str:
+    """The manifest's text; raises ManifestError naming ``file``. Its bytes are not kept: while a large
+    manifest is parsed, they would be a fifth of what the load holds at its peak."""
+    try:
+        size = manifest.stat().st_size
+        if size > max_bytes:
+            raise ManifestError.at(file, 1, 1, "", f"manifest is larger than {max_bytes >> 20} MB")
+        data = manifest.read_bytes()
+    except OSError as error:
+        raise ManifestError.at(file, 1, 1, "", f"cannot read the manifest: {error.strerror or error}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ManifestError.at(file, line, 1, "", "manifest is not valid UTF-8 text") from None
 
 
 def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:

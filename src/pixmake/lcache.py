@@ -32,7 +32,7 @@ from pixmake.recordfile import paused_gc, read_record, write_record
 
 __all__ = ["LCACHE_VERSION", "load_lock_file"]
 
-LCACHE_VERSION: Final = 1
+LCACHE_VERSION: Final = 2
 _CLASSES: Final = (LockEntry, LockedOutput, LockedInput)
 
 
@@ -129,7 +129,7 @@ def load_lock_file(lockfile: Path, cache: Path) -> Lock:
         stat = _stat(handle)
         loaded = read_record(cache, _format())
         if loaded is not None:
-            record, written_ns = loaded
+            record, written_ns, _ = loaded
             if stat == record.get("stat") and stat[1] < written_ns:
                 lock = _decoded(record)
                 if lock is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -36,7 +36,7 @@ from pixmake.recordfile import read_record, write_record
 
 __all__ = ["MCACHE_VERSION", "FileStat", "file_stat", "load_manifest"]
 
-MCACHE_VERSION: Final = 1
+MCACHE_VERSION: Final = 2
 _SETTLE_NS: Final = 2 * 10**9  # more than the coarsest mtime granularity in use (FAT's 2 s)
 
 # Dataclasses a Manifest is made of. Encoded values: a plain value (str, int, float, bool, None, and
@@ -123,39 +123,45 @@ def load_manifest(
     loaded = read_record(cache, _format())
     root = manifest.parent
     if loaded is not None and stat is not None:
-        record, written_ns = loaded
+        record, written_ns, items = loaded
         if record["file"] == file and _catalogs_fresh(root, record, written_ns):
             same = _fresh(stat, record["stat"], written_ns)
-            if not same and stat[0] == record["stat"][0]:
-                same = _sha256(manifest) == record["sha256"]  # touched, not changed: re-key on the new stat
-                if same:
-                    write_record(cache, {**record, "stat": stat})
-            if same:
-                try:
-                    value = _decode(record["manifest"])
-                except (TypeError, ValueError, IndexError):
-                    value = None
-                if isinstance(value, Manifest):
+            touched = not same and stat[0] == record["stat"][0] and _sha256(manifest) == record["sha256"]
+            if same or touched:
+                value = _decoded(record["manifest"], items)
+                if value is not None:
+                    if touched:  # not changed: re-key on the new stat
+                        _write(cache, {**record, "stat": stat}, value)
                     return value, (stat, tuple(record["catalogs"]))
     digest = _sha256(manifest) if stat is not None else ""
     settled_before = time.time_ns() - _SETTLE_NS
     value = parse()
     catalogs = tuple((rel, _settled(file_stat(root / rel), settled_before)) for rel in getattr(value, "catalogs", ()))
-    try:
-        encoded = _encode(value)
-    except TypeError:
-        return value, (stat, catalogs)
-    record = {
-        "format": _format(),
-        "file": file,
-        "stat": stat,
-        "sha256": digest,
-        "catalogs": catalogs,
-        "manifest": encoded,
-    }
     if stat is not None and file_stat(manifest) == stat:  # not edited while we parsed it
-        write_record(cache, record)
+        record = {"format": _format(), "file": file, "stat": stat, "sha256": digest, "catalogs": catalogs}
+        _write(cache, record, value)
     return value, (stat, catalogs)
+
+
+def _write(cache: Path, record: dict[str, Any], manifest: Manifest) -> None:
+    """Write the cache: ``record`` with the manifest but its targets, then each target, encoded one at a time."""
+    try:
+        head = _encode(dataclasses.replace(manifest, targets=()))
+    except TypeError:
+        return
+    write_record(cache, {**record, "manifest": head}, (_encode(target) for target in manifest.targets))
+
+
+def _decoded(head: Any, items: Iterator[Any]) -> Manifest | None:
+    """The manifest :func:`_write` wrote as ``head`` and ``items``; None when they are not one."""
+    try:
+        manifest = _decode(head)
+        targets = tuple(map(_decode, items))
+    except (TypeError, ValueError, IndexError, EOFError):
+        return None
+    if not isinstance(manifest, Manifest) or not all(type(t) is Target for t in targets):
+        return None
+    return dataclasses.replace(manifest, targets=targets)
 
 
 def _settled(stat: FileStat | None, before_ns: int) -> FileStat | None:
