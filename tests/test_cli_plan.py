@@ -809,3 +809,18 @@ def test_replace_of_a_target_outside_the_selection_is_a_user_error(
     both = run_cli("-C", str(examples_copy), "build", "--replace", "hero", "hero", "logo-tile")
     assert both.exit_code == 0, both.stderr
     assert len(provider_env.emulator.submits()) == submits + 1
+
+
+def test_a_prompt_rewritten_as_a_yaml_block_is_not_paid_for_again(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """`prompt: >` folds lines into spaces and ends in a newline: the same prompt, and the same images."""
+    built(examples_copy)
+    manifest = examples_copy / "pixmake.yaml"
+    text = manifest.read_text()
+    one_line = "    prompt: Premium product ad image of a blue ceramic mug on a wooden table, ${style}\n"
+    block = "    prompt: >\n      Premium product ad image of a blue ceramic mug\n      on a wooden table, ${style}\n"
+    manifest.write_text(text.replace(one_line, block))
+    assert plan(examples_copy, "--check") == (0, ["Plan: 4 unchanged; 0 images to generate"])
+    manifest.write_text(text.replace(one_line, block.replace("blue", "red")))
+    assert plan(examples_copy, "--check")[0] == ExitCode.CHANGES

@@ -526,7 +526,8 @@ def test_a_result_link_refused_before_it_expired_stays_journaled_and_the_next_bu
     assert refused.exit_code == 1 and _error_lines(refused.stderr) == []
     failed = [line for line in refused.stderr.splitlines() if line.startswith("  failed: ")]
     why = f"HTTP {answer}; its task stays journaled and the next build fetches it again"
-    assert failed == [f"  failed: hero: {why}"]
+    way_out = " (if that lasts: pixmake forget hero, and the next build pays again)"
+    assert failed == [f"  failed: hero: {why}{way_out}"]
     fast_env.emulator.reconfigure(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None))
     again = run_cli("-C", str(root), "build")
     assert again.exit_code == 0 and "1 resumed (already paid)" in again.stderr
@@ -1064,3 +1065,26 @@ def test_twins_of_a_target_a_fatal_error_stopped_get_no_event(fast_env: Emulator
     result = api.build(project, fast_settings(project, fast_env), reporter=reporter)
     assert result.fatal is not None and not result.failed
     assert {getattr(e, "target", None) for e in reporter.events} - {None} == {"a"}
+
+
+def test_a_task_whose_result_is_refused_for_good_is_given_up_only_by_forget(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """A refusal may be the CDN's mood, so the task stays journaled (maybe paid); `forget` is the way out."""
+    fast_env.emulator.reset(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None, p_403_download=1.0))
+    root = _manifest(
+        tmp_path / "p",
+        {"hero": {"prompt": "a blue mug", "out": "hero.png"}, "cup": {"prompt": "a cup", "out": "cup.png"}},
+    )
+    for _ in range(2):  # stuck: each build asks again, pays nothing, and fails the same way
+        assert run_cli("-C", str(root), "build", "hero").exit_code == 1
+    assert fast_env.emulator.ledger.charged_images == 1
+    unknown = run_cli("-C", str(root), "forget", "hero", "cup")
+    assert unknown.exit_code == ExitCode.USER_ERROR and "journaled for 'cup'" in unknown.stderr
+    assert "resume" in run_cli("-C", str(root), "plan").stdout  # nothing was dropped
+    forgot = run_cli("-C", str(root), "forget", "hero")
+    assert forgot.exit_code == 0 and forgot.stdout.startswith("forgot hero's interrupted submit (client_business_id ")
+    fast_env.emulator.reconfigure(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None))
+    again = run_cli("-C", str(root), "build", "hero")
+    assert again.exit_code == 0, again.stderr
+    assert fast_env.emulator.ledger.charged_images == 2 and (root / "hero.png").is_file()

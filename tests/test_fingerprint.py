@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixmake.fingerprint import FINGERPRINT_VERSION, input_hash, key_document, lock_entry, target_key
+from pixmake.fingerprint import FINGERPRINT_VERSION, input_hash, key_document, lock_entry, target_key, verbatim_key
 from pixmake.manifest import Target
 
 _text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
@@ -98,7 +99,7 @@ def test_each_generation_field_changes_the_key(
 ) -> None:
     target, files = case
     options: dict[str, st.SearchStrategy[object]] = {
-        "prompt": _text,
+        "prompt": _text.filter(lambda v: v.split() != target.prompt.split()),  # other words, not other spacing
         "model": st.sampled_from(["gpt-4o-image", "gpt-image-2", "other"]),
         "size": st.sampled_from(["1:1", "3:2", "2:3", "16:9"]),
         "n": st.integers(1, 10),
@@ -108,6 +109,53 @@ def test_each_generation_field_changes_the_key(
     }
     change: dict[str, Any] = {field: data.draw(options[field].filter(lambda v: v != getattr(target, field)))}
     assert target_key(replace(target, **change), _hashes(files)) != target_key(target, _hashes(files))
+
+
+_words = st.lists(st.text(st.characters(codec="utf-8").filter(lambda c: not c.isspace()), min_size=1), min_size=1)
+_space = st.lists(st.sampled_from([" ", "\n", "\t", "\r\n", "\u00a0", "\u3000"]), min_size=1, max_size=3).map("".join)
+
+
+@given(targets_with_files(), _words, st.data())
+def test_a_prompt_rewrapped_or_respaced_has_the_same_key(
+    case: tuple[Target, dict[str, bytes]], words: list[str], data: st.DataObject
+) -> None:
+    """A prompt turned into a YAML block (a newline at its end), rewrapped, or given CRLFs by a checkout."""
+    target, files = case
+    ends = [data.draw(st.just("") | _space) for _ in range(2)]
+    spaced = ends[0] + "".join(w + data.draw(_space) for w in words[:-1]) + words[-1] + ends[1]
+    plain = replace(target, prompt=" ".join(words))
+    assert target_key(replace(target, prompt=spaced), _hashes(files)) == target_key(plain, _hashes(files))
+
+
+@given(targets_with_files(), st.text(max_size=30))
+def test_where_results_are_reported_is_not_in_the_key(case: tuple[Target, dict[str, bytes]], url: str) -> None:
+    target, files = case
+    with_callback = replace(target, params=MappingProxyType({**target.params, "callback_url": url}))
+    assert target_key(with_callback, _hashes(files)) == target_key(target, _hashes(files))
+    assert verbatim_key(with_callback, _hashes(files)) != verbatim_key(target, _hashes(files))
+
+
+@given(targets_with_files())
+def test_a_key_earlier_versions_locked_is_still_the_key_of_a_single_spaced_prompt(
+    case: tuple[Target, dict[str, bytes]],
+) -> None:
+    """Locks written before the prompt's spacing left the key stay valid: same document, same sha256."""
+    target, files = case
+    target = replace(target, prompt=" ".join(target.prompt.split()) or "p")
+    hashes = _hashes(files)
+    earlier = {  # the key document as every earlier version hashed it
+        "fingerprint": 1,
+        "provider": "toapis",
+        "model": target.model,
+        "prompt": target.prompt,
+        "size": target.size,
+        "n": target.n,
+        "params": dict(target.params),
+        "references": [hashes[r] for r in target.references],
+        "mask": None if target.mask is None else hashes[target.mask],
+    }
+    canonical = json.dumps(earlier, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert target_key(target, hashes) == verbatim_key(target, hashes) == hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def test_reference_order_is_part_of_the_key() -> None:

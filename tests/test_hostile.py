@@ -208,13 +208,16 @@ def test_a_task_id_that_would_print_a_line_of_its_own_is_refused(
 # --- answers that can never be right ----------------------------------------------------------------------
 
 
+WAY_OUT = " (if that lasts: pixmake forget bad, and the next build pays again)"  # the task stays journaled
+
+
 def test_a_result_url_that_is_not_http_fails_its_target_at_once_and_keeps_its_task(tmp_path: Path) -> None:
     """It was a network error, retried eight times (74 s) on every build."""
     root = two_targets(tmp_path / "p")
     with hostile_api({"bad": completed("bad", url="file:///etc/passwd")}) as url:
         result, reporter = build(root, url, max_attempts=8)
     error = failed_alone(root, result, reporter)
-    assert error == "result URL file:///etc/passwd is not http(s): pixmake does not fetch it"
+    assert error == "result URL file:///etc/passwd is not http(s): pixmake does not fetch it" + WAY_OUT
     assert not [e for e in reporter.events if isinstance(e, RetryScheduled)]
     assert journaled(root) == {"bad": "t-bad"}  # paid: a server that mends its links is collected from
 
@@ -225,7 +228,9 @@ def test_a_result_that_is_not_an_image_says_what_it_starts_with(tmp_path: Path) 
     page = _raw("200 OK", b"<html><body>Access denied</body></html>", Content_Type="text/html")
     with hostile_api({}, {"bad.png": page}) as url:
         result, reporter = build(root, url)
-    assert failed_alone(root, result, reporter) == "result 1 is not an image (starts with b'<html><body>Acce')"
+    assert (
+        failed_alone(root, result, reporter) == "result 1 is not an image (starts with b'<html><body>Acce')" + WAY_OUT
+    )
     assert journaled(root) == {"bad": "t-bad"}  # fetched again (a CDN's error page may pass), then kept
 
 

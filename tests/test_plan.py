@@ -9,7 +9,7 @@ from types import MappingProxyType
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pixmake.fingerprint import lock_entry, target_key
+from pixmake.fingerprint import lock_entry, target_key, verbatim_key
 from pixmake.lockfile import Lock, LockedOutput, LockEntry
 from pixmake.manifest import Target, output_paths
 from pixmake.plan import ActionKind, Builder, Plan, make_plan
@@ -446,11 +446,19 @@ def test_a_paid_task_for_other_inputs_or_a_removed_target_is_dropped_and_fails_c
     assert make_plan([HERO], lock, DiskState(disk), pending=gone, orphans=False).up_to_date
 
 
+def earlier_project(*targets: Target, inputs: dict[str, str]) -> tuple[Lock, dict[str, str]]:
+    """:func:`project`, as an earlier pixmake locked it: every key verbatim (prompt and parameters as written)."""
+    lock, hashes = project(*targets, inputs=inputs)
+    by_name = {t.name: t for t in targets}
+    entries = {name: replace(e, key=verbatim_key(by_name[name], hashes)) for name, e in lock.entries.items()}
+    return Lock(MappingProxyType(entries)), hashes
+
+
 def test_a_lock_whose_prompt_kept_a_csv_cells_crlf_is_the_same_prompt() -> None:
     """An earlier pixmake read a quoted CSV cell's CRLF as it was; today's reads LF. Upgrading pays nothing,
     but a change of anything else pays for today's inputs, under today's key."""
     before = replace(HERO, prompt="a blue mug\r\nwith a handle")
-    lock, disk = project(before, inputs=INPUTS)
+    lock, disk = earlier_project(before, inputs=INPUTS)
     today = replace(HERO, prompt="a blue mug\nwith a handle")
     assert only(make_plan([today], lock, DiskState(disk)))[0] is ActionKind.UNCHANGED
     assert make_plan([today], lock, DiskState(disk)).actions[0].key == lock.entries["hero"].key
@@ -459,3 +467,24 @@ def test_a_lock_whose_prompt_kept_a_csv_cells_crlf_is_the_same_prompt() -> None:
     assert paid.kind is ActionKind.REGENERATE and paid.key == target_key(edited, disk)
     other = replace(HERO, prompt="a blue mug\nwith two handles")
     assert only(make_plan([other], lock, DiskState(disk)))[0] is ActionKind.REGENERATE
+
+
+def test_an_earlier_lock_of_a_prompt_since_rewrapped_or_its_callback_moved_pays_nothing() -> None:
+    """Keyed verbatim by an earlier version, then the prompt turned into a YAML block and callback_url
+    changed: the same images; the entry stays under the key it was locked with."""
+    before = replace(HERO, prompt="a blue mug  on a\nwooden table", params=MappingProxyType({"callback_url": "a"}))
+    lock, disk = earlier_project(before, inputs=INPUTS)
+    assert lock.entries["hero"].key != target_key(before, disk)  # what this test is about
+    today = replace(HERO, prompt="a blue mug on a wooden table\n", params=MappingProxyType({"callback_url": "b"}))
+    action = make_plan([today], lock, DiskState(disk)).actions[0]
+    assert (action.kind, action.key) == (ActionKind.UNCHANGED, lock.entries["hero"].key)
+    other = replace(today, prompt="a red mug on a wooden table")
+    assert only(make_plan([other], lock, DiskState(disk)))[:2] == (ActionKind.REGENERATE, ["prompt-changed"])
+    quality = replace(today, params=MappingProxyType({"callback_url": "b", "quality": "high"}))
+    assert only(make_plan([quality], lock, DiskState(disk)))[0] is ActionKind.REGENERATE
+
+
+def test_a_rewrapped_prompt_is_unchanged_under_todays_key() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    folded = replace(HERO, prompt="a blue mug on a\n  wooden table\n")
+    assert only(make_plan([folded], lock, DiskState(disk)))[0] is ActionKind.UNCHANGED

@@ -590,6 +590,37 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
     return tuple(accepted)
 
 
+def forget(project: Project, names: Iterable[str]) -> tuple[PendingSubmit, ...]:
+    """Drop the named targets' journaled tasks of interrupted builds, and return them; raises ConfigError
+    (nothing dropped) when one has none.
+
+    The way out when a journaled task can never be collected (its lookup or its result refused for good)
+    yet stays journaled, since it may have been paid for: the next build submits the target again, and
+    pays again if the provider had made it. Holds the project lock: no build runs meanwhile.
+    """
+    from pixmake.journal import Journal
+    from pixmake.store import project_lock
+
+    names = tuple(dict.fromkeys(names))
+    with project_lock(project.state_dir, "forget"):
+        _, pending = load_lock(project)
+        missing = [name for name in names if name not in pending]
+        if missing:
+            listed = ", ".join(repr(name) for name in missing)
+            raise ConfigError(
+                f"forget: no task of an interrupted build is journaled for {listed} "
+                "(pixmake plan lists the ones there are as 'resume')"
+            )
+        journal = Journal(project.journal)
+        journal.open()
+        try:
+            for name in names:
+                journal.dropped(name, pending[name].key)
+        finally:
+            journal.close()
+    return tuple(pending[name] for name in names)
+
+
 def sweep(project: Project, *, keep_days: float = 14.0, dry_run: bool = False) -> SweepResult:
     """Delete cached images no lock (this one with its journal, and git's at every ref) has referred to for
     ``keep_days``; see :mod:`pixmake.sweep`. Holds the project lock: no build runs meanwhile."""

@@ -275,6 +275,21 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
             )
 
 
+@cli.command()
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@click.pass_obj
+def forget(obj: _Context, targets: tuple[str, ...]) -> None:
+    """Drop TARGET's task of an interrupted build when it can never be collected (the next build pays again)."""
+    from pixmake import api
+
+    for task in api.forget(obj.project(), targets):
+        task_id = f"task {task.task_id}" if task.task_id is not None else "no task id: its submit was never answered"
+        click.echo(
+            f"forgot {task.target}'s interrupted submit (client_business_id {task.client_business_id}, {task_id}); "
+            "the next build submits it again, and pays again if the provider had made it"
+        )
+
+
 @cli.command("merge-lock")
 @click.argument("base", type=click.Path(dir_okay=False))
 @click.argument("ours", type=click.Path(dir_okay=False))

@@ -22,6 +22,7 @@ import functools
 import os
 import random as _random
 import secrets
+import shlex
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -735,8 +736,12 @@ class Executor:
         except PixmakeError as error:
             if isinstance(error, StorageError) and error.build_wide:  # a full or read-only disk: stop paying
                 raise _Fatal(error) from error
-            self._failed.append(TargetFailure(action.name, str(error)))
-            self.reporter.emit(TargetFailed(action.name, str(error)))
+            why = str(error)
+            if isinstance(error, RequestRejectedError | BadResultError) and action.name in self.recorder.pending:
+                # Refused, not lost: the next build asks again, and so on for good if the refusal lasts.
+                why += f" (if that lasts: pixmake forget {shlex.quote(action.name)}, and the next build pays again)"
+            self._failed.append(TargetFailure(action.name, why))
+            self.reporter.emit(TargetFailed(action.name, why))
             return
         self._done.setdefault(kind, []).append(action.name)
         self.reporter.emit(TargetFinished(action.name, kind.value, outputs))

@@ -5,6 +5,13 @@ parameters, and the content hashes of references (in order) and mask. Not in it:
 file names, concurrency, base URL, API key or target order. Renaming a reference changes nothing;
 one changed byte in it changes the key of exactly the targets that use it. :func:`lock_entry` records
 a built target under its key, with the same content hashes of its inputs.
+
+Nor what cannot change the image: the prompt is keyed with each run of whitespace as one space and none
+at its ends (a prompt rewrapped in the YAML, turned into a ``>`` block or given a CRLF by a Windows
+checkout is the same prompt; it is still sent as written), and ``callback_url`` (where the provider
+reports, not what it draws) is left out of the parameters. A prompt already in that form and a target
+without ``callback_url`` have the key they always had (:func:`verbatim_key`, which earlier pixmake
+versions used for every target: the plan keeps what they locked under it).
 """
 
 from __future__ import annotations
@@ -18,9 +25,19 @@ from typing import Any, Final
 from pixmake.lockfile import LockedInput, LockedOutput, LockEntry
 from pixmake.manifest import Target, is_url
 
-__all__ = ["FINGERPRINT_VERSION", "input_hash", "key_document", "lock_entry", "target_key"]
+__all__ = [
+    "FINGERPRINT_VERSION",
+    "input_hash",
+    "key_document",
+    "keyed_params",
+    "keyed_prompt",
+    "lock_entry",
+    "target_key",
+    "verbatim_key",
+]
 
 FINGERPRINT_VERSION: Final = 1
+_NOT_DRAWN: Final = frozenset({"callback_url"})  # parameters that change where a result is reported, not the image
 
 
 def input_hash(ref: str, file_hashes: Mapping[str, str]) -> str:
@@ -30,26 +47,51 @@ def input_hash(ref: str, file_hashes: Mapping[str, str]) -> str:
     return file_hashes[ref]
 
 
-def key_document(target: Target, file_hashes: Mapping[str, str], *, provider: str = "toapis") -> dict[str, Any]:
-    """The canonical document hashed into the key (what ``pixmake explain`` prints)."""
+def key_document(
+    target: Target, file_hashes: Mapping[str, str], *, provider: str = "toapis", verbatim: bool = False
+) -> dict[str, Any]:
+    """The canonical document hashed into the key (what ``pixmake explain`` prints); ``verbatim``: as
+    :func:`verbatim_key` hashes it."""
+    prompt, params = (
+        (target.prompt, target.params) if verbatim else (keyed_prompt(target.prompt), keyed_params(target.params))
+    )
     return {
         "fingerprint": FINGERPRINT_VERSION,
         "provider": provider,
         "model": target.model,
-        "prompt": target.prompt,
+        "prompt": prompt,
         "size": target.size,
         "n": target.n,
-        "params": dict(target.params),
+        "params": dict(params),
         "references": [input_hash(ref, file_hashes) for ref in target.references],
         "mask": None if target.mask is None else input_hash(target.mask, file_hashes),
     }
 
 
-def target_key(target: Target, file_hashes: Mapping[str, str], *, provider: str = "toapis") -> str:
-    """sha256 hex of the canonical key document; raises KeyError when an input file's hash is unknown."""
-    document = key_document(target, file_hashes, provider=provider)
+def keyed_prompt(prompt: str) -> str:
+    """The prompt as the key sees it: each run of whitespace one space, none at the ends."""
+    return " ".join(prompt.split())
+
+
+def keyed_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The parameters the key holds: those that can change the image."""
+    return params if _NOT_DRAWN.isdisjoint(params) else {k: v for k, v in params.items() if k not in _NOT_DRAWN}
+
+
+def _hashed(document: Mapping[str, Any]) -> str:
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def target_key(target: Target, file_hashes: Mapping[str, str], *, provider: str = "toapis") -> str:
+    """sha256 hex of the canonical key document; raises KeyError when an input file's hash is unknown."""
+    return _hashed(key_document(target, file_hashes, provider=provider))
+
+
+def verbatim_key(target: Target, file_hashes: Mapping[str, str], *, provider: str = "toapis") -> str:
+    """The key of the prompt and parameters exactly as written, as earlier pixmake keyed every target (their
+    locks hold it). The same as :func:`target_key` for a prompt with single spaces and no ``callback_url``."""
+    return _hashed(key_document(target, file_hashes, provider=provider, verbatim=True))
 
 
 def lock_entry(

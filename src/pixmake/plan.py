@@ -327,8 +327,10 @@ def _input_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str]) 
 
 
 def _change_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str]) -> tuple[Reason, ...]:
+    from pixmake.fingerprint import keyed_params, keyed_prompt
+
     reasons: list[Reason] = []
-    if entry.prompt != target.prompt:
+    if keyed_prompt(entry.prompt) != keyed_prompt(target.prompt):  # not a prompt only rewrapped: the same prompt
         reasons.append(
             Reason(
                 "prompt-changed",
@@ -344,8 +346,9 @@ def _change_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str])
     for name, was, now in scalar:
         if was != now:
             reasons.append(Reason(f"{name}-changed", f"{name} {was} → {now}", {"old": was, "new": now}))
-    for param in sorted(set(entry.params) | set(target.params)):
-        old, new = entry.params.get(param), target.params.get(param)
+    old_params, new_params = keyed_params(entry.params), keyed_params(target.params)
+    for param in sorted(set(old_params) | set(new_params)):
+        old, new = old_params.get(param), new_params.get(param)
         if _json(old) != _json(new):  # as the key sees them: 1, 1.0 and true are three values
             text = f"param {param} {_json(old)} → {_json(new)}"
             reasons.append(Reason("param-changed", text, {"param": param, "old": old, "new": new}))
@@ -565,17 +568,18 @@ def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
 
 
 def _legacy_key(target: Target, entry: LockEntry | None, hashes: Mapping[str, str]) -> str | None:
-    """The key ``entry`` was locked under, when its inputs are the target's but for the line ends of its
-    prompt: an earlier pixmake kept a CSV cell's CRLF (a Windows checkout), where today's reads LF. The
-    same prompt to a person; paying again for it on upgrading would be wrong."""
-    from pixmake.fingerprint import target_key
+    """The key ``entry`` was locked under, when an earlier pixmake locked it for what are today the target's
+    inputs: keyed verbatim (:func:`~pixmake.fingerprint.verbatim_key`), its prompt differs from today's only
+    in whitespace (a CSV cell's CRLF, which earlier versions kept, or a prompt rewrapped since) and its
+    parameters only in ``callback_url``. Paying again for the same images on upgrading would be wrong."""
+    from pixmake.fingerprint import target_key, verbatim_key
 
-    if entry is None or entry.prompt == target.prompt or "\r" not in entry.prompt:
+    if entry is None:
         return None
-    if entry.prompt.replace("\r\n", "\n").replace("\r", "\n") != target.prompt:
+    as_locked = dataclasses.replace(target, prompt=entry.prompt, params=entry.params)
+    if target_key(as_locked, hashes) != target_key(target, hashes):
         return None
-    key = target_key(dataclasses.replace(target, prompt=entry.prompt), hashes)
-    return key if key == entry.key else None
+    return entry.key if verbatim_key(as_locked, hashes) == entry.key else None
 
 
 def _first_of_each_key(actions: Sequence[Action], replaced: frozenset[str], builder: Builder) -> dict[str, str]:
