@@ -242,20 +242,54 @@ def test_in_a_fresh_clone_swapped_prompts_swap_the_images_in_place_for_free(
     assert [f.read_bytes() for f in files] == images[::-1]
 
 
-def test_a_swap_onto_an_image_the_cache_lacks_leaves_that_image_alone(
+def test_in_a_fresh_clone_swapped_outs_swap_the_images_even_when_one_is_nowhere_else(
     examples_copy: Path, provider_env: EmulatorServer
 ) -> None:
+    """mug-lifestyle's image is only at its old out, which logo-tile's restore overwrites: it is cached first."""
     built(examples_copy)
     shutil.rmtree(examples_copy / ".pixmake")  # a fresh clone: no image cached
-    lifestyle = examples_copy / "assets/mug-lifestyle.png"
+    lifestyle, logo = examples_copy / "assets/mug-lifestyle.png", examples_copy / "assets/logo-tile.png"
     only_copy = lifestyle.read_bytes()
     manifest = examples_copy / "pixmake.yaml"
     manifest.write_text(manifest.read_text().replace("two colours", "three colours"))
     built(examples_copy)  # only the new logo is cached
+    new_logo = logo.read_bytes()
     edit_manifest(examples_copy, {"logo-tile": {"out": "assets/mug-lifestyle.png"}})
     edit_manifest(examples_copy, {"mug-lifestyle": {"out": "assets/logo-tile.png"}})
-    run_cli("-C", str(examples_copy), "build")
-    assert lifestyle.read_bytes() == only_copy  # mug-lifestyle's image exists nowhere else: kept as an edit
+    submits = len(provider_env.emulator.submits())
+    built(examples_copy)
+    assert len(provider_env.emulator.submits()) == submits
+    assert (lifestyle.read_bytes(), logo.read_bytes()) == (new_logo, only_copy)
+    assert plan(examples_copy, "--check")[0] == 0
+
+
+def test_in_a_fresh_clone_a_renamed_out_is_moved_for_free(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    """A CI runner's clone has the committed image at the old path and nothing cached: it paid again."""
+    built(examples_copy)
+    shutil.rmtree(examples_copy / ".pixmake")
+    image = (examples_copy / "assets/logo-tile.png").read_bytes()
+    edit_manifest(examples_copy, {"logo-tile": {"out": "brand/logo.png"}})
+    assert plan(examples_copy)[1][0].startswith("< restore    logo-tile: output brand/logo.png is missing")
+    submits = len(provider_env.emulator.submits())
+    built(examples_copy)
+    assert len(provider_env.emulator.submits()) == submits
+    assert (examples_copy / "brand/logo.png").read_bytes() == image
+
+
+def test_an_orphans_only_image_that_a_restore_overwrites_is_kept_in_the_cache(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    shutil.rmtree(examples_copy / ".pixmake")
+    lifestyle = examples_copy / "assets/mug-lifestyle.png"
+    only_copy = hashlib.sha256(lifestyle.read_bytes()).hexdigest()
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("two colours", "three colours"))
+    built(examples_copy)  # the new logo is cached
+    edit_manifest(examples_copy, {"logo-tile": {"out": "assets/mug-lifestyle.png"}}, drop="mug-lifestyle")
+    built(examples_copy)
+    assert lifestyle.read_bytes() == (examples_copy / "assets/logo-tile.png").read_bytes()  # the logo, restored
+    assert (examples_copy / ".pixmake/objects" / only_copy[:2] / only_copy).is_file()  # the orphan's image, kept
 
 
 def test_a_branch_switch_with_outputs_not_committed_restores_the_images_for_free(

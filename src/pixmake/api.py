@@ -700,21 +700,29 @@ def _images_cached(objects: ObjectCache, entry: LockEntry) -> bool:
 
 
 def _keep_replaced_files(project: Project, actions: Iterable[Action]) -> None:
-    """Put into the object cache the bytes of every file a paid action will overwrite that are not its locked bytes.
+    """Put into the object cache the bytes of every file a build will overwrite that are not its locked bytes.
 
     A file already at a new target's ``out`` (or an edited output of a target being regenerated) would
     otherwise be lost; the plan names each one (reason ``replaces-file``), and this keeps exactly those.
+    So is another target's locked image that a restore overwrites (``output-replaced``: outs swapped),
+    which in a fresh clone may be its only copy.
     """
     from pixmake.store import safe_path
 
     objects = project.objects
     for action in actions:
         for reason in action.reasons:
-            if reason.code == "replaces-file" and reason.details is not None:
-                rel, sha = reason.details["path"], reason.details["sha256"]
-                if not objects.has(sha):
-                    kept = safe_path(project.root, rel, field=f"targets.{action.name}.out").read_bytes()
-                    objects.put(kept, users=True)
+            if reason.details is None:
+                continue
+            if reason.code == "replaces-file":
+                rel, sha, users = reason.details["path"], reason.details["sha256"], True
+            elif reason.code == "output-replaced":
+                rel, sha, users = reason.details["path"], reason.details["actual"], False  # a locked image
+            else:
+                continue
+            if not objects.has(sha):
+                kept = safe_path(project.root, rel, field=f"targets.{action.name}.out").read_bytes()
+                objects.put(kept, users=users)
 
 
 def _record_stale(project: Project, actions: Iterable[Action]) -> None:

@@ -359,21 +359,27 @@ def _change_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str])
 def _output_action(
     target: Target, key: str, wanted: tuple[str, ...], entry: LockEntry, disk: DiskState, *, restore: bool
 ) -> Action:
-    """The action for a target whose key matches its lock entry (``wanted``: its output paths)."""
+    """The action for a target whose key matches its lock entry (``wanted``: its output paths).
+
+    An output's locked bytes can be put back when they are in the object cache, or still at the path they
+    were locked at (its ``out`` renamed or swapped, in a fresh clone whose cache is empty): the build
+    caches them from there before it writes anything.
+    """
     if len(entry.outputs) != len(wanted):
         reason = Reason("outputs-incomplete", f"lock has {len(entry.outputs)} outputs, the target wants {len(wanted)}")
         return Action(ActionKind.REGENERATE, target.name, (reason,), target, key)
     missing: list[Reason] = []
     edited: list[Reason] = []
-    cached = True  # every output not in place can be put back from the object cache
+    cached = True  # every output not in place can be put back (from the object cache, or where it was locked)
     missing_cached = True  # every missing or damaged output can
     for path, locked in zip(wanted, entry.outputs, strict=True):
         actual = disk.file_hashes.get(path)
         if actual == locked.sha256:
             continue
-        cached = cached and locked.sha256 in disk.cached_objects
+        in_reach = locked.sha256 in disk.cached_objects or disk.file_hashes.get(locked.path) == locked.sha256
+        cached = cached and in_reach
         if actual is None or path in disk.damaged:
-            missing_cached = missing_cached and locked.sha256 in disk.cached_objects
+            missing_cached = missing_cached and in_reach
         if actual is None:
             missing.append(Reason("output-missing", f"output {path} is missing", {"path": path}))
         elif path in disk.lfs_pointers:  # not a hand edit: the image is in Git LFS, not fetched
@@ -382,7 +388,7 @@ def _output_action(
         elif path in disk.damaged:  # not a hand edit: what a crash leaves of an unsynced write
             text = f"output {path} is empty or not a whole image (cut short by a crash?)"
             missing.append(Reason("output-damaged", text, {"path": path}))
-        elif actual in disk.made_by_pixmake and locked.sha256 in disk.cached_objects:
+        elif actual in disk.made_by_pixmake and in_reach:
             text = (
                 f"output {path} holds another image pixmake made (outs moved or swapped? a branch switch?); "
                 f"pixmake accept {target.name} keeps it instead"

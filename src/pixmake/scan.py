@@ -342,10 +342,9 @@ def scan_project(
     present = {hashes[path] for path in differing.keys() - damaged}
     if present:
         locked_anywhere = {o.sha256 for entry in lock.entries.values() for o in (*entry.outputs, *entry.stale)}
-        # Cached too: a restore over such a file keeps no copy of it (another target's only copy, say).
-        made = frozenset(
-            sha for sha in present if objects.made_by_pixmake(sha) or (sha in locked_anywhere and objects.has(sha))
-        )
+        # A locked image need not be cached (a fresh clone): a build caches such a file before a restore
+        # overwrites it (another target's only copy, say).
+        made = frozenset(sha for sha in present if sha in locked_anywhere or objects.made_by_pixmake(sha))
     else:
         made = frozenset()
     stats = {rel: found[rel][1] for rel in hashes}
