@@ -760,7 +760,7 @@ def test_stale_outputs_after_a_rename_or_a_lower_n_are_planned_then_pruned(
     assert lines[:2] == [
         "< restore    logo-tile: output assets/logo.png is missing; "
         "output assets/logo-tile.png left over from an earlier out or n; build --prune deletes it",
-        "~ regenerate hero: n 2 → 1; "
+        "< restore    hero: n 2 → 1: its first locked image is kept; "
         "outputs assets/hero-1.png, assets/hero-2.png left over from an earlier out or n; build --prune deletes them",
     ]
     built(examples_copy)  # without --prune the old files stay, and stay known
@@ -858,3 +858,16 @@ def test_a_prompt_rewritten_as_a_yaml_block_is_not_paid_for_again(
     assert plan(examples_copy, "--check") == (0, ["Plan: 4 unchanged; 0 images to generate"])
     manifest.write_text(text.replace(one_line, block.replace("blue", "red")))
     assert plan(examples_copy, "--check")[0] == ExitCode.CHANGES
+
+
+def test_lowering_n_keeps_the_first_images_and_pays_nothing(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    built(examples_copy)
+    first = (examples_copy / "assets/hero-1.png").read_bytes()
+    task = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["hero"].task_id
+    edit_manifest(examples_copy, {"hero": {"n": 1}})
+    submits = len(provider_env.emulator.submits())
+    built(examples_copy)
+    assert len(provider_env.emulator.submits()) == submits
+    assert (examples_copy / "assets/hero.png").read_bytes() == first
+    entry = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["hero"]
+    assert (entry.n, [o.path for o in entry.outputs], entry.task_id) == (1, ["assets/hero.png"], task)

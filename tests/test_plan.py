@@ -305,7 +305,7 @@ def test_moved_out_path_is_a_free_restore() -> None:
 def test_stale_outputs_are_reported_until_pruned_and_count_as_changes() -> None:
     four = replace(HERO, n=4, out="out/c.png")
     lock, disk = project(four, inputs=INPUTS)
-    two = replace(four, n=2)
+    two = replace(four, n=2, size="3:2")  # paid: n lowered alone keeps the first images (see below)
     plan = make_plan([two], lock, DiskState(disk))
     (action,) = plan.actions
     assert action.kind is ActionKind.REGENERATE
@@ -488,3 +488,28 @@ def test_a_rewrapped_prompt_is_unchanged_under_todays_key() -> None:
     lock, disk = project(HERO, inputs=INPUTS)
     folded = replace(HERO, prompt="a blue mug on a\n  wooden table\n")
     assert only(make_plan([folded], lock, DiskState(disk)))[0] is ActionKind.UNCHANGED
+
+
+def test_fewer_images_keep_the_first_ones_for_free() -> None:
+    """n lowered: the first images of the locked ones are what a build would pay for again."""
+    four = replace(HERO, n=4)
+    lock, disk = project(four, inputs=INPUTS)
+    two = replace(HERO, n=2)
+    (action,) = make_plan([two], lock, DiskState(disk)).actions
+    assert (action.kind, [r.code for r in action.reasons]) == (ActionKind.RESTORE, ["n-lowered", "output-stale"])
+    assert action.reasons[0].text == "n 4 → 2: its first 2 locked images are kept"
+    assert action.key == target_key(two, disk) and action.source is not None
+    assert action.source.outputs == lock.entries["hero"].outputs[:2]
+    assert [o.path for o in action.stale] == ["out/hero-3.png", "out/hero-4.png"]
+    one = replace(HERO, n=1)
+    assert only(make_plan([one], lock, DiskState(disk)))[2][0] == "n 4 → 1: its first locked image is kept"
+
+
+def test_fewer_images_with_another_change_or_out_of_reach_are_paid_for() -> None:
+    four = replace(HERO, n=4)
+    lock, disk = project(four, inputs=INPUTS)
+    assert only(make_plan([replace(HERO, n=2, prompt="a red mug")], lock, DiskState(disk)))[0] is ActionKind.REGENERATE
+    assert only(make_plan([replace(HERO, n=8)], lock, DiskState(disk)))[0] is ActionKind.REGENERATE
+    first = lock.entries["hero"].outputs[0].path
+    gone = {path: sha for path, sha in disk.items() if path != first}  # deleted, and not in the object cache
+    assert only(make_plan([replace(HERO, n=2)], lock, DiskState(gone)))[0] is ActionKind.REGENERATE

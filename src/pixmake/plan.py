@@ -465,8 +465,34 @@ def _target_action(
     if entry is None:
         return Action(ActionKind.CREATE, target.name, _NEW, target, key)
     if entry.key != key:
+        fewer = _fewer_of_the_same(target, entry, disk)
+        if fewer is not None:
+            reason = Reason(
+                "n-lowered",
+                f"n {entry.n} → {target.n}: "
+                + (
+                    "its first locked image is kept"
+                    if target.n == 1
+                    else f"its first {target.n} locked images are kept"
+                ),
+                {"old": entry.n, "new": target.n},
+            )
+            return Action(ActionKind.RESTORE, target.name, (reason,), target, key, fewer)
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
     return _output_action(target, key, wanted, entry, disk, restore=restore)
+
+
+def _fewer_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> LockEntry | None:
+    """``entry`` cut to its first ``target.n`` images, when the target differs from it only in asking for fewer
+    (``n`` lowered) and those images can be put in place: what a build would otherwise pay for again."""
+    from pixmake.fingerprint import target_key
+
+    if not 0 < target.n < entry.n or target_key(dataclasses.replace(target, n=entry.n), disk.file_hashes) != entry.key:
+        return None
+    kept = entry.outputs[: target.n]
+    if not all(o.sha256 in disk.cached_objects or disk.file_hashes.get(o.path) == o.sha256 for o in kept):
+        return None
+    return dataclasses.replace(entry, n=target.n, outputs=kept)
 
 
 def _replaced_files(
