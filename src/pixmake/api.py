@@ -11,7 +11,7 @@ import contextlib
 import gc
 import importlib.util
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import cache, partial
 from pathlib import Path
@@ -23,6 +23,8 @@ from pixmake.recordfile import paused_gc
 # The manifest parser (yaml, jsonschema), the lockfile parser and the planner are imported where
 # they are used: a no-op `pixmake plan` answered by the memo (pixmake.memo) needs none of them.
 if TYPE_CHECKING:
+    import asyncio
+
     from pixmake.emulator.config import EmulatorConfig
     from pixmake.execute import BuildResult
     from pixmake.journal import PendingSubmit
@@ -51,6 +53,7 @@ __all__ = [
     "open_project",
     "plan",
     "prune",
+    "stop_build",
     "sweep",
     "validate",
 ]
@@ -797,6 +800,63 @@ def build(
     return result
 
 
+class _Stop:
+    """How :func:`stop_build` stops one build: as asyncio's Ctrl-C handler does, by cancelling its main task.
+
+    The build's task arms it when it starts and disarms it once the executor returned; a stop asked for
+    outside that stretch is remembered, and :func:`_build` raises KeyboardInterrupt once the loop is gone.
+    """
+
+    __slots__ = ("_target", "requested")
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._target: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+
+    def arm(self) -> None:
+        """Called by the build's main task, first thing: a stop from now on cancels it."""
+        import asyncio
+
+        task = asyncio.current_task()
+        assert task is not None
+        self._target = (asyncio.get_running_loop(), task)
+        if self.requested:  # asked for while the loop was starting
+            self._cancel()
+
+    def disarm(self) -> None:
+        """Called by the build's main task once the executor returned: nothing is left to cancel."""
+        self._target = None
+
+    def __call__(self) -> None:
+        if not self.requested:  # a second signal while the first one's stop runs changes nothing
+            self.requested = True
+            self._cancel()
+
+    def _cancel(self) -> None:
+        target, self._target = self._target, None  # taken: the task is cancelled once at most
+        if target is not None:
+            loop, task = target
+            loop.call_soon_threadsafe(task.cancel)  # from a signal handler, or another thread: wakes the loop too
+
+
+_stops: list[Callable[[], None]] = []  # one per build running in this process
+
+
+def stop_build() -> bool:
+    """Stop the builds running in this process as Ctrl-C stops one; meant for a signal handler (SIGTERM).
+
+    asyncio cancels a build on Ctrl-C only while SIGINT has Python's default handler (not when it is
+    ignored, as in a background job of a non-interactive shell); this cancels it the same way whatever
+    SIGINT's disposition: in-flight work stops, finished targets are locked, paid tasks in flight stay
+    journaled for the next build, and its :func:`build` raises KeyboardInterrupt. Returns False when no
+    build is running. Calling it again while a build stops changes nothing.
+    """
+    running = tuple(_stops)
+    for stop in running:
+        stop()
+    return bool(running)
+
+
 def replace_settings(settings: Settings, url: str) -> Settings:
     """Settings pointed at an emulator: its URL, a throwaway key, a short poll interval."""
     from pixmake.settings import Secret
@@ -824,6 +884,8 @@ def _build(
     max_images: int | None = None,
 ) -> BuildResult:
     """:func:`build` without the emulator and the prune, for a caller that holds the project lock."""
+    from asyncio import CancelledError
+
     import anyio
 
     from pixmake.execute import Executor, limit_heap_arenas
@@ -904,10 +966,14 @@ def _build(
         lock_stat=lock_stat,
     )
 
+    stop = _Stop()
+
     async def run() -> BuildResult:
+        stop.arm()
         try:
             return await executor.run(result.plan)
         finally:
+            stop.disarm()  # a stop from now on ends pixmake after the loop, not this provider's close
             if provider is not None:
                 with anyio.CancelScope(shield=True):
                     await provider.aclose()
@@ -921,11 +987,22 @@ def _build(
     thresholds = gc.get_threshold()
     gc.set_threshold(max(thresholds[0], _BUILD_GC_THRESHOLD), *thresholds[1:])
     gc.freeze()
+    _stops.append(stop)
     try:
-        return anyio.run(run, backend_options=backend_options)
+        built = anyio.run(run, backend_options=backend_options)
+    except CancelledError:  # the main task cancelled: only a stop does that (asyncio's Ctrl-C raises KeyboardInterrupt)
+        if not stop.requested:
+            raise
+        raise KeyboardInterrupt from None
     finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
-        journal.close()
-        uploads.save()
-        _record_stale(project, result.plan.actions)
+        try:  # a stop asked for meanwhile is kept for after this cleanup, not raised in the middle of it
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
+            journal.close()
+            uploads.save()
+            _record_stale(project, result.plan.actions)
+        finally:
+            _stops.remove(stop)
+    if stop.requested:  # it came as the build ended: pixmake still stops, as asked
+        raise KeyboardInterrupt
+    return built

@@ -481,13 +481,20 @@ _terminated = False
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM stops pixmake as Ctrl-C does: whatever handles SIGINT now (asyncio's graceful cancel
-    during a build, else KeyboardInterrupt) handles it, so finished targets are locked first."""
+    during a build, else KeyboardInterrupt) handles it, so finished targets are locked first.
+
+    With SIGINT ignored (a background job of a non-interactive shell, some CI runners) asyncio cancels
+    no build on Ctrl-C, and a KeyboardInterrupt raised inside the event loop would tear the build down
+    with tracebacks: a running build is cancelled as asyncio's handler would (``api.stop_build``)."""
     global _terminated
     _terminated = True
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signal.SIGINT, frame)
-    else:
+        return
+    # Not imported, or still being imported (the signal may land in that import): no build is running.
+    stop_build = getattr(sys.modules.get("pixmake.api"), "stop_build", None)
+    if stop_build is None or not stop_build():
         raise KeyboardInterrupt
 
 

@@ -1,0 +1,70 @@
+"""SIGTERM (a CI runner cancelling the job, ``kill PID``) stops a build as Ctrl-C does, whatever SIGINT's disposition.
+
+A background job of a non-interactive shell, and some CI runners, start pixmake with SIGINT ignored. Then
+asyncio installs no Ctrl-C handler of its own for the build, and SIGTERM must still cancel the build as
+Ctrl-C would: finished targets locked, in-flight paid tasks journaled for the next build, one line on
+stderr, exit 143, no traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pixmake.emulator import EmulatorConfig, EmulatorServer
+from pixmake.lockfile import parse_lock
+from test_crash import _environ, _journal_records, _paid_and_unlocked, _resume_until_done
+from test_execute_faults import assert_paid_once_and_complete, make_manifest
+
+TERMINATED = "pixmake: terminated; finished targets are locked, in-flight tasks resume next build"
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `pixmake build &` in a non-interactive shell starts it
+
+
+def _start(root: Path, server: EmulatorServer, log: Path, setup: Callable[[], None] | None) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "pixmake", "-C", str(root), "build"]
+    with log.open("ab") as out:
+        return subprocess.Popen(command, env=_environ(server), stdout=out, stderr=out, preexec_fn=setup)
+
+
+@pytest.mark.parametrize("setup", [_ignore_sigint, None], ids=["sigint-ignored", "sigint-default"])
+def test_sigterm_mid_build_exits_143_keeps_finished_targets_and_resume_pays_nothing_twice(
+    setup: Callable[[], None] | None, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    emulator.emulator.reset(EmulatorConfig(latency=0.2, submit_rps=None, query_rps=None))
+    root = make_manifest(tmp_path / "p", 16, concurrency=4)
+    log = tmp_path / "terminated.log"
+    process = _start(root, emulator, log, setup)
+    deadline = time.monotonic() + 30
+    while len(list((root / "out").glob("*.png"))) < 3:  # some targets done
+        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+        time.sleep(0.01)
+    accepted_earlier = {r["target"] for r in _journal_records(root) if r["op"] == "task"}
+    while not (fresh := _paid_and_unlocked(root) - accepted_earlier):  # a task accepted just now: 0.2 s to go
+        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+        time.sleep(0.002)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 143, log.read_text()
+    text = log.read_text()
+    assert "traceback" not in text.lower() and "exception" not in text.lower(), text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines[-1] == TERMINATED and lines.count(TERMINATED) == 1, text
+    lock = parse_lock((root / "pixmake.lock").read_text())
+    written = {p.stem.rsplit("-", 1)[0] if p.stem.count("-") else p.stem for p in (root / "out").glob("*.png")}
+    assert set(lock.entries) == written and len(written) < 16
+    assert fresh <= _paid_and_unlocked(root)  # the task in flight at the signal stays journaled, unlocked
+    assert not fresh & set(lock.entries)
+    paid_before = {e.task_id for e in emulator.emulator.ledger.entries}
+    journaled = {r["task_id"] for r in _journal_records(root) if r["op"] == "task" and r["target"] in fresh}
+    assert journaled and journaled <= paid_before
+    _resume_until_done(root, emulator, log)
+    assert_paid_once_and_complete(root, emulator, 16)
+    assert paid_before <= {e.task_id for e in emulator.emulator.ledger.entries}
