@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 from PIL import Image
@@ -1088,3 +1089,36 @@ def test_a_task_whose_result_is_refused_for_good_is_given_up_only_by_forget(
     again = run_cli("-C", str(root), "build", "hero")
     assert again.exit_code == 0, again.stderr
     assert fast_env.emulator.ledger.charged_images == 2 and (root / "hero.png").is_file()
+
+
+def test_a_task_an_earlier_version_journaled_under_the_verbatim_key_is_collected_not_paid_again(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Killed mid-build before an upgrade: its journal holds the key of the prompt as written (a block's newline)."""
+    from pixmake.fingerprint import target_key, verbatim_key
+    from pixmake.providers.base import GenerationRequest
+    from pixmake.providers.toapis import ToapisProvider
+
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug\n", "out": "hero.png"}})
+    project = api.open_project(root)
+    [target] = api.validate(project).targets
+    assert verbatim_key(target, {}) != target_key(target, {})  # what this test is about
+    journal = Journal(project.journal)
+    journal.open()
+    journal.submitting("hero", verbatim_key(target, {}), "pixmake-hero-earlier", sent_at=0.0)
+    journal.close()
+    request = GenerationRequest(target.model, target.prompt, target.size, target.n, "pixmake-hero-earlier")
+
+    async def send() -> None:
+        provider = ToapisProvider(fast_settings(project, fast_env))
+        try:
+            await provider.submit(request)
+        finally:
+            await provider.aclose()
+
+    anyio.run(send)
+    assert run_cli("-C", str(root), "plan").stdout.startswith("> resume")
+    again = run_cli("-C", str(root), "build")
+    assert again.exit_code == 0, again.stderr
+    assert fast_env.emulator.ledger.charged_images == 1 and (root / "hero.png").is_file()
+    assert parse_lock((root / "pixmake.lock").read_text()).entries["hero"].key == target_key(target, {})

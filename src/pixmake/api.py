@@ -11,7 +11,7 @@ import contextlib
 import gc
 import importlib.util
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cache, partial
 from pathlib import Path
@@ -236,6 +236,7 @@ def _manifest_text(manifest: Path, file: str, max_bytes: int) -> str:
 
 def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
     """The lockfile with the journal folded in (in memory), and the submits still pending."""
+    from pixmake.fingerprint import current_keys
     from pixmake.journal import read_journal
     from pixmake.lcache import load_lock_file
     from pixmake.lockfile import Lock
@@ -244,7 +245,28 @@ def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
         lock = load_lock_file(project.lockfile, project.state_dir / "lock.cache")
     except FileNotFoundError:
         lock = Lock()
-    return read_journal(project.journal, lock)
+    lock, pending = read_journal(project.journal, lock)
+    return current_keys(lock), pending  # an earlier version's entries under today's keys
+
+
+def _tasks_under_current_keys(
+    pending: dict[str, PendingSubmit], targets: Iterable[Target], hashes: Mapping[str, str]
+) -> dict[str, PendingSubmit]:
+    """``pending`` with each task an earlier version journaled under its target's verbatim key (see
+    :func:`~pixmake.fingerprint.current_key`) under today's key: it is collected, not dropped and paid again."""
+    from pixmake.fingerprint import target_key, verbatim_key
+
+    by_name = {t.name: t for t in targets if t.name in pending}
+    moved = dict(pending)
+    for name, target in by_name.items():
+        task = pending[name]
+        try:
+            key = target_key(target, hashes)
+            if task.key != key and task.key == verbatim_key(target, hashes):
+                moved[name] = replace(task, key=key)
+        except KeyError:  # an input the scan did not hash: the plan says what is missing
+            continue
+    return moved
 
 
 class PlanResult:
@@ -452,6 +474,7 @@ def plan(
         sources.append((str(path), file_stat(path)))  # before reading: a later change shows as a new stat
     lock, pending = load_lock(project)
     disk = _scan(project, manifest, lock)
+    pending = _tasks_under_current_keys(pending, manifest.targets, disk.file_hashes)
     orphans = select is None or select.everything
     from pixmake.history import recall
 

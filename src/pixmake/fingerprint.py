@@ -6,12 +6,13 @@ file names, concurrency, base URL, API key or target order. Renaming a reference
 one changed byte in it changes the key of exactly the targets that use it. :func:`lock_entry` records
 a built target under its key, with the same content hashes of its inputs.
 
-Nor what cannot change the image: the prompt is keyed with each run of whitespace as one space and none
-at its ends (a prompt rewrapped in the YAML, turned into a ``>`` block or given a CRLF by a Windows
-checkout is the same prompt; it is still sent as written), and ``callback_url`` (where the provider
-reports, not what it draws) is left out of the parameters. A prompt already in that form and a target
-without ``callback_url`` have the key they always had (:func:`verbatim_key`, which earlier pixmake
-versions used for every target: the plan keeps what they locked under it).
+Nor what cannot change the image: the prompt is keyed with its line ends as ``\n``, each run of other
+whitespace within a line as one space, and no whitespace at its ends or its lines' ends (a prompt made a
+``>`` or ``|`` block, which ends in a newline, or given CRLFs by a Windows checkout, is the same prompt;
+its line breaks still count, and it is still sent as written); and ``callback_url`` (where the provider
+reports, not what it draws) is left out of the parameters. A prompt already in that form, without
+``callback_url``, has the key it always had. Earlier versions keyed every prompt verbatim; an entry they
+locked so is read under today's key (:func:`current_keys`): nothing is paid again on upgrading.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Final
 
-from pixmake.lockfile import LockedInput, LockedOutput, LockEntry
+from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry
 from pixmake.manifest import Target, is_url
 
 __all__ = [
     "FINGERPRINT_VERSION",
+    "current_key",
+    "current_keys",
     "input_hash",
     "key_document",
     "keyed_params",
@@ -52,25 +56,32 @@ def key_document(
 ) -> dict[str, Any]:
     """The canonical document hashed into the key (what ``pixmake explain`` prints); ``verbatim``: as
     :func:`verbatim_key` hashes it."""
-    prompt, params = (
-        (target.prompt, target.params) if verbatim else (keyed_prompt(target.prompt), keyed_params(target.params))
-    )
+    references = [input_hash(ref, file_hashes) for ref in target.references]
+    mask = None if target.mask is None else input_hash(target.mask, file_hashes)
+    return _document(target, references, mask, provider=provider, verbatim=verbatim)
+
+
+def _document(
+    of: Target | LockEntry, references: list[str], mask: str | None, *, provider: str, verbatim: bool
+) -> dict[str, Any]:
+    prompt, params = (of.prompt, of.params) if verbatim else (keyed_prompt(of.prompt), keyed_params(of.params))
     return {
         "fingerprint": FINGERPRINT_VERSION,
         "provider": provider,
-        "model": target.model,
+        "model": of.model,
         "prompt": prompt,
-        "size": target.size,
-        "n": target.n,
+        "size": of.size,
+        "n": of.n,
         "params": dict(params),
-        "references": [input_hash(ref, file_hashes) for ref in target.references],
-        "mask": None if target.mask is None else input_hash(target.mask, file_hashes),
+        "references": references,
+        "mask": mask,
     }
 
 
 def keyed_prompt(prompt: str) -> str:
-    """The prompt as the key sees it: each run of whitespace one space, none at the ends."""
-    return " ".join(prompt.split())
+    """The prompt as the key sees it: line ends as ``\n``, each other run of whitespace within a line one
+    space, none at the ends of the prompt or of a line."""
+    return "\n".join(" ".join(line.split()) for line in prompt.strip().splitlines())
 
 
 def keyed_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -90,8 +101,33 @@ def target_key(target: Target, file_hashes: Mapping[str, str], *, provider: str 
 
 def verbatim_key(target: Target, file_hashes: Mapping[str, str], *, provider: str = "toapis") -> str:
     """The key of the prompt and parameters exactly as written, as earlier pixmake keyed every target (their
-    locks hold it). The same as :func:`target_key` for a prompt with single spaces and no ``callback_url``."""
+    locks and journals hold it). The same as :func:`target_key` for a prompt in the keyed form without
+    ``callback_url``."""
     return _hashed(key_document(target, file_hashes, provider=provider, verbatim=True))
+
+
+def _entry_key(entry: LockEntry, *, verbatim: bool) -> str:
+    references = [r.sha256 for r in entry.references]
+    mask = None if entry.mask is None else entry.mask.sha256
+    return _hashed(_document(entry, references, mask, provider="toapis", verbatim=verbatim))
+
+
+def current_key(entry: LockEntry) -> LockEntry:
+    """``entry`` under today's key when an earlier version locked it under the verbatim key of the inputs it
+    records (a prompt with a trailing newline or CRLFs, a ``callback_url``), else ``entry`` itself."""
+    if keyed_prompt(entry.prompt) == entry.prompt and _NOT_DRAWN.isdisjoint(entry.params):
+        return entry  # keyed the same either way
+    if entry.key != _entry_key(entry, verbatim=True):
+        return entry
+    return replace(entry, key=_entry_key(entry, verbatim=False))
+
+
+def current_keys(lock: Lock) -> Lock:
+    """``lock`` with every entry under today's key (see :func:`current_key`): the same object when none changes."""
+    entries = {name: current_key(entry) for name, entry in lock.entries.items()}
+    if all(entries[name] is entry for name, entry in lock.entries.items()):
+        return lock
+    return Lock(MappingProxyType(entries))
 
 
 def lock_entry(

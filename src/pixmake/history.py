@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from pixmake.fingerprint import current_key
 from pixmake.lockfile import LockedInput, LockEntry, entry_from_json, entry_to_json
 from pixmake.store import append_lines, atomic_write
 
@@ -52,7 +53,7 @@ def recall(path: Path) -> dict[str, LockEntry]:
     shared: dict[tuple[str, str], LockedInput] = {}
     for line in lines:
         try:
-            entry = entry_from_json(json.loads(line), shared)
+            entry = current_key(entry_from_json(json.loads(line), shared))  # an earlier version's: today's key
         except (ValueError, KeyError, TypeError, AttributeError):
             continue  # torn or foreign: it only saves money, never decides anything alone
         earlier = entries.get(entry.key)

@@ -120,6 +120,13 @@ def _text(data: bytes) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
+def _read_record(cache: Path) -> tuple[dict[str, Any], int] | None:
+    """The cache's record and the file's mtime_ns; not its items (it has none), which would keep the file's
+    bytes in memory while the lock is decoded or parsed."""
+    found = read_record(cache, _format())
+    return None if found is None else (found[0], found[1])
+
+
 def load_lock_file(lockfile: Path, cache: Path) -> Lock:
     """``parse_lock`` of ``lockfile``'s text, from the cache when still valid (else parsed and cached).
 
@@ -127,9 +134,9 @@ def load_lock_file(lockfile: Path, cache: Path) -> Lock:
     """
     with open(lockfile, "rb") as handle:
         stat = _stat(handle)
-        loaded = read_record(cache, _format())
+        loaded = _read_record(cache)
         if loaded is not None:
-            record, written_ns, _ = loaded
+            record, written_ns = loaded
             if stat == record.get("stat") and stat[1] < written_ns:
                 lock = _decoded(record)
                 if lock is not None:

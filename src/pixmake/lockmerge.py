@@ -37,6 +37,7 @@ from types import MappingProxyType
 from typing import Final
 
 from pixmake.errors import LockfileError
+from pixmake.fingerprint import current_keys
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, parse_lock
 
 __all__ = ["Conflict", "ConflictKind", "LockMerge", "Side", "merge_lock_bytes", "merge_locks", "read_side"]
@@ -191,7 +192,7 @@ def read_side(data: bytes, *, side: str, file: str = "pixmake.lock", empty_ok: b
     if empty_ok and not text.strip():
         return Lock()
     try:
-        return parse_lock(text, file=label)
+        return current_keys(parse_lock(text, file=label))  # each side under today's keys, as a plan reads it
     except LockfileError as error:
         message = str(error).partition(_RESTORE_HINT)[0]
         raise LockfileError(f"{message}; {file} is left as ours") from None

@@ -599,21 +599,6 @@ def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
     return Action(kind, action.name, (_PLACEHOLDERS,), action.target, action.key)
 
 
-def _legacy_key(target: Target, entry: LockEntry | None, hashes: Mapping[str, str]) -> str | None:
-    """The key ``entry`` was locked under, when an earlier pixmake locked it for what are today the target's
-    inputs: keyed verbatim (:func:`~pixmake.fingerprint.verbatim_key`), its prompt differs from today's only
-    in whitespace (a CSV cell's CRLF, which earlier versions kept, or a prompt rewrapped since) and its
-    parameters only in ``callback_url``. Paying again for the same images on upgrading would be wrong."""
-    from pixmake.fingerprint import target_key, verbatim_key
-
-    if entry is None:
-        return None
-    as_locked = dataclasses.replace(target, prompt=entry.prompt, params=entry.params)
-    if target_key(as_locked, hashes) != target_key(target, hashes):
-        return None
-    return entry.key if verbatim_key(as_locked, hashes) == entry.key else None
-
-
 def _first_of_each_key(actions: Sequence[Action], replaced: frozenset[str], builder: Builder) -> dict[str, str]:
     """The target whose images the others with the same inputs copy, by key: one collecting a paid task
     (RESUME), else one named by ``--replace``, else the first the plan pays for (in manifest order).
@@ -736,10 +721,6 @@ def make_plan(
             )
 
         action = planned(target_key(target, hashes))
-        if action.kind is ActionKind.REGENERATE:
-            legacy = _legacy_key(target, lock.entries.get(target.name), hashes)
-            kept = planned(legacy) if legacy is not None else action
-            action = action if kept.kind.paid else kept  # a build that pays locks the key of today's inputs
         action = _for_builder(action, lock, builder)
         if builder is Builder.PROVIDER and action.kind.paid and action.reasons[:1] == (_PLACEHOLDERS,):
             before = _built_before(target, action.key or "", lock, by_key, disk, earlier)
