@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pixmake.fingerprint import (
     FINGERPRINT_VERSION,
     current_key,
+    current_keys,
     input_hash,
     key_document,
     keyed_prompt,
@@ -21,6 +22,7 @@ from pixmake.fingerprint import (
     target_key,
     verbatim_key,
 )
+from pixmake.lockfile import Lock, parse_lock, render_lock
 from pixmake.manifest import Target
 
 _text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
@@ -242,3 +244,18 @@ def test_lock_entry_keeps_its_own_copy_of_the_params() -> None:
     entry = lock_entry(target, "k" * 64, {}, ())
     params["quality"] = "low"
     assert entry.params == {"quality": "high"} and entry.task_id is None
+
+
+@given(targets_with_files(), _ends, st.booleans())
+def test_a_lock_records_the_key_earlier_versions_compute_and_is_read_under_todays(
+    case: tuple[Target, dict[str, bytes]], end: str, callback: bool
+) -> None:
+    """A teammate not yet upgraded reads the lock as built; pixmake reads it back under today's key."""
+    target, files = case
+    params = {**target.params, **({"callback_url": "https://hooks.example/x"} if callback else {})}
+    target = replace(target, prompt=target.prompt + end, params=MappingProxyType(params))
+    hashes = _hashes(files)
+    entry = lock_entry(target, target_key(target, hashes), hashes, ())
+    text = render_lock(Lock(MappingProxyType({"hero": entry})))
+    assert parse_lock(text).entries["hero"].key == verbatim_key(target, hashes)
+    assert current_keys(parse_lock(text)).entries["hero"].key == target_key(target, hashes)

@@ -11,8 +11,9 @@ whitespace within a line as one space, and no whitespace at its ends or its line
 ``>`` or ``|`` block, which ends in a newline, or given CRLFs by a Windows checkout, is the same prompt;
 its line breaks still count, and it is still sent as written); and ``callback_url`` (where the provider
 reports, not what it draws) is left out of the parameters. A prompt already in that form, without
-``callback_url``, has the key it always had. Earlier versions keyed every prompt verbatim; an entry they
-locked so is read under today's key (:func:`current_keys`): nothing is paid again on upgrading.
+``callback_url``, has the key it always had. Earlier versions keyed every prompt verbatim, so a lock holds
+the verbatim key of such an entry (:func:`written_key`, which they read as built) and every reader takes it
+as today's (:func:`current_keys`): nothing is paid again on upgrading, nor by a teammate not yet upgraded.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "lock_entry",
     "target_key",
     "verbatim_key",
+    "written_key",
 ]
 
 FINGERPRINT_VERSION: Final = 1
@@ -120,6 +122,17 @@ def current_key(entry: LockEntry) -> LockEntry:
     if entry.key != _entry_key(entry, verbatim=True):
         return entry
     return replace(entry, key=_entry_key(entry, verbatim=False))
+
+
+def written_key(entry: LockEntry) -> str:
+    """The key a lockfile (or journal, or history) records for ``entry``: the verbatim key of its fields when
+    its key is today's and the two differ, so that earlier versions, which key prompts verbatim, read the
+    lock as built instead of paying again; :func:`current_key` reads it back as today's."""
+    if keyed_prompt(entry.prompt) == entry.prompt and _NOT_DRAWN.isdisjoint(entry.params):
+        return entry.key
+    if entry.key != _entry_key(entry, verbatim=False):
+        return entry.key
+    return _entry_key(entry, verbatim=True)
 
 
 def current_keys(lock: Lock) -> Lock:

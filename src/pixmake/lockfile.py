@@ -162,9 +162,14 @@ def _input(i: Mapping[str, Any], shared: dict[tuple[str, str], LockedInput] | No
 
 
 def entry_to_json(entry: LockEntry) -> dict[str, Any]:
-    """One entry as a JSON-ready dict (optional fields only when set); the journal uses it too."""
+    """One entry as a JSON-ready dict (optional fields only when set); the journal uses it too.
+
+    Its key as earlier versions would compute it (:func:`pixmake.fingerprint.written_key`), so they can read it.
+    """
+    from pixmake.fingerprint import written_key  # it imports this module
+
     block: dict[str, Any] = {
-        "key": entry.key,
+        "key": written_key(entry),
         "model": entry.model,
         "prompt": entry.prompt,
         "size": entry.size,
