@@ -308,3 +308,19 @@ def test_build_emulator_takes_the_callback_url_a_project_sends(tmp_path: Path) -
     outcome = run_cli("-C", str(tmp_path), "build", "--emulator")
     assert outcome.exit_code == 0, outcome.stderr
     assert (tmp_path / "hero.png").exists()
+
+
+def test_a_file_saved_since_the_plan_is_kept_as_someones_not_as_an_image_pixmake_made(tmp_path: Path) -> None:
+    """The plan saw another target's image there (outs swapped); the build finds a file saved meanwhile."""
+    from pixmake import api
+    from pixmake.plan import Action, ActionKind, Reason
+    from pixmake.store import sha256_bytes
+
+    (tmp_path / "pixmake.yaml").write_text("version: 1\ntargets: {}\n")
+    (tmp_path / "out").mkdir()
+    saved = b"the user's own file, saved after the plan"
+    (tmp_path / "out/b.png").write_bytes(saved)
+    project = api.open_project(tmp_path)
+    seen = Reason("output-replaced", "", {"path": "out/b.png", "locked": "0" * 64, "actual": "1" * 64})
+    api._keep_replaced_files(project, [Action(ActionKind.RESTORE, "a", (seen,))])
+    assert project.objects.has(sha256_bytes(saved)) and not project.objects.made_by_pixmake(sha256_bytes(saved))

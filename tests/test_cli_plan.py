@@ -760,7 +760,7 @@ def test_stale_outputs_after_a_rename_or_a_lower_n_are_planned_then_pruned(
     assert lines[:2] == [
         "< restore    logo-tile: output assets/logo.png is missing; "
         "output assets/logo-tile.png left over from an earlier out or n; build --prune deletes it",
-        "< restore    hero: n 2 → 1: its first locked image is kept; "
+        "< restore    hero: n 2 → 1: its first locked image is kept; output assets/hero.png is missing; "
         "outputs assets/hero-1.png, assets/hero-2.png left over from an earlier out or n; build --prune deletes them",
     ]
     built(examples_copy)  # without --prune the old files stay, and stay known
@@ -871,3 +871,36 @@ def test_lowering_n_keeps_the_first_images_and_pays_nothing(examples_copy: Path,
     assert (examples_copy / "assets/hero.png").read_bytes() == first
     entry = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["hero"]
     assert (entry.n, [o.path for o in entry.outputs], entry.task_id) == (1, ["assets/hero.png"], task)
+
+
+def test_in_a_fresh_clone_lowering_n_and_raising_it_back_pays_nothing(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    shutil.rmtree(examples_copy / ".pixmake")
+    images = [(examples_copy / f"assets/hero-{i}.png").read_bytes() for i in (1, 2)]
+    submits = len(provider_env.emulator.submits())
+    edit_manifest(examples_copy, {"hero": {"n": 1}})
+    built(examples_copy)
+    edit_manifest(examples_copy, {"hero": {"n": 2}})
+    assert plan(examples_copy)[1][0].startswith("< restore    hero: same inputs as an earlier build")
+    built(examples_copy)
+    assert len(provider_env.emulator.submits()) == submits
+    assert [(examples_copy / f"assets/hero-{i}.png").read_bytes() for i in (1, 2)] == images
+
+
+def test_a_copy_of_another_targets_image_made_on_purpose_is_a_hand_edit(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """Not cached and not locked at that path: nothing says pixmake put it there, so it is left alone."""
+    built(examples_copy)
+    shutil.rmtree(examples_copy / ".pixmake")  # a fresh clone: mug-lifestyle's image is not cached
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("two colours", "three colours"))
+    built(examples_copy)  # the new logo is cached: it could be put back
+    logo, lifestyle = examples_copy / "assets/logo-tile.png", examples_copy / "assets/mug-lifestyle.png"
+    logo.write_bytes(lifestyle.read_bytes())
+    assert plan(examples_copy)[1][0] == (
+        "! edited     logo-tile: output assets/logo-tile.png differs from the lock (edited by hand?); kept as is; "
+        "build --restore puts the locked bytes back; pixmake accept logo-tile keeps it"
+    )

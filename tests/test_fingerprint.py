@@ -259,3 +259,11 @@ def test_a_lock_records_the_key_earlier_versions_compute_and_is_read_under_today
     text = render_lock(Lock(MappingProxyType({"hero": entry})))
     assert parse_lock(text).entries["hero"].key == verbatim_key(target, hashes)
     assert current_keys(parse_lock(text)).entries["hero"].key == target_key(target, hashes)
+
+
+def test_only_cr_and_lf_end_a_prompts_lines() -> None:
+    """str.splitlines would also end a line at U+2028, U+0085 or a file separator: here they are spaces."""
+    assert keyed_prompt("A\r\nB\rC") == "A\nB\nC"
+    assert {c: keyed_prompt(f"A{c}B") for c in ("\u2028", "\x85", "\x1c")} == dict.fromkeys(
+        ("\u2028", "\x85", "\x1c"), "A B"
+    )

@@ -518,3 +518,13 @@ def test_fewer_images_with_another_change_or_out_of_reach_are_paid_for() -> None
     first = lock.entries["hero"].outputs[0].path
     gone = {path: sha for path, sha in disk.items() if path != first}  # deleted, and not in the object cache
     assert only(make_plan([replace(HERO, n=2)], lock, DiskState(gone)))[0] is ActionKind.REGENERATE
+
+
+def test_fewer_images_leave_an_output_edited_by_hand_as_it_is() -> None:
+    four = replace(HERO, n=4)
+    lock, disk = project(four, inputs=INPUTS)
+    edited = {**disk, "out/hero-1.png": sha("retouched")}
+    cached = frozenset(o.sha256 for o in lock.entries["hero"].outputs)
+    assert only(make_plan([replace(HERO, n=2)], lock, DiskState(edited, cached_objects=cached)))[0] is ActionKind.EDITED
+    someones = {**disk, "out/hero.png": sha("a file already there")}  # n 4 → 1 writes out/hero.png
+    assert only(make_plan([replace(HERO, n=1)], lock, DiskState(someones)))[0] is ActionKind.EDITED

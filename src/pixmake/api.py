@@ -482,8 +482,13 @@ def plan(
     objects = project.objects
 
     def earlier(key: str) -> LockEntry | None:
+        """A replaced entry of these inputs whose images are all cached, or still in place (a fresh clone)."""
         entry = history().get(key)
-        return entry if entry is not None and _images_cached(objects, entry) else None
+        if entry is None:
+            return None
+        if all(objects.has(o.sha256) or disk.file_hashes.get(o.path) == o.sha256 for o in entry.outputs):
+            return entry
+        return None
 
     result = make_plan(
         targets,
@@ -592,6 +597,7 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
         disk = scan_project(
             project.root, chosen, lock, project.objects, file=manifest.file, stat_cache=project.stat_cache
         )
+        pending = _tasks_under_current_keys(pending, chosen, disk.file_hashes)
         # The placeholders of this lock, and of entries it no longer holds (a merge conflict kept the other side).
         made = (*lock.entries.values(), *recall(project.history).values())
         made_by_emulator = {o.sha256 for e in made if e.emulator for o in e.outputs}
@@ -733,7 +739,7 @@ def _keep_replaced_files(project: Project, actions: Iterable[Action]) -> None:
     So is another target's locked image that a restore overwrites (``output-replaced``: outs swapped),
     which in a fresh clone may be its only copy.
     """
-    from pixmake.store import safe_path
+    from pixmake.store import safe_path, sha256_bytes
 
     objects = project.objects
     for action in actions:
@@ -748,7 +754,7 @@ def _keep_replaced_files(project: Project, actions: Iterable[Action]) -> None:
                 continue
             if not objects.has(sha):
                 kept = safe_path(project.root, rel, field=f"targets.{action.name}.out").read_bytes()
-                objects.put(kept, users=users)
+                objects.put(kept, users=users or sha256_bytes(kept) != sha)  # saved since the plan: someone's
 
 
 def _record_stale(project: Project, actions: Iterable[Action]) -> None:

@@ -83,7 +83,8 @@ def _document(
 def keyed_prompt(prompt: str) -> str:
     """The prompt as the key sees it: line ends as ``\n``, each other run of whitespace within a line one
     space, none at the ends of the prompt or of a line."""
-    return "\n".join(" ".join(line.split()) for line in prompt.strip().splitlines())
+    lines = prompt.strip().replace("\r\n", "\n").replace("\r", "\n").split("\n")  # not U+2028 and the like
+    return "\n".join(" ".join(line.split()) for line in lines)
 
 
 def keyed_params(params: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -467,17 +467,14 @@ def _target_action(
     if entry.key != key:
         fewer = _fewer_of_the_same(target, entry, disk)
         if fewer is not None:
-            reason = Reason(
-                "n-lowered",
-                f"n {entry.n} → {target.n}: "
-                + (
-                    "its first locked image is kept"
-                    if target.n == 1
-                    else f"its first {target.n} locked images are kept"
-                ),
-                {"old": entry.n, "new": target.n},
-            )
-            return Action(ActionKind.RESTORE, target.name, (reason,), target, key, fewer)
+            # Planned as that entry: an output edited by hand (or a file already at a new path) stays EDITED.
+            action = _output_action(target, key, wanted, fewer, disk, restore=restore)
+            if action.kind not in (ActionKind.UNCHANGED, ActionKind.RESTORE):
+                return action
+            first = "its first locked image is" if target.n == 1 else f"its first {target.n} locked images are"
+            reason = Reason("n-lowered", f"n {entry.n} → {target.n}: {first} kept", {"old": entry.n, "new": target.n})
+            # A RESTORE even with every file in place: the lock entry is rewritten under the new key.
+            return dataclasses.replace(action, kind=ActionKind.RESTORE, reasons=(reason, *action.reasons))
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
     return _output_action(target, key, wanted, entry, disk, restore=restore)
 

@@ -341,10 +341,16 @@ def scan_project(
     damaged = frozenset(path for path, shas in differing.items() if _is_debris(found[path][0], shas, objects))
     present = {hashes[path] for path in differing.keys() - damaged}
     if present:
-        locked_anywhere = {o.sha256 for entry in lock.entries.values() for o in (*entry.outputs, *entry.stale)}
-        # A locked image need not be cached (a fresh clone): a build caches such a file before a restore
-        # overwrites it (another target's only copy, say).
-        made = frozenset(sha for sha in present if sha in locked_anywhere or objects.made_by_pixmake(sha))
+        locked_at = {(o.path, o.sha256) for entry in lock.entries.values() for o in (*entry.outputs, *entry.stale)}
+        locked_anywhere = {sha for _, sha in locked_at}
+        # Cached, or (a fresh clone) locked at that very path: outs swapped or moved, not a copy someone made.
+        # A build caches such a file before a restore overwrites it (another target's only copy, say).
+        at_its_path = {hashes[path] for path in differing.keys() - damaged if (path, hashes[path]) in locked_at}
+        made = frozenset(
+            sha
+            for sha in present
+            if sha in at_its_path or objects.made_by_pixmake(sha) or (sha in locked_anywhere and objects.has(sha))
+        )
     else:
         made = frozenset()
     stats = {rel: found[rel][1] for rel in hashes}
