@@ -528,3 +528,19 @@ def test_fewer_images_leave_an_output_edited_by_hand_as_it_is() -> None:
     assert only(make_plan([replace(HERO, n=2)], lock, DiskState(edited, cached_objects=cached)))[0] is ActionKind.EDITED
     someones = {**disk, "out/hero.png": sha("a file already there")}  # n 4 → 1 writes out/hero.png
     assert only(make_plan([replace(HERO, n=1)], lock, DiskState(someones)))[0] is ActionKind.EDITED
+
+
+def test_a_target_wanting_fewer_images_of_a_locked_targets_inputs_takes_its_first_ones() -> None:
+    four = replace(HERO, n=4)
+    lock, disk = project(four, inputs=INPUTS)
+    two = replace(HERO, name="thumbs", n=2, out="out/thumbs.png")
+    plan = make_plan([four, two], lock, DiskState(disk))
+    action = plan.actions[1]
+    assert (action.kind, [r.text for r in action.reasons]) == (
+        ActionKind.RESTORE,
+        ["same inputs as locked target 'hero' but n 4: its first 2 images"],
+    )
+    assert action.source is not None and action.source.outputs == lock.entries["hero"].outputs[:2]
+    assert action.key == target_key(two, disk) and plan.images_to_generate == 0
+    both_lowered = make_plan([replace(HERO, n=2), two], lock, DiskState(disk))  # the hero lowered, a twin added
+    assert [a.kind for a in both_lowered.actions] == [ActionKind.RESTORE, ActionKind.RESTORE]

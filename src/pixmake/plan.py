@@ -376,7 +376,7 @@ def _output_action(
         actual = disk.file_hashes.get(path)
         if actual == locked.sha256:
             continue
-        in_reach = locked.sha256 in disk.cached_objects or disk.file_hashes.get(locked.path) == locked.sha256
+        in_reach = _in_reach(locked, disk)
         cached = cached and in_reach
         if actual is None or path in disk.damaged:
             missing_cached = missing_cached and in_reach
@@ -427,20 +427,47 @@ def _built_before(
     by_key: Mapping[str, str],
     disk: DiskState,
     earlier: Callable[[str], LockEntry | None],
+    counts: frozenset[int] = frozenset(),
 ) -> tuple[LockEntry, Reason] | None:
     """An entry built from exactly these inputs whose images can be put in place for free, with the reason:
     another target's in the lock, or one an earlier build replaced (``earlier``; it returns only entries
-    whose images are all in the object cache)."""
+    whose images are all in the object cache or in place), or else the first images of another target's
+    with these inputs but a higher n (``counts``: the lock's values of n)."""
     twin = by_key.get(key)
     if twin is not None and twin != target.name:
         source = lock.entries[twin]
-        if all(o.sha256 in disk.cached_objects or disk.file_hashes.get(o.path) == o.sha256 for o in source.outputs):
+        if all(_in_reach(o, disk) for o in source.outputs):
             code = "renamed" if target.name not in lock.entries else "same-inputs"
             return source, Reason(code, f"same inputs as locked target {twin!r}", {"from": twin})
     entry = earlier(key)
-    if entry is None:
-        return None
-    return entry, Reason("built-before", "same inputs as an earlier build, whose images are in .pixmake/objects")
+    if entry is not None:
+        return entry, Reason("built-before", "same inputs as an earlier build, whose images are in .pixmake/objects")
+    return _first_images_of_more(target, lock, by_key, disk, counts)
+
+
+def _in_reach(output: LockedOutput, disk: DiskState) -> bool:
+    """Whether a locked image can be put in place: cached, or still at the path it was locked at."""
+    return output.sha256 in disk.cached_objects or disk.file_hashes.get(output.path) == output.sha256
+
+
+def _first_images_of_more(
+    target: Target, lock: Lock, by_key: Mapping[str, str], disk: DiskState, counts: frozenset[int]
+) -> tuple[LockEntry, Reason] | None:
+    """Another locked target's entry cut to its first ``target.n`` images, when its inputs are this target's
+    but for a higher n and those images are in reach; with the reason."""
+    from pixmake.fingerprint import target_key
+
+    for n in sorted(c for c in counts if c > target.n):
+        twin = by_key.get(target_key(dataclasses.replace(target, n=n), disk.file_hashes))
+        if twin is None or twin == target.name:
+            continue
+        source = lock.entries[twin]
+        kept = source.outputs[: target.n]
+        if all(_in_reach(o, disk) for o in kept):
+            first = "its first image" if target.n == 1 else f"its first {target.n} images"
+            text = f"same inputs as locked target {twin!r} but n {n}: {first}"
+            return dataclasses.replace(source, n=target.n, outputs=kept), Reason("same-inputs", text, {"from": twin})
+    return None
 
 
 def _target_action(
@@ -454,12 +481,13 @@ def _target_action(
     replace: frozenset[str],
     restore: bool,
     earlier: Callable[[str], LockEntry | None],
+    counts: frozenset[int] = frozenset(),
 ) -> Action:
     entry = lock.entries.get(target.name)
     if target.name in replace:
         return Action(ActionKind.REGENERATE, target.name, (Reason("replace", "replacement requested"),), target, key)
     if entry is None or entry.key != key:
-        before = _built_before(target, key, lock, by_key, disk, earlier)
+        before = _built_before(target, key, lock, by_key, disk, earlier, counts)
         if before is not None:
             return Action(ActionKind.RESTORE, target.name, (before[1],), target, key, before[0])
     if entry is None:
@@ -487,7 +515,7 @@ def _fewer_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> Loc
     if not 0 < target.n < entry.n or target_key(dataclasses.replace(target, n=entry.n), disk.file_hashes) != entry.key:
         return None
     kept = entry.outputs[: target.n]
-    if not all(o.sha256 in disk.cached_objects or disk.file_hashes.get(o.path) == o.sha256 for o in kept):
+    if not all(_in_reach(o, disk) for o in kept):
         return None
     return dataclasses.replace(entry, n=target.n, outputs=kept)
 
@@ -708,19 +736,29 @@ def make_plan(
     actions: list[Action] = []
     abandoned: list[AbandonedTask] = []
     hashes = disk.file_hashes
+    counts = frozenset(entry.n for entry in lock.entries.values())  # a target may take the first images of a higher n
 
     def act(target: Target) -> Action:
         wanted = output_paths(target)
 
         def planned(key: str) -> Action:
             return _target_action(
-                target, key, wanted, lock, by_key, disk, replace=replaced, restore=restore, earlier=earlier
+                target,
+                key,
+                wanted,
+                lock,
+                by_key,
+                disk,
+                replace=replaced,
+                restore=restore,
+                earlier=earlier,
+                counts=counts,
             )
 
         action = planned(target_key(target, hashes))
         action = _for_builder(action, lock, builder)
         if builder is Builder.PROVIDER and action.kind.paid and action.reasons[:1] == (_PLACEHOLDERS,):
-            before = _built_before(target, action.key or "", lock, by_key, disk, earlier)
+            before = _built_before(target, action.key or "", lock, by_key, disk, earlier, counts)
             if before is not None and not before[0].emulator:  # the provider's images for these inputs
                 action = Action(ActionKind.RESTORE, target.name, (before[1],), target, action.key, before[0])
         action = _with_side_effects(action, wanted, lock, disk, claimed)
