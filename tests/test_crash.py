@@ -145,36 +145,3 @@ def _paid_and_unlocked(root: Path) -> set[str]:
         elif record["op"] in ("lock", "drop"):
             in_flight.discard(record["target"])
     return in_flight
-
-
-def test_ctrl_c_exits_130_keeps_finished_targets_and_resume_pays_nothing_twice(
-    emulator: EmulatorServer, tmp_path: Path
-) -> None:
-    emulator.emulator.reset(EmulatorConfig(latency=0.2, submit_rps=None, query_rps=None))
-    root = make_manifest(tmp_path / "p", 16, concurrency=4)
-    log = tmp_path / "interrupted.log"
-    process = _start(root, emulator, log)
-    deadline = time.monotonic() + 30
-    while len(list((root / "out").glob("*.png"))) < 3:  # some targets done
-        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-        time.sleep(0.01)
-    accepted_earlier = {r["target"] for r in _journal_records(root) if r["op"] == "task"}
-    while not (fresh := _paid_and_unlocked(root) - accepted_earlier):  # a task accepted just now: 0.2 s to go
-        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-        time.sleep(0.002)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 130
-    lines = [line for line in log.read_text().splitlines() if line.strip()]
-    assert lines[-1] == "pixmake: interrupted; finished targets are locked, in-flight tasks resume next build"
-    assert "Traceback" not in log.read_text()
-    lock = parse_lock((root / "pixmake.lock").read_text())
-    written = {p.stem.rsplit("-", 1)[0] if p.stem.count("-") else p.stem for p in (root / "out").glob("*.png")}
-    assert set(lock.entries) == written and len(written) < 16
-    assert fresh <= _paid_and_unlocked(root)  # the task in flight at the signal stays journaled, unlocked
-    assert not fresh & set(lock.entries)
-    paid_before = {e.task_id for e in emulator.emulator.ledger.entries}
-    journaled = {r["task_id"] for r in _journal_records(root) if r["op"] == "task" and r["target"] in fresh}
-    assert journaled and journaled <= paid_before
-    _resume_until_done(root, emulator, log)
-    assert_paid_once_and_complete(root, emulator, 16)
-    assert paid_before <= {e.task_id for e in emulator.emulator.ledger.entries}

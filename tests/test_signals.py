@@ -1,4 +1,5 @@
-"""SIGTERM (a CI runner cancelling the job, ``kill PID``) stops a build as Ctrl-C does, whatever SIGINT's disposition.
+"""Ctrl-C, and SIGTERM (a CI runner cancelling the job, ``kill PID``) whatever SIGINT's disposition, stop a build
+cleanly: finished targets locked, in-flight paid tasks journaled for the next build, which pays for nothing twice.
 
 A background job of a non-interactive shell, and some CI runners, start pixmake with SIGINT ignored. Then
 asyncio installs no Ctrl-C handler of its own for the build, and SIGTERM must still cancel the build as
@@ -23,6 +24,7 @@ from test_crash import _environ, _journal_records, _paid_and_unlocked, _resume_u
 from test_execute_faults import assert_paid_once_and_complete, make_manifest
 
 TERMINATED = "pixmake: terminated; finished targets are locked, in-flight tasks resume next build"
+INTERRUPTED = "pixmake: interrupted; finished targets are locked, in-flight tasks resume next build"
 
 
 def _ignore_sigint() -> None:
@@ -35,13 +37,26 @@ def _start(root: Path, server: EmulatorServer, log: Path, setup: Callable[[], No
         return subprocess.Popen(command, env=_environ(server), stdout=out, stderr=out, preexec_fn=setup)
 
 
-@pytest.mark.parametrize("setup", [_ignore_sigint, None], ids=["sigint-ignored", "sigint-default"])
-def test_sigterm_mid_build_exits_143_keeps_finished_targets_and_resume_pays_nothing_twice(
-    setup: Callable[[], None] | None, emulator: EmulatorServer, tmp_path: Path
+@pytest.mark.parametrize(
+    ("sent", "setup", "code", "last_line"),
+    [
+        (signal.SIGINT, None, 130, INTERRUPTED),
+        (signal.SIGTERM, None, 143, TERMINATED),
+        (signal.SIGTERM, _ignore_sigint, 143, TERMINATED),
+    ],
+    ids=["ctrl-c", "sigterm", "sigterm-sigint-ignored"],
+)
+def test_a_signal_mid_build_keeps_finished_targets_and_resume_pays_nothing_twice(
+    sent: signal.Signals,
+    setup: Callable[[], None] | None,
+    code: int,
+    last_line: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
 ) -> None:
     emulator.emulator.reset(EmulatorConfig(latency=0.2, submit_rps=None, query_rps=None))
     root = make_manifest(tmp_path / "p", 16, concurrency=4)
-    log = tmp_path / "terminated.log"
+    log = tmp_path / "stopped.log"
     process = _start(root, emulator, log, setup)
     deadline = time.monotonic() + 30
     while len(list((root / "out").glob("*.png"))) < 3:  # some targets done
@@ -51,12 +66,12 @@ def test_sigterm_mid_build_exits_143_keeps_finished_targets_and_resume_pays_noth
     while not (fresh := _paid_and_unlocked(root) - accepted_earlier):  # a task accepted just now: 0.2 s to go
         assert time.monotonic() < deadline and process.poll() is None, log.read_text()
         time.sleep(0.002)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 143, log.read_text()
+    process.send_signal(sent)
+    assert process.wait(timeout=30) == code, log.read_text()
     text = log.read_text()
     assert "traceback" not in text.lower() and "exception" not in text.lower(), text
     lines = [line for line in text.splitlines() if line.strip()]
-    assert lines[-1] == TERMINATED and lines.count(TERMINATED) == 1, text
+    assert lines[-1] == last_line and lines.count(last_line) == 1, text
     lock = parse_lock((root / "pixmake.lock").read_text())
     written = {p.stem.rsplit("-", 1)[0] if p.stem.count("-") else p.stem for p in (root / "out").glob("*.png")}
     assert set(lock.entries) == written and len(written) < 16
