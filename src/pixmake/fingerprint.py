@@ -115,11 +115,16 @@ def _entry_key(entry: LockEntry, *, verbatim: bool) -> str:
     return _hashed(_document(entry, references, mask, provider="toapis", verbatim=verbatim))
 
 
+def _keyed_as_written(entry: LockEntry) -> bool:
+    """Whether today's key and the verbatim key of ``entry``'s fields are one."""
+    return keyed_prompt(entry.prompt) == entry.prompt and _NOT_DRAWN.isdisjoint(entry.params)
+
+
 def current_key(entry: LockEntry) -> LockEntry:
     """``entry`` under today's key when an earlier version locked it under the verbatim key of the inputs it
     records (a prompt with a trailing newline or CRLFs, a ``callback_url``), else ``entry`` itself."""
-    if keyed_prompt(entry.prompt) == entry.prompt and _NOT_DRAWN.isdisjoint(entry.params):
-        return entry  # keyed the same either way
+    if _keyed_as_written(entry):
+        return entry
     if entry.key != _entry_key(entry, verbatim=True):
         return entry
     return replace(entry, key=_entry_key(entry, verbatim=False))
@@ -129,7 +134,7 @@ def written_key(entry: LockEntry) -> str:
     """The key a lockfile (or journal, or history) records for ``entry``: the verbatim key of its fields when
     its key is today's and the two differ, so that earlier versions, which key prompts verbatim, read the
     lock as built instead of paying again; :func:`current_key` reads it back as today's."""
-    if keyed_prompt(entry.prompt) == entry.prompt and _NOT_DRAWN.isdisjoint(entry.params):
+    if _keyed_as_written(entry):
         return entry.key
     if entry.key != _entry_key(entry, verbatim=False):
         return entry.key

@@ -461,13 +461,18 @@ def _first_images_of_more(
         twin = by_key.get(target_key(dataclasses.replace(target, n=n), disk.file_hashes))
         if twin is None or twin == target.name:
             continue
-        source = lock.entries[twin]
-        kept = source.outputs[: target.n]
-        if all(_in_reach(o, disk) for o in kept):
-            first = "its first image" if target.n == 1 else f"its first {target.n} images"
-            text = f"same inputs as locked target {twin!r} but n {n}: {first}"
-            return dataclasses.replace(source, n=target.n, outputs=kept), Reason("same-inputs", text, {"from": twin})
+        first = _first_images(lock.entries[twin], target.n, disk)
+        if first is not None:
+            images = "its first image" if target.n == 1 else f"its first {target.n} images"
+            text = f"same inputs as locked target {twin!r} but n {n}: {images}"
+            return first, Reason("same-inputs", text, {"from": twin})
     return None
+
+
+def _first_images(entry: LockEntry, n: int, disk: DiskState) -> LockEntry | None:
+    """``entry`` cut to its first ``n`` images, when they are all in reach."""
+    kept = entry.outputs[:n]
+    return dataclasses.replace(entry, n=n, outputs=kept) if all(_in_reach(o, disk) for o in kept) else None
 
 
 def _target_action(
@@ -514,10 +519,7 @@ def _fewer_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> Loc
 
     if not 0 < target.n < entry.n or target_key(dataclasses.replace(target, n=entry.n), disk.file_hashes) != entry.key:
         return None
-    kept = entry.outputs[: target.n]
-    if not all(_in_reach(o, disk) for o in kept):
-        return None
-    return dataclasses.replace(entry, n=target.n, outputs=kept)
+    return _first_images(entry, target.n, disk)
 
 
 def _replaced_files(
@@ -741,21 +743,18 @@ def make_plan(
     def act(target: Target) -> Action:
         wanted = output_paths(target)
 
-        def planned(key: str) -> Action:
-            return _target_action(
-                target,
-                key,
-                wanted,
-                lock,
-                by_key,
-                disk,
-                replace=replaced,
-                restore=restore,
-                earlier=earlier,
-                counts=counts,
-            )
-
-        action = planned(target_key(target, hashes))
+        action = _target_action(
+            target,
+            target_key(target, hashes),
+            wanted,
+            lock,
+            by_key,
+            disk,
+            replace=replaced,
+            restore=restore,
+            earlier=earlier,
+            counts=counts,
+        )
         action = _for_builder(action, lock, builder)
         if builder is Builder.PROVIDER and action.kind.paid and action.reasons[:1] == (_PLACEHOLDERS,):
             before = _built_before(target, action.key or "", lock, by_key, disk, earlier, counts)
