@@ -14,6 +14,7 @@ from hypothesis import given, settings
 
 from pixmake import api, lcache
 from pixmake.errors import LockfileError
+from pixmake.fingerprint import current_keys
 from pixmake.journal import Journal
 from pixmake.lcache import load_lock_file
 from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, entry_to_json, parse_lock, render_lock
@@ -55,7 +56,7 @@ def test_a_miss_and_a_hit_both_return_what_parse_lock_returns(lock: Lock) -> Non
     with tempfile.TemporaryDirectory() as directory:
         path, cache = Path(directory) / "pixmake.lock", Path(directory) / ".pixmake" / "lock.cache"
         text = write_lock(path, lock)
-        parsed = parse_lock(text)
+        parsed = current_keys(parse_lock(text))  # as every reader takes it (an earlier version's keys as today's)
         for _ in range(2):  # a miss that writes the cache, then a hit from it
             loaded = load_lock_file(path, cache)
             assert loaded == parsed
@@ -192,3 +193,17 @@ def test_a_hit_shares_an_input_many_entries_name_as_a_parse_does(tmp_path: Path)
         hero, side = loaded.entries["hero"], loaded.entries["side"]
         assert hero.references[0] is side.references[0] and hero.params is side.params
     assert cache.exists()
+
+
+def test_a_block_prompts_entry_is_read_under_todays_key_from_the_lock_and_from_the_cache(tmp_path: Path) -> None:
+    """The lock records the key earlier versions compute for a prompt ending in a newline; a reader takes today's."""
+    from pixmake.fingerprint import lock_entry, target_key, verbatim_key
+    from pixmake.manifest import Target
+
+    target = Target("hero", "a blue mug\n", "gpt-4o-image", "1:1", 1, "hero.png")
+    entry = lock_entry(target, target_key(target, {}), {}, ENTRY.outputs)
+    path, cache = tmp_path / "pixmake.lock", tmp_path / ".pixmake" / "lock.cache"
+    write_lock(path, Lock({"hero": entry}))
+    assert parse_lock(path.read_text()).entries["hero"].key == verbatim_key(target, {})
+    for _ in range(2):  # a miss that writes the cache, then a hit from it
+        assert load_lock_file(path, cache).entries["hero"].key == target_key(target, {})

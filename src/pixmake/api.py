@@ -236,7 +236,6 @@ def _manifest_text(manifest: Path, file: str, max_bytes: int) -> str:
 
 def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
     """The lockfile with the journal folded in (in memory), and the submits still pending."""
-    from pixmake.fingerprint import current_keys
     from pixmake.journal import read_journal
     from pixmake.lcache import load_lock_file
     from pixmake.lockfile import Lock
@@ -245,8 +244,7 @@ def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
         lock = load_lock_file(project.lockfile, project.state_dir / "lock.cache")
     except FileNotFoundError:
         lock = Lock()
-    lock, pending = read_journal(project.journal, lock)
-    return current_keys(lock), pending  # an earlier version's entries under today's keys
+    return read_journal(project.journal, lock)  # both read an earlier version's entries under today's keys
 
 
 def _tasks_under_current_keys(

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from pixmake.fingerprint import current_key
 from pixmake.lockfile import Lock, LockEntry, entry_from_json, entry_to_json
 from pixmake.store import open_for_append
 
@@ -109,7 +110,7 @@ def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]
                 target, key, str(record["cbid"]), task_id, earlier.emulator, earlier.sent_at
             )
         elif op == "lock":
-            entries[target] = entry_from_json(record["entry"])
+            entries[target] = current_key(entry_from_json(record["entry"]))  # an earlier version's: today's key
             pending.pop(target, None)
         elif op == "drop":
             pending.pop(target, None)

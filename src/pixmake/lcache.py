@@ -26,13 +26,14 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from pixmake import __version__
+from pixmake.fingerprint import current_keys
 from pixmake.lockfile import NO_PARAMS, Lock, LockedInput, LockedOutput, LockEntry, parse_lock, shared_input
 from pixmake.memo import FileStat, code_identity
 from pixmake.recordfile import paused_gc, read_record, write_record
 
 __all__ = ["LCACHE_VERSION", "load_lock_file"]
 
-LCACHE_VERSION: Final = 2
+LCACHE_VERSION: Final = 3
 _CLASSES: Final = (LockEntry, LockedOutput, LockedInput)
 
 
@@ -151,7 +152,7 @@ def load_lock_file(lockfile: Path, cache: Path) -> Lock:
                 if _unchanged(lockfile, stat):
                     write_record(cache, {**record, "stat": stat})
                 return lock
-    lock = parse_lock(_text(data), file=lockfile.name)
+    lock = current_keys(parse_lock(_text(data), file=lockfile.name))  # cached as read: under today's keys
     try:
         entries = _encode(lock)
     except (TypeError, ValueError):
