@@ -129,7 +129,8 @@ def _read_record(cache: Path) -> tuple[dict[str, Any], int] | None:
 
 
 def load_lock_file(lockfile: Path, cache: Path) -> Lock:
-    """``parse_lock`` of ``lockfile``'s text, from the cache when still valid (else parsed and cached).
+    """``parse_lock`` of ``lockfile``'s text, from the cache when still valid (else parsed and cached), with an
+    earlier version's entries under today's keys (:func:`~pixmake.fingerprint.current_keys`).
 
     Raises FileNotFoundError when there is no lockfile, LockfileError (never cached) when it is corrupt.
     """
