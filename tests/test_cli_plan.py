@@ -904,3 +904,20 @@ def test_a_copy_of_another_targets_image_made_on_purpose_is_a_hand_edit(
         "! edited     logo-tile: output assets/logo-tile.png differs from the lock (edited by hand?); kept as is; "
         "build --restore puts the locked bytes back; pixmake accept logo-tile keeps it"
     )
+
+
+def test_explain_names_the_key_the_lock_records_for_a_block_prompt(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """The lock file holds the key earlier versions compute; explain says so beside today's."""
+    manifest = examples_copy / "pixmake.yaml"
+    one_line = "    prompt: Premium product ad image of a blue ceramic mug on a wooden table, ${style}\n"
+    manifest.write_text(manifest.read_text().replace(one_line, one_line.replace("prompt: ", "prompt: >\n      ")))
+    built(examples_copy)
+    recorded = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["hero"].key
+    lines = run_cli("-C", str(examples_copy), "explain", "hero").stdout.splitlines()
+    assert lines[3] == f"           (pixmake.lock records {recorded}, this key as earlier versions compute it)"
+    assert lines[1].split()[-1] == lines[2].split()[-1] != recorded  # today's key, read from the lock
+    assert "pixmake.lock records" not in run_cli("-C", str(examples_copy), "explain", "logo-tile").stdout
+    as_json = json.loads(run_cli("-C", str(examples_copy), "explain", "hero", "--json").stdout)
+    assert (as_json["recorded_key"], as_json["locked_key"]) == (recorded, lines[2].split()[-1])

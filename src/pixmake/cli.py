@@ -224,18 +224,23 @@ def explain(obj: _Context, target: str, as_json: bool) -> None:
     import json
 
     from pixmake import api
+    from pixmake.fingerprint import written_key
 
     why = api.explain(obj.project(), target)
     locked = why.entry.key if why.entry is not None else None
+    recorded = written_key(why.entry) if why.entry is not None else None  # as pixmake.lock holds it
     if as_json:
         reasons = [_reason_json(r) for r in why.action.reasons]
         document: dict[str, Any] = {"target": why.name, "key": why.key, "locked_key": locked}
-        document |= {"document": why.document, "action": why.action.kind.value, "reasons": reasons}
+        document |= {"recorded_key": recorded, "document": why.document, "action": why.action.kind.value}
+        document |= {"reasons": reasons}
         click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
         return
     click.echo(f"target {why.name}")
     click.echo(f"  key      {why.key}")
     click.echo(f"  locked   {locked or '(not in the lockfile)'}")
+    if recorded != locked:  # a block prompt, a callback_url
+        click.echo(f"           (pixmake.lock records {recorded}, this key as earlier versions compute it)")
     click.echo("  key document (sha256 of its canonical JSON):")
     for line in json.dumps(why.document, indent=2, sort_keys=True, ensure_ascii=False).splitlines():
         click.echo(f"    {line}")
