@@ -32,7 +32,7 @@ from pixmake import __version__
 from pixmake.errors import Diagnostic
 from pixmake.manifest import Manifest, ProviderConfig, Target
 from pixmake.memo import FileStat, code_identity, file_stat
-from pixmake.recordfile import read_record, write_record
+from pixmake.recordfile import paused_gc, read_record, write_record
 
 __all__ = ["MCACHE_VERSION", "FileStat", "file_stat", "load_manifest"]
 
@@ -156,7 +156,8 @@ def _decoded(head: Any, items: Iterator[Any]) -> Manifest | None:
     """The manifest :func:`_write` wrote as ``head`` and ``items``; None when they are not one."""
     try:
         manifest = _decode(head)
-        targets = tuple(map(_decode, items))
+        with paused_gc():  # the items are unmarshalled here, as they are taken: many objects, no cycles
+            targets = tuple(map(_decode, items))
     except (TypeError, ValueError, IndexError, EOFError):
         return None
     if not isinstance(manifest, Manifest) or not all(type(t) is Target for t in targets):
