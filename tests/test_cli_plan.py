@@ -873,6 +873,47 @@ def test_lowering_n_keeps_the_first_images_and_pays_nothing(examples_copy: Path,
     assert (entry.n, [o.path for o in entry.outputs], entry.task_id) == (1, ["assets/hero.png"], task)
 
 
+def test_raising_n_keeps_the_locked_images_and_pays_for_the_new_ones_only(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    images = [(examples_copy / f"assets/hero-{i}.png").read_bytes() for i in (1, 2)]
+    charged = provider_env.emulator.ledger.charged_images
+    edit_manifest(examples_copy, {"hero": {"n": 4}})
+    assert plan(examples_copy) == (
+        0,
+        [
+            "~ regenerate hero: n 2 → 4: keeps its 2 locked images, generates 2 more",
+            "Plan: 1 to regenerate, 3 unchanged; 2 images to generate",
+        ],
+    )
+    built(examples_copy)
+    assert provider_env.emulator.ledger.charged_images == charged + 2
+    assert provider_env.emulator.submits()[-1].json["n"] == 2  # type: ignore[index]
+    # The emulator draws image i of any task for a prompt alike: images 3 and 4 look like 1 and 2 here.
+    assert [(examples_copy / f"assets/hero-{i}.png").read_bytes() for i in (1, 2)] == images
+    entry = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["hero"]
+    assert (entry.n, [o.path for o in entry.outputs]) == (4, [f"assets/hero-{i}.png" for i in (1, 2, 3, 4)])
+    assert plan(examples_copy, "--check") == (0, ["Plan: 4 unchanged; 0 images to generate"])
+
+
+def test_in_a_fresh_clone_raising_n_from_one_keeps_the_committed_image(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """n 1 → 2 moves the image to out's first numbered path; the clone's only copy is the committed file."""
+    built(examples_copy)
+    shutil.rmtree(examples_copy / ".pixmake")
+    logo = (examples_copy / "assets/logo-tile.png").read_bytes()
+    charged = provider_env.emulator.ledger.charged_images
+    edit_manifest(examples_copy, {"logo-tile": {"n": 2}})
+    built(examples_copy)
+    assert provider_env.emulator.ledger.charged_images == charged + 1
+    assert (examples_copy / "assets/logo-tile-1.png").read_bytes() == logo
+    entry = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"]
+    assert [o.path for o in entry.outputs] == ["assets/logo-tile-1.png", "assets/logo-tile-2.png"]
+    assert (examples_copy / "assets/logo-tile-2.png").is_file()
+
+
 def test_in_a_fresh_clone_lowering_n_and_raising_it_back_pays_nothing(
     examples_copy: Path, provider_env: EmulatorServer
 ) -> None:

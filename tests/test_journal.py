@@ -203,17 +203,23 @@ def test_fsyncs_leave_the_event_loop_while_the_disk_is_slow(tmp_path: Path, monk
     journal.close()
 
 
-def test_a_submit_to_the_bundled_emulator_is_journaled_as_such_and_stays_so_through_a_rewrite(tmp_path: Path) -> None:
+def test_a_submit_to_the_bundled_emulator_or_keeping_images_is_journaled_as_such_through_a_rewrite(
+    tmp_path: Path,
+) -> None:
+    """An emulator's task stays one; a submit for a raised n keeps naming the locked images it comes after."""
     journal = Journal(tmp_path / "journal.jsonl")
     journal.open()
     journal.submitting("demo", "k1", "cb-demo", emulator=True)
     journal.accepted("demo", "k1", "cb-demo", "task-demo")
     journal.submitting("paid", "k2", "cb-paid")
+    journal.submitting("more", "k3", "cb-more", keep=("a" * 64, "b" * 64))
+    journal.accepted("more", "k3", "cb-more", "task-more")
     journal.close()
     _, pending = read_journal(journal.path, Lock())
     assert pending == {
         "demo": PendingSubmit("demo", "k1", "cb-demo", "task-demo", emulator=True),
         "paid": PendingSubmit("paid", "k2", "cb-paid"),
+        "more": PendingSubmit("more", "k3", "cb-more", "task-more", keep=("a" * 64, "b" * 64)),
     }
     journal.rewrite(pending)
     assert read_journal(journal.path, Lock())[1] == pending

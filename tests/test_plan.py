@@ -510,6 +510,59 @@ def test_fewer_images_keep_the_first_ones_for_free() -> None:
     assert only(make_plan([one], lock, DiskState(disk)))[2][0] == "n 4 → 1: its first locked image is kept"
 
 
+def test_more_images_keep_the_locked_ones_and_pay_for_the_rest() -> None:
+    two = replace(HERO, n=2)
+    lock, disk = project(two, inputs=INPUTS)
+    four = replace(HERO, n=4)
+    plan = make_plan([four], lock, DiskState(disk))
+    (action,) = plan.actions
+    assert (action.kind, [r.text for r in action.reasons]) == (
+        ActionKind.REGENERATE,
+        ["n 2 → 4: keeps its 2 locked images, generates 2 more"],
+    )
+    assert action.source == lock.entries["hero"] and action.key == target_key(four, disk)
+    assert (action.images, plan.images_to_generate) == (2, 2)
+    assert plan.summary() == "1 to regenerate; 2 images to generate"
+    one_lock, one_disk = project(HERO, inputs=INPUTS)
+    assert only(make_plan([two], one_lock, DiskState(one_disk)))[2] == [
+        "n 1 → 2: keeps its locked image, generates 1 more",
+        "output out/hero.png left over from an earlier out or n; build --prune deletes it",
+    ]
+
+
+def test_more_images_pay_for_all_when_the_rest_is_no_n_of_the_model_or_the_locked_ones_are_gone() -> None:
+    """gpt-4o-image takes n 1, 2 or 4: 1 → 4 would ask for 3, so 4 are made; images out of reach, placeholders,
+    and another change pay for all as well; build --emulator makes a whole set of placeholders."""
+    one_lock, one_disk = project(HERO, inputs=INPUTS)
+    four = replace(HERO, n=4)
+    (action,) = make_plan([four], one_lock, DiskState(one_disk)).actions
+    assert (action.kind, action.source, action.images) == (ActionKind.REGENERATE, None, 4)
+    two = replace(HERO, n=2)
+    lock, disk = project(two, inputs=INPUTS)
+    gone = {path: digest for path, digest in disk.items() if path != "out/hero-1.png"}
+    assert make_plan([four], lock, DiskState(gone)).images_to_generate == 4
+    cached = frozenset(o.sha256 for o in lock.entries["hero"].outputs)
+    assert make_plan([four], lock, DiskState(gone, cached_objects=cached)).images_to_generate == 2
+    placeholders = Lock(MappingProxyType({"hero": replace(lock.entries["hero"], emulator=True)}))
+    assert make_plan([four], placeholders, DiskState(disk)).images_to_generate == 4
+    assert make_plan([replace(four, prompt="a red mug")], lock, DiskState(disk)).images_to_generate == 4
+    (emulated,) = make_plan([four], lock, DiskState(disk), builder=Builder.EMULATOR).actions
+    assert (emulated.source, emulated.images, [r.code for r in emulated.reasons]) == (None, 4, ["n-changed"])
+
+
+def test_of_twins_with_raised_n_the_one_keeping_images_pays_and_the_other_copies_it() -> None:
+    two, other = replace(HERO, n=2), replace(HERO, name="other", n=1, out="out/other.png", prompt="something else")
+    lock, disk = project(other, two, inputs=INPUTS)
+    four = replace(HERO, n=4)
+    twin = replace(four, name="a-twin", out="out/twin.png")  # first in manifest order, nothing locked
+    plan = make_plan([twin, four], lock, DiskState(disk), orphans=False)
+    assert [(a.name, a.kind, a.images, a.after) for a in plan.actions] == [
+        ("a-twin", ActionKind.RESTORE, 0, "hero"),
+        ("hero", ActionKind.REGENERATE, 2, None),
+    ]
+    assert plan.images_to_generate == 2
+
+
 def test_fewer_images_with_another_change_or_out_of_reach_are_paid_for() -> None:
     four = replace(HERO, n=4)
     lock, disk = project(four, inputs=INPUTS)

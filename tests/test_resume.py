@@ -105,6 +105,27 @@ def test_a_paid_task_of_an_interrupted_build_is_planned_as_resume_and_collected_
     assert run_cli("-C", str(hero), "plan", "--check").exit_code == 0
 
 
+def test_a_paid_task_for_more_images_of_a_target_is_collected_with_the_images_it_keeps(
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """n 1 → 2 pays for one image; interrupted after that submit, the next build collects it after the kept one."""
+    assert run_cli("-C", str(hero), "build").exit_code == 0
+    first = (hero / "hero.png").read_bytes()
+    manifest = hero / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("a red mug", "a red mug\n    n: 2"))
+    task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log")  # charged for one image (it resets)
+    assert run_cli("-C", str(hero), "plan").stdout.splitlines()[-1] == (
+        "Plan: 1 to resume (already paid), 1 stale output to prune; 0 images to generate"  # hero.png
+    )
+    outcome = run_cli("-C", str(hero), "build", "--prune")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert provider_env.emulator.ledger.charged_images == 1  # nothing paid again
+    entry = parse_lock((hero / "pixmake.lock").read_text()).entries["hero"]
+    assert (entry.n, entry.task_id, [o.path for o in entry.outputs]) == (2, task_id, ["hero-1.png", "hero-2.png"])
+    assert (hero / "hero-1.png").read_bytes() == first
+    assert run_cli("-C", str(hero), "plan", "--check").exit_code == 0
+
+
 def test_a_paid_task_for_inputs_changed_since_is_dropped_with_a_warning(
     hero: Path, provider_env: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -704,18 +704,22 @@ def _prune(project: Project) -> PruneResult:
 
 
 def _cache_restore_sources(project: Project, actions: Iterable[Action]) -> None:
-    """Put into the object cache each image a restore copies that is only in place on disk (a renamed
-    target's twin, in a clone whose cache lacks it): the executor copies from the cache alone, and
-    another restore may overwrite that file first. A file that no longer holds the image is left out
-    (that restore then fails, naming it)."""
+    """Put into the object cache each image a restore copies (or a target whose ``n`` was raised keeps)
+    that is only in place on disk (a renamed target's twin, in a clone whose cache lacks it): the executor
+    copies from the cache alone, and another restore may overwrite that file first. A file that no longer
+    holds the image is left out (that restore then fails, naming it)."""
     from pixmake.plan import ActionKind
     from pixmake.store import safe_path, sha256_bytes
 
     objects = project.objects
     for action in actions:
         for restore in (action, action.fallback):
-            if restore is None or restore.kind is not ActionKind.RESTORE or restore.source is None:
-                continue
+            if (
+                restore is None
+                or restore.source is None
+                or not (restore.kind is ActionKind.RESTORE or restore.kind.paid)
+            ):
+                continue  # a paid action's source: the locked images it keeps (n raised)
             for output in restore.source.outputs:
                 if not objects.has(output.sha256):
                     with contextlib.suppress(OSError, UnsafePathError):

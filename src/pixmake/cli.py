@@ -189,7 +189,7 @@ def plan(
                 "target": a.name,
                 "action": a.kind.value,
                 "key": a.key,
-                "images": a.target.n if a.target is not None and a.kind.paid else 0,
+                "images": a.images,
                 "reasons": [_reason_json(r) for r in a.reasons],
             }
             for a in result.actions

@@ -312,18 +312,21 @@ class _Recorder:
         self._lock_stat = lock_stat  # as the build planned from it (or last wrote it)
         self._ours = finished_targets(journal.path)  # entries this build made or recovered: they win a merge
 
-    def submitting(self, target: str, key: str, client_business_id: str) -> None:
-        """A submit with this id is about to be sent (once the journal is durable)."""
+    def submitting(self, target: str, key: str, client_business_id: str, keep: tuple[str, ...] = ()) -> None:
+        """A submit with this id is about to be sent (once the journal is durable); ``keep``: the sha256 of
+        the locked images the target keeps before the task's (its ``n`` raised)."""
         sent_at = round(time.time(), 3)
-        self.journal.submitting(target, key, client_business_id, emulator=self.emulator, sent_at=sent_at)
-        self.pending[target] = PendingSubmit(target, key, client_business_id, emulator=self.emulator, sent_at=sent_at)
+        self.journal.submitting(target, key, client_business_id, emulator=self.emulator, sent_at=sent_at, keep=keep)
+        self.pending[target] = PendingSubmit(
+            target, key, client_business_id, emulator=self.emulator, sent_at=sent_at, keep=keep
+        )
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
         """The provider gave the submit a task id."""
         self.journal.accepted(target, key, client_business_id, task_id)
         earlier = self.pending.get(target)
-        sent_at = earlier.sent_at if earlier is not None else None
-        self.pending[target] = PendingSubmit(target, key, client_business_id, task_id, self.emulator, sent_at)
+        sent_at, keep = (earlier.sent_at, earlier.keep) if earlier is not None else (None, ())
+        self.pending[target] = PendingSubmit(target, key, client_business_id, task_id, self.emulator, sent_at, keep)
 
     def dropped(self, target: str, key: str) -> None:
         """Nothing is left to resume for this key (never created, failed and refunded, or result gone)."""
@@ -697,7 +700,7 @@ class Executor:
     async def _run(self, action: Action) -> None:
         kind, target, key = action.kind, action.target, action.key
         assert target is not None and key is not None
-        self.reporter.emit(TargetStarted(action.name, kind.value, target.n if kind.paid else 0))
+        self.reporter.emit(TargetStarted(action.name, kind.value, action.images))
         try:
             if action.after is not None and action.source is None:
                 raise PixmakeError(f"target {action.after!r}, whose images it shares (the same inputs), was not built")
@@ -721,8 +724,10 @@ class Executor:
                         for reason in action.reasons:
                             if reason.code == PROVIDER_MADE:  # its images are paid for: never placeholders
                                 raise ConfigError(reason.text)
-                    outputs = await self._generate(target, key, planned=not unplanned)
-                    self._images += target.n
+                    # n raised: the locked images are kept first, and only the rest is paid for
+                    kept = tuple(o.sha256 for o in action.source.outputs) if action.source is not None else ()
+                    outputs = await self._generate(target, key, planned=not unplanned, keep=kept)
+                    self._images += action.images
                 else:
                     outputs = ()  # unchanged or edited after all: nothing to write
             assert outputs is not None
@@ -893,9 +898,9 @@ class Executor:
 
     # --- the paid path ----------------------------------------------------------------------------
 
-    async def _journal_submit(self, target: str, key: str, client_business_id: str) -> None:
+    async def _journal_submit(self, target: str, key: str, client_business_id: str, keep: tuple[str, ...]) -> None:
         """Journal a submit and wait until it is on disk, shielded: Ctrl-C cannot send an unjournaled submit."""
-        self.recorder.submitting(target, key, client_business_id)
+        self.recorder.submitting(target, key, client_business_id, keep)
         with anyio.CancelScope(shield=True):
             await self.recorder.journal.durable()
 
@@ -927,10 +932,11 @@ class Executor:
         return await self._find_trusted(target.name, pending.client_business_id, time.monotonic() + trusted_in)
 
     async def _obtain_task(
-        self, target: Target, key: str, *, submit: bool = True, planned: bool = True
-    ) -> tuple[TaskStatus, bool] | None:
-        """A task for this target, and whether this build paid for it: the journaled one if it still
-        exists, else a new (paid) submit.
+        self, target: Target, key: str, *, submit: bool = True, planned: bool = True, keep: tuple[str, ...] = ()
+    ) -> tuple[TaskStatus, bool, tuple[str, ...]] | None:
+        """A task for this target, whether this build paid for it, and the sha256 of the locked images the
+        target keeps before the task's: the journaled task if it still exists, else a new (paid) submit
+        for ``n`` less the ``keep`` images.
 
         With ``submit=False`` only a journaled task is resumed; None when there is none.
         """
@@ -950,33 +956,36 @@ class Executor:
                 if pending.task_id != found.task_id:
                     self.recorder.accepted(target.name, key, pending.client_business_id, found.task_id)
                 self.reporter.emit(TargetSubmitted(target.name, found.task_id, resumed=True))
-                return found, False
+                return found, False, pending.keep
         if pending is not None:
             # Never created, failed (refunded), or paid for inputs that have since changed.
             self.recorder.dropped(target.name, key)
         if not submit:
             return None
+        asked = target.n - len(keep)
         spare = None if self.max_images is None else self.max_images - self._planned_images - self._unplanned
-        if not planned and spare is not None and target.n > spare:
+        if not planned and spare is not None and asked > spare:
             raise BudgetError(
-                f"not submitted: its interrupted build's task was not found, and paying for {target.n} "
-                f"image{'s' * (target.n != 1)} again would pass --max-images {self.max_images} "
+                f"not submitted: its interrupted build's task was not found, and paying for {asked} "
+                f"image{'s' * (asked != 1)} again would pass --max-images {self.max_images} "
                 f"with what the plan pays for"
             )
-        extra = 0 if planned else target.n  # counted before the submit: concurrent ones cannot pass the cap together
+        extra = 0 if planned else asked  # counted before the submit: concurrent ones cannot pass the cap together
         self._unplanned += extra
         try:
-            status = await self._submit(target, key)
+            status = await self._submit(target, key, keep)
         except BaseException:
             if target.name not in self.recorder.pending:  # surely not created (else it stays journaled: maybe paid)
                 self._unplanned -= extra
             raise
-        self._paid += target.n  # charged at submit
+        self._paid += asked  # charged at submit
         self.reporter.emit(TargetSubmitted(target.name, status.task_id, resumed=False))
-        return status, True
+        return status, True, keep
 
-    async def _submit(self, target: Target, key: str) -> TaskStatus:
+    async def _submit(self, target: Target, key: str, keep: tuple[str, ...] = ()) -> TaskStatus:
         """Submit, retrying only what cannot double-charge; an unknown outcome is looked up before anything else.
+
+        The request asks for ``n`` less the ``keep`` images (locked ones the target keeps first).
 
         Each attempt's ``client_business_id`` is journaled before it is sent. A new id is made only
         after the old one is known not to exist: the provider refused it (429, 503
@@ -990,7 +999,7 @@ class Executor:
                 model=target.model,
                 prompt=target.prompt,
                 size=target.size,
-                n=target.n,
+                n=target.n - len(keep),
                 client_business_id=_client_business_id(key),
                 image_urls=image_urls,
                 mask_url=mask_url,
@@ -998,7 +1007,7 @@ class Executor:
             )
             cbid = request.client_business_id
             await self.submit_rate.acquire()
-            await self._journal_submit(target.name, key, cbid)
+            await self._journal_submit(target.name, key, cbid, keep)
             # The journal step is shielded: a build cancelled meanwhile (Ctrl-C, a refused key) stops here.
             # aiohttp may write a request before its first real suspension point, so check first.
             try:
@@ -1219,19 +1228,32 @@ class Executor:
                 )
             return error
 
+    def _kept_images(self, keep: tuple[str, ...]) -> list[bytes]:
+        """Worker thread: the locked images a target keeps (``n`` raised), from the object cache.
+
+        Raises BadResultError when one is gone: the paid task stays journaled, so a build that finds the
+        image again (``git checkout`` of the output, say) collects it without paying.
+        """
+        try:
+            return [self.objects.get(digest) for digest in keep]
+        except (OSError, ValueError) as error:
+            raise BadResultError(f"cannot read an image the target keeps from the object cache: {error}") from error
+
     async def _generate(
-        self, target: Target, key: str, *, submit: bool = True, planned: bool = True
+        self, target: Target, key: str, *, submit: bool = True, planned: bool = True, keep: tuple[str, ...] = ()
     ) -> tuple[str, ...] | None:
         """Obtain (submit or resume) the target's task, wait for it, download, verify, write and lock it.
 
         With ``submit=False`` only a journaled task is resumed; returns None when there is none. A submit
         the plan did not count (``planned=False``) is sent only within what ``max_images`` leaves over.
+        ``keep`` names (by sha256) locked images in the object cache that a new submit keeps as the first
+        outputs, asking for the rest only; a resumed task keeps what its journaled submit named.
         """
         async with self.capacity:  # a provider slot: from submit (or resume) until the task is finished
-            obtained = await self._obtain_task(target, key, submit=submit, planned=planned)
+            obtained = await self._obtain_task(target, key, submit=submit, planned=planned, keep=keep)
             if obtained is None:
                 return None
-            status, paid_now = obtained
+            status, paid_now, keep = obtained
             try:
                 status = await self._wait_finished(target.name, status)
             except TimeoutError:
@@ -1244,18 +1266,21 @@ class Executor:
             for digest in self._local_inputs(target):  # an expired upload can fail a task, not only a submit
                 self.uploader.doubt(digest)
             if paid_now:
-                self._paid -= target.n  # a failed task is refunded
-                self._unplanned -= 0 if planned else target.n
+                self._paid -= target.n - len(keep)  # a failed task is refunded
+                self._unplanned -= 0 if planned else target.n - len(keep)
             code = f" ({status.error_code})" if status.error_code else ""
             why = f"task {status.task_id} failed{code}: {status.error_message or 'no message'}"
             if status.error_code == "insufficient_quota":  # no balance, said in the task (§3.3): as a 402 would
                 raise _Fatal(QuotaError(f"insufficient balance: {why}", code=status.error_code))
             raise GenerationFailedError(why)
-        if len(status.urls) != target.n:
+        asked = target.n - len(keep)
+        if len(status.urls) != asked:
             # A failed attempt: nothing to lock; the next build submits again.
             self.recorder.dropped(target.name, key)
-            raise BadResultError(f"task {status.task_id} returned {len(status.urls)} images, expected {target.n}")
+            raise BadResultError(f"task {status.task_id} returned {len(status.urls)} images, expected {asked}")
         blobs = [await self._download(target.name, key, url, status.expires_at) for url in status.urls]
+        if keep:  # n raised: the locked images first (cached before the build began)
+            blobs[:0] = await anyio.to_thread.run_sync(self._kept_images, keep)
         paths = output_paths(target)
         for attempt in range(self.settings.max_attempts):
             try:
@@ -1269,8 +1294,9 @@ class Executor:
                     raise unwritten
                 break
             except _Undecodable as bad:  # cut short where no length told us so, say: fetch that image again
-                if attempt + 1 >= self.settings.max_attempts:
+                if attempt + 1 >= self.settings.max_attempts or bad.index < len(keep):
                     raise bad.error from None
                 await self._backoff(target.name, Operation.DOWNLOAD, attempt, bad.error)
-                blobs[bad.index] = await self._download(target.name, key, status.urls[bad.index], status.expires_at)
+                url = status.urls[bad.index - len(keep)]
+                blobs[bad.index] = await self._download(target.name, key, url, status.expires_at)
         return paths

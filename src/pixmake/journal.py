@@ -2,7 +2,8 @@
 
 Shell. Four records, one JSON object per line (as ninja appends to its build log):
 
-* ``submit``: written and made durable *before* a submit is sent, with its ``client_business_id``;
+* ``submit``: written and made durable *before* a submit is sent, with its ``client_business_id`` (and,
+  for a target whose ``n`` was raised, the sha256 of the locked images it keeps: the task makes the rest);
 * ``task``: the provider accepted it and gave a task id;
 * ``lock``: the target finished; its full lock entry;
 * ``drop``: the submit is known not to exist or its task failed; nothing to resume.
@@ -51,6 +52,7 @@ class PendingSubmit:
     task_id: str | None = None
     emulator: bool = False  # sent to the bundled emulator (``build --emulator``), not to a provider
     sent_at: float | None = None  # wall-clock time it was journaled (None in journals of pixmake before it)
+    keep: tuple[str, ...] = ()  # sha256 of the locked images the target keeps first: the task makes n - len(keep)
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:
@@ -73,10 +75,14 @@ def _line(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
-def _submit(target: str, key: str, client_business_id: str, emulator: bool, sent_at: float | None) -> dict[str, Any]:
+def _submit(
+    target: str, key: str, client_business_id: str, emulator: bool, sent_at: float | None, keep: tuple[str, ...] = ()
+) -> dict[str, Any]:
     record: dict[str, Any] = {"op": "submit", "target": target, "key": key, "cbid": client_business_id}
     if sent_at is not None:
         record["at"] = sent_at
+    if keep:
+        record["keep"] = list(keep)
     return {**record, "emu": True} if emulator else record
 
 
@@ -102,12 +108,16 @@ def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]
             at = record.get("at")
             sent_at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
             emulator = record.get("emu") is True
-            pending[target] = PendingSubmit(target, key, str(record["cbid"]), emulator=emulator, sent_at=sent_at)
+            kept = record.get("keep")
+            keep = tuple(map(str, kept)) if isinstance(kept, list) else ()
+            pending[target] = PendingSubmit(
+                target, key, str(record["cbid"]), emulator=emulator, sent_at=sent_at, keep=keep
+            )
         elif op == "task" and target in pending:
             task_id = str(record["task_id"])
             earlier = pending[target]
             pending[target] = PendingSubmit(
-                target, key, str(record["cbid"]), task_id, earlier.emulator, earlier.sent_at
+                target, key, str(record["cbid"]), task_id, earlier.emulator, earlier.sent_at, earlier.keep
             )
         elif op == "lock":
             entries[target] = current_key(entry_from_json(record["entry"]))  # an earlier version's: today's key
@@ -208,11 +218,19 @@ class Journal:
         self._fsync_seconds += 0.2 * (time.perf_counter() - started - self._fsync_seconds)
 
     def submitting(
-        self, target: str, key: str, client_business_id: str, *, emulator: bool = False, sent_at: float | None = None
+        self,
+        target: str,
+        key: str,
+        client_business_id: str,
+        *,
+        emulator: bool = False,
+        sent_at: float | None = None,
+        keep: tuple[str, ...] = (),
     ) -> None:
         """Record a submit about to be sent (then await :meth:`durable` before sending it); ``emulator``: to
-        the bundled emulator, whose tasks no provider has; ``sent_at``: the wall-clock time (``time.time()``)."""
-        self._append(_submit(target, key, client_business_id, emulator, sent_at))
+        the bundled emulator, whose tasks no provider has; ``sent_at``: the wall-clock time (``time.time()``);
+        ``keep``: the sha256 of the locked images the target keeps before the task's."""
+        self._append(_submit(target, key, client_business_id, emulator, sent_at, keep))
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
         """Record the task id the provider gave a submit."""
@@ -232,7 +250,7 @@ class Journal:
 
         lines = []
         for p in pending.values():
-            lines.append(_line(_submit(p.target, p.key, p.client_business_id, p.emulator, p.sent_at)))
+            lines.append(_line(_submit(p.target, p.key, p.client_business_id, p.emulator, p.sent_at, p.keep)))
             if p.task_id is not None:
                 lines.append(_line(_task(p.target, p.key, p.client_business_id, p.task_id)))
         lines.extend(_line(_finished(name, entry)) for name, entry in (finished or {}).items())

@@ -114,7 +114,8 @@ class Action:
     not to exist (it never arrived, or failed and was refunded): the action planned without it.
     ``kept`` lists the outputs a RESTORE leaves as they are: edited by hand, beside missing ones it puts back.
     ``after`` names the target generated in the same build whose images a RESTORE copies (same inputs):
-    its ``source`` is known only once that target is built.
+    its ``source`` is known only once that target is built. A paid action with a ``source`` keeps that
+    entry's images as its first ones and pays only for the rest (``n`` raised: :attr:`images`).
     """
 
     kind: ActionKind
@@ -122,11 +123,18 @@ class Action:
     reasons: tuple[Reason, ...]
     target: Target | None = None
     key: str | None = None
-    source: LockEntry | None = None  # the lock entry whose bytes a restore uses
+    source: LockEntry | None = None  # the lock entry whose bytes a restore uses (or a paid action keeps)
     stale: tuple[LockedOutput, ...] = ()
     fallback: Action | None = None
     kept: tuple[str, ...] = ()
     after: str | None = None
+
+    @property
+    def images(self) -> int:
+        """Images this action pays for: ``n``, less the locked ones a paid action keeps (``n`` raised)."""
+        if not self.kind.paid or self.target is None:
+            return 0
+        return self.target.n - (len(self.source.outputs) if self.source is not None else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +213,7 @@ class Plan:
         """Images that a build would pay for."""
         if self._actions is None:
             return 0
-        return sum(a.target.n for a in self._actions if a.kind.paid and a.target is not None)
+        return sum(a.images for a in self._actions)
 
     @property
     def changes(self) -> tuple[Action, ...]:
@@ -508,6 +516,13 @@ def _target_action(
             reason = Reason("n-lowered", f"n {entry.n} → {target.n}: {first} kept", {"old": entry.n, "new": target.n})
             # A RESTORE even with every file in place: the lock entry is rewritten under the new key.
             return dataclasses.replace(action, kind=ActionKind.RESTORE, reasons=(reason, *action.reasons))
+        kept = _more_of_the_same(target, entry, disk)
+        if kept is not None:
+            more = target.n - kept.n
+            images = "its locked image" if kept.n == 1 else f"its {kept.n} locked images"
+            text = f"n {kept.n} → {target.n}: keeps {images}, generates {more} more"
+            reason = Reason("n-raised", text, {"old": kept.n, "new": target.n})
+            return Action(ActionKind.REGENERATE, target.name, (reason,), target, key, kept)
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
     return _output_action(target, key, wanted, entry, disk, restore=restore)
 
@@ -522,6 +537,25 @@ def _fewer_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> Loc
     return _first_images(entry, target.n, disk)
 
 
+def _more_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> LockEntry | None:
+    """``entry``, when the target differs from it only in asking for more images (``n`` raised), its images
+    are the provider's and in reach, and the model takes the difference as an ``n`` of its own: a build
+    keeps them and pays for the rest alone. Not for placeholders (a provider's images would join them)."""
+    from pixmake.fingerprint import target_key
+    from pixmake.models import MODELS
+
+    spec = MODELS.get(target.model)
+    if (
+        spec is None
+        or target.n - entry.n not in spec.n_allowed
+        or entry.emulator
+        or len(entry.outputs) != entry.n
+        or target_key(dataclasses.replace(target, n=entry.n), disk.file_hashes) != entry.key
+    ):
+        return None
+    return entry if all(_in_reach(o, disk) for o in entry.outputs) else None
+
+
 def _replaced_files(
     wanted: tuple[str, ...], entry: LockEntry | None, disk: DiskState, writes: LockEntry | None = None
 ) -> list[Reason]:
@@ -532,7 +566,8 @@ def _replaced_files(
     writes too, and so does a RESTORE of another entry's images.
     """
     locked = {o.path: o.sha256 for o in entry.outputs} if entry is not None else {}
-    written = [o.sha256 for o in writes.outputs] if writes is not None else [None] * len(wanted)
+    written: list[str | None] = [o.sha256 for o in writes.outputs] if writes is not None else []
+    written += [None] * (len(wanted) - len(written))  # a paid action keeping locked images writes new ones after
     reasons = []
     for path, coming in zip(wanted, written, strict=False):
         actual = disk.file_hashes.get(path)
@@ -569,9 +604,7 @@ def _with_side_effects(
     A paid action replaces files that are not its locked bytes; outputs it writes no longer are stale.
     """
     entry = lock.entries.get(action.name)
-    if action.kind.generates:
-        extra = _replaced_files(wanted, entry, disk)
-    elif _from_another(action):
+    if action.kind.generates or _from_another(action):  # a paid action's source: images it keeps (n raised)
         extra = _replaced_files(wanted, entry, disk, writes=action.source)
     else:
         extra = []
@@ -613,6 +646,12 @@ def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
     provider_made = entry is not None and not entry.emulator and entry.key == action.key
     if builder is Builder.EMULATOR and action.kind.paid and provider_made:
         return dataclasses.replace(action, reasons=(*action.reasons, _PROVIDER_IMAGES))
+    if builder is Builder.EMULATOR and action.kind.paid and action.source is not None:
+        # n raised: placeholders are not added to the provider's images; a whole set of them is made
+        old, new = action.source.n, action.images + action.source.n
+        n_changed = Reason("n-changed", f"n {old} → {new}", {"old": old, "new": new})
+        why = tuple(r for r in action.reasons if r.code != "n-raised")
+        return dataclasses.replace(action, reasons=(n_changed, *why), source=None)
     source = action.source
     if source is None or not source.emulator:
         return action
@@ -628,11 +667,12 @@ def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
 
 def _first_of_each_key(actions: Sequence[Action], replaced: frozenset[str], builder: Builder) -> dict[str, str]:
     """The target whose images the others with the same inputs copy, by key: one collecting a paid task
-    (RESUME), else one named by ``--replace``, else the first the plan pays for (in manifest order).
+    (RESUME), else one named by ``--replace``, else the one paying least (it keeps locked images), the first
+    in manifest order.
     Never, for ``build --emulator``, one it refuses: a provider's task, or the provider's images replaced."""
 
-    def rank(action: Action) -> int:
-        return 0 if action.kind is ActionKind.RESUME else 1 if action.name in replaced else 2
+    def rank(action: Action) -> tuple[int, int]:  # then the one paying least: it keeps locked images (n raised)
+        return (0 if action.kind is ActionKind.RESUME else 1 if action.name in replaced else 2), action.images
 
     def refused(action: Action) -> bool:
         return action.kind is ActionKind.RESUME or any(r.code == PROVIDER_MADE for r in action.reasons)
