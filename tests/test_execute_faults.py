@@ -288,3 +288,35 @@ def test_all_faults_at_once_300_targets(emulator: EmulatorServer, tmp_path: Path
     assert len(uploads) == 1
     again = api.build(api.open_project(root), fast_settings(api.open_project(root), emulator))
     assert again.generated == () and len(again.unchanged) == 300
+
+
+def test_raising_n_under_every_fault_pays_once_for_each_new_image_and_keeps_the_first(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """60 targets built with n 1, then raised to 2 under every fault at once: one more image each, paid once."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    targets = {f"t{i:04d}": {"prompt": f"product shot {i}", "out": f"out/t{i:04d}.png"} for i in range(60)}
+    root = write_manifest(tmp_path / "p", targets, concurrency=16)
+    build_until_done(root, emulator)
+    first = {name: (root / f"out/{name}.png").read_bytes() for name in targets}
+    write_manifest(root, {name: {**t, "n": 2} for name, t in targets.items()}, concurrency=16)
+    submit = ("p_429", "p_500", "p_502", "p_504_html", "p_503_unavailable", "p_drop_after_submit", "p_504_after_submit")
+    knobs: dict[str, Any] = {k: 0.3 / len(submit) for k in submit}
+    knobs |= {"p_task_failed": 0.15, "p_truncated_download": 0.15, "p_short_result": 0.1}
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, seed=7, **knobs))
+    results = build_until_done(root, emulator)
+    ledger = emulator.emulator.ledger
+    ids = [e.client_business_id for e in ledger.entries]
+    assert [cbid for cbid, times in Counter(ids).items() if times > 1] == [], "a client_business_id charged twice"
+    assert {e.n for e in ledger.entries} == {1}  # only the new image is asked for
+    assert sum(r.images_paid for r in results) == ledger.net_images, "the bill is what pixmake said"
+    lock = parse_lock((root / "pixmake.lock").read_text(encoding="utf-8"))
+    locked_tasks = [entry.task_id or "" for entry in lock.entries.values()]
+    paid_tasks = [e.task_id for e in ledger.entries if not e.refunded]
+    assert sorted(set(paid_tasks) & set(locked_tasks)) == sorted(locked_tasks)  # each locked task paid, once
+    short = len(set(paid_tasks) - set(locked_tasks))  # a short result is a failed attempt, charged n (the emulator)
+    assert ledger.net_images == 60 + short
+    for name in targets:
+        assert (root / f"out/{name}-1.png").read_bytes() == first[name]
+        with Image.open(root / f"out/{name}-2.png") as image:
+            assert image.size == (1024, 1024)
