@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from conftest import PACKAGE_ROOT, TEST_KEY
 from pixmake.emulator import EmulatorConfig, EmulatorServer
@@ -122,18 +123,61 @@ def test_sigkill_at_random_moments_then_resume(
     )
     root = make_manifest(tmp_path / "p", TARGETS, concurrency=8, twins=6)  # twins: one key, two targets
     log = tmp_path / "build.log"
+    _kill_at_random_moments(root, emulator, log, rng, TARGETS)
+    _resume_until_done(root, emulator, log)
+    assert_paid_once_and_complete(root, emulator, TARGETS)
+
+
+def _kill_at_random_moments(root: Path, server: EmulatorServer, log: Path, rng: random.Random, left: int) -> None:
+    """Start and SIGKILL a build one to three times, at moments drawn from ``rng`` (``left``: targets to build)."""
     for _ in range(rng.choice((1, 2, 3))):
         # Each target left appends about three records (submit, task, lock), plus retries' own.
-        k = 0 if rng.random() < 0.25 else rng.randint(1, 3 * max(1, TARGETS - _locked(root)))
+        k = 0 if rng.random() < 0.25 else rng.randint(1, 3 * max(1, left - _locked(root)))
         delay = rng.uniform(0.0, 0.15)  # with k=0: still in interpreter start-up (~0.4 s), before any work
-        process = _start(root, emulator, log)
+        process = _start(root, server, log)
         _wait_for_records(root, process, k, log)
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         _assert_lock_parses(root)
+
+
+RAISED_CASES = [pytest.param(seed, marks=[pytest.mark.slow] if seed >= 1 else []) for seed in range(6)]
+
+
+@pytest.mark.parametrize("seed", RAISED_CASES)
+def test_sigkill_while_raising_n_then_resume_pays_once_for_each_new_image(
+    seed: int, emulator: EmulatorServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Built with n 1 (two targets with n 2), then n doubled: killed at random, every target ends with its
+    earlier images first and one paid submit for the rest, never two."""
+    if request.node.get_closest_marker("slow") and "slow" not in (request.config.option.markexpr or ""):
+        pytest.skip("soak case: run with -m slow")
+    rng = random.Random(seed)
+    emulator.emulator.reset(EmulatorConfig(latency=0.03, submit_rps=None, query_rps=None, seed=seed))
+    root = make_manifest(tmp_path / "p", TARGETS, concurrency=8, every_ref=0)
+    log = tmp_path / "build.log"
     _resume_until_done(root, emulator, log)
-    assert_paid_once_and_complete(root, emulator, TARGETS)
+    before = parse_lock((root / "pixmake.lock").read_text(encoding="utf-8")).entries
+    manifest = root / "pixmake.yaml"
+    document = yaml.safe_load(manifest.read_text())
+    for target in document["targets"].values():
+        target["n"] = 2 * target.get("n", 1)
+    manifest.write_text(yaml.safe_dump(document, sort_keys=False))
+    knobs: dict[str, Any] = {"p_drop_after_submit": 0.1, "p_500": 0.05, "p_truncated_download": 0.1}
+    emulator.emulator.reset(EmulatorConfig(latency=0.03, latency_jitter=0.07, submit_rps=None, query_rps=None, **knobs))
+    _kill_at_random_moments(root, emulator, log, rng, TARGETS)
+    _resume_until_done(root, emulator, log)
+    ledger = emulator.emulator.ledger
+    assert sorted(e.client_business_id or "" for e in ledger.entries) == sorted(
+        {e.client_business_id or "" for e in ledger.entries}
+    )
+    assert ledger.net_images == sum(entry.n for entry in before.values())  # the new images, each paid once
+    after = parse_lock((root / "pixmake.lock").read_text(encoding="utf-8")).entries
+    for name, entry in after.items():
+        kept = [o.sha256 for o in entry.outputs[: before[name].n]]
+        assert (entry.n, kept) == (2 * before[name].n, [o.sha256 for o in before[name].outputs]), name
+        assert [e.n for e in ledger.entries if e.task_id == entry.task_id] == [before[name].n], name
 
 
 def _paid_and_unlocked(root: Path) -> set[str]:
