@@ -174,6 +174,21 @@ def test_rich_view_keeps_its_bar_count_and_counts_in_a_narrow_terminal(width: in
     assert "images 2/3" in " ".join(counts) and "concurrency 2" in " ".join(counts)
 
 
+def test_rich_view_counts_the_images_paid_for_not_those_a_target_keeps() -> None:
+    """n 2 → 4 pays for 2 of its 4 outputs; a collected task was paid for by an earlier build."""
+    from rich.console import Console
+
+    reporter = RichReporter(io.StringIO())
+    reporter.emit(BuildStarted(targets=2, images=2, concurrency=4))
+    reporter.emit(TargetStarted("hero", "regenerate", 2))
+    reporter.emit(TargetFinished("hero", "regenerate", tuple(f"hero-{i}.png" for i in range(1, 5))))
+    reporter.emit(TargetStarted("logo", "resume", 0))
+    reporter.emit(TargetFinished("logo", "resume", ("logo.png",)))
+    screen = Console(file=io.StringIO(), width=100, record=True)
+    screen.print(reporter._progress.get_renderable())
+    assert "images 2/2" in screen.export_text()
+
+
 def test_rich_view_prints_every_finished_target_in_order_even_in_a_burst() -> None:
     """A burst of finishes is printed in groups (each print redraws the bar), but every line, in order."""
     stream = io.StringIO()

@@ -240,6 +240,7 @@ class RichReporter:
         self._start = time.monotonic()
         self._images_total = 0
         self._images_done = 0
+        self._paying: dict[str, int] = {}  # images each started target pays for (its TargetStarted)
         self._in_flight = 0
         self._submitted = 0
         self._done = 0
@@ -291,20 +292,23 @@ class RichReporter:
         match event:
             case BuildStarted():
                 self._begin(event)
-            case TargetStarted():
+            case TargetStarted(target, _, images):
                 self._in_flight += 1
+                self._paying[target] = images
             case TargetSubmitted():
                 self._submitted += 1
             case TargetFinished(target, action, outputs):
                 self._in_flight -= 1
                 self._done += 1
                 if action in ("create", "regenerate", "resume"):
-                    self._images_done += len(outputs)
+                    # What the total counts: images paid for now (n raised: not the kept ones; a resume: none)
+                    self._images_done += self._paying.pop(target, 0)
                     self._submitted = max(0, self._submitted - 1)
                 self._advance()
                 self._print(Text.assemble((f"{action:<10} ", "green"), f"{target} → {', '.join(outputs)}"))
             case TargetFailed(target, error):
                 self._in_flight -= 1
+                self._paying.pop(target, None)
                 self._failed += 1
                 self._advance()
                 self._print(Text.assemble(("FAILED     ", "bold red"), f"{target}: {error}"))
