@@ -19,6 +19,7 @@ from pixmake import api
 from pixmake.cli import ExitCode
 from pixmake.emulator import EmulatorServer
 from pixmake.lockfile import parse_lock
+from pixmake.store import ObjectCache
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -895,6 +896,60 @@ def test_raising_n_keeps_the_locked_images_and_pays_for_the_new_ones_only(
     entry = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["hero"]
     assert (entry.n, [o.path for o in entry.outputs]) == (4, [f"assets/hero-{i}.png" for i in (1, 2, 3, 4)])
     assert plan(examples_copy, "--check") == (0, ["Plan: 4 unchanged; 0 images to generate"])
+
+
+def test_raising_n_leaves_a_kept_output_edited_by_hand_as_it_is(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    retouched = examples_copy / "assets/hero-1.png"
+    with Image.open(retouched) as image:
+        image.convert("RGB").rotate(180).save(retouched)
+    edit = retouched.read_bytes()
+    second = (examples_copy / "assets/hero-2.png").read_bytes()
+    edit_manifest(examples_copy, {"hero": {"n": 4}})
+    assert plan(examples_copy)[1][0] == (
+        "~ regenerate hero: n 2 → 4: keeps its 2 locked images, generates 2 more; output assets/hero-1.png "
+        "differs from the lock (edited by hand?); kept as is; pixmake accept hero keeps it"
+    )
+    charged = provider_env.emulator.ledger.charged_images
+    built(examples_copy)
+    assert provider_env.emulator.ledger.charged_images == charged + 2
+    assert (retouched.read_bytes(), (examples_copy / "assets/hero-2.png").read_bytes()) == (edit, second)
+    assert plan(examples_copy)[1][0].startswith("! edited     hero: output assets/hero-1.png differs from the lock")
+
+
+def test_raising_n_with_a_kept_image_the_cache_cannot_give_pays_nothing_and_says_so(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    built(examples_copy)
+    entry = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["hero"]
+    cached = ObjectCache(examples_copy / ".pixmake" / "objects").path(entry.outputs[0].sha256)
+    cached.write_bytes(bytes(len(cached.read_bytes())))  # rotted in place: there, the right size, wrong bytes
+    edit_manifest(examples_copy, {"hero": {"n": 4}})
+    charged = provider_env.emulator.ledger.charged_images
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == 1 and provider_env.emulator.ledger.charged_images == charged
+    assert "cannot read an image the target keeps from the object cache" in outcome.stderr
+    assert "nothing was paid: pixmake build --replace hero pays for all of its images" in outcome.stderr
+
+
+def test_a_build_emulator_preview_of_a_raised_n_leaves_the_provider_build_keeping_its_images(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """Provider images at n 2, n raised to 4, placeholders from build --emulator, then a provider build."""
+    built(examples_copy)
+    images = [(examples_copy / f"assets/hero-{i}.png").read_bytes() for i in (1, 2)]
+    edit_manifest(examples_copy, {"hero": {"n": 4}})
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    assert plan(examples_copy, "--provider")[1][0] == (
+        "~ regenerate hero: its locked images are placeholders from build --emulator; keeps the 2 images an "
+        "earlier build made with n 2 (in .pixmake/objects), generates 2 more"
+    )
+    charged = provider_env.emulator.ledger.charged_images
+    built(examples_copy)
+    assert provider_env.emulator.ledger.charged_images == charged + 2
+    assert [(examples_copy / f"assets/hero-{i}.png").read_bytes() for i in (1, 2)] == images
 
 
 def test_in_a_fresh_clone_raising_n_from_one_keeps_the_committed_image(

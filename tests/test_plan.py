@@ -550,6 +550,33 @@ def test_more_images_pay_for_all_when_the_rest_is_no_n_of_the_model_or_the_locke
     assert (emulated.source, emulated.images, [r.code for r in emulated.reasons]) == (None, 4, ["n-changed"])
 
 
+def test_more_images_than_an_earlier_build_made_keep_its_images_and_edits_stay_unless_restore() -> None:
+    """n 2 → 1 (its first image kept), then 4: 4 - 1 is no n of gpt-4o-image, but the earlier entry with
+    n 2 is remembered: 2 are kept, 2 paid. A retouched kept output stays as it is; --restore puts it back."""
+    two = replace(HERO, n=2)
+    earlier, hashes = built(two, INPUTS)
+    one = replace(HERO, n=1)
+    lock = Lock(
+        MappingProxyType({"hero": replace(earlier, key=target_key(one, INPUTS), n=1, outputs=earlier.outputs[:1])})
+    )
+    disk = {**INPUTS, **hashes, "out/hero.png": earlier.outputs[0].sha256}
+    four = replace(HERO, n=4)
+    plan = make_plan([four], lock, DiskState(disk), earlier={earlier.key: earlier}.get)
+    (action,) = plan.actions
+    assert (action.kind, action.source, plan.images_to_generate) == (ActionKind.REGENERATE, earlier, 2)
+    assert action.reasons[0].text == (
+        "keeps the 2 images an earlier build made with n 2 (in .pixmake/objects), generates 2 more"
+    )
+    retouched = {**disk, "out/hero-2.png": sha("retouched")}
+    (edited,) = make_plan([four], lock, DiskState(retouched), earlier={earlier.key: earlier}.get).actions
+    assert (edited.kept, [r.code for r in edited.reasons][:2]) == (("out/hero-2.png",), ["n-raised", "output-edited"])
+    assert "replaces-file" not in [r.code for r in edited.reasons]
+    (put_back,) = make_plan(
+        [four], lock, DiskState(retouched), restore=True, earlier={earlier.key: earlier}.get
+    ).actions
+    assert put_back.kept == () and "replaces-file" in [r.code for r in put_back.reasons]
+
+
 def test_of_twins_with_raised_n_the_one_keeping_images_pays_and_the_other_copies_it() -> None:
     two, other = replace(HERO, n=2), replace(HERO, name="other", n=1, out="out/other.png", prompt="something else")
     lock, disk = project(other, two, inputs=INPUTS)

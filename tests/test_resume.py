@@ -105,15 +105,22 @@ def test_a_paid_task_of_an_interrupted_build_is_planned_as_resume_and_collected_
     assert run_cli("-C", str(hero), "plan", "--check").exit_code == 0
 
 
+@pytest.mark.parametrize("journaled", [True, False], ids=["keep-journaled", "journal-rewritten-by-an-older-pixmake"])
 def test_a_paid_task_for_more_images_of_a_target_is_collected_with_the_images_it_keeps(
-    hero: Path, provider_env: EmulatorServer, tmp_path: Path
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path, journaled: bool
 ) -> None:
-    """n 1 → 2 pays for one image; interrupted after that submit, the next build collects it after the kept one."""
+    """n 1 → 2 pays for one image; interrupted after that submit, the next build collects it after the kept one
+    (the plan's, when an older pixmake rewrote the journal without the images the submit keeps)."""
     assert run_cli("-C", str(hero), "build").exit_code == 0
     first = (hero / "hero.png").read_bytes()
     manifest = hero / "pixmake.yaml"
     manifest.write_text(manifest.read_text().replace("a red mug", "a red mug\n    n: 2"))
     task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log")  # charged for one image (it resets)
+    journal = hero / ".pixmake" / "journal.jsonl"
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [len(r["keep"]) for r in records if r["op"] == "submit"] == [1]
+    if not journaled:
+        journal.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "keep"}) + "\n" for r in records))
     assert run_cli("-C", str(hero), "plan").stdout.splitlines()[-1] == (
         "Plan: 1 to resume (already paid), 1 stale output to prune; 0 images to generate"  # hero.png
     )

@@ -708,7 +708,8 @@ class Executor:
             unplanned = False
             if kind is ActionKind.RESUME or (kind is ActionKind.RESTORE and self._resumable(action.name, key)):
                 # An interrupted build paid for this target's current inputs: collect it, never submit again.
-                outputs = await self._generate(target, key, submit=False)
+                raised = action.fallback if action.fallback is not None and action.fallback.kind.paid else None
+                outputs = await self._generate(target, key, submit=False, raised=raised)
                 if outputs is not None:
                     kind = ActionKind.RESUME
                 elif action.fallback is not None:
@@ -724,9 +725,7 @@ class Executor:
                         for reason in action.reasons:
                             if reason.code == PROVIDER_MADE:  # its images are paid for: never placeholders
                                 raise ConfigError(reason.text)
-                    # n raised: the locked images are kept first, and only the rest is paid for
-                    kept = tuple(o.sha256 for o in action.source.outputs) if action.source is not None else ()
-                    outputs = await self._generate(target, key, planned=not unplanned, keep=kept)
+                    outputs = await self._generate(target, key, planned=not unplanned, raised=action)
                     self._images += action.images
                 else:
                     outputs = ()  # unchanged or edited after all: nothing to write
@@ -970,6 +969,8 @@ class Executor:
                 f"image{'s' * (asked != 1)} again would pass --max-images {self.max_images} "
                 f"with what the plan pays for"
             )
+        if keep:  # checked before paying: a kept image that cannot be read would waste the new ones
+            await anyio.to_thread.run_sync(functools.partial(self._kept_images, target.name, keep, paid=False))
         extra = 0 if planned else asked  # counted before the submit: concurrent ones cannot pass the cap together
         self._unplanned += extra
         try:
@@ -1154,7 +1155,7 @@ class Executor:
             raise StorageError(f"cannot write {path}: {why}{after}", build_wide=disk_wide(error)) from error
 
     def _keep(
-        self, target: str, paths: tuple[str, ...], blobs: list[bytes]
+        self, target: str, paths: tuple[str, ...], blobs: list[bytes], *, leave: tuple[str, ...] = ()
     ) -> tuple[tuple[LockedOutput, ...], StorageError | None]:
         """Worker thread: check every image decodes, store them in the object cache, then write the outputs.
 
@@ -1191,6 +1192,8 @@ class Executor:
         kept = f"; {image} is kept in {STATE_DIR}/objects and locked"
         failure: StorageError | None = None
         for path, (blob, _) in zip(paths, images, strict=True):
+            if path in leave:  # a kept image whose file was edited by hand: locked, cached, not written
+                continue
             try:
                 file = self._output_file(target, path)
             except UnsafePathError as error:  # nothing may be touched there
@@ -1228,29 +1231,41 @@ class Executor:
                 )
             return error
 
-    def _kept_images(self, keep: tuple[str, ...]) -> list[bytes]:
-        """Worker thread: the locked images a target keeps (``n`` raised), from the object cache.
+    def _kept_images(self, name: str, keep: tuple[str, ...], *, paid: bool) -> list[bytes]:
+        """Worker thread: the images a target keeps (``n`` raised), from the object cache; ``paid``: its
+        task is paid for (else nothing is yet).
 
-        Raises BadResultError when one is gone: the paid task stays journaled, so a build that finds the
-        image again (``git checkout`` of the output, say) collects it without paying.
+        Raises BadResultError when one cannot be read: before a submit, nothing is paid; after, the task
+        stays journaled and nothing of it is downloaded, so a build that finds the image again collects it.
         """
         try:
             return [self.objects.get(digest) for digest in keep]
         except (OSError, ValueError) as error:
-            raise BadResultError(f"cannot read an image the target keeps from the object cache: {error}") from error
+            then = (
+                "its paid task stays journaled for a build that finds the image again"
+                if paid
+                else f"nothing was paid: pixmake build --replace {shlex.quote(name)} pays for all of its images"
+            )
+            raise BadResultError(
+                f"cannot read an image the target keeps from the object cache ({error}); {then}"
+            ) from error
 
     async def _generate(
-        self, target: Target, key: str, *, submit: bool = True, planned: bool = True, keep: tuple[str, ...] = ()
+        self, target: Target, key: str, *, submit: bool = True, planned: bool = True, raised: Action | None = None
     ) -> tuple[str, ...] | None:
         """Obtain (submit or resume) the target's task, wait for it, download, verify, write and lock it.
 
         With ``submit=False`` only a journaled task is resumed; returns None when there is none. A submit
         the plan did not count (``planned=False``) is sent only within what ``max_images`` leaves over.
-        ``keep`` names (by sha256) locked images in the object cache that a new submit keeps as the first
-        outputs, asking for the rest only; a resumed task keeps what its journaled submit named.
+        ``raised`` is the plan's paid action for the target: when it keeps locked images (``n`` raised: its
+        ``source``), a new submit asks for the rest only, and outputs it leaves as edited (``kept``) are not
+        written. A resumed task keeps the images its journaled submit named.
         """
+        source = raised.source if raised is not None else None
+        planned_keep = tuple(o.sha256 for o in source.outputs) if source is not None else ()
+        leave = raised.kept if raised is not None else ()
         async with self.capacity:  # a provider slot: from submit (or resume) until the task is finished
-            obtained = await self._obtain_task(target, key, submit=submit, planned=planned, keep=keep)
+            obtained = await self._obtain_task(target, key, submit=submit, planned=planned, keep=planned_keep)
             if obtained is None:
                 return None
             status, paid_now, keep = obtained
@@ -1273,20 +1288,27 @@ class Executor:
             if status.error_code == "insufficient_quota":  # no balance, said in the task (§3.3): as a 402 would
                 raise _Fatal(QuotaError(f"insufficient balance: {why}", code=status.error_code))
             raise GenerationFailedError(why)
+        if not paid_now and not keep and len(planned_keep) + len(status.urls) == target.n:
+            keep = planned_keep  # a submit journaled without the images it keeps (an older pixmake rewrote the journal)
+        leave = leave if keep == planned_keep else ()  # edited outputs among the images the plan keeps
         asked = target.n - len(keep)
         if len(status.urls) != asked:
             # A failed attempt: nothing to lock; the next build submits again.
             self.recorder.dropped(target.name, key)
             raise BadResultError(f"task {status.task_id} returned {len(status.urls)} images, expected {asked}")
-        blobs = [await self._download(target.name, key, url, status.expires_at) for url in status.urls]
-        if keep:  # n raised: the locked images first (cached before the build began)
-            blobs[:0] = await anyio.to_thread.run_sync(self._kept_images, keep)
+        blobs: list[bytes] = []
+        if keep:  # read first: a kept image that cannot be read stops here, before any download is thrown away
+            read = functools.partial(self._kept_images, target.name, keep, paid=True)
+            blobs = await anyio.to_thread.run_sync(read)
+        blobs += [await self._download(target.name, key, url, status.expires_at) for url in status.urls]
         paths = output_paths(target)
         for attempt in range(self.settings.max_attempts):
             try:
                 # In a worker thread, with others' disk work; Ctrl-C cannot come between the files and their lock entry.
                 with anyio.CancelScope(shield=True):
-                    outputs, unwritten = await self.disk.run(functools.partial(self._keep, target.name, paths, blobs))
+                    outputs, unwritten = await self.disk.run(
+                        functools.partial(self._keep, target.name, paths, blobs, leave=leave)
+                    )
                     await self._record(
                         target.name, self._entry(target, key, outputs, status.task_id, emulator=self.settings.emulator)
                     )

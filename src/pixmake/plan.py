@@ -516,13 +516,11 @@ def _target_action(
             reason = Reason("n-lowered", f"n {entry.n} → {target.n}: {first} kept", {"old": entry.n, "new": target.n})
             # A RESTORE even with every file in place: the lock entry is rewritten under the new key.
             return dataclasses.replace(action, kind=ActionKind.RESTORE, reasons=(reason, *action.reasons))
-        kept = _more_of_the_same(target, entry, disk)
-        if kept is not None:
-            more = target.n - kept.n
-            images = "its locked image" if kept.n == 1 else f"its {kept.n} locked images"
-            text = f"n {kept.n} → {target.n}: keeps {images}, generates {more} more"
-            reason = Reason("n-raised", text, {"old": kept.n, "new": target.n})
-            return Action(ActionKind.REGENERATE, target.name, (reason,), target, key, kept)
+        raised = _more_of_the_same(target, entry, disk) or (
+            _more_of_an_earlier(target, disk, earlier) if target.n > entry.n else None  # n lowered, then raised past
+        )
+        if raised is not None:
+            return _keeping(ActionKind.REGENERATE, target, key, wanted, raised, disk, restore=restore, current=entry)
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
     return _output_action(target, key, wanted, entry, disk, restore=restore)
 
@@ -537,7 +535,7 @@ def _fewer_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> Loc
     return _first_images(entry, target.n, disk)
 
 
-def _more_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> LockEntry | None:
+def _more_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> tuple[LockEntry, bool] | None:
     """``entry``, when the target differs from it only in asking for more images (``n`` raised), its images
     are the provider's and in reach, and the model takes the difference as an ``n`` of its own: a build
     keeps them and pays for the rest alone. Not for placeholders (a provider's images would join them)."""
@@ -553,7 +551,67 @@ def _more_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> Lock
         or target_key(dataclasses.replace(target, n=entry.n), disk.file_hashes) != entry.key
     ):
         return None
-    return entry if all(_in_reach(o, disk) for o in entry.outputs) else None
+    return (entry, True) if all(_in_reach(o, disk) for o in entry.outputs) else None
+
+
+def _more_of_an_earlier(
+    target: Target, disk: DiskState, earlier: Callable[[str], LockEntry | None]
+) -> tuple[LockEntry, bool] | None:
+    """An entry an earlier build replaced (``earlier``) made from the target's inputs but a lower ``n`` whose
+    images are the provider's and in reach, the model taking the difference as an ``n``: a build keeps them
+    and pays for the rest alone (``n`` lowered and raised past it, placeholders over the provider's images)."""
+    from pixmake.fingerprint import target_key
+    from pixmake.models import MODELS
+
+    spec = MODELS.get(target.model)
+    for more in sorted(spec.n_allowed if spec is not None else ()):  # the fewest new images first
+        if more >= target.n:
+            break
+        entry = earlier(target_key(dataclasses.replace(target, n=target.n - more), disk.file_hashes))
+        if entry is not None and not entry.emulator and len(entry.outputs) == entry.n == target.n - more:
+            return entry, False
+    return None
+
+
+def _keeping(
+    kind: ActionKind,
+    target: Target,
+    key: str,
+    wanted: tuple[str, ...],
+    raised: tuple[LockEntry, bool],
+    disk: DiskState,
+    *,
+    restore: bool,
+    current: LockEntry | None,
+) -> Action:
+    """The paid action of a target that keeps the images of ``raised`` (an entry with a lower ``n``, and
+    whether it is the target's locked one) as its first outputs and pays for the rest.
+
+    A kept output edited by hand stays as it is (as when ``n`` is lowered), unless ``restore``; the image
+    the target's ``current`` lock entry has at that path is not an edit (placeholders of build --emulator)."""
+    entry, locked = raised
+    now = {o.path: o.sha256 for o in current.outputs} if current is not None else {}
+    more = target.n - entry.n
+    if locked:
+        images = "its locked image" if entry.n == 1 else f"its {entry.n} locked images"
+        text = f"n {entry.n} → {target.n}: keeps {images}, generates {more} more"
+    else:
+        images = "the image" if entry.n == 1 else f"the {entry.n} images"
+        text = f"keeps {images} an earlier build made with n {entry.n} (in .pixmake/objects), generates {more} more"
+    reasons = [Reason("n-raised", text, {"old": entry.n, "new": target.n})]
+    edited: list[str] = []
+    for path, output in zip(wanted, entry.outputs, strict=False):
+        actual = disk.file_hashes.get(path)
+        if restore or actual is None or actual == output.sha256 or path in disk.damaged or path in disk.lfs_pointers:
+            continue
+        if actual in disk.made_by_pixmake or now.get(path) == actual:  # an image pixmake made: cached, then replaced
+            continue
+        edited.append(path)
+        text = (
+            f"output {path} differs from the lock (edited by hand?); kept as is; pixmake accept {target.name} keeps it"
+        )
+        reasons.append(Reason("output-edited", text, {"path": path, "locked": output.sha256, "actual": actual}))
+    return Action(kind, target.name, tuple(reasons), target, key, entry, kept=tuple(edited))
 
 
 def _replaced_files(
@@ -605,7 +663,11 @@ def _with_side_effects(
     """
     entry = lock.entries.get(action.name)
     if action.kind.generates or _from_another(action):  # a paid action's source: images it keeps (n raised)
-        extra = _replaced_files(wanted, entry, disk, writes=action.source)
+        extra = [
+            r
+            for r in _replaced_files(wanted, entry, disk, writes=action.source)
+            if r.details is None or r.details["path"] not in action.kept  # edited by hand, left as it is
+        ]
     else:
         extra = []
     stale = _stale(wanted, entry, disk, claimed) if entry is not None else ()
@@ -650,8 +712,8 @@ def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
         # n raised: placeholders are not added to the provider's images; a whole set of them is made
         old, new = action.source.n, action.images + action.source.n
         n_changed = Reason("n-changed", f"n {old} → {new}", {"old": old, "new": new})
-        why = tuple(r for r in action.reasons if r.code != "n-raised")
-        return dataclasses.replace(action, reasons=(n_changed, *why), source=None)
+        why = tuple(r for r in action.reasons if r.code not in ("n-raised", "output-edited"))
+        return dataclasses.replace(action, reasons=(n_changed, *why), source=None, kept=())
     source = action.source
     if source is None or not source.emulator:
         return action
@@ -800,6 +862,12 @@ def make_plan(
             before = _built_before(target, action.key or "", lock, by_key, disk, earlier, counts)
             if before is not None and not before[0].emulator:  # the provider's images for these inputs
                 action = Action(ActionKind.RESTORE, target.name, (before[1],), target, action.key, before[0])
+            elif (raised := _more_of_an_earlier(target, disk, earlier)) is not None:  # theirs for a lower n
+                now = lock.entries.get(target.name)
+                keeping = _keeping(
+                    action.kind, target, action.key or "", wanted, raised, disk, restore=restore, current=now
+                )
+                action = dataclasses.replace(keeping, reasons=(_PLACEHOLDERS, *keeping.reasons))
         action = _with_side_effects(action, wanted, lock, disk, claimed)
         task = pending.get(target.name)
         if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
