@@ -944,7 +944,7 @@ def test_a_build_emulator_preview_of_a_raised_n_leaves_the_provider_build_keepin
     assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
     assert plan(examples_copy, "--provider")[1][0] == (
         "~ regenerate hero: its locked images are placeholders from build --emulator; keeps the 2 images an "
-        "earlier build made with n 2 (in .pixmake/objects), generates 2 more"
+        "earlier build got for these inputs (in .pixmake/objects), generates 2 more"
     )
     charged = provider_env.emulator.ledger.charged_images
     built(examples_copy)

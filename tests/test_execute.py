@@ -378,19 +378,37 @@ def test_a_400_fails_that_target_with_the_servers_message(fast_env: EmulatorServ
     assert not (root / ".pixmake" / "journal.jsonl").read_text().strip()  # nothing left pending
 
 
-def test_a_task_with_fewer_images_than_n_is_a_failed_attempt(emulator: EmulatorServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("killed_before_the_drop", [False, True], ids=["dropped", "killed-before-the-drop"])
+def test_a_task_with_fewer_images_than_n_is_a_failed_attempt_whose_images_the_next_build_keeps(
+    emulator: EmulatorServer, tmp_path: Path, killed_before_the_drop: bool
+) -> None:
+    """The short task was charged its n: its image is kept, and the next build pays for the other one only
+    (a build killed after keeping it, with the task still journaled, collects it again and fails again)."""
     emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, p_short_result=1.0))
     root = _manifest(tmp_path / "p", {"pair": {"prompt": "two mugs", "n": 2, "out": "pair.png"}})
     project = api.open_project(root)
     result = api.build(project, fast_settings(project, emulator))
     [failure] = result.failed
-    assert failure.target == "pair" and "returned 1 images, expected 2" in failure.error
+    assert failure.target == "pair" and failure.error.endswith(
+        "returned 1 images, expected 2; the 1 image is kept: the next build pays for the other 1 only"
+    )
     assert not (root / "pair-1.png").exists() and "pair" not in parse_lock((root / "pixmake.lock").read_text()).entries
     assert not (root / ".pixmake" / "journal.jsonl").read_text().strip()  # dropped: the next build submits again
     assert emulator.emulator.ledger.net_images == 2  # the short task was charged its n and not refunded
+    [short] = emulator.emulator.ledger.entries
     emulator.emulator.reconfigure(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    if killed_before_the_drop:  # the short task still journaled: collected again, never locked with its own image
+        journal_submit(root, "pair", short.client_business_id or "")
+        again = api.build(project, fast_settings(project, emulator))
+        assert [f.error.split(" returned ")[1] for f in again.failed] == [
+            "1 images, expected 2; the 1 image is kept: the next build pays for the other 1 only"
+        ]
+    (action,) = api.plan(project).plan.actions
+    assert (action.kind.value, action.images) == ("create", 1)
     assert api.build(project, fast_settings(project, emulator)).ok
-    assert (root / "pair-2.png").is_file() and len(emulator.emulator.submits()) == 2
+    assert [e.n for e in emulator.emulator.ledger.entries] == [2, 1]
+    entry = parse_lock((root / "pixmake.lock").read_text()).entries["pair"]
+    assert (entry.n, entry.task_id != short.task_id) == (2, True) and (root / "pair-2.png").is_file()
 
 
 # --- the disk refuses a write: nothing paid is lost, no traceback --------------------------------------------

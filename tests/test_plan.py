@@ -565,7 +565,7 @@ def test_more_images_than_an_earlier_build_made_keep_its_images_and_edits_stay_u
     (action,) = plan.actions
     assert (action.kind, action.source, plan.images_to_generate) == (ActionKind.REGENERATE, earlier, 2)
     assert action.reasons[0].text == (
-        "keeps the 2 images an earlier build made with n 2 (in .pixmake/objects), generates 2 more"
+        "keeps the 2 images an earlier build got for these inputs (in .pixmake/objects), generates 2 more"
     )
     retouched = {**disk, "out/hero-2.png": sha("retouched")}
     (edited,) = make_plan([four], lock, DiskState(retouched), earlier={earlier.key: earlier}.get).actions

@@ -994,6 +994,7 @@ def _build(
         upload_cache=uploads,
         max_images=max_images,
         planned_stats=result.disk.stats,
+        history=project.history,
         lock_stat=lock_stat,
     )
 

@@ -50,12 +50,14 @@ from pixmake.errors import (
     StorageError,
     UnsafePathError,
 )
-from pixmake.fingerprint import lock_entry
+from pixmake.fingerprint import lock_entry, target_key
+from pixmake.history import remember
 from pixmake.journal import Journal, PendingSubmit, finished_targets
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, merged_pieces, parse_lock, split_pieces
 from pixmake.manifest import Target, is_url, output_paths
 from pixmake.memo import FileStat, file_stat
+from pixmake.models import MODELS
 from pixmake.plan import PROVIDER_MADE, Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
@@ -537,6 +539,7 @@ class Executor:
     backoff: Backoff = field(default_factory=Backoff)
     max_images: int | None = None  # a cap on what this build pays; the plan was checked against it
     planned_stats: Mapping[str, FileStat] = field(default_factory=dict)  # files as the plan saw them
+    history: Path | None = None  # .pixmake/history.jsonl: where the images of a short result are remembered
     _unplanned: int = 0  # images of submits the plan did not count (a resumed task the provider no longer has)
     _planned_images: int = 0  # what the plan pays for (set by run)
     _failed: list[TargetFailure] = field(default_factory=list)
@@ -582,6 +585,7 @@ class Executor:
         max_images: int | None = None,
         planned_stats: Mapping[str, FileStat] | None = None,
         lock_stat: FileStat | EllipsisType | None = ...,
+        history: Path | None = None,
     ) -> Executor:
         """An executor whose recorder starts from ``lock`` and the journal's pending submits.
 
@@ -595,7 +599,7 @@ class Executor:
         backoff = Backoff(settings.backoff_base, settings.backoff_cap, settings.max_retry_after)
         return cls(
             root, settings, provider, reporter, objects, recorder, input_hashes, upload_cache,
-            backoff=backoff, max_images=max_images, planned_stats=planned_stats or {},
+            backoff=backoff, max_images=max_images, planned_stats=planned_stats or {}, history=history,
         )  # fmt: skip
 
     def statistics(self) -> BuildStatistics:
@@ -1250,6 +1254,28 @@ class Executor:
                 f"cannot read an image the target keeps from the object cache ({error}); {then}"
             ) from error
 
+    async def _remember_short(self, target: Target, key: str, keep: tuple[str, ...], status: TaskStatus) -> str:
+        """Download a short result's images, cache them and remember them (with those ``keep`` names) as an
+        entry of their own ``n`` in the history, so that the next build keeps them and pays for the rest
+        (as when ``n`` is raised); what to add to the failure's message."""
+        assert self.history is not None
+        blobs = [await self._download(target.name, key, url, status.expires_at) for url in status.urls]
+        if keep:
+            blobs[:0] = await anyio.to_thread.run_sync(
+                functools.partial(self._kept_images, target.name, keep, paid=True)
+            )
+        got = dataclasses.replace(target, n=len(blobs))
+        paths = output_paths(got)
+        with anyio.CancelScope(shield=True):  # cached and remembered together, or neither
+            outputs, _ = await self.disk.run(functools.partial(self._keep, target.name, paths, blobs, leave=paths))
+            entry = self._entry(got, target_key(got, self.input_hashes), outputs, status.task_id, emulator=False)
+            await anyio.to_thread.run_sync(remember, self.history, (entry,))
+        spec, rest = MODELS.get(target.model), target.n - len(blobs)
+        kept = f"{len(blobs)} image is kept" if len(blobs) == 1 else f"{len(blobs)} images are kept"
+        if spec is not None and rest in spec.n_allowed:
+            return f"; the {kept}: the next build pays for the other {rest} only"
+        return f"; the {kept} in {STATE_DIR}/objects"
+
     async def _generate(
         self, target: Target, key: str, *, submit: bool = True, planned: bool = True, raised: Action | None = None
     ) -> tuple[str, ...] | None:
@@ -1288,14 +1314,23 @@ class Executor:
             if status.error_code == "insufficient_quota":  # no balance, said in the task (§3.3): as a 402 would
                 raise _Fatal(QuotaError(f"insufficient balance: {why}", code=status.error_code))
             raise GenerationFailedError(why)
-        if not paid_now and not keep and len(planned_keep) + len(status.urls) == target.n:
+        if (
+            not paid_now
+            and not keep
+            and source is not None
+            and source.task_id != status.task_id  # not this task's own images (a short result remembered)
+            and len(planned_keep) + len(status.urls) == target.n
+        ):
             keep = planned_keep  # a submit journaled without the images it keeps (an older pixmake rewrote the journal)
         leave = leave if keep == planned_keep else ()  # edited outputs among the images the plan keeps
         asked = target.n - len(keep)
         if len(status.urls) != asked:
-            # A failed attempt: nothing to lock; the next build submits again.
+            # A failed attempt: nothing to lock; the next build submits again, for the rest only when it can.
+            why = f"task {status.task_id} returned {len(status.urls)} images, expected {asked}"
+            if 0 < len(status.urls) < asked and self.history is not None and not self.settings.emulator:
+                why += await self._remember_short(target, key, keep, status)
             self.recorder.dropped(target.name, key)
-            raise BadResultError(f"task {status.task_id} returned {len(status.urls)} images, expected {asked}")
+            raise BadResultError(why)
         blobs: list[bytes] = []
         if keep:  # read first: a kept image that cannot be read stops here, before any download is thrown away
             read = functools.partial(self._kept_images, target.name, keep, paid=True)

@@ -504,6 +504,9 @@ def _target_action(
         if before is not None:
             return Action(ActionKind.RESTORE, target.name, (before[1],), target, key, before[0])
     if entry is None:
+        raised = _more_of_an_earlier(target, disk, earlier)  # a short result of its first build, say
+        if raised is not None:
+            return _keeping(ActionKind.CREATE, target, key, wanted, raised, disk, restore=restore, current=None)
         return Action(ActionKind.CREATE, target.name, _NEW, target, key)
     if entry.key != key:
         fewer = _fewer_of_the_same(target, entry, disk)
@@ -516,9 +519,9 @@ def _target_action(
             reason = Reason("n-lowered", f"n {entry.n} → {target.n}: {first} kept", {"old": entry.n, "new": target.n})
             # A RESTORE even with every file in place: the lock entry is rewritten under the new key.
             return dataclasses.replace(action, kind=ActionKind.RESTORE, reasons=(reason, *action.reasons))
-        raised = _more_of_the_same(target, entry, disk) or (
-            _more_of_an_earlier(target, disk, earlier) if target.n > entry.n else None  # n lowered, then raised past
-        )
+        # n raised; or lowered, then raised past; or a short result remembered: whichever keeps most
+        found = [r for r in (_more_of_the_same(target, entry, disk), _more_of_an_earlier(target, disk, earlier)) if r]
+        raised = max(found, key=lambda r: r[0].n, default=None)
         if raised is not None:
             return _keeping(ActionKind.REGENERATE, target, key, wanted, raised, disk, restore=restore, current=entry)
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
@@ -557,9 +560,10 @@ def _more_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> tupl
 def _more_of_an_earlier(
     target: Target, disk: DiskState, earlier: Callable[[str], LockEntry | None]
 ) -> tuple[LockEntry, bool] | None:
-    """An entry an earlier build replaced (``earlier``) made from the target's inputs but a lower ``n`` whose
-    images are the provider's and in reach, the model taking the difference as an ``n``: a build keeps them
-    and pays for the rest alone (``n`` lowered and raised past it, placeholders over the provider's images)."""
+    """An entry an earlier build replaced or kept (``earlier``) made from the target's inputs but a lower ``n``
+    whose images are the provider's and in reach, the model taking the difference as an ``n``: a build keeps
+    them and pays for the rest alone (``n`` lowered and raised past it, placeholders over the provider's
+    images, the images of a short result)."""
     from pixmake.fingerprint import target_key
     from pixmake.models import MODELS
 
@@ -597,7 +601,7 @@ def _keeping(
         text = f"n {entry.n} → {target.n}: keeps {images}, generates {more} more"
     else:
         images = "the image" if entry.n == 1 else f"the {entry.n} images"
-        text = f"keeps {images} an earlier build made with n {entry.n} (in .pixmake/objects), generates {more} more"
+        text = f"keeps {images} an earlier build got for these inputs (in .pixmake/objects), generates {more} more"
     reasons = [Reason("n-raised", text, {"old": entry.n, "new": target.n})]
     edited: list[str] = []
     for path, output in zip(wanted, entry.outputs, strict=False):

@@ -284,7 +284,10 @@ class Emulator:
             self._offset = 0.0
 
     def _seed(self, seed: int) -> None:
-        self._rngs = {name: random.Random(f"{seed}:{name}") for name in (*FAULT_GROUPS, "ids")}
+        ids = getattr(self, "_rngs", {}).get("ids") or random.Random(f"{seed}:ids")
+        # Task and upload ids go on from where they were: a provider never hands out an id twice, and a
+        # project built before a reset may hold them (reproducible all the same, per emulator and seed).
+        self._rngs = {name: random.Random(f"{seed}:{name}") for name in FAULT_GROUPS} | {"ids": ids}
 
     def now(self) -> float:
         """The emulator's current time: the injected clock plus any :meth:`advance`."""
