@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,11 @@ from pixmake.execute import (
     RetryScheduled,
     TargetFailed,
     TargetFinished,
+    _Recorder,
 )
 from pixmake.journal import Journal
-from pixmake.lockfile import lock_pieces, parse_lock
+from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, parse_lock
+from pixmake.memo import file_stat
 from pixmake.plan import ActionKind, Builder
 from pixmake.report import RecordingReporter
 from pixmake.store import project_lock, sha256_bytes
@@ -576,6 +579,28 @@ def test_an_unusable_object_cache_stops_paying_in_one_line_and_the_next_build_co
     assert again.exit_code == 0, again.stderr
     assert f"{paid_tasks} resumed (already paid)" in again.stderr  # every paid task collected, none paid again
     assert_paid_once_and_complete(root, fast_env, 20)
+
+
+def test_a_fold_publishes_the_lock_without_holding_all_of_it_in_memory(tmp_path: Path) -> None:
+    """A fold copies the build's copy of the lock to pixmake.lock; that copy, read back in 64 KB chunks and
+    written 1024 chunks per writev, was in memory whole at every fold (0.7 KB a target)."""
+    output = (LockedOutput("out/a.png", "0" * 64, 9, 1, 1),)
+    entries = {f"t{i:05}": LockEntry(sha256_bytes(b"%d" % i), "m", f"shot {i}", "1:1", 1, output) for i in range(8000)}
+    lock_path = tmp_path / "pixmake.lock"
+    lock_path.write_bytes(b"".join(lock_pieces(Lock(entries))))
+    journal = Journal(tmp_path / ".pixmake" / "journal.jsonl")
+    recorder = _Recorder(lock_path, Lock(entries), journal, {}, emulator=False, lock_stat=file_stat(lock_path))
+    recorder._write_lock({}, final=False)  # the first fold writes the build's copy
+    changed = {"t00000": dataclasses.replace(entries["t00000"], prompt="again")}
+    tracemalloc.start()
+    try:
+        recorder._write_lock(changed, final=False)  # merges into the copy, then publishes it
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = lock_path.stat().st_size
+    assert parse_lock(lock_path.read_text()).entries == {**entries, **changed}
+    assert peak < size / 2, (peak, size)
 
 
 def test_a_lock_rewritten_by_something_else_during_the_build_loses_no_entry(

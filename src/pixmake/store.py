@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -38,6 +37,9 @@ __all__ = [
 STATE_DIR: Final = ".pixmake"
 _IOV_MAX: Final = 1024  # pieces per writev call (POSIX guarantees at least 16; Linux and macOS take 1024)
 _HAS_WRITEV: Final = hasattr(os, "writev")  # not on Windows: there, one write per piece
+# Bytes of pieces gathered for one writev at most: 1024 chunks of a file read back 64 KB at a time held the
+# whole lock in memory at each fold of a build (0.7 KB a target); this holds a few hundred KB at most.
+_GROUP_BYTES: Final = 1 << 18
 # A temp file is created as open() creates files (mode 0o666 less the umask), never through a symlink.
 _CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _TEMP_NAME: Final = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")  # what _temp_beside names a file
@@ -127,10 +129,24 @@ def remove_leftover_temps(root: Path, outputs: Iterable[str]) -> list[str]:
     return removed
 
 
+def _groups(pieces: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """The pieces in groups of at most :data:`_IOV_MAX` pieces and about :data:`_GROUP_BYTES` bytes."""
+    group: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        group.append(piece)
+        size += len(piece)
+        if len(group) >= _IOV_MAX or size >= _GROUP_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
 def _write_all(fd: int, pieces: Iterable[bytes]) -> None:
-    """Write every piece, in order, with raw writes (a buffered file would add seek, tty and stat calls)."""
-    remaining = iter(pieces)
-    while group := list(itertools.islice(remaining, _IOV_MAX)):
+    """Write every piece, in order, with raw writes (a buffered file would add seek, tty and stat calls),
+    holding one group of pieces at a time (see :func:`_groups`)."""
+    for group in _groups(pieces):
         written = os.writev(fd, group) if len(group) > 1 and _HAS_WRITEV else 0  # one call for many pieces
         for piece in group:
             if written >= len(piece):
