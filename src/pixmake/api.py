@@ -446,7 +446,7 @@ def plan(
             return remembered
     from pixmake.inputs import check_inputs
     from pixmake.mcache import file_stat
-    from pixmake.plan import ActionKind, Builder, make_plan
+    from pixmake.plan import ActionKind, Builder, make_plan, nothing_earlier
     from pixmake.select import select_targets
 
     sources: list[tuple[str, tuple[int, int, int, int] | None]] = []
@@ -497,7 +497,7 @@ def plan(
         orphans=orphans,
         pending=pending,
         builder=builder or Builder.EITHER,
-        earlier=earlier,
+        earlier=earlier if _has_history(project) else nothing_earlier,
         unselected=unselected,
     )
     _refuse_paying_for_lfs_pointers(result)
@@ -701,6 +701,14 @@ def _prune(project: Project) -> PruneResult:
             lock = lock.with_entry(name, replace(entry, stale=()))
     write_lock_and_compact(project.lockfile, project.journal, lock, pending)
     return PruneResult(gone.pruned, gone.deleted + cleaned.deleted, gone.kept + cleaned.kept)
+
+
+def _has_history(project: Project) -> bool:
+    """Whether an earlier build replaced or kept some lock entry (``.pixmake/history.jsonl`` holds any)."""
+    try:
+        return project.history.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _cache_restore_sources(project: Project, actions: Iterable[Action]) -> None:
