@@ -234,6 +234,22 @@ def test_a_result_that_is_not_an_image_says_what_it_starts_with(tmp_path: Path) 
     assert journaled(root) == {"bad": "t-bad"}  # fetched again (a CDN's error page may pass), then kept
 
 
+def test_a_short_result_that_is_not_an_image_fails_its_target_and_keeps_its_task(tmp_path: Path) -> None:
+    """Keeping a short result's images met an error page: it crashed the build, on every build."""
+    root = write_manifest(
+        tmp_path / "p",
+        {"bad": {"prompt": "bad", "n": 2, "out": "out/bad.png"}, "good": {"prompt": "good", "out": "out/good.png"}},
+        concurrency=2,
+    )
+    page = _raw("200 OK", b"<html><body>Access denied</body></html>", Content_Type="text/html")
+    with hostile_api({}, {"bad.png": page}) as url:  # one image for n 2
+        result, reporter = build(root, url)
+    assert failed_alone(root, result, reporter) == (
+        "task t-bad returned 1 images, expected 2; result 1 is not an image (starts with b'<html><body>Acce')" + WAY_OUT
+    )
+    assert journaled(root) == {"bad": "t-bad"}  # fetched again (a CDN's error page may pass), then kept
+
+
 def test_an_api_that_redirects_fails_its_targets_naming_where_and_pays_nothing(tmp_path: Path) -> None:
     root = two_targets(tmp_path / "p")
     moved = _raw("301 Moved Permanently", b"301: Moved", Location="https://user:pw@api.example/v1/images/generations")

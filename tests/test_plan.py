@@ -564,17 +564,63 @@ def test_more_images_than_an_earlier_build_made_keep_its_images_and_edits_stay_u
     plan = make_plan([four], lock, DiskState(disk), earlier={earlier.key: earlier}.get)
     (action,) = plan.actions
     assert (action.kind, action.source, plan.images_to_generate) == (ActionKind.REGENERATE, earlier, 2)
-    assert action.reasons[0].text == (
-        "keeps the 2 images an earlier build got for these inputs (in .pixmake/objects), generates 2 more"
-    )
+    assert [r.text for r in action.reasons] == [
+        "n 1 → 4",
+        "keeps the 2 images an earlier build got for these inputs (in .pixmake/objects), generates 2 more",
+    ]
     retouched = {**disk, "out/hero-2.png": sha("retouched")}
     (edited,) = make_plan([four], lock, DiskState(retouched), earlier={earlier.key: earlier}.get).actions
-    assert (edited.kept, [r.code for r in edited.reasons][:2]) == (("out/hero-2.png",), ["n-raised", "output-edited"])
+    codes = [r.code for r in edited.reasons]
+    assert (edited.kept, codes[:3]) == (("out/hero-2.png",), ["n-changed", "keeps-earlier", "output-edited"])
     assert "replaces-file" not in [r.code for r in edited.reasons]
     (put_back,) = make_plan(
         [four], lock, DiskState(retouched), restore=True, earlier={earlier.key: earlier}.get
     ).actions
     assert put_back.kept == () and "replaces-file" in [r.code for r in put_back.reasons]
+
+
+def test_a_remembered_short_result_is_kept_for_fewer_images_and_says_what_changed() -> None:
+    """n 4 came back with 3 images (remembered as an entry of n 3): n lowered to 2 takes their first two
+    for free; with a prompt changed since the lock, the plan says so beside what it keeps."""
+    four = replace(HERO, n=4)
+    short, _ = built(replace(HERO, n=3), INPUTS, tag="short")  # remembered, cached, not written
+    cached = frozenset(o.sha256 for o in short.outputs)
+
+    def counts(target: Target) -> frozenset[int]:
+        return frozenset({3}) if target.prompt == HERO.prompt else frozenset()
+
+    remembered = {short.key: short}.get
+    two = replace(HERO, n=2)
+    (lowered,) = make_plan(
+        [two], Lock(), DiskState(INPUTS, cached_objects=cached), earlier=remembered, earlier_counts=counts
+    ).actions
+    assert (lowered.kind, lowered.reasons[0].text) == (
+        ActionKind.RESTORE,
+        "same inputs as an earlier build but n 3: its first 2 images, in .pixmake/objects",
+    )
+    assert lowered.source is not None and lowered.source.outputs == short.outputs[:2]
+    lock, disk = project(replace(four, prompt="a red mug"), inputs=INPUTS)
+    (changed,) = make_plan(
+        [four], lock, DiskState(disk, cached_objects=cached), earlier=remembered, earlier_counts=counts
+    ).actions
+    assert (changed.kind, changed.images, [r.code for r in changed.reasons][:2]) == (
+        ActionKind.REGENERATE,
+        1,
+        ["prompt-changed", "keeps-earlier"],
+    )
+    (new,) = make_plan(
+        [four], Lock(), DiskState(INPUTS, cached_objects=cached), earlier=remembered, earlier_counts=counts
+    ).actions
+    assert (new.kind, new.images) == (ActionKind.CREATE, 1)
+    (placeholders,) = make_plan(
+        [four],
+        Lock(),
+        DiskState(INPUTS, cached_objects=cached),
+        earlier=remembered,
+        earlier_counts=counts,
+        builder=Builder.EMULATOR,
+    ).actions
+    assert (placeholders.images, [r.code for r in placeholders.reasons]) == (4, ["new"])
 
 
 def test_of_twins_with_raised_n_the_one_keeping_images_pays_and_the_other_copies_it() -> None:

@@ -446,7 +446,7 @@ def plan(
             return remembered
     from pixmake.inputs import check_inputs
     from pixmake.mcache import file_stat
-    from pixmake.plan import ActionKind, Builder, make_plan, nothing_earlier
+    from pixmake.plan import ActionKind, Builder, make_plan
     from pixmake.select import select_targets
 
     sources: list[tuple[str, tuple[int, int, int, int] | None]] = []
@@ -474,6 +474,7 @@ def plan(
     disk = _scan(project, manifest, lock)
     pending = _tasks_under_current_keys(pending, manifest.targets, disk.file_hashes)
     orphans = select is None or select.everything
+    from pixmake.fingerprint import keyed_prompt
     from pixmake.history import recall
 
     history = cache(partial(recall, project.history))  # read only when a target's inputs are not locked for it
@@ -488,6 +489,19 @@ def plan(
             return entry
         return None
 
+    @cache
+    def remembered_counts() -> dict[tuple[str, str, str], frozenset[int]]:
+        counts: dict[tuple[str, str, str], set[int]] = {}
+        for entry in history().values():
+            counts.setdefault((entry.model, entry.size, keyed_prompt(entry.prompt)), set()).add(entry.n)
+        return {inputs: frozenset(ns) for inputs, ns in counts.items()}
+
+    def earlier_counts(target: Target) -> frozenset[int]:
+        """The values of n remembered for the target's model, size and prompt (as the key sees it)."""
+        if not remembered_counts():
+            return frozenset()
+        return remembered_counts().get((target.model, target.size, keyed_prompt(target.prompt)), frozenset())
+
     result = make_plan(
         targets,
         lock,
@@ -497,7 +511,8 @@ def plan(
         orphans=orphans,
         pending=pending,
         builder=builder or Builder.EITHER,
-        earlier=earlier if _has_history(project) else nothing_earlier,
+        earlier=earlier,
+        earlier_counts=earlier_counts,
         unselected=unselected,
     )
     _refuse_paying_for_lfs_pointers(result)
@@ -701,14 +716,6 @@ def _prune(project: Project) -> PruneResult:
             lock = lock.with_entry(name, replace(entry, stale=()))
     write_lock_and_compact(project.lockfile, project.journal, lock, pending)
     return PruneResult(gone.pruned, gone.deleted + cleaned.deleted, gone.kept + cleaned.kept)
-
-
-def _has_history(project: Project) -> bool:
-    """Whether an earlier build replaced or kept some lock entry (``.pixmake/history.jsonl`` holds any)."""
-    try:
-        return project.history.stat().st_size > 0
-    except OSError:
-        return False
 
 
 def _cache_restore_sources(project: Project, actions: Iterable[Action]) -> None:

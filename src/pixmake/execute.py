@@ -1257,7 +1257,12 @@ class Executor:
     async def _remember_short(self, target: Target, key: str, keep: tuple[str, ...], status: TaskStatus) -> str:
         """Download a short result's images, cache them and remember them (with those ``keep`` names) as an
         entry of their own ``n`` in the history, so that the next build keeps them and pays for the rest
-        (as when ``n`` is raised); what to add to the failure's message."""
+        (as when ``n`` is raised); what to add to the failure's message.
+
+        A download fails as it would for a whole result (one refused stays journaled and is fetched again by
+        the next build; one gone for good is dropped); so does an image that does not decode (raises
+        :class:`_Undecodable`).
+        """
         assert self.history is not None
         blobs = [await self._download(target.name, key, url, status.expires_at) for url in status.urls]
         if keep:
@@ -1266,7 +1271,7 @@ class Executor:
             )
         got = dataclasses.replace(target, n=len(blobs))
         paths = output_paths(got)
-        with anyio.CancelScope(shield=True):  # cached and remembered together, or neither
+        with anyio.CancelScope(shield=True):  # cached, then remembered
             outputs, _ = await self.disk.run(functools.partial(self._keep, target.name, paths, blobs, leave=paths))
             entry = self._entry(got, target_key(got, self.input_hashes), outputs, status.task_id, emulator=False)
             await anyio.to_thread.run_sync(remember, self.history, (entry,))
@@ -1328,7 +1333,10 @@ class Executor:
             # A failed attempt: nothing to lock; the next build submits again, for the rest only when it can.
             why = f"task {status.task_id} returned {len(status.urls)} images, expected {asked}"
             if 0 < len(status.urls) < asked and self.history is not None and not self.settings.emulator:
-                why += await self._remember_short(target, key, keep, status)
+                try:
+                    why += await self._remember_short(target, key, keep, status)
+                except _Undecodable as bad:  # as for a whole result: it stays journaled, and is fetched again
+                    raise BadResultError(f"{why}; {bad.error}") from None
             self.recorder.dropped(target.name, key)
             raise BadResultError(why)
         blobs: list[bytes] = []

@@ -37,7 +37,6 @@ __all__ = [
     "Plan",
     "Reason",
     "make_plan",
-    "nothing_earlier",
 ]
 
 
@@ -74,6 +73,10 @@ class Reason:
     def __str__(self) -> str:
         return self.text
 
+
+EarlierCounts = Callable[["Target"], frozenset[int]]
+"""The values of ``n`` of the entries earlier builds replaced or kept that have a target's model, size and
+prompt (``make_plan``'s ``earlier_counts``): which lower or higher ``n`` of its inputs may be remembered."""
 
 _NEW: Final = (Reason("new", "not in the lockfile"),)  # shared: a first build has one per target
 # Restored from another entry's images (the last: from a target generated in the same build).
@@ -437,11 +440,13 @@ def _built_before(
     disk: DiskState,
     earlier: Callable[[str], LockEntry | None],
     counts: frozenset[int] = frozenset(),
+    earlier_counts: EarlierCounts | None = None,
 ) -> tuple[LockEntry, Reason] | None:
     """An entry built from exactly these inputs whose images can be put in place for free, with the reason:
     another target's in the lock, or one an earlier build replaced (``earlier``; it returns only entries
     whose images are all in the object cache or in place), or else the first images of another target's
-    with these inputs but a higher n (``counts``: the lock's values of n)."""
+    with these inputs but a higher n (``counts``: the lock's values of n), or of a remembered entry's
+    (``earlier_counts``: a short result's, say)."""
     twin = by_key.get(key)
     if twin is not None and twin != target.name:
         source = lock.entries[twin]
@@ -451,7 +456,9 @@ def _built_before(
     entry = earlier(key)
     if entry is not None:
         return entry, Reason("built-before", "same inputs as an earlier build, whose images are in .pixmake/objects")
-    return _first_images_of_more(target, lock, by_key, disk, counts)
+    return _first_images_of_more(target, lock, by_key, disk, counts) or _first_images_of_earlier(
+        target, disk, earlier, earlier_counts
+    )
 
 
 def _in_reach(output: LockedOutput, disk: DiskState) -> bool:
@@ -478,6 +485,23 @@ def _first_images_of_more(
     return None
 
 
+def _first_images_of_earlier(
+    target: Target, disk: DiskState, earlier: Callable[[str], LockEntry | None], earlier_counts: EarlierCounts | None
+) -> tuple[LockEntry, Reason] | None:
+    """A remembered entry cut to its first ``target.n`` images, when its inputs are this target's but for a
+    higher n (``n`` lowered after a short result, say) and it holds the provider's images; with the reason."""
+    from pixmake.fingerprint import target_key
+
+    for n in sorted(c for c in (earlier_counts(target) if earlier_counts else ()) if c > target.n):
+        entry = earlier(target_key(dataclasses.replace(target, n=n), disk.file_hashes))
+        first = _first_images(entry, target.n, disk) if entry is not None and not entry.emulator else None
+        if first is not None:
+            images = "its first image" if target.n == 1 else f"its first {target.n} images"
+            text = f"same inputs as an earlier build but n {n}: {images}, in .pixmake/objects"
+            return first, Reason("built-before", text)
+    return None
+
+
 def _first_images(entry: LockEntry, n: int, disk: DiskState) -> LockEntry | None:
     """``entry`` cut to its first ``n`` images, when they are all in reach."""
     kept = entry.outputs[:n]
@@ -496,16 +520,17 @@ def _target_action(
     restore: bool,
     earlier: Callable[[str], LockEntry | None],
     counts: frozenset[int] = frozenset(),
+    earlier_counts: EarlierCounts | None = None,
 ) -> Action:
     entry = lock.entries.get(target.name)
     if target.name in replace:
         return Action(ActionKind.REGENERATE, target.name, (Reason("replace", "replacement requested"),), target, key)
     if entry is None or entry.key != key:
-        before = _built_before(target, key, lock, by_key, disk, earlier, counts)
+        before = _built_before(target, key, lock, by_key, disk, earlier, counts, earlier_counts)
         if before is not None:
             return Action(ActionKind.RESTORE, target.name, (before[1],), target, key, before[0])
     if entry is None:
-        raised = _more_of_an_earlier(target, disk, earlier)  # a short result of its first build, say
+        raised = _more_of_an_earlier(target, disk, earlier, earlier_counts)  # a short result of its first build
         if raised is not None:
             return _keeping(ActionKind.CREATE, target, key, wanted, raised, disk, restore=restore, current=None)
         return Action(ActionKind.CREATE, target.name, _NEW, target, key)
@@ -521,8 +546,11 @@ def _target_action(
             # A RESTORE even with every file in place: the lock entry is rewritten under the new key.
             return dataclasses.replace(action, kind=ActionKind.RESTORE, reasons=(reason, *action.reasons))
         # n raised; or lowered, then raised past; or a short result remembered: whichever keeps most
-        found = [r for r in (_more_of_the_same(target, entry, disk), _more_of_an_earlier(target, disk, earlier)) if r]
-        raised = max(found, key=lambda r: r[0].n, default=None)
+        candidates = (
+            _more_of_the_same(target, entry, disk),
+            _more_of_an_earlier(target, disk, earlier, earlier_counts),
+        )
+        raised = max((r for r in candidates if r is not None), key=lambda r: r[0].n, default=None)
         if raised is not None:
             return _keeping(ActionKind.REGENERATE, target, key, wanted, raised, disk, restore=restore, current=entry)
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
@@ -558,13 +586,8 @@ def _more_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> tupl
     return (entry, True) if all(_in_reach(o, disk) for o in entry.outputs) else None
 
 
-def nothing_earlier(key: str) -> LockEntry | None:
-    """``earlier`` for a project without a history (``make_plan``): no entry was ever replaced or kept."""
-    return None
-
-
 def _more_of_an_earlier(
-    target: Target, disk: DiskState, earlier: Callable[[str], LockEntry | None]
+    target: Target, disk: DiskState, earlier: Callable[[str], LockEntry | None], earlier_counts: EarlierCounts | None
 ) -> tuple[LockEntry, bool] | None:
     """An entry an earlier build replaced or kept (``earlier``) made from the target's inputs but a lower ``n``
     whose images are the provider's and in reach, the model taking the difference as an ``n``: a build keeps
@@ -574,11 +597,12 @@ def _more_of_an_earlier(
     from pixmake.models import MODELS
 
     spec = MODELS.get(target.model)
-    if earlier is nothing_earlier:  # spares computing a key per lower n (8 µs each) for nothing
-        return None
+    remembered = earlier_counts(target) if earlier_counts is not None else None  # None: try each lower n
     for more in sorted(spec.n_allowed if spec is not None else ()):  # the fewest new images first
         if more >= target.n:
             break
+        if remembered is not None and target.n - more not in remembered:  # spares a key (8 µs) for nothing
+            continue
         entry = earlier(target_key(dataclasses.replace(target, n=target.n - more), disk.file_hashes))
         if entry is not None and not entry.emulator and len(entry.outputs) == entry.n == target.n - more:
             return entry, False
@@ -604,13 +628,15 @@ def _keeping(
     entry, locked = raised
     now = {o.path: o.sha256 for o in current.outputs} if current is not None else {}
     more = target.n - entry.n
+    details = {"old": entry.n, "new": target.n}
     if locked:
         images = "its locked image" if entry.n == 1 else f"its {entry.n} locked images"
-        text = f"n {entry.n} → {target.n}: keeps {images}, generates {more} more"
-    else:
+        reasons = [Reason("n-raised", f"n {entry.n} → {target.n}: keeps {images}, generates {more} more", details)]
+    else:  # what changed since the lock (a prompt, n), then what is kept
+        changed = _change_reasons(target, current, disk.file_hashes) if current and current.key != key else ()
         images = "the image" if entry.n == 1 else f"the {entry.n} images"
         text = f"keeps {images} an earlier build got for these inputs (in .pixmake/objects), generates {more} more"
-    reasons = [Reason("n-raised", text, {"old": entry.n, "new": target.n})]
+        reasons = [*changed, Reason("keeps-earlier", text, details)]
     edited: list[str] = []
     for path, output in zip(wanted, entry.outputs, strict=False):
         actual = disk.file_hashes.get(path)
@@ -721,11 +747,12 @@ def _for_builder(action: Action, lock: Lock, builder: Builder) -> Action:
     if builder is Builder.EMULATOR and action.kind.paid and provider_made:
         return dataclasses.replace(action, reasons=(*action.reasons, _PROVIDER_IMAGES))
     if builder is Builder.EMULATOR and action.kind.paid and action.source is not None:
-        # n raised: placeholders are not added to the provider's images; a whole set of them is made
-        old, new = action.source.n, action.images + action.source.n
-        n_changed = Reason("n-changed", f"n {old} → {new}", {"old": old, "new": new})
-        why = tuple(r for r in action.reasons if r.code not in ("n-raised", "output-edited"))
-        return dataclasses.replace(action, reasons=(n_changed, *why), source=None, kept=())
+        # Placeholders are not added to the provider's images: a whole set of them is made
+        why = tuple(r for r in action.reasons if r.code not in ("n-raised", "keeps-earlier", "output-edited"))
+        if any(r.code == "n-raised" for r in action.reasons):  # the locked entry's images: only n changed
+            old, new = action.source.n, action.images + action.source.n
+            why = (Reason("n-changed", f"n {old} → {new}", {"old": old, "new": new}), *why)
+        return dataclasses.replace(action, reasons=why or _NEW, source=None, kept=())
     source = action.source
     if source is None or not source.emulator:
         return action
@@ -800,7 +827,8 @@ def make_plan(
     orphans: bool = True,
     pending: Mapping[str, PendingSubmit] | None = None,
     builder: Builder = Builder.EITHER,
-    earlier: Callable[[str], LockEntry | None] = nothing_earlier,
+    earlier: Callable[[str], LockEntry | None] = lambda key: None,
+    earlier_counts: EarlierCounts | None = None,
     unselected: Iterable[Target] = (),
 ) -> Plan:
     """One action per target (in the given order), then one ORPHAN per lock entry no target claims.
@@ -827,6 +855,12 @@ def make_plan(
     only such entries): a renamed target, two targets that swapped names, a prompt edited back.
     Of targets with the same inputs that the plan would pay for, only the first is paid: the others
     are RESTOREs ``after`` it. ``--replace`` asks for new images.
+
+    A target whose ``n`` grew keeps the images of its locked entry, or of a remembered one with a lower
+    ``n`` (a short result, ``n`` lowered then raised past it), and pays for the rest; one whose ``n``
+    shrank takes the first images of a remembered entry with a higher ``n``. ``earlier_counts`` names the
+    values of ``n`` remembered for a target's model, size and prompt, so that only those keys are computed
+    (None: each lower ``n`` the model takes is tried).
 
     ``unselected`` holds the manifest's targets outside a selection: one of them whose paid task of an
     interrupted build has the inputs of a target the plan would pay for is collected (a RESUME) for
@@ -868,13 +902,14 @@ def make_plan(
             restore=restore,
             earlier=earlier,
             counts=counts,
+            earlier_counts=earlier_counts,
         )
         action = _for_builder(action, lock, builder)
         if builder is Builder.PROVIDER and action.kind.paid and action.reasons[:1] == (_PLACEHOLDERS,):
-            before = _built_before(target, action.key or "", lock, by_key, disk, earlier, counts)
+            before = _built_before(target, action.key or "", lock, by_key, disk, earlier, counts, earlier_counts)
             if before is not None and not before[0].emulator:  # the provider's images for these inputs
                 action = Action(ActionKind.RESTORE, target.name, (before[1],), target, action.key, before[0])
-            elif (raised := _more_of_an_earlier(target, disk, earlier)) is not None:  # theirs for a lower n
+            elif (raised := _more_of_an_earlier(target, disk, earlier, earlier_counts)) is not None:  # for a lower n
                 now = lock.entries.get(target.name)
                 keeping = _keeping(
                     action.kind, target, action.key or "", wanted, raised, disk, restore=restore, current=now
