@@ -891,8 +891,8 @@ def test_raising_n_keeps_the_locked_images_and_pays_for_the_new_ones_only(
     built(examples_copy)
     assert provider_env.emulator.ledger.charged_images == charged + 2
     assert provider_env.emulator.submits()[-1].json["n"] == 2  # type: ignore[index]
-    # The emulator draws image i of any task for a prompt alike: images 3 and 4 look like 1 and 2 here.
-    assert [(examples_copy / f"assets/hero-{i}.png").read_bytes() for i in (1, 2)] == images
+    written = [(examples_copy / f"assets/hero-{i}.png").read_bytes() for i in (1, 2, 3, 4)]
+    assert written[:2] == images and len(set(written)) == 4  # two kept, two new (each task draws its own)
     entry = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["hero"]
     assert (entry.n, [o.path for o in entry.outputs]) == (4, [f"assets/hero-{i}.png" for i in (1, 2, 3, 4)])
     assert plan(examples_copy, "--check") == (0, ["Plan: 4 unchanged; 0 images to generate"])
@@ -964,6 +964,7 @@ def test_in_a_fresh_clone_raising_n_from_one_keeps_the_committed_image(
     built(examples_copy)
     assert provider_env.emulator.ledger.charged_images == charged + 1
     assert (examples_copy / "assets/logo-tile-1.png").read_bytes() == logo
+    assert (examples_copy / "assets/logo-tile-2.png").read_bytes() != logo
     entry = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"]
     assert [o.path for o in entry.outputs] == ["assets/logo-tile-1.png", "assets/logo-tile-2.png"]
     assert (examples_copy / "assets/logo-tile-2.png").is_file()

@@ -177,6 +177,7 @@ def test_sigkill_while_raising_n_then_resume_pays_once_for_each_new_image(
     for name, entry in after.items():
         kept = [o.sha256 for o in entry.outputs[: before[name].n]]
         assert (entry.n, kept) == (2 * before[name].n, [o.sha256 for o in before[name].outputs]), name
+        assert not {o.sha256 for o in entry.outputs[before[name].n :]} & set(kept), name  # new ones, not copies
         assert [e.n for e in ledger.entries if e.task_id == entry.task_id] == [before[name].n], name
 
 

@@ -85,7 +85,9 @@ def test_result_files_are_one_bit_palette_pngs_rendered_once_per_image(env: Env)
         assert image.getpalette()[3:6] == [255, 255, 255]  # type: ignore[index]  # white text
 
 
-def test_images_are_deterministic_from_the_request(env: Env) -> None:
+def test_images_are_deterministic_per_task_and_differ_between_tasks_for_one_prompt(env: Env) -> None:
+    """As a provider's: a task's image is the same at each fetch; a second task for the prompt makes
+    another (so a client keeping one task's images beside another's is seen to)."""
     first, second = _id(env.submit(prompt="same")), _id(env.submit(prompt="same"))
     other = _id(env.submit(prompt="different"))
     env.clock.advance(40)
@@ -93,7 +95,8 @@ def test_images_are_deterministic_from_the_request(env: Env) -> None:
     def image(task_id: str) -> bytes:
         return env.client.get(f"/files/generated/{task_id}_1.png").content
 
-    assert image(first) == image(second) != image(other)
+    assert image(first) == image(first) != image(second)
+    assert len({image(first), image(second), image(other)}) == 3
 
 
 def test_result_files_404_before_completion_and_410_after_expiry(env: Env) -> None:

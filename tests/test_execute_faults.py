@@ -318,5 +318,6 @@ def test_raising_n_under_every_fault_pays_once_for_each_new_image_and_keeps_the_
     assert ledger.net_images == 60 + short
     for name in targets:
         assert (root / f"out/{name}-1.png").read_bytes() == first[name]
+        assert (root / f"out/{name}-2.png").read_bytes() != first[name]  # a new image, not the first again
         with Image.open(root / f"out/{name}-2.png") as image:
             assert image.size == (1024, 1024)

@@ -552,7 +552,7 @@ class _Api:
             status = config.expired_result_status
             return Response({410: "Gone", 404: "Not Found", 403: "Forbidden"}[status], status_code=status)
         sub = task.submission
-        key = (sub.model, sub.prompt, sub.width, sub.height, index, sub.n)
+        key = (sub.model, sub.prompt, sub.width, sub.height, index, sub.n, task.id)
         data = cached_png(*key)
         if data is None:  # render off the event loop; hits stay inline
             data = await anyio.to_thread.run_sync(render_png, *key)

@@ -1,8 +1,9 @@
 """Placeholder PNGs for emulated results: right pixel size, deterministic, readable, cheap.
 
-Each image is a flat colour derived from (prompt, index) with the index, model, size and wrapped prompt
-drawn on it in white, so a person can tell targets and variants apart. The same arguments always give the
-same bytes.
+Each image is a flat colour derived from (prompt, index) with the index, its task id, model,
+size and wrapped prompt drawn on it in white, so a person can tell targets and variants apart, and two
+tasks for one prompt give different images, as a provider's would (a client keeping some images of one
+task beside those of another is seen to). The same arguments always give the same bytes.
 
 Cheap by construction (about 1-3 ms for 1024², against ~14 ms for an RGB canvas with FreeType text): the
 text is drawn once with Pillow's built-in bitmap font on a small tile and scaled up by whole pixels, so it
@@ -89,12 +90,13 @@ def _paste(canvas: Image.Image, mask: Image.Image, x: int, y: int) -> int:
     return y + mask.height
 
 
-def _draw(model: str, prompt: str, width: int, height: int, index: int, n: int) -> Image.Image:
+def _draw(model: str, prompt: str, width: int, height: int, index: int, n: int, task: str) -> Image.Image:
     unit = max(12, min(width, height) // 24)
     scale = max(1, round(unit / _GLYPH_HEIGHT))
     canvas = Image.new("P", (width, height), 0)
     canvas.putpalette([*_colour(prompt, index), *_WHITE])
     y = _paste(canvas, _text_mask([f"#{index} of {n}"], 3 * scale), unit, unit) + unit
+    y = _paste(canvas, _text_mask([_printable(f"task {task}")], scale), unit, y) + unit
     columns = max(10, (width - 2 * unit) // (_GLYPH_WIDTH * scale))
     rows = max(1, (height - y - unit) // ((_GLYPH_HEIGHT + _LINE_GAP) * scale))
     lines = [*textwrap.wrap(_printable(f"{model} · {width}x{height}"), columns), ""]
@@ -103,15 +105,15 @@ def _draw(model: str, prompt: str, width: int, height: int, index: int, n: int) 
     return canvas
 
 
-_RenderKey = tuple[str, str, int, int, int, int]
+_RenderKey = tuple[str, str, int, int, int, int, str]
 _cache: OrderedDict[_RenderKey, bytes] = OrderedDict()
 _cache_lock = threading.Lock()
 _rendering: dict[_RenderKey, threading.Lock] = {}  # one lock per image being rendered; guarded by _cache_lock
 
 
-def cached_png(model: str, prompt: str, width: int, height: int, index: int, n: int) -> bytes | None:
+def cached_png(model: str, prompt: str, width: int, height: int, index: int, n: int, task: str) -> bytes | None:
     """The PNG from the cache, or None; never renders (cheap enough to call on the event loop)."""
-    key = (model, prompt, width, height, index, n)
+    key = (model, prompt, width, height, index, n, task)
     with _cache_lock:
         data = _cache.get(key)
         if data is not None:
@@ -119,9 +121,9 @@ def cached_png(model: str, prompt: str, width: int, height: int, index: int, n: 
         return data
 
 
-def render_png(model: str, prompt: str, width: int, height: int, index: int, n: int) -> bytes:
-    """Return the PNG bytes of image ``index`` (1-based) of ``n`` for this request (LRU-cached)."""
-    key = (model, prompt, width, height, index, n)
+def render_png(model: str, prompt: str, width: int, height: int, index: int, n: int, task: str) -> bytes:
+    """Return the PNG bytes of image ``index`` (1-based) of ``n`` of task ``task`` for this request (LRU-cached)."""
+    key = (model, prompt, width, height, index, n, task)
     data = cached_png(*key)
     if data is not None:
         return data
@@ -139,10 +141,10 @@ def render_png(model: str, prompt: str, width: int, height: int, index: int, n: 
     return data
 
 
-def _encode(model: str, prompt: str, width: int, height: int, index: int, n: int) -> bytes:
+def _encode(model: str, prompt: str, width: int, height: int, index: int, n: int, task: str) -> bytes:
     started = time.perf_counter()
     buffer = io.BytesIO()
-    _draw(model, prompt, width, height, index, n).save(buffer, format="PNG", compress_level=_COMPRESS_LEVEL)
+    _draw(model, prompt, width, height, index, n, task).save(buffer, format="PNG", compress_level=_COMPRESS_LEVEL)
     with _stats_lock:
         _stats.renders += 1
         _stats.seconds += time.perf_counter() - started
