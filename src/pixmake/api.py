@@ -498,9 +498,10 @@ def plan(
 
     def earlier_counts(target: Target) -> frozenset[int]:
         """The values of n remembered for the target's model, size and prompt (as the key sees it)."""
-        if not remembered_counts():
+        counts = remembered_counts()
+        if not counts:  # no history: no prompt to normalise
             return frozenset()
-        return remembered_counts().get((target.model, target.size, keyed_prompt(target.prompt)), frozenset())
+        return counts.get((target.model, target.size, keyed_prompt(target.prompt)), frozenset())
 
     result = make_plan(
         targets,

@@ -1254,6 +1254,14 @@ class Executor:
                 f"cannot read an image the target keeps from the object cache ({error}); {then}"
             ) from error
 
+    async def _result_images(self, target: Target, key: str, keep: tuple[str, ...], status: TaskStatus) -> list[bytes]:
+        """The images a target ends with: those it keeps (read first: one that cannot be read stops here,
+        before any download is thrown away), then the finished task's, downloaded."""
+        blobs: list[bytes] = []
+        if keep:
+            blobs = await anyio.to_thread.run_sync(functools.partial(self._kept_images, target.name, keep, paid=True))
+        return blobs + [await self._download(target.name, key, url, status.expires_at) for url in status.urls]
+
     async def _remember_short(self, target: Target, key: str, keep: tuple[str, ...], status: TaskStatus) -> str:
         """Download a short result's images, cache them and remember them (with those ``keep`` names) as an
         entry of their own ``n`` in the history, so that the next build keeps them and pays for the rest
@@ -1264,11 +1272,7 @@ class Executor:
         :class:`_Undecodable`).
         """
         assert self.history is not None
-        blobs = [await self._download(target.name, key, url, status.expires_at) for url in status.urls]
-        if keep:
-            blobs[:0] = await anyio.to_thread.run_sync(
-                functools.partial(self._kept_images, target.name, keep, paid=True)
-            )
+        blobs = await self._result_images(target, key, keep, status)
         got = dataclasses.replace(target, n=len(blobs))
         paths = output_paths(got)
         with anyio.CancelScope(shield=True):  # cached, then remembered
@@ -1339,11 +1343,7 @@ class Executor:
                     raise BadResultError(f"{why}; {bad.error}") from None
             self.recorder.dropped(target.name, key)
             raise BadResultError(why)
-        blobs: list[bytes] = []
-        if keep:  # read first: a kept image that cannot be read stops here, before any download is thrown away
-            read = functools.partial(self._kept_images, target.name, keep, paid=True)
-            blobs = await anyio.to_thread.run_sync(read)
-        blobs += [await self._download(target.name, key, url, status.expires_at) for url in status.urls]
+        blobs = await self._result_images(target, key, keep, status)
         paths = output_paths(target)
         for attempt in range(self.settings.max_attempts):
             try:
