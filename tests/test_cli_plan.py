@@ -946,6 +946,10 @@ def test_a_build_emulator_preview_of_a_raised_n_leaves_the_provider_build_keepin
         "~ regenerate hero: its locked images are placeholders from build --emulator; keeps the 2 images an "
         "earlier build got for these inputs (in .pixmake/objects), generates 2 more"
     )
+    assert plan(examples_copy)[1][-1].endswith(  # plain `plan` keeps the placeholders and counts what is paid
+        "1 target holds placeholder images from build --emulator, which a build without --emulator regenerates "
+        "(2 images)"
+    )
     charged = provider_env.emulator.ledger.charged_images
     built(examples_copy)
     assert provider_env.emulator.ledger.charged_images == charged + 2

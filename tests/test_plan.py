@@ -550,6 +550,35 @@ def test_more_images_pay_for_all_when_the_rest_is_no_n_of_the_model_or_the_locke
     assert (emulated.source, emulated.images, [r.code for r in emulated.reasons]) == (None, 4, ["n-changed"])
 
 
+def test_plans_count_only_what_the_provider_pays_for_placeholders_when_its_images_are_remembered() -> None:
+    """`pixmake plan` keeps placeholders and says what a build without --emulator pays for them: nothing
+    when the provider's images for these inputs are remembered, the rest when those of a lower n are."""
+    two = replace(HERO, n=2)
+    provider, _ = built(two, INPUTS, tag="provider")
+    placeholders = replace(provider, emulator=True, outputs=built(two, INPUTS, tag="emulator")[0].outputs)
+    lock = Lock(MappingProxyType({"hero": placeholders}))
+    disk = DiskState({**INPUTS, **{o.path: o.sha256 for o in placeholders.outputs}})
+    plan = make_plan([two], lock, disk, earlier={provider.key: provider}.get)
+    assert only(plan)[2] == [
+        "its locked images are placeholders from build --emulator; a build without --emulator puts back the "
+        "2 images the provider made for these inputs before, free"
+    ]
+    assert plan.summary().endswith(
+        "1 target holds placeholder images from build --emulator, which a build without --emulator replaces with "
+        "the provider's, free"
+    )
+    (restore,) = make_plan([two], lock, disk, earlier={provider.key: provider}.get, builder=Builder.PROVIDER).actions
+    assert (restore.kind, restore.images) == (ActionKind.RESTORE, 0)
+
+    one, _ = built(replace(HERO, n=1), INPUTS, tag="provider")
+    plan = make_plan([two], lock, disk, earlier={one.key: one}.get)
+    assert only(plan)[2][0].endswith("keeps the 1 image the provider made for these inputs before and generates 1 more")
+    assert plan.summary().endswith("which a build without --emulator regenerates (1 image)")
+    (raised,) = make_plan([two], lock, disk, earlier={one.key: one}.get, builder=Builder.PROVIDER).actions
+    assert (raised.kind, raised.images) == (ActionKind.REGENERATE, 1)
+    assert make_plan([two], lock, disk).summary().endswith("regenerates (2 images)")  # nothing remembered
+
+
 def test_more_images_than_an_earlier_build_made_keep_its_images_and_edits_stay_unless_restore() -> None:
     """n 2 → 1 (its first image kept), then 4: 4 - 1 is no n of gpt-4o-image, but the earlier entry with
     n 2 is remembered: 2 are kept, 2 paid. A retouched kept output stays as it is; --restore puts it back."""

@@ -91,11 +91,21 @@ _PLACEHOLDERS: Final = Reason(PLACEHOLDER, "its locked images are placeholders f
 _PLACEHOLDERS_KEPT: Final = Reason(
     PLACEHOLDER, "its locked images are placeholders from build --emulator; a build without --emulator regenerates it"
 )
+
 _PROVIDER_IMAGES: Final = Reason(
     PROVIDER_MADE,
     "its locked images come from the provider for these inputs; build --emulator does not replace them "
     "with placeholders: build without --emulator",
 )
+
+
+def _placeholders_kept(remembered: int, paid: int) -> Reason:
+    """The note of placeholders whose target a build without ``--emulator`` gives ``remembered`` images of
+    the provider's it made for these inputs before (with a lower ``n`` when ``paid``), paying for ``paid``."""
+    some = f"{remembered} image{'s' * (remembered != 1)} the provider made for these inputs before"
+    does = f"keeps the {some} and generates {paid} more" if paid else f"puts back the {some}, free"
+    text = f"its locked images are placeholders from build --emulator; a build without --emulator {does}"
+    return Reason(PLACEHOLDER, text, {"provider_images": paid})
 
 
 class Builder(Enum):
@@ -266,14 +276,26 @@ class Plan:
         line = f"{', '.join(parts) or 'nothing to do'}; {images} image{'s' * (images != 1)} to generate"
         kept = self.placeholders
         if kept:
-            per_key = {a.key: a.target.n for a in kept if a.target is not None}  # twins are paid for once
+            per_key = {a.key: _provider_images(a) for a in kept}  # twins are paid for once
             count = sum(per_key.values())
             line += (
                 f"; {len(kept)} target{'s' * (len(kept) != 1)} hold{'s' * (len(kept) == 1)} placeholder images "
-                f"from build --emulator, which a build without --emulator regenerates "
-                f"({count} image{'s' * (count != 1)})"
+                f"from build --emulator, which a build without --emulator "
+                + (
+                    f"regenerates ({count} image{'s' * (count != 1)})"
+                    if count
+                    else "replaces with the provider's, free"
+                )
             )
         return line
+
+
+def _provider_images(action: Action) -> int:
+    """Images a build without ``--emulator`` pays for a target whose placeholders ``action`` keeps."""
+    for reason in action.reasons:
+        if reason.code == PLACEHOLDER and reason.details is not None:
+            return int(reason.details["provider_images"])
+    return action.target.n if action.target is not None else 0
 
 
 def _prompt_diff(old: str, new: str, *, limit: int = 80) -> str:
@@ -888,10 +910,24 @@ def make_plan(
     hashes = disk.file_hashes
     counts = frozenset(entry.n for entry in lock.entries.values())  # a target may take the first images of a higher n
 
+    def from_provider(target: Target, action: Action, wanted: tuple[str, ...]) -> Action:
+        """What a build without ``--emulator`` does to a target whose locked images are placeholders: it
+        puts back the provider's images for these inputs, keeps those of a lower ``n``, or pays for all."""
+        before = _built_before(target, action.key or "", lock, by_key, disk, earlier, counts, earlier_counts)
+        if before is not None and not before[0].emulator:  # the provider's images for these inputs
+            return Action(ActionKind.RESTORE, target.name, (before[1],), target, action.key, before[0])
+        if (raised := _more_of_an_earlier(target, disk, earlier, earlier_counts)) is not None:  # for a lower n
+            now = lock.entries.get(target.name)
+            keeping = _keeping(
+                action.kind, target, action.key or "", wanted, raised, disk, restore=restore, current=now
+            )
+            return dataclasses.replace(keeping, reasons=(_PLACEHOLDERS, *keeping.reasons))
+        return action
+
     def act(target: Target) -> Action:
         wanted = output_paths(target)
 
-        action = _target_action(
+        planned = _target_action(
             target,
             target_key(target, hashes),
             wanted,
@@ -904,17 +940,16 @@ def make_plan(
             counts=counts,
             earlier_counts=earlier_counts,
         )
-        action = _for_builder(action, lock, builder)
+        action = _for_builder(planned, lock, builder)
         if builder is Builder.PROVIDER and action.kind.paid and action.reasons[:1] == (_PLACEHOLDERS,):
-            before = _built_before(target, action.key or "", lock, by_key, disk, earlier, counts, earlier_counts)
-            if before is not None and not before[0].emulator:  # the provider's images for these inputs
-                action = Action(ActionKind.RESTORE, target.name, (before[1],), target, action.key, before[0])
-            elif (raised := _more_of_an_earlier(target, disk, earlier, earlier_counts)) is not None:  # for a lower n
-                now = lock.entries.get(target.name)
-                keeping = _keeping(
-                    action.kind, target, action.key or "", wanted, raised, disk, restore=restore, current=now
+            action = from_provider(target, action, wanted)
+        elif builder is Builder.EITHER and _PLACEHOLDERS_KEPT in action.reasons:  # say what the provider would pay
+            paid = from_provider(target, _for_builder(planned, lock, Builder.PROVIDER), wanted).images
+            if paid != target.n:
+                kept = _placeholders_kept(target.n - paid, paid)
+                action = dataclasses.replace(
+                    action, reasons=tuple(kept if r == _PLACEHOLDERS_KEPT else r for r in action.reasons)
                 )
-                action = dataclasses.replace(keeping, reasons=(_PLACEHOLDERS, *keeping.reasons))
         action = _with_side_effects(action, wanted, lock, disk, claimed)
         task = pending.get(target.name)
         if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
