@@ -324,3 +324,48 @@ def test_a_file_saved_since_the_plan_is_kept_as_someones_not_as_an_image_pixmake
     seen = Reason("output-replaced", "", {"path": "out/b.png", "locked": "0" * 64, "actual": "1" * 64})
     api._keep_replaced_files(project, [Action(ActionKind.RESTORE, "a", (seen,))])
     assert project.objects.has(sha256_bytes(saved)) and not project.objects.made_by_pixmake(sha256_bytes(saved))
+
+
+def test_every_file_is_opened_in_binary_mode_where_descriptors_default_to_text(
+    examples_copy: Path, provider_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows' C runtime opens a descriptor in text mode unless asked for O_BINARY, and writes each b"\\n"
+    as b"\\r\\n": every image, the lock and the journal would come out damaged. Simulated: a platform with
+    an O_BINARY flag, whose descriptors opened without it translate what is written through them."""
+    o_binary = 1 << 30  # a bit Linux's open(2) ignores
+    monkeypatch.setattr(os, "O_BINARY", o_binary, raising=False)
+    opened_as_text: list[str] = []
+    text: set[int] = set()
+    real_open, real_write, real_close = os.open, os.write, os.close
+
+    def open_(path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        text.discard(fd)
+        if not flags & o_binary and not os.path.isdir(path if dir_fd is None else fd):
+            text.add(fd)
+            opened_as_text.append(os.fspath(path))
+        return fd
+
+    def write(fd: int, data: bytes) -> int:
+        if fd in text:
+            real_write(fd, bytes(data).replace(b"\n", b"\r\n"))
+            return len(data)
+        return real_write(fd, data)
+
+    def close(fd: int) -> None:
+        text.discard(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.delattr(os, "writev")  # as on Windows: one write per piece
+    monkeypatch.setattr(os, "close", close)
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    holds_no_bytes = {os.devnull, str(examples_copy / ".pixmake/build.lock")}  # filelock's
+    assert [path for path in opened_as_text if path not in holds_no_bytes] == []
+    for image in (examples_copy / "assets").glob("*.png"):
+        with Image.open(image) as decoded:
+            decoded.load()
+    plan = run_cli("-C", str(examples_copy), "plan", "--check")
+    assert plan.exit_code == 0, plan.stdout + plan.stderr

@@ -169,12 +169,12 @@ def _read_project_file(project: Project, rel: str) -> bytes:
 
     from pixmake.expand import NotAFileError
     from pixmake.manifest import MAX_MANIFEST_BYTES
-    from pixmake.store import safe_path
+    from pixmake.store import binary, safe_path
 
     path = safe_path(project.root, rel, field="rows")
     if not S_ISREG(path.stat().st_mode):
         raise NotAFileError(rel)
-    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
+    with open(os.open(path, binary(os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))), "rb") as handle:
         status = os.fstat(handle.fileno())  # what was opened: the path may have changed since its stat
         if not S_ISREG(status.st_mode):
             raise NotAFileError(rel)

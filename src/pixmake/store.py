@@ -23,6 +23,7 @@ __all__ = [
     "ObjectCache",
     "RootGuard",
     "atomic_write",
+    "binary",
     "describe_os_error",
     "disk_wide",
     "holds_state",
@@ -42,6 +43,14 @@ _HAS_WRITEV: Final = hasattr(os, "writev")  # not on Windows: there, one write p
 _GROUP_BYTES: Final = 1 << 18
 # A temp file is created as open() creates files (mode 0o666 less the umask), never through a symlink.
 _CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def binary(flags: int) -> int:
+    """``os.open`` flags that open a file in binary mode: Windows' C runtime opens a descriptor in text mode
+    unless told otherwise, and writes every ``\\n`` byte of an image as ``\\r\\n`` (a no-op elsewhere)."""
+    return flags | getattr(os, "O_BINARY", 0)
+
+
 _TEMP_NAME: Final = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")  # what _temp_beside names a file
 # A write that fails with one of these fails for every other file too: the disk is full or read-only,
 # it failed, or the process is out of file handles.
@@ -99,7 +108,7 @@ def _temp_beside(directory: str, name: str) -> tuple[int, str]:
     while True:
         tmp = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
         try:
-            return os.open(tmp, _CREATE, 0o666), tmp
+            return os.open(tmp, binary(_CREATE), 0o666), tmp
         except FileExistsError:
             continue  # a name already taken: draw another
 
@@ -268,7 +277,7 @@ class RootGuard:
 def open_for_append(path: str | os.PathLike[str]) -> int:
     """A descriptor appending to the line file ``path`` (created as needed), whose last line, when a crash
     or a full disk left it torn, is ended first: else the next line would be glued onto it, and lost with it."""
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    fd = os.open(path, binary(os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)), 0o666)
     try:
         size = os.lseek(fd, 0, os.SEEK_END)
         if size and os.lseek(fd, size - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
