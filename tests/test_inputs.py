@@ -173,6 +173,49 @@ def test_an_output_that_reaches_an_input_another_output_or_the_local_state_throu
     assert (root / "photos" / "mug.png").read_bytes() == before
 
 
+def test_an_output_that_is_an_input_or_another_output_on_a_case_insensitive_disk_is_refused(
+    make_project: MakeProject,
+) -> None:
+    """Names differing only in letter case are two files on Linux (the manifest warns) and one on macOS's
+    and Windows' file systems, simulated with a hard link: there a build would overwrite the reference."""
+    text = (
+        "version: 1\ntargets:\n  user: {prompt: u, references: [photos/mug.png], out: u.png}\n"
+        "  clobber: {prompt: c, out: photos/Mug.png}\n  a: {prompt: a, out: a.png}\n  b: {prompt: b, out: A.png}\n"
+    )
+    root = make_project(text)
+    write_png(root / "photos" / "mug.png")
+    write_png(root / "a.png")
+    write_png(root / "A.png")
+    api.validate(api.open_project(root))  # two files each: warnings only
+    (root / "A.png").unlink()
+    os.link(root / "a.png", root / "A.png")
+    os.link(root / "photos" / "mug.png", root / "photos" / "Mug.png")
+    with pytest.raises(ManifestError) as caught:
+        api.validate(api.open_project(root))
+    same = "are one file on this disk (its file system ignores letter case and Unicode form): choose another out"
+    assert [(d.line, d.field, d.message) for d in caught.value.diagnostics] == [
+        (
+            4,
+            "targets.clobber.out",
+            f"output 'photos/Mug.png' and a reference of target 'user' ('photos/mug.png') {same}",
+        ),
+        (6, "targets.b.out", f"output 'A.png' and 'a.png', which another target writes, {same}"),
+    ]
+    before = (root / "photos" / "mug.png").read_bytes()
+    assert run_cli("-C", str(root), "build", "--emulator").exit_code == 3
+    assert (root / "photos" / "mug.png").read_bytes() == before
+
+
+def test_an_output_under_a_file_is_refused_before_anything_is_paid(make_project: MakeProject) -> None:
+    """A symlinked folder that git checked out as a text file (core.symlinks off): no output fits under it."""
+    root = make_project("version: 1\ntargets:\n  hero: {prompt: h, out: assets/sku/hero.png}\n")
+    (root / "assets").write_text("../shared/assets")
+    outcome = run_cli("-C", str(root), "build", "--emulator")
+    assert outcome.exit_code == 3, outcome.stderr
+    assert "assets/sku/hero.png cannot be written: assets is a file, not a folder" in outcome.stderr
+    assert not (root / ".pixmake" / "objects").exists()
+
+
 def test_a_symlinked_catalog_leading_outside_is_an_unsafe_path(make_project: MakeProject, tmp_path: Path) -> None:
     (tmp_path / "skus.csv").write_text("sku\na\n")
     text = "version: 1\ntargets:\n  p-${sku}:\n    rows: skus.csv\n    prompt: ${sku}\n    out: p/${sku}.png\n"
