@@ -26,7 +26,7 @@ from stat import S_ISDIR, S_ISLNK
 from typing import BinaryIO, Final
 
 from pixmake.errors import Diagnostic, ManifestError, UnsafePathError
-from pixmake.manifest import Manifest, Target, is_url, output_paths
+from pixmake.manifest import Manifest, Target, is_url, output_paths, portable_path
 from pixmake.models import MB, MODELS, ModelSpec
 from pixmake.store import STATE_DIR, RootGuard, safe_path
 
@@ -162,6 +162,7 @@ class _File:
     info: ImageInfo = ImageInfo(None)
     problem: str | None = None
     unsafe: bool = False
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino): which file it is, whatever the name
 
 
 def _look(root: Path, rel: str, cache: HeaderCache) -> _File:
@@ -178,7 +179,7 @@ def _look(root: Path, rel: str, cache: HeaderCache) -> _File:
     if not path.is_file():
         return _File(problem=f"{rel} is not a file")
     try:
-        return _File(stat.st_size, cache.info(path, stat))
+        return _File(stat.st_size, cache.info(path, stat), identity=(stat.st_dev, stat.st_ino))
     except OSError as error:
         return _File(problem=f"cannot read {rel}: {error.strerror or error}")
 
@@ -196,20 +197,40 @@ def _found(info: ImageInfo) -> str:
     return f"a {_NAMES.get(info.format, info.format)} image" if info.format else "a file that is not an image"
 
 
-def _lstat_mode(path: str) -> int:
-    """``st_mode`` of ``lstat(path)``, 0 where ``os.path.islink`` is False for an error."""
+def _lstat(path: str) -> os.stat_result | None:
+    """``lstat(path)``, None where ``os.path.islink`` is False for an error but one of its folders being
+    a file (:class:`NotADirectoryError` is raised)."""
     try:
-        return os.lstat(path).st_mode
+        return os.lstat(path)
+    except NotADirectoryError:
+        raise
     except (OSError, ValueError):
-        return 0
+        return None
 
 
-def _stat_mode(path: str) -> int:
-    """``st_mode`` of ``stat(path)``, 0 where ``os.path.isdir`` is False for an error."""
+def _stat(path: str) -> os.stat_result | None:
+    """``stat(path)``, None where ``os.path.isdir`` is False for an error."""
     try:
-        return os.stat(path).st_mode
+        return os.stat(path)
     except (OSError, ValueError):
-        return 0
+        return None
+
+
+def _file_above(root: Path, rel: str) -> str | None:
+    """The first folder of ``rel`` that is a file on disk (a symlinked folder checked out as a text file
+    by git with ``core.symlinks`` off): no output can be written under it."""
+    parent = rel
+    folders = []
+    while (cut := parent.rfind("/")) > 0:
+        parent = parent[:cut]
+        folders.append(parent)
+    for folder in reversed(folders):
+        found = _stat(os.path.join(root, folder))
+        if found is None:
+            return None
+        if not S_ISDIR(found.st_mode):
+            return folder
+    return None
 
 
 class _Checker:
@@ -220,6 +241,7 @@ class _Checker:
         self.files: dict[str, _File] = {}
         self.guard = RootGuard(root)
         self.problems: dict[tuple[str, int, int, str, str], list[str]] = {}
+        self.existing: dict[str, tuple[int, int]] = {}  # outputs on disk: their (st_dev, st_ino)
 
     def file(self, rel: str) -> _File:
         found = self.files.get(rel)
@@ -278,15 +300,23 @@ class _Checker:
         for rel in output_paths(target):
             try:
                 path = self.guard.absolute(rel, "out")
-                mode = _lstat_mode(path)  # one lstat answers os.path.islink and, for a non-link, os.path.isdir
-                if S_ISLNK(mode):
+                found = _lstat(path)  # one lstat answers os.path.islink and, for a non-link, os.path.isdir
+                if found is not None and S_ISLNK(found.st_mode):
                     self.guard.check_link(rel, path, "out")
-                    mode = _stat_mode(path)
+                    found = _stat(path)
             except UnsafePathError:
                 self.add(target, "out", f"path {rel!r} leads outside the project root through a symlink", "unsafe-path")
                 continue
-            if S_ISDIR(mode):
+            except NotADirectoryError:
+                folder = _file_above(self.root, rel) or os.path.dirname(rel)
+                self.add(target, "out", f"{rel} cannot be written: {folder} is a file, not a folder")
+                continue
+            if found is None:
+                continue
+            if S_ISDIR(found.st_mode):
                 self.add(target, "out", f"{rel} is a directory; out names a .png file")
+            else:
+                self.existing[rel] = (found.st_dev, found.st_ino)
 
     def aliases(self) -> None:
         """No output reaches an input, another output or the local state through a symlinked folder.
@@ -296,10 +326,14 @@ class _Checker:
         other target over one file) and pay again on every build after.
         """
         inputs: dict[str, tuple[str, str]] = {}
+        files: dict[tuple[int, int], tuple[str, str]] = {}  # the same, by which file it is on disk
         for target in self.manifest.targets:
             for role, rel in [*(("a reference", r) for r in target.references), ("the mask", target.mask)]:
                 if rel is not None and not is_url(rel) and (real := self.guard.real(rel)) is not None:
                     inputs.setdefault(real, (rel, f"{role} of target {target.name!r}"))
+                    if (identity := self.file(rel).identity) is not None:
+                        files.setdefault(identity, inputs[real])
+        outs: dict[tuple[int, int], str] = {}
         outputs: dict[str, tuple[str, Target]] = {}
         for target in self.manifest.targets:
             for rel in output_paths(target):
@@ -313,7 +347,29 @@ class _Checker:
                     self.add(target, "out", f"{via}, which target {outputs[real][1].name!r} writes as well")
                 elif real.lower().startswith(STATE_DIR + "/") and rel != real:
                     self.add(target, "out", f"{via}, inside pixmake's local state; choose another out")
+                else:
+                    self.one_file(target, rel, files, outs)
                 outputs.setdefault(real, (rel, target))
+
+    def one_file(
+        self,
+        target: Target,
+        rel: str,
+        inputs: dict[tuple[int, int], tuple[str, str]],
+        outputs: dict[tuple[int, int], str],
+    ) -> None:
+        """An output whose name differs from an input's or another output's only in letter case or Unicode
+        form, where the file system makes them one file (macOS, Windows: the manifest only warns of the
+        names, since elsewhere they are two): a build would overwrite the input and pay on every build after."""
+        identity = self.existing.get(rel)
+        if identity is None:
+            return
+        same = "are one file on this disk (its file system ignores letter case and Unicode form): choose another out"
+        other = inputs.get(identity)
+        if other is not None and other[0] != rel and portable_path(other[0]) == portable_path(rel):
+            self.add(target, "out", f"output {rel!r} and {other[1]} ({other[0]!r}) {same}")
+        elif (first := outputs.setdefault(identity, rel)) != rel and portable_path(first) == portable_path(rel):
+            self.add(target, "out", f"output {rel!r} and {first!r}, which another target writes, {same}")
 
     def run(self) -> list[Diagnostic]:
         for target in self.manifest.targets:
