@@ -1022,3 +1022,25 @@ def test_explain_names_the_key_the_lock_records_for_a_block_prompt(
     assert "pixmake.lock records" not in run_cli("-C", str(examples_copy), "explain", "logo-tile").stdout
     as_json = json.loads(run_cli("-C", str(examples_copy), "explain", "hero", "--json").stdout)
     assert (as_json["recorded_key"], as_json["locked_key"]) == (recorded, lines[2].split()[-1])
+
+
+def test_an_out_renamed_by_letter_case_on_macos_is_restored_in_a_fresh_clone_without_paying(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """On macOS the rename changes nothing on disk and git keeps the old name: the clone holds the locked
+    bytes at assets/logo-tile.png while the lock says assets/Logo-Tile.png."""
+    built(examples_copy)
+    edit_manifest(examples_copy, {"logo-tile": {"out": "assets/Logo-Tile.png"}})
+    assert run_cli("-C", str(examples_copy), "build", "--prune").exit_code == 0
+    logo = (examples_copy / "assets/Logo-Tile.png").read_bytes()
+    (examples_copy / "assets/Logo-Tile.png").rename(examples_copy / "assets/logo-tile.png")  # what git checks out
+    shutil.rmtree(examples_copy / ".pixmake")
+    code, lines = plan(examples_copy, "--check")
+    assert code == 2 and lines[0] == (
+        "< restore    logo-tile: output assets/Logo-Tile.png is missing, its locked bytes are at assets/logo-tile.png "
+        "(git on macOS and Windows keeps a file's old letter case: git mv -f assets/logo-tile.png assets/Logo-Tile.png)"
+    )
+    charged = provider_env.emulator.ledger.charged_images
+    built(examples_copy)
+    assert provider_env.emulator.ledger.charged_images == charged
+    assert (examples_copy / "assets/Logo-Tile.png").read_bytes() == logo

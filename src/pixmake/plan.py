@@ -414,7 +414,13 @@ def _output_action(
         cached = cached and in_reach
         if actual is None or path in disk.damaged:
             missing_cached = missing_cached and in_reach
-        if actual is None:
+        if actual is None and (twin := disk.case_twins.get(path)) is not None:
+            text = (
+                f"output {path} is missing, its locked bytes are at {twin} (git on macOS and Windows keeps a "
+                f"file's old letter case: git mv -f {twin} {path})"
+            )
+            missing.append(Reason("output-missing", text, {"path": path, "twin": twin}))
+        elif actual is None:
             missing.append(Reason("output-missing", f"output {path} is missing", {"path": path}))
         elif path in disk.lfs_pointers:  # not a hand edit: the image is in Git LFS, not fetched
             text = f"output {path} is a Git LFS pointer, not the image (git lfs pull fetches it)"

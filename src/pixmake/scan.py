@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Final
 
 from pixmake.decode import is_whole_image
-from pixmake.errors import Diagnostic, ManifestError
+from pixmake.errors import Diagnostic, ManifestError, UnsafePathError
 from pixmake.lockfile import Lock
-from pixmake.manifest import Target, is_url, output_paths
+from pixmake.manifest import Target, is_url, output_paths, portable_path
 from pixmake.recordfile import sealed, unsealed
-from pixmake.store import ObjectCache, RootGuard, atomic_write
+from pixmake.store import ObjectCache, RootGuard, atomic_write, safe_path
 
 __all__ = [
     "STAT_CACHE_VERSION",
@@ -85,6 +85,10 @@ class DiskState:
     made_by_pixmake: frozenset[str] = frozenset()
     # Damaged outputs that are Git LFS pointer files: the image is in LFS, not fetched (a CI checkout).
     lfs_pointers: frozenset[str] = frozenset()
+    # Missing outputs whose locked bytes were found under a name differing only in letter case or Unicode
+    # form (git on macOS and Windows keeps a file's old name when only its case changes): that name, by
+    # output path. The scan has put those bytes into the object cache.
+    case_twins: Mapping[str, str] = field(default_factory=dict)
 
 
 def hash_file(path: Path | str) -> str:
@@ -294,6 +298,47 @@ def _is_lfs_pointer(path: str) -> bool:
         return False
 
 
+def _portable_twin(root: Path, rel: str) -> str | None:
+    """The one path under ``root`` that names ``rel`` in another letter case or Unicode form, folder by
+    folder (None when there is none, or more than one)."""
+    folder, found = str(root), []
+    for part in rel.split("/"):
+        if os.path.lexists(os.path.join(folder, part)):
+            found.append(part)
+        else:
+            wanted = portable_path(part)
+            try:
+                names = [name for name in os.listdir(folder) if portable_path(name) == wanted]
+            except OSError:
+                return None
+            if len(names) != 1:
+                return None
+            found.append(names[0])
+        folder = os.path.join(folder, found[-1])
+    twin = "/".join(found)
+    return twin if twin != rel else None
+
+
+def _cache_case_twins(
+    root: Path, missing: Sequence[tuple[str, str]], objects: ObjectCache
+) -> dict[str, tuple[str, str]]:
+    """Of the ``missing`` outputs (path, locked sha256) whose bytes are not cached, those whose bytes are
+    under a name differing only in letter case or Unicode form (renamed by case on macOS or Windows, where
+    git keeps the old name; typed in another Unicode form), by path: (that name, sha256). Their bytes go
+    into the object cache, from which a build restores them: a file someone renames next is no source."""
+    twins: dict[str, tuple[str, str]] = {}
+    for path, sha in missing:
+        twin = _portable_twin(root, path)
+        if twin is None:
+            continue
+        with contextlib.suppress(OSError, UnsafePathError):
+            data = safe_path(root, twin, field="out").read_bytes()
+            if hashlib.sha256(data).hexdigest() == sha:
+                objects.put(data)
+                twins[path] = (twin, sha)
+    return twins
+
+
 def scan_project(
     root: Path,
     targets: tuple[Target, ...],
@@ -334,6 +379,8 @@ def scan_project(
             locked.extend((path, o.sha256) for path, o in zip(output_paths(target), entry.outputs, strict=False))
     unplaced = [(path, sha) for path, sha in locked if hashes.get(path) != sha]
     cached = frozenset(sha for sha in {sha for _, sha in unplaced} if objects.has(sha))
+    twins = _cache_case_twins(root, [(p, sha) for p, sha in unplaced if p not in hashes and sha not in cached], objects)
+    cached |= frozenset(sha for _, sha in twins.values())
     differing: dict[str, set[str]] = {}  # present, but not the locked bytes: path → the locked sha256s
     for path, sha in unplaced:
         if path in hashes:
@@ -357,4 +404,5 @@ def scan_project(
     return DiskState(
         file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged,
         made_by_pixmake=made, lfs_pointers=frozenset(p for p in damaged if _is_lfs_pointer(found[p][0])),
+        case_twins={path: twin for path, (twin, _) in twins.items()},
     )  # fmt: skip
