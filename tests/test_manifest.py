@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -513,6 +514,39 @@ def test_outputs_that_are_one_file_on_macos_and_windows_are_warned_about() -> No
     ]  # not straße.png and strasse.png: no file system makes those one
     assert all(w.severity == "warning" and w.message.endswith("rename one if the project is built there")
                for w in manifest.warnings)  # fmt: skip
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin", "win32"])
+def test_outputs_windows_cannot_hold_are_warned_about_and_refused_on_windows(
+    platform: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Git for Windows refuses to check such a path out, and a build there would pay and then fail its write."""
+    monkeypatch.setattr(sys, "platform", platform)
+    text = (
+        "version: 1\ntargets:\n  a: {prompt: a, out: 'x/a:b.png'}\n  b: {prompt: b, out: assets/con.png}\n"
+        "  c: {prompt: c, out: 'what?.png'}\n  d: {prompt: d, out: 'dir./d.png'}\n  e: {prompt: e, out: console.png}\n"
+        "  f: {prompt: f, out: 'Aux/f.png'}\n"
+    )
+    try:
+        diagnostics = parse_manifest(text, file="m.yaml").warnings
+    except ManifestError as error:
+        diagnostics = error.diagnostics
+    found = [(d.line, d.field, d.severity, d.message.split(" (")[1].split(")")[0]) for d in diagnostics]
+    severity = "error" if platform == "win32" else "warning"
+    assert found == [
+        (3, "targets.a.out", severity, "':' is not allowed in a file name there"),
+        (4, "targets.b.out", severity, "'con' is a device name there"),
+        (5, "targets.c.out", severity, "'?' is not allowed in a file name there"),
+        (6, "targets.d.out", severity, "a name there cannot end in a dot or a space"),
+        (8, "targets.f.out", severity, "'Aux' is a device name there"),
+    ]
+
+
+def test_a_backslash_in_a_path_is_named_as_such() -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest("version: 1\ntargets:\n  a: {prompt: a, out: 'assets\\hero.png'}\n", file="m.yaml")
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.message == r"path 'assets\\hero.png' has a backslash: separate folders with / (on every system)"
 
 
 @pytest.mark.parametrize("stream", [True, False])

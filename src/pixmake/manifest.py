@@ -41,7 +41,13 @@ from pixmake.diagnostics import Collector
 from pixmake.errors import Diagnostic, ManifestError
 from pixmake.expand import MAX_TARGETS, Expansion, ReadFile, expansions
 from pixmake.modelcheck import ModelRequest, RequestPaths, check_model
-from pixmake.relpaths import leaves_root_message, long_name_message, normal_path, unprintable_message
+from pixmake.relpaths import (
+    leaves_root_message,
+    long_name_message,
+    normal_path,
+    unprintable_message,
+    windows_name_message,
+)
 from pixmake.schema import FieldPath, field_path, json_type, locate, mark_at, validate_entry, validate_paths
 from pixmake.variables import interpolate, text_value
 from pixmake.yamlmarks import load_yaml
@@ -359,7 +365,12 @@ def _check_unique(targets: list[Target], c: Collector) -> None:
             else:
                 owners[path] = target
     folded: dict[str, str] = {}
+    on_windows = "error" if sys.platform == "win32" else "warning"  # elsewhere, a teammate on Windows cannot clone it
     for path, target in owners.items():
+        if (why := windows_name_message(path)) is not None:
+            clash(
+                target, "out", f"output {path!r} {why}; rename it if the project is built or cloned there", on_windows
+            )
         first = folded.setdefault(portable_path(path), path)
         if first != path:
             shown = (repr(path), repr(first)) if path.casefold() == first.casefold() else (ascii(path), ascii(first))

@@ -22,6 +22,7 @@ __all__ = [
     "long_name_message",
     "normal_path",
     "unprintable_message",
+    "windows_name_message",
 ]
 
 NAME_MAX: Final = 255
@@ -49,7 +50,31 @@ def normal_path(raw: str) -> str | None:
 
 def leaves_root_message(raw: str) -> str:
     """The ``unsafe-path`` diagnostic text for a path :func:`normal_path` refused."""
+    if "\\" in raw and not raw.startswith(("/", "\\", "~")) and not re.match(r"^[A-Za-z]:", raw):
+        return f"path {raw!r} has a backslash: separate folders with / (on every system)"
     return f"path {raw!r} leaves the project root (use a relative path inside the project)"
+
+
+_NOT_ON_WINDOWS: Final = re.compile(
+    r'(?P<char>[<>:"|?*])|(?P<end>[. ])(?:/|$)'
+    r"|(?:^|/)(?P<device>(?:con|prn|aux|nul|com[1-9¹²³]|lpt[1-9¹²³]))(?:\.[^/]*)?(?:/|$)",
+    re.IGNORECASE,
+)
+
+
+def windows_name_message(path: str) -> str | None:
+    """Why Windows cannot hold ``path`` (a name with ``<>:"|?*``, ending in a dot or a space, or a device
+    name such as ``con`` or ``aux.png``), for git for Windows refuses to check it out; or None."""
+    found = _NOT_ON_WINDOWS.search(path)
+    if found is None:
+        return None
+    if found["char"]:
+        why = f"{found['char']!r} is not allowed in a file name there"
+    elif found["end"]:
+        why = "a name there cannot end in a dot or a space"
+    else:
+        why = f"{found['device']!r} is a device name there"
+    return f"cannot be written on Windows ({why}), nor checked out there by git"
 
 
 _UNSAFE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
