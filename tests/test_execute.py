@@ -418,14 +418,24 @@ def test_a_task_with_fewer_images_than_n_is_a_failed_attempt_whose_images_the_ne
 
 
 def test_an_output_that_cannot_be_written_fails_its_target_but_is_locked_and_restored_unpaid(
-    fast_env: EmulatorServer, tmp_path: Path
+    fast_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The paid bytes are in the object cache before the write fails: the entry is locked all the same, so
     the next build restores the file for free, even once the result's link has expired."""
+    import pixmake.execute
+    import pixmake.store
+
     targets = {f"t{i}": {"prompt": f"mug {i}", "out": f"out/t{i}.png"} for i in range(6)}
     targets["t1"]["out"] = "blocked/t1.png"
     root = _manifest(tmp_path / "p", targets, concurrency=3)
-    (root / "blocked").write_text("a file where t1's directory goes")
+    write = pixmake.store.atomic_write
+
+    def blocked_meanwhile(path: Any, data: Any, **options: Any) -> None:
+        if str(path).endswith("t1.png") and not (root / "blocked").exists():  # after validate said it was fine
+            (root / "blocked").write_text("a file where t1's directory goes")
+        write(path, data, **options)
+
+    monkeypatch.setattr(pixmake.execute, "atomic_write", blocked_meanwhile)
     outcome = run_cli("-C", str(root), "build")
     assert outcome.exit_code == 1, outcome.stderr
     assert "Traceback" not in outcome.stderr
@@ -437,6 +447,7 @@ def test_an_output_that_cannot_be_written_fails_its_target_but_is_locked_and_res
     assert failed == [f"  failed: t1: {why}"]
     assert sorted(parse_lock((root / "pixmake.lock").read_text()).entries) == [f"t{i}" for i in range(6)]
     assert fast_env.emulator.ledger.charged_images == 6
+    monkeypatch.setattr(pixmake.execute, "atomic_write", write)
     (root / "blocked").unlink()
     config = fast_env.emulator.config
     fast_env.emulator.reconfigure(dataclasses.replace(config, result_ttl=0.0))  # its link has expired meanwhile
