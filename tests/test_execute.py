@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -565,6 +566,37 @@ def test_a_result_link_refused_before_it_expired_stays_journaled_and_the_next_bu
     again = run_cli("-C", str(root), "build")
     assert again.exit_code == 0 and "1 resumed (already paid)" in again.stderr
     assert fast_env.emulator.ledger.charged_images == 1 and (root / "hero.png").is_file()
+
+
+class _FastClock:
+    """The ``time`` module of a machine whose wall clock is a day and an hour ahead."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def time(self) -> float:
+        return time.time() + 25 * 3600
+
+
+def test_a_fast_clock_does_not_take_a_refused_link_for_an_expired_one(
+    fast_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expiry is judged on the provider's clock (its Date): by this machine's, the link has expired and the
+    task would be dropped, and paid for again by the next build."""
+    import pixmake.execute
+    import pixmake.providers.toapis
+
+    monkeypatch.setattr(pixmake.execute, "time", _FastClock())
+    monkeypatch.setattr(pixmake.providers.toapis, "time", _FastClock())
+    fast_env.emulator.reset(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None, p_404_download=1.0))
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    refused = run_cli("-C", str(root), "build")
+    assert refused.exit_code == 1
+    assert "its task stays journaled and the next build fetches it again" in refused.stderr, refused.stderr
+    fast_env.emulator.reconfigure(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None))
+    again = run_cli("-C", str(root), "build")
+    assert again.exit_code == 0 and "1 resumed (already paid)" in again.stderr
+    assert fast_env.emulator.ledger.charged_images == 1
 
 
 def test_an_unusable_object_cache_stops_paying_in_one_line_and_the_next_build_collects_every_paid_task(

@@ -31,6 +31,7 @@ import io
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
+from email.utils import formatdate
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -286,6 +287,8 @@ class _Recorder:
         async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
+                date = formatdate(self.emulator.now(), usegmt=True).encode()  # its clock, advanced or not
+                message = {**message, "headers": [*message.get("headers", ()), (b"date", date)]}
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 capture.finish(status[0])  # before the last bytes leave: the client then sees a full record
             await send(message)

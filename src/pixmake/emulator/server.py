@@ -99,6 +99,7 @@ def _uvicorn_server(emulator: Emulator, on_started: Callable[[], None], tls: tup
         log_level="warning",
         access_log=False,
         proxy_headers=False,  # nothing sits in front of the emulator; saves work on every request
+        date_header=False,  # the app sends its own, from the emulator's clock
         timeout_graceful_shutdown=1,  # a slow download must not hold up shutdown
         timeout_keep_alive=30,
         ssl_certfile=None if tls is None else tls[0],

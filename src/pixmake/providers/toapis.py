@@ -13,6 +13,8 @@ against 0.13 ms per request on the CI machine), which alone exceeded the executo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import json
 import math
 import mimetypes
@@ -23,6 +25,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -335,6 +338,20 @@ def parse_task(body: Any) -> TaskStatus:
     )
 
 
+def _on_our_clock(status: TaskStatus, answer: _Answer) -> TaskStatus:
+    """``status`` with its ``expires_at`` moved from the provider's clock to this machine's, by the ``Date``
+    of the answer that gave it: a clock hours fast must not take a link refused for a moment for one
+    gone for good (and pay again). Without a readable ``Date``, as the provider gave it."""
+    if status.expires_at is None or (date := answer.headers.get("Date")) is None:
+        return status
+    try:
+        sent = parsedate_to_datetime(date)
+        server_now = (sent if sent.tzinfo is not None else sent.replace(tzinfo=datetime.UTC)).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return status
+    return dataclasses.replace(status, expires_at=status.expires_at + (time.time() - server_now))
+
+
 def _json(answer: _Answer) -> Any:
     try:
         return json.loads(answer.text())
@@ -481,13 +498,13 @@ class ToapisProvider:
         body = json.dumps(payload).encode()
         answer = await self._request("submit", "POST", self._base + _SUBMIT, data=body, headers=_JSON_BODY)
         _raise_for_status(answer)
-        return parse_task(_json(answer))
+        return _on_our_clock(parse_task(_json(answer)), answer)
 
     async def poll(self, task_id: str) -> TaskStatus:
         """GET /v1/images/generations/{task_id}."""
         answer = await self._request("poll", "GET", f"{self._base}{_SUBMIT}/{quote(task_id, safe='')}")
         _raise_for_status(answer)
-        return parse_task(_json(answer))
+        return _on_our_clock(parse_task(_json(answer)), answer)
 
     async def find(self, client_business_id: str) -> TaskStatus | None:
         """GET /v1/images/generations/{client_business_id}; None on 404 (no such task)."""
@@ -495,7 +512,7 @@ class ToapisProvider:
         if answer.status == 404:
             return None
         _raise_for_status(answer)
-        return parse_task(_json(answer))
+        return _on_our_clock(parse_task(_json(answer)), answer)
 
     async def download(self, url: str) -> bytes:
         """GET a result URL without credentials, following redirects; a body cut short is a NetworkError.
