@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from pixmake.execute import (
     RetryScheduled,
     TargetFailed,
     TargetFinished,
+    TargetPolled,
     _Recorder,
 )
 from pixmake.journal import Journal
@@ -64,6 +66,7 @@ def fast_env(monkeypatch: pytest.MonkeyPatch, provider_env: EmulatorServer) -> E
     """provider_env plus no real waiting on retries."""
     monkeypatch.setenv("PIXMAKE_BACKOFF_BASE", "0.001")
     monkeypatch.setenv("PIXMAKE_LOOKUP_GRACE", "0")
+    monkeypatch.setenv("PIXMAKE_RETRY_WINDOW", "0")  # give up after the attempts, as the tests count them
     monkeypatch.setenv("PIXMAKE_MAX_RETRY_AFTER", "0.01")
     monkeypatch.setenv("PIXMAKE_QUERY_RATE", "5000")
     return provider_env
@@ -566,6 +569,51 @@ def test_a_result_link_refused_before_it_expired_stays_journaled_and_the_next_bu
     again = run_cli("-C", str(root), "build")
     assert again.exit_code == 0 and "1 resumed (already paid)" in again.stderr
     assert fast_env.emulator.ledger.charged_images == 1 and (root / "hero.png").is_file()
+
+
+@pytest.mark.parametrize("window", [0.0, 30.0])
+def test_a_paid_tasks_polls_ride_out_an_outage_longer_than_the_attempts_within_the_retry_window(
+    window: float, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Every request fails for a second once the task is polled (a network down while a laptop wakes): with
+    no window the poll gives up after its attempts (the task stays journaled), within one it goes on."""
+    emulator.emulator.reset(EmulatorConfig(latency=1.0, submit_rps=None, query_rps=None))
+    healthy = emulator.emulator.config
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+
+    class Outage(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetPolled) and not hasattr(self, "timer"):
+                emulator.emulator.reconfigure(dataclasses.replace(healthy, p_500=1.0))
+                self.timer = threading.Timer(1.0, emulator.emulator.reconfigure, (healthy,))
+                self.timer.start()
+
+    project = api.open_project(root)
+    reporter = Outage()
+    result = api.build(
+        project, fast_settings(project, emulator, max_attempts=3, retry_window=window), reporter=reporter
+    )
+    reporter.timer.join()
+    assert emulator.emulator.ledger.charged_images == 1
+    if window:
+        assert result.ok and (root / "hero.png").is_file()
+    else:
+        [failure] = result.failed
+        assert "HTTP 500" in failure.error and api.plan(project).plan.counts()[ActionKind.RESUME] == 1
+
+
+def test_a_task_past_max_wait_fails_with_the_status_last_polled(emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator.emulator.reset(EmulatorConfig(latency=5.0, queued_fraction=0.05, submit_rps=None, query_rps=None))
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    project = api.open_project(root)
+    reporter = RecordingReporter()
+    result = api.build(project, fast_settings(project, emulator, max_wait=1.0), reporter=reporter)
+    [failure] = result.failed
+    last = [e for e in reporter.events if isinstance(e, TargetPolled)][-1]
+    assert last.status == "in_progress" and last.progress > 0  # not the submit's "queued"
+    seen = f"{last.status} ({last.progress} %)"
+    assert failure.error.endswith(f" still {seen} after 1 s; it stays journaled and the next build resumes it")
 
 
 class _FastClock:

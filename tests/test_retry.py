@@ -114,7 +114,15 @@ def test_backoff_honours_retry_after_as_a_floor(
     base: float, cap: float, attempt: int, draw: float, retry_after: float
 ) -> None:
     delay = Backoff(base=base, cap=cap).delay(attempt, lambda: draw, retry_after=retry_after)
-    assert retry_after <= delay <= retry_after + base
+    assert retry_after <= delay <= max(retry_after + base, min(cap, base * 2.0 ** min(attempt, 62)))
+
+
+def test_backoff_grows_beneath_a_short_retry_after() -> None:
+    """A storm of "retry after 1 s" answers: each retry waits at least 1 s, and later ones longer."""
+    backoff = Backoff()
+    top = 1.0 - 1e-12
+    assert [round(backoff.delay(k, lambda: top, retry_after=1.0), 6) for k in range(7)] == [2, 2, 4, 8, 16, 32, 60]
+    assert backoff.delay(6, lambda: 0.0, retry_after=1.0) == 1.0
 
 
 @given(base=bases, attempt=st.integers(min_value=0, max_value=30))

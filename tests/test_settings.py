@@ -104,6 +104,10 @@ def test_a_bad_pacing_value_is_named_in_its_own_unit() -> None:
         ("PIXMAKE_BACKOFF_BASE", "0", "backoff_base", None),  # no waiting between retries: refused
         ("PIXMAKE_LOOKUP_GRACE", "-1", "lookup_grace", None),
         ("PIXMAKE_QUERY_RATE", "fast", "query_rate", None),
+        ("PIXMAKE_MAX_WAIT", "7200", "max_wait", 7200.0),  # a provider known to queue for hours
+        ("PIXMAKE_MAX_WAIT", "0", "max_wait", None),
+        ("PIXMAKE_RETRY_WINDOW", "0", "retry_window", 0.0),  # give up after max_attempts alone
+        ("PIXMAKE_RETRY_WINDOW", "-5", "retry_window", None),
     ],
 )
 def test_pacing_variables(variable: str, value: str, field: str, expected: float | None) -> None:

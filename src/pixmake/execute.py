@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import os
 import random as _random
 import secrets
@@ -850,10 +851,21 @@ class Executor:
         self.reporter.emit(RetryScheduled(target, operation.value, attempt + 1, delay, str(error)))
         await self.sleep(delay)
 
+    def _retries_left(self, operation: Operation, attempt: int, failing_since: float, error: ProviderError) -> bool:
+        """Whether a call that failed ``attempt + 1`` times, the first at ``failing_since`` (monotonic), may be
+        sent again: up to ``max_attempts``; and a paid task's polls and downloads through ``retry_window``
+        while the network or the gateway fails (no answer, 429, a 5xx status), not while answers are garbage."""
+        if attempt + 1 < self.settings.max_attempts:
+            return True
+        paid = operation in (Operation.QUERY, Operation.DOWNLOAD)
+        outage = isinstance(error, NetworkError | RateLimitedError) or (error.status or 0) >= 500
+        return paid and outage and time.monotonic() - failing_since < self.settings.retry_window
+
     async def _call(self, target: str, operation: Operation, fn: Callable[[], Awaitable[T]]) -> T:
         """Call the provider, retrying what is safe to retry (never a submit: see :meth:`_submit`)."""
         assert operation is not Operation.SUBMIT
-        for attempt in range(self.settings.max_attempts):
+        failing_since = 0.0
+        for attempt in itertools.count():
             if operation is Operation.QUERY:
                 await self.query_rate.acquire()
             try:
@@ -865,7 +877,8 @@ class Executor:
                 if verdict is Verdict.FATAL:
                     raise _Fatal(error) from error
                 self._slow_down(error, operation)
-                if verdict is not Verdict.RETRY or attempt + 1 >= self.settings.max_attempts:
+                failing_since = failing_since or time.monotonic()
+                if verdict is not Verdict.RETRY or not self._retries_left(operation, attempt, failing_since, error):
                     raise
                 await self._backoff(target, operation, attempt, error)
             else:
@@ -1090,13 +1103,21 @@ class Executor:
         return found
 
     async def _wait_finished(self, target: str, status: TaskStatus) -> TaskStatus:
+        """Poll until the task ends; after ``max_wait`` the target fails with the status last seen."""
         first = True
-        with anyio.fail_after(self.settings.max_wait):
-            while not status.state.terminal:
-                await self.sleep(poll_delay(first, self.settings.poll_interval, self.random))
-                first = False
-                status = await self._poll(target, status.task_id)
-                self.reporter.emit(TargetPolled(target, status.status, status.progress))
+        try:
+            with anyio.fail_after(self.settings.max_wait):
+                while not status.state.terminal:
+                    await self.sleep(poll_delay(first, self.settings.poll_interval, self.random))
+                    first = False
+                    status = await self._poll(target, status.task_id)
+                    self.reporter.emit(TargetPolled(target, status.status, status.progress))
+        except TimeoutError:
+            last = f"{status.status} ({status.progress} %)" if status.progress else status.status
+            raise GenerationFailedError(
+                f"task {status.task_id} still {last} after {self.settings.max_wait:.0f} s; "
+                "it stays journaled and the next build resumes it"
+            ) from None
         return status
 
     async def _download(self, target: str, key: str, url: str, expires_at: float | None) -> bytes:
@@ -1304,13 +1325,7 @@ class Executor:
             if obtained is None:
                 return None
             status, paid_now, keep = obtained
-            try:
-                status = await self._wait_finished(target.name, status)
-            except TimeoutError:
-                raise GenerationFailedError(
-                    f"task {status.task_id} still {status.status} after {self.settings.max_wait:.0f} s; "
-                    "it stays journaled and the next build resumes it"
-                ) from None
+            status = await self._wait_finished(target.name, status)
         if status.state is TaskState.FAILED:
             self.recorder.dropped(target.name, key)
             for digest in self._local_inputs(target):  # an expired upload can fail a task, not only a submit

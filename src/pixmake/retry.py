@@ -87,7 +87,8 @@ class Backoff:
     """Exponential backoff with full jitter: attempt k waits uniform(0, min(cap, base·2^k)).
 
     A ``Retry-After`` is honoured as a floor, plus up to one ``base`` of jitter so that many
-    clients told the same time do not return at the same instant.
+    clients told the same time do not return at the same instant; the backoff still grows beneath it,
+    so a provider that keeps answering "retry after 1 s" through a storm is asked less and less often.
     """
 
     base: float = 1.0
@@ -100,7 +101,7 @@ class Backoff:
         jittered = ceiling * random()
         if retry_after is None:
             return jittered
-        return min(max(retry_after, 0.0), self.max_retry_after) + self.base * random()
+        return max(min(max(retry_after, 0.0), self.max_retry_after) + self.base * random(), jittered)
 
 
 def poll_delay(first: bool, interval: float | None, random: Callable[[], float]) -> float:

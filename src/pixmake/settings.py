@@ -62,7 +62,10 @@ class Settings:
     poll_interval: float | None  # None: the documented pace (5 s, then 5-10 s with jitter)
     request_timeout: float = 60.0
     max_attempts: int = 8
-    max_wait: float = 900.0  # seconds a task may take before the target fails (it stays journaled)
+    max_wait: float = 3600.0  # seconds a task may take before the target fails (it stays journaled)
+    # Seconds a paid task's polls and downloads go on retrying through errors after max_attempts: a network
+    # down while a laptop wakes, a gateway restarting, a 429 storm. (A target that gives up stays journaled.)
+    retry_window: float = 600.0
     query_rate: float = 40.0  # status queries per second (documented default group: 50/s, §4.2)
     backoff_base: float = 1.0  # first retry waits up to this many seconds (1 s / 2 s / 4 s ..., full jitter)
     backoff_cap: float = 60.0  # no retry waits longer (a Retry-After may)
@@ -186,8 +189,11 @@ def _pacing(environ: Mapping[str, str]) -> dict[str, Any]:
         "PIXMAKE_MAX_RETRY_AFTER": "max_retry_after",
         "PIXMAKE_QUERY_RATE": "query_rate",
         "PIXMAKE_LOOKUP_GRACE": "lookup_grace",
+        "PIXMAKE_MAX_WAIT": "max_wait",
+        "PIXMAKE_RETRY_WINDOW": "retry_window",
     }
-    zero_ok = {"PIXMAKE_LOOKUP_GRACE"}  # 0: trust the first "not found" (a provider known to store at once)
+    # 0: trust the first "not found" (a provider known to store at once); give up after max_attempts alone
+    zero_ok = {"PIXMAKE_LOOKUP_GRACE", "PIXMAKE_RETRY_WINDOW"}
     units = {"PIXMAKE_QUERY_RATE": "queries per second"}
     return {
         field: _positive_float(env, environ[env], zero=env in zero_ok, unit=units.get(env, "seconds"))
