@@ -99,6 +99,32 @@ def test_plain_lines_are_timestamped_and_the_summary_lists_each_failure() -> Non
     assert any("1 failed" in line for line in summary)
 
 
+def test_plain_lines_say_what_paid_tasks_wait_for_after_a_quiet_minute() -> None:
+    """A CI job that prints nothing for minutes is killed as hung: a line a minute at least, while tasks wait."""
+    stream = io.StringIO()
+    now = [0.0]
+    reporter = PlainReporter(stream, clock=lambda: now[0])
+    reporter.emit(TargetSubmitted("hero", "task-1", False))
+    now[0] = 30.0
+    reporter.emit(TargetSubmitted("mug", "task-2", False))
+    for second in range(35, 300, 7):
+        now[0] = float(second)
+        reporter.emit(TargetPolled("hero", "in_progress" if second > 100 else "queued", 50))
+        reporter.emit(TargetPolled("mug", "queued", 0))
+    reporter.emit(TargetFinished("hero", "create", ("hero.png",)))
+    now[0] = 400.0
+    reporter.emit(TargetPolled("mug", "queued", 0))
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "[   63.0s] waiting    2 paid tasks in flight (2 queued), the oldest for 1m03s",
+        "[  126.0s] waiting    2 paid tasks in flight (1 in_progress, 1 queued), the oldest for 2m06s",
+        "[  189.0s] waiting    2 paid tasks in flight (1 in_progress, 1 queued), the oldest for 3m09s",
+        "[  252.0s] waiting    2 paid tasks in flight (1 in_progress, 1 queued), the oldest for 4m12s",
+        "[  294.0s] done       hero → hero.png",
+        "[  400.0s] waiting    1 paid task in flight (1 queued), the oldest for 6m10s",
+    ]
+
+
 def test_rich_view_prints_messages_literally() -> None:
     stream = io.StringIO()
     reporter = RichReporter(stream)

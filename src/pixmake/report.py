@@ -12,7 +12,8 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from pixmake.entry import silence_stdout
@@ -126,23 +127,53 @@ def _speaks_utf8(stream: IO[str]) -> bool:
     return encoding.lower().replace("-", "").replace("_", "") == "utf8"
 
 
-class PlainReporter:
-    """Timestamped lines, one per notable event; for CI logs and pipes."""
+_QUIET: Final = 60.0
+"""Seconds without a line after which the plain log says what it is waiting for: a CI job that prints
+nothing for some minutes is killed as hung (and a runner without the journal pays again)."""
 
-    def __init__(self, stream: IO[str] | None = None, *, verbose: bool = False) -> None:
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class PlainReporter:
+    """Timestamped lines, one per notable event; for CI logs and pipes. While paid tasks wait, a line a
+    minute at least says how many and in which states (see :data:`_QUIET`)."""
+
+    def __init__(
+        self, stream: IO[str] | None = None, *, verbose: bool = False, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.stream = stream or sys.stderr
         self.verbose = verbose
-        self._start = time.monotonic()
+        self._clock = clock
+        self._start = self._said = clock()
         self._gone = False  # the stream can no longer be written
         self._arrow = "→" if _speaks_utf8(self.stream) else "->"
+        self._waiting: dict[str, tuple[str, float]] = {}  # target with a task in flight: its status, since when
 
     def _line(self, text: str) -> None:
         if self._gone:
             return
+        self._said = now = self._clock()
         try:
-            print(f"[{time.monotonic() - self._start:7.1f}s] {text}", file=self.stream, flush=True)
+            print(f"[{now - self._start:7.1f}s] {text}", file=self.stream, flush=True)
         except OSError:  # the log's reader left (`2>&1 | head`): the build goes on, and finishes what it paid for
             self._gone = True
+
+    def _heartbeat(self) -> None:
+        """After :data:`_QUIET` seconds without a line, one that says what the build is waiting for."""
+        now = self._clock()
+        if not self._waiting or now - self._said < _QUIET:
+            return
+        states = Counter(status for status, _ in self._waiting.values())
+        count = len(self._waiting)
+        oldest = now - min(since for _, since in self._waiting.values())
+        each = ", ".join(f"{n} {status}" for status, n in sorted(states.items()))
+        self._line(
+            f"{'waiting':<10} {count} paid task{'s' * (count != 1)} in flight ({each}), "
+            f"the oldest for {_duration(oldest)}"
+        )
 
     def close(self) -> None:
         """Nothing to undo (the live view's counterpart leaves the terminal as it found it)."""
@@ -152,13 +183,22 @@ class PlainReporter:
         match event:
             case TargetStarted(target, action, images):
                 self._line(f"{action:<10} {target}" + (f" ({images} image{'s' * (images != 1)})" if images else ""))
-            case TargetSubmitted(target, task_id, resumed) if self.verbose or resumed:
-                self._line(f"{'resumed' if resumed else 'submitted':<10} {target} task {task_id}")
-            case TargetPolled(target, status, progress) if self.verbose:
-                self._line(f"{'polled':<10} {target} {status} {progress}%")
+            case TargetSubmitted(target, task_id, resumed):
+                self._waiting[target] = ("queued", self._clock())
+                if self.verbose or resumed:
+                    self._line(f"{'resumed' if resumed else 'submitted':<10} {target} task {task_id}")
+            case TargetPolled(target, status, progress):
+                if target in self._waiting:
+                    self._waiting[target] = (status, self._waiting[target][1])
+                if self.verbose:
+                    self._line(f"{'polled':<10} {target} {status} {progress}%")
+                else:
+                    self._heartbeat()
             case TargetFinished(target, _, outputs):
+                self._waiting.pop(target, None)
                 self._line(f"{'done':<10} {target} {self._arrow} {', '.join(outputs)}")
             case TargetFailed(target, error):
+                self._waiting.pop(target, None)
                 self._line(f"{'FAILED':<10} {target}: {error}")
             case RetryScheduled(target, operation, attempt, delay, error):
                 self._line(f"{'retry':<10} {target} {operation} #{attempt} in {delay:.1f} s ({error})")
