@@ -430,6 +430,27 @@ def test_a_paid_task_of_an_interrupted_build_is_resumed_not_paid_again() -> None
     ]
 
 
+def test_a_task_journaled_more_than_a_day_ago_is_resumed_with_a_word_on_its_expired_links() -> None:
+    from pixmake.journal import PendingSubmit
+
+    lock, disk = project(HERO, inputs=INPUTS)
+    key = target_key(HERO, disk)
+    now = 2_000_000_000.0
+    for sent, said in [(now - 3600, ""), (now - 3 * 86_400 - 5, "; sent 3 days ago"), (None, "")]:
+        pending = {"hero": PendingSubmit("hero", key, "cbid-1", "task_123", sent_at=sent)}
+        (action,) = make_plan([HERO], lock, DiskState(disk), pending=pending, now=now).actions
+        (reason,) = action.reasons
+        assert action.kind is ActionKind.RESUME
+        if said:
+            assert reason.text == (
+                "collecting paid task task_123 from an interrupted build; sent 3 days ago, and result links last "
+                "24 hours: should its images be gone, the build pays for them again (--max-images 0 stops it first)"
+            )
+            assert reason.details is not None and reason.details["age"] == 3 * 86_400 + 5
+        else:
+            assert reason.text == "collecting paid task task_123 from an interrupted build"
+
+
 def test_a_paid_task_for_other_inputs_or_a_removed_target_is_dropped_and_fails_check() -> None:
     from pixmake.journal import PendingSubmit
 

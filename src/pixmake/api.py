@@ -11,6 +11,7 @@ import contextlib
 import gc
 import importlib.util
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cache, partial
@@ -515,6 +516,7 @@ def plan(
         earlier=earlier,
         earlier_counts=earlier_counts,
         unselected=unselected,
+        now=time.time(),
     )
     _refuse_paying_for_lfs_pointers(result)
     if (

@@ -820,8 +820,13 @@ def _first_of_each_key(actions: Sequence[Action], replaced: frozenset[str], buil
     return firsts
 
 
-def _resume_reason(pending: PendingSubmit) -> Reason:
-    details = {"task_id": pending.task_id, "client_business_id": pending.client_business_id}
+_LINKS_LAST: Final = 86_400.0
+"""Seconds a task's result links work after it completes (toapis-api.md §3.1): a task journaled longer ago
+may be collected no more, and its target paid for again."""
+
+
+def _resume_reason(pending: PendingSubmit, now: float | None) -> Reason:
+    details: dict[str, Any] = {"task_id": pending.task_id, "client_business_id": pending.client_business_id}
     if pending.task_id is not None:
         text = f"collecting paid task {pending.task_id} from an interrupted build"
     else:
@@ -829,6 +834,14 @@ def _resume_reason(pending: PendingSubmit) -> Reason:
             f"looking up submit {pending.client_business_id} of an interrupted build: collected if the provider "
             "has it, paid for again only if it never arrived"
         )
+    age = None if now is None or pending.sent_at is None else now - pending.sent_at
+    if age is not None and age > _LINKS_LAST:
+        days = age / _LINKS_LAST
+        text += (
+            f"; sent {days:.0f} day{'s' * (round(days) != 1)} ago, and result links last 24 hours: should its images "
+            "be gone, the build pays for them again (--max-images 0 stops it first)"
+        )
+        details["age"] = round(age)
     return Reason("resume", text, details)
 
 
@@ -858,6 +871,7 @@ def make_plan(
     earlier: Callable[[str], LockEntry | None] = lambda key: None,
     earlier_counts: EarlierCounts | None = None,
     unselected: Iterable[Target] = (),
+    now: float | None = None,
 ) -> Plan:
     """One action per target (in the given order), then one ORPHAN per lock entry no target claims.
 
@@ -866,7 +880,8 @@ def make_plan(
     entries without a target out of the plan (a selection of targets is not the whole manifest).
     A paid action names the files it would replace; any action names its stale outputs.
 
-    ``pending`` holds the journal's submits of interrupted builds, by target. A target whose pending
+    ``pending`` holds the journal's submits of interrupted builds, by target (``now``, the wall clock, tells
+    which were sent too long ago to be sure of their images). A target whose pending
     task was paid for exactly its current inputs gets a RESUME (collected, never submitted again),
     whatever it would get otherwise (even UNCHANGED: a killed ``build --replace``); a pending task for
     other inputs (the prompt changed since), or of a target no longer in the manifest (only when
@@ -961,7 +976,7 @@ def make_plan(
         if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
             abandoned.append(_abandoned(task))
         elif task is not None and task.key == action.key:
-            why = (_resume_reason(task),)
+            why = (_resume_reason(task, now),)
             resume = Action(ActionKind.RESUME, target.name, why, target, action.key, fallback=action)
             action = _with_side_effects(resume, wanted, lock, disk, claimed)
         elif task is not None:
