@@ -276,3 +276,11 @@ def test_f_naming_a_directory_says_it_is_one(tmp_path: Path) -> None:
         f"pixmake: error: {tmp_path / 'v'}: is a directory, not a manifest (-f names the YAML file; to work in "
         f"that folder, use -C {tmp_path / 'v'})"
     ]
+
+
+def test_a_utf16_manifest_is_named_as_such(tmp_path: Path) -> None:
+    """What Windows PowerShell 5's `>` writes."""
+    (tmp_path / "pixmake.yaml").write_bytes("version: 1\ntargets: {}\n".encode("utf-16"))
+    outcome = run_cli("-C", str(tmp_path), "validate")
+    assert outcome.exit_code == 3
+    assert outcome.stderr.strip().endswith("manifest is UTF-16 text; save it as UTF-8"), outcome.stderr

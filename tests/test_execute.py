@@ -1001,6 +1001,8 @@ def test_an_expired_upload_is_uploaded_again(tmp_path: Path) -> None:
     assert UploadCache.load(path, "https://other", ttl=60.0, clock=lambda: now[0]).get("abc") is None
     now[0] += 1.0
     assert UploadCache.load(path, "https://api", ttl=60.0, clock=lambda: now[0]).get("abc") is None
+    now[0] = 1000.0 - 14 * 3600  # the clock set back: an upload "from the future" is of unknown age
+    assert UploadCache.load(path, "https://api", ttl=60.0, clock=lambda: now[0]).get("abc") is None
     path.write_text("{not json")
     assert UploadCache.load(path, "https://api").get("abc") is None  # a corrupt cache is an empty cache
 

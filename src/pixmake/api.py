@@ -7,6 +7,7 @@ provider and the emulator (aiohttp, anyio, Pillow) are imported only by :func:`b
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gc
 import importlib.util
@@ -231,6 +232,8 @@ def _manifest_text(manifest: Path, file: str, max_bytes: int) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # what Windows PowerShell 5's > writes
+            raise ManifestError.at(file, 1, 1, "", "manifest is UTF-16 text; save it as UTF-8") from None
         line = data[: error.start].count(b"\n") + 1
         raise ManifestError.at(file, line, 1, "", "manifest is not valid UTF-8 text") from None
 

@@ -82,7 +82,7 @@ class UploadCache:
     def get(self, sha256: str) -> str | None:
         """The URL of a file uploaded less than ``ttl`` ago, else None."""
         item = self._all.get(self.base_url, {}).get(sha256)
-        if item is None or self._clock() - float(item["at"]) >= self.ttl:
+        if item is None or not 0 <= self._clock() - float(item["at"]) < self.ttl:  # a clock set back: unknown age
             return None
         return str(item["url"])
 
@@ -176,5 +176,5 @@ class Uploader:
         good: a task failing for other reasons (content policy) does not upload shared files again.
         """
         age = self.cache.age(sha256)
-        if age is not None and age >= _DOUBTFUL_AFTER:
+        if age is not None and not 0 <= age < _DOUBTFUL_AFTER:  # an upload "from the future": the clock was set back
             self.cache.forget(sha256)
