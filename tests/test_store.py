@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,33 @@ def test_a_running_build_is_read_from_its_pid_file_and_a_dead_one_is_no_build(tm
         (tmp_path / "build.pid").write_text(f"{alive.pid} build\n")
         assert running_build(tmp_path) == alive.pid
         alive.kill()
+
+
+@pytest.mark.parametrize("system", ["nt", "posix"])
+def test_a_replace_refused_while_another_process_holds_the_file_is_retried_on_windows(
+    system: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A virus scanner or an image viewer holding the old output open makes Windows refuse the replace for a
+    moment; elsewhere a refused rename is for good, and says so at once."""
+    target = tmp_path / "hero.png"
+    target.write_bytes(b"old")
+    real_replace, refusals = os.replace, [2]
+    waits: list[float] = []
+
+    def held_open(src: str, dst: str) -> None:
+        if refusals[0]:
+            refusals[0] -= 1
+            raise PermissionError(13, "The process cannot access the file because it is being used")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "name", system)
+    monkeypatch.setattr(os, "replace", held_open)
+    monkeypatch.setattr(time, "sleep", waits.append)
+    if system == "nt":
+        atomic_write(target, b"new")
+        assert target.read_bytes() == b"new" and len(waits) == 2
+    else:
+        with pytest.raises(PermissionError):
+            atomic_write(target, b"new")
+        assert target.read_bytes() == b"old" and waits == []
+    assert [p.name for p in tmp_path.iterdir()] == ["hero.png"]  # no temp file left behind

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
@@ -167,6 +168,23 @@ def _write_all(fd: int, pieces: Iterable[bytes]) -> None:
                 view = view[os.write(fd, view) :]
 
 
+# Windows refuses to replace a file another process holds open (a virus scanner, a search indexer or an
+# image viewer that just opened the new output): a few short waits outlast them, as git for Windows does.
+_BUSY_WAITS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def _replace(tmp: str, path: str) -> None:
+    """``os.replace``, retried on Windows while the target is held open by another process."""
+    for wait in (*_BUSY_WAITS, None) if os.name == "nt" else (None,):
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError:
+            if wait is None:
+                raise
+            time.sleep(wait)
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes | Iterable[bytes], *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically and (unless ``durable=False``) durably, creating parent directories.
 
@@ -199,7 +217,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | Iterable[bytes], *,
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        _replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
