@@ -514,6 +514,12 @@ def test_outputs_that_are_one_file_on_macos_and_windows_are_warned_about() -> No
     ]  # not straße.png and strasse.png: no file system makes those one
     assert all(w.severity == "warning" and w.message.endswith("rename one if the project is built there")
                for w in manifest.warnings)  # fmt: skip
+    where = [w.message.split(": ")[1].split(",")[0] for w in manifest.warnings]
+    assert where == [
+        "on macOS and Windows they are one file",
+        "on macOS they are one file",
+        "on macOS and Windows they are one file",
+    ]  # fmt: skip  (NTFS keeps Unicode forms apart)
 
 
 @pytest.mark.parametrize("platform", ["linux", "darwin", "win32"])

@@ -375,7 +375,7 @@ def _check_unique(targets: list[Target], c: Collector) -> None:
         if first != path:
             shown = (repr(path), repr(first)) if path.casefold() == first.casefold() else (ascii(path), ascii(first))
             clash(target, "out", f"output {shown[0]} of target {target.name!r} and {shown[1]} of target "
-                  f"{owners[first].name!r} {_ONE_FILE}", "warning")  # fmt: skip
+                  f"{owners[first].name!r} {_one_file(path, first)}", "warning")  # fmt: skip
         parent = path  # string cuts, not PurePosixPath: pathlib would intern every folder name for good
         while (cut := parent.rfind("/")) > 0:
             parent = parent[:cut]
@@ -386,10 +386,14 @@ def _check_unique(targets: list[Target], c: Collector) -> None:
                 break
 
 
-_ONE_FILE: Final = (
-    "differ only in letter case or Unicode form: on macOS and Windows they are one file, "
-    "so rename one if the project is built there"
-)
+def _one_file(path: str, other: str) -> str:
+    """Why two names that :func:`portable_path` makes one are one file, and where."""
+    if unicodedata.normalize("NFC", path) == unicodedata.normalize("NFC", other):  # NTFS keeps both forms apart
+        return "differ only in Unicode form: on macOS they are one file, so rename one if the project is built there"
+    return (
+        "differ only in letter case or Unicode form: on macOS and Windows they are one file, "
+        "so rename one if the project is built there"
+    )
 
 
 def portable_path(path: str) -> str:
@@ -432,7 +436,7 @@ def _check_overwrites(
                 )
             elif twin is not None:
                 field_name, line, column = target.where("out")
-                message = f"output {path!r} and {twin!r}, {inputs[twin]}, {_ONE_FILE}"
+                message = f"output {path!r} and {twin!r}, {inputs[twin]}, {_one_file(path, twin)}"
                 c.diagnostic(Diagnostic(c.file, line, column, field_name, message, "warning"))
                 continue
             elif portable_path(path) == portable_path(state) or portable_path(path).startswith(
