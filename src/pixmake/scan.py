@@ -298,23 +298,23 @@ def _is_lfs_pointer(path: str) -> bool:
         return False
 
 
-def _portable_twin(root: Path, rel: str) -> str | None:
+def _portable_twin(root: Path, rel: str, listings: dict[str, dict[str, list[str]]]) -> str | None:
     """The one path under ``root`` that names ``rel`` in another letter case or Unicode form, folder by
-    folder (None when there is none, or more than one)."""
+    folder (None when there is none, or more than one). ``listings`` keeps each folder's names by their
+    portable form, so that thousands of missing outputs in one folder list it once."""
     folder, found = str(root), []
     for part in rel.split("/"):
-        if os.path.lexists(os.path.join(folder, part)):
-            found.append(part)
-        else:
-            wanted = portable_path(part)
-            try:
-                names = [name for name in os.listdir(folder) if portable_path(name) == wanted]
-            except OSError:
-                return None
-            if len(names) != 1:
-                return None
-            found.append(names[0])
-        folder = os.path.join(folder, found[-1])
+        listing = listings.get(folder)
+        if listing is None:
+            listing = listings[folder] = {}
+            with contextlib.suppress(OSError):
+                for name in os.listdir(folder):
+                    listing.setdefault(portable_path(name), []).append(name)
+        names = [part] if part in listing.get(portable_path(part), ()) else listing.get(portable_path(part), [])
+        if len(names) != 1:
+            return None
+        found.append(names[0])
+        folder = os.path.join(folder, names[0])
     twin = "/".join(found)
     return twin if twin != rel else None
 
@@ -327,8 +327,9 @@ def _cache_case_twins(
     git keeps the old name; typed in another Unicode form), by path: (that name, sha256). Their bytes go
     into the object cache, from which a build restores them: a file someone renames next is no source."""
     twins: dict[str, tuple[str, str]] = {}
+    listings: dict[str, dict[str, list[str]]] = {}
     for path, sha in missing:
-        twin = _portable_twin(root, path)
+        twin = _portable_twin(root, path, listings)
         if twin is None:
             continue
         with contextlib.suppress(OSError, UnsafePathError):
