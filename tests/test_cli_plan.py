@@ -195,6 +195,8 @@ def test_edited_output_is_kept_and_warned_restore_puts_it_back(
     assert logo.read_bytes() == retouched
     assert run_cli("-C", str(examples_copy), "build", "--restore").exit_code == 0
     assert logo.read_bytes() == locked
+    objects = ObjectCache(examples_copy / ".pixmake" / "objects")  # the retouch is not lost for good
+    assert objects.path(hashlib.sha256(retouched).hexdigest()).read_bytes() == retouched
 
 
 def test_swapped_outs_are_put_back_for_free_not_taken_for_hand_edits(

@@ -760,8 +760,10 @@ def _keep_replaced_files(project: Project, actions: Iterable[Action]) -> None:
     A file already at a new target's ``out`` (or an edited output of a target being regenerated) would
     otherwise be lost; the plan names each one (reason ``replaces-file``), and this keeps exactly those.
     So is another target's locked image that a restore overwrites (``output-replaced``: outs swapped),
-    which in a fresh clone may be its only copy.
+    which in a fresh clone may be its only copy, and an output edited by hand that ``build --restore``
+    puts the locked bytes over (``output-edited``, not left as it is): a restore changes one's mind too.
     """
+    from pixmake.plan import ActionKind
     from pixmake.store import safe_path, sha256_bytes
 
     objects = project.objects
@@ -773,6 +775,12 @@ def _keep_replaced_files(project: Project, actions: Iterable[Action]) -> None:
                 rel, sha, users = reason.details["path"], reason.details["sha256"], True
             elif reason.code == "output-replaced":
                 rel, sha, users = reason.details["path"], reason.details["actual"], False  # a locked image
+            elif (
+                reason.code == "output-edited"
+                and action.kind is ActionKind.RESTORE
+                and reason.details["path"] not in action.kept
+            ):
+                rel, sha, users = reason.details["path"], reason.details["actual"], True
             else:
                 continue
             if not objects.has(sha):
