@@ -105,6 +105,26 @@ def test_a_paid_task_of_an_interrupted_build_is_planned_as_resume_and_collected_
     assert run_cli("-C", str(hero), "plan", "--check").exit_code == 0
 
 
+def test_a_paid_task_of_a_target_renamed_while_its_build_was_interrupted_is_collected_for_the_new_name(
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Renaming a target changes nothing, not even while its task is in flight: the task is collected."""
+    task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log")
+    manifest = hero / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("hero:", "hero-v2:"))
+    assert run_cli("-C", str(hero), "plan").stdout.splitlines() == [
+        f"> resume     hero-v2: collecting paid task {task_id} from an interrupted build (for target 'hero', "
+        "renamed since: same inputs)",
+        "Plan: 1 to resume (already paid); 0 images to generate",
+    ]
+    outcome = run_cli("-C", str(hero), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert provider_env.emulator.ledger.charged_images == 1 and len(provider_env.emulator.submits()) == 1
+    lock = parse_lock((hero / "pixmake.lock").read_text())
+    assert list(lock.entries) == ["hero-v2"] and lock.entries["hero-v2"].task_id == task_id
+    assert _journaled_tasks(hero) == {} and run_cli("-C", str(hero), "plan", "--check").exit_code == 0
+
+
 @pytest.mark.parametrize("journaled", [True, False], ids=["keep-journaled", "journal-rewritten-by-an-older-pixmake"])
 def test_a_paid_task_for_more_images_of_a_target_is_collected_with_the_images_it_keeps(
     hero: Path, provider_env: EmulatorServer, tmp_path: Path, journaled: bool

@@ -271,6 +271,32 @@ def _tasks_under_current_keys(
     return moved
 
 
+def _tasks_of_renamed_targets(
+    pending: dict[str, PendingSubmit], targets: Iterable[Target], hashes: Mapping[str, str]
+) -> dict[str, PendingSubmit]:
+    """``pending`` with each non-emulator task whose target is no longer in the manifest moved to the first
+    target that has its inputs and no task of its own (renamed while a build was interrupted): collected for
+    it, not dropped and paid for again. ``was`` keeps the name the task was journaled under."""
+    targets = tuple(targets)
+    names = {t.name for t in targets}
+    homeless = {task.key: name for name, task in pending.items() if name not in names and not task.emulator}
+    if not homeless:
+        return pending
+    from pixmake.fingerprint import target_key
+
+    moved = dict(pending)
+    for target in targets:
+        if target.name in moved:
+            continue
+        try:
+            old = homeless.pop(target_key(target, hashes), None)
+        except KeyError:  # an input the scan did not hash: the plan says what is missing
+            continue
+        if old is not None:
+            moved[target.name] = replace(moved.pop(old), target=target.name, was=old)
+    return moved
+
+
 class PlanResult:
     """A plan with what it was made from.
 
@@ -477,6 +503,7 @@ def plan(
     lock, pending = load_lock(project)
     disk = _scan(project, manifest, lock)
     pending = _tasks_under_current_keys(pending, manifest.targets, disk.file_hashes)
+    pending = _tasks_of_renamed_targets(pending, manifest.targets, disk.file_hashes)
     orphans = select is None or select.everything
     from pixmake.fingerprint import keyed_prompt
     from pixmake.history import recall

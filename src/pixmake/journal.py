@@ -53,6 +53,7 @@ class PendingSubmit:
     emulator: bool = False  # sent to the bundled emulator (``build --emulator``), not to a provider
     sent_at: float | None = None  # wall-clock time it was journaled (None in journals of pixmake before it)
     keep: tuple[str, ...] = ()  # sha256 of the locked images the target keeps first: the task makes n - len(keep)
+    was: str | None = None  # the target's name in the journal, when a plan moved the task to a renamed target
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:

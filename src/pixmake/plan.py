@@ -834,6 +834,9 @@ def _resume_reason(pending: PendingSubmit, now: float | None) -> Reason:
             f"looking up submit {pending.client_business_id} of an interrupted build: collected if the provider "
             "has it, paid for again only if it never arrived"
         )
+    if pending.was is not None:
+        text += f" (for target {pending.was!r}, renamed since: same inputs)"
+        details["was"] = pending.was
     age = None if now is None or pending.sent_at is None else now - pending.sent_at
     if age is not None and age > _LINKS_LAST:
         days = age / _LINKS_LAST
