@@ -426,7 +426,7 @@ def test_accept_names_the_placeholders_it_locks_as_real_and_keeps_the_stale_outp
     outcome = run_cli("-C", str(examples_copy), "accept", "hero", "logo-tile")
     assert outcome.exit_code == 0 and outcome.stderr.splitlines() == [
         "pixmake: note: assets/hero-2.png is still a placeholder from build --emulator, now locked as hero's: "
-        "pixmake build --replace hero (without --emulator) generates it anew",
+        "pixmake build hero --replace hero (without --emulator) generates all its images anew, the ones you kept too",
     ]
     entries = parse_lock((examples_copy / "pixmake.lock").read_text()).entries
     assert not any(entries[name].emulator for name in ("hero", "logo-tile"))  # the user's word

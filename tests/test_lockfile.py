@@ -279,3 +279,13 @@ def test_every_output_a_manifest_accepts_makes_a_lock_that_parses(parts: list[st
     output = LockedOutput(target.out, "0" * 64, 1, 1, 1)
     lock = Lock(MappingProxyType({"t": LockEntry("k" * 64, "gpt-4o-image", "p", "1:1", 1, (output,))}))
     assert parse_lock(render_lock(lock)) == lock
+
+
+@pytest.mark.parametrize("text", ["", '{"version": 2}\n\n{"name": '], ids=["empty", "cut-short"])
+def test_a_damaged_lock_names_the_free_way_back_before_the_paid_one(text: str) -> None:
+    """The committed lock lacks what was built since: accepting those files is free, deleting the lock is not."""
+    with pytest.raises(LockfileError) as caught:
+        parse_lock(text)
+    message = str(caught.value)
+    assert "git checkout -- pixmake.lock), then run pixmake plan" in message and "pixmake accept TARGET" in message
+    assert message.endswith("deleting the lock makes the next build pay again for every target")

@@ -157,6 +157,13 @@ def test_advice_is_one_line_naming_the_target_what_was_kept_and_what_to_do() -> 
     )
     assert "pixmake -C 'my site' plan" in both and "pixmake -C 'my site' accept hero" in both  # runs from the top
     assert both.endswith("; then git add 'my site/pixmake.lock'")
+    theirs = Conflict("hero", ConflictKind.CHANGED_ON_BOTH, Side.OURS, _entry("k1", "hero")).advice(
+        "my site/pixmake.lock"
+    )
+    assert (  # git leaves our images in the working tree: accepting them as they are would lock ours for theirs
+        "to keep theirs as they are: git checkout --theirs -- 'my site/out/hero.png', then "
+        "pixmake -C 'my site' accept hero)" in theirs
+    )
     gone = Conflict("hero", ConflictKind.REMOVED_BY_OURS, Side.THEIRS).advice()
     assert gone.startswith("target 'hero' removed on our side and changed on theirs: pixmake.lock keeps theirs;")
     assert "pixmake build --prune" in gone and gone.endswith("; then git add pixmake.lock") and "\n" not in gone

@@ -277,8 +277,8 @@ def test_the_emulators_placeholders_are_kept_for_the_emulator_and_generated_for_
     assert twin.images_to_generate == 1
     edited = make_plan([HERO], lock, DiskState({**disk, "out/hero.png": sha("mine")}), builder=Builder.PROVIDER)
     assert only(edited)[0] is ActionKind.EDITED and only(edited)[2][-1] == (
-        "kept as is; its locked images are placeholders from build --emulator: build --replace, without "
-        "--emulator, generates it anew (paid); pixmake accept hero records your files as real"
+        "kept as is; its locked images are placeholders from build --emulator: pixmake build hero --replace hero, "
+        "without --emulator, generates all of them anew (paid); pixmake accept hero records your files as real"
     )  # not "build --restore puts the locked bytes back": for a build without --emulator it pays
     emulated_twin = replace(lock.entries["hero"], outputs=(LockedOutput("out/old.png", sha("other"), 1, 8, 8),))
     both = Lock(MappingProxyType({"hero": replace(lock.entries["hero"], emulator=False), "zed": emulated_twin}))
@@ -444,7 +444,7 @@ def test_a_task_journaled_more_than_a_day_ago_is_resumed_with_a_word_on_its_expi
         if said:
             assert reason.text == (
                 "collecting paid task task_123 from an interrupted build; sent 3 days ago, and result links last "
-                "24 hours: should its images be gone, the build pays for them again (--max-images 0 stops it first)"
+                "24 hours: should its images be gone, they are paid for again (--max-images 0 stops that)"
             )
             assert reason.details is not None and reason.details["age"] == 3 * 86_400 + 5
         else:

@@ -263,7 +263,8 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
             still = "is still a placeholder" if len(accepted.placeholders) == 1 else "are still placeholders"
             click.echo(
                 f"pixmake: note: {', '.join(accepted.placeholders)} {still} from build --emulator, now locked as "
-                f"{accepted.name}'s: pixmake build --replace {accepted.name} (without --emulator) generates it anew",
+                f"{accepted.name}'s: pixmake build {accepted.name} --replace {accepted.name} (without --emulator) "
+                "generates all its images anew, the ones you kept too",
                 err=True,
             )
         if accepted.task_journaled:

@@ -54,7 +54,9 @@ _SPACE: Final = re.compile(r"[ \t\r\n]*")
 NO_PARAMS: Final[Mapping[str, Any]] = MappingProxyType({})
 """The params of every entry without any: one object, not one per entry."""
 _RESTORE: Final = (
-    "restore it from git (git checkout -- pixmake.lock); deleting it makes the next build pay again for every target"
+    "restore it from git (git checkout -- pixmake.lock), then run pixmake plan: a target it would regenerate whose "
+    "files on disk a later build made for its current inputs is kept free by pixmake accept TARGET; deleting the "
+    "lock makes the next build pay again for every target"
 )
 
 
@@ -327,8 +329,8 @@ def _corrupt(file: str, error: json.JSONDecodeError, text: str, *, what: str = "
     if re.search(r"^(<{7}|={7}|>{7})( |$)", text, re.MULTILINE):
         hint = (
             "it has git conflict markers: keep both sides' target blocks (each target is one block), or let "
-            "pixmake merge it by target (README: Merging the lockfile); one side's whole lock makes the next "
-            "build pay again for the other side's targets"
+            "pixmake merge it by target (README: Merging the lockfile; set up now, git checkout -m -- pixmake.lock "
+            "merges again with it); one side's whole lock makes the next build pay again for the other side's targets"
         )
     return LockfileError(f"{file}:{error.lineno}:{error.colno}: lockfile is corrupt ({what or error.msg}); {hint}")
 
@@ -427,7 +429,7 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
         )
         raise _corrupt(file, error, text, what=what) from None
     if header is None:
-        raise LockfileError(f"{file}: lockfile is empty; restore it from git or delete it to rebuild everything")
+        raise LockfileError(f"{file}: lockfile is empty; {_RESTORE}")
     if header["version"] == 1:
         targets = header.get("targets", {})
         if not isinstance(targets, dict):

@@ -76,10 +76,14 @@ class Conflict:
         if self.kind in (ConflictKind.REMOVED_BY_OURS, ConflictKind.REMOVED_BY_THEIRS):
             then = f"if the manifest drops it, {pixmake} build --prune removes it"
         else:
+            theirs = ""
+            if self.kept is Side.OURS and self.set_aside is not None:  # git leaves our images in the working tree
+                paths = " ".join(shlex.quote(posixpath.join(folder, o.path)) for o in self.set_aside.outputs)
+                theirs = f"git checkout --theirs -- {paths}, then "
             then = (
                 f"resolve the manifest and its images, then {pixmake} plan says what a build does (free when "
                 f"either side's images for the inputs you keep were built here; to keep theirs as they are: "
-                f"{pixmake} accept {shlex.quote(self.name)})"
+                f"{theirs}{pixmake} accept {shlex.quote(self.name)})"
             )
         rebase = " (in a rebase, ours is the branch rebased onto)" if self.kept is Side.OURS else ""
         return f"{what}{rebase}; {then}; then git add {shlex.quote(file)}"

@@ -755,10 +755,13 @@ def _edited_placeholder(reason: Reason, name: str) -> Reason:
     without ``--emulator`` means generating them, and paying."""
     if reason.code != "edited-hint":
         return reason
-    redo = "build --restore or --replace" if reason.details and reason.details.get("cached") else "build --replace"
+    cached = reason.details and reason.details.get("cached")
+    redo = (
+        f"pixmake build {name} --restore (or --replace {name})" if cached else f"pixmake build {name} --replace {name}"
+    )
     text = (
         f"kept as is; its locked images are placeholders from build --emulator: {redo}, without --emulator, "
-        f"generates it anew (paid); pixmake accept {name} records your files as real"
+        f"generates all of them anew (paid); pixmake accept {name} records your files as real"
     )
     return Reason(PLACEHOLDER, text, reason.details)
 
@@ -842,7 +845,7 @@ def _resume_reason(pending: PendingSubmit, now: float | None) -> Reason:
         days = age / _LINKS_LAST
         text += (
             f"; sent {days:.0f} day{'s' * (round(days) != 1)} ago, and result links last 24 hours: should its images "
-            "be gone, the build pays for them again (--max-images 0 stops it first)"
+            "be gone, they are paid for again (--max-images 0 stops that)"
         )
         details["age"] = round(age)
     return Reason("resume", text, details)

@@ -142,12 +142,12 @@ class PlainReporter:
     minute at least says how many and in which states (see :data:`_QUIET`)."""
 
     def __init__(
-        self, stream: IO[str] | None = None, *, verbose: bool = False, clock: Callable[[], float] = time.monotonic
+        self, stream: IO[str] | None = None, *, verbose: bool = False, clock: Callable[[], float] | None = None
     ) -> None:
         self.stream = stream or sys.stderr
         self.verbose = verbose
-        self._clock = clock
-        self._start = self._said = clock()
+        self._clock = clock or time.monotonic
+        self._start = self._said = self._clock()
         self._gone = False  # the stream can no longer be written
         self._arrow = "→" if _speaks_utf8(self.stream) else "->"
         self._waiting: dict[str, tuple[str, float]] = {}  # target with a task in flight: its status, since when
@@ -203,7 +203,7 @@ class PlainReporter:
             case RetryScheduled(target, operation, attempt, delay, error):
                 self._line(f"{'retry':<10} {target} {operation} #{attempt} in {delay:.1f} s ({error})")
             case BuildStarted(targets, images, concurrency, emulator):
-                self._start = time.monotonic()  # lines count from here, as the summary's "finished in" does
+                self._start = self._clock()  # lines count from here, as the summary's "finished in" does
                 if not targets:
                     return
                 what = "placeholder" if emulator else ""
