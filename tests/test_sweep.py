@@ -226,3 +226,26 @@ def test_a_command_refused_while_another_holds_the_project_names_that_command(ex
         outcome = run_cli("-C", str(examples_copy), "build", "--emulator")
     assert outcome.exit_code == ExitCode.USER_ERROR
     assert f"another pixmake gc is running in this project (pid {os.getpid()})" in outcome.stderr
+
+
+def test_gc_sweeps_a_state_folder_linked_to_a_ci_cache_but_not_an_object_cache_shared_elsewhere(
+    examples_copy: Path, tmp_path: Path
+) -> None:
+    """``.pixmake`` linked to a CI cache is the project's own state (README, In CI); ``.pixmake/objects``
+    linked to a folder outside may be other projects' cache too, and is left alone."""
+    cache = tmp_path / "ci-cache"
+    cache.mkdir()
+    os.symlink(cache, examples_copy / ".pixmake")
+    _build(examples_copy)
+    _recolour_hero(examples_copy)
+    _build(examples_copy)
+    assert len(_objects(examples_copy) - _locked(examples_copy)) == 2
+    swept = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
+    assert swept.exit_code == ExitCode.OK and swept.stdout.startswith("deleted 2 cached images"), swept.stderr
+    assert _objects(examples_copy) == _locked(examples_copy)
+
+    shared = tmp_path / "shared-objects"
+    (cache / "objects").rename(shared)
+    os.symlink(shared, cache / "objects")
+    refused = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
+    assert refused.exit_code == ExitCode.USER_ERROR and "leads outside the project (a symlink?)" in refused.stderr

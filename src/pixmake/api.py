@@ -709,7 +709,12 @@ def sweep(project: Project, *, keep_days: float = 14.0, dry_run: bool = False) -
     with project_lock(project.state_dir, "gc"):
         lock, _ = load_lock(project)
         swept = sweep_objects(
-            project.state_dir / "objects", lock, root=project.root, keep_days=keep_days, dry_run=dry_run
+            project.state_dir / "objects",
+            lock,
+            root=project.root,
+            keep_days=keep_days,
+            dry_run=dry_run,
+            state=project.state_dir,
         )
         if not dry_run:  # the way back to earlier inputs stays open only as long as their images do
             compact(project.history, partial(_images_cached, project.objects))

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pixmake.errors import ConfigError, LockfileError
 from pixmake.lockfile import Lock, parse_lock
-from pixmake.store import atomic_write
+from pixmake.store import atomic_write, holds_state
 
 __all__ = ["SweepResult", "git_locks", "referenced", "sweep"]
 
@@ -154,11 +154,17 @@ def sweep(
     keep_days: float,
     dry_run: bool = False,
     now: float | None = None,
+    state: Path | None = None,
 ) -> SweepResult:
-    """Delete the files in ``objects`` no lock has referred to for ``keep_days`` (see the module)."""
+    """Delete the files in ``objects`` no lock has referred to for ``keep_days`` (see the module).
+
+    ``objects`` must lie in the project, or be the ``objects`` folder of its ``state`` (``.pixmake``, which
+    may be a link to a CI cache holding pixmake's state): a folder elsewhere may be other projects' too.
+    """
     if math.isnan(keep_days) or keep_days < 0:
         raise ConfigError(f"--keep-days must be a number of days, at least 0, not {keep_days}")
-    if not objects.resolve().is_relative_to(root.resolve()):
+    own = state is not None and holds_state(state) and objects.resolve() == state.resolve() / "objects"
+    if not own and not objects.resolve().is_relative_to(root.resolve()):
         raise ConfigError(
             f"the object cache {objects} leads outside the project (a symlink?): other projects' locks may "
             f"refer to its images; {_NOTHING_DELETED}"
