@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import PACKAGE_ROOT, run_cli
+from conftest import PACKAGE_ROOT, journal_submit, run_cli
 from pixmake import __version__
 from pixmake.cli import ExitCode
 
@@ -75,6 +76,20 @@ def test_a_build_without_the_emulator_says_it_would_replace_its_placeholders(
     assert outcome.stderr.splitlines() == [
         "pixmake: error: no API key: set the TOAPIS_API_KEY environment variable (4 targets to generate or "
         "collect, 4 of them over placeholders from build --emulator), or build with --emulator"
+    ]
+
+
+def test_without_a_key_a_task_only_the_provider_can_collect_is_not_sent_to_the_emulator(
+    make_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """build --emulator refuses to collect a provider's task: suggesting it would lead to another refusal."""
+    monkeypatch.delenv("TOAPIS_API_KEY", raising=False)
+    root = make_project({"version": 1, "targets": {"hero": {"prompt": "a red mug", "out": "hero.png"}}})
+    journal_submit(root, "hero", "pixmake-interrupted-1")
+    outcome = run_cli("-C", str(root), "build")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert outcome.stderr.splitlines() == [
+        "pixmake: error: no API key: set the TOAPIS_API_KEY environment variable (1 target to generate or collect)"
     ]
 
 

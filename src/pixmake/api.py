@@ -1003,11 +1003,13 @@ def _build(
     pending = result.pending
     images = result.plan.images_to_generate
     if max_images is not None and images > max_images:
+        paying = [f"{a.name} {a.images}" for a in result.plan.actions if a.images]
+        shown = ", ".join(paying[:5]) + (f" and {len(paying) - 5} more targets" if len(paying) > 5 else "")
         raise ConfigError(
             f"this build would {'make' if settings.emulator else 'pay for'} {images} "
-            f"{'placeholder ' * settings.emulator}image{'s' * (images != 1)}, more than its cap of {max_images} "
-            "(--max-images or PIXMAKE_MAX_IMAGES); "
-            f"'pixmake plan{'' if settings.emulator else ' --provider'}' says which targets and why"
+            f"{'placeholder ' * settings.emulator}image{'s' * (images != 1)} ({shown}), more than its cap of "
+            f"{max_images} (--max-images or PIXMAKE_MAX_IMAGES); "
+            f"'pixmake plan{'' if settings.emulator else ' --provider'}' with this build's options says why"
         )
     paid = [a for a in result.plan.actions if a.kind.generates]  # RESUME collects from the provider too
     if paid and settings.api_key is None:
@@ -1018,9 +1020,16 @@ def _build(
         if settings.key_lookalikes:
             names = " and ".join(settings.key_lookalikes)
             typo = f"; {names} {'is' if len(settings.key_lookalikes) == 1 else 'are'} set: a misspelling?"
+
+        def provider_only(action: Action) -> bool:  # build --emulator would refuse it (see plan._for_builder)
+            entry = result.lock.entries.get(action.name)
+            made = entry is not None and not entry.emulator and entry.key == action.key
+            return action.kind is ActionKind.RESUME or made
+
+        emulator = "" if all(map(provider_only, paid)) else ", or build with --emulator"
         raise ConfigError(
             f"no API key: set the {settings.api_key_env} environment variable "
-            f"({count} target{'s' * (count != 1)} to generate or collect{which}), or build with --emulator{typo}"
+            f"({count} target{'s' * (count != 1)} to generate or collect{which}){emulator}{typo}"
         )
     _keep_replaced_files(project, result.plan.actions)  # a paid action's, or a restore of another entry's images
     _cache_restore_sources(project, result.plan.actions)
