@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.lockfile import parse_lock
 from test_crash import _environ, _journal_records, _paid_and_unlocked, _resume_until_done
@@ -83,3 +84,24 @@ def test_a_signal_mid_build_keeps_finished_targets_and_resume_pays_nothing_twice
     _resume_until_done(root, emulator, log)
     assert_paid_once_and_complete(root, emulator, 16)
     assert paid_before <= {e.task_id for e in emulator.emulator.ledger.entries}
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (("plan",), "pixmake: interrupted"),
+        (("build", "--emulator"), "pixmake: interrupted; finished targets are locked"),
+    ],
+)
+def test_an_interrupt_says_what_it_leaves_only_where_there_is_something(
+    command: tuple[str, ...], said: str, examples_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan has no tasks in flight, and the tasks of build --emulator die with its emulator."""
+    from pixmake import api
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, command[0], interrupted)
+    outcome = run_cli("-C", str(examples_copy), *command)
+    assert outcome.exit_code == 130 and outcome.stderr.splitlines()[-1] == said

@@ -410,6 +410,8 @@ def build(
     if emulator and click.get_current_context().get_parameter_source("max_images") is ParameterSource.ENVIRONMENT:
         max_images = None  # a spend cap for real builds (CI, say); the emulator spends nothing
     reporter = _reporter(as_json, verbose)
+    global _stopping
+    _stopping = "; finished targets are locked" + ("" if emulator else ", in-flight tasks resume next build")
     try:
         result = api.build(
             project,
@@ -486,6 +488,7 @@ def _fail(message: str, code: ExitCode) -> NoReturn:
 
 
 _terminated = False
+_stopping: str = ""  # what an interrupt leaves behind, said after "pixmake: interrupted" (a build sets it)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -519,6 +522,8 @@ def _name_the_variable(error: click.BadParameter) -> None:
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and map every outcome to an ExitCode."""
     args = sys.argv[1:] if argv is None else list(argv)
+    global _stopping
+    _stopping = ""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -543,7 +548,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(message + hint, ExitCode.USER_ERROR)
     except (click.Abort, KeyboardInterrupt):
         what = "terminated" if _terminated else "interrupted"
-        click.echo(f"pixmake: {what}; finished targets are locked, in-flight tasks resume next build", err=True)
+        click.echo(f"pixmake: {what}{_stopping}", err=True)
         sys.exit(ExitCode.TERMINATED if _terminated else ExitCode.INTERRUPTED)
     except ManifestError as error:
         for diagnostic in error.diagnostics:
