@@ -136,6 +136,18 @@ def test_rich_view_prints_messages_literally() -> None:
     assert "FAILED" in out and "hero → hero-1.png, hero-2.png" in out
 
 
+def test_rich_view_says_why_it_waits_long() -> None:
+    """A provider asking to wait an hour: the bar would stand still with no word why."""
+    stream = io.StringIO()
+    reporter = RichReporter(stream)
+    long = RetryScheduled("hero", "submit", 1, 3600.4, "HTTP 429: Async task request rate exceeded")
+    for event in [*EVENTS[:-1], long, EVENTS[-1]]:
+        reporter.emit(event)
+    out = stream.getvalue()
+    assert "hero submit #1 in 1h00m (HTTP 429: Async task request rate exceeded)" in out
+    assert "mug submit #1" not in out  # half a second: the count says enough
+
+
 def test_json_events_stay_valid_where_stdout_cannot_encode_them() -> None:
     """PYTHONIOENCODING=ascii, a Windows code page: non-ASCII names go out as JSON escapes, not as a crash."""
     raw = io.BytesIO()

@@ -132,9 +132,15 @@ _QUIET: Final = 60.0
 nothing for some minutes is killed as hung (and a runner without the journal pays again)."""
 
 
+_LONG_WAIT: Final = 30.0
+"""Seconds of a retry's wait from which the live view says so above the bar (a long ``Retry-After``)."""
+
+
 def _duration(seconds: float) -> str:
+    """``42s``, ``9m05s``, ``1h00m``."""
     minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 class PlainReporter:
@@ -352,8 +358,11 @@ class RichReporter:
                 self._failed += 1
                 self._advance()
                 self._print(Text.assemble(("FAILED     ", "bold red"), f"{target}: {error}"))
-            case RetryScheduled():
+            case RetryScheduled(target, operation, attempt, delay, error):
                 self._retries += 1
+                if delay >= _LONG_WAIT:  # else the bar would stand still for minutes with no word why
+                    when = f"{operation} #{attempt} in {_duration(delay)}"
+                    self._print(Text.assemble(("retry      ", "yellow"), f"{target} {when} ({error})"))
             case ConcurrencyChanged(limit):
                 self._concurrency = limit
             case BuildFinished():
