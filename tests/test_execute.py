@@ -606,6 +606,31 @@ def test_a_paid_tasks_polls_ride_out_an_outage_longer_than_the_attempts_within_t
         assert "HTTP 500" in failure.error and api.plan(project).plan.counts()[ActionKind.RESUME] == 1
 
 
+def test_an_outage_of_the_whole_provider_holds_the_build_for_one_retry_window_not_one_per_target(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Every request fails from a's first poll on, for good: a rides the outage out for the window and fails;
+    b, after it, does not wait a window of its own (its lookup gives up after its attempts)."""
+    emulator.emulator.reset(EmulatorConfig(latency=1.0, submit_rps=None, query_rps=None))
+    healthy = emulator.emulator.config
+    targets = {name: {"prompt": f"a {name} mug", "out": f"{name}.png"} for name in ("a", "b")}
+    root = _manifest(tmp_path / "p", targets, concurrency=1)
+
+    class Outage(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetPolled) and event.target == "a":
+                emulator.emulator.reconfigure(dataclasses.replace(healthy, p_500=1.0))
+
+    project = api.open_project(root)
+    reporter = Outage()
+    result = api.build(project, fast_settings(project, emulator, max_attempts=2, retry_window=1.0), reporter=reporter)
+    assert sorted(f.target for f in result.failed) == ["a", "b"]
+    retries = [(e.target, e.operation) for e in reporter.events if isinstance(e, RetryScheduled)]
+    assert retries.count(("a", "query")) > 2  # past its attempts, within the window
+    assert retries.count(("b", "query")) == 1  # its attempts only: the outage had lasted the window already
+
+
 def test_a_task_past_max_wait_fails_with_the_status_last_polled(emulator: EmulatorServer, tmp_path: Path) -> None:
     emulator.emulator.reset(EmulatorConfig(latency=5.0, queued_fraction=0.05, submit_rps=None, query_rps=None))
     root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})

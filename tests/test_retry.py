@@ -20,7 +20,16 @@ from pixmake.errors import (
     RequestRejectedError,
     ServerError,
 )
-from pixmake.retry import DOCUMENTED_POLL_INTERVAL, Backoff, Operation, Verdict, classify, parse_retry_after, poll_delay
+from pixmake.retry import (
+    DOCUMENTED_POLL_INTERVAL,
+    Backoff,
+    Operation,
+    Verdict,
+    classify,
+    parse_retry_after,
+    poll_delay,
+    rides_out,
+)
 
 SUBMIT, QUERY, UPLOAD, DOWNLOAD = Operation.SUBMIT, Operation.QUERY, Operation.UPLOAD, Operation.DOWNLOAD
 RETRY, LOOKUP, FATAL, FAIL = Verdict.RETRY, Verdict.LOOKUP, Verdict.FATAL, Verdict.FAIL
@@ -93,6 +102,34 @@ def test_a_submit_is_never_blindly_resent_when_it_may_have_arrived() -> None:
     for name, error in ERRORS.items():
         if classify(error, SUBMIT) is RETRY:
             assert isinstance(error, RateLimitedError) or (isinstance(error, NetworkError) and not error.sent), name
+
+
+# Past its attempts, a paid task's poll or download rides out an outage (within the retry window), not the rest.
+RIDES_OUT: dict[str, bool] = {
+    "429 rate limited": True,
+    "503 rate_limit_unavailable": True,
+    "500 internal": True,
+    "502 bad gateway": True,
+    "504 html gateway page": True,
+    "503 circuit_broken": True,
+    "connect error (never sent)": True,  # a network down while a laptop wakes
+    "read timeout (maybe arrived)": True,
+    "dropped after send": True,
+}
+LASTING: dict[str, ProviderError] = {
+    "TLS certificate refused": NetworkError("x", sent=False, reason="TLS certificate not trusted: self-signed"),
+    "501 not implemented": ServerError("no", status=501),
+    "505 version": ServerError("no", status=505),
+    "garbage on 200": ServerError("unexpected task body: 'x'"),
+}
+
+
+@pytest.mark.parametrize("name", [*ERRORS, *LASTING])
+@pytest.mark.parametrize("operation", [SUBMIT, QUERY, UPLOAD, DOWNLOAD])
+def test_only_a_paid_tasks_poll_or_download_rides_out_an_outage(name: str, operation: Operation) -> None:
+    error = ERRORS.get(name) or LASTING[name]
+    paid = operation in (QUERY, DOWNLOAD)
+    assert rides_out(error, operation) is (paid and RIDES_OUT.get(name, False))
 
 
 # --- backoff -------------------------------------------------------------------------------------------

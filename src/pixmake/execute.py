@@ -61,7 +61,7 @@ from pixmake.memo import FileStat, file_stat
 from pixmake.models import MODELS
 from pixmake.plan import PROVIDER_MADE, Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
-from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay
+from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay, rides_out
 from pixmake.scan import hash_file
 from pixmake.settings import Settings, display_url
 from pixmake.store import STATE_DIR, ObjectCache, RootGuard, atomic_write, describe_os_error, disk_wide
@@ -549,6 +549,8 @@ class Executor:
     _paid: int = 0  # images charged by this build's accepted submits, less failed (refunded) tasks
     _counters: _Counters = field(default_factory=_Counters)
     _reached: bool = False  # some request of this build got an answer from the provider
+    # Since when (monotonic) each kind of call has failed with no call of its kind getting through meanwhile
+    _outage: dict[Operation, float] = field(default_factory=dict)
     # Restores that copy the images of a target this build generates (same inputs), by that target: started
     # once it ends on its own (not when a fatal error or Ctrl-C stops the build); and its lock entry.
     _twins: dict[str, list[Action]] = field(default_factory=dict)
@@ -853,13 +855,14 @@ class Executor:
 
     def _retries_left(self, operation: Operation, attempt: int, failing_since: float, error: ProviderError) -> bool:
         """Whether a call that failed ``attempt + 1`` times, the first at ``failing_since`` (monotonic), may be
-        sent again: up to ``max_attempts``; and a paid task's polls and downloads through ``retry_window``
-        while the network or the gateway fails (no answer, 429, a 5xx status), not while answers are garbage."""
+        sent again: up to ``max_attempts``; and through ``retry_window`` when :func:`~pixmake.retry.rides_out`
+        says the failure is an outage a paid task's poll or download should ride out. The window runs from
+        this call's first failure, or from the build's (no poll or download of any task got through since):
+        an outage of the whole result host does not hold every target for a window of its own."""
         if attempt + 1 < self.settings.max_attempts:
             return True
-        paid = operation in (Operation.QUERY, Operation.DOWNLOAD)
-        outage = isinstance(error, NetworkError | RateLimitedError) or (error.status or 0) >= 500
-        return paid and outage and time.monotonic() - failing_since < self.settings.retry_window
+        started = min(failing_since, self._outage.get(operation, failing_since))
+        return rides_out(error, operation) and time.monotonic() - started < self.settings.retry_window
 
     async def _call(self, target: str, operation: Operation, fn: Callable[[], Awaitable[T]]) -> T:
         """Call the provider, retrying what is safe to retry (never a submit: see :meth:`_submit`)."""
@@ -878,11 +881,13 @@ class Executor:
                     raise _Fatal(error) from error
                 self._slow_down(error, operation)
                 failing_since = failing_since or time.monotonic()
+                self._outage.setdefault(operation, failing_since)
                 if verdict is not Verdict.RETRY or not self._retries_left(operation, attempt, failing_since, error):
                     raise
                 await self._backoff(target, operation, attempt, error)
             else:
                 self._reached = True
+                self._outage.pop(operation, None)
                 self.capacity.succeeded()
                 return value
         raise AssertionError("unreachable")  # pragma: no cover

@@ -25,7 +25,16 @@ from pixmake.errors import (
     ServerError,
 )
 
-__all__ = ["DOCUMENTED_POLL_INTERVAL", "Backoff", "Operation", "Verdict", "classify", "parse_retry_after", "poll_delay"]
+__all__ = [
+    "DOCUMENTED_POLL_INTERVAL",
+    "Backoff",
+    "Operation",
+    "Verdict",
+    "classify",
+    "parse_retry_after",
+    "poll_delay",
+    "rides_out",
+]
 
 DOCUMENTED_POLL_INTERVAL: Final = 5.0
 """Seconds before the first status poll; later polls wait 1-2 times this (toapis-api.md §3.4: 5 s, then 5-10 s)."""
@@ -62,6 +71,24 @@ def classify(error: ProviderError, operation: Operation) -> Verdict:
     if isinstance(error, ServerError):
         return Verdict.LOOKUP if operation is Operation.SUBMIT else Verdict.RETRY
     return Verdict.FAIL  # a request refused as invalid, a failed task, a result that can never be an image
+
+
+def rides_out(error: ProviderError, operation: Operation) -> bool:
+    """Whether a paid task's poll or download that failed with ``error`` after all its attempts should go on
+    retrying (within a window): the network or the gateway is down (no answer, 429, a 5xx status), a passing
+    outage; not a garbage answer, a certificate refused or a method not implemented (501, 505), which last."""
+    if operation not in (Operation.QUERY, Operation.DOWNLOAD):
+        return False
+    if isinstance(error, NetworkError):
+        return not error.reason.startswith("TLS")
+    if isinstance(error, RateLimitedError):
+        return True
+    return (
+        isinstance(error, ServerError)
+        and error.status is not None
+        and error.status >= 500
+        and error.status not in (501, 505)
+    )
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
