@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import PACKAGE_ROOT, TEST_KEY, run_cli
 from pixmake.emulator import EmulatorConfig, EmulatorServer
@@ -123,6 +124,25 @@ def test_a_paid_task_of_a_target_renamed_while_its_build_was_interrupted_is_coll
     lock = parse_lock((hero / "pixmake.lock").read_text())
     assert list(lock.entries) == ["hero-v2"] and lock.entries["hero-v2"].task_id == task_id
     assert _journaled_tasks(hero) == {} and run_cli("-C", str(hero), "plan", "--check").exit_code == 0
+
+
+def test_a_paid_task_of_a_deleted_target_never_replaces_its_locked_twins_images(
+    make_project: Callable[..., Path], provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """hero re-rolled (build --replace), interrupted, then deleted: twin, locked for the same inputs, keeps its
+    images; hero's task is dropped as any task of a target gone from the manifest."""
+    targets = {name: {"prompt": "a red mug", "out": f"{name}.png"} for name in ("hero", "twin")}
+    root = make_project({"version": 1, "targets": targets})
+    assert run_cli("-C", str(root), "build").exit_code == 0
+    before = (root / "twin.png").read_bytes()
+    _interrupted_build(root, provider_env, tmp_path / "build.log", "--replace", "hero")
+    manifest = root / "pixmake.yaml"
+    manifest.write_text(yaml.safe_dump({"version": 1, "targets": {"twin": targets["twin"]}}))
+    lines = run_cli("-C", str(root), "plan").stdout.splitlines()
+    assert any(line.startswith("x drop       hero: paid task ") for line in lines), lines
+    assert not any("twin" in line for line in lines), lines  # unchanged
+    assert run_cli("-C", str(root), "build").exit_code == 0
+    assert (root / "twin.png").read_bytes() == before
 
 
 @pytest.mark.parametrize("journaled", [True, False], ids=["keep-journaled", "journal-rewritten-by-an-older-pixmake"])

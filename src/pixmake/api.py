@@ -272,11 +272,12 @@ def _tasks_under_current_keys(
 
 
 def _tasks_of_renamed_targets(
-    pending: dict[str, PendingSubmit], targets: Iterable[Target], hashes: Mapping[str, str]
+    pending: dict[str, PendingSubmit], targets: Iterable[Target], hashes: Mapping[str, str], lock: Lock
 ) -> dict[str, PendingSubmit]:
     """``pending`` with each non-emulator task whose target is no longer in the manifest moved to the first
-    target that has its inputs and no task of its own (renamed while a build was interrupted): collected for
-    it, not dropped and paid for again. ``was`` keeps the name the task was journaled under."""
+    target that has its inputs, no task of its own and no lock entry for them (renamed while a build was
+    interrupted): collected for it, not dropped and paid for again. A target locked for those inputs keeps
+    its images (a twin of a target deleted mid-build). ``was`` keeps the name the task was journaled under."""
     targets = tuple(targets)
     names = {t.name for t in targets}
     homeless = {task.key: name for name, task in pending.items() if name not in names and not task.emulator}
@@ -289,9 +290,11 @@ def _tasks_of_renamed_targets(
         if target.name in moved:
             continue
         try:
-            old = homeless.pop(target_key(target, hashes), None)
+            key = target_key(target, hashes)
         except KeyError:  # an input the scan did not hash: the plan says what is missing
             continue
+        entry = lock.entries.get(target.name)
+        old = homeless.pop(key, None) if entry is None or entry.key != key else None
         if old is not None:
             moved[target.name] = replace(moved.pop(old), target=target.name, was=old)
     return moved
@@ -503,7 +506,7 @@ def plan(
     lock, pending = load_lock(project)
     disk = _scan(project, manifest, lock)
     pending = _tasks_under_current_keys(pending, manifest.targets, disk.file_hashes)
-    pending = _tasks_of_renamed_targets(pending, manifest.targets, disk.file_hashes)
+    pending = _tasks_of_renamed_targets(pending, manifest.targets, disk.file_hashes, lock)
     orphans = select is None or select.everything
     from pixmake.fingerprint import keyed_prompt
     from pixmake.history import recall

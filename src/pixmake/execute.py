@@ -748,9 +748,11 @@ class Executor:
             if isinstance(error, StorageError) and error.build_wide:  # a full or read-only disk: stop paying
                 raise _Fatal(error) from error
             why = str(error)
-            if isinstance(error, RequestRejectedError | BadResultError) and action.name in self.recorder.pending:
+            task = self.recorder.pending.get(action.name)
+            if isinstance(error, RequestRejectedError | BadResultError) and task is not None:
                 # Refused, not lost: the next build asks again, and so on for good if the refusal lasts.
-                why += f" (if that lasts: pixmake forget {shlex.quote(action.name)}, and the next build pays again)"
+                journaled = task.was or action.name  # the name the journal knows (a target renamed since)
+                why += f" (if that lasts: pixmake forget {shlex.quote(journaled)}, and the next build pays again)"
             self._failed.append(TargetFailure(action.name, why))
             self.reporter.emit(TargetFailed(action.name, why))
             return
