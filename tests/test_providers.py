@@ -710,3 +710,28 @@ def test_of_a_long_error_answer_only_its_start_is_read() -> None:
     body = b'{"error": {"message": "upstream down"}, "trace": "' + b"x" * (1 << 20) + b'"}'  # cut short: not JSON
     with pytest.raises(ServerError, match=r'^HTTP 502: \{"error": \{"message": "upstream down"\}, "trace": "x+$'):
         _against(lambda m, p: _raw("502 Bad Gateway", body), lambda p, u: p.poll("t"))
+
+
+@pytest.mark.parametrize(
+    ("date_offset", "later"),
+    [
+        (-25 * 3600.0, 25 * 3600.0),  # this clock a day fast: the link lives a day longer by it
+        (3600.0, 0.0),  # this clock slow: the provider's expiry comes later on it already
+        (None, 0.0),  # no Date
+        (-30 * 86_400.0, 0.0),  # a Date a month off: a broken clock, not a skew
+        (80 * 365 * 86_400.0, 0.0),  # 2099
+    ],
+)
+def test_a_result_links_end_is_the_later_of_both_clocks(date_offset: float | None, later: float) -> None:
+    """Dropping a paid task as gone for good waits until its link has expired by this clock and the provider's."""
+    from email.utils import formatdate
+
+    from pixmake.providers.toapis import _Answer, _on_our_clock
+
+    now = time.time()
+    status = parse_task({"id": "t", "status": "completed", "url": "u", "expires_at": now + 60})
+    headers = {} if date_offset is None else {"Date": formatdate(now + date_offset, usegmt=True)}
+    moved = _on_our_clock(status, _Answer(200, headers, b"", "u"))
+    assert moved.expires_at is not None and moved.expires_at - (now + 60) == pytest.approx(later, abs=2.0)
+    garbled = _on_our_clock(status, _Answer(200, {"Date": "yesterday-ish"}, b"", "u"))
+    assert garbled.expires_at == status.expires_at

@@ -338,18 +338,24 @@ def parse_task(body: Any) -> TaskStatus:
     )
 
 
+_MAX_SKEW: Final = 7 * 86_400.0  # a Date further off than this is a broken clock, not a skew to correct for
+
+
 def _on_our_clock(status: TaskStatus, answer: _Answer) -> TaskStatus:
-    """``status`` with its ``expires_at`` moved from the provider's clock to this machine's, by the ``Date``
-    of the answer that gave it: a clock hours fast must not take a link refused for a moment for one
-    gone for good (and pay again). Without a readable ``Date``, as the provider gave it."""
+    """``status`` with its ``expires_at`` read on this machine's clock as well as the provider's, by the
+    ``Date`` of the answer that gave it, whichever is later: a link is taken for gone for good (its task
+    dropped, and paid for again) only once it has expired by both, so a clock hours fast does not take a
+    link refused for a moment for an expired one. Without a readable, plausible ``Date``, as given."""
     if status.expires_at is None or (date := answer.headers.get("Date")) is None:
         return status
     try:
         sent = parsedate_to_datetime(date)
-        server_now = (sent if sent.tzinfo is not None else sent.replace(tzinfo=datetime.UTC)).timestamp()
+        offset = time.time() - (sent if sent.tzinfo is not None else sent.replace(tzinfo=datetime.UTC)).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return status
-    return dataclasses.replace(status, expires_at=status.expires_at + (time.time() - server_now))
+    if not 0 < offset <= _MAX_SKEW:  # this clock behind the provider's (or a Date far off): the later is as given
+        return status
+    return dataclasses.replace(status, expires_at=status.expires_at + offset)
 
 
 def _json(answer: _Answer) -> Any:
