@@ -1036,12 +1036,17 @@ def test_an_out_renamed_by_letter_case_on_macos_is_restored_in_a_fresh_clone_wit
     assert run_cli("-C", str(examples_copy), "build", "--prune").exit_code == 0
     logo = (examples_copy / "assets/Logo-Tile.png").read_bytes()
     (examples_copy / "assets/Logo-Tile.png").rename(examples_copy / "assets/logo-tile.png")  # what git checks out
+    if (examples_copy / "assets/Logo-Tile.png").exists():
+        pytest.skip("a case-insensitive file system: the file is found under either name")
     shutil.rmtree(examples_copy / ".pixmake")
-    code, lines = plan(examples_copy, "--check")
-    assert code == 2 and lines[0] == (
-        "< restore    logo-tile: output assets/Logo-Tile.png is missing, its locked bytes are at assets/logo-tile.png "
-        "(git on macOS and Windows keeps a file's old letter case: git mv -f assets/logo-tile.png assets/Logo-Tile.png)"
-    )
+    for _ in range(2):  # plan writes nothing: the second says it all again
+        code, lines = plan(examples_copy, "--check")
+        assert code == 2 and lines[0] == (
+            "< restore    logo-tile: output assets/Logo-Tile.png is missing, its locked bytes are at "
+            "assets/logo-tile.png (git on macOS and Windows keeps a file's old letter case: "
+            "git mv -f assets/logo-tile.png assets/Logo-Tile.png)"
+        )
+    assert not (examples_copy / ".pixmake" / "objects").exists()
     charged = provider_env.emulator.ledger.charged_images
     built(examples_copy)
     assert provider_env.emulator.ledger.charged_images == charged

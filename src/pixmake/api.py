@@ -759,11 +759,12 @@ def _prune(project: Project) -> PruneResult:
     return PruneResult(gone.pruned, gone.deleted + cleaned.deleted, gone.kept + cleaned.kept)
 
 
-def _cache_restore_sources(project: Project, actions: Iterable[Action]) -> None:
+def _cache_restore_sources(project: Project, actions: Iterable[Action], twins: Mapping[str, str]) -> None:
     """Put into the object cache each image a restore copies (or a target whose ``n`` was raised keeps)
-    that is only in place on disk (a renamed target's twin, in a clone whose cache lacks it): the executor
-    copies from the cache alone, and another restore may overwrite that file first. A file that no longer
-    holds the image is left out (that restore then fails, naming it)."""
+    that is only in place on disk (a renamed target's twin, in a clone whose cache lacks it; or under its
+    path in another letter case, ``twins``): the executor copies from the cache alone, and another restore
+    may overwrite that file first. A file that no longer holds the image is left out (that restore then
+    fails, naming it)."""
     from pixmake.plan import ActionKind
     from pixmake.store import safe_path, sha256_bytes
 
@@ -779,7 +780,8 @@ def _cache_restore_sources(project: Project, actions: Iterable[Action]) -> None:
             for output in restore.source.outputs:
                 if not objects.has(output.sha256):
                     with contextlib.suppress(OSError, UnsafePathError):
-                        data = safe_path(project.root, output.path, field=f"targets.{action.name}").read_bytes()
+                        where = twins.get(output.path, output.path)
+                        data = safe_path(project.root, where, field=f"targets.{action.name}").read_bytes()
                         if sha256_bytes(data) == output.sha256:
                             objects.put(data)
 
@@ -1035,7 +1037,7 @@ def _build(
             f"({count} target{'s' * (count != 1)} to generate or collect{which}){emulator}{typo}"
         )
     _keep_replaced_files(project, result.plan.actions)  # a paid action's, or a restore of another entry's images
-    _cache_restore_sources(project, result.plan.actions)
+    _cache_restore_sources(project, result.plan.actions, result.disk.case_twins)
     replaced = [  # entries this build replaces with other inputs' images: kept for a way back
         entry
         for a in result.plan.actions

@@ -490,8 +490,13 @@ def _built_before(
 
 
 def _in_reach(output: LockedOutput, disk: DiskState) -> bool:
-    """Whether a locked image can be put in place: cached, or still at the path it was locked at."""
-    return output.sha256 in disk.cached_objects or disk.file_hashes.get(output.path) == output.sha256
+    """Whether a locked image can be put in place: cached, still at the path it was locked at, or under that
+    name in another letter case (see ``DiskState.case_twins``)."""
+    return (
+        output.sha256 in disk.cached_objects
+        or disk.file_hashes.get(output.path) == output.sha256
+        or output.path in disk.case_twins
+    )
 
 
 def _first_images_of_more(

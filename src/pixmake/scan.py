@@ -85,9 +85,9 @@ class DiskState:
     made_by_pixmake: frozenset[str] = frozenset()
     # Damaged outputs that are Git LFS pointer files: the image is in LFS, not fetched (a CI checkout).
     lfs_pointers: frozenset[str] = frozenset()
-    # Missing outputs whose locked bytes were found under a name differing only in letter case or Unicode
-    # form (git on macOS and Windows keeps a file's old name when only its case changes): that name, by
-    # output path. The scan has put those bytes into the object cache.
+    # Missing outputs whose locked bytes are under a name differing only in letter case or Unicode form
+    # (git on macOS and Windows keeps a file's old name when only its case changes): that name, by output
+    # path. A build caches those bytes before it restores from them.
     case_twins: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -319,24 +319,19 @@ def _portable_twin(root: Path, rel: str, listings: dict[str, dict[str, list[str]
     return twin if twin != rel else None
 
 
-def _cache_case_twins(
-    root: Path, missing: Sequence[tuple[str, str]], objects: ObjectCache
-) -> dict[str, tuple[str, str]]:
-    """Of the ``missing`` outputs (path, locked sha256) whose bytes are not cached, those whose bytes are
-    under a name differing only in letter case or Unicode form (renamed by case on macOS or Windows, where
-    git keeps the old name; typed in another Unicode form), by path: (that name, sha256). Their bytes go
-    into the object cache, from which a build restores them: a file someone renames next is no source."""
-    twins: dict[str, tuple[str, str]] = {}
+def _case_twins(root: Path, missing: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Of the ``missing`` outputs (path, locked sha256), those whose locked bytes are under a name differing
+    only in letter case or Unicode form (renamed by case on macOS or Windows, where git keeps the old name;
+    typed in another Unicode form): that name, by path."""
+    twins: dict[str, str] = {}
     listings: dict[str, dict[str, list[str]]] = {}
     for path, sha in missing:
         twin = _portable_twin(root, path, listings)
         if twin is None:
             continue
         with contextlib.suppress(OSError, UnsafePathError):
-            data = safe_path(root, twin, field="out").read_bytes()
-            if hashlib.sha256(data).hexdigest() == sha:
-                objects.put(data)
-                twins[path] = (twin, sha)
+            if hash_file(safe_path(root, twin, field="out")) == sha:
+                twins[path] = twin
     return twins
 
 
@@ -380,8 +375,7 @@ def scan_project(
             locked.extend((path, o.sha256) for path, o in zip(output_paths(target), entry.outputs, strict=False))
     unplaced = [(path, sha) for path, sha in locked if hashes.get(path) != sha]
     cached = frozenset(sha for sha in {sha for _, sha in unplaced} if objects.has(sha))
-    twins = _cache_case_twins(root, [(p, sha) for p, sha in unplaced if p not in hashes and sha not in cached], objects)
-    cached |= frozenset(sha for _, sha in twins.values())
+    twins = _case_twins(root, [(path, sha) for path, sha in unplaced if path not in hashes])
     differing: dict[str, set[str]] = {}  # present, but not the locked bytes: path → the locked sha256s
     for path, sha in unplaced:
         if path in hashes:
@@ -405,5 +399,5 @@ def scan_project(
     return DiskState(
         file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged,
         made_by_pixmake=made, lfs_pointers=frozenset(p for p in damaged if _is_lfs_pointer(found[p][0])),
-        case_twins={path: twin for path, (twin, _) in twins.items()},
+        case_twins=twins,
     )  # fmt: skip
