@@ -1026,10 +1026,10 @@ def _build(
             names = " and ".join(settings.key_lookalikes)
             typo = f"; {names} {'is' if len(settings.key_lookalikes) == 1 else 'are'} set: a misspelling?"
 
-        def provider_only(action: Action) -> bool:  # build --emulator would refuse it (see plan._for_builder)
+        def provider_only(action: Action) -> bool:  # build --emulator refuses it, or keeps its placeholders
             entry = result.lock.entries.get(action.name)
             made = entry is not None and not entry.emulator and entry.key == action.key
-            return action.kind is ActionKind.RESUME or made
+            return action.kind is ActionKind.RESUME or made or any(r.code == PLACEHOLDER for r in action.reasons)
 
         emulator = "" if all(map(provider_only, paid)) else ", or build with --emulator"
         raise ConfigError(

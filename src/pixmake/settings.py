@@ -62,7 +62,9 @@ class Settings:
     poll_interval: float | None  # None: the documented pace (5 s, then 5-10 s with jitter)
     request_timeout: float = 60.0
     max_attempts: int = 8
-    max_wait: float = 3600.0  # seconds a task may take before the target fails (it stays journaled)
+    # Seconds a task may take before the target fails (it stays journaled): well under a CI job's timeout
+    # (an hour on GitLab), so that a stuck task ends the build cleanly, its journal kept, not killed with it.
+    max_wait: float = 900.0
     # Seconds a paid task's polls and downloads go on retrying through errors after max_attempts: a network
     # down while a laptop wakes, a gateway restarting, a 429 storm. (A target that gives up stays journaled.)
     retry_window: float = 600.0
