@@ -4,7 +4,9 @@ the object cache instead of paying for new ones: DVC's run cache, Bazel's action
 
 Shell. One compact JSON line per entry (the lockfile's form of an entry), appended before the build or
 prune that replaces it: a crash leaves at worst a line for an entry still locked. Read only when a plan
-has a target whose inputs are not locked for it. A line that does not parse is skipped. Local, like the
+has a target whose inputs are not locked for it, or that keeps ``build --emulator``'s placeholders (to
+say what a build without it pays: the provider's images may be remembered). A line that does not parse
+is skipped. Local, like the
 object cache it points into: a fresh clone has none. ``pixmake gc`` keeps only the entries whose images
 it keeps (:func:`compact`).
 """
