@@ -177,7 +177,14 @@ def sweep(
         try:
             keep |= referenced([parse_lock(text)])
         except LockfileError as error:
-            raise ConfigError(f"pixmake.lock at {where} cannot be read ({error}); {_NOTHING_DELETED}") from None
+            way_out = (
+                "mend it where it is staged (or git reset it)"
+                if where == "the index"
+                else f"mend it on {where} and commit, or delete {where} if it is done with"
+            )
+            raise ConfigError(
+                f"pixmake.lock at {where} cannot be read ({error}); {way_out}; {_NOTHING_DELETED}"
+            ) from None
         locks += 1
     clock = time.time() if now is None else now
     ledger = objects.parent / "gc.json"
