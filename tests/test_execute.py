@@ -1249,6 +1249,7 @@ def test_a_task_whose_result_is_refused_for_good_is_given_up_only_by_forget(
     assert "resume" in run_cli("-C", str(root), "plan").stdout  # nothing was dropped
     forgot = run_cli("-C", str(root), "forget", "hero")
     assert forgot.exit_code == 0 and forgot.stdout.startswith("forgot hero's interrupted submit (client_business_id ")
+    assert forgot.stdout.rstrip().endswith("; the next build submits it again, and pays again")  # it has a task id
     fast_env.emulator.reconfigure(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None))
     again = run_cli("-C", str(root), "build", "hero")
     assert again.exit_code == 0, again.stderr

@@ -290,11 +290,12 @@ def forget(obj: _Context, targets: tuple[str, ...]) -> None:
 
     for task in api.forget(obj.project(), targets):
         task_id = f"task {task.task_id}" if task.task_id is not None else "no task id: its submit was never answered"
-        then = (
-            "the next build --emulator makes it again"
-            if task.emulator
-            else "the next build submits it again, and pays again if the provider had made it"
-        )
+        if task.emulator:
+            then = "the next build --emulator makes it again"
+        elif task.task_id is not None:  # the provider made it: it was paid for
+            then = "the next build submits it again, and pays again"
+        else:
+            then = "the next build submits it again, and pays again if the provider had made it"
         which = f"client_business_id {task.client_business_id}, {task_id}"
         click.echo(f"forgot {task.target}'s interrupted submit ({which}); {then}")
 

@@ -101,7 +101,8 @@ def summary_lines(r: BuildResult) -> list[str]:
         parts.append(f"{len(r.resumed)} resumed (already paid)")
     parts += [f"{len(r.restored)} restored from cache", f"{len(r.unchanged)} unchanged"]
     if r.edited:
-        parts.append(f"{len(r.edited)} edited by hand (left alone; pixmake accept or build --restore)")
+        names = ", ".join(r.edited[:3]) + (f" and {len(r.edited) - 3} more" if len(r.edited) > 3 else "")
+        parts.append(f"{len(r.edited)} edited by hand ({names}: left alone; pixmake accept TARGET or build --restore)")
     if r.pruned is None:
         if r.orphaned:
             parts.append(f"{len(r.orphaned)} orphaned (kept; build --prune deletes them)")
