@@ -388,6 +388,15 @@ def test_a_400_fails_that_target_with_the_servers_message(fast_env: EmulatorServ
     assert not (root / ".pixmake" / "journal.jsonl").read_text().strip()  # nothing left pending
 
 
+def test_a_task_with_no_image_says_it_was_paid_for(emulator: EmulatorServer, tmp_path: Path) -> None:
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, p_short_result=1.0))
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a mug", "out": "hero.png"}})
+    project = api.open_project(root)
+    [failure] = api.build(project, fast_settings(project, emulator)).failed
+    assert failure.error.endswith("returned 0 images, expected 1; paid for all the same, and the next build pays again")
+    assert emulator.emulator.ledger.net_images == 1
+
+
 @pytest.mark.parametrize("killed_before_the_drop", [False, True], ids=["dropped", "killed-before-the-drop"])
 def test_a_task_with_fewer_images_than_n_is_a_failed_attempt_whose_images_the_next_build_keeps(
     emulator: EmulatorServer, tmp_path: Path, killed_before_the_drop: bool

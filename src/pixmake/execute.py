@@ -1359,7 +1359,7 @@ class Executor:
             # A failed attempt: nothing to lock; the next build submits again, for the rest only when it can.
             why = f"task {status.task_id} returned {len(status.urls)} images, expected {asked}"
             if not status.urls:  # charged at submit all the same
-                why += f"; the {asked} paid for are lost, and the next build pays for them again"
+                why += "; paid for all the same, and the next build pays again"
             if 0 < len(status.urls) < asked and self.history is not None and not self.settings.emulator:
                 try:
                     why += await self._remember_short(target, key, keep, status)
