@@ -443,8 +443,10 @@ def _check_overwrites(
                 portable_path(state) + "/"
             ):
                 message = f"output {path!r} is inside pixmake's local state ({state}/); choose another out"
-            elif ".git" in portable_path(path).split("/")[:-1]:
+            elif ".git" in (folders := portable_path(path).split("/")[:-1]):
                 message = f"output {path!r} is inside a .git folder, git's own; choose another out"
+            elif ".pixmake" in folders:  # a nested project's state: git ignores it, so a clone pays again
+                message = f"output {path!r} is inside a .pixmake folder, a project's local state; choose another out"
             else:
                 continue
             field_name, line, column = target.where("out")
