@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -136,6 +137,24 @@ def test_a_state_folder_linked_outside_the_project_must_be_pixmakes(examples_cop
     (examples_copy / ".pixmake").symlink_to(cache)  # empty: a cache's first run
     assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == ExitCode.OK
     assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == ExitCode.OK  # its state now
+
+
+def test_two_projects_cannot_share_one_state_folder(examples_copy: Path, tmp_path: Path) -> None:
+    """A monorepo's CI linking every project's `.pixmake` to one cache folder: each project would drop the
+    other's paid tasks from the journal and delete its cached images. The second is refused before anything."""
+    cache = tmp_path / "ci-cache"
+    cache.mkdir()
+    other = tmp_path / "other"
+    shutil.copytree(examples_copy, other)
+    for project in (examples_copy, other):
+        (project / ".pixmake").symlink_to(cache)
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == ExitCode.OK
+    before = sorted(p.relative_to(cache) for p in cache.rglob("*"))
+    refused = run_cli("-C", str(other), "plan")
+    assert refused.exit_code == ExitCode.USER_ERROR
+    assert f"the local state of another project ({examples_copy / 'pixmake.yaml'})" in refused.stderr
+    assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before
+    assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == ExitCode.OK  # still its own
 
 
 def test_a_build_whose_json_reader_stops_early_goes_on_and_locks_everything(examples_copy: Path) -> None:

@@ -114,13 +114,47 @@ def open_project(directory: str | Path | None = None, manifest: str | Path | Non
         raise ConfigError(_not_found(path, manifest))
     project = Project(root=path.parent, manifest=path)
     state = project.state_dir
-    if state.is_symlink() and not _state_elsewhere_on_purpose(state, project.root):
-        # A link committed to a repository would have a build write its journal and cache where it points.
-        raise ConfigError(
-            f"{state} is a symlink to {os.readlink(state)}, outside the project, to a folder that is neither "
-            "empty nor pixmake's state: to keep the state elsewhere (a CI cache), link an empty folder"
-        )
+    if state.is_symlink():
+        if not _state_elsewhere_on_purpose(state, project.root):
+            # A link committed to a repository would have a build write its journal and cache where it points.
+            raise ConfigError(
+                f"{state} is a symlink to {os.readlink(state)}, outside the project, to a folder that is neither "
+                "empty nor pixmake's state: to keep the state elsewhere (a CI cache), link an empty folder"
+            )
+        _claim_state(state.resolve(), project)
     return project
+
+
+def _project_identity(project: Project) -> str:
+    """Which project this is, the same on every clone: its manifest's path in its git work tree (else on disk)."""
+    root = project.root.resolve()
+    for top in (root, *root.parents):
+        if (top / ".git").exists():
+            return (root / project.manifest.name).relative_to(top).as_posix()
+    return str(root / project.manifest.name)
+
+
+def _claim_state(folder: Path, project: Project) -> None:
+    """Make the state folder a link leads to outside the project this project's, or refuse it when another
+    project's state is there: two projects sharing one (a CI cache folder for a whole monorepo) would each
+    drop the other's paid tasks from the journal and delete its images from the object cache."""
+    from pixmake.store import atomic_write
+
+    if folder.is_relative_to(project.root.resolve()):
+        return
+    owner, identity = folder / "project", _project_identity(project)
+    try:
+        other = owner.read_text(encoding="utf-8").strip()
+    except OSError:
+        with contextlib.suppress(OSError):
+            atomic_write(owner, identity.encode() + b"\n", durable=False)
+        return
+    if other != identity:
+        raise ConfigError(
+            f"{project.state_dir} links to {folder}, the local state of another project ({other}): give each "
+            "project a cache folder of its own (its journal and object cache are one project's); if this is "
+            f"that project, moved, write {identity} into {owner}"
+        )
 
 
 def _state_elsewhere_on_purpose(state: Path, root: Path) -> bool:
