@@ -141,6 +141,9 @@ def test_a_paid_task_of_a_deleted_target_never_replaces_its_locked_twins_images(
     lines = run_cli("-C", str(root), "plan").stdout.splitlines()
     assert any(line.startswith("x drop       hero: paid task ") for line in lines), lines
     assert not any("twin" in line for line in lines), lines  # unchanged
+    assert (
+        lines[-1] == "Plan: 1 orphaned, 1 unchanged, 1 interrupted task to drop (target removed); 0 images to generate"
+    )
     assert run_cli("-C", str(root), "build").exit_code == 0
     assert (root / "twin.png").read_bytes() == before
 
@@ -189,7 +192,9 @@ def test_a_paid_task_for_inputs_changed_since_is_dropped_with_a_warning(
     ]
     outcome = run_cli("-C", str(hero), "build")
     assert outcome.exit_code == 0, outcome.stderr
-    assert "1 interrupted task dropped (for inputs since changed, or an emulator's)" in outcome.stderr
+    assert (
+        "1 interrupted task dropped (for inputs since changed or targets removed, or an emulator's)" in outcome.stderr
+    )
     assert [r.json["prompt"] for r in provider_env.emulator.submits() if isinstance(r.json, dict)][-1] == "a green mug"
     assert provider_env.emulator.ledger.charged_images == 2  # the announced image, once
     assert _journaled_tasks(hero) == {}

@@ -270,7 +270,7 @@ class Plan:
             parts.append(f"{stale} stale output{'s' * (stale != 1)} to prune")
         if self.abandoned:
             many = len(self.abandoned) != 1
-            why = sorted({_DROPPED_WHY[task.reason.code] for task in self.abandoned})
+            why = sorted({_dropped_why(task.reason) for task in self.abandoned})
             parts.append(f"{len(self.abandoned)} interrupted task{'s' * many} to drop ({', '.join(why)})")
         images = self.images_to_generate
         line = f"{', '.join(parts) or 'nothing to do'}; {images} image{'s' * (images != 1)} to generate"
@@ -859,14 +859,22 @@ def _resume_reason(pending: PendingSubmit, now: float | None) -> Reason:
 _DROPPED_WHY: Final = {"task-dropped": "inputs changed", "emulator-task-dropped": "emulator stopped"}
 
 
-def _abandoned(pending: PendingSubmit, why: str = "") -> AbandonedTask:
+def _dropped_why(reason: Reason) -> str:
+    """A dropped task's cause, in a word for the summary."""
+    if reason.details is not None and reason.details.get("removed"):
+        return "target removed"
+    return _DROPPED_WHY[reason.code]
+
+
+def _abandoned(pending: PendingSubmit, why: str = "", *, removed: bool = False) -> AbandonedTask:
     """The task to drop, and ``why`` (what changed; not needed for the emulator's tasks, which no build can collect)."""
     task = pending.task_id or pending.client_business_id
     if pending.emulator:
         text = f"task {task} of an interrupted build --emulator is dropped: the emulator that ran it stopped with it"
         return AbandonedTask(pending.target, pending.key, Reason("emulator-task-dropped", text, {"task": task}))
     text = f"paid task {task} from an interrupted build is dropped, not collected: {why}"
-    return AbandonedTask(pending.target, pending.key, Reason("task-dropped", text, {"task": task}))
+    details = {"task": task, "removed": True} if removed else {"task": task}
+    return AbandonedTask(pending.target, pending.key, Reason("task-dropped", text, details))
 
 
 def make_plan(
@@ -1031,5 +1039,5 @@ def make_plan(
             reason = Reason("orphan", text, {"paths": paths, "kept": kept})
             actions.append(Action(ActionKind.ORPHAN, name, (reason,), source=entry))
         for name in sorted(set(pending) - names):
-            abandoned.append(_abandoned(pending[name], "its target is no longer in the manifest"))
+            abandoned.append(_abandoned(pending[name], "its target is no longer in the manifest", removed=True))
     return Plan(tuple(actions), abandoned)
