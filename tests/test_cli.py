@@ -139,22 +139,27 @@ def test_a_state_folder_linked_outside_the_project_must_be_pixmakes(examples_cop
     assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == ExitCode.OK  # its state now
 
 
-def test_two_projects_cannot_share_one_state_folder(examples_copy: Path, tmp_path: Path) -> None:
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not on PATH")
+def test_two_projects_of_a_repository_cannot_share_one_state_folder(examples_copy: Path, tmp_path: Path) -> None:
     """A monorepo's CI linking every project's `.pixmake` to one cache folder: each project would drop the
-    other's paid tasks from the journal and delete its cached images. The second is refused before anything."""
-    cache = tmp_path / "ci-cache"
+    other's paid tasks from the journal and delete its cached images. The second is refused before anything;
+    the first, checked out elsewhere (another runner), is still itself."""
+    repository, cache = tmp_path / "repo", tmp_path / "ci-cache"
     cache.mkdir()
-    other = tmp_path / "other"
-    shutil.copytree(examples_copy, other)
-    for project in (examples_copy, other):
+    brand, web = repository / "brand", repository / "web"
+    for project in (brand, web):
+        shutil.copytree(examples_copy, project)
         (project / ".pixmake").symlink_to(cache)
-    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == ExitCode.OK
+    subprocess.run(["git", "init", "-q", str(repository)], check=True)
+    assert run_cli("-C", str(brand), "build", "--emulator").exit_code == ExitCode.OK
     before = sorted(p.relative_to(cache) for p in cache.rglob("*"))
-    refused = run_cli("-C", str(other), "plan")
+    refused = run_cli("-C", str(web), "plan")
     assert refused.exit_code == ExitCode.USER_ERROR
-    assert f"the local state of another project ({examples_copy / 'pixmake.yaml'})" in refused.stderr
+    assert "the local state of another project (brand/pixmake.yaml)" in refused.stderr
     assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before
-    assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == ExitCode.OK  # still its own
+    elsewhere = tmp_path / "runner-2" / "repo"
+    shutil.copytree(repository, elsewhere, symlinks=True)
+    assert run_cli("-C", str(elsewhere / "brand"), "plan", "--check").exit_code == ExitCode.OK  # still its own
 
 
 def test_a_build_whose_json_reader_stops_early_goes_on_and_locks_everything(examples_copy: Path) -> None:

@@ -125,24 +125,26 @@ def open_project(directory: str | Path | None = None, manifest: str | Path | Non
     return project
 
 
-def _project_identity(project: Project) -> str:
-    """Which project this is, the same on every clone: its manifest's path in its git work tree (else on disk)."""
+def _project_identity(project: Project) -> str | None:
+    """Which project of its repository this is, the same on every clone and runner: its manifest's path in
+    its git work tree; None outside one (a checkout's absolute path changes from one CI runner to the next)."""
     root = project.root.resolve()
     for top in (root, *root.parents):
         if (top / ".git").exists():
             return (root / project.manifest.name).relative_to(top).as_posix()
-    return str(root / project.manifest.name)
+    return None
 
 
 def _claim_state(folder: Path, project: Project) -> None:
     """Make the state folder a link leads to outside the project this project's, or refuse it when another
-    project's state is there: two projects sharing one (a CI cache folder for a whole monorepo) would each
-    drop the other's paid tasks from the journal and delete its images from the object cache."""
+    project of the repository has its state there: two projects sharing one (a CI cache folder for a whole
+    monorepo) would each drop the other's paid tasks from the journal and delete its images from the cache."""
     from pixmake.store import atomic_write
 
-    if folder.is_relative_to(project.root.resolve()):
+    identity = _project_identity(project)
+    if identity is None or folder.is_relative_to(project.root.resolve()):
         return
-    owner, identity = folder / "project", _project_identity(project)
+    owner = folder / "project"
     try:
         other = owner.read_text(encoding="utf-8").strip()
     except OSError:
