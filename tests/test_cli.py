@@ -151,12 +151,18 @@ def test_two_projects_of_a_repository_cannot_share_one_state_folder(examples_cop
         shutil.copytree(examples_copy, project)
         (project / ".pixmake").symlink_to(cache)
     subprocess.run(["git", "init", "-q", str(repository)], check=True)
+    assert run_cli("-C", str(brand), "validate").exit_code == ExitCode.OK  # a CI's first step claims it
     assert run_cli("-C", str(brand), "build", "--emulator").exit_code == ExitCode.OK
     before = sorted(p.relative_to(cache) for p in cache.rglob("*"))
     refused = run_cli("-C", str(web), "plan")
     assert refused.exit_code == ExitCode.USER_ERROR
-    assert "the local state of another project (brand/pixmake.yaml)" in refused.stderr
+    assert "the local state of another project (folder 'brand' of the repository)" in refused.stderr
     assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before
+    (cache / "project").write_bytes(b"\xef\xbb\xbfbrand\r\n")  # written by hand on Windows: a BOM, CRLF
+    assert run_cli("-C", str(brand), "plan", "--check").exit_code == ExitCode.OK
+    (cache / "project").write_bytes(b"\xff\xfeb\x00")  # UTF-16: not brand's, and no traceback
+    assert run_cli("-C", str(brand), "plan").exit_code == ExitCode.USER_ERROR
+    (cache / "project").write_text("brand\n")
     elsewhere = tmp_path / "runner-2" / "repo"
     shutil.copytree(repository, elsewhere, symlinks=True)
     assert run_cli("-C", str(elsewhere / "brand"), "plan", "--check").exit_code == ExitCode.OK  # still its own

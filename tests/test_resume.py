@@ -6,6 +6,7 @@ task is journaled and paid; then ``plan`` and ``build`` run in-process against t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -124,6 +125,35 @@ def test_a_paid_task_of_a_target_renamed_while_its_build_was_interrupted_is_coll
     lock = parse_lock((hero / "pixmake.lock").read_text())
     assert list(lock.entries) == ["hero-v2"] and lock.entries["hero-v2"].task_id == task_id
     assert _journaled_tasks(hero) == {} and run_cli("-C", str(hero), "plan", "--check").exit_code == 0
+
+
+def test_a_refused_result_of_a_renamed_targets_task_names_the_journaled_name_for_forget(
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """`forget` takes the name the journal knows, which the build's last fold makes the new one: the hint's."""
+    _interrupted_build(hero, provider_env, tmp_path / "build.log")
+    manifest = hero / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("hero:", "hero-v2:"))
+    config = provider_env.emulator.config
+    provider_env.emulator.reconfigure(dataclasses.replace(config, p_403_download=1.0))
+    refused = run_cli("-C", str(hero), "build")
+    assert refused.exit_code == 1
+    assert "(if that lasts: pixmake forget hero-v2, and the next build pays again)" in refused.stderr, refused.stderr
+    assert run_cli("-C", str(hero), "forget", "hero-v2").exit_code == 0
+
+
+def test_a_deleted_targets_task_is_collected_for_a_twin_that_holds_placeholders(
+    make_project: Callable[..., Path], provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Placeholders are no images to keep: the twin's real build would pay, so it collects hero's paid task."""
+    targets = {name: {"prompt": "a red mug", "out": f"{name}.png"} for name in ("hero", "twin")}
+    root = make_project({"version": 1, "targets": targets})
+    assert run_cli("-C", str(root), "build", "--emulator").exit_code == 0
+    _interrupted_build(root, provider_env, tmp_path / "build.log")  # charged for hero's one image; twin copies it
+    (root / "pixmake.yaml").write_text(yaml.safe_dump({"version": 1, "targets": {"twin": targets["twin"]}}))
+    outcome = run_cli("-C", str(root), "build", "--prune")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert provider_env.emulator.ledger.charged_images == 1 and "1 resumed (already paid)" in outcome.stderr
 
 
 def test_a_paid_task_of_a_deleted_target_never_replaces_its_locked_twins_images(

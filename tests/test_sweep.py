@@ -172,7 +172,8 @@ def test_a_lock_gc_cannot_read_at_some_ref_stops_it_before_anything_is_deleted(e
     [line] = outcome.stderr.splitlines()
     assert line.startswith("pixmake: error: pixmake.lock at refs/heads/broken cannot be read (")
     assert line.endswith(  # the way out is on that branch, not in the working tree the inner advice speaks of
-        "; mend it on refs/heads/broken and commit, or delete refs/heads/broken if it is done with; nothing was deleted"
+        "; mend it on branch refs/heads/broken and commit, or delete that branch if it is done with; "
+        "nothing was deleted"
     )
     assert _objects(examples_copy) == before
 

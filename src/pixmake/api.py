@@ -126,12 +126,12 @@ def open_project(directory: str | Path | None = None, manifest: str | Path | Non
 
 
 def _project_identity(project: Project) -> str | None:
-    """Which project of its repository this is, the same on every clone and runner: its manifest's path in
-    its git work tree; None outside one (a checkout's absolute path changes from one CI runner to the next)."""
+    """Which project of its repository this is, the same on every clone and runner: its folder's path in its
+    git work tree (``.`` at the top); None outside one (a checkout's path changes from one runner to the next)."""
     root = project.root.resolve()
     for top in (root, *root.parents):
         if (top / ".git").exists():
-            return (root / project.manifest.name).relative_to(top).as_posix()
+            return root.relative_to(top).as_posix()
     return None
 
 
@@ -139,21 +139,26 @@ def _claim_state(folder: Path, project: Project) -> None:
     """Make the state folder a link leads to outside the project this project's, or refuse it when another
     project of the repository has its state there: two projects sharing one (a CI cache folder for a whole
     monorepo) would each drop the other's paid tasks from the journal and delete its images from the cache."""
-    from pixmake.store import atomic_write
+    from pixmake.manifest import portable_path
+    from pixmake.store import atomic_write, make_state_dir
 
     identity = _project_identity(project)
     if identity is None or folder.is_relative_to(project.root.resolve()):
         return
     owner = folder / "project"
     try:
-        other = owner.read_text(encoding="utf-8").strip()
-    except OSError:
+        other = owner.read_bytes().decode("utf-8", "replace").lstrip("\ufeff").strip()
+    except FileNotFoundError:
         with contextlib.suppress(OSError):
+            make_state_dir(folder)  # pixmake's state from now on, whatever runs first (validate writes nothing)
             atomic_write(owner, identity.encode() + b"\n", durable=False)
         return
-    if other != identity:
+    except OSError:
+        return  # unreadable: no claim to check, none overwritten
+    if portable_path(other) != portable_path(identity):  # -C Proj and -C proj on a disk that ignores case
         raise ConfigError(
-            f"{project.state_dir} links to {folder}, the local state of another project ({other}): give each "
+            f"{project.state_dir} links to {folder}, the local state of another project (folder {other!r} of the "
+            "repository): give each "
             "project a cache folder of its own (its journal and object cache are one project's); if this is "
             f"that project, moved, write {identity} into {owner}"
         )
@@ -330,7 +335,8 @@ def _tasks_of_renamed_targets(
         except KeyError:  # an input the scan did not hash: the plan says what is missing
             continue
         entry = lock.entries.get(target.name)
-        old = homeless.pop(key, None) if entry is None or entry.key != key else None
+        would_pay = entry is None or entry.key != key or entry.emulator  # placeholders: a real build pays
+        old = homeless.pop(key, None) if would_pay else None
         if old is not None:
             moved[target.name] = replace(moved.pop(old), target=target.name, was=old)
     return moved
@@ -795,7 +801,7 @@ def _prune(project: Project) -> PruneResult:
     return PruneResult(gone.pruned, gone.deleted + cleaned.deleted, gone.kept + cleaned.kept)
 
 
-def _cache_restore_sources(project: Project, actions: Iterable[Action], twins: Mapping[str, str]) -> None:
+def _cache_restore_sources(project: Project, actions: Iterable[Action], twins: Mapping[tuple[str, str], str]) -> None:
     """Put into the object cache each image a restore copies (or a target whose ``n`` was raised keeps)
     that is only in place on disk (a renamed target's twin, in a clone whose cache lacks it; or under its
     path in another letter case, ``twins``): the executor copies from the cache alone, and another restore
@@ -816,7 +822,7 @@ def _cache_restore_sources(project: Project, actions: Iterable[Action], twins: M
             for output in restore.source.outputs:
                 if not objects.has(output.sha256):
                     with contextlib.suppress(OSError, UnsafePathError):
-                        where = twins.get(output.path, output.path)
+                        where = twins.get((output.path, output.sha256), output.path)
                         data = safe_path(project.root, where, field=f"targets.{action.name}").read_bytes()
                         if sha256_bytes(data) == output.sha256:
                             objects.put(data)

@@ -748,11 +748,10 @@ class Executor:
             if isinstance(error, StorageError) and error.build_wide:  # a full or read-only disk: stop paying
                 raise _Fatal(error) from error
             why = str(error)
-            task = self.recorder.pending.get(action.name)
-            if isinstance(error, RequestRejectedError | BadResultError) and task is not None:
-                # Refused, not lost: the next build asks again, and so on for good if the refusal lasts.
-                journaled = task.was or action.name  # the name the journal knows (a target renamed since)
-                why += f" (if that lasts: pixmake forget {shlex.quote(journaled)}, and the next build pays again)"
+            if isinstance(error, RequestRejectedError | BadResultError) and action.name in self.recorder.pending:
+                # Refused, not lost: the next build asks again, and so on for good if the refusal lasts. (A
+                # renamed target's task is journaled under its new name by the build's last fold.)
+                why += f" (if that lasts: pixmake forget {shlex.quote(action.name)}, and the next build pays again)"
             self._failed.append(TargetFailure(action.name, why))
             self.reporter.emit(TargetFailed(action.name, why))
             return
@@ -883,7 +882,8 @@ class Executor:
                     raise _Fatal(error) from error
                 self._slow_down(error, operation)
                 failing_since = failing_since or time.monotonic()
-                self._outage.setdefault(operation, failing_since)
+                if rides_out(error, operation):  # a 404 or a bad result says nothing of an outage
+                    self._outage.setdefault(operation, failing_since)
                 if verdict is not Verdict.RETRY or not self._retries_left(operation, attempt, failing_since, error):
                     raise
                 await self._backoff(target, operation, attempt, error)

@@ -414,7 +414,7 @@ def _output_action(
         cached = cached and in_reach
         if actual is None or path in disk.damaged:
             missing_cached = missing_cached and in_reach
-        if actual is None and (twin := disk.case_twins.get(path)) is not None:
+        if actual is None and (twin := disk.case_twins.get((path, locked.sha256))) is not None:
             text = (
                 f"output {path} is missing, its locked bytes are at {twin} (git on macOS and Windows keeps a "
                 f"file's old letter case: git mv -f {twin} {path})"
@@ -495,7 +495,7 @@ def _in_reach(output: LockedOutput, disk: DiskState) -> bool:
     return (
         output.sha256 in disk.cached_objects
         or disk.file_hashes.get(output.path) == output.sha256
-        or output.path in disk.case_twins
+        or (output.path, output.sha256) in disk.case_twins
     )
 
 

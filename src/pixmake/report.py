@@ -134,8 +134,9 @@ _QUIET: Final = 60.0
 nothing for some minutes is killed as hung (and a runner without the journal pays again)."""
 
 
-_LONG_WAIT: Final = 30.0
-"""Seconds of a retry's wait from which the live view says so above the bar (a long ``Retry-After``)."""
+_LONG_WAIT: Final = 120.0
+"""Seconds of a retry's wait from which the live view says so above the bar: past the backoff's cap (60 s),
+so a provider's long ``Retry-After``, not each retry of an outage."""
 
 
 def _duration(seconds: float) -> str:

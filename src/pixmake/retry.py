@@ -80,7 +80,7 @@ def rides_out(error: ProviderError, operation: Operation) -> bool:
     if operation not in (Operation.QUERY, Operation.DOWNLOAD):
         return False
     if isinstance(error, NetworkError):
-        return not error.reason.startswith("TLS")
+        return not error.reason.startswith("TLS certificate")  # a handshake cut short is a passing outage
     if isinstance(error, RateLimitedError):
         return True
     return (

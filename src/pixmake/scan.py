@@ -87,8 +87,8 @@ class DiskState:
     lfs_pointers: frozenset[str] = frozenset()
     # Missing outputs whose locked bytes are under a name differing only in letter case or Unicode form
     # (git on macOS and Windows keeps a file's old name when only its case changes): that name, by output
-    # path. A build caches those bytes before it restores from them.
-    case_twins: Mapping[str, str] = field(default_factory=dict)
+    # path and locked sha256. A build caches those bytes before it restores from them.
+    case_twins: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
 def hash_file(path: Path | str) -> str:
@@ -319,11 +319,11 @@ def _portable_twin(root: Path, rel: str, listings: dict[str, dict[str, list[str]
     return twin if twin != rel else None
 
 
-def _case_twins(root: Path, missing: Sequence[tuple[str, str]]) -> dict[str, str]:
+def _case_twins(root: Path, missing: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """Of the ``missing`` outputs (path, locked sha256), those whose locked bytes are under a name differing
     only in letter case or Unicode form (renamed by case on macOS or Windows, where git keeps the old name;
-    typed in another Unicode form): that name, by path."""
-    twins: dict[str, str] = {}
+    typed in another Unicode form): that name, by (path, sha256)."""
+    twins: dict[tuple[str, str], str] = {}
     listings: dict[str, dict[str, list[str]]] = {}
     for path, sha in missing:
         twin = _portable_twin(root, path, listings)
@@ -331,7 +331,7 @@ def _case_twins(root: Path, missing: Sequence[tuple[str, str]]) -> dict[str, str
             continue
         with contextlib.suppress(OSError, UnsafePathError):
             if hash_file(safe_path(root, twin, field="out")) == sha:
-                twins[path] = twin
+                twins[path, sha] = twin
     return twins
 
 

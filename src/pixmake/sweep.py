@@ -177,11 +177,12 @@ def sweep(
         try:
             keep |= referenced([parse_lock(text)])
         except LockfileError as error:
-            way_out = (
-                "mend it where it is staged (or git reset it)"
-                if where == "the index"
-                else f"mend it on {where} and commit, or delete {where} if it is done with"
-            )
+            if where == "the index":
+                way_out = "mend it where it is staged (or git reset it)"
+            elif where.startswith(("refs/heads/", "refs/remotes/")):
+                way_out = f"mend it on branch {where} and commit, or delete that branch if it is done with"
+            else:  # a tag, a stash, a detached HEAD: git holds it as it is
+                way_out = f"gc reads every lock git holds: mend what {where} points at, or drop it if it is done with"
             raise ConfigError(
                 f"pixmake.lock at {where} cannot be read ({error}); {way_out}; {_NOTHING_DELETED}"
             ) from None
