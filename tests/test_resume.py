@@ -66,6 +66,12 @@ def _interrupted_build(
     return _journaled_tasks(root)["hero"]
 
 
+def _edit_manifest(root: Path, old: str, new: str) -> None:
+    """The manifest with ``old`` written as ``new`` (a rename, an edited prompt) while a build is interrupted."""
+    manifest = root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace(old, new))
+
+
 @pytest.fixture
 def hero(make_project: Callable[..., Path]) -> Path:
     return make_project({"version": 1, "targets": {"hero": {"prompt": "a red mug", "out": "hero.png"}}})
@@ -112,8 +118,7 @@ def test_a_paid_task_of_a_target_renamed_while_its_build_was_interrupted_is_coll
 ) -> None:
     """Renaming a target changes nothing, not even while its task is in flight: the task is collected."""
     task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log")
-    manifest = hero / "pixmake.yaml"
-    manifest.write_text(manifest.read_text().replace("hero:", "hero-v2:"))
+    _edit_manifest(hero, "hero:", "hero-v2:")
     assert run_cli("-C", str(hero), "plan").stdout.splitlines() == [
         f"> resume     hero-v2: collecting paid task {task_id} from an interrupted build (for target 'hero', "
         "renamed since: same inputs)",
@@ -132,8 +137,7 @@ def test_a_refused_result_of_a_renamed_targets_task_names_the_journaled_name_for
 ) -> None:
     """`forget` takes the name the journal knows, which the build's last fold makes the new one: the hint's."""
     _interrupted_build(hero, provider_env, tmp_path / "build.log")
-    manifest = hero / "pixmake.yaml"
-    manifest.write_text(manifest.read_text().replace("hero:", "hero-v2:"))
+    _edit_manifest(hero, "hero:", "hero-v2:")
     config = provider_env.emulator.config
     provider_env.emulator.reconfigure(dataclasses.replace(config, p_403_download=1.0))
     refused = run_cli("-C", str(hero), "build")
@@ -186,8 +190,7 @@ def test_a_paid_task_for_more_images_of_a_target_is_collected_with_the_images_it
     (the plan's, when an older pixmake rewrote the journal without the images the submit keeps)."""
     assert run_cli("-C", str(hero), "build").exit_code == 0
     first = (hero / "hero.png").read_bytes()
-    manifest = hero / "pixmake.yaml"
-    manifest.write_text(manifest.read_text().replace("a red mug", "a red mug\n    n: 2"))
+    _edit_manifest(hero, "a red mug", "a red mug\n    n: 2")
     task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log")  # charged for one image (it resets)
     journal = hero / ".pixmake" / "journal.jsonl"
     records = [json.loads(line) for line in journal.read_text().splitlines()]
@@ -210,8 +213,7 @@ def test_a_paid_task_for_inputs_changed_since_is_dropped_with_a_warning(
     hero: Path, provider_env: EmulatorServer, tmp_path: Path
 ) -> None:
     task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log")
-    manifest = hero / "pixmake.yaml"
-    manifest.write_text(manifest.read_text().replace("a red mug", "a green mug"))
+    _edit_manifest(hero, "a red mug", "a green mug")
 
     plan = run_cli("-C", str(hero), "plan")
     assert plan.stdout.splitlines() == [
