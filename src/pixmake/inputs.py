@@ -219,12 +219,9 @@ def _stat(path: str) -> os.stat_result | None:
 def _file_above(root: Path, rel: str) -> str | None:
     """The first folder of ``rel`` that is a file on disk (a symlinked folder checked out as a text file
     by git with ``core.symlinks`` off): no output can be written under it."""
-    parent = rel
-    folders = []
-    while (cut := parent.rfind("/")) > 0:
-        parent = parent[:cut]
-        folders.append(parent)
-    for folder in reversed(folders):
+    parts = rel.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):  # from the top down
+        folder = "/".join(parts[:depth])
         found = _stat(os.path.join(root, folder))
         if found is None:
             return None
