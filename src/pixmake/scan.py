@@ -310,7 +310,8 @@ def _portable_twin(root: Path, rel: str, listings: dict[str, dict[str, list[str]
             with contextlib.suppress(OSError):
                 for name in os.listdir(folder):
                     listing.setdefault(portable_path(name), []).append(name)
-        names = [part] if part in listing.get(portable_path(part), ()) else listing.get(portable_path(part), [])
+        same = listing.get(portable_path(part), [])
+        names = [part] if part in same else same
         if len(names) != 1:
             return None
         found.append(names[0])
