@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-__all__ = ["MB", "MODELS", "ModelSpec", "pixel_size"]
+__all__ = ["MB", "MODELS", "RESULT_LIFETIME", "ModelSpec", "pixel_size"]
 
 MB: Final = 1024 * 1024
+RESULT_LIFETIME: Final = 86_400.0
+"""Seconds a task's result links work after it completes (toapis-api.md §3.1: expires_at = completed_at + 86400)."""
 _WEB_FORMATS: Final = frozenset({"jpeg", "png", "webp"})
 
 

@@ -828,12 +828,9 @@ def _first_of_each_key(actions: Sequence[Action], replaced: frozenset[str], buil
     return firsts
 
 
-_LINKS_LAST: Final = 86_400.0
-"""Seconds a task's result links work after it completes (toapis-api.md §3.1): a task journaled longer ago
-may be collected no more, and its target paid for again."""
-
-
 def _resume_reason(pending: PendingSubmit, now: float | None) -> Reason:
+    from pixmake.models import RESULT_LIFETIME
+
     details: dict[str, Any] = {"task_id": pending.task_id, "client_business_id": pending.client_business_id}
     if pending.task_id is not None:
         text = f"collecting paid task {pending.task_id} from an interrupted build"
@@ -846,8 +843,8 @@ def _resume_reason(pending: PendingSubmit, now: float | None) -> Reason:
         text += f" (for target {pending.was!r}, renamed since: same inputs)"
         details["was"] = pending.was
     age = None if now is None or pending.sent_at is None else now - pending.sent_at
-    if age is not None and age > _LINKS_LAST:
-        days = age / _LINKS_LAST
+    if age is not None and age > RESULT_LIFETIME:  # its result may be gone, and paid for again
+        days = age / RESULT_LIFETIME
         text += (
             f"; sent {days:.0f} day{'s' * (round(days) != 1)} ago, and result links last 24 hours: should its images "
             "be gone, they are paid for again (--max-images 0 stops that)"

@@ -44,7 +44,7 @@ from pixmake.errors import (
     ServerError,
 )
 from pixmake.inputs import sniff
-from pixmake.models import MODELS
+from pixmake.models import MODELS, RESULT_LIFETIME
 from pixmake.providers.base import GenerationRequest, TaskState, TaskStatus
 from pixmake.retry import parse_retry_after
 from pixmake.settings import Settings, display_url
@@ -287,9 +287,6 @@ def _result_urls(body: Mapping[str, Any]) -> tuple[str, ...]:
     return (url,) if isinstance(url, str) and url else ()
 
 
-_RESULT_LIFETIME: Final = 86_400  # §3.1: in every example, expires_at = completed_at + 86400
-
-
 def _seconds(value: object) -> float | None:
     """A Unix time in seconds as the docs give it (a finite JSON number, not a boolean), or None.
 
@@ -325,7 +322,7 @@ def parse_task(body: Any) -> TaskStatus:
     error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     expires, completed = _seconds(body.get("expires_at")), _seconds(body.get("completed_at"))
     if expires is None and completed is not None:  # result URLs live 24 hours after completion (§3.1)
-        expires = completed + _RESULT_LIFETIME
+        expires = completed + RESULT_LIFETIME
     return TaskStatus(
         task_id=body["id"],
         state=state,
