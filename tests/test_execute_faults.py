@@ -8,6 +8,7 @@ locked image: no ``client_business_id`` charged twice, net charged images == ima
 from __future__ import annotations
 
 import dataclasses
+import io
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,7 +26,7 @@ from pixmake.execute import BuildResult
 from pixmake.lockfile import parse_lock
 from pixmake.providers.base import GenerationRequest
 from pixmake.providers.toapis import ToapisProvider
-from pixmake.report import RecordingReporter
+from pixmake.report import PlainReporter, RecordingReporter
 from pixmake.settings import Settings, resolve
 
 
@@ -322,3 +323,21 @@ def test_raising_n_under_every_fault_pays_once_for_each_new_image_and_keeps_the_
         assert (root / f"out/{name}-2.png").read_bytes() != first[name]  # a new image, not the first again
         with Image.open(root / f"out/{name}-2.png") as image:
             assert image.size == (1024, 1024)
+
+
+def test_the_plain_log_speaks_during_a_long_download_with_no_poll_to_report(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CI job quiet for minutes is killed as hung: the heartbeat must not wait for a poll's answer."""
+    monkeypatch.setattr("pixmake.execute.TICK", 0.05)
+    monkeypatch.setattr("pixmake.report._QUIET", 0.5)
+    config = EmulatorConfig(latency=0.0, p_slow_download=1.0, slow_download_seconds=1.0, submit_rps=None)
+    emulator.emulator.reset(config)
+    root = make_manifest(tmp_path / "p", 1, every_ref=0)
+    project = api.open_project(root)
+    stream = io.StringIO()
+    result = api.build(project, fast_settings(project, emulator), reporter=PlainReporter(stream))
+    assert result.generated == ("t0000",)
+    log = stream.getvalue()
+    assert "waiting    1 paid task in flight (1 completed)" in log, log
+    assert log.index("waiting") < log.index("done       t0000")

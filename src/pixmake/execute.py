@@ -87,6 +87,7 @@ __all__ = [
     "TargetPolled",
     "TargetStarted",
     "TargetSubmitted",
+    "Tick",
 ]
 
 T = TypeVar("T")
@@ -96,6 +97,7 @@ _CONNECT_ATTEMPTS = 3  # attempts while the provider was never reached: a wrong 
 # Finished targets' disk work waits this long for company before its trip to a worker thread (it holds
 # no provider slot): at 64 targets a second, a trip carries two or three targets' work.
 _DISK_WINDOW = 0.02
+TICK = 10.0  # seconds between two Tick events
 
 
 # --- events ----------------------------------------------------------------------------------------
@@ -233,6 +235,13 @@ class BuildResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: emitted every :data:`TICK` seconds while targets are worked on, so a reporter can say
+    what the build waits for when no other event comes (one long download, a long ``Retry-After``).
+    Not an NDJSON event."""
+
+
+@dataclass(frozen=True, slots=True)
 class BuildFinished:
     """The build ended."""
 
@@ -249,6 +258,7 @@ Event = (
     | TargetFailed
     | RetryScheduled
     | ConcurrencyChanged
+    | Tick
     | BuildFinished
 )
 
@@ -646,15 +656,20 @@ class Executor:
         self.reporter.emit(started_event)
         try:
             try:
-                async with anyio.create_task_group() as group:
-                    self._group = group
-                    paid_queue, restore_queue = iter(paid), iter(restores)
-                    # Twice the concurrency: while `concurrency` tasks run at the provider, as many
-                    # finished ones can download and verify without holding a provider slot.
-                    for _ in range(min(2 * self.settings.concurrency, len(paid))):
-                        group.start_soon(self._worker, paid_queue)
-                    for _ in range(min(_RESTORE_WORKERS, len(restores))):
-                        group.start_soon(self._worker, restore_queue)
+                async with anyio.create_task_group() as clock:
+                    clock.start_soon(self._tick)
+                    try:
+                        async with anyio.create_task_group() as group:
+                            self._group = group
+                            paid_queue, restore_queue = iter(paid), iter(restores)
+                            # Twice the concurrency: while `concurrency` tasks run at the provider, as many
+                            # finished ones can download and verify without holding a provider slot.
+                            for _ in range(min(2 * self.settings.concurrency, len(paid))):
+                                group.start_soon(self._worker, paid_queue)
+                            for _ in range(min(_RESTORE_WORKERS, len(restores))):
+                                group.start_soon(self._worker, restore_queue)
+                    finally:
+                        clock.cancel_scope.cancel()
             except* _Fatal as caught:
                 fatal = next(e.error for e in _leaves(caught) if isinstance(e, _Fatal))
         finally:
@@ -689,6 +704,11 @@ class Executor:
         )
         self.reporter.emit(BuildFinished(result, result.seconds))
         return result
+
+    async def _tick(self) -> None:
+        while True:
+            await anyio.sleep(TICK)
+            self.reporter.emit(Tick())
 
     async def _worker(self, queue: Iterator[Action]) -> None:
         for action in queue:  # workers share one iterator: each action is taken exactly once

@@ -29,6 +29,7 @@ from pixmake.execute import (
     TargetPolled,
     TargetStarted,
     TargetSubmitted,
+    Tick,
 )
 
 if TYPE_CHECKING:
@@ -201,8 +202,8 @@ class PlainReporter:
                     self._waiting[target] = (status, self._waiting[target][1])
                 if self.verbose:
                     self._line(f"{'polled':<10} {target} {status} {progress}%")
-                else:
-                    self._heartbeat()
+            case Tick():
+                self._heartbeat()
             case TargetFinished(target, _, outputs):
                 self._waiting.pop(target, None)
                 self._line(f"{'done':<10} {target} {self._arrow} {', '.join(outputs)}")
@@ -263,7 +264,7 @@ class JsonReporter:
 
     def emit(self, event: Event) -> None:
         """Write the event as one JSON line; once the reader has left (``build --json | head``), nothing."""
-        if self._gone:
+        if self._gone or isinstance(event, Tick):
             return
         record = {"event": self._NAMES[type(event)], "time": round(time.time(), 3), **_jsonable(event)}
         try:
@@ -368,6 +369,8 @@ class RichReporter:
                     self._print(Text.assemble(("retry      ", "yellow"), f"{target} {when} ({error})"))
             case ConcurrencyChanged(limit):
                 self._concurrency = limit
+            case Tick():
+                pass  # below: print what waits in the group, refresh the rates
             case BuildFinished():
                 self.close()  # the caller prints the summary (summary_lines) where the bar was
                 return
