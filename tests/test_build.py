@@ -68,8 +68,8 @@ def test_a_spend_cap_refuses_a_larger_build_before_any_request(
     assert outcome.exit_code == 3
     assert outcome.stderr.strip().splitlines() == [
         "pixmake: error: this build would pay for 5 images (logo-tile 1, hero 2, mug-lifestyle 1, mug-marble 1), "
-        "more than its cap of 4 (--max-images or PIXMAKE_MAX_IMAGES); 'pixmake plan --provider' with this build's "
-        "options says why"
+        f"more than its cap of 4 (--max-images or PIXMAKE_MAX_IMAGES); 'pixmake -C {examples_copy} plan --provider' "
+        "with this build's options says why"
     ]
     assert provider_env.emulator.requests == [] and not (examples_copy / "pixmake.lock").exists()
     emulated = run_cli("-C", str(examples_copy), "build", "--emulator", "--max-images", "4")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -211,7 +212,7 @@ def test_swapped_outs_are_put_back_for_free_not_taken_for_hand_edits(
     assert code == ExitCode.CHANGES  # a build would write: the wrong image stands at each path
     assert lines[:2] == [
         f"< restore    {name}: output {path} holds another image pixmake made (outs moved or swapped? a branch switch?)"
-        f"; pixmake accept {name} keeps it instead"
+        f"; pixmake -C {examples_copy} accept {name} keeps it instead"
         for name, path in (("mug-lifestyle", "assets/mug-marble.png"), ("mug-marble", "assets/mug-lifestyle.png"))
     ]
     submits = len(provider_env.emulator.submits())
@@ -309,7 +310,7 @@ def test_a_branch_switch_with_outputs_not_committed_restores_the_images_for_free
     lockfile.write_bytes(main_branch[1])
     assert plan(examples_copy)[1][0] == (
         "< restore    logo-tile: output assets/logo-tile.png holds another image pixmake made "
-        "(outs moved or swapped? a branch switch?); pixmake accept logo-tile keeps it instead"
+        f"(outs moved or swapped? a branch switch?); pixmake -C {examples_copy} accept logo-tile keeps it instead"
     )
     submits = len(provider_env.emulator.submits())
     built(examples_copy)
@@ -426,7 +427,8 @@ def test_accept_names_the_placeholders_it_locks_as_real_and_keeps_the_stale_outp
     outcome = run_cli("-C", str(examples_copy), "accept", "hero", "logo-tile")
     assert outcome.exit_code == 0 and outcome.stderr.splitlines() == [
         "pixmake: note: assets/hero-2.png is still a placeholder from build --emulator, now locked as hero's: "
-        "pixmake build hero --replace hero (without --emulator) generates all its images anew, the ones you kept too",
+        f"pixmake -C {examples_copy} build hero --replace hero (without --emulator) generates all its images anew, "
+        "the ones you kept too",
     ]
     entries = parse_lock((examples_copy / "pixmake.lock").read_text()).entries
     assert not any(entries[name].emulator for name in ("hero", "logo-tile"))  # the user's word
@@ -800,7 +802,7 @@ def test_plan_json_gives_orphan_paths_as_a_list(examples_copy: Path, provider_en
     assert explained.exit_code == ExitCode.USER_ERROR
     assert explained.stderr.splitlines() == [
         "pixmake: error: explain: 'hero' is in pixmake.lock but no longer in the manifest (an orphan): "
-        "build --prune deletes its outputs and drops it from the lock"
+        f"pixmake -C {examples_copy} build --prune deletes its outputs and drops it from the lock"
     ]
 
 
@@ -912,7 +914,7 @@ def test_raising_n_leaves_a_kept_output_edited_by_hand_as_it_is(
     edit_manifest(examples_copy, {"hero": {"n": 4}})
     assert plan(examples_copy)[1][0] == (
         "~ regenerate hero: n 2 → 4: keeps its 2 locked images, generates 2 more; output assets/hero-1.png "
-        "differs from the lock (edited by hand?); kept as is; pixmake accept hero keeps it"
+        f"differs from the lock (edited by hand?); kept as is; pixmake -C {examples_copy} accept hero keeps it"
     )
     charged = provider_env.emulator.ledger.charged_images
     built(examples_copy)
@@ -933,7 +935,7 @@ def test_raising_n_with_a_kept_image_the_cache_cannot_give_pays_nothing_and_says
     outcome = run_cli("-C", str(examples_copy), "build")
     assert outcome.exit_code == 1 and provider_env.emulator.ledger.charged_images == charged
     assert "cannot read an image the target keeps from the object cache" in outcome.stderr
-    assert "nothing was paid: pixmake build --replace hero pays for all of its images" in outcome.stderr
+    assert f"nothing was paid: pixmake -C {examples_copy} build --replace hero pays for all" in outcome.stderr
 
 
 def test_a_build_emulator_preview_of_a_raised_n_leaves_the_provider_build_keeping_its_images(
@@ -1005,7 +1007,7 @@ def test_a_copy_of_another_targets_image_made_on_purpose_is_a_hand_edit(
     logo.write_bytes(lifestyle.read_bytes())
     assert plan(examples_copy)[1][0] == (
         "! edited     logo-tile: output assets/logo-tile.png differs from the lock (edited by hand?); kept as is; "
-        "build --restore puts the locked bytes back; pixmake accept logo-tile keeps it"
+        f"build --restore puts the locked bytes back; pixmake -C {examples_copy} accept logo-tile keeps it"
     )
 
 
@@ -1044,10 +1046,31 @@ def test_an_out_renamed_by_letter_case_on_macos_is_restored_in_a_fresh_clone_wit
         assert code == 2 and lines[0] == (
             "< restore    logo-tile: output assets/Logo-Tile.png is missing, its locked bytes are at "
             "assets/logo-tile.png (git on macOS and Windows keeps a file's old letter case: "
-            "git mv -f assets/logo-tile.png assets/Logo-Tile.png)"
+            f"git -C {examples_copy} mv -f assets/logo-tile.png assets/Logo-Tile.png)"
         )
     assert not (examples_copy / ".pixmake" / "objects").exists()
     charged = provider_env.emulator.ledger.charged_images
     built(examples_copy)
     assert provider_env.emulator.ledger.charged_images == charged
     assert (examples_copy / "assets/Logo-Tile.png").read_bytes() == logo
+
+
+def test_advice_pasted_where_pixmake_ran_with_c_and_f_runs_on_that_project(
+    examples_copy: Path, provider_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pixmake -C brand -f sprites.yaml plan` advises commands with the same -C and -f: pasted bare, they would
+    run on another folder's manifest (a `build --restore` there pays for its targets)."""
+    (examples_copy / "pixmake.yaml").rename(examples_copy / "sprites.yaml")
+    monkeypatch.chdir(examples_copy.parent)
+    folder = examples_copy.name
+    assert run_cli("-C", folder, "-f", "sprites.yaml", "build").exit_code == 0
+    logo = examples_copy / "assets/logo-tile.png"
+    logo.write_bytes((examples_copy / "assets/mug-marble.png").read_bytes())  # retouched by hand
+    lines = run_cli("-C", folder, "-f", "sprites.yaml", "plan").stdout.splitlines()
+    advice = lines[0].rsplit("; ", 1)[1].removesuffix(" keeps it instead")
+    assert advice == f"pixmake -C {folder} -f sprites.yaml accept logo-tile"
+    pasted = run_cli(*shlex.split(advice)[1:])
+    assert pasted.exit_code == 0, pasted.stderr
+    assert parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"].outputs[0].sha256 == (
+        hashlib.sha256(logo.read_bytes()).hexdigest()
+    )

@@ -575,7 +575,7 @@ def test_a_result_link_refused_before_it_expired_stays_journaled_and_the_next_bu
     assert refused.exit_code == 1 and _error_lines(refused.stderr) == []
     failed = [line for line in refused.stderr.splitlines() if line.startswith("  failed: ")]
     why = f"HTTP {answer}; its task stays journaled and the next build fetches it again"
-    way_out = " (if that lasts: pixmake forget hero, and the next build pays again)"
+    way_out = f" (if that lasts: pixmake -C {root} forget hero, and the next build pays again)"
     assert failed == [f"  failed: hero: {why}{way_out}"]
     fast_env.emulator.reconfigure(EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None))
     again = run_cli("-C", str(root), "build")

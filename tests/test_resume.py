@@ -142,7 +142,8 @@ def test_a_refused_result_of_a_renamed_targets_task_names_the_journaled_name_for
     provider_env.emulator.reconfigure(dataclasses.replace(config, p_403_download=1.0))
     refused = run_cli("-C", str(hero), "build")
     assert refused.exit_code == 1
-    assert "(if that lasts: pixmake forget hero-v2, and the next build pays again)" in refused.stderr, refused.stderr
+    way_out = f"(if that lasts: pixmake -C {hero} forget hero-v2, and the next build pays again)"
+    assert way_out in refused.stderr, refused.stderr
     assert run_cli("-C", str(hero), "forget", "hero-v2").exit_code == 0
 
 

@@ -19,6 +19,7 @@ from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pixmake import invocation
 from pixmake.errors import ConfigError, Diagnostic, ManifestError, UnsafePathError
 from pixmake.recordfile import paused_gc
 
@@ -644,7 +645,7 @@ class Accepted:
 
 def _target_named(manifest: Manifest, name: str, command: str) -> None:
     if name not in {t.name for t in manifest.targets}:
-        raise ConfigError(f"{command}: no target named {name!r} (see pixmake plan -v)")
+        raise ConfigError(f"{command}: no target named {name!r} (see {invocation.pixmake('plan', '-v')})")
 
 
 def explain(project: Project, name: str) -> Explanation:
@@ -655,7 +656,7 @@ def explain(project: Project, name: str) -> Explanation:
     if name not in {t.name for t in manifest.targets} and name in load_lock(project)[0].entries:
         raise ConfigError(
             f"explain: {name!r} is in pixmake.lock but no longer in the manifest (an orphan): "
-            "build --prune deletes its outputs and drops it from the lock"
+            f"{invocation.pixmake('build', '--prune')} deletes its outputs and drops it from the lock"
         )
     _target_named(manifest, name, "explain")
     result = plan(project, manifest=manifest)  # the whole plan: a twin's action depends on the others
@@ -732,7 +733,7 @@ def forget(project: Project, names: Iterable[str]) -> tuple[PendingSubmit, ...]:
             listed = ", ".join(repr(name) for name in missing)
             raise ConfigError(
                 f"forget: no task of an interrupted build is journaled for {listed} "
-                "(pixmake plan lists the ones there are as 'resume')"
+                f"({invocation.pixmake('plan')} lists the ones there are as 'resume')"
             )
         journal = Journal(project.journal)
         journal.open()
@@ -1056,7 +1057,8 @@ def _build(
             f"this build would {'make' if settings.emulator else 'pay for'} {images} "
             f"{'placeholder ' * settings.emulator}image{'s' * (images != 1)} ({shown}), more than its cap of "
             f"{max_images} (--max-images or PIXMAKE_MAX_IMAGES); "
-            f"'pixmake plan{'' if settings.emulator else ' --provider'}' with this build's options says why"
+            f"'{invocation.pixmake('plan', *([] if settings.emulator else ['--provider']))}' with this build's options "
+            "says why"
         )
     paid = [a for a in result.plan.actions if a.kind.generates]  # RESUME collects from the provider too
     if paid and settings.api_key is None:

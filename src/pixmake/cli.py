@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from click.core import ParameterSource
 
-from pixmake import __version__
+from pixmake import __version__, invocation
 from pixmake.entry import PIPE_CLOSED as _PIPE_CLOSED
 from pixmake.entry import silence_stdout
 from pixmake.errors import AuthError, Diagnostic, ManifestError, PixmakeError, UserError
@@ -61,6 +61,7 @@ class _Context:
 def cli(ctx: click.Context, directory: str | None, manifest: str | None) -> None:
     """pixmake: make for AI-generated images."""
     ctx.obj = _Context(directory, manifest)
+    ctx.with_resource(invocation.invoked(directory, manifest))  # advice pasted where pixmake ran runs as it
 
 
 @cli.command()
@@ -261,9 +262,10 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
         click.echo(f"accepted {accepted.name}: {paths}")
         if accepted.placeholders:
             still = "is still a placeholder" if len(accepted.placeholders) == 1 else "are still placeholders"
+            replace = invocation.pixmake("build", accepted.name, "--replace", accepted.name)
             click.echo(
                 f"pixmake: note: {', '.join(accepted.placeholders)} {still} from build --emulator, now locked as "
-                f"{accepted.name}'s: pixmake build {accepted.name} --replace {accepted.name} (without --emulator) "
+                f"{accepted.name}'s: {replace} (without --emulator) "
                 "generates all its images anew, the ones you kept too",
                 err=True,
             )

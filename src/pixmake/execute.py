@@ -23,7 +23,6 @@ import itertools
 import os
 import random as _random
 import secrets
-import shlex
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from pixmake import invocation
 from pixmake.decode import as_png
 from pixmake.errors import (
     BadResultError,
@@ -483,8 +483,9 @@ def _trim_heap() -> None:
 def _left_as_saved(path: str, target: str, kept: str, image: str) -> StorageError:
     """The failure of an output left alone: a file was saved at ``path`` during the build."""
     return StorageError(
-        f"{path} was saved during the build, so it was left as it is{kept}'pixmake accept {target}' keeps the "
-        f"saved file, 'pixmake build --restore' puts {image} there",
+        f"{path} was saved during the build, so it was left as it is{kept}"
+        f"'{invocation.pixmake('accept', target)}' keeps the saved file, "
+        f"'{invocation.pixmake('build', '--restore')}' puts {image} there",
         build_wide=False,
     )
 
@@ -771,7 +772,8 @@ class Executor:
             if isinstance(error, RequestRejectedError | BadResultError) and action.name in self.recorder.pending:
                 # Refused, not lost: the next build asks again, and so on for good if the refusal lasts. (A
                 # renamed target's task is journaled under its new name by the build's last fold.)
-                why += f" (if that lasts: pixmake forget {shlex.quote(action.name)}, and the next build pays again)"
+                forget = invocation.pixmake("forget", action.name)
+                why += f" (if that lasts: {forget}, and the next build pays again)"
             self._failed.append(TargetFailure(action.name, why))
             self.reporter.emit(TargetFailed(action.name, why))
             return
@@ -1296,7 +1298,7 @@ class Executor:
             then = (
                 "its paid task stays journaled for a build that finds the image again"
                 if paid
-                else f"nothing was paid: pixmake build --replace {shlex.quote(name)} pays for all of its images"
+                else f"nothing was paid: {invocation.pixmake('build', '--replace', name)} pays for all of its images"
             )
             raise BadResultError(
                 f"cannot read an image the target keeps from the object cache ({error}); {then}"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
+from pixmake import invocation
 from pixmake.errors import LockfileError
 from pixmake.relpaths import has_unsafe_characters
 
@@ -53,11 +54,16 @@ LOCK_VERSION: Final = 2
 _SPACE: Final = re.compile(r"[ \t\r\n]*")
 NO_PARAMS: Final[Mapping[str, Any]] = MappingProxyType({})
 """The params of every entry without any: one object, not one per entry."""
-_RESTORE: Final = (
-    "restore it from git (git checkout -- pixmake.lock), then run pixmake plan: a target it would regenerate whose "
-    "files on disk a later build made for its current inputs is kept free by pixmake accept TARGET; deleting the "
-    "lock makes the next build pay again for every target"
-)
+
+
+def _restore() -> str:
+    """The way back from a damaged lock, free first."""
+    checkout, plan = invocation.git("checkout", "--", "pixmake.lock"), invocation.pixmake("plan")
+    return (
+        f"restore it from git ({checkout}), then run {plan}: a target it would regenerate whose files on disk a "
+        f"later build made for its current inputs is kept free by {invocation.pixmake('accept', 'TARGET')}; "
+        "deleting the lock makes the next build pay again for every target"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,12 +331,13 @@ def _skip_space(text: str, position: int) -> int:
 
 
 def _corrupt(file: str, error: json.JSONDecodeError, text: str, *, what: str = "") -> LockfileError:
-    hint = _RESTORE
+    hint = _restore()
     if re.search(r"^(<{7}|={7}|>{7})( |$)", text, re.MULTILINE):
         hint = (
             "it has git conflict markers: keep both sides' target blocks (each target is one block), or let "
-            "pixmake merge it by target (README: Merging the lockfile; set up now, git checkout -m -- pixmake.lock "
-            "merges again with it); one side's whole lock makes the next build pay again for the other side's targets"
+            "pixmake merge it by target (README: Merging the lockfile; set up now, "
+            f"{invocation.git('checkout', '-m', '--', 'pixmake.lock')} merges again with it); one side's whole "
+            "lock makes the next build pay again for the other side's targets"
         )
     return LockfileError(f"{file}:{error.lineno}:{error.colno}: lockfile is corrupt ({what or error.msg}); {hint}")
 
@@ -379,7 +386,7 @@ def _entry(
         problem = _block_problem(block, error)
         raise LockfileError(
             f"{file}:{_line(text, at)}: lockfile is corrupt (bad target block {json.dumps(name)}: {problem}); "
-            + _RESTORE
+            + _restore()
         ) from None
 
 
@@ -408,12 +415,12 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
             if header["version"] == 1:
                 line = _line(text, start)
                 raise LockfileError(
-                    f"{file}:{line}: lockfile is corrupt (text after the version 1 document); {_RESTORE}"
+                    f"{file}:{line}: lockfile is corrupt (text after the version 1 document); {_restore()}"
                 )
             if not isinstance(document, dict) or "target" not in document:
                 problem = _block_problem(document, KeyError("target"))
                 raise LockfileError(
-                    f"{file}:{_line(text, start)}: lockfile is corrupt (bad target block: {problem}); {_RESTORE}"
+                    f"{file}:{_line(text, start)}: lockfile is corrupt (bad target block: {problem}); {_restore()}"
                 )
             name = str(document.pop("target"))
             if name in entries:
@@ -429,11 +436,11 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
         )
         raise _corrupt(file, error, text, what=what) from None
     if header is None:
-        raise LockfileError(f"{file}: lockfile is empty; {_RESTORE}")
+        raise LockfileError(f"{file}: lockfile is empty; {_restore()}")
     if header["version"] == 1:
         targets = header.get("targets", {})
         if not isinstance(targets, dict):
-            raise LockfileError(f"{file}:1: lockfile is corrupt ('targets' is not a JSON object); {_RESTORE}")
+            raise LockfileError(f"{file}:1: lockfile is corrupt ('targets' is not a JSON object); {_restore()}")
         entries = {str(name): _entry(block, str(name), shared, file, text, 0) for name, block in targets.items()}
     if twice:
         name = min(twice)

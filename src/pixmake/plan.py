@@ -16,6 +16,8 @@ from enum import Enum
 from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
+from pixmake import invocation
+
 if TYPE_CHECKING:
     from pixmake.journal import PendingSubmit
     from pixmake.lockfile import Lock, LockedOutput, LockEntry
@@ -417,7 +419,7 @@ def _output_action(
         if actual is None and (twin := disk.case_twins.get((path, locked.sha256))) is not None:
             text = (
                 f"output {path} is missing, its locked bytes are at {twin} (git on macOS and Windows keeps a "
-                f"file's old letter case: git mv -f {twin} {path})"
+                f"file's old letter case: {invocation.git('mv', '-f', twin, path)})"
             )
             missing.append(Reason("output-missing", text, {"path": path, "twin": twin}))
         elif actual is None:
@@ -431,7 +433,7 @@ def _output_action(
         elif actual in disk.made_by_pixmake and in_reach:
             text = (
                 f"output {path} holds another image pixmake made (outs moved or swapped? a branch switch?); "
-                f"pixmake accept {target.name} keeps it instead"
+                f"{invocation.pixmake('accept', target.name)} keeps it instead"
             )
             missing.append(Reason("output-replaced", text, {"path": path, "locked": locked.sha256, "actual": actual}))
         else:
@@ -444,7 +446,8 @@ def _output_action(
             )
     if edited and not (restore and cached):
         hint = "build --restore puts the locked bytes back" if cached else "locked bytes are not in the object cache"
-        kept = Reason("edited-hint", f"kept as is; {hint}; pixmake accept {target.name} keeps it", {"cached": cached})
+        hint += f"; {invocation.pixmake('accept', target.name)} keeps it"
+        kept = Reason("edited-hint", f"kept as is; {hint}", {"cached": cached})
         if missing and missing_cached and not entry.emulator:  # put back what is gone, leave the edits alone
             paths = tuple(str(r.details["path"]) for r in edited if r.details is not None)
             return Action(ActionKind.RESTORE, target.name, (*missing, *edited, kept), target, key, entry, kept=paths)
@@ -678,9 +681,8 @@ def _keeping(
         if actual in disk.made_by_pixmake or now.get(path) == actual:  # an image pixmake made: cached, then replaced
             continue
         edited.append(path)
-        text = (
-            f"output {path} differs from the lock (edited by hand?); kept as is; pixmake accept {target.name} keeps it"
-        )
+        accept = invocation.pixmake("accept", target.name)
+        text = f"output {path} differs from the lock (edited by hand?); kept as is; {accept} keeps it"
         reasons.append(Reason("output-edited", text, {"path": path, "locked": output.sha256, "actual": actual}))
     return Action(kind, target.name, tuple(reasons), target, key, entry, kept=tuple(edited))
 
@@ -761,12 +763,11 @@ def _edited_placeholder(reason: Reason, name: str) -> Reason:
     if reason.code != "edited-hint":
         return reason
     cached = reason.details and reason.details.get("cached")
-    redo = (
-        f"pixmake build {name} --restore (or --replace {name})" if cached else f"pixmake build {name} --replace {name}"
-    )
+    replace = invocation.pixmake("build", name, "--replace", name)
+    redo = f"{invocation.pixmake('build', name, '--restore')} (or {replace})" if cached else replace
     text = (
         f"kept as is; its locked images are placeholders from build --emulator: {redo}, without --emulator, "
-        f"generates all of them anew (paid); pixmake accept {name} records your files as real"
+        f"generates all of them anew (paid); {invocation.pixmake('accept', name)} records your files as real"
     )
     return Reason(PLACEHOLDER, text, reason.details)
 

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
+from pixmake import invocation
 from pixmake.entry import silence_stdout
 from pixmake.execute import (
     BuildFinished,
@@ -103,7 +104,8 @@ def summary_lines(r: BuildResult) -> list[str]:
     parts += [f"{len(r.restored)} restored from cache", f"{len(r.unchanged)} unchanged"]
     if r.edited:
         names = ", ".join(r.edited[:3]) + (f" and {len(r.edited) - 3} more" if len(r.edited) > 3 else "")
-        parts.append(f"{len(r.edited)} edited by hand ({names}: left alone; pixmake accept TARGET or build --restore)")
+        accept = invocation.pixmake("accept", "TARGET")
+        parts.append(f"{len(r.edited)} edited by hand ({names}: left alone; {accept} or build --restore)")
     if r.pruned is None:
         if r.orphaned:
             parts.append(f"{len(r.orphaned)} orphaned (kept; build --prune deletes them)")
