@@ -223,3 +223,27 @@ def test_a_submit_to_the_bundled_emulator_or_keeping_images_is_journaled_as_such
     }
     journal.rewrite(pending)
     assert read_journal(journal.path, Lock())[1] == pending
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        b'{"op":"submit","target":"b","key":"k2","cbie":"cb-2"}',  # one bit flipped in a name
+        b'{"op":"submit","target":"b","key":"k2"}',
+        b'{"op":"lock","target":"b","key":"k2","entry":{}}',
+        b'{"op":"lock","target":"b","key":"k2","entry":[]}',
+        b'{"op":"task","target":"a","key":"k1","cbid":"cb-1"}',
+    ],
+)
+def test_a_whole_but_damaged_record_is_skipped_and_the_others_replayed(tmp_path: Path, damaged: bytes) -> None:
+    """Every command reads the journal (forget, the way out, too): one bad record must not stop them all."""
+    journal = _journal(tmp_path)
+    journal.submitting("a", "k1", "cb-1")
+    journal.close()
+    with journal.path.open("ab") as handle:
+        handle.write(damaged + b"\n")
+    journal.open()
+    journal.finished("c", _entry("k3"))
+    journal.close()
+    lock, pending = read_journal(journal.path, Lock())
+    assert list(pending) == ["a"] and list(lock.entries) == ["c"]

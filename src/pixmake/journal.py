@@ -104,28 +104,34 @@ def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]
     entries = dict(lock.entries)
     pending: dict[str, PendingSubmit] = {}
     for record in _records(path):
-        op, target, key = record.get("op"), str(record.get("target", "")), str(record.get("key", ""))
-        if op == "submit":
-            at = record.get("at")
-            sent_at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
-            emulator = record.get("emu") is True
-            kept = record.get("keep")
-            keep = tuple(map(str, kept)) if isinstance(kept, list) else ()
-            pending[target] = PendingSubmit(
-                target, key, str(record["cbid"]), emulator=emulator, sent_at=sent_at, keep=keep
-            )
-        elif op == "task" and target in pending:
-            task_id = str(record["task_id"])
-            earlier = pending[target]
-            pending[target] = PendingSubmit(
-                target, key, str(record["cbid"]), task_id, earlier.emulator, earlier.sent_at, earlier.keep
-            )
-        elif op == "lock":
-            entries[target] = current_key(entry_from_json(record["entry"]))  # an earlier version's: today's key
-            pending.pop(target, None)
-        elif op == "drop":
-            pending.pop(target, None)
+        try:
+            _replay(record, entries, pending)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue  # whole but damaged (a bit flipped, a foreign writer): skipped as a torn line is
     return Lock(entries), pending
+
+
+def _replay(record: dict[str, Any], entries: dict[str, LockEntry], pending: dict[str, PendingSubmit]) -> None:
+    """Apply one record to the entries and pending submits."""
+    op, target, key = record.get("op"), str(record.get("target", "")), str(record.get("key", ""))
+    if op == "submit":
+        at = record.get("at")
+        sent_at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+        emulator = record.get("emu") is True
+        kept = record.get("keep")
+        keep = tuple(map(str, kept)) if isinstance(kept, list) else ()
+        pending[target] = PendingSubmit(target, key, str(record["cbid"]), emulator=emulator, sent_at=sent_at, keep=keep)
+    elif op == "task" and target in pending:
+        task_id = str(record["task_id"])
+        earlier = pending[target]
+        pending[target] = PendingSubmit(
+            target, key, str(record["cbid"]), task_id, earlier.emulator, earlier.sent_at, earlier.keep
+        )
+    elif op == "lock":
+        entries[target] = current_key(entry_from_json(record["entry"]))  # an earlier version's: today's key
+        pending.pop(target, None)
+    elif op == "drop":
+        pending.pop(target, None)
 
 
 def finished_targets(path: Path) -> set[str]:
