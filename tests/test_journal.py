@@ -247,3 +247,30 @@ def test_a_whole_but_damaged_record_is_skipped_and_the_others_replayed(tmp_path:
     journal.close()
     lock, pending = read_journal(journal.path, Lock())
     assert list(pending) == ["a"] and list(lock.entries) == ["c"]
+
+
+def test_a_reader_racing_a_fold_sees_every_finished_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fold writes the lock, then shrinks the journal: `plan` during a build read the old lock and the
+    shrunk journal, and showed finished targets as to create."""
+    from pixmake import api, lcache
+    from pixmake.lockfile import render_lock
+
+    (tmp_path / "pixmake.yaml").write_text("version: 1\ntargets: {}\n")
+    project = api.open_project(tmp_path)
+    project.state_dir.mkdir()
+    (tmp_path / "pixmake.lock").write_text(render_lock(Lock({"a": _entry("k1")})))
+    journal = Journal(project.journal)
+    journal.open()
+    journal.finished("b", _entry("k2"))  # finished since the last fold
+    journal.close()
+    real = lcache.load_lock_file
+
+    def fold_meanwhile(*args: object) -> Lock:
+        lock = real(*args)  # type: ignore[arg-type]
+        (tmp_path / "pixmake.lock").write_text(render_lock(Lock({"a": _entry("k1"), "b": _entry("k2")})))
+        journal.rewrite({})  # the fold's second step
+        return lock
+
+    monkeypatch.setattr(lcache, "load_lock_file", fold_meanwhile)
+    lock, _ = api.load_lock(project)
+    assert set(lock.entries) == {"a", "b"}

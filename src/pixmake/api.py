@@ -282,15 +282,18 @@ def _manifest_text(manifest: Path, file: str, max_bytes: int) -> str:
 
 def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
     """The lockfile with the journal folded in (in memory), and the submits still pending."""
-    from pixmake.journal import read_journal
+    from pixmake.journal import journal_bytes, read_journal
     from pixmake.lcache import load_lock_file
     from pixmake.lockfile import Lock
 
+    # The journal first: a running build's fold writes the lock, then shrinks the journal. Read the other
+    # way round, the old lock and the shrunk journal would lack the entries folded in between.
+    journal = journal_bytes(project.journal)
     try:
         lock = load_lock_file(project.lockfile, project.state_dir / "lock.cache")
     except FileNotFoundError:
         lock = Lock()
-    return read_journal(project.journal, lock)  # both read an earlier version's entries under today's keys
+    return read_journal(project.journal, lock, journal)  # both read an earlier version's entries under today's keys
 
 
 def _tasks_under_current_keys(

@@ -36,7 +36,7 @@ from pixmake.store import open_for_append
 if TYPE_CHECKING:
     import anyio  # imported where it is used: `pixmake plan` reads the journal without the build stack
 
-__all__ = ["Journal", "PendingSubmit", "finished_targets", "read_journal"]
+__all__ = ["Journal", "PendingSubmit", "finished_targets", "journal_bytes", "read_journal"]
 
 # A submit's fsync runs on the event loop while the moving average of recent fsyncs is under this.
 _QUICK_FSYNC: Final = 0.002
@@ -56,11 +56,15 @@ class PendingSubmit:
     was: str | None = None  # the target's name in the journal, when a plan moved the task to a renamed target
 
 
-def _records(path: Path) -> Iterator[dict[str, Any]]:
+def journal_bytes(path: Path) -> bytes:
+    """The journal's bytes; none when there is no journal."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
-        return
+        return b""
+
+
+def _records(data: bytes) -> Iterator[dict[str, Any]]:
     for raw in data.split(b"\n"):
         if not raw.strip():
             continue
@@ -95,15 +99,16 @@ def _finished(target: str, entry: LockEntry) -> dict[str, Any]:
     return {"op": "lock", "target": target, "key": entry.key, "entry": entry_to_json(entry)}
 
 
-def read_journal(path: Path, lock: Lock) -> tuple[Lock, dict[str, PendingSubmit]]:
+def read_journal(path: Path, lock: Lock, data: bytes | None = None) -> tuple[Lock, dict[str, PendingSubmit]]:
     """Apply the journal to ``lock``: the folded lock and the submits still pending, by target name.
 
     Pending submits are keyed by target, not by key: two targets may share a key (the same prompt
-    twice, for two variations), and each paid task belongs to exactly one of them.
+    twice, for two variations), and each paid task belongs to exactly one of them. ``data``: the
+    journal's bytes, read before ``lock`` by a reader racing a build (see :func:`pixmake.api.load_lock`).
     """
     entries = dict(lock.entries)
     pending: dict[str, PendingSubmit] = {}
-    for record in _records(path):
+    for record in _records(journal_bytes(path) if data is None else data):
         try:
             _replay(record, entries, pending)
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -136,7 +141,7 @@ def _replay(record: dict[str, Any], entries: dict[str, LockEntry], pending: dict
 
 def finished_targets(path: Path) -> set[str]:
     """The targets whose finished entries the journal holds (not yet folded into the lockfile)."""
-    return {str(record.get("target", "")) for record in _records(path) if record.get("op") == "lock"}
+    return {str(record.get("target", "")) for record in _records(journal_bytes(path)) if record.get("op") == "lock"}
 
 
 class Journal:
