@@ -154,3 +154,35 @@ def test_a_replace_refused_while_another_process_holds_the_file_is_retried_on_wi
             atomic_write(target, b"new")
         assert target.read_bytes() == b"old" and waits == []
     assert [p.name for p in tmp_path.iterdir()] == ["hero.png"]  # no temp file left behind
+
+
+def _full_disk(fd: int, data: object) -> int:
+    raise OSError(errno.ENOSPC, "No space left on device")  # as the kernel says it: no file name
+
+
+def test_a_write_refused_by_a_full_disk_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".pixmake").mkdir()
+    monkeypatch.setattr(os, "writev", _full_disk)
+    monkeypatch.setattr(os, "write", _full_disk)
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / ".pixmake" / "uploads.json", [b"{}"])
+    assert (
+        describe_os_error(caught.value, tmp_path)
+        == f"No space left on device: {os.path.join('.pixmake', 'uploads.json')}"
+    )
+    assert os.listdir(tmp_path / ".pixmake") == []  # no temporary file left
+
+
+def test_gc_can_take_the_project_lock_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pixmake gc` frees a full disk: the lock's note naming its holder is not worth refusing it."""
+    from pixmake.store import make_state_dir, project_lock
+
+    state = tmp_path / ".pixmake"
+    state.mkdir()
+    make_state_dir(state)
+    (state / "build.lock").touch()
+    monkeypatch.setattr(os, "writev", _full_disk)
+    monkeypatch.setattr(os, "write", _full_disk)
+    with project_lock(state, "gc"):
+        ran = True
+    assert ran

@@ -218,9 +218,11 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | Iterable[bytes], *,
         finally:
             os.close(fd)
         _replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename is None:  # a write or fsync: name the file (the disk full?)
+            error.filename = tmp
         raise
     if sync_directory:
         _fsync_dir(directory)
@@ -459,7 +461,10 @@ def project_lock(state_dir: Path, command: str = "build") -> Iterator[None]:
             f"another pixmake {other} is running in this project (pid {pid}); wait for it or stop it"
         ) from None
     try:
-        atomic_write(holder, f"{os.getpid()} {command}\n".encode())  # a waiting build never reads it half written
+        # Best effort: it only names the holder to a command refused meanwhile, and `gc`, which frees a full
+        # disk, must start on one.
+        with contextlib.suppress(OSError):
+            atomic_write(holder, f"{os.getpid()} {command}\n".encode())  # a waiting build never reads it half written
         yield
     finally:
         with contextlib.suppress(OSError):
