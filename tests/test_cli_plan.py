@@ -1074,3 +1074,29 @@ def test_advice_pasted_where_pixmake_ran_with_c_and_f_runs_on_that_project(
     assert parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"].outputs[0].sha256 == (
         hashlib.sha256(logo.read_bytes()).hexdigest()
     )
+
+
+def test_a_full_disk_after_the_build_still_tells_its_outcome(
+    examples_copy: Path, provider_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload cache is a cache (the next build uploads again, free); the stale outputs' record is not,
+    but either failing at the end must not hide what the build did behind one bare error line."""
+    from pixmake import reconcile
+    from pixmake.uploads import UploadCache
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    built(examples_copy)
+    edit_manifest(examples_copy, {"logo-tile": {"out": "assets/logo.png"}})
+    with monkeypatch.context() as patch:
+        patch.setattr(UploadCache, "save", full)
+        patch.setattr(reconcile, "write_lock_and_compact", full)
+        outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == 1
+    assert "build finished in" in outcome.stderr and "1 restored from cache" in outcome.stderr
+    assert (
+        "cannot record the stale outputs assets/logo-tile.png in pixmake.lock (No space left on device); every "
+        "target is locked, but build --prune will not know those files: delete them if unwanted"
+    ) in outcome.stderr
+    assert plan(examples_copy, "--check")[0] == 0  # the restored logo is locked

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from dataclasses import replace as dataclass_replace  # where a parameter is named replace
 from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1142,6 +1143,7 @@ def _build(
     gc.set_threshold(max(thresholds[0], _BUILD_GC_THRESHOLD), *thresholds[1:])
     gc.freeze()
     _stops.append(stop)
+    unrecorded: OSError | None = None  # the stale outputs could not be written into the lock
     try:
         built = anyio.run(run, backend_options=backend_options)
     except CancelledError:  # the main task cancelled: only a stop does that (asyncio's Ctrl-C raises KeyboardInterrupt)
@@ -1153,10 +1155,26 @@ def _build(
             gc.unfreeze()
             gc.set_threshold(*thresholds)
             journal.close()
-            uploads.save()
-            _record_stale(project, result.plan.actions)
+            with contextlib.suppress(OSError):  # a cache: without it, the next build uploads again (free)
+                uploads.save()
+            try:
+                _record_stale(project, result.plan.actions)
+            except OSError as error:  # the build's outcome is still to be told
+                unrecorded = error
         finally:
             _stops.remove(stop)
     if stop.requested:  # it came as the build ended: pixmake still stops, as asked
         raise KeyboardInterrupt
+    if unrecorded is not None and built.fatal is None:
+        from pixmake.errors import StorageError
+        from pixmake.store import describe_os_error
+
+        stale = ", ".join(o.path for a in result.plan.actions for o in a.stale)
+        why = describe_os_error(unrecorded, project.root)
+        failure = StorageError(
+            f"cannot record the stale outputs {stale} in pixmake.lock ({why}); every target is locked, but "
+            "build --prune will not know those files: delete them if unwanted",
+            build_wide=True,
+        )
+        built = dataclass_replace(built, fatal=failure)
     return built
