@@ -1298,3 +1298,56 @@ def test_a_task_an_earlier_version_journaled_under_the_verbatim_key_is_collected
     written = parse_lock((root / "pixmake.lock").read_text())
     assert written.entries["hero"].key == verbatim_key(target, {})  # as an earlier version reads it: built
     assert current_keys(written).entries["hero"].key == target_key(target, {})
+
+
+def test_an_old_state_folder_restored_from_a_cache_does_not_roll_the_lock_back_or_pay_again(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """A CI cache of .pixmake saved while a build's finished entries were still only journaled is restored
+    after the lock moved on (t0001 rebuilt and committed): its old record took t0001 back to the old prompt,
+    and the build paid for the committed one again."""
+    root = tmp_path / "p"
+    make_manifest(root, 2, every_ref=0)
+    project = api.open_project(root)
+    lock_path = root / "pixmake.lock"
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    first = parse_lock(lock_path.read_text()).entries["t0001"]
+    cached_journal = Journal(root / ".pixmake" / "journal-cache.jsonl")
+    cached_journal.open()
+    cached_journal.finished("t0001", first, None)  # as the first build journaled it: a new target
+    cached_journal.close()
+    manifest = root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    committed = lock_path.read_bytes()
+    os.replace(cached_journal.path, root / ".pixmake" / "journal.jsonl")  # the cache restored
+    charged = fast_env.emulator.ledger.charged_images
+    assert api.plan(project).plan.images_to_generate == 0
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    assert fast_env.emulator.ledger.charged_images == charged and lock_path.read_bytes() == committed
+    manifest.write_text(manifest.read_text().replace("product shot 1, in blue", "product shot 1"))
+    result = api.build(project, fast_settings(project, fast_env))  # the old prompt back: its images, free
+    assert result.restored == ("t0001",) and fast_env.emulator.ledger.charged_images == charged
+
+
+def test_a_branch_checked_out_mid_build_keeps_its_entries_and_the_builds_go_to_the_history(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The fold took the build's entry over the checked-out branch's own entry for that target: that branch
+    then paid for its committed image again, and the build's was in no lock or history."""
+    root = tmp_path / "p"
+    project = built_then_edited(root, fast_env, 3)  # t0001 regenerates
+    lock_path = root / "pixmake.lock"
+    built = parse_lock(lock_path.read_text())
+    other = dataclasses.replace(built.entries["t0001"], key="f" * 64, prompt="the other branch's prompt")
+
+    def _checkout() -> None:
+        lock_path.write_bytes(b"".join(lock_pieces(built.with_entry("t0001", other))))
+
+    result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_checkout))
+    assert result.generated == ("t0001",)
+    assert parse_lock(lock_path.read_text()).entries["t0001"] == other  # the branch's own entry stands
+    charged = fast_env.emulator.ledger.charged_images
+    lock_path.write_bytes(b"".join(lock_pieces(built)))  # back on the branch the build ran for
+    again = api.build(project, fast_settings(project, fast_env))
+    assert again.restored == ("t0001",) and fast_env.emulator.ledger.charged_images == charged

@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from pixmake.journal import Journal, PendingSubmit, read_journal
+from pixmake.journal import ANY, Journal, PendingSubmit, read_journal
 from pixmake.lockfile import Lock, LockedOutput, LockEntry
 
 
@@ -274,3 +274,31 @@ def test_a_reader_racing_a_fold_sees_every_finished_entry(tmp_path: Path, monkey
     monkeypatch.setattr(lcache, "load_lock_file", fold_meanwhile)
     lock, _ = api.load_lock(project)
     assert set(lock.entries) == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("held", "was", "applies"),
+    [
+        (None, None, True),  # a new target, still unlocked
+        ("k0", "k0", True),  # the entry it replaced is still there: a crash before the fold
+        ("k1", "k0", True),  # its own entry is there: the fold ran, the journal's shrink did not
+        ("k2", "k0", False),  # locked otherwise since: a restored backup of .pixmake, another branch
+        ("k2", None, False),  # locked since by someone else (a teammate's build, pulled)
+        (None, "k0", False),  # the lock no longer holds it (another branch without it, pruned)
+        ("k2", ANY, True),  # a journal of a pixmake before `was`: as it always did
+    ],
+)
+def test_a_finished_entry_applies_only_over_the_entry_it_replaced(
+    tmp_path: Path, held: str | None, was: str | None, applies: bool
+) -> None:
+    """An old journal (a .pixmake restored from a backup or a CI cache) rolled the committed lock back, and
+    the next build paid again for inputs the lock had moved on from."""
+    journal = _journal(tmp_path)
+    journal.finished("t", _entry("k1"), was)
+    journal.close()
+    lock = Lock({"t": _entry(held)} if held is not None else {})
+    superseded: list[LockEntry] = []
+    folded, _ = read_journal(journal.path, lock, superseded=superseded)
+    expected = "k1" if applies else held
+    assert (folded.entries["t"].key if "t" in folded.entries else None) == expected
+    assert [e.key for e in superseded] == ([] if applies else ["k1"])

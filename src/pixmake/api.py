@@ -283,6 +283,7 @@ def _manifest_text(manifest: Path, file: str, max_bytes: int) -> str:
 
 def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
     """The lockfile with the journal folded in (in memory), and the submits still pending."""
+    from pixmake.history import remember
     from pixmake.journal import journal_bytes, read_journal
     from pixmake.lcache import load_lock_file
     from pixmake.lockfile import Lock
@@ -294,7 +295,12 @@ def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
         lock = load_lock_file(project.lockfile, project.state_dir / "lock.cache")
     except FileNotFoundError:
         lock = Lock()
-    return read_journal(project.journal, lock, journal)  # both read an earlier version's entries under today's keys
+    superseded: list[LockEntry] = []
+    lock, pending = read_journal(project.journal, lock, journal, superseded)  # both read earlier versions' entries
+    if superseded:  # the lock moved on since they were journaled; the next compaction drops their records
+        with contextlib.suppress(OSError):  # best effort: a read-only checkout plans all the same
+            remember(project.history, superseded)  # going back to their inputs restores their images free
+    return lock, pending
 
 
 def _tasks_under_current_keys(

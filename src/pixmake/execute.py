@@ -53,7 +53,7 @@ from pixmake.errors import (
 )
 from pixmake.fingerprint import lock_entry, target_key
 from pixmake.history import remember
-from pixmake.journal import Journal, PendingSubmit, finished_targets
+from pixmake.journal import ANY, Journal, PendingSubmit, finished_targets
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, merged_pieces, parse_lock, split_pieces
 from pixmake.manifest import Target, is_url, output_paths
@@ -312,18 +312,23 @@ class _Recorder:
         *,
         emulator: bool,
         lock_stat: FileStat | None,
+        history: Path | None = None,
     ) -> None:
         self.lock_path = lock_path
         self.journal = journal
         self.pending = pending
         self.emulator = emulator  # submits go to the bundled emulator: journaled as such
         self._base: Lock | None = lock  # until the first fold has written it
+        self._start = lock  # the lock the build planned from (alive as long as its plan): what each entry replaces
         self._copy = journal.path.with_name("pixmake.lock.build")  # what each fold merges into (see _write_lock)
         self._size = len(lock.entries)  # entries in the lock, at most (for the fold threshold)
         self._since_snapshot: dict[str, LockEntry] = {}  # recorded since the last fold began
         self._folding = False
         self._lock_stat = lock_stat  # as the build planned from it (or last wrote it)
-        self._ours = finished_targets(journal.path)  # entries this build made or recovered: they win a merge
+        # Entries this build made or recovered, each with the key of the entry it replaced: they win a merge
+        # over an entry of that key (see _write_lock).
+        self._ours = finished_targets(journal.path)
+        self.history = history
 
     def submitting(self, target: str, key: str, client_business_id: str, keep: tuple[str, ...] = ()) -> None:
         """A submit with this id is about to be sent (once the journal is durable); ``keep``: the sha256 of
@@ -349,9 +354,11 @@ class _Recorder:
 
     def record(self, name: str, entry: LockEntry) -> bool:
         """A target finished: journal its lock entry; True when enough accumulated for a fold."""
-        self.journal.finished(name, entry)
+        held = self._start.entries.get(name)
+        was = held.key if held is not None else None
+        self.journal.finished(name, entry, was)
         self._since_snapshot[name] = entry
-        self._ours.add(name)
+        self._ours[name] = was
         self._size += 1
         self.pending.pop(name, None)
         return not self._folding and len(self._since_snapshot) >= max(64, self._size // 4)
@@ -374,10 +381,16 @@ class _Recorder:
                     else parse_lock(self._copy.read_text(encoding="utf-8")).entries
                 )
                 merged = {**ours, **changed}
+                superseded = []
                 for name, entry in theirs.entries.items():
                     own = merged.get(name) if name in self._ours else None
                     if own is None or (own.emulator and not entry.emulator):  # a provider's image beats a placeholder
                         merged[name] = entry
+                    elif self._ours[name] not in (ANY, entry.key, own.key):  # theirs moved on (another branch)
+                        superseded.append(own)
+                        merged[name] = entry
+                if superseded and self.history is not None:  # going back to those inputs restores them free
+                    remember(self.history, superseded)
                 self._size = len(merged)
                 pieces: Iterable[bytes] = lock_pieces(Lock(MappingProxyType(merged)))
             elif self._base is not None:
@@ -430,7 +443,7 @@ class _Recorder:
             except BaseException:
                 self._since_snapshot = {**changed, **self._since_snapshot}  # the next fold writes them
                 raise
-            self.journal.rewrite(self.pending, self._since_snapshot)
+            self.journal.rewrite(self.pending, self._since_snapshot, self._ours)
             await anyio.to_thread.run_sync(_trim_heap)
         finally:
             self._folding = False
@@ -609,7 +622,9 @@ class Executor:
         an output that differs from it when its image arrives was saved meanwhile, and is left alone.
         """
         stat = file_stat(lock_path) if lock_stat is ... else lock_stat
-        recorder = _Recorder(lock_path, lock, journal, pending, emulator=settings.emulator, lock_stat=stat)
+        recorder = _Recorder(
+            lock_path, lock, journal, pending, emulator=settings.emulator, lock_stat=stat, history=history
+        )
         backoff = Backoff(settings.backoff_base, settings.backoff_cap, settings.max_retry_after)
         return cls(
             root, settings, provider, reporter, objects, recorder, input_hashes, upload_cache,

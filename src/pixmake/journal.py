@@ -5,7 +5,8 @@ Shell. Four records, one JSON object per line (as ninja appends to its build log
 * ``submit``: written and made durable *before* a submit is sent, with its ``client_business_id`` (and,
   for a target whose ``n`` was raised, the sha256 of the locked images it keeps: the task makes the rest);
 * ``task``: the provider accepted it and gave a task id;
-* ``lock``: the target finished; its full lock entry;
+* ``lock``: the target finished; its full lock entry, and the key of the entry it replaces (``was``; null
+  for a target new to the lock);
 * ``drop``: the submit is known not to exist or its task failed; nothing to resume.
 
 ``pixmake.lock`` is rewritten from lock + journal in batches and at the end of a build, so recording
@@ -16,6 +17,11 @@ submit, so at worst a resume looks a task up again. A ``lock`` record is appende
 object cache holds its images durably; the output files are not synced, and one a power cut empties
 or cuts short is restored from that copy by the next plan. A torn last line (power loss mid-append)
 is ignored.
+
+A ``lock`` record applies only while the lockfile still holds the entry it replaced (or its own): one
+whose target the lockfile has since locked otherwise (a ``.pixmake`` restored from an old backup or CI
+cache, a checkout of another branch after a crash) is *superseded*: the newer entry stands, and the
+record's entry goes to the history, so going back to its inputs restores its images free.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from pixmake.store import open_for_append
 if TYPE_CHECKING:
     import anyio  # imported where it is used: `pixmake plan` reads the journal without the build stack
 
-__all__ = ["Journal", "PendingSubmit", "finished_targets", "journal_bytes", "read_journal"]
+__all__ = ["ANY", "Journal", "PendingSubmit", "finished_targets", "journal_bytes", "read_journal", "was_of"]
 
 # A submit's fsync runs on the event loop while the moving average of recent fsyncs is under this.
 _QUICK_FSYNC: Final = 0.002
@@ -95,28 +101,47 @@ def _task(target: str, key: str, client_business_id: str, task_id: str) -> dict[
     return {"op": "task", "target": target, "key": key, "cbid": client_business_id, "task_id": task_id}
 
 
-def _finished(target: str, entry: LockEntry) -> dict[str, Any]:
-    return {"op": "lock", "target": target, "key": entry.key, "entry": entry_to_json(entry)}
+def _finished(target: str, entry: LockEntry, was: str | None) -> dict[str, Any]:
+    return {"op": "lock", "target": target, "key": entry.key, "was": was, "entry": entry_to_json(entry)}
 
 
-def read_journal(path: Path, lock: Lock, data: bytes | None = None) -> tuple[Lock, dict[str, PendingSubmit]]:
+ANY: Final = "*"
+"""The ``was`` of a ``lock`` record of a pixmake before it: applies over whatever the lockfile holds."""
+
+
+def read_journal(
+    path: Path, lock: Lock, data: bytes | None = None, superseded: list[LockEntry] | None = None
+) -> tuple[Lock, dict[str, PendingSubmit]]:
     """Apply the journal to ``lock``: the folded lock and the submits still pending, by target name.
 
     Pending submits are keyed by target, not by key: two targets may share a key (the same prompt
     twice, for two variations), and each paid task belongs to exactly one of them. ``data``: the
     journal's bytes, read before ``lock`` by a reader racing a build (see :func:`pixmake.api.load_lock`).
+    The entries of superseded ``lock`` records (see the module) are appended to ``superseded``.
     """
     entries = dict(lock.entries)
     pending: dict[str, PendingSubmit] = {}
+    stale = superseded if superseded is not None else []
     for record in _records(journal_bytes(path) if data is None else data):
         try:
-            _replay(record, entries, pending)
+            _replay(record, entries, pending, stale)
         except (KeyError, TypeError, ValueError, AttributeError):
             continue  # whole but damaged (a bit flipped, a foreign writer): skipped as a torn line is
     return Lock(entries), pending
 
 
-def _replay(record: dict[str, Any], entries: dict[str, LockEntry], pending: dict[str, PendingSubmit]) -> None:
+def was_of(record: dict[str, Any]) -> str | None:
+    """The key a ``lock`` record's entry replaced (None: none; :data:`ANY`: not said)."""
+    was = record.get("was", ANY)
+    return None if was is None else str(was)
+
+
+def _replay(
+    record: dict[str, Any],
+    entries: dict[str, LockEntry],
+    pending: dict[str, PendingSubmit],
+    superseded: list[LockEntry],
+) -> None:
     """Apply one record to the entries and pending submits."""
     op, target, key = record.get("op"), str(record.get("target", "")), str(record.get("key", ""))
     if op == "submit":
@@ -133,15 +158,22 @@ def _replay(record: dict[str, Any], entries: dict[str, LockEntry], pending: dict
             target, key, str(record["cbid"]), task_id, earlier.emulator, earlier.sent_at, earlier.keep
         )
     elif op == "lock":
-        entries[target] = current_key(entry_from_json(record["entry"]))  # an earlier version's: today's key
+        entry = current_key(entry_from_json(record["entry"]))  # an earlier version's: today's key
+        held, was = entries.get(target), was_of(record)
+        if was == ANY or (held.key if held is not None else None) in (was, entry.key):
+            entries[target] = entry
+        else:
+            superseded.append(entry)
         pending.pop(target, None)
     elif op == "drop":
         pending.pop(target, None)
 
 
-def finished_targets(path: Path) -> set[str]:
-    """The targets whose finished entries the journal holds (not yet folded into the lockfile)."""
-    return {str(record.get("target", "")) for record in _records(journal_bytes(path)) if record.get("op") == "lock"}
+def finished_targets(path: Path) -> dict[str, str | None]:
+    """The targets whose finished entries the journal holds (not yet folded into the lockfile), each with
+    the key of the entry it replaced (see :func:`was_of`)."""
+    records = _records(journal_bytes(path))
+    return {str(record.get("target", "")): was_of(record) for record in records if record.get("op") == "lock"}
 
 
 class Journal:
@@ -248,16 +280,22 @@ class Journal:
         """Record the task id the provider gave a submit."""
         self._append(_task(target, key, client_business_id, task_id))
 
-    def finished(self, target: str, entry: LockEntry) -> None:
-        """Record a finished target's lock entry."""
-        self._append(_finished(target, entry))
+    def finished(self, target: str, entry: LockEntry, was: str | None = ANY) -> None:
+        """Record a finished target's lock entry, and the key of the entry it replaces (None: none)."""
+        self._append(_finished(target, entry, was))
 
     def dropped(self, target: str, key: str) -> None:
         """Record that a pending submit has nothing left to resume."""
         self._append({"op": "drop", "target": target, "key": key})
 
-    def rewrite(self, pending: Mapping[str, PendingSubmit], finished: Mapping[str, LockEntry] | None = None) -> None:
-        """Replace the journal with the still-pending submits and the ``finished`` entries the lockfile lacks."""
+    def rewrite(
+        self,
+        pending: Mapping[str, PendingSubmit],
+        finished: Mapping[str, LockEntry] | None = None,
+        was: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """Replace the journal with the still-pending submits and the ``finished`` entries the lockfile lacks
+        (each with the key it replaced, from ``was``)."""
         from pixmake.store import atomic_write
 
         lines = []
@@ -265,7 +303,8 @@ class Journal:
             lines.append(_line(_submit(p.target, p.key, p.client_business_id, p.emulator, p.sent_at, p.keep)))
             if p.task_id is not None:
                 lines.append(_line(_task(p.target, p.key, p.client_business_id, p.task_id)))
-        lines.extend(_line(_finished(name, entry)) for name, entry in (finished or {}).items())
+        replaced = was or {}
+        lines.extend(_line(_finished(name, entry, replaced.get(name, ANY))) for name, entry in (finished or {}).items())
         with self._fd_lock:
             reopen = self._fd is not None
             if self._fd is not None:
