@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -1100,3 +1101,44 @@ def test_a_full_disk_after_the_build_still_tells_its_outcome(
         "target is locked, but build --prune will not know those files: delete them if unwanted"
     ) in outcome.stderr
     assert plan(examples_copy, "--check")[0] == 0  # the restored logo is locked
+
+
+def test_a_build_that_could_not_write_the_lock_leaves_plan_check_failing_until_a_build_writes_it(
+    examples_copy: Path, provider_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The finished entries were in the journal only: plan --check said up to date, the lock was committed
+    without them, and a clone paid for them again."""
+    from pixmake import execute, store
+
+    real = store.atomic_write
+
+    def full(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> None:
+        if os.path.basename(path) == "pixmake.lock":
+            raise OSError(28, "No space left on device")
+        real(path, *args, **kwargs)
+
+    edit_manifest(examples_copy, {}, drop="hero")
+    built(examples_copy)
+    committed = (examples_copy / "pixmake.lock").read_bytes()
+    edit_manifest(examples_copy, {"hero": {"prompt": "A mug", "n": 2, "out": "assets/hero.png"}})
+    with monkeypatch.context() as patch:
+        patch.setattr(execute, "atomic_write", full)
+        failed = run_cli("-C", str(examples_copy), "build")
+    assert failed.exit_code == 1 and "cannot write the lockfile" in failed.stderr
+    assert (examples_copy / "pixmake.lock").read_bytes() == committed
+    checked = run_cli("-C", str(examples_copy), "plan", "--check")
+    assert checked.exit_code == ExitCode.CHANGES
+    assert (
+        checked.stdout.splitlines()[-1]
+        == "Plan: 4 unchanged, 1 finished target to write into pixmake.lock; 0 images to generate"
+    )
+    assert (
+        "pixmake: note: 1 finished target (hero) is recorded in .pixmake/journal.jsonl, not yet in pixmake.lock: "
+        f"pixmake -C {examples_copy} build writes them, free (a clone of the repository pays for them again)"
+    ) in checked.stderr
+    assert json.loads(run_cli("-C", str(examples_copy), "plan", "--json").stdout)["unwritten"] == ["hero"]
+    charged = provider_env.emulator.ledger.charged_images
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    assert provider_env.emulator.ledger.charged_images == charged
+    assert "hero" in parse_lock((examples_copy / "pixmake.lock").read_text()).entries
+    assert plan(examples_copy, "--check")[0] == 0

@@ -281,8 +281,9 @@ def _manifest_text(manifest: Path, file: str, max_bytes: int) -> str:
         raise ManifestError.at(file, line, 1, "", "manifest is not valid UTF-8 text") from None
 
 
-def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
-    """The lockfile with the journal folded in (in memory), and the submits still pending."""
+def load_lock(project: Project, unwritten: list[str] | None = None) -> tuple[Lock, dict[str, PendingSubmit]]:
+    """The lockfile with the journal folded in (in memory), and the submits still pending; the targets
+    whose entries the journal holds and the lockfile lacks are appended to ``unwritten``."""
     from pixmake.history import remember
     from pixmake.journal import journal_bytes, read_journal
     from pixmake.lcache import load_lock_file
@@ -296,7 +297,10 @@ def load_lock(project: Project) -> tuple[Lock, dict[str, PendingSubmit]]:
     except FileNotFoundError:
         lock = Lock()
     superseded: list[LockEntry] = []
+    written = lock
     lock, pending = read_journal(project.journal, lock, journal, superseded)  # both read earlier versions' entries
+    if unwritten is not None and journal:
+        unwritten += [name for name, entry in lock.entries.items() if written.entries.get(name) != entry]
     if superseded:  # the lock moved on since they were journaled; the next compaction drops their records
         with contextlib.suppress(OSError):  # best effort: a read-only checkout plans all the same
             remember(project.history, superseded)  # going back to their inputs restores their images free
@@ -556,7 +560,8 @@ def plan(
             )
     for path in (project.lockfile, project.journal):
         sources.append((str(path), file_stat(path)))  # before reading: a later change shows as a new stat
-    lock, pending = load_lock(project)
+    unwritten: list[str] = []
+    lock, pending = load_lock(project, unwritten)
     disk = _scan(project, manifest, lock)
     pending = _tasks_under_current_keys(pending, manifest.targets, disk.file_hashes)
     pending = _tasks_of_renamed_targets(pending, manifest.targets, disk.file_hashes, lock)
@@ -603,6 +608,7 @@ def plan(
         earlier_counts=earlier_counts,
         unselected=unselected,
         now=time.time(),
+        unwritten=unwritten,
     )
     _refuse_paying_for_lfs_pointers(result)
     if (

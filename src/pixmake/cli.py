@@ -182,6 +182,21 @@ def plan(
                 "the tasks shown as 'resume' are its own, in flight",
                 err=True,
             )
+    if result.unwritten:
+        from pixmake.store import running_build
+
+        count, shown = len(result.unwritten), ", ".join(result.unwritten[:5])
+        more = f" and {count - 5} more" if count > 5 else ""
+        then = (
+            "the build running now writes them"
+            if running_build(project.state_dir) is not None
+            else f"{invocation.pixmake('build')} writes them, free (a clone of the repository pays for them again)"
+        )
+        click.echo(
+            f"pixmake: note: {count} finished target{'s' * (count != 1)} ({shown}{more}) "
+            f"{'are' if count != 1 else 'is'} recorded in .pixmake/journal.jsonl, not yet in pixmake.lock: {then}",
+            err=True,
+        )
     if as_json:
         import json
 
@@ -200,7 +215,8 @@ def plan(
         stale = [o.path for a in result.actions for o in a.stale]
         document = {
             "actions": actions, "counts": counts, "images": result.images_to_generate, "dropped": dropped,
-            "stale": stale, "up_to_date": result.up_to_date, "warnings": [d.as_dict() for d in planned.warnings],
+            "stale": stale, "unwritten": list(result.unwritten), "up_to_date": result.up_to_date,
+            "warnings": [d.as_dict() for d in planned.warnings],
         }  # fmt: skip
         click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
     else:

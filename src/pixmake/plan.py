@@ -185,15 +185,21 @@ class Plan:
     :meth:`all_unchanged`; its actions are then built only when someone asks for them, so the no-op
     ``plan --check`` of 100,000 targets does not build 100,000 objects to print one line.
 
-    ``abandoned`` lists journaled tasks of an interrupted build that no longer match their target.
+    ``abandoned`` lists journaled tasks of an interrupted build that no longer match their target;
+    ``unwritten`` the targets whose finished entries only the journal holds (a build that could not write
+    the lockfile, or one running): a build writes them into ``pixmake.lock``, and until then a clone of the
+    repository pays for them again.
     """
 
-    __slots__ = ("_actions", "_unchanged", "abandoned")
+    __slots__ = ("_actions", "_unchanged", "abandoned", "unwritten")
 
-    def __init__(self, actions: Iterable[Action], abandoned: Iterable[AbandonedTask] = ()) -> None:
+    def __init__(
+        self, actions: Iterable[Action], abandoned: Iterable[AbandonedTask] = (), unwritten: Iterable[str] = ()
+    ) -> None:
         self._actions: tuple[Action, ...] | None = tuple(actions)
         self._unchanged: Sequence[tuple[str, str]] = ()
         self.abandoned = tuple(abandoned)
+        self.unwritten = tuple(unwritten)
 
     @classmethod
     def all_unchanged(cls, targets: Sequence[tuple[str, str]]) -> Plan:
@@ -211,7 +217,12 @@ class Plan:
         return self._actions
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Plan) and self.actions == other.actions and self.abandoned == other.abandoned
+        return (
+            isinstance(other, Plan)
+            and self.actions == other.actions
+            and self.abandoned == other.abandoned
+            and self.unwritten == other.unwritten
+        )
 
     __hash__ = None  # type: ignore[assignment]  # mutable cache inside; equality is by actions
 
@@ -240,8 +251,9 @@ class Plan:
 
     @property
     def up_to_date(self) -> bool:
-        """Whether a build would do nothing: no change and no journaled task to resume or drop (``plan --check``)."""
-        return not self.changes and not self.abandoned
+        """Whether a build would do nothing: no change, no journaled task to resume or drop, and no finished
+        entry to write into the lockfile (``plan --check``)."""
+        return not self.changes and not self.abandoned and not self.unwritten
 
     @property
     def listed(self) -> tuple[Action, ...]:
@@ -274,6 +286,9 @@ class Plan:
             many = len(self.abandoned) != 1
             why = sorted({_dropped_why(task.reason) for task in self.abandoned})
             parts.append(f"{len(self.abandoned)} interrupted task{'s' * many} to drop ({', '.join(why)})")
+        if self.unwritten:
+            many = len(self.unwritten) != 1
+            parts.append(f"{len(self.unwritten)} finished target{'s' * many} to write into pixmake.lock")
         images = self.images_to_generate
         line = f"{', '.join(parts) or 'nothing to do'}; {images} image{'s' * (images != 1)} to generate"
         kept = self.placeholders
@@ -889,6 +904,7 @@ def make_plan(
     earlier_counts: EarlierCounts | None = None,
     unselected: Iterable[Target] = (),
     now: float | None = None,
+    unwritten: Iterable[str] = (),
 ) -> Plan:
     """One action per target (in the given order), then one ORPHAN per lock entry no target claims.
 
@@ -897,6 +913,7 @@ def make_plan(
     entries without a target out of the plan (a selection of targets is not the whole manifest).
     A paid action names the files it would replace; any action names its stale outputs.
 
+    ``unwritten``: targets whose finished entries only the journal holds (:attr:`Plan.unwritten`).
     ``pending`` holds the journal's submits of interrupted builds, by target (``now``, the wall clock, tells
     which were sent too long ago to be sure of their images). A target whose pending
     task was paid for exactly its current inputs gets a RESUME (collected, never submitted again),
@@ -1038,4 +1055,4 @@ def make_plan(
             actions.append(Action(ActionKind.ORPHAN, name, (reason,), source=entry))
         for name in sorted(set(pending) - names):
             abandoned.append(_abandoned(pending[name], "its target is no longer in the manifest", removed=True))
-    return Plan(tuple(actions), abandoned)
+    return Plan(tuple(actions), abandoned, unwritten)
