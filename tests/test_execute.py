@@ -1351,3 +1351,29 @@ def test_a_branch_checked_out_mid_build_keeps_its_entries_and_the_builds_go_to_t
     lock_path.write_bytes(b"".join(lock_pieces(built)))  # back on the branch the build ran for
     again = api.build(project, fast_settings(project, fast_env))
     assert again.restored == ("t0001",) and fast_env.emulator.ledger.charged_images == charged
+
+
+def test_a_lock_left_in_conflict_mid_build_is_not_overwritten_and_the_builds_entries_wait_in_the_journal(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """A git merge without pixmake's driver during a build left conflict markers in pixmake.lock: the fold
+    overwrote it with the build's lock, silently dropping the other side's entries."""
+    root = tmp_path / "p"
+    project = built_then_edited(root, fast_env, 3)
+    lock_path = root / "pixmake.lock"
+    before = lock_path.read_text()
+    conflicted = before.replace('"t0002"', '<<<<<<< HEAD\n"t0002"', 1) + "=======\n>>>>>>> mate\n"
+
+    def _merge() -> None:
+        lock_path.write_text(conflicted)
+
+    result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_merge))
+    assert result.generated == ("t0001",) and result.fatal is not None
+    assert "pixmake.lock changed during the build and cannot be read" in str(result.fatal)
+    assert "this build's finished targets stay in .pixmake/journal.jsonl" in str(result.fatal)
+    assert lock_path.read_text() == conflicted  # the other side's entries are still there to resolve
+    charged = fast_env.emulator.ledger.charged_images
+    lock_path.write_text(before)  # resolved
+    again = api.build(project, fast_settings(project, fast_env))
+    assert again.ok and fast_env.emulator.ledger.charged_images == charged
+    assert parse_lock(lock_path.read_text()).entries["t0001"].prompt == "product shot 1, in blue"

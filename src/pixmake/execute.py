@@ -100,6 +100,13 @@ _DISK_WINDOW = 0.02
 TICK = 10.0  # seconds between two Tick events
 
 
+_LOCK_READS = 3  # reads of a pixmake.lock that changed during the build and does not parse, before giving up
+
+
+class _LockUnreadable(Exception):
+    """Internal: pixmake.lock changed during the build and does not parse."""
+
+
 # --- events ----------------------------------------------------------------------------------------
 
 
@@ -413,15 +420,24 @@ class _Recorder:
 
     def _changed_on_disk(self) -> Lock | None:
         """Worker thread: ``pixmake.lock`` as it now is, when something other than this build changed it;
-        None when nothing did, or when it is gone or unreadable (a merge conflict): this build's lock then
-        replaces it, as before."""
-        stat = file_stat(self.lock_path)
-        if stat is None or stat == self._lock_stat:
-            return None
-        try:
-            return parse_lock(self.lock_path.read_text(encoding="utf-8"), file=self.lock_path.name)
-        except (OSError, UnicodeDecodeError, LockfileError):
-            return None
+        None when nothing did, or when it is gone (this build's lock then replaces it).
+
+        Raises :class:`_LockUnreadable` when it changed and does not parse (a merge without pixmake's
+        driver left conflict markers): overwriting it would drop the other side's entries unseen. Read
+        again a few times first: a checkout may be writing it."""
+        for attempt in range(_LOCK_READS):
+            stat = file_stat(self.lock_path)
+            if stat is None or stat == self._lock_stat:
+                return None
+            try:
+                return parse_lock(self.lock_path.read_text(encoding="utf-8"), file=self.lock_path.name)
+            except FileNotFoundError:
+                return None
+            except (OSError, UnicodeDecodeError, LockfileError) as error:
+                if attempt + 1 == _LOCK_READS:
+                    raise _LockUnreadable(str(error)) from error
+                time.sleep(0.1)
+        raise AssertionError("unreachable")
 
     def discard_copy(self) -> None:
         """Remove the build's own copy of the lock (once the last fold has published it)."""
@@ -440,8 +456,17 @@ class _Recorder:
             changed, self._since_snapshot = self._since_snapshot, {}
             try:
                 await anyio.to_thread.run_sync(functools.partial(self._write_lock, changed, final=final))
-            except BaseException:
+            except BaseException as error:
                 self._since_snapshot = {**changed, **self._since_snapshot}  # the next fold writes them
+                if isinstance(error, _LockUnreadable):
+                    if not final:
+                        return  # the build goes on; its entries wait in the journal for a readable lock
+                    raise StorageError(
+                        f"pixmake.lock changed during the build and cannot be read ({error}; a merge conflict?): "
+                        f"this build's finished targets stay in {STATE_DIR}/journal.jsonl; resolve the lock "
+                        f"(README: Merging the lockfile), then {invocation.pixmake('build')} records them, free",
+                        build_wide=True,
+                    ) from None
                 raise
             self.journal.rewrite(self.pending, self._since_snapshot, self._ours)
             await anyio.to_thread.run_sync(_trim_heap)
