@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -186,3 +187,20 @@ def test_gc_can_take_the_project_lock_on_a_full_disk(tmp_path: Path, monkeypatch
     with project_lock(state, "gc"):
         ran = True
     assert ran
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Windows cannot delete a folder holding an open lock file")
+def test_the_project_stays_locked_when_its_state_folder_is_deleted(tmp_path: Path) -> None:
+    """`git clean -fdx` during a build deleted .pixmake/build.lock: a second build took a new one and paid
+    for everything again."""
+    from pixmake.errors import ProjectBusyError
+    from pixmake.store import project_lock
+
+    state = tmp_path / ".pixmake"
+    with project_lock(state, "build"):
+        shutil.rmtree(state)
+        busy = pytest.raises(ProjectBusyError, match="another pixmake build is running in this project")
+        with busy, project_lock(state, "build"):
+            pass
+    with project_lock(state, "gc"):  # released with the first
+        pass

@@ -444,29 +444,61 @@ def holds_state(folder: Path) -> bool:
 
 
 @contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[bool]:
+    """An exclusive ``flock`` on the project folder itself, for as long as the context lasts; yields False
+    when another process holds it.
+
+    ``git clean -fdx`` or ``rm -rf .pixmake`` under a running build deletes the lock file in ``.pixmake/``:
+    a second build then took a new one and paid for everything again. The folder holding the manifest
+    stays. Where a folder cannot be locked (Windows, where an open file cannot be deleted anyway; some
+    network file systems) it yields True, and the lock file alone decides.
+    """
+    held, fd = True, None
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held = False
+    except (ImportError, OSError):
+        pass
+    try:
+        yield held
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _busy(state_dir: Path) -> ProjectBusyError:
+    pid, other = _holder(state_dir) or ("unknown", "build")
+    return ProjectBusyError(f"another pixmake {other} is running in this project (pid {pid}); wait for it or stop it")
+
+
+@contextlib.contextmanager
 def project_lock(state_dir: Path, command: str = "build") -> Iterator[None]:
     """Hold the project's lock for ``command`` (one word: build, prune, accept, gc); raises ProjectBusyError
     at once, naming the holder's command and pid, if another process holds it."""
     from filelock import FileLock, Timeout
 
-    state_dir.mkdir(parents=True, exist_ok=True)
-    make_state_dir(state_dir)
-    holder = state_dir / _PID_FILE
-    lock = FileLock(str(state_dir / "build.lock"), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        pid, other = _holder(state_dir) or ("unknown", "build")
-        raise ProjectBusyError(
-            f"another pixmake {other} is running in this project (pid {pid}); wait for it or stop it"
-        ) from None
-    try:
-        # Best effort: it only names the holder to a command refused meanwhile, and `gc`, which frees a full
-        # disk, must start on one.
-        with contextlib.suppress(OSError):
-            atomic_write(holder, f"{os.getpid()} {command}\n".encode())  # a waiting build never reads it half written
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            holder.unlink()
-        lock.release()
+    with _folder_lock(state_dir.parent) as free:
+        if not free:
+            raise _busy(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        make_state_dir(state_dir)
+        holder = state_dir / _PID_FILE
+        lock = FileLock(str(state_dir / "build.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise _busy(state_dir) from None
+        try:
+            # Best effort: it only names the holder to a command refused meanwhile, and `gc`, which frees a
+            # full disk, must start on one. Atomic: a refused command never reads it half written.
+            with contextlib.suppress(OSError):
+                atomic_write(holder, f"{os.getpid()} {command}\n".encode())
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                holder.unlink()
+            lock.release()
