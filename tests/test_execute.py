@@ -39,6 +39,7 @@ from pixmake.execute import (
     TargetFailed,
     TargetFinished,
     TargetPolled,
+    TargetSubmitted,
     _Recorder,
 )
 from pixmake.journal import Journal
@@ -1377,3 +1378,48 @@ def test_a_lock_left_in_conflict_mid_build_is_not_overwritten_and_the_builds_ent
     again = api.build(project, fast_settings(project, fast_env))
     assert again.ok and fast_env.emulator.ledger.charged_images == charged
     assert parse_lock(lock_path.read_text()).entries["t0001"].prompt == "product shot 1, in blue"
+
+
+def test_a_state_folder_deleted_mid_build_gets_a_new_journal_of_what_is_in_flight(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """`git clean -fdx` during a build: the journal went on in a deleted file, so a crash from then on lost
+    every paid task in flight, and the next build paid for them again."""
+    root = make_manifest(tmp_path / "p", 4, concurrency=1, every_ref=0)
+    project = api.open_project(root)
+    journal = root / ".pixmake" / "journal.jsonl"
+    seen: dict[str, str] = {}
+
+    class Clean(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetFinished) and event.target == "t0001":
+                shutil.rmtree(root / ".pixmake")
+            if isinstance(event, TargetSubmitted) and event.target == "t0002":
+                seen["journal"] = journal.read_text() if journal.exists() else ""
+
+    result = api.build(project, fast_settings(project, fast_env), reporter=Clean())
+    assert result.ok and len(result.generated) == 4
+    assert '"target":"t0002"' in seen["journal"]  # journaled anew, before it was sent
+    assert (root / ".pixmake" / ".gitignore").exists()  # still out of git
+    assert set(parse_lock((root / "pixmake.lock").read_text()).entries) == {f"t000{i}" for i in range(4)}
+    assert_paid_once_and_complete(root, fast_env, 4)
+
+
+def test_a_state_folder_deleted_after_a_fold_does_not_stop_the_build(fast_env: EmulatorServer, tmp_path: Path) -> None:
+    """Later folds merge into the build's copy of the lock in .pixmake: deleted, the build stopped with
+    'No such file or directory' and a claim that its paid tasks stayed journaled."""
+    root = make_manifest(tmp_path / "p", 150, concurrency=8, every_ref=0)
+    project = api.open_project(root)
+
+    class Clean(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetFinished) and event.target == "t0100":  # folds ran before it
+                shutil.rmtree(root / ".pixmake", ignore_errors=True)  # worker threads may be writing objects
+                assert not (root / ".pixmake" / "journal.jsonl").exists()
+
+    result = api.build(project, fast_settings(project, fast_env), reporter=Clean())
+    assert result.ok and len(result.generated) == 150, result.fatal
+    assert len(parse_lock((root / "pixmake.lock").read_text()).entries) == 150
+    assert_paid_once_and_complete(root, fast_env, 150)

@@ -64,7 +64,15 @@ from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskS
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay, rides_out
 from pixmake.scan import hash_file
 from pixmake.settings import Settings, display_url
-from pixmake.store import STATE_DIR, ObjectCache, RootGuard, atomic_write, describe_os_error, disk_wide
+from pixmake.store import (
+    STATE_DIR,
+    ObjectCache,
+    RootGuard,
+    atomic_write,
+    describe_os_error,
+    disk_wide,
+    make_state_dir,
+)
 from pixmake.threadbatch import ThreadBatcher
 from pixmake.uploads import UploadCache, Uploader
 
@@ -337,9 +345,21 @@ class _Recorder:
         self._ours = finished_targets(journal.path)
         self.history = history
 
+    def _reattach(self) -> None:
+        """Once the journal's file was deleted under the build (``git clean -fdx``, ``rm -rf .pixmake``), write
+        a new one of what the build still owes it: the submits in flight and the entries not yet folded
+        (else a crash from here on lost them, and their targets were paid for again)."""
+        if not self.journal.gone():
+            return
+        make_state_dir(self.journal.path.parent)
+        if self._base is None and not os.path.exists(self._copy):  # folds merge into the lock as last written
+            self._base = parse_lock(self.lock_path.read_text(encoding="utf-8"), file=self.lock_path.name)
+        self.journal.rewrite(self.pending, self._since_snapshot, self._ours)
+
     def submitting(self, target: str, key: str, client_business_id: str, keep: tuple[str, ...] = ()) -> None:
         """A submit with this id is about to be sent (once the journal is durable); ``keep``: the sha256 of
         the locked images the target keeps before the task's (its ``n`` raised)."""
+        self._reattach()
         sent_at = round(time.time(), 3)
         self.journal.submitting(target, key, client_business_id, emulator=self.emulator, sent_at=sent_at, keep=keep)
         self.pending[target] = PendingSubmit(
@@ -363,6 +383,7 @@ class _Recorder:
         """A target finished: journal its lock entry; True when enough accumulated for a fold."""
         held = self._start.entries.get(name)
         was = held.key if held is not None else None
+        self._reattach()
         self.journal.finished(name, entry, was)
         self._since_snapshot[name] = entry
         self._ours[name] = was
@@ -453,6 +474,7 @@ class _Recorder:
             return
         self._folding = True
         try:
+            self._reattach()
             changed, self._since_snapshot = self._since_snapshot, {}
             try:
                 await anyio.to_thread.run_sync(functools.partial(self._write_lock, changed, final=final))

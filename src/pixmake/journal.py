@@ -216,6 +216,11 @@ class Journal:
                     self._fd = None
                 self._synced = self._appended
 
+    def gone(self) -> bool:
+        """Whether the journal's file was deleted under it (``.pixmake`` removed during a build: a clean)."""
+        with self._fd_lock:
+            return self._fd is not None and os.fstat(self._fd).st_nlink == 0
+
     def _append(self, record: dict[str, Any]) -> None:
         assert self._fd is not None, "journal is not open"
         line = memoryview(_line(record))
