@@ -1423,3 +1423,31 @@ def test_a_state_folder_deleted_after_a_fold_does_not_stop_the_build(fast_env: E
     assert result.ok and len(result.generated) == 150, result.fatal
     assert len(parse_lock((root / "pixmake.lock").read_text()).entries) == 150
     assert_paid_once_and_complete(root, fast_env, 150)
+
+
+@pytest.mark.parametrize("saved", ["without t0002", "invalid"])
+def test_build_prune_leaves_alone_a_manifest_saved_during_the_build(
+    fast_env: EmulatorServer, tmp_path: Path, saved: str
+) -> None:
+    """--prune planned again from the manifest on disk: a target dropped mid-build was paid for and then
+    pruned; a manifest saved half-typed failed the whole command with no summary."""
+    from pixmake.report import summary_lines
+
+    root = tmp_path / "p"
+    project = built_then_edited(root, fast_env, 3)
+    manifest = root / "pixmake.yaml"
+    text = manifest.read_text()
+
+    def _save() -> None:
+        if saved == "invalid":
+            manifest.write_text(text + "  broken: [\n")  # half typed
+        else:
+            document = yaml.safe_load(text)
+            del document["targets"]["t0002"]
+            manifest.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_save), prune=True)
+    assert result.ok and result.generated == ("t0001",)
+    assert result.pruned is not None and result.pruned.deleted == () and result.pruned.pruned == ()
+    assert (root / "out/t0002.png").exists()
+    assert f"pixmake: note: nothing pruned: {manifest} changed during the build; " in "\n".join(summary_lines(result))

@@ -942,6 +942,7 @@ def build(
     from pixmake.store import project_lock
 
     with project_lock(project.state_dir):  # one hold for the build and its prune: no command comes between
+        built_from = _manifest_files(project) if prune else {}
         if emulator:
             from pixmake.emulator.server import EmulatorServer
 
@@ -952,8 +953,28 @@ def build(
         if prune:
             from dataclasses import replace as replace_fields
 
-            result = replace_fields(result, pruned=_prune(project))
+            from pixmake.reconcile import PruneResult
+
+            if _restat(built_from) != built_from:  # an editor saved it: prune what the build built, or nothing
+                skipped = (
+                    f"{_display(project)} changed during the build; {invocation.pixmake('build', '--prune')} prunes"
+                )
+                result = replace_fields(result, pruned=PruneResult(skipped=skipped))
+            else:
+                result = replace_fields(result, pruned=_prune(project))
     return result
+
+
+def _manifest_files(project: Project) -> dict[str, object]:
+    """The manifest's files (it and its catalogs) with their stats now."""
+    return _restat({path: None for path, _ in _load_manifest(project)[1]})
+
+
+def _restat(files: Mapping[str, object]) -> dict[str, object]:
+    """These files with their stats now."""
+    from pixmake.memo import file_stat
+
+    return {path: file_stat(Path(path)) for path in files}
 
 
 class _Stop:

@@ -40,6 +40,7 @@ class PruneResult:
     pruned: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
     kept: tuple[tuple[str, str], ...] = ()  # (path, reason)
+    skipped: str = ""  # why nothing was pruned, when the build's manifest is no longer the one on disk
 
 
 def write_lock_and_compact(lock_path: Path, journal_path: Path, lock: Lock, pending: dict[str, PendingSubmit]) -> None:

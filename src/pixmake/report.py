@@ -93,6 +93,8 @@ def summary_lines(r: BuildResult) -> list[str]:
         lines += [f"pixmake: {'' if why == CLAIMED else 'warning: '}kept {path}: {why}" for path, why in r.pruned.kept]
         if r.pruned.pruned:
             lines.append(f"pixmake: dropped {_count(len(r.pruned.pruned), 'orphan')} from pixmake.lock")
+        if r.pruned.skipped:
+            lines.append(f"pixmake: note: nothing pruned: {r.pruned.skipped}")
     if r.emulator:  # the bundled emulator's placeholders: nobody paid
         parts = [f"{len(r.generated)} generated ({_count(r.images_generated, 'placeholder image')})"]
     else:
@@ -106,7 +108,7 @@ def summary_lines(r: BuildResult) -> list[str]:
         names = ", ".join(r.edited[:3]) + (f" and {len(r.edited) - 3} more" if len(r.edited) > 3 else "")
         accept = invocation.pixmake("accept", "TARGET")
         parts.append(f"{len(r.edited)} edited by hand ({names}: left alone; {accept} or build --restore)")
-    if r.pruned is None:
+    if r.pruned is None or r.pruned.skipped:
         if r.orphaned:
             parts.append(f"{len(r.orphaned)} orphaned (kept; build --prune deletes them)")
         if r.stale:
