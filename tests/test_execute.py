@@ -1451,3 +1451,31 @@ def test_build_prune_leaves_alone_a_manifest_saved_during_the_build(
     assert result.pruned is not None and result.pruned.deleted == () and result.pruned.pruned == ()
     assert (root / "out/t0002.png").exists()
     assert f"pixmake: note: nothing pruned: {manifest} changed during the build; " in "\n".join(summary_lines(result))
+
+
+def test_a_lock_pulled_in_while_a_fold_writes_is_merged_not_overwritten(
+    fast_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold read pixmake.lock, then wrote the new one over it: a pull landing in between (about the
+    last tenth of a second of a big build) lost the teammate's entries, paid for again by the next build."""
+    from pixmake import execute, store
+
+    root = tmp_path / "p"
+    project = built_then_edited(root, fast_env, 3)
+    lock_path = root / "pixmake.lock"
+    built = parse_lock(lock_path.read_text())
+    pulled = built.with_entry("banner", dataclasses.replace(built.entries["t0002"], prompt="the teammate's"))
+    real = store.atomic_write
+
+    def pull_while_writing(path: Any, data: Any, **options: Any) -> None:
+        if os.path.basename(path) == "pixmake.lock" and "banner" not in lock_path.read_text():
+            store.atomic_write(path.with_name("pulled.lock"), lock_pieces(pulled))
+            os.replace(path.with_name("pulled.lock"), path)  # git pull: after the fold read the lock
+        real(path, data, **options)
+
+    monkeypatch.setattr(execute, "atomic_write", pull_while_writing)
+    result = api.build(project, fast_settings(project, fast_env))
+    assert result.ok and result.generated == ("t0001",)
+    entries = parse_lock(lock_path.read_text()).entries
+    assert entries["banner"].prompt == "the teammate's"
+    assert entries["t0001"].prompt == "product shot 1, in blue"

@@ -115,6 +115,10 @@ class _LockUnreadable(Exception):
     """Internal: pixmake.lock changed during the build and does not parse."""
 
 
+class _LockMoved(Exception):
+    """Internal: pixmake.lock changed on disk while a fold was writing the new one."""
+
+
 # --- events ----------------------------------------------------------------------------------------
 
 
@@ -400,8 +404,23 @@ class _Recorder:
         theirs (but never a placeholder over a provider's image), and no entry is dropped, so an
         older lock checked out mid-build cannot make a paid image's entry disappear.
         """
+        for attempt in range(_LOCK_READS):
+            try:
+                self._fold_into_lock(changed, final=final, last=attempt + 1 == _LOCK_READS)
+                return
+            except _LockMoved:  # changed while this fold wrote: merge again
+                continue
+
+    def _fold_into_lock(self, changed: Mapping[str, LockEntry], *, final: bool, last: bool) -> None:
+        """One attempt of :meth:`_write_lock`; raises _LockMoved, unless ``last``, when ``pixmake.lock``
+        changed on disk after it was read and before the new one would replace it."""
         try:
-            theirs = self._changed_on_disk()
+            theirs, seen = self._changed_on_disk()
+
+            def unmoved() -> None:
+                if not last and file_stat(self.lock_path) != seen:
+                    raise _LockMoved
+
             if theirs is not None:  # rare: the whole lock in memory, once
                 ours = (
                     self._base.entries
@@ -426,10 +445,10 @@ class _Recorder:
             else:
                 pieces = merged_pieces(split_pieces(_chunks(self._copy)), changed)
             if final:
-                atomic_write(self.lock_path, pieces)
+                atomic_write(self.lock_path, pieces, before_replace=unmoved)
             else:
                 atomic_write(self._copy, pieces, durable=False)
-                atomic_write(self.lock_path, _chunks(self._copy))
+                atomic_write(self.lock_path, _chunks(self._copy), before_replace=unmoved)
             self._lock_stat = file_stat(self.lock_path)
         except ValueError as error:  # a damaged copy: every entry since the last fold is still in the journal
             raise StorageError(
@@ -439,9 +458,9 @@ class _Recorder:
             ) from error
         self._base = None
 
-    def _changed_on_disk(self) -> Lock | None:
-        """Worker thread: ``pixmake.lock`` as it now is, when something other than this build changed it;
-        None when nothing did, or when it is gone (this build's lock then replaces it).
+    def _changed_on_disk(self) -> tuple[Lock | None, FileStat | None]:
+        """Worker thread: ``pixmake.lock`` as it now is, when something other than this build changed it
+        (None when nothing did, or when it is gone: this build's lock then replaces it), and its stat.
 
         Raises :class:`_LockUnreadable` when it changed and does not parse (a merge without pixmake's
         driver left conflict markers): overwriting it would drop the other side's entries unseen. Read
@@ -449,11 +468,11 @@ class _Recorder:
         for attempt in range(_LOCK_READS):
             stat = file_stat(self.lock_path)
             if stat is None or stat == self._lock_stat:
-                return None
+                return None, stat
             try:
-                return parse_lock(self.lock_path.read_text(encoding="utf-8"), file=self.lock_path.name)
+                return parse_lock(self.lock_path.read_text(encoding="utf-8"), file=self.lock_path.name), stat
             except FileNotFoundError:
-                return None
+                return None, None
             except (OSError, UnicodeDecodeError, LockfileError) as error:
                 if attempt + 1 == _LOCK_READS:
                     raise _LockUnreadable(str(error)) from error

@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -185,7 +185,13 @@ def _replace(tmp: str, path: str) -> None:
             time.sleep(wait)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | Iterable[bytes], *, durable: bool = True) -> None:
+def atomic_write(
+    path: str | os.PathLike[str],
+    data: bytes | Iterable[bytes],
+    *,
+    durable: bool = True,
+    before_replace: Callable[[], None] | None = None,
+) -> None:
     """Replace ``path`` with ``data`` atomically and (unless ``durable=False``) durably, creating parent directories.
 
     ``data`` may come in pieces (bytes written one after another, from a list or as they are made), so a
@@ -200,6 +206,9 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | Iterable[bytes], *,
 
     Paths are handled as strings: pathlib interns every component it parses, so a Path per object or
     output would keep 10,000 names in the interpreter's intern table for the rest of the process.
+
+    ``before_replace`` runs once the new bytes are written, just before they replace ``path``; an exception
+    from it leaves ``path`` as it was (a check that it did not change meanwhile: a compare-and-swap).
     """
     path = os.fspath(path)
     directory, name = os.path.split(path)
@@ -217,6 +226,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | Iterable[bytes], *,
                 os.fsync(fd)
         finally:
             os.close(fd)
+        if before_replace is not None:
+            before_replace()
         _replace(tmp, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
