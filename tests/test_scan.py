@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from pixmake.errors import ManifestError, UnsafePathError
 from pixmake.lockfile import Lock, LockedOutput, LockEntry
 from pixmake.manifest import Target
-from pixmake.scan import StatCache, hash_file, hash_files, scan_project
-from pixmake.store import ObjectCache
+from pixmake.scan import StatCache, hash_files, scan_project
+from pixmake.store import ObjectCache, hash_file
 
 SECOND = 1_000_000_000
 POISON = bytes(32)  # a digest no real file has: seeing it proves the cache was trusted

@@ -204,3 +204,19 @@ def test_the_project_stays_locked_when_its_state_folder_is_deleted(tmp_path: Pat
             pass
     with project_lock(state, "gc"):  # released with the first
         pass
+
+
+def test_a_rotted_object_is_removed_when_read_and_stored_anew_when_put(tmp_path: Path) -> None:
+    """A bit flipped in .pixmake/objects failed every restore from it, for good: put() kept the rotted copy
+    (the size matched) and the plan went on promising a free restore."""
+    objects = ObjectCache(tmp_path / "objects")
+    data = b"\x89PNG an image" * 100
+    digest = objects.put(data)
+    rotted = bytearray(data)
+    rotted[40] ^= 0x01
+    objects.path(digest).write_bytes(bytes(rotted))
+    assert objects.put(data) == digest and objects.get(digest) == data  # healed by the next copy
+    objects.path(digest).write_bytes(bytes(rotted))
+    with pytest.raises(ValueError, match="was corrupt"):
+        objects.get(digest)
+    assert not objects.has(digest)  # no plan counts on it again

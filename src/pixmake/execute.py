@@ -62,7 +62,6 @@ from pixmake.models import MODELS
 from pixmake.plan import PROVIDER_MADE, Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay, rides_out
-from pixmake.scan import hash_file
 from pixmake.settings import Settings, display_url
 from pixmake.store import (
     STATE_DIR,
@@ -71,6 +70,7 @@ from pixmake.store import (
     atomic_write,
     describe_os_error,
     disk_wide,
+    hash_file,
     make_state_dir,
 )
 from pixmake.threadbatch import ThreadBatcher
@@ -356,8 +356,6 @@ class _Recorder:
         if not self.journal.gone():
             return
         make_state_dir(self.journal.path.parent)
-        if self._base is None and not os.path.exists(self._copy):  # folds merge into the lock as last written
-            self._base = parse_lock(self.lock_path.read_text(encoding="utf-8"), file=self.lock_path.name)
         self.journal.rewrite(self.pending, self._since_snapshot, self._ours)
 
     def submitting(self, target: str, key: str, client_business_id: str, keep: tuple[str, ...] = ()) -> None:
@@ -405,16 +403,23 @@ class _Recorder:
         older lock checked out mid-build cannot make a paid image's entry disappear.
         """
         for attempt in range(_LOCK_READS):
+            last = attempt + 1 == _LOCK_READS
             try:
-                self._fold_into_lock(changed, final=final, last=attempt + 1 == _LOCK_READS)
+                self._fold_into_lock(changed, final=final, last=last)
                 return
             except _LockMoved:  # changed while this fold wrote: merge again
                 continue
+            except FileNotFoundError:  # .pixmake deleted as the fold wrote in it (git clean): again, from the lock
+                if last:
+                    raise
 
     def _fold_into_lock(self, changed: Mapping[str, LockEntry], *, final: bool, last: bool) -> None:
         """One attempt of :meth:`_write_lock`; raises _LockMoved, unless ``last``, when ``pixmake.lock``
         changed on disk after it was read and before the new one would replace it."""
         try:
+            if self._base is None and not os.path.exists(self._copy):
+                # The copy went with .pixmake (git clean): the lock is as the last fold wrote it.
+                self._base = parse_lock(self.lock_path.read_text(encoding="utf-8"), file=self.lock_path.name)
             theirs, seen = self._changed_on_disk()
 
             def unmoved() -> None:
@@ -898,7 +903,11 @@ class Executor:
                 try:
                     data = self.objects.get(locked.sha256)
                 except (OSError, ValueError) as error:
-                    raise BadResultError(f"cannot restore {path} from the object cache: {error}") from error
+                    then = (
+                        f"{invocation.pixmake('plan')} says what a build does instead "
+                        f"({invocation.git('checkout', '--', path)} puts back a committed copy, free)"
+                    )
+                    raise BadResultError(f"cannot restore {path} from the object cache: {error}; {then}") from error
                 self._write_output(target_file, path, data)
 
         await anyio.to_thread.run_sync(copy)

@@ -24,8 +24,7 @@ from pixmake.fingerprint import lock_entry
 from pixmake.journal import PendingSubmit
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces
 from pixmake.manifest import Target, output_paths
-from pixmake.scan import hash_file
-from pixmake.store import ObjectCache, atomic_write, safe_path
+from pixmake.store import ObjectCache, atomic_write, hash_file, safe_path
 
 __all__ = ["CLAIMED", "PruneResult", "accept_outputs", "prune_orphans", "prune_stale", "write_lock_and_compact"]
 

@@ -37,7 +37,7 @@ from pixmake.errors import Diagnostic, ManifestError, UnsafePathError
 from pixmake.lockfile import Lock
 from pixmake.manifest import Target, is_url, output_paths, portable_path
 from pixmake.recordfile import sealed, unsealed
-from pixmake.store import ObjectCache, RootGuard, atomic_write, safe_path
+from pixmake.store import ObjectCache, RootGuard, atomic_write, hash_file, safe_path
 
 __all__ = [
     "STAT_CACHE_VERSION",
@@ -89,12 +89,6 @@ class DiskState:
     # (git on macOS and Windows keeps a file's old name when only its case changes): that name, by output
     # path and locked sha256. A build caches those bytes before it restores from them.
     case_twins: Mapping[tuple[str, str], str] = field(default_factory=dict)
-
-
-def hash_file(path: Path | str) -> str:
-    """Hex sha256 of a file's bytes."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _digest(path: str) -> bytes | None:

@@ -27,6 +27,7 @@ __all__ = [
     "binary",
     "describe_os_error",
     "disk_wide",
+    "hash_file",
     "holds_state",
     "make_state_dir",
     "project_lock",
@@ -85,6 +86,12 @@ def describe_os_error(error: OSError, root: str | os.PathLike[str] | None = None
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of bytes."""
     return hashlib.sha256(data).hexdigest()
+
+
+def hash_file(path: Path | str) -> str:
+    """Hex sha256 of a file's bytes."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _fsync_dir(directory: str) -> None:
@@ -363,7 +370,8 @@ class ObjectCache:
         digest = sha256_bytes(data)
         target = self._file(digest)
         try:
-            intact = os.stat(target).st_size == len(data)  # a copy cut short (a power cut) is written again
+            # A copy cut short (a power cut) or rotted in place (a bit flipped) is written again.
+            intact = os.stat(target).st_size == len(data) and hash_file(target) == digest
         except FileNotFoundError:
             intact = False
         if not intact:
@@ -390,11 +398,16 @@ class ObjectCache:
         return sha256 not in self._users
 
     def get(self, sha256: str) -> bytes:
-        """The stored bytes, verified against their hash; raises FileNotFoundError or ValueError."""
+        """The stored bytes, verified against their hash; raises FileNotFoundError or ValueError.
+
+        A corrupt object is removed: no plan counts on it again (it would fail every build), and the next
+        copy of those bytes (a build, an accept) stores them anew."""
         with open(self._file(sha256), "rb") as stored:
             data = stored.read()
         if sha256_bytes(data) != sha256:
-            raise ValueError(f"object {sha256[:12]} is corrupt")
+            with contextlib.suppress(OSError):
+                os.unlink(self._file(sha256))
+            raise ValueError(f"object {sha256[:12]} was corrupt (removed)")
         return data
 
 
