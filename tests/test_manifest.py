@@ -615,3 +615,16 @@ def test_paths_with_the_invisible_characters_real_file_names_have_are_accepted()
     entry = LockEntry("k" * 64, "gpt-4o-image", "p", "1:1", 1, (LockedOutput(out, "0" * 64, 1, 1, 1),))
     lock = Lock(MappingProxyType({"t": entry}))
     assert parse_lock(render_lock(lock)) == lock
+
+
+def test_an_undefined_variable_in_a_matrix_targets_name_is_one_error_not_one_per_expansion() -> None:
+    """The half-made names ('shot-a-${shape}') each failed the name rule too: 5,001 lines for one typo."""
+    text = (
+        "version: 1\ntargets:\n  shot-${sku}-${shape}:\n    matrix: {sku: [a, b, c]}\n    prompt: x\n"
+        "    out: ${sku}.png\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml")
+    assert [str(d) for d in caught.value.diagnostics] == [
+        "m.yaml:3:3: targets.shot-${sku}-${shape}: undefined variable 'shape' (defined: sku) (in sku=a and 2 more)"
+    ]

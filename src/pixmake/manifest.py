@@ -222,8 +222,10 @@ def _target(
             add(path, problem, key=path == where)
         return result
 
-    name = text(raw_name, where)
-    if not _TARGET_NAME.fullmatch(name):
+    name, problems = interpolate(raw_name, variables)
+    for problem in problems:
+        add(where, problem, key=True)
+    if not problems and not _TARGET_NAME.fullmatch(name):  # else each expansion's half-made name, once more
         add(where, f"target name {name!r} (after ${{…}}) may use only ASCII letters, digits, space and _ . -", key=True)
     # A prompt or model the schema refused (or a missing prompt) is reported already; the target's other
     # fields are still checked, against no model (its rules would be another model's).
