@@ -14,9 +14,10 @@ whose target left the manifest) are only reported and pruned when no selection i
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Final
 
 from pixmake.errors import ConfigError
@@ -42,10 +43,6 @@ class Selection:
         return not self.patterns and not self.tags
 
 
-def _matches(pattern: str, name: str) -> bool:
-    return fnmatchcase(name, pattern) if _GLOB.intersection(pattern) else name == pattern
-
-
 def select_targets(targets: Iterable[Target], selection: Selection, *, extra: Iterable[str] = ()) -> tuple[Target, ...]:
     """The targets the selection names, in manifest order; ``extra`` names are added (``--replace``).
 
@@ -59,12 +56,22 @@ def select_targets(targets: Iterable[Target], selection: Selection, *, extra: It
     used_patterns: set[str] = set()
     used_tags: set[str] = set()
     tags = frozenset(selection.tags)
+    # Names are looked up, globs compiled once: 10,000 names pasted from a CI log took 38 s matched one by one.
+    names = {p for p in selection.patterns if not _GLOB.intersection(p)}
+    globs = [p for p in dict.fromkeys(selection.patterns) if p not in names]
+    any_glob = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in globs)).match if globs else None
+    unmatched = {p: re.compile(fnmatch.translate(p)).match for p in globs}  # globs not matched yet
     for target in targets:
         hit = target.name in wanted
-        for pattern in selection.patterns:
-            if _matches(pattern, target.name):
-                used_patterns.add(pattern)
-                hit = True
+        if target.name in names:
+            used_patterns.add(target.name)
+            hit = True
+        if any_glob is not None and any_glob(target.name):
+            hit = True
+            for pattern, match in list(unmatched.items()) if unmatched else ():
+                if match(target.name):
+                    used_patterns.add(pattern)
+                    del unmatched[pattern]
         matched_tags = tags.intersection(target.tags)
         if matched_tags:
             used_tags.update(matched_tags)
