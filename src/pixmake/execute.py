@@ -496,6 +496,10 @@ class _Recorder:
         """
         if self._folding:
             return
+        if final and self._base is not None and not self._since_snapshot and self.journal.empty():
+            # Nothing recorded, and nothing journaled before or since: the lock and journal stay as they are (a
+            # no-op build rewriting them made the next plan miss its memo, 0.9 s instead of 0.07 at 10,000).
+            return
         self._folding = True
         try:
             self._reattach()

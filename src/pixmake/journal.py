@@ -216,6 +216,11 @@ class Journal:
                     self._fd = None
                 self._synced = self._appended
 
+    def empty(self) -> bool:
+        """Whether the journal holds no record: none was there when it was opened, and none was appended."""
+        with self._fd_lock:
+            return self._appended == 0 and self._fd is not None and os.fstat(self._fd).st_size == 0
+
     def gone(self) -> bool:
         """Whether the journal's file was deleted under it (``.pixmake`` removed during a build: a clean)."""
         with self._fd_lock:
