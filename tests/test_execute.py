@@ -47,6 +47,7 @@ from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, parse_l
 from pixmake.memo import file_stat
 from pixmake.plan import ActionKind, Builder
 from pixmake.report import RecordingReporter
+from pixmake.settings import resolve
 from pixmake.store import project_lock, sha256_bytes
 from pixmake.uploads import UploadCache
 from test_execute_faults import (
@@ -1494,3 +1495,18 @@ def test_a_build_with_nothing_to_do_leaves_the_lock_and_journal_untouched(
     result = api.build(project, fast_settings(project, fast_env))
     assert result.ok and len(result.unchanged) == 3
     assert [file_stat(path) for path in files] == before
+
+
+def test_build_with_the_bundled_emulator_is_not_rate_limited(tmp_path: Path) -> None:
+    """Its rate limits are the provider's, for tests: a trial build of thousands of targets met 429 after
+    429 and its concurrency halved again and again."""
+    root = make_manifest(tmp_path / "p", 100, concurrency=32, every_ref=0)
+    project = api.open_project(root)
+    manifest = root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("rate: 1000/s", "rate: 6000/min"))
+    reporter = RecordingReporter()
+    settings = resolve(api.validate(project).provider, {})  # as build --emulator resolves them
+    result = api.build(project, settings, reporter=reporter, emulator=True)
+    assert result.ok and len(result.generated) == 100
+    assert result.statistics.retries == 0
+    assert not [e for e in reporter.events if isinstance(e, ConcurrencyChanged)]

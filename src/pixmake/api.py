@@ -468,12 +468,14 @@ def _with_stale_as_outputs(lock: Lock) -> Lock:
 
 def _emulator_config(manifest: Manifest) -> EmulatorConfig:
     """The bundled emulator as ``build --emulator`` runs it: a Token whose webhook is the manifest's first
-    ``callback_url`` (one who sends one has webhooks set up; the real API refuses it otherwise, §2.1)."""
+    ``callback_url`` (one who sends one has webhooks set up; the real API refuses it otherwise, §2.1), and
+    no rate limits: they are the provider's, for tests; here they made a 10,000-target trial build answer
+    429s by the thousand and take an hour."""
     from pixmake.emulator.config import DEFAULT_CONFIG
 
     callbacks = (t.params.get("callback_url") for t in manifest.targets)
     webhook = next((url for url in callbacks if isinstance(url, str) and url.startswith(("http://", "https://"))), None)
-    return DEFAULT_CONFIG if webhook is None else replace(DEFAULT_CONFIG, webhook_url=webhook)
+    return replace(DEFAULT_CONFIG, webhook_url=webhook, submit_rps=None, query_rps=None)
 
 
 def _refuse_paying_for_lfs_pointers(plan: Plan) -> None:
