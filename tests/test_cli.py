@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -329,3 +330,18 @@ def test_a_utf16_manifest_is_named_as_such(tmp_path: Path) -> None:
     outcome = run_cli("-C", str(tmp_path), "validate")
     assert outcome.exit_code == 3
     assert outcome.stderr.strip().endswith("manifest is UTF-16 text; save it as UTF-8"), outcome.stderr
+
+
+def test_a_thousand_errors_print_fifty_lines_and_a_count(tmp_path: Path) -> None:
+    """1,000 catalog rows at fault were 1,000 lines: the first screen said nothing the first line did not."""
+    targets = "".join(
+        f"  t{i}:\n    prompt: p\n    out: out/t{i}.png\n    references: [missing/{i}.png]\n" for i in range(120)
+    )
+    (tmp_path / "pixmake.yaml").write_text(f"version: 1\ntargets:\n{targets}")
+    outcome = run_cli("-C", str(tmp_path), "validate")
+    lines = outcome.stderr.splitlines()
+    assert outcome.exit_code == ExitCode.USER_ERROR and len(lines) == 51
+    assert all(line.startswith("pixmake: error: ") and "file not found: missing/" in line for line in lines[:50])
+    assert lines[-1] == "pixmake: 70 more errors not shown (120 in all; validate --json lists them)"
+    listed = json.loads(run_cli("-C", str(tmp_path), "validate", "--json").stdout)
+    assert len(listed) == 120

@@ -11,10 +11,10 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import click
 from click.core import ParameterSource
@@ -96,10 +96,23 @@ def validate(obj: _Context, as_json: bool) -> None:
     click.echo(f"{manifest.file}: ok, {count} target{'s' * (count != 1)}")
 
 
-def _print_warnings(warnings: Iterable[Diagnostic]) -> None:
-    """The manifest's warnings on stderr, one line each: validate, plan and build all show them."""
-    for warning in warnings:
-        click.echo(f"pixmake: warning: {warning}", err=True)
+_SHOWN: Final = 50  # diagnostics of one kind printed at most: 1,000 catalog rows at fault are not 1,000 lines
+
+
+def _print_diagnostics(diagnostics: Sequence[Diagnostic], kind: str) -> None:
+    """Diagnostics on stderr, one line each, the first :data:`_SHOWN` of them, then how many more."""
+    for diagnostic in diagnostics[:_SHOWN]:
+        click.echo(f"pixmake: {kind}: {diagnostic}", err=True)
+    if len(diagnostics) > _SHOWN:
+        more = len(diagnostics) - _SHOWN
+        click.echo(
+            f"pixmake: {more} more {kind}s not shown ({len(diagnostics)} in all; validate --json lists them)", err=True
+        )
+
+
+def _print_warnings(warnings: Sequence[Diagnostic]) -> None:
+    """The manifest's warnings: validate, plan and build all show them."""
+    _print_diagnostics(warnings, "warning")
 
 
 @cli.command()
@@ -570,8 +583,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         click.echo(f"pixmake: {what}{_stopping}", err=True)
         sys.exit(ExitCode.TERMINATED if _terminated else ExitCode.INTERRUPTED)
     except ManifestError as error:
-        for diagnostic in error.diagnostics:
-            click.echo(f"pixmake: error: {diagnostic}", err=True)
+        _print_diagnostics(error.diagnostics, "error")
         sys.exit(ExitCode.USER_ERROR)
     except (UserError, AuthError) as error:
         _fail(str(error), ExitCode.USER_ERROR)
