@@ -390,3 +390,26 @@ def test_summary_counts_images_paid_for_targets_that_did_not_finish() -> None:
     line = summary_lines(result)[0]
     assert "1 generated (2 images paid), 3 images paid for targets not finished, " in line
     assert "paid for targets not finished" not in summary_lines(BuildResult(images_generated=2, images_paid=2))[0]
+
+
+def test_the_summary_lists_fifty_failures_by_name_and_counts_the_rest() -> None:
+    """318 content-policy refusals in completion order buried the summary; each has its line in the log."""
+    failures = tuple(TargetFailure(f"t{i:03d}", "task failed (content_policy_violation)") for i in reversed(range(60)))
+    lines = summary_lines(BuildResult(failed=failures))
+    listed = [line for line in lines if line.startswith("  failed: ")]
+    assert listed == [f"  failed: t{i:03d}: task failed (content_policy_violation)" for i in range(50)]
+    assert lines[-1] == "  and 10 more failed (t050, t051, t052, t053, t054, …)"
+
+
+def test_a_prune_summarises_the_files_current_targets_claim_and_lists_each_one_that_differs() -> None:
+    from pixmake.reconcile import CLAIMED, PruneResult
+
+    kept = (*((f"assets/sq/{i}.png", CLAIMED) for i in range(5000)), ("assets/x.png", "differs from the lock"))
+    lines = summary_lines(BuildResult(pruned=PruneResult(kept=kept)))
+    assert lines[:2] == [
+        "pixmake: kept 5000 files a current target writes or reads (assets/sq/0.png, assets/sq/1.png, "
+        "assets/sq/2.png, …)",
+        "pixmake: warning: kept assets/x.png: differs from the lock",
+    ]
+    few = summary_lines(BuildResult(pruned=PruneResult(kept=kept[:2])))
+    assert few[:2] == [f"pixmake: kept assets/sq/{i}.png: {CLAIMED}" for i in range(2)]

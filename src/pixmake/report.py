@@ -75,6 +75,9 @@ class RecordingReporter:
         self.events.append(event)
 
 
+_LISTED: Final = 50  # files kept by --prune, or failed targets, listed one per line at most
+
+
 def _count(n: int, word: str) -> str:
     return f"{n} {word}{'s' * (n != 1)}"
 
@@ -90,7 +93,12 @@ def summary_lines(r: BuildResult) -> list[str]:
         lines += [f"pixmake: pruned {path}" for path in r.pruned.deleted]
         from pixmake.reconcile import CLAIMED
 
-        lines += [f"pixmake: {'' if why == CLAIMED else 'warning: '}kept {path}: {why}" for path, why in r.pruned.kept]
+        claimed = [path for path, why in r.pruned.kept if why == CLAIMED]
+        if len(claimed) > _LISTED:  # a renamed template: thousands of files its new targets write, all expected
+            shown = ", ".join(claimed[:3])
+            lines.append(f"pixmake: kept {len(claimed)} files a current target writes or reads ({shown}, …)")
+        listed = [(path, why) for path, why in r.pruned.kept if why != CLAIMED or len(claimed) <= _LISTED]
+        lines += [f"pixmake: {'' if why == CLAIMED else 'warning: '}kept {path}: {why}" for path, why in listed]
         if r.pruned.pruned:
             lines.append(f"pixmake: dropped {_count(len(r.pruned.pruned), 'orphan')} from pixmake.lock")
         if r.pruned.skipped:
@@ -124,7 +132,12 @@ def summary_lines(r: BuildResult) -> list[str]:
     if r.failed:
         parts.append(f"{len(r.failed)} failed")
     lines.append(f"build finished in {r.seconds:.1f} s: " + ", ".join(parts))
-    lines += [f"  failed: {f.target}: {f.error}" for f in r.failed]
+    failed = sorted(r.failed, key=lambda f: f.target)
+    lines += [f"  failed: {f.target}: {f.error}" for f in failed[:_LISTED]]
+    if len(failed) > _LISTED:  # each has its line in the log above; --json's build_finished lists every one
+        lines.append(
+            f"  and {len(failed) - _LISTED} more failed ({', '.join(f.target for f in failed[_LISTED:][:5])}, …)"
+        )
     return lines  # a build-wide stop (r.fatal) is the caller's one-line error: the CLI prints it
 
 
