@@ -67,7 +67,8 @@ def test_a_spend_cap_refuses_a_larger_build_before_any_request(
     outcome = run_cli("-C", str(examples_copy), "build", "--max-images", "4")
     assert outcome.exit_code == 3
     assert outcome.stderr.strip().splitlines() == [
-        "pixmake: error: this build would pay for 5 images (logo-tile 1, hero 2, mug-lifestyle 1, mug-marble 1), "
+        "pixmake: error: this build would pay for 5 images (logo-tile 1, hero 2, mug-lifestyle 1, mug-marble 1; "
+        "why: not in the lockfile (4 of 4 targets)), "
         f"more than its cap of 4 (--max-images or PIXMAKE_MAX_IMAGES); 'pixmake -C {examples_copy} plan --provider' "
         "with this build's options says why"
     ]
@@ -75,7 +76,7 @@ def test_a_spend_cap_refuses_a_larger_build_before_any_request(
     emulated = run_cli("-C", str(examples_copy), "build", "--emulator", "--max-images", "4")
     assert emulated.exit_code == 3 and emulated.stderr.startswith(
         "pixmake: error: this build would make 5 placeholder images (logo-tile 1, hero 2, mug-lifestyle 1, "
-        "mug-marble 1), more than its cap of 4"
+        "mug-marble 1; why: not in the lockfile (4 of 4 targets)), more than its cap of 4"
     )
     monkeypatch.setenv("PIXMAKE_MAX_IMAGES", "5")  # a team-wide cap from CI's environment
     assert run_cli("-C", str(examples_copy), "build").exit_code == 0

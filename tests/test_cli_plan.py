@@ -1142,3 +1142,22 @@ def test_a_build_that_could_not_write_the_lock_leaves_plan_check_failing_until_a
     assert provider_env.emulator.ledger.charged_images == charged
     assert "hero" in parse_lock((examples_copy / "pixmake.lock").read_text()).entries
     assert plan(examples_copy, "--check")[0] == 0
+
+
+def test_a_long_plan_ends_with_the_reasons_most_of_its_targets_share(examples_copy: Path) -> None:
+    """A shared reference edited: 10,000 lines scrolled by, and the end said only '10000 to regenerate'."""
+    (examples_copy / "pixmake.yaml").write_text(
+        "version: 1\ntargets:\n"
+        + "".join(
+            f"  t{i}:\n    prompt: shot {i}\n    out: out/t{i}.png\n    references: [refs/a.png]\n" for i in range(25)
+        )
+        + "  other:\n    prompt: x\n    out: out/other.png\n"
+    )
+    write_png(examples_copy / "refs/a.png", (8, 8), (1, 2, 3))
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    write_png(examples_copy / "refs/a.png", (8, 8), (3, 2, 1))
+    (examples_copy / "out/other.png").unlink()
+    lines = plan(examples_copy)[1]
+    assert lines[-2].startswith("Why, most often: 25 × reference refs/a.png changed (")
+    assert "; " not in lines[-2]  # the one restore's reason is no one else's
+    assert lines[-1].startswith("Plan: 25 to regenerate, 1 to restore")

@@ -1072,7 +1072,7 @@ def _build(
     from pixmake.journal import Journal
     from pixmake.manifest import output_paths
     from pixmake.memo import file_stat
-    from pixmake.plan import PLACEHOLDER, ActionKind, Builder
+    from pixmake.plan import PLACEHOLDER, ActionKind, Builder, common_reasons
     from pixmake.report import NullReporter
     from pixmake.store import remove_leftover_temps
     from pixmake.uploads import UploadCache
@@ -1092,6 +1092,8 @@ def _build(
     if max_images is not None and images > max_images:
         paying = [f"{a.name} {a.images}" for a in result.plan.actions if a.images]
         shown = ", ".join(paying[:5]) + (f" and {len(paying) - 5} more targets" if len(paying) > 5 else "")
+        common = common_reasons(a for a in result.plan.actions if a.images)[:1]
+        shown += "".join(f"; why: {text} ({n} of {len(paying)} targets)" for text, n in common)
         raise ConfigError(
             f"this build would {'make' if settings.emulator else 'pay for'} {images} "
             f"{'placeholder ' * settings.emulator}image{'s' * (images != 1)} ({shown}), more than its cap of "

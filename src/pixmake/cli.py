@@ -96,6 +96,7 @@ def validate(obj: _Context, as_json: bool) -> None:
     click.echo(f"{manifest.file}: ok, {count} target{'s' * (count != 1)}")
 
 
+_WHY_FROM: Final = 20  # changes from which a plan ends with the reasons most of them share
 _SHOWN: Final = 50  # diagnostics of one kind printed at most: 1,000 catalog rows at fault are not 1,000 lines
 
 
@@ -176,7 +177,7 @@ def plan(
 ) -> None:
     """Show what a build would do, and why (all targets, or those named, matched or tagged)."""
     from pixmake import api
-    from pixmake.plan import ActionKind, Builder
+    from pixmake.plan import ActionKind, Builder, common_reasons
 
     select = _selection(targets, tags)
     project = obj.project()
@@ -240,6 +241,10 @@ def plan(
             )
         for task in result.abandoned:
             click.echo(f"x {'drop':<10} {task.name}: {task.reason.text}")
+        if len(result.changes) >= _WHY_FROM:  # the lines above scrolled away: what most of them say
+            common = common_reasons(result.changes)
+            if common:
+                click.echo("Why, most often: " + "; ".join(f"{n} × {text}" for text, n in common))
         click.echo(f"Plan: {result.summary()}")
     if check and not result.up_to_date:
         sys.exit(ExitCode.CHANGES)

@@ -879,6 +879,13 @@ def _dropped_why(reason: Reason) -> str:
     return _DROPPED_WHY[reason.code]
 
 
+def common_reasons(actions: Iterable[Action], limit: int = 3) -> list[tuple[str, int]]:
+    """The reasons most actions share, as (text, how many actions), most shared first: those of at least two
+    actions, ``limit`` at most (one changed reference behind 10,000 regenerations)."""
+    counts = Counter(text for action in actions for text in dict.fromkeys(r.text for r in action.reasons))
+    return [(text, n) for text, n in counts.most_common(limit) if n > 1]
+
+
 def _abandoned(pending: PendingSubmit, why: str = "", *, removed: bool = False) -> AbandonedTask:
     """The task to drop, and ``why`` (what changed; not needed for the emulator's tasks, which no build can collect)."""
     task = pending.task_id or pending.client_business_id
