@@ -1161,3 +1161,20 @@ def test_a_long_plan_ends_with_the_reasons_most_of_its_targets_share(examples_co
     assert lines[-2].startswith("Why, most often: 25 × reference refs/a.png changed (")
     assert "; " not in lines[-2]  # the one restore's reason is no one else's
     assert lines[-1].startswith("Plan: 25 to regenerate, 1 to restore")
+
+
+def test_a_damaged_lock_never_committed_is_mended_free_by_following_its_message(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """The advice was git checkout alone: for a lock never committed, git says 'did not match any file'."""
+    built(examples_copy)
+    lock = examples_copy / "pixmake.lock"
+    lock.write_bytes(lock.read_bytes()[:700])  # cut short: a disk that filled, an editor's crash
+    refused = run_cli("-C", str(examples_copy), "plan")
+    assert refused.exit_code != 0 and "or delete it if it was never committed" in refused.stderr
+    lock.unlink()
+    names = [line.split()[2].rstrip(":") for line in plan(examples_copy)[1] if line.startswith("+ create")]
+    assert sorted(names) == ["hero", "logo-tile", "mug-lifestyle", "mug-marble"]
+    charged = provider_env.emulator.ledger.charged_images
+    assert run_cli("-C", str(examples_copy), "accept", *names).exit_code == 0
+    assert plan(examples_copy, "--check")[0] == 0 and provider_env.emulator.ledger.charged_images == charged

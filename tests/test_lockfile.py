@@ -287,5 +287,5 @@ def test_a_damaged_lock_names_the_free_way_back_before_the_paid_one(text: str) -
     with pytest.raises(LockfileError) as caught:
         parse_lock(text)
     message = str(caught.value)
-    assert "git checkout -- pixmake.lock), then run pixmake plan" in message and "pixmake accept TARGET" in message
-    assert message.endswith("deleting the lock makes the next build pay again for every target")
+    assert "(git checkout -- pixmake.lock), or delete it if it was never committed; then run pixmake plan" in message
+    assert message.endswith("is kept free by pixmake accept TARGET, where a build would pay for it again")

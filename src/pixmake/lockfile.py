@@ -60,9 +60,9 @@ def _restore() -> str:
     """The way back from a damaged lock, free first."""
     checkout, plan = invocation.git("checkout", "--", "pixmake.lock"), invocation.pixmake("plan")
     return (
-        f"restore it from git ({checkout}), then run {plan}: a target it would regenerate whose files on disk a "
-        f"later build made for its current inputs is kept free by {invocation.pixmake('accept', 'TARGET')}; "
-        "deleting the lock makes the next build pay again for every target"
+        f"restore it from git ({checkout}), or delete it if it was never committed; then run {plan}: a target it "
+        "would create or regenerate whose files on disk a build made for its current inputs is kept free by "
+        f"{invocation.pixmake('accept', 'TARGET')}, where a build would pay for it again"
     )
 
 
