@@ -871,7 +871,9 @@ def test_a_file_saved_at_an_output_path_during_the_build_is_left_as_it_is(
     result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_designer))
     why = {f.target: f.error for f in result.failed}
     assert sorted(why) == ["t0001", "t0002"] and result.generated == ("t0000",)
-    assert why["t0002"].startswith("out/t0002.png was saved during the build, so it was left as it is")
+    assert why["t0002"].startswith(
+        "out/t0002.png changed during the build (an editor? a git checkout?), so it was left"
+    )
     assert {rel: (root / rel).read_bytes() for rel in saved} == saved
     after = api.plan(api.open_project(root)).plan
     assert after.images_to_generate == 0  # both paid images are locked and kept: nothing is paid for again

@@ -571,7 +571,7 @@ def _trim_heap() -> None:
 def _left_as_saved(path: str, target: str, kept: str, image: str) -> StorageError:
     """The failure of an output left alone: a file was saved at ``path`` during the build."""
     return StorageError(
-        f"{path} was saved during the build, so it was left as it is{kept}"
+        f"{path} changed during the build (an editor? a git checkout?), so it was left as it is{kept}"
         f"'{invocation.pixmake('accept', target)}' keeps the saved file, "
         f"'{invocation.pixmake('build', '--restore')}' puts {image} there",
         build_wide=False,
