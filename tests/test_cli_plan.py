@@ -133,7 +133,7 @@ def test_explain_prints_the_key_document_and_what_differs(examples_copy: Path, p
     edit_manifest(examples_copy, {"mug-marble": {"size": "1:1"}})
     outcome = run_cli("-C", str(examples_copy), "explain", "mug-marble")
     assert outcome.exit_code == 0, outcome.stderr
-    assert outcome.stdout.startswith("target mug-marble\n  key      ")
+    assert outcome.stdout.startswith("target mug-marble\n  made by  ") and "\n  key      " in outcome.stdout
     for needle in ['"prompt": "Replace the background', '"size": "1:1"', '"mask": "', "action   regenerate"]:
         assert needle in outcome.stdout
     assert "    - size 2:3 → 1:1" in outcome.stdout
@@ -1022,11 +1022,11 @@ def test_explain_names_the_key_the_lock_records_for_a_block_prompt(
     built(examples_copy)
     recorded = parse_lock((examples_copy / "pixmake.lock").read_text()).entries["hero"].key
     lines = run_cli("-C", str(examples_copy), "explain", "hero").stdout.splitlines()
-    assert lines[3] == f"           (pixmake.lock records {recorded}, this key as earlier versions compute it)"
-    assert lines[1].split()[-1] == lines[2].split()[-1] != recorded  # today's key, read from the lock
+    assert lines[4] == f"           (pixmake.lock records {recorded}, this key as earlier versions compute it)"
+    assert lines[2].split()[-1] == lines[3].split()[-1] != recorded  # today's key, read from the lock
     assert "pixmake.lock records" not in run_cli("-C", str(examples_copy), "explain", "logo-tile").stdout
     as_json = json.loads(run_cli("-C", str(examples_copy), "explain", "hero", "--json").stdout)
-    assert (as_json["recorded_key"], as_json["locked_key"]) == (recorded, lines[2].split()[-1])
+    assert (as_json["recorded_key"], as_json["locked_key"]) == (recorded, lines[3].split()[-1])
 
 
 def test_an_out_renamed_by_letter_case_on_macos_is_restored_in_a_fresh_clone_without_paying(
@@ -1178,3 +1178,21 @@ def test_a_damaged_lock_never_committed_is_mended_free_by_following_its_message(
     charged = provider_env.emulator.ledger.charged_images
     assert run_cli("-C", str(examples_copy), "accept", *names).exit_code == 0
     assert plan(examples_copy, "--check")[0] == 0 and provider_env.emulator.ledger.charged_images == charged
+
+
+def test_explain_and_plan_json_name_the_row_or_combination_that_made_a_target(tmp_path: Path) -> None:
+    """At 10,000 expanded targets, which entry and which catalog row made `shot-b-marble` was nowhere."""
+    (tmp_path / "skus.csv").write_text("sku\na\nb\n")
+    (tmp_path / "pixmake.yaml").write_text(
+        "version: 1\ntargets:\n  plain:\n    prompt: x\n    out: plain.png\n"
+        "  shot-${sku}-${bg}:\n    rows: skus.csv\n    matrix: {bg: [white, marble]}\n"
+        "    prompt: ${sku} on ${bg}\n    out: out/${sku}-${bg}.png\n"
+    )
+    explained = run_cli("-C", str(tmp_path), "explain", "shot-b-marble")
+    assert explained.exit_code == 0, explained.stderr
+    made = explained.stdout.splitlines()[1]
+    assert made.startswith("  made by  ") and made.endswith("pixmake.yaml:6 [row skus.csv:3, bg=marble]")
+    assert json.loads(run_cli("-C", str(tmp_path), "explain", "shot-b-marble", "--json").stdout)["line"] == 6
+    actions = json.loads(run_cli("-C", str(tmp_path), "plan", "--json").stdout)["actions"]
+    assert {a["target"]: a["origin"] for a in actions}["shot-b-marble"] == "row skus.csv:3, bg=marble"
+    assert {a["target"]: a["origin"] for a in actions}["plain"] == ""

@@ -645,6 +645,7 @@ class Explanation:
     document: dict[str, Any]
     entry: LockEntry | None
     action: Action
+    file: str = ""  # the manifest, as messages name it
 
 
 @dataclass(frozen=True, slots=True)
@@ -681,7 +682,7 @@ def explain(project: Project, name: str) -> Explanation:
     (action,) = (a for a in result.plan.actions if a.name == name and a.target is not None)
     assert action.target is not None and action.key is not None
     document = key_document(action.target, result.disk.file_hashes)
-    return Explanation(name, action.key, document, result.lock.entries.get(name), action)
+    return Explanation(name, action.key, document, result.lock.entries.get(name), action, manifest.file)
 
 
 def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:

@@ -217,6 +217,7 @@ def plan(
         actions = [
             {
                 "target": a.name,
+                "origin": a.target.origin if a.target is not None else "",
                 "action": a.kind.value,
                 "key": a.key,
                 "images": a.images,
@@ -264,21 +265,26 @@ def explain(obj: _Context, target: str, as_json: bool) -> None:
     why = api.explain(obj.project(), target)
     locked = why.entry.key if why.entry is not None else None
     recorded = written_key(why.entry) if why.entry is not None else None  # as pixmake.lock holds it
+    made = why.action.target
+    line, origin = (made.line, made.origin) if made is not None else (0, "")
     if as_json:
         reasons = [_reason_json(r) for r in why.action.reasons]
-        document: dict[str, Any] = {"target": why.name, "key": why.key, "locked_key": locked}
+        document: dict[str, Any] = {"target": why.name, "line": line, "origin": origin}
+        document |= {"key": why.key, "locked_key": locked}
         document |= {"recorded_key": recorded, "document": why.document, "action": why.action.kind.value}
         document |= {"reasons": reasons}
         click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
         return
     click.echo(f"target {why.name}")
+    if line:  # which entry of the manifest made it, and from which catalog row or matrix combination
+        click.echo(f"  made by  {why.file}:{line}" + (f" [{origin}]" if origin else ""))
     click.echo(f"  key      {why.key}")
     click.echo(f"  locked   {locked or '(not in the lockfile)'}")
     if recorded != locked:  # a block prompt, a callback_url
         click.echo(f"           (pixmake.lock records {recorded}, this key as earlier versions compute it)")
     click.echo("  key document (sha256 of its canonical JSON):")
-    for line in json.dumps(why.document, indent=2, sort_keys=True, ensure_ascii=False).splitlines():
-        click.echo(f"    {line}")
+    for text in json.dumps(why.document, indent=2, sort_keys=True, ensure_ascii=False).splitlines():
+        click.echo(f"    {text}")
     click.echo(f"  action   {why.action.kind.value}")
     for reason in why.action.reasons:
         click.echo(f"    - {reason.text}")
