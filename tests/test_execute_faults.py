@@ -8,6 +8,7 @@ locked image: no ``client_business_id`` charged twice, net charged images == ima
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import time
 from collections import Counter
@@ -341,3 +342,33 @@ def test_the_plain_log_speaks_during_a_long_download_with_no_poll_to_report(
     log = stream.getvalue()
     assert "waiting    1 paid task in flight (1 completed)" in log, log
     assert log.index("waiting") < log.index("done       t0000")
+
+
+def test_a_task_paid_for_a_higher_n_is_collected_after_n_was_lowered_and_raising_it_back_is_free(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Ctrl-C on seeing the bill, n lowered from 4 to 2, build again: the paid task of 4 was dropped, and 2 more
+    images were paid for."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    root = write_manifest(tmp_path / "p", {"hero": {"prompt": "a red mug", "out": "hero.png", "n": 4}}, concurrency=4)
+    project = api.open_project(root)
+    paid_by_a_killed_build(project, fast_settings(project, emulator), "hero", "cbid-of-four")
+    assert emulator.emulator.ledger.charged_images == 4
+    write_manifest(root, {"hero": {"prompt": "a red mug", "out": "hero.png", "n": 2}}, concurrency=4)
+    [action] = api.plan(project).plan.actions
+    assert action.kind.value == "resume" and action.images == 0
+    assert "(n 4 → 2 since: keeps its first 2 images, caches the rest)" in action.reasons[0].text
+    result = api.build(project, fast_settings(project, emulator))
+    assert result.resumed == ("hero",), result
+    assert emulator.emulator.ledger.charged_images == 4  # nothing paid again
+    [task] = [e for e in emulator.emulator.ledger.entries if e.client_business_id == "cbid-of-four"]
+    entry = parse_lock((root / "pixmake.lock").read_text()).entries["hero"]
+    assert entry.n == 2 and entry.task_id == task.task_id
+    assert [o.path for o in entry.outputs] == ["hero-1.png", "hero-2.png"]
+    write_manifest(root, {"hero": {"prompt": "a red mug", "out": "hero.png", "n": 4}}, concurrency=4)
+    again = api.build(project, fast_settings(project, emulator))
+    assert again.restored == ("hero",) and emulator.emulator.ledger.charged_images == 4  # its other 2, free
+    first_two = [(root / f"hero-{i}.png").read_bytes() for i in (1, 2)]
+    assert [o.sha256 for o in parse_lock((root / "pixmake.lock").read_text()).entries["hero"].outputs][:2] == [
+        hashlib.sha256(data).hexdigest() for data in first_two
+    ]

@@ -327,6 +327,33 @@ def _tasks_under_current_keys(
     return moved
 
 
+def _tasks_of_lowered_n(
+    pending: dict[str, PendingSubmit], targets: Iterable[Target], hashes: Mapping[str, str]
+) -> dict[str, PendingSubmit]:
+    """``pending`` with each task paid for its target's inputs but a higher ``n`` (lowered while the build was
+    interrupted) marked with the images it makes: collected and its first ``n`` kept, not dropped and paid
+    for again."""
+    from pixmake.fingerprint import target_key
+    from pixmake.models import MODELS
+
+    marked = dict(pending)
+    for target in targets:
+        task = pending.get(target.name)
+        spec = MODELS.get(target.model)
+        if task is None or task.keep or task.emulator or spec is None:
+            continue
+        try:
+            if task.key == target_key(target, hashes):
+                continue
+            for more in sorted(n for n in spec.n_allowed if n > target.n):
+                if target_key(replace(target, n=more), hashes) == task.key:
+                    marked[target.name] = replace(task, images=more)
+                    break
+        except KeyError:  # an input the scan did not hash: the plan says what is missing
+            continue
+    return marked
+
+
 def _tasks_of_renamed_targets(
     pending: dict[str, PendingSubmit], targets: Iterable[Target], hashes: Mapping[str, str], lock: Lock
 ) -> dict[str, PendingSubmit]:
@@ -566,6 +593,7 @@ def plan(
     lock, pending = load_lock(project, unwritten)
     disk = _scan(project, manifest, lock)
     pending = _tasks_under_current_keys(pending, manifest.targets, disk.file_hashes)
+    pending = _tasks_of_lowered_n(pending, manifest.targets, disk.file_hashes)
     pending = _tasks_of_renamed_targets(pending, manifest.targets, disk.file_hashes, lock)
     orphans = select is None or select.everything
     from pixmake.fingerprint import keyed_prompt

@@ -373,7 +373,10 @@ class _Recorder:
         self.journal.accepted(target, key, client_business_id, task_id)
         earlier = self.pending.get(target)
         sent_at, keep = (earlier.sent_at, earlier.keep) if earlier is not None else (None, ())
-        self.pending[target] = PendingSubmit(target, key, client_business_id, task_id, self.emulator, sent_at, keep)
+        images = earlier.images if earlier is not None and earlier.client_business_id == client_business_id else None
+        self.pending[target] = PendingSubmit(
+            target, key, client_business_id, task_id, self.emulator, sent_at, keep, images=images
+        )
 
     def dropped(self, target: str, key: str) -> None:
         """Nothing is left to resume for this key (never created, failed and refunded, or result gone)."""
@@ -877,7 +880,7 @@ class Executor:
         return (
             self.provider is not None
             and pending is not None
-            and pending.key == key
+            and (pending.key == key or pending.images is not None)
             and pending.emulator == self.settings.emulator
         )
 
@@ -1089,11 +1092,11 @@ class Executor:
         if pending is not None and pending.emulator and not self.settings.emulator:
             self.recorder.dropped(target.name, key)  # the bundled emulator's task: no provider has it
             pending = None
-        if pending is not None and pending.key == key:
+        if pending is not None and (pending.key == key or pending.images is not None):  # images: n lowered since
             found = await self._resume(target, pending)
             if found is not None and found.state is not TaskState.FAILED:
-                if pending.task_id != found.task_id:
-                    self.recorder.accepted(target.name, key, pending.client_business_id, found.task_id)
+                if pending.task_id != found.task_id:  # journaled under the key it was paid for
+                    self.recorder.accepted(target.name, pending.key, pending.client_business_id, found.task_id)
                 self.reporter.emit(TargetSubmitted(target.name, found.task_id, resumed=True))
                 return found, False, pending.keep
         if pending is not None:
@@ -1429,6 +1432,18 @@ class Executor:
             return f"; the {kept}: the next build pays for the other {rest} only"
         return f"; the {kept} in {STATE_DIR}/objects"
 
+    async def _remember_more(self, target: Target, blobs: list[bytes], status: TaskStatus) -> None:
+        """Cache all the images of a task paid for ``n = len(blobs)`` before the target's ``n`` was lowered, and
+        remember them in the history under that ``n``: raising it back restores them free."""
+        if self.history is None:
+            return
+        made = dataclasses.replace(target, n=len(blobs))
+        paths = output_paths(made)
+        with anyio.CancelScope(shield=True):  # cached, then remembered
+            outputs, _ = await self.disk.run(functools.partial(self._keep, target.name, paths, blobs, leave=paths))
+            entry = self._entry(made, target_key(made, self.input_hashes), outputs, status.task_id, emulator=False)
+            await anyio.to_thread.run_sync(remember, self.history, (entry,))
+
     async def _generate(
         self, target: Target, key: str, *, submit: bool = True, planned: bool = True, raised: Action | None = None
     ) -> tuple[str, ...] | None:
@@ -1471,7 +1486,16 @@ class Executor:
             keep = planned_keep  # a submit journaled without the images it keeps (an older pixmake rewrote the journal)
         leave = leave if keep == planned_keep else ()  # edited outputs among the images the plan keeps
         asked = target.n - len(keep)
-        if len(status.urls) != asked:
+        journaled = None if paid_now else self.recorder.pending.get(target.name)
+        more = journaled.images if journaled is not None else None  # paid for a higher n, lowered since
+        if more is not None and len(status.urls) == more > asked and not keep:
+            blobs = await self._result_images(target, key, keep, status)
+            try:
+                await self._remember_more(target, blobs, status)
+            except _Undecodable as bad:  # as for a whole result: it stays journaled, and is fetched again
+                raise bad.error from None
+            del blobs[asked:]
+        elif len(status.urls) != asked:
             # A failed attempt: nothing to lock; the next build submits again, for the rest only when it can.
             why = f"task {status.task_id} returned {len(status.urls)} images, expected {asked}"
             if not status.urls:  # charged at submit all the same
@@ -1483,7 +1507,8 @@ class Executor:
                     raise BadResultError(f"{why}; {bad.error}") from None
             self.recorder.dropped(target.name, key)
             raise BadResultError(why)
-        blobs = await self._result_images(target, key, keep, status)
+        else:
+            blobs = await self._result_images(target, key, keep, status)
         paths = output_paths(target)
         for attempt in range(self.settings.max_attempts):
             try:

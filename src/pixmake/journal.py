@@ -60,6 +60,9 @@ class PendingSubmit:
     sent_at: float | None = None  # wall-clock time it was journaled (None in journals of pixmake before it)
     keep: tuple[str, ...] = ()  # sha256 of the locked images the target keeps first: the task makes n - len(keep)
     was: str | None = None  # the target's name in the journal, when a plan moved the task to a renamed target
+    # The images its task makes, when a plan found it paid for its target's inputs with a higher n (lowered
+    # while the build was interrupted): the first n are kept. Not journaled: each plan finds it again.
+    images: int | None = None
 
 
 def journal_bytes(path: Path) -> bytes:

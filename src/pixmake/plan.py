@@ -844,7 +844,7 @@ def _first_of_each_key(actions: Sequence[Action], replaced: frozenset[str], buil
     return firsts
 
 
-def _resume_reason(pending: PendingSubmit, now: float | None) -> Reason:
+def _resume_reason(pending: PendingSubmit, now: float | None, n: int) -> Reason:
     from pixmake.models import RESULT_LIFETIME
 
     details: dict[str, Any] = {"task_id": pending.task_id, "client_business_id": pending.client_business_id}
@@ -858,6 +858,10 @@ def _resume_reason(pending: PendingSubmit, now: float | None) -> Reason:
     if pending.was is not None:
         text += f" (for target {pending.was!r}, renamed since: same inputs)"
         details["was"] = pending.was
+    if pending.images is not None:  # n lowered since it was paid for
+        first = "its first image" if n == 1 else f"its first {n} images"
+        text += f" (n {pending.images} → {n} since: keeps {first}, caches the rest)"
+        details["images"] = pending.images
     age = None if now is None or pending.sent_at is None else now - pending.sent_at
     if age is not None and age > RESULT_LIFETIME:  # its result may be gone, and paid for again
         days = age / RESULT_LIFETIME
@@ -1016,8 +1020,8 @@ def make_plan(
         task = pending.get(target.name)
         if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
             abandoned.append(_abandoned(task))
-        elif task is not None and task.key == action.key:
-            why = (_resume_reason(task, now),)
+        elif task is not None and (task.key == action.key or task.images is not None):
+            why = (_resume_reason(task, now, target.n),)
             resume = Action(ActionKind.RESUME, target.name, why, target, action.key, fallback=action)
             action = _with_side_effects(resume, wanted, lock, disk, claimed)
         elif task is not None:
