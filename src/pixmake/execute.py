@@ -658,6 +658,8 @@ class Executor:
     _twins: dict[str, list[Action]] = field(default_factory=dict)
     _locked: dict[str, LockEntry] = field(default_factory=dict)
     _group: anyio.abc.TaskGroup | None = None
+    _working: int = 0  # workers not finished yet
+    _ticking: anyio.CancelScope | None = None  # the Tick events' (made by run): cancelled by the last worker
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -750,20 +752,18 @@ class Executor:
         self.reporter.emit(started_event)
         try:
             try:
-                async with anyio.create_task_group() as clock:
-                    clock.start_soon(self._tick)
-                    try:
-                        async with anyio.create_task_group() as group:
-                            self._group = group
-                            paid_queue, restore_queue = iter(paid), iter(restores)
-                            # Twice the concurrency: while `concurrency` tasks run at the provider, as many
-                            # finished ones can download and verify without holding a provider slot.
-                            for _ in range(min(2 * self.settings.concurrency, len(paid))):
-                                group.start_soon(self._worker, paid_queue)
-                            for _ in range(min(_RESTORE_WORKERS, len(restores))):
-                                group.start_soon(self._worker, restore_queue)
-                    finally:
-                        clock.cancel_scope.cancel()
+                async with anyio.create_task_group() as group:
+                    self._group = group
+                    paid_queue, restore_queue = iter(paid), iter(restores)
+                    # Twice the concurrency: while `concurrency` tasks run at the provider, as many
+                    # finished ones can download and verify without holding a provider slot.
+                    workers = [paid_queue] * min(2 * self.settings.concurrency, len(paid))
+                    workers += [restore_queue] * min(_RESTORE_WORKERS, len(restores))
+                    self._working, self._ticking = len(workers), anyio.CancelScope()
+                    if workers:  # in the workers' group: a group around it made each checkpoint walk one more scope
+                        group.start_soon(self._tick)
+                    for queue in workers:
+                        group.start_soon(self._worker, queue)
             except* _Fatal as caught:
                 fatal = next(e.error for e in _leaves(caught) if isinstance(e, _Fatal))
         finally:
@@ -800,13 +800,20 @@ class Executor:
         return result
 
     async def _tick(self) -> None:
-        while True:
-            await anyio.sleep(TICK)
-            self.reporter.emit(Tick())
+        assert self._ticking is not None
+        with self._ticking:
+            while True:
+                await anyio.sleep(TICK)
+                self.reporter.emit(Tick())
 
     async def _worker(self, queue: Iterator[Action]) -> None:
-        for action in queue:  # workers share one iterator: each action is taken exactly once
-            await self._run_action(action)
+        try:
+            for action in queue:  # workers share one iterator: each action is taken exactly once
+                await self._run_action(action)
+        finally:
+            self._working -= 1
+            if not self._working and self._ticking is not None:
+                self._ticking.cancel()
 
     async def _run_action(self, action: Action) -> None:
         await self._run(action)
