@@ -175,11 +175,13 @@ def test_a_submit_the_plan_could_not_count_is_not_sent_past_max_images(
         with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as build:
             (root / ".pixmake" / "build.pid").write_text(f"{build.pid}\n")  # as a build running now leaves it
             running = run_cli("-C", str(root), "plan")
+            explained = run_cli("-C", str(root), "explain", "hero")
             build.kill()
-        assert running.stderr.splitlines() == [
+        note = (
             f"pixmake: note: a build is running in this project (pid {build.pid}): "
             "the tasks shown as 'resume' are its own, in flight"
-        ]
+        )
+        assert running.stderr.splitlines() == [note] and explained.stderr.splitlines() == [note]
         (root / ".pixmake" / "build.pid").unlink()
     capped = run_cli("-C", str(root), "build", "--max-images", "2")  # the plan: 1 to resume, poster's 2 images
     assert capped.exit_code == 1, capped.stderr

@@ -187,15 +187,7 @@ def plan(
     if not as_json:
         _print_warnings(planned.warnings)
     if any(a.kind is ActionKind.RESUME for a in result.actions):
-        from pixmake.store import running_build
-
-        pid = running_build(project.state_dir)
-        if pid is not None:
-            click.echo(
-                f"pixmake: note: a build is running in this project (pid {pid}): "
-                "the tasks shown as 'resume' are its own, in flight",
-                err=True,
-            )
+        _note_running_build(project)
     if result.unwritten:
         from pixmake.store import running_build
 
@@ -251,6 +243,19 @@ def plan(
         sys.exit(ExitCode.CHANGES)
 
 
+def _note_running_build(project: Any) -> None:
+    """A note that the tasks a plan shows as 'resume' belong to a build running now, if one is."""
+    from pixmake.store import running_build
+
+    pid = running_build(project.state_dir)
+    if pid is not None:
+        click.echo(
+            f"pixmake: note: a build is running in this project (pid {pid}): "
+            "the tasks shown as 'resume' are its own, in flight",
+            err=True,
+        )
+
+
 @cli.command()
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
@@ -262,7 +267,10 @@ def explain(obj: _Context, target: str, as_json: bool) -> None:
     from pixmake import api
     from pixmake.fingerprint import written_key
 
-    why = api.explain(obj.project(), target)
+    project = obj.project()
+    why = api.explain(project, target)
+    if why.action.kind.value == "resume":
+        _note_running_build(project)
     locked = why.entry.key if why.entry is not None else None
     recorded = written_key(why.entry) if why.entry is not None else None  # as pixmake.lock holds it
     made = why.action.target
