@@ -1425,23 +1425,18 @@ class Executor:
         the next build; one gone for good is dropped); so does an image that does not decode (raises
         :class:`_Undecodable`).
         """
-        assert self.history is not None
         blobs = await self._result_images(target, key, keep, status)
-        got = dataclasses.replace(target, n=len(blobs))
-        paths = output_paths(got)
-        with anyio.CancelScope(shield=True):  # cached, then remembered
-            outputs, _ = await self.disk.run(functools.partial(self._keep, target.name, paths, blobs, leave=paths))
-            entry = self._entry(got, target_key(got, self.input_hashes), outputs, status.task_id, emulator=False)
-            await anyio.to_thread.run_sync(remember, self.history, (entry,))
+        await self._remember_images(target, blobs, status)
         spec, rest = MODELS.get(target.model), target.n - len(blobs)
         kept = f"{len(blobs)} image is kept" if len(blobs) == 1 else f"{len(blobs)} images are kept"
         if spec is not None and rest in spec.n_allowed:
             return f"; the {kept}: the next build pays for the other {rest} only"
         return f"; the {kept} in {STATE_DIR}/objects"
 
-    async def _remember_more(self, target: Target, blobs: list[bytes], status: TaskStatus) -> None:
-        """Cache all the images of a task paid for ``n = len(blobs)`` before the target's ``n`` was lowered, and
-        remember them in the history under that ``n``: raising it back restores them free."""
+    async def _remember_images(self, target: Target, blobs: list[bytes], status: TaskStatus) -> None:
+        """Cache a task's images and remember them in the history as the target's with ``n = len(blobs)``: a
+        short result's (the next build keeps them), or all of a task paid for a higher ``n`` than the target
+        has now (lowered since: raising it back restores them free)."""
         if self.history is None:
             return
         made = dataclasses.replace(target, n=len(blobs))
@@ -1498,7 +1493,7 @@ class Executor:
         if more is not None and len(status.urls) == more > asked and not keep:
             blobs = await self._result_images(target, key, keep, status)
             try:
-                await self._remember_more(target, blobs, status)
+                await self._remember_images(target, blobs, status)
             except _Undecodable as bad:  # as for a whole result: it stays journaled, and is fetched again
                 raise bad.error from None
             del blobs[asked:]
