@@ -1514,3 +1514,106 @@ def test_build_with_the_bundled_emulator_is_not_rate_limited(tmp_path: Path) -> 
     assert result.ok and len(result.generated) == 100
     assert result.statistics.retries == 0
     assert not [e for e in reporter.events if isinstance(e, ConcurrencyChanged)]
+
+
+def _touch(path: Path) -> Callable[[], None]:
+    """Rewrite ``path`` with its own bytes, as `git checkout -- pixmake.lock` or an editor's save does."""
+
+    def touch() -> None:
+        data = path.read_bytes()
+        time.sleep(0.01)  # a new mtime
+        path.write_bytes(data)
+
+    return touch
+
+
+def _crash_after_the_record(project: api.Project, server: EmulatorServer) -> Path:
+    """Build (t0001 edited), then leave what a crash after t0001's journal record and before the fold leaves:
+    the lock as before the build, the entry in the journal only. Returns the lock's path."""
+    lock_path = project.root / "pixmake.lock"
+    before = lock_path.read_bytes()
+    replaced = parse_lock(before.decode()).entries["t0001"].key
+    assert api.build(project, fast_settings(project, server)).ok
+    built = parse_lock(lock_path.read_text()).entries["t0001"]
+    lock_path.write_bytes(before)
+    journal = Journal(project.journal)
+    journal.open()
+    journal.finished("t0001", built, replaced)
+    journal.close()
+    return lock_path
+
+
+def test_a_lock_rewritten_as_it_was_mid_build_keeps_the_builds_entries(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """A prompt with a line end (any `prompt: |`) is locked under the key earlier versions computed: the
+    fold compared the lock as read back with today's keys, took the build's fresh entry for one another
+    branch made, and kept the old one (the next clone paid again)."""
+    root = make_manifest(tmp_path / "p", 3, every_ref=0)
+    manifest = root / "pixmake.yaml"
+    document = yaml.safe_load(manifest.read_text())
+    for target in document["targets"].values():
+        target["prompt"] += "\n"
+    manifest.write_text(yaml.safe_dump(document))
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    manifest.write_text(manifest.read_text().replace("product shot 1", "product shot 1, in blue"))
+    lock_path = root / "pixmake.lock"
+    result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_touch(lock_path)))
+    assert result.generated == ("t0001",)
+    assert parse_lock(lock_path.read_text()).entries["t0001"].prompt == "product shot 1, in blue\n"
+
+
+def test_a_build_after_a_crash_keeps_its_entry_over_the_chain_it_replaced(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The journal held t0001 (K0 → K1) from a crash; the build made K2 while the lock was rewritten as it
+    was (K0): the build's entry was taken for one from another branch, and the lock went back to K0."""
+    project = built_then_edited(tmp_path / "p", fast_env, 3)
+    lock_path = _crash_after_the_record(project, fast_env)
+    manifest = project.root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("product shot 1, in blue", "product shot 1, in red"))
+    result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_touch(lock_path)))
+    assert result.generated == ("t0001",)
+    assert parse_lock(lock_path.read_text()).entries["t0001"].prompt == "product shot 1, in red"
+
+
+def test_a_state_folder_deleted_mid_build_keeps_the_entries_recovered_from_a_crash(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The new journal held what was in flight, not t0001's entry recovered from the crash before: a crash
+    from then on paid for t0001 again."""
+    project = built_then_edited(tmp_path / "p", fast_env, 3)
+    _crash_after_the_record(project, fast_env)
+    manifest = project.root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("product shot 2", "product shot 2, in red"))
+    seen: dict[str, str] = {}
+
+    class Clean(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, BuildStarted):
+                shutil.rmtree(project.state_dir)
+            if isinstance(event, TargetSubmitted):
+                seen["journal"] = project.journal.read_text()
+
+    assert api.build(project, fast_settings(project, fast_env), reporter=Clean()).ok
+    assert '"target":"t0001"' in seen["journal"] and '"target":"t0002"' in seen["journal"]
+
+
+def test_a_lock_in_conflict_with_stale_outputs_still_tells_the_builds_outcome(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Recording the stale outputs read the conflicted lock and raised: the outcome and the way out were lost."""
+    project = built_then_edited(tmp_path / "p", fast_env, 3)
+    manifest = project.root / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("out/t0001.png", "out/t0001-blue.png"))
+    lock_path = project.root / "pixmake.lock"
+    conflicted = lock_path.read_text().replace('"t0002"', '<<<<<<< HEAD\n"t0002"', 1) + "=======\n>>>>>>> mate\n"
+
+    def _merge() -> None:
+        lock_path.write_text(conflicted)
+
+    result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_merge))
+    assert result.generated == ("t0001",)
+    assert "pixmake.lock changed during the build and cannot be read" in str(result.fatal)

@@ -372,3 +372,41 @@ def test_a_task_paid_for_a_higher_n_is_collected_after_n_was_lowered_and_raising
     assert [o.sha256 for o in parse_lock((root / "pixmake.lock").read_text()).entries["hero"].outputs][:2] == [
         hashlib.sha256(data).hexdigest() for data in first_two
     ]
+
+
+def test_a_task_of_a_higher_n_leaves_alone_a_target_whose_images_are_locked(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """n raised from 1 to 4, the build killed once paid, n set back to 1: the task replaced the committed image."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    one = {"hero": {"prompt": "a red mug", "out": "hero.png", "n": 1}}
+    root = write_manifest(tmp_path / "p", one, concurrency=4)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, emulator)).ok
+    committed = (root / "hero.png").read_bytes()
+    write_manifest(root, {"hero": {**one["hero"], "n": 4}}, concurrency=4)
+    paid_by_a_killed_build(project, fast_settings(project, emulator), "hero", "cbid-of-four")
+    write_manifest(root, one, concurrency=4)
+    [action] = api.plan(project).plan.actions
+    assert action.kind.value == "unchanged"
+    assert api.build(project, fast_settings(project, emulator)).ok
+    assert (root / "hero.png").read_bytes() == committed
+
+
+def test_a_short_result_of_a_task_of_a_higher_n_still_gives_the_lowered_n(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """n 4 paid, lowered to 2, the task made 3: it failed as 'expected 2', was dropped, and 2 were paid again."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, p_short_result=1.0))
+    four = {"hero": {"prompt": "a red mug", "out": "hero.png", "n": 4}}
+    root = write_manifest(tmp_path / "p", four, concurrency=4)
+    project = api.open_project(root)
+    paid_by_a_killed_build(project, fast_settings(project, emulator), "hero", "cbid-of-four")
+    write_manifest(root, {"hero": {**four["hero"], "n": 2}}, concurrency=4)
+    charged = emulator.emulator.ledger.charged_images
+    result = api.build(project, fast_settings(project, emulator))
+    assert result.resumed == ("hero",) and emulator.emulator.ledger.charged_images == charged
+    assert [o.path for o in parse_lock((root / "pixmake.lock").read_text()).entries["hero"].outputs] == [
+        "hero-1.png",
+        "hero-2.png",
+    ]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pixmake import invocation
-from pixmake.errors import ConfigError, Diagnostic, ManifestError, UnsafePathError
+from pixmake.errors import ConfigError, Diagnostic, LockfileError, ManifestError, UnsafePathError
 from pixmake.recordfile import paused_gc
 
 # The manifest parser (yaml, jsonschema), the lockfile parser and the planner are imported where
@@ -1209,7 +1209,7 @@ def _build(
     gc.set_threshold(max(thresholds[0], _BUILD_GC_THRESHOLD), *thresholds[1:])
     gc.freeze()
     _stops.append(stop)
-    unrecorded: OSError | None = None  # the stale outputs could not be written into the lock
+    unrecorded: OSError | LockfileError | None = None  # the stale outputs could not be written into the lock
     try:
         built = anyio.run(run, backend_options=backend_options)
     except CancelledError:  # the main task cancelled: only a stop does that (asyncio's Ctrl-C raises KeyboardInterrupt)
@@ -1225,7 +1225,7 @@ def _build(
                 uploads.save()
             try:
                 _record_stale(project, result.plan.actions)
-            except OSError as error:  # the build's outcome is still to be told
+            except (OSError, LockfileError) as error:  # the build's outcome is still to be told
                 unrecorded = error
         finally:
             _stops.remove(stop)
@@ -1236,7 +1236,7 @@ def _build(
         from pixmake.store import describe_os_error
 
         stale = ", ".join(o.path for a in result.plan.actions for o in a.stale)
-        why = describe_os_error(unrecorded, project.root)
+        why = describe_os_error(unrecorded, project.root) if isinstance(unrecorded, OSError) else str(unrecorded)
         failure = StorageError(
             f"cannot record the stale outputs {stale} in pixmake.lock ({why}); every target is locked, but "
             "build --prune will not know those files: delete them if unwanted",

@@ -51,7 +51,7 @@ from pixmake.errors import (
     StorageError,
     UnsafePathError,
 )
-from pixmake.fingerprint import lock_entry, target_key
+from pixmake.fingerprint import current_keys, lock_entry, target_key
 from pixmake.history import remember
 from pixmake.journal import ANY, Journal, PendingSubmit, finished_targets
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
@@ -344,9 +344,11 @@ class _Recorder:
         self._since_snapshot: dict[str, LockEntry] = {}  # recorded since the last fold began
         self._folding = False
         self._lock_stat = lock_stat  # as the build planned from it (or last wrote it)
-        # Entries this build made or recovered, each with the key of the entry it replaced: they win a merge
-        # over an entry of that key (see _write_lock).
+        # Entries this build made or recovered, each with the keys of the entries it replaced (the lockfile's,
+        # and those of a chain of journal records): they win a merge over an entry of those keys (_write_lock).
         self._ours = finished_targets(journal.path)
+        self._recovered = frozenset(self._ours)  # in _base, from the journal: not in the lockfile until a fold
+        self._changing: Mapping[str, LockEntry] = {}  # the entries of the fold in flight
         self.history = history
 
     def _reattach(self) -> None:
@@ -356,7 +358,9 @@ class _Recorder:
         if not self.journal.gone():
             return
         make_state_dir(self.journal.path.parent)
-        self.journal.rewrite(self.pending, self._since_snapshot, self._ours)
+        owed = {name: self._base.entries[name] for name in self._recovered} if self._base is not None else {}
+        owed |= {**self._changing, **self._since_snapshot}  # not folded yet, or not sure to be
+        self.journal.rewrite(self.pending, owed, self._wases())
 
     def submitting(self, target: str, key: str, client_business_id: str, keep: tuple[str, ...] = ()) -> None:
         """A submit with this id is about to be sent (once the journal is durable); ``keep``: the sha256 of
@@ -391,7 +395,7 @@ class _Recorder:
         self._reattach()
         self.journal.finished(name, entry, was)
         self._since_snapshot[name] = entry
-        self._ours[name] = was
+        self._ours.setdefault(name, set()).add(was)
         self._size += 1
         self.pending.pop(name, None)
         return not self._folding and len(self._since_snapshot) >= max(64, self._size // 4)
@@ -441,7 +445,7 @@ class _Recorder:
                     own = merged.get(name) if name in self._ours else None
                     if own is None or (own.emulator and not entry.emulator):  # a provider's image beats a placeholder
                         merged[name] = entry
-                    elif self._ours[name] not in (ANY, entry.key, own.key):  # theirs moved on (another branch)
+                    elif ANY not in self._ours[name] and entry.key not in {*self._ours[name], own.key}:  # moved on
                         superseded.append(own)
                         merged[name] = entry
                 if superseded and self.history is not None:  # going back to those inputs restores them free
@@ -478,7 +482,8 @@ class _Recorder:
             if stat is None or stat == self._lock_stat:
                 return None, stat
             try:
-                return parse_lock(self.lock_path.read_text(encoding="utf-8"), file=self.lock_path.name), stat
+                text = self.lock_path.read_text(encoding="utf-8")
+                return current_keys(parse_lock(text, file=self.lock_path.name)), stat  # under today's keys
             except FileNotFoundError:
                 return None, None
             except (OSError, UnicodeDecodeError, LockfileError) as error:
@@ -507,6 +512,7 @@ class _Recorder:
         try:
             self._reattach()
             changed, self._since_snapshot = self._since_snapshot, {}
+            self._changing = changed
             try:
                 await anyio.to_thread.run_sync(functools.partial(self._write_lock, changed, final=final))
             except BaseException as error:
@@ -521,10 +527,15 @@ class _Recorder:
                         build_wide=True,
                     ) from None
                 raise
-            self.journal.rewrite(self.pending, self._since_snapshot, self._ours)
+            self.journal.rewrite(self.pending, self._since_snapshot, self._wases())
             await anyio.to_thread.run_sync(_trim_heap)
         finally:
-            self._folding = False
+            self._folding, self._changing = False, {}
+
+    def _wases(self) -> dict[str, str | None]:
+        """For each entry this build made or recovered, the key a rewritten journal record says it replaced:
+        the one it did, or any (:data:`~pixmake.journal.ANY`) after a chain of them."""
+        return {name: next(iter(keys)) if len(keys) == 1 else ANY for name, keys in self._ours.items()}
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -1490,7 +1501,7 @@ class Executor:
         asked = target.n - len(keep)
         journaled = None if paid_now else self.recorder.pending.get(target.name)
         more = journaled.images if journaled is not None else None  # paid for a higher n, lowered since
-        if more is not None and len(status.urls) == more > asked and not keep:
+        if more is not None and len(status.urls) >= asked and not keep:  # (more, or fewer but enough, came)
             blobs = await self._result_images(target, key, keep, status)
             try:
                 await self._remember_images(target, blobs, status)

@@ -172,11 +172,14 @@ def _replay(
         pending.pop(target, None)
 
 
-def finished_targets(path: Path) -> dict[str, str | None]:
+def finished_targets(path: Path) -> dict[str, set[str | None]]:
     """The targets whose finished entries the journal holds (not yet folded into the lockfile), each with
-    the key of the entry it replaced (see :func:`was_of`)."""
-    records = _records(journal_bytes(path))
-    return {str(record.get("target", "")): was_of(record) for record in records if record.get("op") == "lock"}
+    the keys of the entries its records replaced (see :func:`was_of`): a crash and a later build leave a chain."""
+    finished: dict[str, set[str | None]] = {}
+    for record in _records(journal_bytes(path)):
+        if record.get("op") == "lock":
+            finished.setdefault(str(record.get("target", "")), set()).add(was_of(record))
+    return finished
 
 
 class Journal:

@@ -1020,7 +1020,8 @@ def make_plan(
         task = pending.get(target.name)
         if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
             abandoned.append(_abandoned(task))
-        elif task is not None and (task.key == action.key or task.images is not None):
+        elif task is not None and (task.key == action.key or (task.images is not None and action.kind.paid)):
+            # (A task of a higher n, lowered since, replaces only what would be paid for: not images at hand.)
             why = (_resume_reason(task, now, target.n),)
             resume = Action(ActionKind.RESUME, target.name, why, target, action.key, fallback=action)
             action = _with_side_effects(resume, wanted, lock, disk, claimed)
