@@ -1617,3 +1617,18 @@ def test_a_lock_in_conflict_with_stale_outputs_still_tells_the_builds_outcome(
     result = api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_merge))
     assert result.generated == ("t0001",)
     assert "pixmake.lock changed during the build and cannot be read" in str(result.fatal)
+
+
+def test_a_build_with_nothing_to_do_makes_no_journal_so_the_next_plan_is_answered_by_its_memo(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """A no-op build created an empty journal where there was none: the memo's proof failed on it, and the
+    next plan --check at 10,000 targets took 0.98 s instead of 0.09."""
+    root = make_manifest(tmp_path / "p", 3, every_ref=0)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    project.journal.unlink()  # as a fresh clone has it
+    assert api.plan(project).plan.up_to_date  # writes the memo
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    assert not project.journal.exists()
+    assert api.memo_plan(project) is not None  # the memo still proves the plan

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pixmake.fingerprint import current_key
 from pixmake.lockfile import Lock, LockEntry, entry_from_json, entry_to_json
-from pixmake.store import open_for_append
+from pixmake.store import make_state_dir, open_for_append
 
 if TYPE_CHECKING:
     import anyio  # imported where it is used: `pixmake plan` reads the journal without the build stack
@@ -195,6 +195,7 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self._opened = False  # open() was called: the first append creates the file if need be
         self._fd_lock = threading.Lock()  # an fsync in a worker thread never meets a closed or swapped fd
         self._appended = 0  # records appended so far
         self._synced = 0  # of those, how many are known to be on disk
@@ -206,10 +207,13 @@ class Journal:
         """Open for appending (creating ``.pixmake/`` as needed).
 
         A journal whose last line was torn (a crash or a full disk mid-append) first gets the line end
-        it lacks: else the next record would be glued onto the torn line, and lost with it.
+        it lacks: else the next record would be glued onto the torn line, and lost with it. A journal
+        that does not exist is made by the first record: a build with nothing to journal leaves none
+        (the no-op memo of the next plan holds).
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = open_for_append(self.path)
+        self._opened = True
+        if os.path.exists(self.path):
+            self._fd = open_for_append(self.path)
 
     def close(self) -> None:
         """Make every record durable and close the file."""
@@ -221,11 +225,14 @@ class Journal:
                     os.close(self._fd)
                     self._fd = None
                 self._synced = self._appended
+            self._opened = False
 
     def empty(self) -> bool:
         """Whether the journal holds no record: none was there when it was opened, and none was appended."""
         with self._fd_lock:
-            return self._appended == 0 and self._fd is not None and os.fstat(self._fd).st_size == 0
+            if self._fd is None:
+                return self._appended == 0 and not os.path.getsize(self.path) if os.path.exists(self.path) else True
+            return self._appended == 0 and os.fstat(self._fd).st_size == 0
 
     def gone(self) -> bool:
         """Whether the journal's file was deleted under it (``.pixmake`` removed during a build: a clean)."""
@@ -233,7 +240,11 @@ class Journal:
             return self._fd is not None and os.fstat(self._fd).st_nlink == 0
 
     def _append(self, record: dict[str, Any]) -> None:
-        assert self._fd is not None, "journal is not open"
+        assert self._opened, "journal is not open"
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_state_dir(self.path.parent)  # with its .gitignore, should a clean have taken it
+            self._fd = open_for_append(self.path)
         line = memoryview(_line(record))
         while line:
             line = line[os.write(self._fd, line) :]
