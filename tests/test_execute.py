@@ -1632,3 +1632,26 @@ def test_a_build_with_nothing_to_do_makes_no_journal_so_the_next_plan_is_answere
     assert api.build(project, fast_settings(project, fast_env)).ok
     assert not project.journal.exists()
     assert api.memo_plan(project) is not None  # the memo still proves the plan
+
+
+def test_a_build_the_memo_proves_a_no_op_sends_nothing_and_tells_its_outcome(
+    fast_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan --check answers a no-op from stats alone; the build planned everything again (0.9 s at 10,000)."""
+    import pixmake.plan
+
+    root = make_manifest(tmp_path / "p", 3, every_ref=0)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    assert api.plan(project).plan.up_to_date  # writes the memo
+    requests = len(fast_env.emulator.requests)
+    reporter = RecordingReporter()
+    with monkeypatch.context() as patch:
+        patch.setattr(pixmake.plan, "make_plan", None)  # planning again would fail
+        manifest = api.load_manifest(project)  # as the command line has it, for the build's settings
+        result = api.build(project, fast_settings(project, fast_env), reporter=reporter, manifest=manifest)
+    assert result.ok and sorted(result.unchanged) == ["t0000", "t0001", "t0002"]
+    assert [type(e).__name__ for e in reporter.events] == ["BuildStarted", "BuildFinished"]
+    assert len(fast_env.emulator.requests) == requests
+    (root / "out" / "t0001.png").unlink()  # the memo no longer holds: a real plan
+    assert api.build(project, fast_settings(project, fast_env)).restored == ("t0001",)
