@@ -1655,3 +1655,13 @@ def test_a_build_the_memo_proves_a_no_op_sends_nothing_and_tells_its_outcome(
     assert len(fast_env.emulator.requests) == requests
     (root / "out" / "t0001.png").unlink()  # the memo no longer holds: a real plan
     assert api.build(project, fast_settings(project, fast_env)).restored == ("t0001",)
+
+
+def test_a_build_that_finds_nothing_to_do_leaves_a_memo_for_the_next(fast_env: EmulatorServer, tmp_path: Path) -> None:
+    root = make_manifest(tmp_path / "p", 3, every_ref=0)
+    project = api.open_project(root)
+    manifest = api.load_manifest(project)
+    assert api.build(project, fast_settings(project, fast_env), manifest=manifest).ok
+    assert api.memo_plan(project) is None  # a build with work writes none: its plan was not a no-op
+    assert api.build(project, fast_settings(project, fast_env), manifest=manifest).ok
+    assert api.memo_plan(project) is not None

@@ -976,6 +976,8 @@ def build(
         built_from = _manifest_files(project) if prune else {}
         whole = not tuple(replace) and not restore and (select is None or select.everything)
         remembered = memo_plan(project) if whole else None  # a no-op, proved by stats alone: as plan --check
+        if whole:  # planned as plan plans it (the manifest cache makes the load cheap): a no-op writes the memo
+            options["manifest"] = None
         if remembered is not None:
             result = _nothing_to_build(remembered, settings, reporter, emulator=emulator)
         elif emulator:
