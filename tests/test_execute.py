@@ -1653,6 +1653,9 @@ def test_a_build_the_memo_proves_a_no_op_sends_nothing_and_tells_its_outcome(
     assert result.ok and sorted(result.unchanged) == ["t0000", "t0001", "t0002"]
     assert [type(e).__name__ for e in reporter.events] == ["BuildStarted", "BuildFinished"]
     assert len(fast_env.emulator.requests) == requests
+    (project.state_dir / "noop.memo").unlink()
+    planned = api.build(project, fast_settings(project, fast_env), manifest=manifest)  # a no-op planned again
+    assert planned.statistics == result.statistics  # build --json tells both alike
     (root / "out" / "t0001.png").unlink()  # the memo no longer holds: a real plan
     assert api.build(project, fast_settings(project, fast_env)).restored == ("t0001",)
 
@@ -1665,3 +1668,32 @@ def test_a_build_that_finds_nothing_to_do_leaves_a_memo_for_the_next(fast_env: E
     assert api.memo_plan(project) is None  # a build with work writes none: its plan was not a no-op
     assert api.build(project, fast_settings(project, fast_env), manifest=manifest).ok
     assert api.memo_plan(project) is not None
+
+
+def test_a_state_folder_deleted_mid_build_after_a_superseded_record_is_no_traceback(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """A journal record whose target the lock no longer has (a checkout after a crash) is superseded, not in
+    the build's lock: writing the new journal looked it up there and raised KeyError."""
+    project = built_then_edited(tmp_path / "p", fast_env, 3)
+    ghost = parse_lock((project.root / "pixmake.lock").read_text()).entries["t0000"]
+    journal = Journal(project.journal)
+    journal.open()
+    journal.finished("ghost", ghost, "ab" * 32)
+    journal.close()
+
+    class Clean(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, BuildStarted):
+                shutil.rmtree(project.state_dir)
+
+    assert api.build(project, fast_settings(project, fast_env), reporter=Clean()).generated == ("t0001",)
+
+
+def test_replace_given_as_any_iterable_is_honoured(fast_env: EmulatorServer, tmp_path: Path) -> None:
+    root = make_manifest(tmp_path / "p", 2, every_ref=0)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    result = api.build(project, fast_settings(project, fast_env), replace=iter(["t0000"]))
+    assert result.generated == ("t0000",)

@@ -388,9 +388,13 @@ def test_a_task_of_a_higher_n_leaves_alone_a_target_whose_images_are_locked(
     paid_by_a_killed_build(project, fast_settings(project, emulator), "hero", "cbid-of-four")
     write_manifest(root, one, concurrency=4)
     [action] = api.plan(project).plan.actions
-    assert action.kind.value == "unchanged"
+    assert action.kind.value == "unchanged" and action.reasons[0].code == "task-kept"
     assert api.build(project, fast_settings(project, emulator)).ok
     assert (root / "hero.png").read_bytes() == committed
+    charged = emulator.emulator.ledger.charged_images
+    write_manifest(root, {"hero": {**one["hero"], "n": 4}}, concurrency=4)  # raised again: the task's, free
+    result = api.build(project, fast_settings(project, emulator))
+    assert result.resumed == ("hero",) and emulator.emulator.ledger.charged_images == charged
 
 
 def test_a_short_result_of_a_task_of_a_higher_n_still_gives_the_lowered_n(

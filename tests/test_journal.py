@@ -176,6 +176,8 @@ def test_a_cancelled_waiter_leaves_the_next_one_served(tmp_path: Path) -> None:
 
 def test_fsyncs_leave_the_event_loop_while_the_disk_is_slow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Quick fsyncs run on the loop's thread (a trip to a worker costs more); a slow one sends them back to a thread."""
+    (tmp_path / ".pixmake").mkdir()
+    (tmp_path / ".pixmake" / "journal.jsonl").touch()  # one there already: its first record syncs no folder
     journal = _journal(tmp_path)
     loop_thread = threading.get_ident()
     on_loop: list[bool] = []
@@ -302,3 +304,23 @@ def test_a_finished_entry_applies_only_over_the_entry_it_replaced(
     expected = "k1" if applies else held
     assert (folded.entries["t"].key if "t" in folded.entries else None) == expected
     assert [e.key for e in superseded] == ([] if applies else ["k1"])
+
+
+def test_the_first_record_of_a_new_journal_syncs_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal is made by its first record, moments before a paid submit: a power cut must not take
+    the new file's name, and the submit's record with it."""
+    synced: list[bool] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.isdir(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    journal = _journal(tmp_path)
+    assert not journal.path.exists()
+    journal.submitting("a", "k1", "cb-1")
+    journal.close()
+    if os.path.isdir("/proc/self/fd"):
+        assert synced[:1] == [True]  # the folder, first
+    assert read_journal(journal.path, Lock())[1]["a"].client_business_id == "cb-1"

@@ -963,6 +963,7 @@ def build(
     """
     if prune and select is not None and not select.everything:
         raise ConfigError("--prune works on the whole manifest; drop the target selection")
+    replace = tuple(replace)  # read more than once
     options: dict[str, Any] = {
         "replace": replace,
         "manifest": manifest,
@@ -974,12 +975,13 @@ def build(
 
     with project_lock(project.state_dir):  # one hold for the build and its prune: no command comes between
         built_from = _manifest_files(project) if prune else {}
-        whole = not tuple(replace) and not restore and (select is None or select.everything)
+        whole = not replace and not restore and (select is None or select.everything)
         remembered = memo_plan(project) if whole else None  # a no-op, proved by stats alone: as plan --check
         if whole:  # planned as plan plans it (the manifest cache makes the load cheap): a no-op writes the memo
             options["manifest"] = None
         if remembered is not None:
-            result = _nothing_to_build(remembered, settings, reporter, emulator=emulator)
+            paced = replace_settings(settings, settings.base_url) if emulator else settings  # as the emulator's
+            result = _nothing_to_build(remembered, paced, reporter, emulator=emulator)
         elif emulator:
             from pixmake.emulator.server import EmulatorServer
 
@@ -1007,13 +1009,16 @@ def _nothing_to_build(
 ) -> BuildResult:
     """The outcome of a build the no-op memo proves has nothing to do, told as the executor tells one (a
     whole build of 10,000 unchanged targets took 0.9 s to say so; plan --check, 0.06)."""
-    from pixmake.execute import BuildFinished, BuildResult, BuildStarted
+    from pixmake.execute import BuildFinished, BuildResult, BuildStarted, idle_statistics
 
     started = time.monotonic()
     report = reporter.emit if reporter is not None else (lambda event: None)
     report(BuildStarted(0, 0, settings.concurrency, emulator))
     unchanged = tuple(action.name for action in remembered.plan.actions)
-    result = BuildResult(unchanged=unchanged, emulator=emulator, seconds=time.monotonic() - started)
+    statistics = idle_statistics(settings)  # as a no-op planned again tells them (build --json)
+    result = BuildResult(
+        unchanged=unchanged, emulator=emulator, statistics=statistics, seconds=time.monotonic() - started
+    )
     report(BuildFinished(result, result.seconds))
     return result
 

@@ -96,6 +96,7 @@ __all__ = [
     "TargetStarted",
     "TargetSubmitted",
     "Tick",
+    "idle_statistics",
 ]
 
 T = TypeVar("T")
@@ -358,7 +359,8 @@ class _Recorder:
         if not self.journal.gone():
             return
         make_state_dir(self.journal.path.parent)
-        owed = {name: self._base.entries[name] for name in self._recovered} if self._base is not None else {}
+        base = self._base  # a fold in a worker thread may drop it meanwhile
+        owed = {name: base.entries[name] for name in self._recovered if name in base.entries} if base else {}
         owed |= {**self._changing, **self._since_snapshot}  # not folded yet, or not sure to be
         self.journal.rewrite(self.pending, owed, self._wases())
 
@@ -541,6 +543,23 @@ class _Recorder:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
+def _limiters(
+    s: Settings, sleep: Callable[[float], Awaitable[None]], on_change: Callable[[int], None]
+) -> tuple[RateLimiter, RateLimiter, AdaptiveLimiter]:
+    """A build's pace: the submit and query rates (token buckets) and its adaptive concurrency."""
+    submit_rate = RateLimiter(s.submit_rate, burst=max(1.0, min(s.submit_rate * 10, 50)), sleep=sleep)
+    query_rate = RateLimiter(s.query_rate, burst=max(1.0, min(s.query_rate * 10, 500)), sleep=sleep)
+    return submit_rate, query_rate, AdaptiveLimiter(s.concurrency, on_change=on_change)
+
+
+def idle_statistics(settings: Settings) -> BuildStatistics:
+    """The statistics of a build that sent nothing: its limiters as they start."""
+    submit_rate, query_rate, capacity = _limiters(settings, anyio.sleep, lambda n: None)
+    return BuildStatistics(
+        submit_rate=submit_rate.statistics(), query_rate=query_rate.statistics(), concurrency=capacity.statistics()
+    )
+
+
 @functools.cache
 def _glibc(name: str) -> Callable[..., int] | None:
     """A function of glibc's malloc (``malloc_trim``, ``mallopt``), or None where the C library has none
@@ -673,10 +692,9 @@ class Executor:
     _ticking: anyio.CancelScope | None = None  # the Tick events' (made by run): cancelled by the last worker
 
     def __post_init__(self) -> None:
-        s = self.settings
-        self.submit_rate = RateLimiter(s.submit_rate, burst=max(1.0, min(s.submit_rate * 10, 50)), sleep=self.sleep)
-        self.query_rate = RateLimiter(s.query_rate, burst=max(1.0, min(s.query_rate * 10, 500)), sleep=self.sleep)
-        self.capacity = AdaptiveLimiter(s.concurrency, on_change=lambda n: self.reporter.emit(ConcurrencyChanged(n)))
+        self.submit_rate, self.query_rate, self.capacity = _limiters(
+            self.settings, self.sleep, lambda n: self.reporter.emit(ConcurrencyChanged(n))
+        )
         # Thread work (Pillow decode, hashing, writes) is CPU- and memory-bound: a decoded 1024² image
         # is 3 MB, so this many at once, not one per target in flight.
         self.thread_work = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
@@ -898,7 +916,7 @@ class Executor:
         return (
             self.provider is not None
             and pending is not None
-            and (pending.key == key or pending.images is not None)
+            and pending.key == key
             and pending.emulator == self.settings.emulator
         )
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pixmake.fingerprint import current_key
 from pixmake.lockfile import Lock, LockEntry, entry_from_json, entry_to_json
-from pixmake.store import make_state_dir, open_for_append
+from pixmake.store import fsync_dir, make_state_dir, open_for_append
 
 if TYPE_CHECKING:
     import anyio  # imported where it is used: `pixmake plan` reads the journal without the build stack
@@ -204,7 +204,7 @@ class Journal:
         self._fsync_seconds = 1.0
 
     def open(self) -> None:
-        """Open for appending (creating ``.pixmake/`` as needed).
+        """Open for appending.
 
         A journal whose last line was torn (a crash or a full disk mid-append) first gets the line end
         it lacks: else the next record would be glued onto the torn line, and lost with it. A journal
@@ -245,6 +245,7 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             make_state_dir(self.path.parent)  # with its .gitignore, should a clean have taken it
             self._fd = open_for_append(self.path)
+            fsync_dir(str(self.path.parent))  # a power cut must not take the new file's name with the submit in it
         line = memoryview(_line(record))
         while line:
             line = line[os.write(self._fd, line) :]

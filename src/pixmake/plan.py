@@ -1025,6 +1025,14 @@ def make_plan(
             why = (_resume_reason(task, now, target.n),)
             resume = Action(ActionKind.RESUME, target.name, why, target, action.key, fallback=action)
             action = _with_side_effects(resume, wanted, lock, disk, claimed)
+        elif task is not None and task.images is not None:  # its images at hand: the task waits, journaled
+            text = (
+                f"a paid task of an interrupted build for n {task.images} stays journaled: raising n to "
+                f"{task.images} collects it (free while its result links last, 24 hours)"
+            )
+            action = dataclasses.replace(
+                action, reasons=(*action.reasons, Reason("task-kept", text, {"n": task.images}))
+            )
         elif task is not None:
             abandoned.append(_abandoned(task, "it was paid for earlier inputs of this target"))
         return action

@@ -27,6 +27,7 @@ __all__ = [
     "binary",
     "describe_os_error",
     "disk_wide",
+    "fsync_dir",
     "hash_file",
     "holds_state",
     "make_state_dir",
@@ -94,7 +95,7 @@ def hash_file(path: Path | str) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     with contextlib.suppress(OSError):  # not every file system lets a directory be opened and synced
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -243,7 +244,7 @@ def atomic_write(
             error.filename = tmp
         raise
     if sync_directory:
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
 
 def safe_path(root: Path, relative: str, *, field: str) -> Path:
