@@ -428,7 +428,9 @@ class _Recorder:
         try:
             if self._base is None and not os.path.exists(self._copy):
                 # The copy went with .pixmake (git clean): the lock is as the last fold wrote it.
-                self._base = parse_lock(self.lock_path.read_text(encoding="utf-8"), file=self.lock_path.name)
+                self._base = current_keys(
+                    parse_lock(self.lock_path.read_text(encoding="utf-8"), file=self.lock_path.name)
+                )
             theirs, seen = self._changed_on_disk()
 
             def unmoved() -> None:
