@@ -1682,13 +1682,10 @@ def test_a_state_folder_deleted_mid_build_after_a_superseded_record_is_no_traceb
     journal.finished("ghost", ghost, "ab" * 32)
     journal.close()
 
-    class Clean(RecordingReporter):
-        def emit(self, event: Any) -> None:
-            super().emit(event)
-            if isinstance(event, BuildStarted):
-                shutil.rmtree(project.state_dir)
+    def _clean() -> None:
+        shutil.rmtree(project.state_dir)
 
-    assert api.build(project, fast_settings(project, fast_env), reporter=Clean()).generated == ("t0001",)
+    assert api.build(project, fast_settings(project, fast_env), reporter=at_build_start(_clean)).generated == ("t0001",)
 
 
 def test_replace_given_as_any_iterable_is_honoured(fast_env: EmulatorServer, tmp_path: Path) -> None:
