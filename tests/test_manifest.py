@@ -628,3 +628,81 @@ def test_an_undefined_variable_in_a_matrix_targets_name_is_one_error_not_one_per
     assert [str(d) for d in caught.value.diagnostics] == [
         "m.yaml:3:3: targets.shot-${sku}-${shape}: undefined variable 'shape' (defined: sku) (in sku=a and 2 more)"
     ]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_matrix_axis_of_mappings_sets_size_and_model_per_combination(stream: bool) -> None:
+    """One hero in three crops: a label for the name and file, a ratio for ``size``, from one axis."""
+    text = (
+        "version: 1\ntargets:\n  hero-${format.label}-${m}:\n    matrix:\n      format:\n"
+        "        - {label: square, size: '1:1'}\n        - {label: wide, size: '3:2'}\n"
+        "      m: [gpt-4o-image, flux-2-pro]\n"
+        "    model: ${m}\n    size: ${format.size}\n    prompt: Our mug, ${format.label} crop\n"
+        "    out: hero/${format.label}-${m}.png\n"
+        "  plain:\n    prompt: Our mug, wide crop\n    size: '3:2'\n    out: plain.png\n"
+    )
+    manifest = parse_manifest(text, file="m.yaml", stream=stream)
+    made = {t.name: (t.model, t.size, t.out, t.origin) for t in manifest.targets}
+    assert made == {
+        "hero-square-gpt-4o-image": ("gpt-4o-image", "1:1", "hero/square-gpt-4o-image.png",
+                                     "format.label=square, format.size=1:1, m=gpt-4o-image"),
+        "hero-square-flux-2-pro": ("flux-2-pro", "1:1", "hero/square-flux-2-pro.png",
+                                   "format.label=square, format.size=1:1, m=flux-2-pro"),
+        "hero-wide-gpt-4o-image": ("gpt-4o-image", "3:2", "hero/wide-gpt-4o-image.png",
+                                   "format.label=wide, format.size=3:2, m=gpt-4o-image"),
+        "hero-wide-flux-2-pro": ("flux-2-pro", "3:2", "hero/wide-flux-2-pro.png",
+                                 "format.label=wide, format.size=3:2, m=flux-2-pro"),
+        "plain": ("gpt-4o-image", "3:2", "plain.png", ""),
+    }  # fmt: skip
+    from pixmake.fingerprint import target_key
+
+    by_name = {t.name: t for t in manifest.targets}
+    assert target_key(by_name["hero-wide-gpt-4o-image"], {}) == target_key(by_name["plain"], {})  # nothing new to pay
+
+
+def test_a_size_from_a_template_is_checked_against_the_model_once_filled_in() -> None:
+    text = (
+        "version: 1\ndefaults:\n  size: ${f.ratio}\ntargets:\n  a-${f.k}:\n"
+        "    matrix: {f: [{k: square, ratio: '1:1'}, {k: wide, ratio: '16:9'}]}\n    prompt: x\n    out: a-${f.k}.png\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml")
+    assert [str(d) for d in caught.value.diagnostics] == [
+        "m.yaml:3:9: defaults.size: expected one of 1:1, 2:3, 3:2 for gpt-4o-image, found '16:9' "
+        "(in f.k=wide, f.ratio=16:9)"
+    ]
+
+
+def test_an_axis_of_mappings_is_read_by_field_and_its_retyped_fields_are_warned_about() -> None:
+    text = (
+        "version: 1\ntargets:\n  t-${f.label}:\n    matrix:\n"
+        "      f: [{label: a, size: 3:2}, {label: b, size: '2:3'}]\n"
+        "    prompt: ${f}\n    size: ${f.size}\n    out: ${f.label}.png\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml")
+    assert [(d.line, d.message) for d in caught.value.diagnostics if d.severity == "error"] == [
+        (6, "'f' stands for several values: write one of ${f.label}, ${f.size} (in f.label=a, f.size=182 and 1 more)"),
+        (7, "expected one of 1:1, 2:3, 3:2 for gpt-4o-image, found '182' (in f.label=a, f.size=182)"),
+    ]
+    fixed = parse_manifest(text.replace("${f}", "${f.label}").replace("3:2}", "'3:2'}"), file="m.yaml")
+    assert [(t.name, t.size, t.prompt) for t in fixed.targets] == [("t-a", "3:2", "a"), ("t-b", "2:3", "b")]
+    retyped = parse_manifest(text.replace("${f}", "${f.size}").replace("size: ${f.size}", "size: '1:1'"), file="m.yaml")
+    assert [(w.line, w.column, w.field, w.message.split(" (YAML")[0]) for w in retyped.warnings] == [
+        (5, 28, "targets.t-${f.label}.matrix.f[0].size", "3:2 is read as the number 182")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("[{label: a, size: {w: 3, h: 2}}]", "matrix.f[0]"),
+        ("[{}]", "matrix.f[0]"),
+        ("[{1x: a}]", "matrix.f[0]"),
+    ],
+)
+def test_an_axis_value_mapping_holds_named_scalar_fields_only(value: str, fragment: str) -> None:
+    text = f"version: 1\ntargets:\n  t-${{f.label}}:\n    matrix:\n      f: {value}\n    prompt: x\n    out: a.png\n"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml")
+    assert any(fragment in str(d) for d in caught.value.diagnostics), caught.value.diagnostics

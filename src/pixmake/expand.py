@@ -45,17 +45,21 @@ class Expansion:
     origin: str
 
 
+def _axis_value(axis: str, value: Any) -> dict[str, str]:
+    """The variables one axis value binds: ``{axis: text}``, or for a mapping ``{axis.field: text, …}``."""
+    if isinstance(value, Mapping):
+        return {f"{axis}.{field}": text_value(item) for field, item in value.items()}
+    return {axis: text_value(value)}
+
+
 def _matrix(body: Mapping[str, Any]) -> list[Expansion]:
     axes = body.get("matrix") or {}
-    names = list(axes)
-    combos = itertools.product(*([text_value(v) for v in axes[name]] for name in names))
-    return [
-        Expansion(
-            dict(zip(names, combo, strict=True)),
-            ", ".join(one_line(f"{n}={v}") for n, v in zip(names, combo, strict=True)),
-        )
-        for combo in combos
-    ]
+    combos = itertools.product(*([_axis_value(name, v) for v in values] for name, values in axes.items()))
+    expansions = []
+    for combo in combos:
+        binding = {name: text for part in combo for name, text in part.items()}
+        expansions.append(Expansion(binding, ", ".join(one_line(f"{n}={v}") for n, v in binding.items())))
+    return expansions
 
 
 def _rows(

@@ -238,8 +238,12 @@ def _target(
 
     model, model_path = inherited("model", "gpt-4o-image")
     size, size_path = inherited("size", "1:1")
+    if "${" in size:  # a matrix axis or a catalog column (the schema let a template through)
+        size = text(size, size_path)
     if "model" in rejected:
         model, model_path = "", (*where, "model")  # no model: pixmake.inputs skips its file rules too
+    elif "${" in model:
+        model = text(model, model_path)
     model, size = _shared(model), _shared(size)
     n, n_path = inherited("n", 1)
     if isinstance(n, float):
@@ -506,7 +510,7 @@ class _Made:
 
     def note_retyped(self, path: FieldPath, line: int, column: int, text: str, value: Any) -> None:
         """A plain scalar read as a value that is not its text: a warning where it becomes text in prompts."""
-        if path[:1] == ("vars",) or (len(path) == 5 and path[0] == "targets" and path[2] == "matrix"):
+        if path[:1] == ("vars",) or (len(path) in (5, 6) and path[0] == "targets" and path[2] == "matrix"):
             kind = "boolean" if isinstance(value, bool) else "number"
             message = (
                 f"{text} is read as the {kind} {text_value(value)} (YAML 1.1), which is what ${{…}} puts in its "

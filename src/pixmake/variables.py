@@ -16,11 +16,14 @@ from pixmake.schema import suggest
 __all__ = ["interpolate", "text_value"]
 
 _VAR: Final = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
-_VAR_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_VAR_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")  # ${axis.field}
 
 
 def interpolate(text: str, variables: Mapping[str, str]) -> tuple[str, list[str]]:
-    """Replace ``${name}`` by its value, ``$${`` by a literal ``${``; returns the text and any problems."""
+    """Replace ``${name}`` by its value, ``$${`` by a literal ``${``; returns the text and any problems.
+
+    A name may have one dot (``${format.size}``): a field of a matrix value that is a mapping, which the
+    expansion binds flat, under that dotted name."""
     if "${" not in text:
         return text, []
     problems: list[str] = []
@@ -37,6 +40,10 @@ def interpolate(text: str, variables: Mapping[str, str]) -> tuple[str, list[str]
             problems.append(f"bad variable name {name!r} in '${{{name}}}'")
             return token
         if name not in variables:
+            fields = sorted(f"${{{v}}}" for v in variables if v.startswith(f"{name}."))
+            if fields:  # a matrix axis whose values are mappings
+                problems.append(f"{name!r} stands for several values: write one of {', '.join(fields)}")
+                return token
             known = f"defined: {', '.join(sorted(variables))}" if variables else "no variables are defined"
             problems.append(f"undefined variable {name!r}{suggest(name, variables)} ({known})")
             return token
