@@ -1694,3 +1694,45 @@ def test_replace_given_as_any_iterable_is_honoured(fast_env: EmulatorServer, tmp
     assert api.build(project, fast_settings(project, fast_env)).ok
     result = api.build(project, fast_settings(project, fast_env), replace=iter(["t0000"]))
     assert result.generated == ("t0000",)
+
+
+# --- outputs git still holds ---------------------------------------------------------------------------------
+
+
+def _git_here(root: Path, *args: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_committed_output_deleted_in_a_teammates_clone_is_put_back_from_git_unpaid(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """A fresh clone has no object cache: a deleted (or retouched) committed output was planned as a
+    regenerate, paid again, while ``git checkout`` had its bytes."""
+    root = make_manifest(tmp_path / "p", 3, every_ref=0)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, fast_env)).ok
+    (root / ".gitignore").write_text(".pixmake/\n")
+    _git_here(root, "init", "-q")
+    _git_here(root, "add", "-A")
+    _git_here(root, "commit", "-qm", "assets")
+    clone = tmp_path / "clone"
+    _git_here(tmp_path, "clone", "-q", str(root), str(clone))
+    deleted, retouched = clone / "out" / "t0000.png", clone / "out" / "t0001.png"
+    committed = {path: path.read_bytes() for path in (deleted, retouched)}
+    deleted.unlink()
+    write_png(retouched, size=(8, 8), color=(9, 9, 9))  # a hand edit, then regretted: build --restore
+    charged = fast_env.emulator.ledger.charged_images
+    mate = api.open_project(clone)
+    planned = api.plan(mate, restore=True)
+    assert {a.name: a.kind for a in planned.plan.actions if a.kind is not ActionKind.UNCHANGED} == {
+        "t0000": ActionKind.RESTORE, "t0001": ActionKind.RESTORE
+    }  # fmt: skip
+    assert "output out/t0000.png is missing (git has its locked bytes)" in plan_lines(clone)[0]
+    outcome = run_cli("-C", str(clone), "build", "--restore")
+    assert outcome.exit_code == ExitCode.OK, outcome.stderr
+    assert fast_env.emulator.ledger.charged_images == charged  # nothing paid
+    assert {path: path.read_bytes() for path in committed} == committed
+    assert api.plan(api.open_project(clone)).plan.up_to_date

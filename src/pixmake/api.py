@@ -849,16 +849,20 @@ def _prune(project: Project) -> PruneResult:
     return PruneResult(gone.pruned, gone.deleted + cleaned.deleted, gone.kept + cleaned.kept)
 
 
-def _cache_restore_sources(project: Project, actions: Iterable[Action], twins: Mapping[tuple[str, str], str]) -> None:
+def _cache_restore_sources(
+    project: Project, actions: Iterable[Action], twins: Mapping[tuple[str, str], str], in_git: Mapping[str, str]
+) -> None:
     """Put into the object cache each image a restore copies (or a target whose ``n`` was raised keeps)
     that is only in place on disk (a renamed target's twin, in a clone whose cache lacks it; or under its
-    path in another letter case, ``twins``): the executor copies from the cache alone, and another restore
-    may overwrite that file first. A file that no longer holds the image is left out (that restore then
-    fails, naming it)."""
+    path in another letter case, ``twins``) or in git (``in_git``: a committed output deleted): the
+    executor copies from the cache alone, and another restore may overwrite that file first. A file that
+    no longer holds the image is left out (that restore then fails, naming it)."""
+    from pixmake.gitblobs import read_blobs
     from pixmake.plan import ActionKind
     from pixmake.store import safe_path, sha256_bytes
 
     objects = project.objects
+    from_git: set[str] = set()
     for action in actions:
         for restore in (action, action.fallback):
             if (
@@ -874,6 +878,11 @@ def _cache_restore_sources(project: Project, actions: Iterable[Action], twins: M
                         data = safe_path(project.root, where, field=f"targets.{action.name}").read_bytes()
                         if sha256_bytes(data) == output.sha256:
                             objects.put(data)
+                    if output.sha256 in in_git and not objects.has(output.sha256):
+                        from_git.add(in_git[output.sha256])
+    for _, data in read_blobs(project.root, sorted(from_git)):
+        if sha256_bytes(data) in in_git:  # the plan read these bytes a moment ago: a check, not a trust
+            objects.put(data)
 
 
 def _images_cached(objects: ObjectCache, entry: LockEntry) -> bool:
@@ -1178,7 +1187,7 @@ def _build(
             f"({count} target{'s' * (count != 1)} to generate or collect{which}){emulator}{typo}"
         )
     _keep_replaced_files(project, result.plan.actions)  # a paid action's, or a restore of another entry's images
-    _cache_restore_sources(project, result.plan.actions, result.disk.case_twins)
+    _cache_restore_sources(project, result.plan.actions, result.disk.case_twins, result.disk.in_git)
     replaced = [  # entries this build replaces with other inputs' images: kept for a way back
         entry
         for a in result.plan.actions

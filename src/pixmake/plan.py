@@ -438,7 +438,9 @@ def _output_action(
             )
             missing.append(Reason("output-missing", text, {"path": path, "twin": twin}))
         elif actual is None:
-            missing.append(Reason("output-missing", f"output {path} is missing", {"path": path}))
+            from_git = locked.sha256 in disk.in_git and locked.sha256 not in disk.cached_objects
+            text = f"output {path} is missing" + (" (git has its locked bytes)" if from_git else "")
+            missing.append(Reason("output-missing", text, {"path": path}))
         elif path in disk.lfs_pointers:  # not a hand edit: the image is in Git LFS, not fetched
             text = f"output {path} is a Git LFS pointer, not the image (git lfs pull fetches it)"
             missing.append(Reason(LFS_POINTER, text, {"path": path}))
@@ -508,12 +510,13 @@ def _built_before(
 
 
 def _in_reach(output: LockedOutput, disk: DiskState) -> bool:
-    """Whether a locked image can be put in place: cached, still at the path it was locked at, or under that
-    name in another letter case (see ``DiskState.case_twins``)."""
+    """Whether a locked image can be put in place: cached, still at the path it was locked at, under that
+    name in another letter case (see ``DiskState.case_twins``), or in git (``DiskState.in_git``)."""
     return (
         output.sha256 in disk.cached_objects
         or disk.file_hashes.get(output.path) == output.sha256
         or (output.path, output.sha256) in disk.case_twins
+        or output.sha256 in disk.in_git
     )
 
 

@@ -34,6 +34,7 @@ from typing import Final
 
 from pixmake.decode import is_whole_image
 from pixmake.errors import Diagnostic, ManifestError, UnsafePathError
+from pixmake.gitblobs import committed_images
 from pixmake.lockfile import Lock
 from pixmake.manifest import Target, is_url, output_paths, portable_path
 from pixmake.recordfile import sealed, unsealed
@@ -89,6 +90,10 @@ class DiskState:
     # (git on macOS and Windows keeps a file's old name when only its case changes): that name, by output
     # path and locked sha256. A build caches those bytes before it restores from them.
     case_twins: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # Locked images neither in place nor cached whose bytes git's index or HEAD holds at their output
+    # path (a committed output deleted or edited): blob id by sha256. A build caches them before it
+    # restores from them.
+    in_git: Mapping[str, str] = field(default_factory=dict)
 
 
 def _digest(path: str) -> bytes | None:
@@ -363,14 +368,20 @@ def scan_project(
     if missing:
         raise ManifestError(missing)
     # Only outputs that are not in place need the object cache; a no-op plan asks it nothing.
-    locked = [(o.path, o.sha256) for entry in lock.entries.values() for o in entry.outputs]
+    locked = [(o.path, o.sha256, o.bytes) for entry in lock.entries.values() for o in entry.outputs]
     for target in targets:
         entry = lock.entries.get(target.name)
         if entry is not None:
-            locked.extend((path, o.sha256) for path, o in zip(output_paths(target), entry.outputs, strict=False))
-    unplaced = [(path, sha) for path, sha in locked if hashes.get(path) != sha]
+            outputs = zip(output_paths(target), entry.outputs, strict=False)
+            locked.extend((path, o.sha256, o.bytes) for path, o in outputs)
+    unplaced_sized = [(path, sha, size) for path, sha, size in locked if hashes.get(path) != sha]
+    unplaced = [(path, sha) for path, sha, _ in unplaced_sized]
     cached = frozenset(sha for sha in {sha for _, sha in unplaced} if objects.has(sha))
     twins = _case_twins(root, [(path, sha) for path, sha in unplaced if path not in hashes])
+    twin_shas = {sha for _, sha in twins}
+    in_git = committed_images(
+        root, ((path, sha, size) for path, sha, size in unplaced_sized if sha not in cached and sha not in twin_shas)
+    )
     differing: dict[str, set[str]] = {}  # present, but not the locked bytes: path → the locked sha256s
     for path, sha in unplaced:
         if path in hashes:
@@ -394,5 +405,5 @@ def scan_project(
     return DiskState(
         file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged,
         made_by_pixmake=made, lfs_pointers=frozenset(p for p in damaged if _is_lfs_pointer(found[p][0])),
-        case_twins=twins,
+        case_twins=twins, in_git=in_git,
     )  # fmt: skip

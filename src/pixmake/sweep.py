@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixmake.errors import ConfigError, LockfileError
+from pixmake.gitblobs import in_git_work_tree
 from pixmake.lockfile import Lock, parse_lock
 from pixmake.store import atomic_write, holds_state
 
@@ -57,10 +58,6 @@ class SweepResult:
 def referenced(locks: Iterable[Lock]) -> set[str]:
     """The sha256 of every output and stale output the locks record."""
     return {o.sha256 for lock in locks for entry in lock.entries.values() for o in (*entry.outputs, *entry.stale)}
-
-
-def _in_git_work_tree(root: Path) -> bool:
-    return any((directory / ".git").exists() for directory in (root.resolve(), *root.resolve().parents))
 
 
 def _git(git: str, root: Path, *args: str, stdin: bytes = b"", check: bool = True) -> bytes:
@@ -98,7 +95,7 @@ def git_locks(root: Path) -> Iterator[tuple[str, str]]:
     Raises ConfigError when it is in one but git is missing or fails: then what the locks there refer to
     is unknown.
     """
-    if not _in_git_work_tree(root):
+    if not in_git_work_tree(root):
         return
     git = shutil.which("git")
     if git is None:

@@ -1,0 +1,134 @@
+"""Locked images git still holds: a committed output deleted from the work tree is put back free.
+
+I/O (runs ``git cat-file``). A teammate who deletes a committed output (or a ``git rm`` not yet
+committed) has the locked bytes in git's index or at ``HEAD``, while a fresh clone's object cache is
+empty: without this, the plan would pay for the image again. :func:`committed_images` tells the scan
+which locked images git holds; :func:`read_blobs` gives the build their bytes, which it checks
+against the lock and caches before it restores. Outside a git work tree, without git, or when git
+fails, nothing is found: the outputs are planned as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+__all__ = ["committed_images", "in_git_work_tree", "read_blobs"]
+
+
+def in_git_work_tree(root: Path) -> bool:
+    """Whether ``root`` is inside a git work tree (a ``.git`` in it or above)."""
+    return any((directory / ".git").exists() for directory in (root.resolve(), *root.resolve().parents))
+
+
+class _CatFile:
+    """One ``git cat-file --batch`` process, asked one blob at a time (so neither pipe ever fills)."""
+
+    def __init__(self, git: str, root: Path) -> None:
+        self._process = subprocess.Popen(
+            [git, "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def blob(self, blob: str) -> bytes | None:
+        """The bytes of one blob; None when git has no such blob."""
+        stdin, stdout = self._process.stdin, self._process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(blob.encode() + b"\n")
+        stdin.flush()
+        fields = stdout.readline().decode(errors="replace").split()
+        if len(fields) != 3 or fields[1] == "missing":
+            return None
+        data = stdout.read(int(fields[2]))
+        stdout.read(1)  # the newline after the contents
+        return data if fields[1] == "blob" else None
+
+    def close(self) -> None:
+        """Close both pipes (git ends at the end of its input) and wait for git."""
+        with self._process:
+            pass
+
+
+def _git(root: Path) -> str | None:
+    return shutil.which("git") if in_git_work_tree(root) else None
+
+
+def _run(git: str, root: Path, *args: str) -> str:
+    done = subprocess.run([git, *args], cwd=root, capture_output=True, check=False)
+    if done.returncode not in (0, 1):  # 1: `rev-parse --verify -q` found nothing
+        raise subprocess.CalledProcessError(done.returncode, args)
+    return done.stdout.decode(errors="replace")
+
+
+def committed_images(root: Path, wanted: Iterable[tuple[str, str, int]]) -> dict[str, str]:
+    """For each ``(path, sha256, size)`` of a locked image: when git's index or ``HEAD`` holds exactly those
+    bytes at that project-relative path, ``sha256 → blob id``. Only blobs of the locked size are read."""
+    wanted = list(wanted)
+    git = _git(root) if wanted else None
+    if git is None:
+        return {}
+    try:
+        prefix = _run(git, root, "rev-parse", "--show-prefix").strip()  # the project's folder in the repository
+        head = _run(git, root, "rev-parse", "-q", "--verify", "HEAD^{tree}").strip()  # resolved once, not per query
+    except (OSError, subprocess.CalledProcessError):  # no git, a repository git refuses to read
+        return {}
+    # The index first: a `git rm` not committed is still there; then HEAD (none before the first commit).
+    revisions = ("", head) if head else ("",)
+    queries = [f"{revision}:{prefix}{path}" for path, _, _ in wanted for revision in revisions]
+    # All at once, through files: git writes each "missing" line on its own, so through pipes 10,000
+    # missing outputs took 1.2 s of polling.
+    try:
+        with tempfile.TemporaryFile() as asked, tempfile.TemporaryFile() as told:
+            asked.write("".join(f"{q}\n" for q in queries).encode())
+            asked.seek(0)
+            done = subprocess.run(
+                [git, "cat-file", "--batch-check"], cwd=root, stdin=asked, stdout=told, stderr=subprocess.DEVNULL,
+                check=False,
+            )  # fmt: skip
+            told.seek(0)
+            answers = told.read().decode(errors="replace").splitlines()
+    except OSError:
+        return {}
+    if done.returncode != 0 or len(answers) != len(queries):  # a repository git refuses to read, say
+        return {}
+    candidates: dict[str, set[str]] = {}  # blob id → the locked sha256s it may hold
+    for index, answer in enumerate(answers):
+        fields = answer.split(" ")
+        _, sha256, size = wanted[index // len(revisions)]
+        if len(fields) == 3 and fields[1] == "blob" and fields[2] == str(size):
+            candidates.setdefault(fields[0], set()).add(sha256)
+    found: dict[str, str] = {}
+    for blob, data in read_blobs(root, candidates):
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in candidates[blob]:
+            found[digest] = blob
+    return found
+
+
+def read_blobs(root: Path, blobs: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+    """``(blob id, bytes)`` of each blob git has (one at a time: a few images in memory, never all); when
+    git fails, the ones read so far."""
+    blobs = list(blobs)
+    git = _git(root) if blobs else None
+    if git is None:
+        return
+    try:
+        cat = _CatFile(git, root)
+    except OSError:
+        return
+    try:
+        for blob in blobs:
+            try:
+                data = cat.blob(blob)
+            except OSError:  # git ended (a repository it refuses to read): what it gave is all there is
+                return
+            if data is not None:
+                yield blob, data
+    finally:
+        with contextlib.suppress(OSError):
+            cat.close()

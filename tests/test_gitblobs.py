@@ -1,0 +1,60 @@
+"""Locked images git still holds: found only when git has exactly the locked bytes at the output path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pixmake.gitblobs import committed_images, read_blobs
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+
+def _git(root: Path, *args: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_only_the_locked_bytes_at_their_path_in_the_index_or_head_are_found(tmp_path: Path) -> None:
+    root = tmp_path / "repo" / "project"  # a project in a folder of the repository: paths are the project's
+    (root / "out").mkdir(parents=True)
+    committed, staged, other = b"committed image", b"staged image", b"other image!!!!"  # the same length
+    (root / "out" / "a.png").write_bytes(committed)
+    _git(root.parent, "init", "-q")
+    _git(root.parent, "add", "-A")
+    _git(root.parent, "commit", "-qm", "a")
+    (root / "out" / "b.png").write_bytes(staged)
+    _git(root, "add", "out/b.png")
+    for name in ("a.png", "b.png"):
+        (root / "out" / name).unlink()
+    wanted = [
+        ("out/a.png", _sha(committed), len(committed)),
+        ("out/b.png", _sha(staged), len(staged)),
+        ("out/a.png", _sha(other), len(other)),  # another image locked at a committed path: not found
+        ("out/c.png", _sha(b"c"), 1),  # never committed
+    ]
+    found = committed_images(root, wanted)
+    assert set(found) == {_sha(committed), _sha(staged)}
+    assert {_sha(data) for _, data in read_blobs(root, found.values())} == set(found)
+
+
+def test_outside_a_work_tree_or_without_git_nothing_is_found_and_nothing_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a.png").write_bytes(b"x")
+    assert committed_images(tmp_path, [("a.png", _sha(b"x"), 1)]) == {}
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    monkeypatch.setenv("PATH", "")  # git is gone
+    assert committed_images(tmp_path, [("a.png", _sha(b"x"), 1)]) == {}
+    assert list(read_blobs(tmp_path, ["0" * 40])) == []
