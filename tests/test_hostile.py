@@ -177,6 +177,44 @@ def test_a_key_echoed_escaped_reaches_no_event_and_no_error_line(
         assert "SECRET" not in output
 
 
+@pytest.mark.parametrize("field", ["Content-Length", "status line"])
+def test_a_malformed_answer_quoting_the_key_reaches_no_event_and_no_error_line(
+    field: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review's repro: a status answer whose Content-Length (or status line) is the request's
+    Authorization header; aiohttp's parser error quoted it, and every retry line and event printed it."""
+    key = "sk-live-SECRET123"
+    bad = f"Bearer {key}"
+    raw = (
+        f"HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n{{}}" if field == "Content-Length"
+        else f"HTTP/1.1 5x0 {bad}\r\nContent-Length: 2\r\n\r\n{{}}"
+    ).encode()  # fmt: skip
+    root = two_targets(tmp_path / "p")
+    for name, value in {"TOAPIS_API_KEY": key, "PIXMAKE_POLL_INTERVAL": "0.01", "PIXMAKE_BACKOFF_BASE": "0.001",
+                        "PIXMAKE_RETRY_WINDOW": "0"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    with hostile_api({"bad": lambda url: raw}) as url:
+        monkeypatch.setenv("PIXMAKE_BASE_URL", url)
+        built = run_cli("-C", str(root), "build", "--json", "-v")
+    assert built.exit_code == 1
+    events = [json.loads(line) for line in built.stdout.splitlines()]
+    [failed] = [e for e in events if e["event"] == "target_failed"]
+    assert "malformed HTTP response" in failed["error"]
+    assert [e for e in events if e["event"] == "retry"]  # the lines that printed it, each time
+    for output in (built.stdout, built.stderr):
+        assert "SECRET" not in output
+
+
+def test_a_result_link_that_redirects_forever_is_named_without_its_token(tmp_path: Path) -> None:
+    root = two_targets(tmp_path / "p")
+    loop = _raw("302 Found", b"", Location="/files/bad.png?token=SIGNEDSECRET")
+    with hostile_api({}, {"bad.png": loop, "bad.png?token=SIGNEDSECRET": loop}) as url:
+        result, reporter = build(root, url)
+    error = failed_alone(root, result, reporter)
+    assert "too many redirects" in error and "SIGNEDSECRET" not in error
+    assert all("SIGNEDSECRET" not in str(event) for event in reporter.events)
+
+
 # --- server strings in output -----------------------------------------------------------------------------
 
 

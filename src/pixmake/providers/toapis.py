@@ -23,7 +23,7 @@ import reprlib
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -131,23 +131,30 @@ def _reason(error: BaseException, deadline: float | None = None) -> str:
             return "server disconnected without a complete response"
         if isinstance(seen, aiohttp.ClientPayloadError):
             return "response body cut short or undecodable"
+        if isinstance(seen, aiohttp.TooManyRedirects):  # its text holds the URL, with a signed link's token
+            return "too many redirects"
+        if isinstance(seen, aiohttp.ClientResponseError):  # its text quotes the bad line, which may hold the key
+            return "malformed HTTP response"
         seen = getattr(seen, "os_error", None) or seen.__cause__ or seen.__context__
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 @contextlib.asynccontextmanager
-async def _translated(what: str, url: str, deadline: float | None = None) -> AsyncIterator[None]:
+async def _translated(
+    what: str, url: str, deadline: float | None, scrub: Callable[[str], str]
+) -> AsyncIterator[None]:
     """Map transport errors to NetworkError, saying whether the request may have arrived.
 
     ``sent`` is False only for errors raised before any byte left (no connection, a bad URL). A
     dropped connection, a read timeout, a deadline passed, or a body cut short or undecodable arrived
     at the server and may have done its work. The URL in the message has no query (a signed download
-    URL carries a token). ``deadline``: the seconds the whole request had.
+    URL carries a token). ``deadline``: the seconds the whole request had; ``scrub`` takes the key out
+    of the cause (an exception's text may quote what the server sent back, the key with it).
     """
     try:
         yield
     except (aiohttp.ClientError, TimeoutError) as error:
-        reason = _said(_reason(error, deadline), 200)  # an exception's text may quote the server's
+        reason = _said(scrub(_reason(error, deadline)), 200)
         sent = not isinstance(error, _NOT_SENT)
         raise NetworkError(f"{what} {_shown(url)}: {reason}", sent=sent, reason=reason) from error
 
@@ -428,7 +435,7 @@ class ToapisProvider:
             total = self._request_timeout + sending / _MIN_RATE
             timeout = aiohttp.ClientTimeout(total=total, sock_connect=10.0, sock_read=self._request_timeout)
         async with (
-            _translated(what, url, timeout.total),
+            _translated(what, url, timeout.total, self._scrubbed_text),
             session.request(method, url, allow_redirects=redirects, timeout=timeout, **options) as response,
         ):
             failed = not 200 <= response.status < 300  # of an error answer, enough for its message
@@ -443,6 +450,10 @@ class ToapisProvider:
         if not files:  # an error page that quotes the request, even escaped: never print the key
             body = self._scrubbed(body)
         return _Answer(response.status, response.headers, body, url)
+
+    def _scrubbed_text(self, text: str) -> str:
+        """``text`` without the key in any spelling."""
+        return self._scrubbed(text.encode()).decode(errors="replace")
 
     def _scrubbed(self, body: bytes) -> bytes:
         """``body`` without the key in any spelling. An answer with no escape at all (every task status
