@@ -133,16 +133,15 @@ def _reason(error: BaseException, deadline: float | None = None) -> str:
             return "response body cut short or undecodable"
         if isinstance(seen, aiohttp.TooManyRedirects):  # its text holds the URL, with a signed link's token
             return "too many redirects"
-        if isinstance(seen, aiohttp.ClientResponseError):  # its text quotes the bad line, which may hold the key
-            return "malformed HTTP response"
+        if isinstance(seen, aiohttp.ClientResponseError):  # the parser's: its text quotes the bad line (the key?)
+            said = str(seen.message).partition("\n")[0].partition("'")[0].rstrip(": ")  # the rule it broke, no bytes
+            return f"malformed HTTP response ({said})" if said else "malformed HTTP response"
         seen = getattr(seen, "os_error", None) or seen.__cause__ or seen.__context__
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 @contextlib.asynccontextmanager
-async def _translated(
-    what: str, url: str, deadline: float | None, scrub: Callable[[str], str]
-) -> AsyncIterator[None]:
+async def _translated(what: str, url: str, deadline: float | None, scrub: Callable[[str], str]) -> AsyncIterator[None]:
     """Map transport errors to NetworkError, saying whether the request may have arrived.
 
     ``sent`` is False only for errors raised before any byte left (no connection, a bad URL). A
