@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pixmake.errors import ConfigError
 from pixmake.manifest import ProviderConfig
-from pixmake.settings import Secret, parse_rate, resolve
+from pixmake.settings import Secret, display_url, parse_rate, resolve
 
 
 def test_defaults_follow_the_documented_provider() -> None:
@@ -57,6 +57,34 @@ def test_a_bad_base_url_is_named_without_its_credentials(value: str, message: st
     with pytest.raises(ConfigError) as caught:
         resolve(ProviderConfig(), {"PIXMAKE_BASE_URL": value})
     assert str(caught.value) == f"{message} an http(s) URL" and "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://user:sec#s3cret@127.0.0.1:1",  # a "#" in a password: a traceback quoting its first part
+        "http://user:sec/s3cret@127.0.0.1:1",
+        "https://toapis.com:s3cret",
+        "http://127.0.0.1:99999",
+        "http://[::1",
+    ],
+)
+def test_a_base_url_with_no_usable_host_or_port_is_one_error_that_echoes_none_of_it(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(ProviderConfig(), {"PIXMAKE_BASE_URL": value})
+    assert str(caught.value).startswith("PIXMAKE_BASE_URL is not a valid URL") and "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:p@ss@host:1/v1?q=s3cret", "http://host:1/v1"),  # URL parsers split at the last "@"
+        ("https://u@h/a", "https://h/a"),
+        ("https://h/a@b", "https://h/a@b"),  # an "@" in the path is not a password's
+    ],
+)
+def test_a_url_is_shown_without_any_of_its_credentials(url: str, shown: str) -> None:
+    assert display_url(url) == shown
 
 
 def test_the_key_never_shows_in_repr_or_str() -> None:

@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import math
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -81,7 +82,8 @@ class Settings:
 
 def display_url(url: str) -> str:
     """``url`` fit for a message: without user, password, query or fragment (any of them may hold a secret)."""
-    match = re.match(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^@/?#]*@)?(?P<rest>[^?#]*)", url)
+    # Up to the last "@" before the path, as URL parsers split it: a password may hold an "@".
+    match = re.match(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/?#]*@)?(?P<rest>[^?#]*)", url)
     return url.split("?", 1)[0].split("#", 1)[0] if match is None else match["scheme"] + match["rest"]
 
 
@@ -150,13 +152,18 @@ def resolve(
 ) -> Settings:
     """Settings from the manifest's provider block, the environment and explicit overrides (flags win)."""
     url = base_url or environ.get("PIXMAKE_BASE_URL") or provider.base_url
+    source = "base URL" if base_url else "PIXMAKE_BASE_URL" if environ.get("PIXMAKE_BASE_URL") else "provider.base_url"
     if not re.match(r"^https?://[^\s/]+", url):
-        source = (
-            "base URL" if base_url else "PIXMAKE_BASE_URL" if environ.get("PIXMAKE_BASE_URL") else "provider.base_url"
-        )
         # Shown only when it looks like a URL, less its credentials: it may be a key put in the wrong variable.
         shown = f" {display_url(url)!r}" if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url) else ""
         raise ConfigError(f"{source}{shown} is not an http(s) URL")
+    try:  # a port that is no number, a "#" or "/" in a password: never echoed, it may be a secret's part
+        parts = urllib.parse.urlsplit(url)
+        valid = bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(f"{source} is not a valid URL (its host or port; a password's / ? # or @ must be %-escaped)")
     key = api_key if api_key is not None else environ.get(provider.api_key_env)
     if key is not None:
         key = key.strip()  # a secret pasted with its line's end
