@@ -120,6 +120,32 @@ def test_a_global_option_after_the_command_says_where_it_goes(args: tuple[str, .
     )
 
 
+@pytest.mark.parametrize("link", ["journal.jsonl", "history.jsonl", "objects", "objects/ab"])
+def test_a_symlink_inside_the_state_folder_is_refused_before_anything_is_written_through_it(
+    link: str, examples_copy: Path, tmp_path: Path
+) -> None:
+    """The review's repro: `.pixmake/journal.jsonl -> ~/.gitconfig` (committed with `git add -f`) had a
+    build append journal lines to it; `.pixmake/objects -> elsewhere` filled that folder with images."""
+    victim = tmp_path / "victim"
+    if link.startswith("objects"):
+        victim.mkdir()
+    else:
+        victim.write_text("mine\n")
+    state = examples_copy / ".pixmake"
+    (state / link).parent.mkdir(parents=True, exist_ok=True)
+    (state / link).symlink_to(victim)
+    for command in (("build", "--emulator"), ("plan",)):
+        outcome = run_cli("-C", str(examples_copy), *command)
+        assert outcome.exit_code == ExitCode.USER_ERROR
+        assert outcome.stderr == (
+            f"pixmake: error: {state / link} is a symlink (to {victim}); pixmake's state holds none, "
+            "and a build would write where it points: delete it\n"
+        )
+    assert (list(victim.iterdir()) == []) if victim.is_dir() else victim.read_text() == "mine\n"
+    (state / link).unlink()
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == ExitCode.OK
+
+
 def test_a_state_folder_linked_outside_the_project_must_be_pixmakes(examples_copy: Path, tmp_path: Path) -> None:
     """A `.pixmake` symlink committed to a repository must not have a build write where it points (a home
     folder, say); a link to an empty folder or to pixmake's own state (a CI cache) is fine."""

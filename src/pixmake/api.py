@@ -124,7 +124,25 @@ def open_project(directory: str | Path | None = None, manifest: str | Path | Non
                 "empty nor pixmake's state: to keep the state elsewhere (a CI cache), link an empty folder"
             )
         _claim_state(state.resolve(), project)
+    _refuse_links_in_state(state)
     return project
+
+
+def _refuse_links_in_state(state: Path) -> None:
+    """Refuse a symlink among the state's files or the object cache's folders: pixmake makes none, and a
+    link committed to a repository (``git add -f``) would have a build append to or write files where it
+    points (a journal linked to ``~/.gitconfig``)."""
+    for folder in (state, state / "objects"):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # none yet, or not a folder: what writes there says so
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                raise ConfigError(
+                    f"{entry.path} is a symlink (to {os.readlink(entry.path)}); pixmake's state holds none, and "
+                    "a build would write where it points: delete it"
+                )
 
 
 def _project_identity(project: Project) -> str | None:

@@ -316,7 +316,8 @@ class RootGuard:
 def open_for_append(path: str | os.PathLike[str]) -> int:
     """A descriptor appending to the line file ``path`` (created as needed), whose last line, when a crash
     or a full disk left it torn, is ended first: else the next line would be glued onto it, and lost with it."""
-    fd = os.open(path, binary(os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)), 0o666)
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, binary(flags), 0o666)  # never through a symlink: see api._refuse_links_in_state
     try:
         size = os.lseek(fd, 0, os.SEEK_END)
         if size and os.lseek(fd, size - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
