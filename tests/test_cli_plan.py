@@ -1196,3 +1196,23 @@ def test_explain_and_plan_json_name_the_row_or_combination_that_made_a_target(tm
     actions = json.loads(run_cli("-C", str(tmp_path), "plan", "--json").stdout)["actions"]
     assert {a["target"]: a["origin"] for a in actions}["shot-b-marble"] == "row skus.csv:3, bg=marble"
     assert {a["target"]: a["origin"] for a in actions}["plain"] == ""
+
+
+def test_a_lock_or_prompt_holding_terminal_codes_cannot_rewrite_the_plan_a_reviewer_reads(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """The review's repro: a pull request changing the lock's prompt to hold ESC ]0;…BEL (or a CSI, or a
+    bidi override) had `plan` and `explain` print it raw: the terminal acted on it."""
+    built(examples_copy)
+    lock = examples_copy / "pixmake.lock"
+    text = lock.read_text()
+    entry = parse_lock(text).entries["hero"]
+    text = text.replace(json.dumps(entry.prompt), json.dumps(entry.prompt + " \x1b]0;pwned\x07 \u202eevil"))
+    text = text.replace(json.dumps(entry.model), json.dumps(entry.model + "\x9b2J"))
+    text = text.replace(entry.key, "0" * 64)
+    lock.write_text(text)
+    for command in (("plan",), ("explain", "hero")):
+        outcome = run_cli("-C", str(examples_copy), *command)
+        assert not any(c in outcome.stdout + outcome.stderr for c in "\x1b\x07\x9b\u202e"), outcome.stdout
+    [line] = [line for line in plan(examples_copy)[1] if "hero:" in line]
+    assert "prompt changed: -[\\x1b]0;pwned\\x07 \\u202eevil]" in line and "model gpt-4o-image\\x9b2J →" in line

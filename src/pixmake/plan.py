@@ -315,10 +315,16 @@ def _provider_images(action: Action) -> int:
     return action.target.n if action.target is not None else 0
 
 
+def _printable(text: str) -> str:
+    """``text`` with each character a terminal would act on (an escape code, a bidi override) escaped: a
+    prompt or a value read from the lock (a pull request's) must not rewrite the lines a reviewer reads."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def _prompt_diff(old: str, new: str, *, limit: int = 80) -> str:
     import difflib
 
-    a, b = old.split(), new.split()
+    a, b = _printable(old).split(), _printable(new).split()
     pieces: list[str] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if op in ("delete", "replace"):
@@ -396,12 +402,13 @@ def _change_reasons(target: Target, entry: LockEntry, hashes: Mapping[str, str])
     )
     for name, was, now in scalar:
         if was != now:
-            reasons.append(Reason(f"{name}-changed", f"{name} {was} → {now}", {"old": was, "new": now}))
+            text = f"{name} {_printable(str(was))} → {_printable(str(now))}"
+            reasons.append(Reason(f"{name}-changed", text, {"old": was, "new": now}))
     old_params, new_params = keyed_params(entry.params), keyed_params(target.params)
     for param in sorted(set(old_params) | set(new_params)):
         old, new = old_params.get(param), new_params.get(param)
         if _json(old) != _json(new):  # as the key sees them: 1, 1.0 and true are three values
-            text = f"param {param} {_json(old)} → {_json(new)}"
+            text = _printable(f"param {param} {_json(old)} → {_json(new)}")
             reasons.append(Reason("param-changed", text, {"param": param, "old": old, "new": new}))
     reasons.extend(_input_reasons(target, entry, hashes))
     return tuple(reasons) or (Reason("key-changed", "fingerprint format or provider changed"),)
