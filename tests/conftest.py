@@ -83,6 +83,19 @@ def closed_port() -> int:
     return port
 
 
+def png_of_size(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width`` × ``height`` RGBA pixels but holds none: a decompression bomb in
+    a few bytes (only decoding it fails)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def write_png(
     path: Path, size: tuple[int, int] = (64, 64), color: tuple[int, ...] = (200, 30, 30), mode: str = "RGB"
 ) -> Path:

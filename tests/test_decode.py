@@ -11,7 +11,8 @@ from collections.abc import Callable
 import pytest
 from PIL import Image, ImageChops
 
-from pixmake.decode import as_png, image_size
+from conftest import png_of_size
+from pixmake.decode import MAX_RESULT_PIXELS, as_png, image_size
 from pixmake.errors import BadResultError
 
 
@@ -113,9 +114,12 @@ def test_an_animation_keeps_its_first_frame() -> None:
     [
         (
             lambda: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n",
-            r"result 1 is not an image \(starts with b'%!PS-Adobe-3.0 E'\)",
+            r"result 1 is not an image \(PostScript\)",
         ),
-        (lambda: _encoded(_gradient(), "ICO"), r"result 1 is not an image \(starts with b'\\x00\\x00\\x01\\x00"),
+        (
+            lambda: _encoded(_gradient(), "ICO"),
+            r"result 1 is not an image \(starts with b'\\x00\\x00\\x01\\x00",
+        ),
         (lambda: b"", r"result 1 is not an image \(is empty\)"),
         (lambda: _encoded(_gradient(), "JPEG")[:300], "result 1 does not decode: "),
     ],
@@ -127,11 +131,43 @@ def test_what_no_image_api_serves_is_never_opened(make: Callable[[], bytes], mes
         as_png(make(), "result 1")
 
 
+@pytest.mark.parametrize(
+    ("blob", "kind"),
+    [
+        (b"AKIAIOSFODNN7EXAMPLE secret", "text"),
+        (b'{"token": "s3cret"}', "JSON"),
+        (b"  <!DOCTYPE html><title>s3cret</title>", "an HTML page"),
+        (b"<?xml version='1.0'?><s3cret/>", "XML"),
+    ],
+)
+def test_of_text_that_is_no_image_only_its_kind_is_said(blob: bytes, kind: str) -> None:
+    """The review's repro: a result URL on an internal host had the first 16 bytes of its answer printed."""
+    with pytest.raises(BadResultError) as caught:
+        as_png(blob, "result 1")
+    assert str(caught.value) == f"result 1 is not an image ({kind})"
+
+
 def test_the_decompression_bomb_limit_holds_for_results(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 24 x 16 pixels is then past twice the limit
     for fmt in ("PNG", "JPEG"):
         with pytest.raises(BadResultError, match=r"^result 1 is too large to decode safely"):
             as_png(_encoded(_gradient(), fmt), "result 1")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, at open: the CLI hides it
+def test_a_result_with_more_pixels_than_any_model_makes_is_refused_from_its_header(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The review's repro: a 657 KB PNG of 13,000 × 13,000 pixels decoded into 724 MB, with Pillow's raw
+    DecompressionBombWarning on stderr. The header says enough (this one's pixels are never decoded)."""
+    bomb = png_of_size(13_000, 13_000)
+    decoded: list[object] = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self))
+    with pytest.raises(BadResultError) as caught:
+        as_png(bomb, "result 1")
+    assert str(caught.value) == "result 1 is 13000×13000 pixels, more than any image model makes (64 Mpx)"
+    assert decoded == []
+    assert MAX_RESULT_PIXELS >= 4 * 4096 * 4096  # a 4K square, the largest a model makes, is far from it
 
 
 def test_image_size_still_reads_what_a_person_saved() -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from types import FrameType
@@ -577,6 +578,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     _stopping = ""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
+    # Pillow's own words on a large image, with its source path: pixmake refuses a result past
+    # decode.MAX_RESULT_PIXELS itself, and a person's large file is theirs (as decode.is_whole_image says).
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
     try:
         # Not cli.main(): it prints an empty line before re-raising Ctrl-C, and the funnel below
         # owns every message. Shell completion is answered first, as cli.main would.

@@ -14,35 +14,66 @@ from pixmake.errors import BadResultError
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["RESULT_FORMATS", "as_png", "image_size", "is_whole_image"]
+__all__ = ["MAX_RESULT_PIXELS", "RESULT_FORMATS", "as_png", "image_size", "is_whole_image"]
 
 RESULT_FORMATS: Final = ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP", "AVIF")
 """What a result may be (Pillow's names; JPEG takes MPO too): what image APIs and their CDNs serve. Other
 formats are not even tried: EPS, which Pillow renders with Ghostscript, or PSD, ICO and the like."""
 
+MAX_RESULT_PIXELS: Final = 64 * 2**20
+"""The most pixels a result may have: four times the largest any model makes (a 4K square, 16.8 million),
+far under Pillow's own limit, so a server's 13,000-pixel square is refused from its header, not decoded
+into 700 MB (nor warned about in Pillow's words)."""
+
 # Modes a PNG holds as they are; an image in another (CMYK, YCbCr, LAB, I, F, PA, RGBa ...) is converted.
 _PNG_MODES: Final = frozenset({"1", "L", "LA", "I;16", "I;16B", "P", "RGB", "RGBA"})
 
 
-def _decoded(blob: bytes, what: str, formats: tuple[str, ...] | None = None) -> Image:
+def _decoded(blob: bytes, what: str, formats: tuple[str, ...] | None = None, max_pixels: int | None = None) -> Image:
     """The image in ``blob``, decoded whole (the first frame of an animation); raises BadResultError.
 
-    An image too large to decode safely (Pillow's decompression-bomb limit) is refused as well. The
-    error's message names the bytes as ``what`` ("result 1"). ``formats``: the only ones tried.
+    An image too large to decode safely (Pillow's decompression-bomb limit, or ``max_pixels``) is refused
+    as well. The error's message names the bytes as ``what`` ("result 1"). ``formats``: the only ones tried.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
         image = Image.open(io.BytesIO(blob), formats=formats)
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            image.close()
+            raise BadResultError(
+                f"{what} is {width}×{height} pixels, more than any image model makes ({max_pixels >> 20} Mpx)"
+            )
         image.load()
     except Image.DecompressionBombError as error:
         raise BadResultError(f"{what} is too large to decode safely: {error}") from error
     except UnidentifiedImageError as error:  # its text names a BytesIO object: say what the bytes are instead
-        start = f"starts with {blob[:16]!r}" if blob else "is empty"
-        raise BadResultError(f"{what} is not an image ({start})") from error
+        raise BadResultError(f"{what} is not an image ({_kind(blob)})") from error
     except (OSError, ValueError, SyntaxError) as error:
         raise BadResultError(f"{what} does not decode: {error}") from error
     return image
+
+
+def _kind(blob: bytes) -> str:
+    """What bytes that are no image look like: a binary format's magic number, but of text only its kind (a
+    result URL may be any server's, an internal one's with a secret, and the message goes to CI logs)."""
+    if not blob:
+        return "is empty"
+    start = blob[:512].lstrip().lower()
+    if start.startswith((b"<!doctype html", b"<html")) or b"<body" in start:
+        return "an HTML page"
+    if start.startswith((b"{", b"[")):
+        return "JSON"
+    if start.startswith(b"%!ps"):
+        return "PostScript"
+    if start.startswith(b"<"):
+        return "XML"
+    try:
+        blob[:512].decode("utf-8")
+    except UnicodeDecodeError:
+        return f"starts with {blob[:8]!r}"
+    return "text"
 
 
 def image_size(blob: bytes, what: str = "the file") -> tuple[int, int]:
@@ -60,7 +91,7 @@ def as_png(blob: bytes, what: str) -> tuple[bytes, tuple[int, int]]:
     nothing of the paid image is lost), transparency and an ICC profile that still fits them. A JPEG's EXIF
     orientation is applied, since a PNG viewer would not; other metadata and later frames are not kept.
     """
-    with _decoded(blob, what, RESULT_FORMATS) as image:
+    with _decoded(blob, what, RESULT_FORMATS, MAX_RESULT_PIXELS) as image:
         if image.format == "PNG":
             return blob, image.size
         try:
