@@ -70,7 +70,7 @@ def test_a_spend_cap_refuses_a_larger_build_before_any_request(
         "pixmake: error: this build would pay for 5 images (logo-tile 1, hero 2, mug-lifestyle 1, mug-marble 1; "
         "why: not in the lockfile (4 of 4 targets)), "
         f"more than its cap of 4 (--max-images or PIXMAKE_MAX_IMAGES); 'pixmake -C {examples_copy} plan --provider' "
-        "with this build's options says why"
+        "says why (with this build's targets, --replace and --restore, if any)"
     ]
     assert provider_env.emulator.requests == [] and not (examples_copy / "pixmake.lock").exists()
     emulated = run_cli("-C", str(examples_copy), "build", "--emulator", "--max-images", "4")

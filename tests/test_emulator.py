@@ -756,6 +756,10 @@ def test_emulator_command_sets_knobs_and_the_api_key() -> None:
             assert server.stdout is not None
             line = server.stdout.readline()
             assert line.startswith("emulator listening on http://127.0.0.1:"), line
+            url = line.rsplit(" ", 1)[1].strip()
+            assert server.stdout.readline() == (
+                f"to build against it: PIXMAKE_BASE_URL={url} TOAPIS_API_KEY=sk-only-this pixmake build\n"
+            )  # what a new user has to know to use it
             with httpx.Client(base_url=line.rsplit(" ", 1)[1].strip(), timeout=5) as client:
                 body = {"model": "gpt-4o-image", "prompt": "p"}
                 other = client.post("/v1/images/generations", json=body, headers={"Authorization": f"Bearer {KEY}"})
@@ -809,3 +813,13 @@ def test_emulator_command_on_a_taken_port_is_one_line_exit_3() -> None:
     assert outcome.stderr.splitlines() == [
         f"pixmake: error: the emulator cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+def test_the_emulators_help_lists_every_knob() -> None:
+    """The help a bad knob's error points at names them all, and only those that exist."""
+    import dataclasses
+
+    from pixmake.cli import _KNOBS
+
+    assert _KNOBS.split() == [field.name for field in dataclasses.fields(EmulatorConfig)]
+    assert "p_content_policy" in run_cli("emulator", "--help").stdout

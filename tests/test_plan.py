@@ -277,8 +277,9 @@ def test_the_emulators_placeholders_are_kept_for_the_emulator_and_generated_for_
     assert twin.images_to_generate == 1
     edited = make_plan([HERO], lock, DiskState({**disk, "out/hero.png": sha("mine")}), builder=Builder.PROVIDER)
     assert only(edited)[0] is ActionKind.EDITED and only(edited)[2][-1] == (
-        "kept as is; its locked images are placeholders from build --emulator: pixmake build hero --replace hero, "
-        "without --emulator, generates all of them anew (paid); pixmake accept hero records your files as real"
+        "kept as is; its locked images are placeholders from build --emulator: pixmake build --emulator hero "
+        "--replace hero makes new placeholders (free), pixmake build hero --replace hero generates real ones (paid), "
+        "pixmake accept hero records your files as real"
     )  # not "build --restore puts the locked bytes back": for a build without --emulator it pays
     emulated_twin = replace(lock.entries["hero"], outputs=(LockedOutput("out/old.png", sha("other"), 1, 8, 8),))
     both = Lock(MappingProxyType({"hero": replace(lock.entries["hero"], emulator=False), "zed": emulated_twin}))

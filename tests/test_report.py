@@ -144,7 +144,10 @@ def test_rich_view_prints_messages_literally() -> None:
 def test_the_summary_names_the_outputs_edited_by_hand_and_the_argument_accept_takes() -> None:
     edited = dataclasses.replace(RESULT, edited=("hero", "logo", "mug", "cup"))
     [line] = [line for line in summary_lines(edited) if "edited by hand" in line]
-    assert "4 edited by hand (hero, logo, mug and 1 more: left alone; pixmake accept TARGET or build --restore)" in line
+    assert (
+        "4 edited by hand (hero, logo, mug and 1 more: left alone; pixmake accept TARGET or pixmake build --restore)"
+        in line
+    )
 
 
 def test_rich_view_says_why_it_waits_long() -> None:

@@ -1181,8 +1181,8 @@ def _build(
             f"this build would {'make' if settings.emulator else 'pay for'} {images} "
             f"{'placeholder ' * settings.emulator}image{'s' * (images != 1)} ({shown}), more than its cap of "
             f"{max_images} (--max-images or PIXMAKE_MAX_IMAGES); "
-            f"'{invocation.pixmake('plan', *([] if settings.emulator else ['--provider']))}' with this build's options "
-            "says why"
+            f"'{invocation.pixmake('plan', *([] if settings.emulator else ['--provider']))}' says why (with this "
+            "build's targets, --replace and --restore, if any)"
         )
     paid = [a for a in result.plan.actions if a.kind.generates]  # RESUME collects from the provider too
     if paid and settings.api_key is None:

@@ -500,7 +500,19 @@ def _reporter(as_json: bool, verbose: bool) -> JsonReporter | PlainReporter | Ri
     return PlainReporter(verbose=verbose)
 
 
-@cli.command()
+_KNOBS: Final = (  # the fields of pixmake.emulator.EmulatorConfig (a test keeps the two the same)
+    "api_key latency latency_jitter queued_fraction result_ttl expired_result_status upload_ttl submit_rps "
+    "submit_burst query_rps query_burst p_429 p_500 p_502 p_504_html p_503_unavailable p_drop_after_submit "
+    "p_504_after_submit p_task_failed p_content_policy p_task_no_balance p_short_result p_slow_download "
+    "p_truncated_download p_403_download p_404_download slow_download_seconds status_dialect error_code_style "
+    "top_level_url result_style duplicate_business_id quota_images lookup_lag webhook_url users seed"
+)
+
+
+@cli.command(
+    epilog=f"Knobs (--knob NAME=VALUE; p_* are probabilities from 0 to 1; each is described in "
+    f"src/pixmake/emulator/config.py): {', '.join(_KNOBS.split())}."
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free port).")
 @click.option("--latency", type=click.FloatRange(0), help="Seconds from submit to completed.")
@@ -528,7 +540,10 @@ def emulator(
             config,
             host=host,
             port=port,
-            on_ready=lambda url: click.echo(f"emulator listening on {url}"),
+            on_ready=lambda url: click.echo(
+                f"emulator listening on {url}\nto build against it: PIXMAKE_BASE_URL={url} "
+                f"TOAPIS_API_KEY={api_key or 'sk-anything'} {invocation.pixmake('build')}"
+            ),
         )
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: how an emulator is meant to stop, not a failure
         click.echo("emulator stopped", err=True)

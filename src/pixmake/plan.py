@@ -788,11 +788,15 @@ def _edited_placeholder(reason: Reason, name: str) -> Reason:
     if reason.code != "edited-hint":
         return reason
     cached = reason.details and reason.details.get("cached")
-    replace = invocation.pixmake("build", name, "--replace", name)
-    redo = f"{invocation.pixmake('build', name, '--restore')} (or {replace})" if cached else replace
+    placeholders = (
+        f"{invocation.pixmake('build', '--emulator', name, '--restore')} puts the placeholders back"
+        if cached
+        else f"{invocation.pixmake('build', '--emulator', name, '--replace', name)} makes new placeholders"
+    )
     text = (
-        f"kept as is; its locked images are placeholders from build --emulator: {redo}, without --emulator, "
-        f"generates all of them anew (paid); {invocation.pixmake('accept', name)} records your files as real"
+        f"kept as is; its locked images are placeholders from build --emulator: {placeholders} (free), "
+        f"{invocation.pixmake('build', name, '--replace', name)} generates real ones (paid), "
+        f"{invocation.pixmake('accept', name)} records your files as real"
     )
     return Reason(PLACEHOLDER, text, reason.details)
 

@@ -114,8 +114,8 @@ def summary_lines(r: BuildResult) -> list[str]:
     parts += [f"{len(r.restored)} restored from cache", f"{len(r.unchanged)} unchanged"]
     if r.edited:
         names = ", ".join(r.edited[:3]) + (f" and {len(r.edited) - 3} more" if len(r.edited) > 3 else "")
-        accept = invocation.pixmake("accept", "TARGET")
-        parts.append(f"{len(r.edited)} edited by hand ({names}: left alone; {accept} or build --restore)")
+        accept, restore = invocation.pixmake("accept", "TARGET"), invocation.pixmake("build", "--restore")
+        parts.append(f"{len(r.edited)} edited by hand ({names}: left alone; {accept} or {restore})")
     if r.pruned is None or r.pruned.skipped:
         if r.orphaned:
             parts.append(f"{len(r.orphaned)} orphaned (kept; build --prune deletes them)")
