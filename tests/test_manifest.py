@@ -25,6 +25,7 @@ from conftest import EXAMPLES, REPO, run_cli
 from pixmake import api
 from pixmake.errors import Diagnostic, ManifestError, UnsafePathError, UserError
 from pixmake.manifest import Manifest, Target, interpolate, output_paths, parse_manifest
+from pixmake.models import MODELS
 
 CORPUS = Path(__file__).parent / "data" / "manifests"
 
@@ -669,8 +670,10 @@ def test_a_size_from_a_template_is_checked_against_the_model_once_filled_in() ->
         parse_manifest(text, file="m.yaml")
     assert [str(d) for d in caught.value.diagnostics] == [
         "m.yaml:3:9: defaults.size: expected one of 1:1, 2:3, 3:2 for gpt-4o-image, found '16:9' "
+        f"(models that make 16:9: {', '.join(sorted(m for m, spec in MODELS.items() if '16:9' in spec.sizes))}) "
         "(in f.k=wide, f.ratio=16:9)"
     ]
+    assert "gpt-image-2" in str(caught.value.diagnostics[0])  # where a new user's 16:9 is at home
 
 
 def test_an_axis_of_mappings_is_read_by_field_and_its_retyped_fields_are_warned_about() -> None:

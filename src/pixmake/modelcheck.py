@@ -57,7 +57,9 @@ def check_model(r: ModelRequest, p: RequestPaths, add: _Report, warn: _Report) -
     if len(prompt) > spec.prompt_max:
         add((*where, "prompt"), f"expected at most {spec.prompt_max} characters for {model}, found {len(prompt)}")
     if size not in spec.sizes:
-        add(size_path, f"expected one of {', '.join(spec.sizes)} for {model}, found {size!r}")
+        others = sorted(m for m, s in MODELS.items() if size in s.sizes)  # as for a mask: where it is at home
+        elsewhere = f" (models that make {size}: {', '.join(others)})" if others else ""
+        add(size_path, f"expected one of {', '.join(spec.sizes)} for {model}, found {size!r}{elsewhere}")
     if n not in spec.n_allowed:
         allowed = ", ".join(str(v) for v in sorted(spec.n_allowed))
         add(n_path, f"expected n in {{{allowed}}} for {model}, found {n}")
