@@ -709,3 +709,21 @@ def test_an_axis_value_mapping_holds_named_scalar_fields_only(value: str, fragme
     with pytest.raises(ManifestError) as caught:
         parse_manifest(text, file="m.yaml")
     assert any(fragment in str(d) for d in caught.value.diagnostics), caught.value.diagnostics
+
+
+def test_a_bad_default_is_not_blamed_on_the_catalog_rows_that_inherit_it() -> None:
+    """The review's repro: `defaults.model: gpt-4o-imag` read as a problem of the CSV's rows."""
+    text = (
+        "version: 1\ndefaults:\n  model: gpt-4o-imag\n  size: ${f.size}\ntargets:\n  p-${sku}-${f.k}:\n"
+        "    rows: s.csv\n    matrix: {f: [{k: a, size: '1:1'}, {k: b, size: '5:4'}]}\n    prompt: x\n"
+        "    out: p/${sku}-${f.k}.png\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml", read_file=lambda rel: b"sku\na1\nb2\n")
+    [model] = [str(d) for d in caught.value.diagnostics]
+    assert model.startswith("m.yaml:3:10: defaults.model: unknown model 'gpt-4o-imag'") and "(in " not in model
+    fixed = text.replace("gpt-4o-imag\n", "gpt-4o-image\n")
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(fixed, file="m.yaml", read_file=lambda rel: b"sku\na1\nb2\n")
+    [size] = [str(d) for d in caught.value.diagnostics]  # a templated default: the row and combination say which
+    assert size.endswith("(in row s.csv:2, f.k=b, f.size=5:4 and 1 more)"), size

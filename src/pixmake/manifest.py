@@ -211,7 +211,14 @@ def _target(
     def add(path: FieldPath, message: str, *, key: bool = False, kind: str = "manifest") -> None:
         nonlocal failed
         failed = True
-        c.add(path, message, key=key, origin=origin, kind=kind)
+        c.add(path, message, key=key, origin=_blamed(path), kind=kind)
+
+    def _blamed(path: FieldPath) -> str:
+        """The expansion a problem is told with: none for a default that uses no variable (it is every
+        target's problem, not one catalog row's)."""
+        if path[:1] == ("defaults",) and len(path) > 1 and "${" not in str(defaults.get(str(path[1]), "")):
+            return ""
+        return origin
 
     def warn(path: FieldPath, message: str) -> None:
         c.add(path, message, key=True, origin=origin, severity="warning")
