@@ -371,3 +371,10 @@ def test_a_thousand_errors_print_fifty_lines_and_a_count(tmp_path: Path) -> None
     assert lines[-1] == "pixmake: 70 more errors not shown (120 in all; validate --json lists them)"
     listed = json.loads(run_cli("-C", str(tmp_path), "validate", "--json").stdout)
     assert len(listed) == 120
+
+
+def test_the_command_list_is_whole_sentences_and_build_says_it_costs() -> None:
+    """The review: the top-level help cut every summary with "...", and build's help never said it pays."""
+    commands = run_cli("--help").stdout.split("Commands:\n", 1)[1].splitlines()
+    assert len(commands) == 10 and all(line.endswith(".") and not line.endswith("...") for line in commands)
+    assert "the provider charges per image, at submit" in " ".join(run_cli("build", "--help").stdout.split())

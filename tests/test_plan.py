@@ -721,3 +721,18 @@ def test_a_target_wanting_fewer_images_of_a_locked_targets_inputs_takes_its_firs
     assert action.key == target_key(two, disk) and plan.images_to_generate == 0
     both_lowered = make_plan([replace(HERO, n=2), two], lock, DiskState(disk))  # the hero lowered, a twin added
     assert [a.kind for a in both_lowered.actions] == [ActionKind.RESTORE, ActionKind.RESTORE]
+
+
+def test_a_plan_keeping_placeholders_gives_one_figure_for_what_a_real_build_pays() -> None:
+    """The review: "1 image to generate; 1 target holds placeholders … (2 images)": the bill was a sum."""
+    two = replace(HERO, n=2)
+    placeholders = replace(built(two, INPUTS, tag="emulator")[0], emulator=True)
+    logo = Target("logo", "a logo", "gpt-4o-image", "1:1", 1, "out/logo.png")
+    disk = DiskState({**INPUTS, **{o.path: o.sha256 for o in placeholders.outputs}})
+    plan = make_plan([two, logo], Lock(MappingProxyType({"hero": placeholders})), disk)
+    assert plan.summary() == (
+        "1 to create, 1 unchanged; 1 image to generate; 1 target holds placeholder images from build --emulator, "
+        "which a build without --emulator regenerates (2 images): 3 images to pay for without --emulator"
+    )
+    provider = make_plan([two, logo], Lock(MappingProxyType({"hero": placeholders})), disk, builder=Builder.PROVIDER)
+    assert provider.images_to_generate == 3  # what `plan --provider` says, and a real build pays

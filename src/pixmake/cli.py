@@ -65,7 +65,7 @@ def cli(ctx: click.Context, directory: str | None, manifest: str | None) -> None
     ctx.with_resource(invocation.invoked(directory, manifest))  # advice pasted where pixmake ran runs as it
 
 
-@cli.command()
+@cli.command(short_help="Check the manifest and its input files.")
 @click.option(
     "--json",
     "as_json",
@@ -117,7 +117,7 @@ def _print_warnings(warnings: Sequence[Diagnostic]) -> None:
     _print_diagnostics(warnings, "warning")
 
 
-@cli.command()
+@cli.command(short_help="Print the manifest's JSON Schema.")
 def schema() -> None:
     """Print the manifest's JSON Schema (2020-12), the contract editors and CI check against."""
     from pixmake.schema import schema_text
@@ -153,7 +153,7 @@ _TARGETS = click.argument("targets", nargs=-1, metavar="[TARGET|GLOB]...")
 _TAG = click.option("--tag", "tags", multiple=True, metavar="TAG", help="Select targets with TAG (repeatable).")
 
 
-@cli.command()
+@cli.command(short_help="Show what a build would do, and why.")
 @_TARGETS
 @_TAG
 @click.option("--check", is_flag=True, help="Exit 2 when a build would pay for or write anything (for CI).")
@@ -257,7 +257,7 @@ def _note_running_build(project: Any) -> None:
         )
 
 
-@cli.command()
+@cli.command(short_help="Show what TARGET's key is made of.")
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
 @click.pass_obj
@@ -299,7 +299,7 @@ def explain(obj: _Context, target: str, as_json: bool) -> None:
         click.echo(f"    - {reason.text}")
 
 
-@cli.command()
+@cli.command(short_help="Keep the files now at TARGET's outputs.")
 @click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
 @click.pass_obj
 def accept(obj: _Context, targets: tuple[str, ...]) -> None:
@@ -332,7 +332,7 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
             )
 
 
-@cli.command()
+@cli.command(short_help="Drop TARGET's interrupted task.")
 @click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
 @click.pass_obj
 def forget(obj: _Context, targets: tuple[str, ...]) -> None:
@@ -351,7 +351,7 @@ def forget(obj: _Context, targets: tuple[str, ...]) -> None:
         click.echo(f"forgot {task.target}'s interrupted submit ({which}); {then}")
 
 
-@cli.command("merge-lock")
+@cli.command("merge-lock", short_help="Merge pixmake.lock by target (a git driver).")
 @click.argument("base", type=click.Path(dir_okay=False))
 @click.argument("ours", type=click.Path(dir_okay=False))
 @click.argument("theirs", type=click.Path(dir_okay=False))
@@ -387,7 +387,7 @@ def merge_lock(base: str, ours: str, theirs: str, path: str) -> None:
         sys.exit(ExitCode.FAILED)
 
 
-@cli.command()
+@cli.command(short_help="Delete long-unreferenced cached images.")
 @click.option(
     "--keep-days",
     type=click.FloatRange(0),
@@ -415,7 +415,7 @@ def _size(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} KB"
 
 
-@cli.command()
+@cli.command(short_help="Generate what changed (needs a key).")
 @_TARGETS
 @_TAG
 @click.option("--emulator", is_flag=True, help="Build against the bundled emulator (no key, no network).")
@@ -446,7 +446,11 @@ def build(
     as_json: bool,
     verbose: bool,
 ) -> None:
-    """Generate what changed (all targets, or those named, matched or tagged) and record it in pixmake.lock."""
+    """Generate what changed (all targets, or those named, matched or tagged) and record it in pixmake.lock.
+
+    Needs TOAPIS_API_KEY: the provider charges per image, at submit (`pixmake plan --provider` counts them
+    first). With --emulator: placeholder images from the bundled emulator, free, with no key.
+    """
     from pixmake import api
     from pixmake.report import summary_lines
     from pixmake.settings import resolve

@@ -304,6 +304,8 @@ class Plan:
                     else "replaces with the provider's, free"
                 )
             )
+            if count and images:  # one figure for the bill, not two to add up
+                line += f": {images + count} images to pay for without --emulator"
         return line
 
 
