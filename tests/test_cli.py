@@ -326,7 +326,20 @@ def test_a_catalog_that_is_not_a_file_is_refused_not_waited_on(tmp_path: Path) -
         ),
         ("Pixmake.YAML", [], "found Pixmake.YAML: pass -f Pixmake.YAML (or rename it to pixmake.yaml)"),
         ("sub/Prod.yml", ["-f", "sub/prod.yaml"], "found Prod.yml: pass -f sub/Prod.yml (or rename it to prod.yaml)"),
-        ("pixmake.json", [], "manifest not found (use -f FILE or -C DIR)"),
+        (
+            "pixmake.json",
+            [],
+            "manifest not found: pixmake runs where its pixmake.yaml is (or use -C DIR or -f FILE); to start one, "
+            "see 'The manifest' in pixmake's README",
+        ),
+        ("pixmak.yaml", [], "found pixmak.yaml: pass -f pixmak.yaml (or rename it to pixmake.yaml)"),  # a typo
+        ("campaign.yaml", [], "found campaign.yaml: pass -f campaign.yaml (or rename it to pixmake.yaml)"),
+        ("x.yaml", ["-f", "nope.yaml"], "found x.yaml: pass -f x.yaml (or rename it to nope.yaml)"),
+        (
+            "x.json",
+            ["-f", "nope.yaml"],
+            "manifest not found (-f names it relative to -C DIR, or to the current folder)",
+        ),
     ],
 )
 def test_a_missing_manifest_names_the_one_beside_it_by_another_spelling(

@@ -190,7 +190,7 @@ def test_interpolation_is_the_identity_and_idempotent_on_text_without_a_template
 
 def test_interpolation_escape_and_values() -> None:
     assert interpolate("a ${x} $${x} $5", {"x": "1"}) == ("a 1 ${x} $5", [])
-    assert interpolate("${y}", {"x": "1"})[1] == ["undefined variable 'y' (defined: x)"]
+    assert interpolate("${y}", {"x": "1"})[1] == ["undefined variable 'y' (defined: x; $${y} is the text ${y})"]
 
 
 def _catalog_manifest(rows: int) -> tuple[str, Callable[[str], bytes]]:
@@ -627,7 +627,8 @@ def test_an_undefined_variable_in_a_matrix_targets_name_is_one_error_not_one_per
     with pytest.raises(ManifestError) as caught:
         parse_manifest(text, file="m.yaml")
     assert [str(d) for d in caught.value.diagnostics] == [
-        "m.yaml:3:3: targets.shot-${sku}-${shape}: undefined variable 'shape' (defined: sku) (in sku=a and 2 more)"
+        "m.yaml:3:3: targets.shot-${sku}-${shape}: undefined variable 'shape' (defined: sku; $${shape} is the text "
+        "${shape}) (in sku=a and 2 more)"
     ]
 
 
@@ -727,3 +728,17 @@ def test_a_bad_default_is_not_blamed_on_the_catalog_rows_that_inherit_it() -> No
         parse_manifest(fixed, file="m.yaml", read_file=lambda rel: b"sku\na1\nb2\n")
     [size] = [str(d) for d in caught.value.diagnostics]  # a templated default: the row and combination say which
     assert size.endswith("(in row s.csv:2, f.k=b, f.size=5:4 and 1 more)"), size
+
+
+@pytest.mark.parametrize(
+    ("sep", "what"), [(";", "semicolons (as Excel writes in some languages)"), ("\t", "tabs")], ids=["excel", "tsv"]
+)
+def test_a_catalog_saved_with_another_separator_says_so_once(sep: str, what: str) -> None:
+    """The review: an Excel CSV with ';' read as one column named 'sku;name;tagline', and every row failed."""
+    from pixmake.catalog import parse_catalog
+
+    data = sep.join(["sku", "name", "tagline"]) + "\n" + sep.join(["a1", "mug", "new"]) + "\n"
+    rows, problems = parse_catalog(data.encode(), file="skus.csv")
+    assert rows == [] and [p.message for p in problems] == [
+        f"the header is one column holding {what}: pixmake reads comma-separated CSV; save it so"
+    ]

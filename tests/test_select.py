@@ -52,6 +52,26 @@ def test_a_selector_that_matches_nothing_is_an_error_naming_it() -> None:
         select_targets(MANIFEST, Selection(("hero", "heor", "prud*"), ("q5", "q4")))
 
 
+@pytest.mark.parametrize(
+    ("patterns", "tags", "said"),
+    [
+        (("heor",), (), "no target matches 'heor'; did you mean 'hero'?"),
+        (("product",), (), "no target matches 'product'; did you mean 'product*'?"),  # a prefix of several
+        (("brand",), (), "no target matches 'brand' (brand is a tag: --tag brand)"),
+        ((), ("bran",), "no target matches --tag bran; did you mean --tag brand?"),
+        ((), ("logo",), "no target matches --tag logo (a target name is selected without --tag: logo)"),
+        (("zzz",), (), "no target matches 'zzz'"),
+        (("heor", "zzz"), (), "no target matches 'heor', 'zzz'"),  # several misses: listed, not guessed at
+    ],
+)
+def test_a_selector_that_matches_nothing_says_what_it_may_have_meant(
+    patterns: tuple[str, ...], tags: tuple[str, ...], said: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        select_targets(MANIFEST, Selection(patterns, tags))
+    assert str(caught.value) == said
+
+
 def test_extra_names_join_the_selection() -> None:
     assert names(select_targets(MANIFEST, Selection(("logo",)), extra=["hero"])) == ["hero", "logo"]
 

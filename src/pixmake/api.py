@@ -204,15 +204,37 @@ def _not_found(path: Path, manifest: str | Path | None) -> str:
         return f"{path}: is a directory, not a manifest (-f names the YAML file; to work in that folder, use -C {path})"
     if path.exists():
         return f"{path}: is not a file; the manifest is a YAML file"
+    import difflib
+
     near = {path.stem.casefold() + suffix for suffix in (".yaml", ".yml")}
     try:
-        found = sorted(e.name for e in os.scandir(path.parent) if e.name.casefold() in near and e.is_file())
+        yaml_files = sorted(
+            e.name for e in os.scandir(path.parent) if e.name.casefold().endswith((".yaml", ".yml")) and e.is_file()
+        )
     except OSError:
-        found = []
-    if found:
+        yaml_files = []
+    found = [name for name in yaml_files if name.casefold() in near]  # another spelling: pixmake.yml
+    found = found or difflib.get_close_matches(path.name, yaml_files, n=1, cutoff=0.8)  # a typo: pixmak.yaml
+    found = found or [name for name in yaml_files if _looks_like_a_manifest(path.parent / name)][:2]
+    if len(found) == 1:
         given = Path(manifest).with_name(found[0]) if manifest is not None else found[0]
         return f"{path}: manifest not found; found {found[0]}: pass -f {given} (or rename it to {path.name})"
-    return f"{path}: manifest not found (use -f FILE or -C DIR)"
+    if manifest is not None:
+        return f"{path}: manifest not found (-f names it relative to -C DIR, or to the current folder)"
+    return (
+        f"{path}: manifest not found: pixmake runs where its pixmake.yaml is (or use -C DIR or -f FILE); "
+        "to start one, see 'The manifest' in pixmake's README"
+    )
+
+
+def _looks_like_a_manifest(path: Path) -> bool:
+    """Whether a YAML file beside the missing manifest starts as one does (a ``version:`` and ``targets:``)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(4096)
+    except OSError:
+        return False
+    return b"targets:" in head and b"version:" in head
 
 
 def _display(project: Project) -> str:

@@ -57,6 +57,10 @@ def _csv(text: str, file: str) -> tuple[list[Row], list[Diagnostic]]:
         if header is None:
             return [], [Diagnostic(file, 1, 1, "", "catalog is empty; it needs a header row of column names")]
         names = [h.strip() for h in header]
+        for separator, what in ((";", "semicolons (as Excel writes in some languages)"), ("\t", "tabs")):
+            if len(names) == 1 and separator in names[0]:
+                message = f"the header is one column holding {what}: pixmake reads comma-separated CSV; save it so"
+                return [], [Diagnostic(file, 1, 1, "", message)]
         for column, name in enumerate(names, start=1):
             if not _NAME.fullmatch(name):
                 problems.append(

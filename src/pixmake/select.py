@@ -81,5 +81,32 @@ def select_targets(targets: Iterable[Target], selection: Selection, *, extra: It
     unused = [repr(p) for p in selection.patterns if p not in used_patterns]
     unused += [f"--tag {t}" for t in selection.tags if t not in used_tags]
     if unused:
-        raise ConfigError(f"no target matches {', '.join(dict.fromkeys(unused))}")
+        missed = [p for p in dict.fromkeys(selection.patterns) if p not in used_patterns]
+        missed_tags = [t for t in dict.fromkeys(selection.tags) if t not in used_tags]
+        hint = _hint(missed, missed_tags, targets) if len(missed) + len(missed_tags) == 1 else ""
+        raise ConfigError(f"no target matches {', '.join(dict.fromkeys(unused))}{hint}")
     return tuple(chosen)
+
+
+def _hint(patterns: list[str], tags: list[str], targets: tuple[Target, ...]) -> str:
+    """For one selector that matched nothing: the tag, glob or name (or name for a tag) it may have meant."""
+    import difflib
+
+    all_tags = {tag for target in targets for tag in target.tags}
+    names = [target.name for target in targets]
+    if tags:
+        [tag] = tags
+        close = difflib.get_close_matches(tag, all_tags, n=1)
+        if close:
+            return f"; did you mean --tag {close[0]}?"
+        return f" (a target name is selected without --tag: {tag})" if tag in names else ""
+    [pattern] = patterns
+    if pattern in all_tags:
+        return f" ({pattern} is a tag: --tag {pattern})"
+    if not _GLOB.intersection(pattern):
+        if any(name.startswith(pattern) for name in names):
+            return f"; did you mean '{pattern}*'?"
+        close = difflib.get_close_matches(pattern, names, n=1)
+        if close:
+            return f"; did you mean {close[0]!r}?"
+    return ""

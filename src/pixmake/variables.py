@@ -45,7 +45,9 @@ def interpolate(text: str, variables: Mapping[str, str]) -> tuple[str, list[str]
                 problems.append(f"{name!r} stands for several values: write one of {', '.join(fields)}")
                 return token
             known = f"defined: {', '.join(sorted(variables))}" if variables else "no variables are defined"
-            problems.append(f"undefined variable {name!r}{suggest(name, variables)} ({known})")
+            near = suggest(name, variables)
+            literal = "" if near else f"; $${{{name}}} is the text ${{{name}}}"  # not a typo: meant as it is?
+            problems.append(f"undefined variable {name!r}{near} ({known}{literal})")
             return token
         return variables[name]
 
