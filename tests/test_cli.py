@@ -391,3 +391,45 @@ def test_the_command_list_is_whole_sentences_and_build_says_it_costs() -> None:
     commands = run_cli("--help").stdout.split("Commands:\n", 1)[1].splitlines()
     assert len(commands) == 10 and all(line.endswith(".") and not line.endswith("...") for line in commands)
     assert "the provider charges per image, at submit" in " ".join(run_cli("build", "--help").stdout.split())
+
+
+def _git(root: Path, *args: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_reference_never_committed_is_warned_of_at_the_build_and_named_so_in_a_clone(
+    examples_copy: Path, tmp_path: Path
+) -> None:
+    """The review: a new reference not `git add`ed gave no word at the build, then every command of a
+    teammate's clone failed with a bare "file not found"."""
+    shutil.copy(examples_copy / "photos" / "mug.png", examples_copy / "photos" / "gift.png")
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(
+        manifest.read_text() + "  gift:\n    prompt: A gift box\n    references: [photos/gift.png]\n"
+        "    out: assets/gift.png\n"
+    )
+    _git(examples_copy, "init", "-q")
+    _git(examples_copy, "add", "-A")
+    _git(examples_copy, "rm", "-q", "--cached", "photos/gift.png")  # forgotten
+    built = run_cli("-C", str(examples_copy), "build", "--emulator")
+    assert built.exit_code == ExitCode.OK
+    warnings = [line for line in built.stderr.splitlines() if line.startswith("pixmake: warning:")]
+    assert warnings == [
+        f"pixmake: warning: photos/gift.png is not in git, and the lock now records a build from it: "
+        f"git -C {examples_copy} add photos/gift.png (a clone without it cannot plan)"
+    ]
+    _git(examples_copy, "add", "-A")
+    _git(examples_copy, "rm", "-q", "--cached", "photos/gift.png")
+    _git(examples_copy, "commit", "-qm", "assets")
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(examples_copy), str(clone))
+    planned = run_cli("-C", str(clone), "plan")
+    assert planned.exit_code == ExitCode.USER_ERROR
+    assert planned.stderr.endswith(
+        "targets.gift.references[0]: file not found: photos/gift.png (pixmake.lock records a build from it, so it "
+        "was there: never committed? 'git add photos/gift.png' in the checkout that has it)\n"
+    )
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").stderr.count("warning") == 0  # nothing built

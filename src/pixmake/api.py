@@ -12,16 +12,17 @@ import contextlib
 import gc
 import importlib.util
 import os
+import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from dataclasses import replace as dataclass_replace  # where a parameter is named replace
 from functools import cache, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pixmake import invocation
-from pixmake.errors import ConfigError, Diagnostic, LockfileError, ManifestError, UnsafePathError
+from pixmake.errors import ConfigError, Diagnostic, LockfileError, ManifestError, PixmakeError, UnsafePathError
 from pixmake.recordfile import paused_gc
 
 # The manifest parser (yaml, jsonschema), the lockfile parser and the planner are imported where
@@ -198,6 +199,35 @@ def _state_elsewhere_on_purpose(state: Path, root: Path) -> bool:
         return False
 
 
+_NOT_FOUND: Final = "file not found: "
+
+
+def _with_locked_hint(project: Project, error: ManifestError) -> ManifestError:
+    """``error`` with a word on each missing input the lock says a build used: it was there then, so it
+    was likely never committed (a teammate's clone). The error as it is when the lock cannot be read."""
+    if not any(d.message.startswith(_NOT_FOUND) for d in error.diagnostics):
+        return error
+    try:
+        lock, _ = load_lock(project)
+    except (PixmakeError, OSError):
+        return error
+    used = {i.path for e in lock.entries.values() for i in (*e.references, *((e.mask,) if e.mask else ()))}
+    if not used:
+        return error
+
+    def hinted(diagnostic: Diagnostic) -> Diagnostic:
+        rel = diagnostic.message.removeprefix(_NOT_FOUND)
+        if not diagnostic.message.startswith(_NOT_FOUND) or rel not in used:
+            return diagnostic
+        hint = (
+            f" ({project.lockfile.name} records a build from it, so it was there: never committed? "
+            f"'git add {shlex.quote(rel)}' in the checkout that has it)"
+        )
+        return replace(diagnostic, message=diagnostic.message + hint)
+
+    return ManifestError.of([hinted(d) for d in error.diagnostics])
+
+
 def _not_found(path: Path, manifest: str | Path | None) -> str:
     """Why ``path`` is no manifest, and what to pass instead when a near name is beside it."""
     if path.is_dir():
@@ -289,7 +319,7 @@ def validate(project: Project) -> Manifest:
         try:
             check_inputs(project.root, Manifest(file, ProviderConfig(), targets))
         except ManifestError as error:
-            return error.diagnostics
+            return _with_locked_hint(project, error).diagnostics
         return ()
 
     return parse_manifest(
@@ -611,7 +641,10 @@ def plan(
     sources: list[tuple[str, tuple[int, int, int, int] | None]] = []
     if manifest is None:
         manifest, sources = _load_manifest(project)
-    check_inputs(project.root, manifest)  # model rules on the files themselves; cached, so cheap after validate
+    try:
+        check_inputs(project.root, manifest)  # model rules on the files themselves; cached, so cheap after validate
+    except ManifestError as error:
+        raise _with_locked_hint(project, error) from None
     unknown = set(replace) - {t.name for t in manifest.targets}
     if unknown:
         raise ConfigError(f"--replace: no target named {', '.join(sorted(unknown))}")

@@ -26,6 +26,8 @@ from pixmake.entry import silence_stdout
 from pixmake.errors import AuthError, Diagnostic, ManifestError, PixmakeError, UserError
 
 if TYPE_CHECKING:
+    from pixmake.api import Project
+    from pixmake.manifest import Manifest
     from pixmake.report import JsonReporter, PlainReporter, RichReporter
 
 __all__ = ["ExitCode", "cli", "main"]
@@ -485,10 +487,26 @@ def build(
         reporter.close()  # the live view gives the terminal back, whatever ended the build
     for line in summary_lines(result):  # stderr in every mode: with --json, stdout carries only NDJSON
         click.echo(line, err=True)
+    _warn_of_uncommitted_inputs(project, manifest, result.generated)
     if result.fatal is not None:
         raise result.fatal  # one line from the funnel: a refused key exits 3; no balance, unreachable exit 1
     if result.failed:
         sys.exit(ExitCode.FAILED)
+
+
+def _warn_of_uncommitted_inputs(project: Project, manifest: Manifest, built: Sequence[str]) -> None:
+    """A warning for each reference, mask or catalog of a target just generated that git does not track: the
+    lock records a build from it, and a teammate's clone, lacking it, cannot plan at all."""
+    from pixmake.gitblobs import untracked
+    from pixmake.manifest import is_url
+
+    names = set(built)
+    if not names:
+        return
+    inputs = {rel for t in manifest.targets if t.name in names for rel in t.inputs if not is_url(rel)}
+    for rel in untracked(project.root, [*inputs, *manifest.catalogs]):
+        message = f"{rel} is not in git, and the lock now records a build from it: {invocation.git('add', rel)}"
+        click.echo(f"pixmake: warning: {message} (a clone without it cannot plan)", err=True)
 
 
 def _reporter(as_json: bool, verbose: bool) -> JsonReporter | PlainReporter | RichReporter:

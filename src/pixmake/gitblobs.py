@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["committed_images", "in_git_work_tree", "read_blobs"]
+__all__ = ["committed_images", "in_git_work_tree", "read_blobs", "untracked"]
 
 
 def in_git_work_tree(root: Path) -> bool:
@@ -65,21 +65,16 @@ def _run(git: str, root: Path, *args: str) -> str:
     return done.stdout.decode(errors="replace")
 
 
-def committed_images(root: Path, wanted: Iterable[tuple[str, str, int]]) -> dict[str, str]:
-    """For each ``(path, sha256, size)`` of a locked image: when git's index or ``HEAD`` holds exactly those
-    bytes at that project-relative path, ``sha256 → blob id``. Only blobs of the locked size are read."""
-    wanted = list(wanted)
-    git = _git(root) if wanted else None
-    if git is None:
-        return {}
+def _blobs_at(git: str, root: Path, paths: list[str], *, head: bool) -> list[list[tuple[str, int] | None]] | None:
+    """For each project-relative path: (blob id, size) of what git's index holds there, then (``head``)
+    ``HEAD``, each None when it holds nothing; None when git fails (a repository it refuses to read)."""
     try:
         prefix = _run(git, root, "rev-parse", "--show-prefix").strip()  # the project's folder in the repository
-        head = _run(git, root, "rev-parse", "-q", "--verify", "HEAD^{tree}").strip()  # resolved once, not per query
-    except (OSError, subprocess.CalledProcessError):  # no git, a repository git refuses to read
-        return {}
-    # The index first: a `git rm` not committed is still there; then HEAD (none before the first commit).
-    revisions = ("", head) if head else ("",)
-    queries = [f"{revision}:{prefix}{path}" for path, _, _ in wanted for revision in revisions]
+        tree = _run(git, root, "rev-parse", "-q", "--verify", "HEAD^{tree}").strip() if head else ""  # once
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    revisions = ("", tree) if tree else ("",)  # no HEAD before the first commit
+    queries = [f"{revision}:{prefix}{path}" for path in paths for revision in revisions]
     # All at once, through files: git writes each "missing" line on its own, so through pipes 10,000
     # missing outputs took 1.2 s of polling.
     try:
@@ -93,21 +88,47 @@ def committed_images(root: Path, wanted: Iterable[tuple[str, str, int]]) -> dict
             told.seek(0)
             answers = told.read().decode(errors="replace").splitlines()
     except OSError:
-        return {}
-    if done.returncode != 0 or len(answers) != len(queries):  # a repository git refuses to read, say
+        return None
+    if done.returncode != 0 or len(answers) != len(queries):
+        return None
+    found: list[tuple[str, int] | None] = []
+    for answer in answers:
+        fields = answer.split(" ")
+        found.append((fields[0], int(fields[2])) if len(fields) == 3 and fields[1] == "blob" else None)
+    per = len(revisions)
+    return [[*found[i : i + per], *([None] * (2 - per) if head else [])] for i in range(0, len(found), per)]
+
+
+def committed_images(root: Path, wanted: Iterable[tuple[str, str, int]]) -> dict[str, str]:
+    """For each ``(path, sha256, size)`` of a locked image: when git's index or ``HEAD`` holds exactly those
+    bytes at that project-relative path, ``sha256 → blob id``. Only blobs of the locked size are read."""
+    wanted = list(wanted)
+    git = _git(root) if wanted else None
+    found_at = _blobs_at(git, root, [path for path, _, _ in wanted], head=True) if git is not None else None
+    if found_at is None:
         return {}
     candidates: dict[str, set[str]] = {}  # blob id → the locked sha256s it may hold
-    for index, answer in enumerate(answers):
-        fields = answer.split(" ")
-        _, sha256, size = wanted[index // len(revisions)]
-        if len(fields) == 3 and fields[1] == "blob" and fields[2] == str(size):
-            candidates.setdefault(fields[0], set()).add(sha256)
+    for (_, sha256, size), blobs in zip(wanted, found_at, strict=True):
+        for blob in blobs:  # the index first: a `git rm` not committed is still there
+            if blob is not None and blob[1] == size:
+                candidates.setdefault(blob[0], set()).add(sha256)
     found: dict[str, str] = {}
-    for blob, data in read_blobs(root, candidates):
+    for blob_id, data in read_blobs(root, candidates):
         digest = hashlib.sha256(data).hexdigest()
-        if digest in candidates[blob]:
-            found[digest] = blob
+        if digest in candidates[blob_id]:
+            found[digest] = blob_id
     return found
+
+
+def untracked(root: Path, paths: Iterable[str]) -> list[str]:
+    """Of these project-relative files, those not in git's index (new, or ignored): a clone will lack them.
+    Empty outside a git work tree, without git, or when git fails."""
+    paths = sorted(set(paths))
+    git = _git(root) if paths else None
+    found_at = _blobs_at(git, root, paths, head=False) if git is not None else None
+    if found_at is None:
+        return []
+    return [path for path, (indexed,) in zip(paths, found_at, strict=True) if indexed is None]
 
 
 def read_blobs(root: Path, blobs: Iterable[str]) -> Iterator[tuple[str, bytes]]:
