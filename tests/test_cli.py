@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PACKAGE_ROOT, journal_submit, run_cli
+from conftest import PACKAGE_ROOT, journal_submit, run_cli, write_png
 from pixmake import __version__
 from pixmake.cli import ExitCode
 
@@ -329,8 +329,8 @@ def test_a_catalog_that_is_not_a_file_is_refused_not_waited_on(tmp_path: Path) -
         (
             "pixmake.json",
             [],
-            "manifest not found: pixmake runs where its pixmake.yaml is (or use -C DIR or -f FILE); to start one, "
-            "see 'The manifest' in pixmake's README",
+            "manifest not found: pixmake runs where its pixmake.yaml is (or use -C DIR or -f FILE); to start one: "
+            "pixmake -C {root} init",
         ),
         ("pixmak.yaml", [], "found pixmak.yaml: pass -f pixmak.yaml (or rename it to pixmake.yaml)"),  # a typo
         ("campaign.yaml", [], "found campaign.yaml: pass -f campaign.yaml (or rename it to pixmake.yaml)"),
@@ -350,7 +350,7 @@ def test_a_missing_manifest_names_the_one_beside_it_by_another_spelling(
     outcome = run_cli("-C", str(tmp_path), *args, "validate")
     assert outcome.exit_code == ExitCode.USER_ERROR
     (line,) = outcome.stderr.splitlines()
-    assert line.endswith(says)
+    assert line.endswith(says.format(root=tmp_path))
 
 
 def test_f_naming_a_directory_says_it_is_one(tmp_path: Path) -> None:
@@ -389,7 +389,7 @@ def test_a_thousand_errors_print_fifty_lines_and_a_count(tmp_path: Path) -> None
 def test_the_command_list_is_whole_sentences_and_build_says_it_costs() -> None:
     """The review: the top-level help cut every summary with "...", and build's help never said it pays."""
     commands = run_cli("--help").stdout.split("Commands:\n", 1)[1].splitlines()
-    assert len(commands) == 10 and all(line.endswith(".") and not line.endswith("...") for line in commands)
+    assert len(commands) == 11 and all(line.endswith(".") and not line.endswith("...") for line in commands)
     assert "the provider charges per image, at submit" in " ".join(run_cli("build", "--help").stdout.split())
 
 
@@ -433,3 +433,42 @@ def test_a_reference_never_committed_is_warned_of_at_the_build_and_named_so_in_a
         "was there: never committed? 'git add photos/gift.png' in the checkout that has it)\n"
     )
     assert run_cli("-C", str(examples_copy), "build", "--emulator").stderr.count("warning") == 0  # nothing built
+
+
+def test_init_starts_a_project_that_plans_and_builds_and_never_writes_over_one(tmp_path: Path) -> None:
+    """The review: `pixmake init` was "No such command", and an empty folder's error gave no way forward."""
+    outcome = run_cli("-C", str(tmp_path), "init")
+    assert outcome.exit_code == ExitCode.OK
+    assert outcome.stdout.splitlines()[:2] == [
+        "wrote pixmake.yaml: one target to start from, more in its comments",
+        "added 'pixmake.lock merge=pixmake' to .gitattributes: git merges pixmake.lock by target",
+    ]
+    assert "run pixmake init again" in outcome.stdout  # no git work tree yet: the driver waits for one
+    assert run_cli("-C", str(tmp_path), "build", "--emulator").exit_code == ExitCode.OK
+    assert (tmp_path / "assets" / "hero.png").is_file()
+    (tmp_path / "pixmake.yaml").write_text("version: 1\ntargets: {}\n# mine\n")
+    again = run_cli("-C", str(tmp_path), "init")
+    assert again.exit_code == ExitCode.OK and again.stdout.startswith("kept pixmake.yaml, which is there already\n")
+    assert (tmp_path / "pixmake.yaml").read_text().endswith("# mine\n")
+    assert (tmp_path / ".gitattributes").read_text() == "pixmake.lock merge=pixmake\n"  # not added twice
+
+
+def test_the_starters_commented_examples_validate_once_uncommented(tmp_path: Path) -> None:
+    """What `pixmake init` suggests in comments must work as written."""
+    from pixmake.scaffold import STARTER
+
+    lines = STARTER.splitlines()
+    examples = [  # "  #   field: …" and "  # name:" lines, not the prose between them
+        line.replace("  # ", "  ", 1)
+        for line in lines
+        if line.startswith("  #   ") or (line.startswith("  # ") and " " not in line[4:].partition(":")[0])
+    ]
+    text = "\n".join([*lines, *examples]) + "\n"
+    (tmp_path / "pixmake.yaml").write_text(text)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "masks").mkdir()
+    write_png(tmp_path / "photos" / "mug.png", size=(64, 64))
+    write_png(tmp_path / "masks" / "mug-background.png", size=(64, 64), mode="RGBA", color=(0, 0, 0, 0))
+    outcome = run_cli("-C", str(tmp_path), "validate")
+    assert outcome.exit_code == ExitCode.OK, outcome.stderr
+    assert outcome.stdout.strip().endswith("pixmake.yaml: ok, 4 targets")  # hero, the edit, two banners

@@ -394,13 +394,14 @@ def _commit_lock(repo: Path, lock: Lock, message: str) -> None:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A repository set up as the README says: the attribute committed, the driver configured."""
+    """A repository set up as the README says, by `pixmake init`: the attribute committed, the driver configured."""
     root = tmp_path / "repo"
     root.mkdir()
     _git(root, "init", "-q", "-b", "main")
-    driver = f"{shlex.quote(sys.executable)} -m pixmake merge-lock %O %A %B %P"
-    _git(root, "config", "merge.pixmake.driver", driver)
-    (root / ".gitattributes").write_text("pixmake.lock merge=pixmake\n")
+    assert run_cli("-C", str(root), "init").exit_code == 0
+    assert _git(root, "config", "merge.pixmake.driver").stdout.strip() == (
+        f"{shlex.quote(sys.executable)} -m pixmake merge-lock %O %A %B %P"
+    )
     _git(root, "add", ".gitattributes")
     _commit_lock(root, _lock(a=_entry("ka", "a"), c=_entry("kc", "c")), "base")
     return root

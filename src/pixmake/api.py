@@ -253,7 +253,7 @@ def _not_found(path: Path, manifest: str | Path | None) -> str:
         return f"{path}: manifest not found (-f names it relative to -C DIR, or to the current folder)"
     return (
         f"{path}: manifest not found: pixmake runs where its pixmake.yaml is (or use -C DIR or -f FILE); "
-        "to start one, see 'The manifest' in pixmake's README"
+        f"to start one: {invocation.pixmake('init')}"
     )
 
 

@@ -67,6 +67,25 @@ def cli(ctx: click.Context, directory: str | None, manifest: str | None) -> None
     ctx.with_resource(invocation.invoked(directory, manifest))  # advice pasted where pixmake ran runs as it
 
 
+@cli.command(short_help="Start a project, or set up a clone of one.")
+@click.pass_obj
+def init(obj: _Context) -> None:
+    """Write a starter pixmake.yaml (never over one that is there) and set up git's merge driver for
+    pixmake.lock: in .gitattributes, and in this clone's config (each clone runs pixmake init once)."""
+    from pathlib import Path
+
+    from pixmake.scaffold import init_project
+
+    root = Path(obj.directory) if obj.directory is not None else Path.cwd()
+    for line in init_project(root, obj.manifest or "pixmake.yaml"):
+        click.echo(line)
+    click.echo(
+        f"next: {invocation.pixmake('plan')}, then {invocation.pixmake('build', '--emulator')} (free placeholders) or "
+        f"{invocation.pixmake('build')} with TOAPIS_API_KEY set (paid); commit the manifest, pixmake.lock, "
+        ".gitattributes and the images it writes"
+    )
+
+
 @cli.command(short_help="Check the manifest and its input files.")
 @click.option(
     "--json",
