@@ -215,6 +215,17 @@ def test_a_result_link_that_redirects_forever_is_named_without_its_token(tmp_pat
     assert all("SIGNEDSECRET" not in str(event) for event in reporter.events)
 
 
+@pytest.mark.parametrize("location", ["ftp://cdn.example/x.png?X-Amz-Signature=SIGNEDSECRET", "http://[::1"])
+def test_a_result_link_redirected_to_no_http_url_is_named_without_it(location: str, tmp_path: Path) -> None:
+    """The diff review's repro: aiohttp's error for a redirect to ftp:// quoted the URL with its token."""
+    root = two_targets(tmp_path / "p")
+    with hostile_api({}, {"bad.png": _raw("302 Found", b"", Location=location)}) as url:
+        result, reporter = build(root, url)
+    error = failed_alone(root, result, reporter)
+    assert "redirected to a URL that is not http(s)" in error and "SIGNEDSECRET" not in error
+    assert all("SIGNEDSECRET" not in str(event) for event in reporter.events)
+
+
 def test_a_result_of_more_pixels_than_any_model_makes_fails_its_target_in_pixmakes_words(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -735,3 +735,16 @@ def test_a_result_links_end_is_the_later_of_both_clocks(date_offset: float | Non
     assert moved.expires_at is not None and moved.expires_at - (now + 60) == pytest.approx(later, abs=2.0)
     garbled = _on_our_clock(status, _Answer(200, {"Date": "yesterday-ish"}, b"", "u"))
     assert garbled.expires_at == status.expires_at
+
+
+def test_an_aiohttp_errors_text_never_reaches_a_reason() -> None:
+    """Its text may quote a URL with a signed link's token, or a server's bytes: the reason names its kind."""
+    import aiohttp
+
+    from pixmake.providers.toapis import _reason
+
+    assert _reason(aiohttp.NonHttpUrlRedirectClientError("ftp://cdn/x.png?sig=SIGNEDSECRET")) == (
+        "redirected to an invalid or non-HTTP URL"
+    )
+    assert _reason(aiohttp.InvalidURL("http://h/x?sig=SIGNEDSECRET")) == "invalid URL"
+    assert _reason(aiohttp.ClientError("http://h/x?sig=SIGNEDSECRET")) == "ClientError"

@@ -136,7 +136,15 @@ def _reason(error: BaseException, deadline: float | None = None) -> str:
         if isinstance(seen, aiohttp.ClientResponseError):  # the parser's: its text quotes the bad line (the key?)
             said = str(seen.message).partition("\n")[0].partition("'")[0].rstrip(": ")  # the rule it broke, no bytes
             return f"malformed HTTP response ({said})" if said else "malformed HTTP response"
+        if isinstance(seen, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):  # its text is the URL (a token?)
+            return (
+                "redirected to an invalid or non-HTTP URL"
+                if isinstance(seen, aiohttp.RedirectClientError)
+                else ("invalid URL")
+            )
         seen = getattr(seen, "os_error", None) or seen.__cause__ or seen.__context__
+    if isinstance(error, aiohttp.ClientError):  # aiohttp's text may quote a URL or a server's bytes: its kind only
+        return type(error).__name__
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
