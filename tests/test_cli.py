@@ -419,7 +419,7 @@ def test_a_reference_never_committed_is_warned_of_at_the_build_and_named_so_in_a
     warnings = [line for line in built.stderr.splitlines() if line.startswith("pixmake: warning:")]
     assert warnings == [
         f"pixmake: warning: photos/gift.png is not in git, and the lock now records a build from it: "
-        f"git -C {examples_copy} add photos/gift.png (a clone without it cannot plan)"
+        f"git -C {examples_copy} add -- photos/gift.png (a clone without it cannot plan)"
     ]
     _git(examples_copy, "add", "-A")
     _git(examples_copy, "rm", "-q", "--cached", "photos/gift.png")
@@ -430,7 +430,7 @@ def test_a_reference_never_committed_is_warned_of_at_the_build_and_named_so_in_a
     assert planned.exit_code == ExitCode.USER_ERROR
     assert planned.stderr.endswith(
         "targets.gift.references[0]: file not found: photos/gift.png (pixmake.lock records a build from it, so it "
-        "was there: never committed? 'git add photos/gift.png' in the checkout that has it)\n"
+        "was there: never committed? git add -- photos/gift.png in the checkout that has it)\n"
     )
     assert run_cli("-C", str(examples_copy), "build", "--emulator").stderr.count("warning") == 0  # nothing built
 

@@ -58,3 +58,16 @@ def test_outside_a_work_tree_or_without_git_nothing_is_found_and_nothing_raised(
     monkeypatch.setenv("PATH", "")  # git is gone
     assert committed_images(tmp_path, [("a.png", _sha(b"x"), 1)]) == {}
     assert list(read_blobs(tmp_path, ["0" * 40])) == []
+
+
+def test_a_path_whose_answer_reads_like_a_blobs_is_not_taken_for_one(tmp_path: Path) -> None:
+    """The diff review's repro: an untracked reference named `my blob` made git answer `:my blob missing`,
+    read as a blob of size "missing": a traceback after a build that had succeeded."""
+    from pixmake.gitblobs import untracked
+
+    _git(tmp_path, "init", "-q")
+    for name in ("my blob", "x blob 12", "kept.png"):
+        (tmp_path / name).write_bytes(b"png")
+    _git(tmp_path, "add", "kept.png")
+    assert untracked(tmp_path, ["my blob", "x blob 12", "kept.png"]) == ["my blob", "x blob 12"]
+    assert committed_images(tmp_path, [("my blob", _sha(b"png"), 3)]) == {}

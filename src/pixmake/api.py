@@ -221,7 +221,7 @@ def _with_locked_hint(project: Project, error: ManifestError) -> ManifestError:
             return diagnostic
         hint = (
             f" ({project.lockfile.name} records a build from it, so it was there: never committed? "
-            f"'git add {shlex.quote(rel)}' in the checkout that has it)"
+            f"git add -- {shlex.quote(rel)} in the checkout that has it)"
         )
         return replace(diagnostic, message=diagnostic.message + hint)
 

@@ -524,7 +524,7 @@ def _warn_of_uncommitted_inputs(project: Project, manifest: Manifest, built: Seq
         return
     inputs = {rel for t in manifest.targets if t.name in names for rel in t.inputs if not is_url(rel)}
     for rel in untracked(project.root, [*inputs, *manifest.catalogs]):
-        message = f"{rel} is not in git, and the lock now records a build from it: {invocation.git('add', rel)}"
+        message = f"{rel} is not in git, and the lock now records a build from it: {invocation.git('add', '--', rel)}"
         click.echo(f"pixmake: warning: {message} (a clone without it cannot plan)", err=True)
 
 

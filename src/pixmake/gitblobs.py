@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Final
 
 __all__ = ["committed_images", "in_git_work_tree", "read_blobs", "untracked"]
+
+_OBJECT_ID: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 repositories
 
 
 def in_git_work_tree(root: Path) -> bool:
@@ -92,9 +96,10 @@ def _blobs_at(git: str, root: Path, paths: list[str], *, head: bool) -> list[lis
     if done.returncode != 0 or len(answers) != len(queries):
         return None
     found: list[tuple[str, int] | None] = []
-    for answer in answers:
+    for answer in answers:  # "<id> blob <size>", or "<query> missing" where the query may hold spaces
         fields = answer.split(" ")
-        found.append((fields[0], int(fields[2])) if len(fields) == 3 and fields[1] == "blob" else None)
+        whole = len(fields) == 3 and _OBJECT_ID.fullmatch(fields[0]) and fields[1] == "blob" and fields[2].isdigit()
+        found.append((fields[0], int(fields[2])) if whole else None)
     per = len(revisions)
     return [[*found[i : i + per], *([None] * (2 - per) if head else [])] for i in range(0, len(found), per)]
 
