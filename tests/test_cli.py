@@ -129,6 +129,7 @@ def test_a_symlink_inside_the_state_folder_is_refused_before_anything_is_written
     victim = tmp_path / "victim"
     if link.startswith("objects"):
         victim.mkdir()
+        (victim / "notes.txt").write_text("mine")  # a folder of someone's: no object cache
     else:
         victim.write_text("mine\n")
     state = examples_copy / ".pixmake"
@@ -138,10 +139,10 @@ def test_a_symlink_inside_the_state_folder_is_refused_before_anything_is_written
         outcome = run_cli("-C", str(examples_copy), *command)
         assert outcome.exit_code == ExitCode.USER_ERROR
         assert outcome.stderr == (
-            f"pixmake: error: {state / link} is a symlink (to {victim}); pixmake's state holds none, "
-            "and a build would write where it points: delete it\n"
+            f"pixmake: error: {state / link} is a symlink (to {victim}); pixmake's state holds none but its "
+            "objects folder linked to an object cache, and a build would write where it points: delete it\n"
         )
-    assert (list(victim.iterdir()) == []) if victim.is_dir() else victim.read_text() == "mine\n"
+    assert ([p.name for p in victim.iterdir()] == ["notes.txt"]) if victim.is_dir() else victim.read_text() == "mine\n"
     (state / link).unlink()
     assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == ExitCode.OK
 
@@ -472,3 +473,16 @@ def test_the_starters_commented_examples_validate_once_uncommented(tmp_path: Pat
     outcome = run_cli("-C", str(tmp_path), "validate")
     assert outcome.exit_code == ExitCode.OK, outcome.stderr
     assert outcome.stdout.strip().endswith("pixmake.yaml: ok, 4 targets")  # hero, the edit, two banners
+
+
+def test_the_object_cache_may_link_to_an_object_cache_kept_elsewhere(examples_copy: Path, tmp_path: Path) -> None:
+    """The diff review: a shared object cache (`.pixmake/objects` linked to it) was refused outright."""
+    shared = tmp_path / "shared-objects"
+    shared.mkdir()
+    (examples_copy / ".pixmake").mkdir(exist_ok=True)
+    (examples_copy / ".pixmake" / "objects").symlink_to(shared)
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == ExitCode.OK
+    assert any(shared.iterdir())  # the images went to the shared cache
+    other = tmp_path / "other"
+    shutil.copytree(examples_copy, other, symlinks=True)
+    assert run_cli("-C", str(other), "plan", "--check").exit_code == ExitCode.OK  # a second project uses it too

@@ -235,7 +235,7 @@ def test_gc_sweeps_a_state_folder_linked_to_a_ci_cache_but_not_an_object_cache_s
     examples_copy: Path, tmp_path: Path
 ) -> None:
     """``.pixmake`` linked to a CI cache is the project's own state (README, In CI); ``.pixmake/objects``
-    linked to a folder outside may be other projects' cache too, and is left alone (every command refuses it)."""
+    linked to a folder outside may be other projects' cache too, and is left alone."""
     cache = tmp_path / "ci-cache"
     cache.mkdir()
     os.symlink(cache, examples_copy / ".pixmake")
@@ -251,6 +251,5 @@ def test_gc_sweeps_a_state_folder_linked_to_a_ci_cache_but_not_an_object_cache_s
     (cache / "objects").rename(shared)
     os.symlink(shared, cache / "objects")
     refused = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
-    assert refused.exit_code == ExitCode.USER_ERROR  # refused as every command refuses a link in the state
-    assert "objects is a symlink" in refused.stderr and "delete it" in refused.stderr
+    assert refused.exit_code == ExitCode.USER_ERROR and "leads outside the project (a symlink?)" in refused.stderr
     assert _objects(examples_copy) == _locked(examples_copy)  # read through the link: nothing of it deleted

@@ -132,18 +132,41 @@ def open_project(directory: str | Path | None = None, manifest: str | Path | Non
 def _refuse_links_in_state(state: Path) -> None:
     """Refuse a symlink among the state's files or the object cache's folders: pixmake makes none, and a
     link committed to a repository (``git add -f``) would have a build append to or write files where it
-    points (a journal linked to ``~/.gitconfig``)."""
-    for folder in (state, state / "objects"):
+    points (a journal linked to ``~/.gitconfig``). ``objects`` itself may be a link to an object cache
+    kept elsewhere (shared by projects, say): to an empty folder, or to one that holds only an object
+    cache's folders, as ``.pixmake`` may link to a CI cache."""
+    objects = state / "objects"
+    for folder in (state, objects):
         try:
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as found:
+                entries = list(found)
         except OSError:  # none yet, or not a folder: what writes there says so
             continue
         for entry in entries:
-            if entry.is_symlink():
+            if entry.is_symlink() and not (entry.path == str(objects) and _an_object_cache(objects)):
                 raise ConfigError(
-                    f"{entry.path} is a symlink (to {os.readlink(entry.path)}); pixmake's state holds none, and "
-                    "a build would write where it points: delete it"
+                    f"{entry.path} is a symlink (to {os.readlink(entry.path)}); pixmake's state holds none but "
+                    "its objects folder linked to an object cache, and a build would write where it points: "
+                    "delete it"
                 )
+
+
+def _an_object_cache(folder: Path) -> bool:
+    """Whether ``folder`` is empty or holds only what an object cache does: two-hex-digit shard folders (no
+    links) and the ``users`` list."""
+    try:
+        with os.scandir(folder) as entries:
+            return all(
+                (e.name == "users" and e.is_file(follow_symlinks=False))
+                or (
+                    len(e.name) == 2
+                    and all(c in "0123456789abcdef" for c in e.name)
+                    and e.is_dir(follow_symlinks=False)
+                )
+                for e in entries
+            )
+    except OSError:
+        return False
 
 
 def _project_identity(project: Project) -> str | None:
