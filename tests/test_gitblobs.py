@@ -71,3 +71,22 @@ def test_a_path_whose_answer_reads_like_a_blobs_is_not_taken_for_one(tmp_path: P
     _git(tmp_path, "add", "kept.png")
     assert untracked(tmp_path, ["my blob", "x blob 12", "kept.png"]) == ["my blob", "x blob 12"]
     assert committed_images(tmp_path, [("my blob", _sha(b"png"), 3)]) == {}
+
+
+def test_a_partial_clone_is_not_asked_since_git_would_fetch_each_missing_blob(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The diff review's repro: `git clone --filter=blob:none` then `pixmake plan` ran one `git fetch` per
+    missing output: a plan needs no network (and 10,000 of them would be 10,000 round trips)."""
+    origin, clone = tmp_path / "origin", tmp_path / "clone"
+    origin.mkdir()
+    (origin / "a.png").write_bytes(b"committed image")
+    _git(origin, "init", "-q")
+    _git(origin, "config", "uploadpack.allowFilter", "true")
+    _git(origin, "add", "-A")
+    _git(origin, "commit", "-qm", "a")
+    _git(tmp_path, "clone", "-q", "--no-checkout", "--filter=blob:none", f"file://{origin}", str(clone))
+    fetched = tmp_path / "trace"
+    monkeypatch.setenv("GIT_TRACE", str(fetched))
+    assert committed_images(clone, [("a.png", _sha(b"committed image"), 15)]) == {}
+    assert not fetched.exists() or "fetch" not in fetched.read_text()

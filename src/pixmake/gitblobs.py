@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -36,7 +37,7 @@ class _CatFile:
     def __init__(self, git: str, root: Path) -> None:
         self._process = subprocess.Popen(
             [git, "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, env=_env(),
         )  # fmt: skip
 
     def blob(self, blob: str) -> bytes | None:
@@ -62,8 +63,14 @@ def _git(root: Path) -> str | None:
     return shutil.which("git") if in_git_work_tree(root) else None
 
 
+def _env() -> dict[str, str]:
+    """The environment git runs in: never fetching a blob a partial clone lacks (git 2.44 and later; earlier
+    ones are not asked at all, see :func:`_git`) — a plan needs no network."""
+    return {**os.environ, "GIT_NO_LAZY_FETCH": "1"}
+
+
 def _run(git: str, root: Path, *args: str) -> str:
-    done = subprocess.run([git, *args], cwd=root, capture_output=True, check=False)
+    done = subprocess.run([git, *args], cwd=root, capture_output=True, check=False, env=_env())
     if done.returncode not in (0, 1):  # 1: `rev-parse --verify -q` found nothing
         raise subprocess.CalledProcessError(done.returncode, args)
     return done.stdout.decode(errors="replace")
@@ -71,8 +78,11 @@ def _run(git: str, root: Path, *args: str) -> str:
 
 def _blobs_at(git: str, root: Path, paths: list[str], *, head: bool) -> list[list[tuple[str, int] | None]] | None:
     """For each project-relative path: (blob id, size) of what git's index holds there, then (``head``)
-    ``HEAD``, each None when it holds nothing; None when git fails (a repository it refuses to read)."""
+    ``HEAD``, each None when it holds nothing; None when git fails (a repository it refuses to read), and
+    in a partial clone, whose missing blobs git would fetch one by one (a plan needs no network)."""
     try:
+        if _run(git, root, "config", "--get", "extensions.partialClone").strip():  # a lookup would fetch
+            return None
         prefix = _run(git, root, "rev-parse", "--show-prefix").strip()  # the project's folder in the repository
         tree = _run(git, root, "rev-parse", "-q", "--verify", "HEAD^{tree}").strip() if head else ""  # once
     except (OSError, subprocess.CalledProcessError):
@@ -87,7 +97,7 @@ def _blobs_at(git: str, root: Path, paths: list[str], *, head: bool) -> list[lis
             asked.seek(0)
             done = subprocess.run(
                 [git, "cat-file", "--batch-check"], cwd=root, stdin=asked, stdout=told, stderr=subprocess.DEVNULL,
-                check=False,
+                check=False, env=_env(),
             )  # fmt: skip
             told.seek(0)
             answers = told.read().decode(errors="replace").splitlines()
