@@ -631,10 +631,38 @@ def test_an_output_left_a_git_lfs_pointer_is_never_paid_for_again(
         outcome = run_cli("-C", str(examples_copy), *command)
         assert outcome.exit_code == ExitCode.USER_ERROR and outcome.stderr == (
             "pixmake: error: assets/logo-tile.png: a Git LFS pointer, not the image, and not in .pixmake/objects: "
-            "run git lfs pull (a build would pay to generate it again)\n"
+            f"run git -C {examples_copy} lfs pull (a build would pay to generate it again)\n"
         )
     logo.write_bytes(data)  # git lfs pull
     assert plan(examples_copy, "--check")[0] == 0
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_deleted_output_git_holds_in_lfs_is_never_paid_for_again(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """The diff review: in a clone, a deleted output whose committed blob is a Git LFS pointer was planned as
+    a paid regenerate (the pointer is not the image's size, so it was not taken for it)."""
+    built(examples_copy)
+    logo = examples_copy / "assets/logo-tile.png"
+    data = logo.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    logo.write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "lfs"]):
+        subprocess.run(["git", *args], cwd=examples_copy, env=env, check=True, capture_output=True)
+    logo.unlink()
+    shutil.rmtree(examples_copy / ".pixmake")  # a fresh clone
+    for command in (("plan", "--check"), ("build",)):
+        outcome = run_cli("-C", str(examples_copy), *command)
+        assert outcome.exit_code == ExitCode.USER_ERROR and outcome.stderr == (
+            "pixmake: error: assets/logo-tile.png: missing, and held in Git LFS, and not in .pixmake/objects: run "
+            f"git -C {examples_copy} checkout -- assets/logo-tile.png then git -C {examples_copy} lfs pull (a build "
+            "would pay to "
+            "generate it again)\n"
+        )
+    assert provider_env.emulator.ledger.charged_images == 5  # the first build's, no more
 
 
 def test_no_op_plan_imports_neither_yaml_nor_the_build_stack(examples_copy: Path, provider_env: EmulatorServer) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pixmake.gitblobs import committed_images, read_blobs
+from pixmake.gitblobs import Committed, committed_images, read_blobs
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
@@ -43,7 +43,7 @@ def test_only_the_locked_bytes_at_their_path_in_the_index_or_head_are_found(tmp_
         ("out/a.png", _sha(other), len(other)),  # another image locked at a committed path: not found
         ("out/c.png", _sha(b"c"), 1),  # never committed
     ]
-    found = committed_images(root, wanted)
+    found = committed_images(root, wanted).blobs
     assert set(found) == {_sha(committed), _sha(staged)}
     assert {_sha(data) for _, data in read_blobs(root, found.values())} == set(found)
 
@@ -52,11 +52,11 @@ def test_outside_a_work_tree_or_without_git_nothing_is_found_and_nothing_raised(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "a.png").write_bytes(b"x")
-    assert committed_images(tmp_path, [("a.png", _sha(b"x"), 1)]) == {}
+    assert committed_images(tmp_path, [("a.png", _sha(b"x"), 1)]) == Committed()
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", "-A")
     monkeypatch.setenv("PATH", "")  # git is gone
-    assert committed_images(tmp_path, [("a.png", _sha(b"x"), 1)]) == {}
+    assert committed_images(tmp_path, [("a.png", _sha(b"x"), 1)]) == Committed()
     assert list(read_blobs(tmp_path, ["0" * 40])) == []
 
 
@@ -70,7 +70,7 @@ def test_a_path_whose_answer_reads_like_a_blobs_is_not_taken_for_one(tmp_path: P
         (tmp_path / name).write_bytes(b"png")
     _git(tmp_path, "add", "kept.png")
     assert untracked(tmp_path, ["my blob", "x blob 12", "kept.png"]) == ["my blob", "x blob 12"]
-    assert committed_images(tmp_path, [("my blob", _sha(b"png"), 3)]) == {}
+    assert committed_images(tmp_path, [("my blob", _sha(b"png"), 3)]) == Committed()  # untracked: nothing
 
 
 def test_a_partial_clone_is_not_asked_since_git_would_fetch_each_missing_blob(
@@ -88,5 +88,21 @@ def test_a_partial_clone_is_not_asked_since_git_would_fetch_each_missing_blob(
     _git(tmp_path, "clone", "-q", "--no-checkout", "--filter=blob:none", f"file://{origin}", str(clone))
     fetched = tmp_path / "trace"
     monkeypatch.setenv("GIT_TRACE", str(fetched))
-    assert committed_images(clone, [("a.png", _sha(b"committed image"), 15)]) == {}
+    assert committed_images(clone, [("a.png", _sha(b"committed image"), 15)]) == Committed()
     assert not fetched.exists() or "fetch" not in fetched.read_text()
+
+
+def test_a_git_lfs_pointer_to_the_locked_bytes_is_found_as_such(tmp_path: Path) -> None:
+    """The diff review: a deleted output kept in Git LFS was planned as a paid regenerate (the index holds
+    a 130-byte pointer, not the image), while `git checkout` and `git lfs pull` bring it back free."""
+    image = b"an image kept in LFS" * 100
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{_sha(image)}\nsize {len(image)}\n"
+    (tmp_path / "a.png").write_text(pointer)
+    (tmp_path / "b.png").write_text(pointer.replace(_sha(image)[:8], "0" * 8))  # another image's pointer
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "lfs")
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).unlink()
+    found = committed_images(tmp_path, [("a.png", _sha(image), len(image)), ("b.png", _sha(image), len(image))])
+    assert found == Committed({}, frozenset({_sha(image)}))

@@ -610,11 +610,22 @@ def _refuse_paying_for_lfs_pointers(plan: Plan) -> None:
         if reason.code == LFS_POINTER and reason.details is not None
     ]
     if paths:
+        missing = [
+            str(reason.details["path"])
+            for action in plan.actions
+            for reason in action.reasons
+            if reason.code == LFS_POINTER and reason.details is not None and reason.details.get("missing")
+        ]
         shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
         what = "Git LFS pointers, not images" if len(paths) > 1 else "a Git LFS pointer, not the image"
+        if missing:  # deleted: git holds the pointer, the checkout brings it back (LFS fetching the image)
+            what = "missing, and held in Git LFS" if len(missing) == len(paths) else f"{what} or missing"
+            checkout = f"{invocation.git('checkout', '--', *missing[:3])}{' …' if len(missing) > 3 else ''} then "
+        else:
+            checkout = ""
         raise ConfigError(
-            f"{shown}: {what}, and not in .pixmake/objects: run git lfs pull (a build would pay to generate "
-            f"{'them' if len(paths) > 1 else 'it'} again)"
+            f"{shown}: {what}, and not in .pixmake/objects: run {checkout}{invocation.git('lfs', 'pull')} "
+            f"(a build would pay to generate {'them' if len(paths) > 1 else 'it'} again)"
         )
 
 

@@ -17,11 +17,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-__all__ = ["committed_images", "in_git_work_tree", "read_blobs", "untracked"]
+__all__ = ["Committed", "committed_images", "in_git_work_tree", "read_blobs", "untracked"]
 
 _OBJECT_ID: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 repositories
 
@@ -114,25 +115,42 @@ def _blobs_at(git: str, root: Path, paths: list[str], *, head: bool) -> list[lis
     return [[*found[i : i + per], *([None] * (2 - per) if head else [])] for i in range(0, len(found), per)]
 
 
-def committed_images(root: Path, wanted: Iterable[tuple[str, str, int]]) -> dict[str, str]:
-    """For each ``(path, sha256, size)`` of a locked image: when git's index or ``HEAD`` holds exactly those
-    bytes at that project-relative path, ``sha256 → blob id``. Only blobs of the locked size are read."""
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """Locked images git holds at their output paths: as bytes (``blobs``: blob id by sha256) or as Git LFS
+    pointers to them (``in_lfs``: their sha256, whose bytes ``git checkout`` and ``git lfs pull`` bring)."""
+
+    blobs: Mapping[str, str] = field(default_factory=dict)
+    in_lfs: frozenset[str] = frozenset()
+
+
+_LFS_POINTER: Final = re.compile(rb"version https://git-lfs\S*\noid sha256:([0-9a-f]{64})\n")
+_POINTER_MAX: Final = 1024  # a Git LFS pointer file is about 130 bytes
+
+
+def committed_images(root: Path, wanted: Iterable[tuple[str, str, int]]) -> Committed:
+    """For each ``(path, sha256, size)`` of a locked image: whether git's index or ``HEAD`` holds exactly
+    those bytes at that project-relative path, or a Git LFS pointer to them. Only blobs of the locked size
+    (or a pointer's) are read."""
     wanted = list(wanted)
     git = _git(root) if wanted else None
     found_at = _blobs_at(git, root, [path for path, _, _ in wanted], head=True) if git is not None else None
     if found_at is None:
-        return {}
-    candidates: dict[str, set[str]] = {}  # blob id → the locked sha256s it may hold
+        return Committed()
+    candidates: dict[str, set[str]] = {}  # blob id → the locked sha256s it may hold (or point to)
     for (_, sha256, size), blobs in zip(wanted, found_at, strict=True):
         for blob in blobs:  # the index first: a `git rm` not committed is still there
-            if blob is not None and blob[1] == size:
+            if blob is not None and (blob[1] == size or blob[1] <= _POINTER_MAX):
                 candidates.setdefault(blob[0], set()).add(sha256)
     found: dict[str, str] = {}
+    in_lfs: set[str] = set()
     for blob_id, data in read_blobs(root, candidates):
         digest = hashlib.sha256(data).hexdigest()
         if digest in candidates[blob_id]:
             found[digest] = blob_id
-    return found
+        elif (pointer := _LFS_POINTER.match(data)) is not None and pointer[1].decode() in candidates[blob_id]:
+            in_lfs.add(pointer[1].decode())
+    return Committed(found, frozenset(in_lfs - found.keys()))
 
 
 def untracked(root: Path, paths: Iterable[str]) -> list[str]:

@@ -446,6 +446,12 @@ def _output_action(
                 f"file's old letter case: {invocation.git('mv', '-f', twin, path)})"
             )
             missing.append(Reason("output-missing", text, {"path": path, "twin": twin}))
+        elif actual is None and locked.sha256 in disk.in_lfs and not in_reach:
+            text = (
+                f"output {path} is missing; git holds it in Git LFS "
+                f"({invocation.git('checkout', '--', path)}, with git lfs installed, brings it back)"
+            )
+            missing.append(Reason(LFS_POINTER, text, {"path": path, "missing": True}))
         elif actual is None:
             from_git = locked.sha256 in disk.in_git and locked.sha256 not in disk.cached_objects
             text = f"output {path} is missing" + (" (git has its locked bytes)" if from_git else "")

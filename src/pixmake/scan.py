@@ -94,6 +94,9 @@ class DiskState:
     # path (a committed output deleted or edited): blob id by sha256. A build caches them before it
     # restores from them.
     in_git: Mapping[str, str] = field(default_factory=dict)
+    # Locked images neither in place nor cached that git holds at their output path as a Git LFS pointer
+    # (a committed output deleted, in a checkout without LFS): their sha256. Not a reason to pay.
+    in_lfs: frozenset[str] = frozenset()
 
 
 def _digest(path: str) -> bytes | None:
@@ -379,7 +382,7 @@ def scan_project(
     cached = frozenset(sha for sha in {sha for _, sha in unplaced} if objects.has(sha))
     twins = _case_twins(root, [(path, sha) for path, sha in unplaced if path not in hashes])
     twin_shas = {sha for _, sha in twins}
-    in_git = committed_images(
+    committed = committed_images(
         root, ((path, sha, size) for path, sha, size in unplaced_sized if sha not in cached and sha not in twin_shas)
     )
     differing: dict[str, set[str]] = {}  # present, but not the locked bytes: path → the locked sha256s
@@ -405,5 +408,5 @@ def scan_project(
     return DiskState(
         file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged,
         made_by_pixmake=made, lfs_pointers=frozenset(p for p in damaged if _is_lfs_pointer(found[p][0])),
-        case_twins=twins, in_git=in_git,
+        case_twins=twins, in_git=committed.blobs, in_lfs=committed.in_lfs,
     )  # fmt: skip
