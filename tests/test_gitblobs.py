@@ -106,3 +106,19 @@ def test_a_git_lfs_pointer_to_the_locked_bytes_is_found_as_such(tmp_path: Path) 
         (tmp_path / name).unlink()
     found = committed_images(tmp_path, [("a.png", _sha(image), len(image)), ("b.png", _sha(image), len(image))])
     assert found == Committed({}, frozenset({_sha(image)}))
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give the folder away")
+def test_a_repository_git_refuses_to_read_says_how_to_let_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The diff review: a CI checkout owned by another user made git refuse every lookup, silently: a
+    deleted committed output was planned as a paid regenerate with no word of git's copy."""
+    (tmp_path / "a.png").write_bytes(b"x")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "a")
+    for folder, _, files in os.walk(tmp_path):
+        for name in [folder, *(os.path.join(folder, f) for f in files)]:
+            os.chown(name, 65534, 65534)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)  # no safe.directory of the machine's
+    found = committed_images(tmp_path, [("a.png", _sha(b"x"), 1)])
+    assert found == Committed(refused=f"git config --global --add safe.directory {tmp_path.resolve()}")

@@ -736,3 +736,15 @@ def test_a_plan_keeping_placeholders_gives_one_figure_for_what_a_real_build_pays
     )
     provider = make_plan([two, logo], Lock(MappingProxyType({"hero": placeholders})), disk, builder=Builder.PROVIDER)
     assert provider.images_to_generate == 3  # what `plan --provider` says, and a real build pays
+
+
+def test_a_missing_output_says_when_git_refused_to_look_for_its_committed_copy() -> None:
+    entry, _ = built(HERO, INPUTS)
+    lock = Lock(MappingProxyType({"hero": entry}))
+    refused = "git config --global --add safe.directory /ci/checkout"
+    kind, codes, texts = only(make_plan([HERO], lock, DiskState(dict(INPUTS), git_refused=refused)))
+    assert (kind, codes) == (ActionKind.REGENERATE, ["output-missing", "not-cached"])
+    assert texts[1] == (
+        "locked bytes are not in the object cache; git refused to read this repository, so git's copy was not "
+        f"looked for ({refused})"
+    )

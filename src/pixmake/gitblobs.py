@@ -64,15 +64,22 @@ def _git(root: Path) -> str | None:
     return shutil.which("git") if in_git_work_tree(root) else None
 
 
+class _Refused(Exception):
+    """Git refuses to read the repository (owned by another user: ``safe.directory``); its own words."""
+
+
 def _env() -> dict[str, str]:
     """The environment git runs in: never fetching a blob a partial clone lacks (git 2.44 and later; earlier
-    ones are not asked at all, see :func:`_git`) — a plan needs no network."""
+    ones are not asked at all, see :func:`_blobs_at`) — a plan needs no network."""
     return {**os.environ, "GIT_NO_LAZY_FETCH": "1"}
 
 
 def _run(git: str, root: Path, *args: str) -> str:
     done = subprocess.run([git, *args], cwd=root, capture_output=True, check=False, env=_env())
     if done.returncode not in (0, 1):  # 1: `rev-parse --verify -q` found nothing
+        said = done.stderr.decode(errors="replace")
+        if "safe.directory" in said:
+            raise _Refused(f"git config --global --add safe.directory {root.resolve()}")
         raise subprocess.CalledProcessError(done.returncode, args)
     return done.stdout.decode(errors="replace")
 
@@ -122,6 +129,7 @@ class Committed:
 
     blobs: Mapping[str, str] = field(default_factory=dict)
     in_lfs: frozenset[str] = frozenset()
+    refused: str = ""  # git refused to read the repository: the command that makes it read it
 
 
 _LFS_POINTER: Final = re.compile(rb"version https://git-lfs\S*\noid sha256:([0-9a-f]{64})\n")
@@ -134,7 +142,10 @@ def committed_images(root: Path, wanted: Iterable[tuple[str, str, int]]) -> Comm
     (or a pointer's) are read."""
     wanted = list(wanted)
     git = _git(root) if wanted else None
-    found_at = _blobs_at(git, root, [path for path, _, _ in wanted], head=True) if git is not None else None
+    try:
+        found_at = _blobs_at(git, root, [path for path, _, _ in wanted], head=True) if git is not None else None
+    except _Refused as refused:
+        return Committed(refused=str(refused))
     if found_at is None:
         return Committed()
     candidates: dict[str, set[str]] = {}  # blob id → the locked sha256s it may hold (or point to)
@@ -158,7 +169,10 @@ def untracked(root: Path, paths: Iterable[str]) -> list[str]:
     Empty outside a git work tree, without git, or when git fails."""
     paths = sorted(set(paths))
     git = _git(root) if paths else None
-    found_at = _blobs_at(git, root, paths, head=False) if git is not None else None
+    try:
+        found_at = _blobs_at(git, root, paths, head=False) if git is not None else None
+    except _Refused:
+        return []
     if found_at is None:
         return []
     return [path for path, (indexed,) in zip(paths, found_at, strict=True) if indexed is None]

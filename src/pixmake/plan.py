@@ -485,7 +485,10 @@ def _output_action(
             return Action(ActionKind.RESTORE, target.name, (*missing, *edited, kept), target, key, entry, kept=paths)
         return Action(ActionKind.EDITED, target.name, (*edited, *missing, kept), target, key, entry)
     if (missing or edited) and not cached:
-        reasons = (*missing, Reason("not-cached", "locked bytes are not in the object cache"))
+        text = "locked bytes are not in the object cache"
+        if disk.git_refused:  # a committed copy may be there: say how to let git look (CI as another user)
+            text += f"; git refused to read this repository, so git's copy was not looked for ({disk.git_refused})"
+        reasons = (*missing, Reason("not-cached", text))
         return Action(ActionKind.REGENERATE, target.name, reasons, target, key)
     moved = tuple(o.path for o in entry.outputs) != wanted  # out renamed: the locked bytes are the same
     if missing or edited or moved:

@@ -97,6 +97,9 @@ class DiskState:
     # Locked images neither in place nor cached that git holds at their output path as a Git LFS pointer
     # (a committed output deleted, in a checkout without LFS): their sha256. Not a reason to pay.
     in_lfs: frozenset[str] = frozenset()
+    # Git refused to read the repository (another user's: safe.directory), so no committed copy of a
+    # missing output was looked for: the command that lets it.
+    git_refused: str = ""
 
 
 def _digest(path: str) -> bytes | None:
@@ -408,5 +411,5 @@ def scan_project(
     return DiskState(
         file_hashes=hashes, cached_objects=cached, statistics=statistics, stats=stats, damaged=damaged,
         made_by_pixmake=made, lfs_pointers=frozenset(p for p in damaged if _is_lfs_pointer(found[p][0])),
-        case_twins=twins, in_git=committed.blobs, in_lfs=committed.in_lfs,
+        case_twins=twins, in_git=committed.blobs, in_lfs=committed.in_lfs, git_refused=committed.refused,
     )  # fmt: skip
