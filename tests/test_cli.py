@@ -486,3 +486,15 @@ def test_the_object_cache_may_link_to_an_object_cache_kept_elsewhere(examples_co
     other = tmp_path / "other"
     shutil.copytree(examples_copy, other, symlinks=True)
     assert run_cli("-C", str(other), "plan", "--check").exit_code == ExitCode.OK  # a second project uses it too
+
+
+@pytest.mark.parametrize("existing", [b"*.png binary\r\n", b"caf\xe9 -text", b""], ids=["crlf", "latin-1", "empty"])
+def test_init_adds_its_line_to_any_gitattributes_in_its_own_line_ends(existing: bytes, tmp_path: Path) -> None:
+    """The diff review: a .gitattributes that is not UTF-8 stopped init after it had written the manifest."""
+    (tmp_path / ".gitattributes").write_bytes(existing)
+    assert run_cli("-C", str(tmp_path), "init").exit_code == ExitCode.OK
+    end = b"\r\n" if b"\r\n" in existing else b"\n"
+    expected = existing + (end if existing and not existing.endswith(b"\n") else b"") + b"pixmake.lock merge=pixmake"
+    assert (tmp_path / ".gitattributes").read_bytes() == expected + end
+    assert run_cli("-C", str(tmp_path), "init").exit_code == ExitCode.OK
+    assert (tmp_path / ".gitattributes").read_bytes() == expected + end  # once

@@ -68,15 +68,15 @@ def init_project(root: Path, manifest: str = "pixmake.yaml") -> list[str]:
         done.append(f"wrote {manifest}: one target to start from, more in its comments")
     attributes = root / ".gitattributes"
     try:
-        text = attributes.read_text(encoding="utf-8")
+        data = attributes.read_bytes()  # as bytes: git reads any encoding, and so must this
     except FileNotFoundError:
-        text = ""
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read {attributes}: {getattr(error, 'strerror', None) or error}") from error
-    if _ATTRIBUTE not in text.splitlines():
-        atomic_write(
-            attributes, (text + ("\n" if text and not text.endswith("\n") else "") + _ATTRIBUTE + "\n").encode()
-        )
+        data = b""
+    except OSError as error:
+        raise ConfigError(f"cannot read {attributes}: {error.strerror or error}") from error
+    if _ATTRIBUTE.encode() not in (line.strip() for line in data.splitlines()):
+        end = b"\r\n" if b"\r\n" in data else b"\n"  # the file's own line ends
+        ended = data + (end if data and not data.endswith(b"\n") else b"")
+        atomic_write(attributes, ended + _ATTRIBUTE.encode() + end)
         done.append(f"added '{_ATTRIBUTE}' to .gitattributes: git merges pixmake.lock by target")
     done.append(_merge_driver(root))
     return done
@@ -94,11 +94,12 @@ def _merge_driver(root: Path) -> str:
     found = subprocess.run([git, "config", "--local", "merge.pixmake.driver"], cwd=root, capture_output=True, text=True)
     if found.returncode == 0 and found.stdout.strip() == driver:
         return "git's merge driver for pixmake.lock is set in this clone"
-    subprocess.run([git, "config", "--local", "merge.pixmake.name", "pixmake lock merge"], cwd=root, check=False)
-    setting = subprocess.run(
-        [git, "config", "--local", "merge.pixmake.driver", driver], cwd=root, capture_output=True, text=True
-    )
-    if setting.returncode != 0:
-        why = setting.stderr.strip().splitlines()
-        return f"could not set git's merge driver ({why[0] if why else setting.returncode})"
+    for name, value in (("merge.pixmake.name", "pixmake lock merge"), ("merge.pixmake.driver", driver)):
+        setting = subprocess.run([git, "config", "--local", name, value], cwd=root, capture_output=True, text=True)
+        if setting.returncode != 0:  # git's words on why (a repository another user owns, say)
+            said = [line for line in setting.stderr.splitlines() if line.strip()]
+            why = next(
+                (line for line in said if "dubious" in line or "safe.directory" in line), said[0] if said else ""
+            )
+            return f"could not set git's merge driver: {why or f'git config exited {setting.returncode}'}"
     return "set git's merge driver for pixmake.lock in this clone (each clone runs pixmake init once)"
