@@ -742,3 +742,36 @@ def test_a_catalog_saved_with_another_separator_says_so_once(sep: str, what: str
     assert rows == [] and [p.message for p in problems] == [
         f"the header is one column holding {what}: pixmake reads comma-separated CSV; save it so"
     ]
+
+
+def test_a_size_or_model_template_that_cannot_be_filled_in_is_one_error_each() -> None:
+    """The diff review: an axis value lacking the field gave "undefined variable" and then "expected one of
+    1:1, 2:3, 3:2 …, found '${f.size}'", and advice to write $${f.size}, which no size can be."""
+    text = (
+        "version: 1\ntargets:\n  t-${f.label}:\n    matrix:\n      f: [{label: a, size: '1:1'}, {label: b}]\n"
+        "    size: ${f.size}\n    model: ${mm}\n    prompt: x\n    out: ${f.label}.png\n"
+    )
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml")
+    assert [(d.line, d.message) for d in caught.value.diagnostics] == [
+        (6, "undefined variable 'f.size' (defined: f.label) (in f.label=b)"),
+        (7, "undefined variable 'mm' (defined: f.label, f.size) (in f.label=a, f.size=1:1)"),
+        (7, "undefined variable 'mm' (defined: f.label) (in f.label=b)"),
+    ]
+
+
+def test_a_bad_field_of_an_axis_value_is_named_and_no_sentence_is_cut_at_a_dot() -> None:
+    """The diff review: "expected one axis value: … read as ${axis, found a mapping" (cut at ${axis.field}'s
+    dot), naming no field."""
+    text = "version: 1\ntargets:\n  t-${f.k}:\n    matrix:\n      f: [{k: a, size: {w: 3}}, [1]]\n    prompt: x\n"
+    text += "    out: ${f.k}.png\n"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, file="m.yaml")
+    assert [(d.field, d.message) for d in caught.value.diagnostics] == [
+        ("targets.t-${f.k}.matrix.f[0].size", "expected a string or a number or true or false, found a mapping"),
+        (
+            "targets.t-${f.k}.matrix.f[1]",
+            "expected one axis value: a string, number or boolean, or a mapping of such fields read as "
+            "${axis.field}, found a list",
+        ),
+    ]

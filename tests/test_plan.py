@@ -748,3 +748,9 @@ def test_a_missing_output_says_when_git_refused_to_look_for_its_committed_copy()
         "locked bytes are not in the object cache; git refused to read this repository, so git's copy was not "
         f"looked for ({refused})"
     )
+
+
+def test_a_prompt_diff_splits_at_line_ends_and_escapes_only_what_a_terminal_acts_on() -> None:
+    from pixmake.plan import _prompt_diff
+
+    assert _prompt_diff("one\nline \x1b[2J", "one\nword \x1b[2J") == "-[line] +[word]"

@@ -67,12 +67,16 @@ def test_a_bad_base_url_is_named_without_its_credentials(value: str, message: st
         "https://toapis.com:s3cret",
         "http://127.0.0.1:99999",
         "http://[::1",
+        "http://h:8787#s3cret@x",  # the paths appended would go after the "#"
+        "https://h/v1?s3cret=1",
     ],
 )
 def test_a_base_url_with_no_usable_host_or_port_is_one_error_that_echoes_none_of_it(value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         resolve(ProviderConfig(), {"PIXMAKE_BASE_URL": value})
-    assert str(caught.value).startswith("PIXMAKE_BASE_URL is not a valid URL") and "s3cret" not in str(caught.value)
+    assert str(caught.value).startswith("PIXMAKE_BASE_URL is not a valid base URL") and "s3cret" not in str(
+        caught.value
+    )
 
 
 @pytest.mark.parametrize(

@@ -243,14 +243,22 @@ def _target(
             return body[key], (*where, key)
         return defaults.get(key, fallback), ("defaults", key)
 
+    def filled(raw: str, path: FieldPath) -> tuple[str, bool]:
+        """A size or model, a template filled in (a matrix axis, a catalog column); whether that failed."""
+        result, problems = interpolate(raw, variables, literal=False)
+        for problem in problems:
+            add(path, problem)
+        return result, bool(problems)
+
     model, model_path = inherited("model", "gpt-4o-image")
     size, size_path = inherited("size", "1:1")
-    if "${" in size:  # a matrix axis or a catalog column (the schema let a template through)
-        size = text(size, size_path)
+    size, size_failed = filled(size, size_path) if "${" in size else (size, False)
     if "model" in rejected:
         model, model_path = "", (*where, "model")  # no model: pixmake.inputs skips its file rules too
     elif "${" in model:
-        model = text(model, model_path)
+        model, model_failed = filled(model, model_path)
+        if model_failed:  # no model to check against: as for one the schema rejected
+            model, rejected = "", rejected | {"model"}
     model, size = _shared(model), _shared(size)
     n, n_path = inherited("n", 1)
     if isinstance(n, float):
@@ -315,10 +323,15 @@ def _target(
             add(path, message)
 
     if "model" not in rejected:
+
+        def add_unless_size_failed(path: FieldPath, message: str) -> None:  # one error for a size not filled in
+            if not (size_failed and path == size_path):
+                add_unless_consequent(path, message)
+
         check_model(
             ModelRequest(model, prompt, size, n, references, mask, params),
             RequestPaths(where, model_path, size_path, n_path),
-            add_unless_consequent,
+            add_unless_size_failed,
             warn,
         )
     return Target(

@@ -326,7 +326,7 @@ def _printable(text: str) -> str:
 def _prompt_diff(old: str, new: str, *, limit: int = 80) -> str:
     import difflib
 
-    a, b = _printable(old).split(), _printable(new).split()
+    a, b = [_printable(w) for w in old.split()], [_printable(w) for w in new.split()]  # a line end splits too
     pieces: list[str] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if op in ("delete", "replace"):

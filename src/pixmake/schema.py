@@ -458,8 +458,12 @@ def _explain(doc: Any, error: Any, file: str) -> list[tuple[FieldPath, Diagnosti
         dupes = [i for index, i in enumerate(instance) if i in instance[:index]]
         return [at(path, f"expected unique items, found {', '.join(repr(d) for d in dupes)} more than once")]
     if validator in {"oneOf", "anyOf"}:
+        inner = [e for e in error.context or () if e.relative_path]  # the branch that took the value's form
+        if inner and isinstance(instance, Mapping | list):  # what inside it is wrong, where (a field of an axis value)
+            return [found for e in inner for found in _explain(doc, e, file)]
         described = schema_node.get("description", "")
-        return [at(path, f"expected {described.split('.')[0].lower() or 'another form'}, found {_show(instance)}")]
+        first = re.split(r"\.(?:\s|$)", described, maxsplit=1)[0]  # a sentence: ${axis.field} holds a dot
+        return [at(path, f"expected {first[:1].lower() + first[1:] or 'another form'}, found {_show(instance)}")]
     return [at(path, error.message)]
 
 

@@ -159,11 +159,14 @@ def resolve(
         raise ConfigError(f"{source}{shown} is not an http(s) URL")
     try:  # a port that is no number, a "#" or "/" in a password: never echoed, it may be a secret's part
         parts = urllib.parse.urlsplit(url)
-        valid = bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        valid = bool(parts.hostname) and (parts.port is None or parts.port > 0) and not (parts.query or parts.fragment)
     except ValueError:
         valid = False
     if not valid:
-        raise ConfigError(f"{source} is not a valid URL (its host or port; a password's / ? # or @ must be %-escaped)")
+        raise ConfigError(
+            f"{source} is not a valid base URL (its host or port, or a ? or # in it; a password's / ? # or @ must "
+            "be %-escaped)"
+        )
     key = api_key if api_key is not None else environ.get(provider.api_key_env)
     if key is not None:
         key = key.strip()  # a secret pasted with its line's end

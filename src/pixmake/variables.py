@@ -19,11 +19,12 @@ _VAR: Final = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VAR_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")  # ${axis.field}
 
 
-def interpolate(text: str, variables: Mapping[str, str]) -> tuple[str, list[str]]:
+def interpolate(text: str, variables: Mapping[str, str], *, literal: bool = True) -> tuple[str, list[str]]:
     """Replace ``${name}`` by its value, ``$${`` by a literal ``${``; returns the text and any problems.
 
     A name may have one dot (``${format.size}``): a field of a matrix value that is a mapping, which the
-    expansion binds flat, under that dotted name."""
+    expansion binds flat, under that dotted name. ``literal``: an undefined variable's problem says how to
+    write the text ``${…}`` itself (not where the text cannot be a value: a size, a model)."""
     if "${" not in text:
         return text, []
     problems: list[str] = []
@@ -46,8 +47,8 @@ def interpolate(text: str, variables: Mapping[str, str]) -> tuple[str, list[str]
                 return token
             known = f"defined: {', '.join(sorted(variables))}" if variables else "no variables are defined"
             near = suggest(name, variables)
-            literal = "" if near else f"; $${{{name}}} is the text ${{{name}}}"  # not a typo: meant as it is?
-            problems.append(f"undefined variable {name!r}{near} ({known}{literal})")
+            as_is = "" if near or not literal else f"; $${{{name}}} is the text ${{{name}}}"  # meant as it is?
+            problems.append(f"undefined variable {name!r}{near} ({known}{as_is})")
             return token
         return variables[name]
 
