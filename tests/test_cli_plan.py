@@ -980,7 +980,8 @@ def test_a_build_emulator_preview_of_a_raised_n_leaves_the_provider_build_keepin
         "earlier build got for these inputs (in .pixmake/objects), generates 2 more"
     )
     assert plan(examples_copy)[1][-1].endswith(  # plain `plan` keeps the placeholders and counts what is paid
-        "1 target holds placeholder images from build --emulator, which a build without --emulator regenerates "
+        "1 target holds placeholder images from build --emulator (plan -v lists them), which a build without "
+        "--emulator regenerates "
         "(2 images)"
     )
     charged = provider_env.emulator.ledger.charged_images
@@ -1244,3 +1245,16 @@ def test_a_lock_or_prompt_holding_terminal_codes_cannot_rewrite_the_plan_a_revie
         assert not any(c in outcome.stdout + outcome.stderr for c in "\x1b\x07\x9b\u202e"), outcome.stdout
     [line] = [line for line in plan(examples_copy)[1] if "hero:" in line]
     assert "prompt changed: -[\\x1b]0;pwned\\x07 \\u202eevil]" in line and "model gpt-4o-image\\x9b2J →" in line
+
+
+def test_after_an_emulator_build_a_plan_lists_the_changes_not_every_placeholder(examples_copy: Path) -> None:
+    """The review: after `build --emulator`, plain `plan` listed every target as "unchanged … placeholders",
+    which buried the one change; the summary counts them, `plan -v` lists them."""
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    edit_manifest(examples_copy, {"logo-tile": {"prompt": "A round logo tile"}})
+    code, lines = plan(examples_copy)
+    assert code == 0 and len(lines) == 2 and lines[0].startswith("~ regenerate logo-tile: prompt changed")
+    assert lines[1].startswith("Plan: 1 to regenerate, 3 unchanged; 1 image to generate; 3 targets hold placeholder")
+    assert lines[1].endswith(": 5 images to pay for without --emulator")
+    verbose = plan(examples_copy, "-v")[1]
+    assert sum("its locked images are placeholders" in line for line in verbose) == 3

@@ -262,7 +262,7 @@ def test_a_real_build_replaces_the_emulators_placeholders_and_an_emulator_build_
     assert planned.exit_code == ExitCode.OK  # what `build --emulator` would do: nothing
     assert planned.stdout.splitlines()[-1] == (
         "Plan: 1 edited, 2 unchanged; 0 images to generate; 2 targets hold placeholder images from "
-        "build --emulator, which a build without --emulator regenerates (3 images)"
+        "build --emulator (plan -v lists them), which a build without --emulator regenerates (3 images)"
     )
     provider = run_cli("-C", str(root), "plan", "--provider", "--check")  # what the build below will do
     assert provider.exit_code == ExitCode.CHANGES and provider.stdout.splitlines()[:2] == [

@@ -265,8 +265,10 @@ def test_the_emulators_placeholders_are_kept_for_the_emulator_and_generated_for_
     lock = Lock(MappingProxyType({"hero": replace(lock.entries["hero"], emulator=True)}))
     kept = make_plan([HERO], lock, DiskState(disk))
     assert only(kept)[:2] == (ActionKind.UNCHANGED, ["emulator-placeholder"]) and kept.up_to_date
-    assert kept.summary().endswith("1 target holds placeholder images from build --emulator, which a build "
-                                   "without --emulator regenerates (1 image)")  # fmt: skip
+    assert kept.summary().endswith(
+        "1 target holds placeholder images from build --emulator (plan -v lists them), which a build "
+        "without --emulator regenerates (1 image)"
+    )
     assert only(make_plan([HERO], lock, DiskState(disk), builder=Builder.PROVIDER))[:2] == (
         ActionKind.REGENERATE,
         ["emulator-placeholder"],
@@ -586,7 +588,8 @@ def test_plans_count_only_what_the_provider_pays_for_placeholders_when_its_image
         "2 images the provider made for these inputs before, free"
     ]
     assert plan.summary().endswith(
-        "1 target holds placeholder images from build --emulator, which a build without --emulator replaces with "
+        "1 target holds placeholder images from build --emulator (plan -v lists them), which a build without "
+        "--emulator replaces with "
         "the provider's, free"
     )
     (restore,) = make_plan([two], lock, disk, earlier={provider.key: provider}.get, builder=Builder.PROVIDER).actions
@@ -731,7 +734,8 @@ def test_a_plan_keeping_placeholders_gives_one_figure_for_what_a_real_build_pays
     disk = DiskState({**INPUTS, **{o.path: o.sha256 for o in placeholders.outputs}})
     plan = make_plan([two, logo], Lock(MappingProxyType({"hero": placeholders})), disk)
     assert plan.summary() == (
-        "1 to create, 1 unchanged; 1 image to generate; 1 target holds placeholder images from build --emulator, "
+        "1 to create, 1 unchanged; 1 image to generate; 1 target holds placeholder images from build --emulator "
+        "(plan -v lists them), "
         "which a build without --emulator regenerates (2 images): 3 images to pay for without --emulator"
     )
     provider = make_plan([two, logo], Lock(MappingProxyType({"hero": placeholders})), disk, builder=Builder.PROVIDER)

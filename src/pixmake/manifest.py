@@ -306,7 +306,7 @@ def _target(
     mask = path_field(body["mask"], (*where, "mask"), "mask", body, "mask") if "mask" in body else None
     out = path_field(body["out"], (*where, "out"), "out", body, "out")
     if not out.endswith(".png"):
-        add((*where, "out"), f"expected a path ending in .png, found {out!r}")
+        add((*where, "out"), f"expected a path ending in .png, found {out!r} (pixmake writes every result as PNG)")
     elif out.rpartition("/")[2] == ".png":
         add((*where, "out"), f"expected a file name before .png, found {out!r}")
     elif "://" in str(body["out"]):

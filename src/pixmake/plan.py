@@ -257,11 +257,16 @@ class Plan:
 
     @property
     def listed(self) -> tuple[Action, ...]:
-        """Actions a plan shows by default: every one but the unchanged (unless it has stale outputs, or keeps
-        placeholders that a build without ``--emulator`` would generate)."""
+        """Actions a plan shows by default: every one but the unchanged (unless it has stale outputs, or a
+        reason other than keeping placeholders, which the summary counts: listed one by one, they buried the
+        changes of a project built with ``--emulator``)."""
         if self._actions is None:
             return ()
-        return tuple(a for a in self._actions if a.kind is not ActionKind.UNCHANGED or a.stale or a.reasons)
+        return tuple(
+            a
+            for a in self._actions
+            if a.kind is not ActionKind.UNCHANGED or a.stale or any(r.code != PLACEHOLDER for r in a.reasons)
+        )
 
     @property
     def placeholders(self) -> tuple[Action, ...]:
@@ -297,7 +302,7 @@ class Plan:
             count = sum(per_key.values())
             line += (
                 f"; {len(kept)} target{'s' * (len(kept) != 1)} hold{'s' * (len(kept) == 1)} placeholder images "
-                f"from build --emulator, which a build without --emulator "
+                f"from build --emulator (plan -v lists them), which a build without --emulator "
                 + (
                     f"regenerates ({count} image{'s' * (count != 1)})"
                     if count
