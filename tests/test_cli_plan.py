@@ -772,13 +772,15 @@ def test_a_file_already_at_an_out_path_is_named_by_the_plan_and_kept_by_the_buil
     logo = examples_copy / "assets/logo-tile.png"
     write_png(logo, (16, 16), (1, 2, 3))  # someone's own file, there before the first build
     mine = logo.read_bytes()
+    digest = hashlib.sha256(mine).hexdigest()
     lines = plan(examples_copy)[1]
     assert lines[0] == (
         "+ create     logo-tile: not in the lockfile; "
-        "will replace existing file assets/logo-tile.png (kept in .pixmake/objects)"
-    )
+        f"will replace existing file assets/logo-tile.png (kept as .pixmake/objects/{digest[:2]}/{digest})"
+    )  # where to find it again (the review: "kept in .pixmake/objects", among thousands of hashes)
     built(examples_copy)
     assert logo.read_bytes() != mine
+    assert (examples_copy / ".pixmake/objects" / digest[:2] / digest).read_bytes() == mine
     kept = [p for p in (examples_copy / ".pixmake/objects").rglob("*") if p.is_file() and p.read_bytes() == mine]
     assert len(kept) == 1
 

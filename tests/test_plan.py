@@ -337,7 +337,8 @@ def test_a_paid_action_names_the_unlocked_files_it_replaces() -> None:
     plan = make_plan([HERO], Lock(), DiskState(disk))
     kind, codes, texts = only(plan)
     assert (kind, codes) == (ActionKind.CREATE, ["new", "replaces-file"])
-    assert texts[1] == "will replace existing file out/hero.png (kept in .pixmake/objects)"
+    digest = sha("a photo someone put there")
+    assert texts[1] == f"will replace existing file out/hero.png (kept as .pixmake/objects/{digest[:2]}/{digest})"
     lock, disk = project(HERO, inputs=INPUTS)  # the locked bytes in place: nothing to say
     _, codes, _ = only(make_plan([replace(HERO, prompt="a red mug")], lock, DiskState(disk)))
     assert codes == ["prompt-changed"]

@@ -744,7 +744,7 @@ def _replaced_files(
     for path, coming in zip(wanted, written, strict=False):
         actual = disk.file_hashes.get(path)
         if actual is not None and actual not in (locked.get(path), coming) and path not in disk.damaged:
-            text = f"will replace existing file {path} (kept in .pixmake/objects)"
+            text = f"will replace existing file {path} (kept as .pixmake/objects/{actual[:2]}/{actual})"
             reasons.append(Reason("replaces-file", text, {"path": path, "sha256": actual}))
     return reasons
 
