@@ -775,3 +775,24 @@ def test_a_bad_field_of_an_axis_value_is_named_and_no_sentence_is_cut_at_a_dot()
             "${axis.field}, found a list",
         ),
     ]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "line", "hint"),
+    [
+        ("  hero-square\n    prompt: x\n    out: a.png\n", 4, "the line above, 'hero-square', has no ':'"),
+        ("  hero:\n    size: '1:1'\n  prompt: x\n    out: a.png\n", 6, "check this line's indentation"),
+        ("  hero:\n    prompt: x\n      out: a.png\n", 5, "check this line's indentation"),
+        ("  hero:\n    prompt: x\n   out: a.png\n", 5, "check this line's indentation"),
+        ('  hero:\n    prompt: "Autumn" edition bottle\n    out: a.png\n', 4, "a value that starts with a quote must"),
+        ("  hero:\n    prompt: @northwind bottle\n    out: a.png\n", 4, "a plain value cannot start with @; quote"),
+    ],
+    ids=["no-colon", "dedented", "indented", "half-indented", "quoted-then-more", "at-sign"],
+)
+def test_a_newcomers_yaml_mistakes_get_a_hint_on_what_to_fix(yaml_text: str, line: int, hint: str) -> None:
+    """The review: PyYAML's words alone ("mapping values are not allowed in this context") for the usual
+    slips: a missing ':', a field indented wrong, a quote that ends before the value does, a leading @."""
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest("version: 1\ntargets:\n" + yaml_text, file="m.yaml")
+    [problem] = caught.value.diagnostics
+    assert problem.line == line and hint in problem.message, problem

@@ -131,7 +131,8 @@ def test_a_syntax_error_names_the_field_the_parser_was_reading(text: str, field:
             'targets:\n  a:\n    prompt: "a mug\n      on a table"\n    out: a.png\n  b:\n    out: b.png\n'
             "   bad: indent\n",
             8,
-            "did not find expected key",
+            "did not find expected key (check this line's indentation against the lines above: a target's fields "
+            "line up under its name)",
         ),
     ],
 )

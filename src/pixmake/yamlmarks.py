@@ -414,7 +414,29 @@ def _syntax_message(text: str, line: int, column: int, what: str) -> str:
     unclosed = _unclosed_quote(lines, line)
     if unclosed and "never closed" not in what:
         return f"YAML syntax error: {what} (the quote opened on line {unclosed} is not closed there: a missing quote?)"
-    return f"YAML syntax error: {what}"
+    hint = _structure_hint(lines, line, column, what)
+    return f"YAML syntax error: {what}" + (f" ({hint})" if hint else "")
+
+
+_QUOTED_THEN_MORE: Final = re.compile(r"""^\s*(?:-\s+)?[^#"':]+:\s+(["'])[^"']*\1\s*[^\s#]""")
+
+
+def _structure_hint(lines: list[str], line: int, column: int, what: str) -> str:
+    """What a newcomer's YAML most likely got wrong where PyYAML's words say only what it expected."""
+    here = lines[line - 1] if 0 < line <= len(lines) else ""
+    if "cannot start any token" in what and 0 < column <= len(here) and here[column - 1] in "@`%":
+        return f'a plain value cannot start with {here[column - 1]}; quote the value, as in prompt: "@brand mug"'
+    if "did not find expected key" in what and _QUOTED_THEN_MORE.match(here):
+        return "a value that starts with a quote must end with it: quote all of it, as in prompt: '\"Autumn\" mug'"
+    if "mapping values are not allowed" in what or "did not find expected key" in what:
+        above = next(
+            (lines[n] for n in range(line - 2, -1, -1) if lines[n].strip() and not lines[n].lstrip().startswith("#")),
+            "",
+        )
+        if above and ":" not in above.split("#", 1)[0]:
+            return f"the line above, {above.strip()!r}, has no ':'; a name needs one, as in hero:"
+        return "check this line's indentation against the lines above: a target's fields line up under its name"
+    return ""
 
 
 _OPENS_QUOTE: Final = re.compile(r"""^\s*(?:-\s+)?[^#"']*?:\s+(["'])(.*)$""")
