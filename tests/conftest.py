@@ -4,7 +4,9 @@ emulator's own tests, a module-scoped emulator on a controllable clock (``env``)
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +83,13 @@ def closed_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def git(root: Path, *args: str) -> None:
+    """Run git in ``root`` as a test's own: an identity, no signing, no outer repository's GIT_ variables."""
+    identity = ["-c", "user.name=pixmake tests", "-c", "user.email=tests@pixmake.invalid", "-c", "commit.gpgsign=false"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # never an outer repository's
+    subprocess.run(["git", *identity, *args], cwd=root, check=True, capture_output=True, env=env)
 
 
 def png_of_size(width: int, height: int) -> bytes:

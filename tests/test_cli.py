@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PACKAGE_ROOT, journal_submit, run_cli, write_png
+from conftest import PACKAGE_ROOT, git, journal_submit, run_cli, write_png
 from pixmake import __version__
 from pixmake.cli import ExitCode
 
@@ -394,12 +394,6 @@ def test_the_command_list_is_whole_sentences_and_build_says_it_costs() -> None:
     assert "the provider charges per image, at submit" in " ".join(run_cli("build", "--help").stdout.split())
 
 
-def _git(root: Path, *args: str) -> None:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
-    subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
-
-
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_a_reference_never_committed_is_warned_of_at_the_build_and_named_so_in_a_clone(
     examples_copy: Path, tmp_path: Path
@@ -412,9 +406,9 @@ def test_a_reference_never_committed_is_warned_of_at_the_build_and_named_so_in_a
         manifest.read_text() + "  gift:\n    prompt: A gift box\n    references: [photos/gift.png]\n"
         "    out: assets/gift.png\n"
     )
-    _git(examples_copy, "init", "-q")
-    _git(examples_copy, "add", "-A")
-    _git(examples_copy, "rm", "-q", "--cached", "photos/gift.png")  # forgotten
+    git(examples_copy, "init", "-q")
+    git(examples_copy, "add", "-A")
+    git(examples_copy, "rm", "-q", "--cached", "photos/gift.png")  # forgotten
     built = run_cli("-C", str(examples_copy), "build", "--emulator")
     assert built.exit_code == ExitCode.OK
     warnings = [line for line in built.stderr.splitlines() if line.startswith("pixmake: warning:")]
@@ -422,11 +416,11 @@ def test_a_reference_never_committed_is_warned_of_at_the_build_and_named_so_in_a
         f"pixmake: warning: photos/gift.png is not in git, and the lock now records a build from it: "
         f"git -C {examples_copy} add -- photos/gift.png (a clone without it cannot plan)"
     ]
-    _git(examples_copy, "add", "-A")
-    _git(examples_copy, "rm", "-q", "--cached", "photos/gift.png")
-    _git(examples_copy, "commit", "-qm", "assets")
+    git(examples_copy, "add", "-A")
+    git(examples_copy, "rm", "-q", "--cached", "photos/gift.png")
+    git(examples_copy, "commit", "-qm", "assets")
     clone = tmp_path / "clone"
-    _git(tmp_path, "clone", "-q", str(examples_copy), str(clone))
+    git(tmp_path, "clone", "-q", str(examples_copy), str(clone))
     planned = run_cli("-C", str(clone), "plan")
     assert planned.exit_code == ExitCode.USER_ERROR
     assert planned.stderr.endswith(

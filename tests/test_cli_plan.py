@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import PACKAGE_ROOT, journal_submit, run_cli, write_png
+from conftest import PACKAGE_ROOT, git, journal_submit, run_cli, write_png
 from pixmake import api
 from pixmake.cli import ExitCode
 from pixmake.emulator import EmulatorServer
@@ -648,10 +648,8 @@ def test_a_deleted_output_git_holds_in_lfs_is_never_paid_for_again(
     data = logo.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     logo.write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "lfs"]):
-        subprocess.run(["git", *args], cwd=examples_copy, env=env, check=True, capture_output=True)
+        git(examples_copy, *args)
     logo.unlink()
     shutil.rmtree(examples_copy / ".pixmake")  # a fresh clone
     for command in (("plan", "--check"), ("build",)):

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import journal_submit, run_cli, write_png
+from conftest import git, journal_submit, run_cli, write_png
 from pixmake import api
 from pixmake.cli import ExitCode
 from pixmake.emulator import EmulatorConfig, EmulatorServer
@@ -1699,12 +1699,6 @@ def test_replace_given_as_any_iterable_is_honoured(fast_env: EmulatorServer, tmp
 # --- outputs git still holds ---------------------------------------------------------------------------------
 
 
-def _git_here(root: Path, *args: str) -> None:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
-    subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
-
-
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_a_committed_output_deleted_in_a_teammates_clone_is_put_back_from_git_unpaid(
     fast_env: EmulatorServer, tmp_path: Path
@@ -1715,11 +1709,11 @@ def test_a_committed_output_deleted_in_a_teammates_clone_is_put_back_from_git_un
     project = api.open_project(root)
     assert api.build(project, fast_settings(project, fast_env)).ok
     (root / ".gitignore").write_text(".pixmake/\n")
-    _git_here(root, "init", "-q")
-    _git_here(root, "add", "-A")
-    _git_here(root, "commit", "-qm", "assets")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "assets")
     clone = tmp_path / "clone"
-    _git_here(tmp_path, "clone", "-q", str(root), str(clone))
+    git(tmp_path, "clone", "-q", str(root), str(clone))
     deleted, retouched = clone / "out" / "t0000.png", clone / "out" / "t0001.png"
     committed = {path: path.read_bytes() for path in (deleted, retouched)}
     deleted.unlink()

@@ -5,20 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from conftest import git
 from pixmake.gitblobs import Committed, committed_images, read_blobs
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-
-
-def _git(root: Path, *args: str) -> None:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
-    subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
 
 
 def _sha(data: bytes) -> str:
@@ -30,11 +24,11 @@ def test_only_the_locked_bytes_at_their_path_in_the_index_or_head_are_found(tmp_
     (root / "out").mkdir(parents=True)
     committed, staged, other = b"committed image", b"staged image", b"other image!!!!"  # the same length
     (root / "out" / "a.png").write_bytes(committed)
-    _git(root.parent, "init", "-q")
-    _git(root.parent, "add", "-A")
-    _git(root.parent, "commit", "-qm", "a")
+    git(root.parent, "init", "-q")
+    git(root.parent, "add", "-A")
+    git(root.parent, "commit", "-qm", "a")
     (root / "out" / "b.png").write_bytes(staged)
-    _git(root, "add", "out/b.png")
+    git(root, "add", "out/b.png")
     for name in ("a.png", "b.png"):
         (root / "out" / name).unlink()
     wanted = [
@@ -53,8 +47,8 @@ def test_outside_a_work_tree_or_without_git_nothing_is_found_and_nothing_raised(
 ) -> None:
     (tmp_path / "a.png").write_bytes(b"x")
     assert committed_images(tmp_path, [("a.png", _sha(b"x"), 1)]) == Committed()
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "-A")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
     monkeypatch.setenv("PATH", "")  # git is gone
     assert committed_images(tmp_path, [("a.png", _sha(b"x"), 1)]) == Committed()
     assert list(read_blobs(tmp_path, ["0" * 40])) == []
@@ -65,10 +59,10 @@ def test_a_path_whose_answer_reads_like_a_blobs_is_not_taken_for_one(tmp_path: P
     read as a blob of size "missing": a traceback after a build that had succeeded."""
     from pixmake.gitblobs import untracked
 
-    _git(tmp_path, "init", "-q")
+    git(tmp_path, "init", "-q")
     for name in ("my blob", "x blob 12", "kept.png"):
         (tmp_path / name).write_bytes(b"png")
-    _git(tmp_path, "add", "kept.png")
+    git(tmp_path, "add", "kept.png")
     assert untracked(tmp_path, ["my blob", "x blob 12", "kept.png"]) == ["my blob", "x blob 12"]
     assert committed_images(tmp_path, [("my blob", _sha(b"png"), 3)]) == Committed()  # untracked: nothing
 
@@ -81,11 +75,11 @@ def test_a_partial_clone_is_not_asked_since_git_would_fetch_each_missing_blob(
     origin, clone = tmp_path / "origin", tmp_path / "clone"
     origin.mkdir()
     (origin / "a.png").write_bytes(b"committed image")
-    _git(origin, "init", "-q")
-    _git(origin, "config", "uploadpack.allowFilter", "true")
-    _git(origin, "add", "-A")
-    _git(origin, "commit", "-qm", "a")
-    _git(tmp_path, "clone", "-q", "--no-checkout", "--filter=blob:none", f"file://{origin}", str(clone))
+    git(origin, "init", "-q")
+    git(origin, "config", "uploadpack.allowFilter", "true")
+    git(origin, "add", "-A")
+    git(origin, "commit", "-qm", "a")
+    git(tmp_path, "clone", "-q", "--no-checkout", "--filter=blob:none", f"file://{origin}", str(clone))
     fetched = tmp_path / "trace"
     monkeypatch.setenv("GIT_TRACE", str(fetched))
     assert committed_images(clone, [("a.png", _sha(b"committed image"), 15)]) == Committed()
@@ -99,9 +93,9 @@ def test_a_git_lfs_pointer_to_the_locked_bytes_is_found_as_such(tmp_path: Path) 
     pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{_sha(image)}\nsize {len(image)}\n"
     (tmp_path / "a.png").write_text(pointer)
     (tmp_path / "b.png").write_text(pointer.replace(_sha(image)[:8], "0" * 8))  # another image's pointer
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "-A")
-    _git(tmp_path, "commit", "-qm", "lfs")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "lfs")
     for name in ("a.png", "b.png"):
         (tmp_path / name).unlink()
     found = committed_images(tmp_path, [("a.png", _sha(image), len(image)), ("b.png", _sha(image), len(image))])
@@ -113,9 +107,9 @@ def test_a_repository_git_refuses_to_read_says_how_to_let_it(tmp_path: Path, mon
     """The diff review: a CI checkout owned by another user made git refuse every lookup, silently: a
     deleted committed output was planned as a paid regenerate with no word of git's copy."""
     (tmp_path / "a.png").write_bytes(b"x")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "-A")
-    _git(tmp_path, "commit", "-qm", "a")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "a")
     for folder, _, files in os.walk(tmp_path):
         for name in [folder, *(os.path.join(folder, f) for f in files)]:
             os.chown(name, 65534, 65534)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import git, run_cli
 from pixmake.cli import ExitCode
 from pixmake.lockfile import parse_lock
 from pixmake.sweep import sweep
@@ -42,25 +42,19 @@ def _recolour_hero(root: Path, prompt: str = RED) -> None:
     (root / "pixmake.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
 
 
-def _git(root: Path, *args: str) -> None:
-    identity = ["-c", "user.name=pixmake tests", "-c", "user.email=tests@pixmake.invalid", "-c", "commit.gpgsign=false"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # never an outer repository's
-    subprocess.run(["git", *identity, *args], cwd=root, check=True, capture_output=True, env=env)
-
-
 def _repository(root: Path) -> None:
-    _git(root, "init", "-q")
-    _git(root, "symbolic-ref", "HEAD", "refs/heads/main")  # whatever init.defaultBranch says
-    _git(root, "add", "pixmake.yaml", "pixmake.lock")
-    _git(root, "commit", "-q", "-m", "blue hero")
+    git(root, "init", "-q")
+    git(root, "symbolic-ref", "HEAD", "refs/heads/main")  # whatever init.defaultBranch says
+    git(root, "add", "pixmake.yaml", "pixmake.lock")
+    git(root, "commit", "-q", "-m", "blue hero")
 
 
 @needs_git
 def test_git_add_all_never_commits_the_local_state(examples_copy: Path) -> None:
-    _git(examples_copy, "init", "-q")
+    git(examples_copy, "init", "-q")
     _build(examples_copy)
     assert (examples_copy / ".pixmake" / "objects").is_dir()
-    _git(examples_copy, "add", "-A")
+    git(examples_copy, "add", "-A")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     staged = subprocess.run(
         ["git", "diff", "--cached", "--name-only"],
@@ -121,22 +115,22 @@ def test_gc_keeps_what_git_holds_a_lock_for(keeper: str, examples_copy: Path) ->
     _build(examples_copy)
     _repository(examples_copy)
     if keeper in ("branch", "tag"):
-        _git(examples_copy, *(["branch", "release-1"] if keeper == "branch" else ["tag", "v1"]))
-        _git(examples_copy, "checkout", "-q", "-b", "red")
-        _git(examples_copy, "branch", "-q", "-D", "main")
+        git(examples_copy, *(["branch", "release-1"] if keeper == "branch" else ["tag", "v1"]))
+        git(examples_copy, "checkout", "-q", "-b", "red")
+        git(examples_copy, "branch", "-q", "-D", "main")
     elif keeper == "detached-head":
-        _git(examples_copy, "checkout", "-q", "--detach")
-        _git(examples_copy, "branch", "-q", "-D", "main")
+        git(examples_copy, "checkout", "-q", "--detach")
+        git(examples_copy, "branch", "-q", "-D", "main")
     elif keeper == "index":
-        _git(examples_copy, "checkout", "-q", "--orphan", "fresh")  # no commit keeps blue; the index does
-        _git(examples_copy, "branch", "-q", "-D", "main")
+        git(examples_copy, "checkout", "-q", "--orphan", "fresh")  # no commit keeps blue; the index does
+        git(examples_copy, "branch", "-q", "-D", "main")
     _recolour_hero(examples_copy)
     _build(examples_copy)
     if keeper == "stash":
-        _git(examples_copy, "stash", "-q")  # red only in the stash now; blue back in the work tree
+        git(examples_copy, "stash", "-q")  # red only in the stash now; blue back in the work tree
         _recolour_hero(examples_copy, RED.replace("red", "green"))
         _build(examples_copy)
-        _git(examples_copy, "stash", "-q")  # green is stash@{0}; red, an older entry, is stash@{1}
+        git(examples_copy, "stash", "-q")  # green is stash@{0}; red, an older entry, is stash@{1}
     kept = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
     assert kept.exit_code == ExitCode.OK, kept.stderr
     assert kept.stdout.startswith("deleted 0 cached images"), kept.stdout
@@ -146,12 +140,12 @@ def test_gc_keeps_what_git_holds_a_lock_for(keeper: str, examples_copy: Path) ->
 def test_once_git_no_longer_holds_a_lock_its_images_go(examples_copy: Path) -> None:
     _build(examples_copy)
     _repository(examples_copy)
-    _git(examples_copy, "tag", "v1")
+    git(examples_copy, "tag", "v1")
     _recolour_hero(examples_copy)
     _build(examples_copy)
-    _git(examples_copy, "commit", "-q", "-am", "red hero")
+    git(examples_copy, "commit", "-q", "-am", "red hero")
     assert run_cli("-C", str(examples_copy), "gc", "--keep-days", "0").stdout.startswith("deleted 0 cached images")
-    _git(examples_copy, "tag", "-d", "v1")
+    git(examples_copy, "tag", "-d", "v1")
     swept = run_cli("-C", str(examples_copy), "gc", "--keep-days", "0")
     assert swept.stdout.startswith("deleted 2 cached images") and _objects(examples_copy) == _locked(examples_copy)
 
@@ -160,10 +154,10 @@ def test_once_git_no_longer_holds_a_lock_its_images_go(examples_copy: Path) -> N
 def test_a_lock_gc_cannot_read_at_some_ref_stops_it_before_anything_is_deleted(examples_copy: Path) -> None:
     _build(examples_copy)
     _repository(examples_copy)
-    _git(examples_copy, "checkout", "-q", "-b", "broken")
+    git(examples_copy, "checkout", "-q", "-b", "broken")
     (examples_copy / "pixmake.lock").write_text('{"version": 1, "targets": {')
-    _git(examples_copy, "commit", "-q", "-am", "a bad merge")
-    _git(examples_copy, "checkout", "-q", "main")
+    git(examples_copy, "commit", "-q", "-am", "a bad merge")
+    git(examples_copy, "checkout", "-q", "main")
     _recolour_hero(examples_copy)
     _build(examples_copy)
     before = _objects(examples_copy)
