@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +50,53 @@ def test_header_reader_agrees_with_pillow(fmt: str, width: int, height: int, los
 def test_read_header_reads_real_files(tmp_path: Path, fmt: str) -> None:
     path = tmp_path / f"image.{fmt.lower()}"
     path.write_bytes(_encode(fmt, (321, 123)))
-    assert read_header(path) == ImageInfo(fmt.lower(), 321, 123)
+    info = read_header(path)
+    assert (info.format, info.width, info.height) == (fmt.lower(), 321, 123)
+
+
+@pytest.mark.parametrize(
+    ("mode", "options", "transparent"),
+    [
+        ("RGBA", {}, True),
+        ("LA", {}, True),
+        ("RGB", {}, False),
+        ("L", {}, False),
+        ("1", {}, False),
+        ("P", {}, False),
+        ("P", {"transparency": 0}, True),  # a tRNS chunk: a palette entry is transparent
+        ("RGB", {"transparency": (0, 0, 0)}, True),
+    ],
+)
+def test_a_pngs_header_says_whether_it_can_be_transparent(
+    tmp_path: Path, mode: str, options: dict[str, object], transparent: bool
+) -> None:
+    """What a mask needs (its transparent pixels are repainted), read from chunk headers alone."""
+    path = tmp_path / "mask.png"
+    Image.new(mode, (8, 8)).save(path, "PNG", **options)
+    assert read_header(path) == ImageInfo("png", 8, 8, transparent)
+
+
+def test_a_mask_with_no_transparency_is_warned_of_by_validate_plan_and_build(tmp_path: Path) -> None:
+    """The review: a black-and-white RGB mask (what designers paint) validated fine: a paid edit that may
+    repaint nothing. A warning, not an error: gpt-4o-image does not document its mask's meaning."""
+    write_png(tmp_path / "photo.png", (64, 64))
+    write_png(tmp_path / "mask.png", (64, 64), (0, 0, 0))
+    (tmp_path / "pixmake.yaml").write_text(
+        "version: 1\ntargets:\n  edit:\n    prompt: x\n    references: [photo.png]\n    mask: mask.png\n"
+        "    out: a.png\n"
+    )
+    warning = (
+        f"pixmake: warning: {tmp_path / 'pixmake.yaml'}:6:11: targets.edit.mask: mask.png has no transparency "
+        "(no alpha channel): a mask's transparent pixels mark what is repainted, so this one may repaint "
+        "nothing; paint that area transparent and save with alpha"
+    )
+    for command in (("validate",), ("plan",), ("build", "--emulator"), ("plan",), ("plan", "--check")):
+        outcome = run_cli("-C", str(tmp_path), *command)
+        assert outcome.exit_code == 0 and outcome.stderr.splitlines().count(warning) == 1, (command, outcome.stderr)
+    planned = json.loads(run_cli("-C", str(tmp_path), "plan", "--json").stdout)
+    assert [w["field"] for w in planned["warnings"]] == ["targets.edit.mask"]
+    write_png(tmp_path / "mask.png", (64, 64), (0, 0, 0, 0), mode="RGBA")  # fixed: the manifest unchanged
+    assert "mask.png has no transparency" not in run_cli("-C", str(tmp_path), "plan").stderr
 
 
 def test_jpeg_size_is_found_after_a_large_exif_segment(tmp_path: Path) -> None:

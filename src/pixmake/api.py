@@ -325,12 +325,14 @@ def _read_project_file(project: Project, rel: str) -> bytes:
 # collection would scan them all and free nothing (about 0.6 s of each of validate and plan at 10,000
 # targets), so both run with the cyclic collector paused.
 @paused_gc()
-def validate(project: Project) -> Manifest:
+def validate(project: Project, *, input_warnings: bool = True) -> Manifest:
     """Load and validate the manifest and its input files; raises ManifestError listing every problem.
 
     Everything a provider would refuse is caught here, before any request: the schema, the model
     table (pure checks in :mod:`pixmake.manifest`, header checks in :mod:`pixmake.inputs`) and paths
-    that leave the project (:class:`~pixmake.errors.UnsafePathError`).
+    that leave the project (:class:`~pixmake.errors.UnsafePathError`). ``input_warnings``: the input
+    files' warnings (a mask with no transparency) join the manifest's; the manifest cache keeps none,
+    since it is not keyed by those files (:func:`plan` finds them afresh).
     """
     from pixmake.inputs import check_inputs
     from pixmake.manifest import MAX_MANIFEST_BYTES, Manifest, ProviderConfig, parse_manifest
@@ -338,14 +340,16 @@ def validate(project: Project) -> Manifest:
     file = _display(project)
     text = _manifest_text(project.manifest, file, MAX_MANIFEST_BYTES)
 
+    warned: list[Diagnostic] = []
+
     def check_targets(targets: tuple[Target, ...]) -> tuple[Diagnostic, ...]:
         try:
-            check_inputs(project.root, Manifest(file, ProviderConfig(), targets))
+            warned.extend(check_inputs(project.root, Manifest(file, ProviderConfig(), targets)))
         except ManifestError as error:
             return _with_locked_hint(project, error).diagnostics
         return ()
 
-    return parse_manifest(
+    manifest = parse_manifest(
         text.removeprefix("\ufeff"),
         file=file,
         read_file=lambda rel: _read_project_file(project, rel),
@@ -353,6 +357,18 @@ def validate(project: Project) -> Manifest:
         manifest_name=project.manifest.name,
         lockfile_name=project.lockfile.name,
     )
+    return replace(manifest, warnings=(*manifest.warnings, *warned)) if warned and input_warnings else manifest
+
+
+def input_warnings(project: Project, manifest: Manifest) -> tuple[Diagnostic, ...]:
+    """The input files' warnings (a mask with no transparency), which the manifest cache does not keep;
+    none when the files have errors (the plan reports those)."""
+    from pixmake.inputs import check_inputs
+
+    try:
+        return check_inputs(project.root, manifest)
+    except ManifestError:
+        return ()
 
 
 def _manifest_text(manifest: Path, file: str, max_bytes: int) -> str:
@@ -502,8 +518,14 @@ class PlanResult:
 
     @property
     def warnings(self) -> tuple[Diagnostic, ...]:
-        """The manifest's warnings (unknown parameters, outputs one file on macOS and Windows, ...)."""
-        return self.manifest.warnings if self._warnings is None else self._warnings
+        """The manifest's warnings (unknown parameters, outputs one file on macOS and Windows, ...), and its
+        input files' (a mask with no transparency)."""
+        if self._warnings is not None:
+            return self._warnings
+        if self._project is not None:  # from the memo: the manifest cache keeps no input file's warning
+            self._warnings = (*self.manifest.warnings, *input_warnings(self._project, self.manifest))
+            return self._warnings
+        return self.manifest.warnings
 
     @property
     def manifest(self) -> Manifest:
@@ -555,7 +577,10 @@ def _load_manifest(project: Project) -> tuple[Manifest, list[tuple[str, tuple[in
 
     make_state_dir(project.state_dir)  # the first of the local state any command writes
     manifest, (stat, catalogs) = load_manifest(
-        project.manifest, project.state_dir / "manifest.cache", file=_display(project), parse=lambda: validate(project)
+        project.manifest,
+        project.state_dir / "manifest.cache",
+        file=_display(project),
+        parse=lambda: validate(project, input_warnings=False),
     )
     sources = [(str(project.manifest), stat)] + [(str(project.root / rel), st) for rel, st in catalogs]
     return manifest, sources
@@ -675,8 +700,8 @@ def plan(
     sources: list[tuple[str, tuple[int, int, int, int] | None]] = []
     if manifest is None:
         manifest, sources = _load_manifest(project)
-    try:
-        check_inputs(project.root, manifest)  # model rules on the files themselves; cached, so cheap after validate
+    try:  # model rules on the files themselves; cached, so cheap after validate
+        warned_inputs = check_inputs(project.root, manifest)
     except ManifestError as error:
         raise _with_locked_hint(project, error) from None
     unknown = set(replace) - {t.name for t in manifest.targets}
@@ -766,9 +791,10 @@ def plan(
             sources=[*sources, *((str(project.root / rel), None) for rel in sorted(gone))],
             files=sorted(disk.stats.items()),
             targets=[(a.name, a.key or "") for a in result.actions],
-            warned=bool(manifest.warnings),
+            warned=bool(manifest.warnings or warned_inputs),
         )
-    return PlanResult(manifest, lock, disk, result, pending=pending)
+    warnings = (*manifest.warnings, *warned_inputs) if warned_inputs else None
+    return PlanResult(manifest, lock, disk, result, pending=pending, warnings=warnings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -478,7 +478,7 @@ def build(
 
     project = obj.project()
     manifest = api.load_manifest(project)  # through the manifest cache, as plan does
-    _print_warnings(manifest.warnings)
+    _print_warnings((*manifest.warnings, *api.input_warnings(project, manifest)))
     environ: Mapping[str, str] = os.environ
     if emulator:  # the emulator brings its own URL and key: a bad one in the environment does not matter
         ignored = {"PIXMAKE_BASE_URL", manifest.provider.api_key_env}

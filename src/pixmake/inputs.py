@@ -52,6 +52,29 @@ class ImageInfo:
     format: str | None
     width: int = 0
     height: int = 0
+    transparent: bool | None = None  # a PNG: whether it can hold a transparent pixel (None: not known)
+
+
+_PNG_ALPHA: Final = frozenset({4, 6})  # colour types with an alpha channel: grey + alpha, RGBA
+
+
+def _png_transparency(handle: BinaryIO, colour_type: int) -> bool | None:
+    """Whether a PNG can hold a transparent pixel: an alpha channel, or a tRNS chunk before its image data.
+    Chunk headers only (at most 64 of them); None when the file ends or is malformed first."""
+    if colour_type in _PNG_ALPHA:
+        return True
+    handle.seek(33)  # the signature and IHDR
+    for _ in range(64):
+        header = handle.read(8)
+        if len(header) < 8:
+            return None
+        length, kind = struct.unpack(">I4s", header)
+        if kind == b"tRNS":
+            return True
+        if kind in (b"IDAT", b"IEND"):
+            return False
+        handle.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    return None
 
 
 def sniff(head: bytes) -> ImageInfo:
@@ -117,12 +140,15 @@ def _jpeg_size(handle: BinaryIO) -> tuple[int, int]:
 
 
 def read_header(path: Path) -> ImageInfo:
-    """Format and pixel size of an image file, reading only its header."""
+    """Format, pixel size and (a PNG) whether it can be transparent, of an image file, from its header."""
     with path.open("rb") as handle:
-        info = sniff(handle.read(64))
+        head = handle.read(64)
+        info = sniff(head)
         if info.format == "jpeg":
             width, height = _jpeg_size(handle)
             info = ImageInfo("jpeg", width, height)
+        elif info.format == "png" and len(head) > 25:
+            info = ImageInfo("png", info.width, info.height, _png_transparency(handle, head[25]))
     return info
 
 
@@ -238,6 +264,7 @@ class _Checker:
         self.files: dict[str, _File] = {}
         self.guard = RootGuard(root)
         self.problems: dict[tuple[str, int, int, str, str], list[str]] = {}
+        self.warnings: dict[tuple[str, int, int, str, str], list[str]] = {}
         self.existing: dict[str, tuple[int, int]] = {}  # outputs on disk: their (st_dev, st_ino)
 
     def file(self, rel: str) -> _File:
@@ -249,6 +276,10 @@ class _Checker:
     def add(self, target: Target, name: str, message: str, kind: str = "input") -> None:
         field_name, line, column = target.where(name)
         self.problems.setdefault((field_name, line, column, message, kind), []).append(target.origin)
+
+    def warn(self, target: Target, name: str, message: str) -> None:
+        field_name, line, column = target.where(name)
+        self.warnings.setdefault((field_name, line, column, message, "input"), []).append(target.origin)
 
     def reference(self, target: Target, spec: ModelSpec, index: int, rel: str) -> _File:
         found = self.file(rel)
@@ -291,6 +322,13 @@ class _Checker:
                 "mask",
                 f"expected {first.info.width}×{first.info.height} pixels (the size of {target.references[0]}), "
                 f"found {found.info.width}×{found.info.height}",
+            )
+        if found.problem is None and found.info.transparent is False:  # a paid edit that may change nothing
+            self.warn(
+                target,
+                "mask",
+                f"{rel} has no transparency (no alpha channel): a mask's transparent pixels mark what is "
+                "repainted, so this one may repaint nothing; paint that area transparent and save with alpha",
             )
 
     def outputs(self, target: Target) -> None:
@@ -384,21 +422,27 @@ class _Checker:
                 self.mask(target, spec, target.mask, first)
             self.outputs(target)
         self.aliases()
+        return self.told(self.problems, "error")
+
+    def told(self, grouped: dict[tuple[str, int, int, str, str], list[str]], severity: str) -> list[Diagnostic]:
         out: list[Diagnostic] = []
-        for (field_name, line, column, message, kind), origins in self.problems.items():
+        for (field_name, line, column, message, kind), origins in grouped.items():
             named = [o for o in origins if o]
             if named:
                 message += f" (in {named[0]}" + (f" and {len(named) - 1} more)" if len(named) > 1 else ")")
-            out.append(Diagnostic(self.manifest.file, line, column, field_name, message, kind=kind))
+            out.append(Diagnostic(self.manifest.file, line, column, field_name, message, severity, kind))
         return out
 
 
-def check_inputs(root: Path, manifest: Manifest, *, cache: HeaderCache | None = None) -> None:
-    """Check every local reference, mask and output of ``manifest`` on disk.
+def check_inputs(root: Path, manifest: Manifest, *, cache: HeaderCache | None = None) -> tuple[Diagnostic, ...]:
+    """Check every local reference, mask and output of ``manifest`` on disk; returns the warnings (a mask
+    with no transparency).
 
     Raises :class:`~pixmake.errors.ManifestError` listing every problem, an
     :class:`~pixmake.errors.UnsafePathError` when a path leaves ``root``.
     """
-    problems = _Checker(root, manifest, cache or _CACHE).run()
+    checker = _Checker(root, manifest, cache or _CACHE)
+    problems = checker.run()
     if problems:
         raise ManifestError.of(problems)
+    return tuple(checker.told(checker.warnings, "warning"))
