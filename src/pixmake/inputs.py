@@ -30,7 +30,7 @@ from pixmake.manifest import Manifest, Target, is_url, output_paths, portable_pa
 from pixmake.models import MB, MODELS, ModelSpec
 from pixmake.store import STATE_DIR, RootGuard, safe_path
 
-__all__ = ["HeaderCache", "ImageInfo", "check_inputs", "read_header", "sniff"]
+__all__ = ["HeaderCache", "ImageInfo", "check_inputs", "input_warnings", "read_header", "sniff"]
 
 _JPEG_SOF: Final = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _NAMES: Final = {
@@ -323,6 +323,9 @@ class _Checker:
                 f"expected {first.info.width}×{first.info.height} pixels (the size of {target.references[0]}), "
                 f"found {found.info.width}×{found.info.height}",
             )
+        self.opaque_mask(target, rel, found)
+
+    def opaque_mask(self, target: Target, rel: str, found: _File) -> None:
         if found.problem is None and found.info.transparent is False:  # a paid edit that may change nothing
             self.warn(
                 target,
@@ -432,6 +435,16 @@ class _Checker:
                 message += f" (in {named[0]}" + (f" and {len(named) - 1} more)" if len(named) > 1 else ")")
             out.append(Diagnostic(self.manifest.file, line, column, field_name, message, severity, kind))
         return out
+
+
+def input_warnings(root: Path, manifest: Manifest) -> tuple[Diagnostic, ...]:
+    """The warnings :func:`check_inputs` gives (a mask with no transparency), reading only the masks'
+    headers (cached): what a command that checked its inputs before (a build) prints."""
+    checker = _Checker(root, manifest, _CACHE)
+    for target in manifest.targets:
+        if target.mask is not None and not is_url(target.mask):
+            checker.opaque_mask(target, target.mask, checker.file(target.mask))
+    return tuple(checker.told(checker.warnings, "warning"))
 
 
 def check_inputs(root: Path, manifest: Manifest, *, cache: HeaderCache | None = None) -> tuple[Diagnostic, ...]:
