@@ -1258,3 +1258,32 @@ def test_after_an_emulator_build_a_plan_lists_the_changes_not_every_placeholder(
     assert lines[1].endswith(": 5 images to pay for without --emulator")
     verbose = plan(examples_copy, "-v")[1]
     assert sum("its locked images are placeholders" in line for line in verbose) == 3
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not hasattr(os, "geteuid") or os.geteuid() != 0, reason="root+git")
+def test_a_missing_output_is_not_paid_for_while_git_refuses_to_read_the_repository(
+    examples_copy: Path, provider_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CI review: a container job whose checkout another user owns: git refused every lookup, `plan`
+    said so, and `build` paid for an image git held, committed."""
+    built(examples_copy)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "assets"]):
+        git(examples_copy, *args)
+    (examples_copy / "assets/logo-tile.png").unlink()
+    shutil.rmtree(examples_copy / ".pixmake")  # a fresh runner
+    for folder, _, files in os.walk(examples_copy):
+        for name in [folder, *(os.path.join(folder, f) for f in files)]:
+            os.chown(name, 65534, 65534)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)  # no safe.directory of this machine's
+    charged = provider_env.emulator.ledger.charged_images
+    for command in (("plan", "--check"), ("build",)):
+        outcome = run_cli("-C", str(examples_copy), *command)
+        assert outcome.exit_code == ExitCode.USER_ERROR and outcome.stderr == (
+            "pixmake: error: logo-tile: outputs missing or edited, and git refused to read this repository, where "
+            f"they may be committed: run git config --global --add safe.directory {examples_copy.resolve()} (a "
+            f"build would pay to generate it again; pixmake -C {examples_copy} build --replace TARGET generates "
+            "one anew on purpose)\n"
+        )
+    assert provider_env.emulator.ledger.charged_images == charged
+    assert run_cli("-C", str(examples_copy), "build", "--replace", "logo-tile").exit_code == ExitCode.OK
+    assert provider_env.emulator.ledger.charged_images == charged + 1  # asked for: paid

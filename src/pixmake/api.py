@@ -651,6 +651,21 @@ def _refuse_paying_for_lfs_pointers(plan: Plan) -> None:
         )
 
 
+def _refuse_paying_when_git_refused(plan: Plan, disk: DiskState) -> None:
+    """A ConfigError when the plan would pay for outputs that are missing or edited while git refused to read
+    the repository (a CI checkout another user owns): git may hold their images, committed."""
+    if not disk.git_refused:
+        return
+    names = [a.name for a in plan.actions if a.kind.paid and any(r.code == "not-cached" for r in a.reasons)]
+    if names:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise ConfigError(
+            f"{shown}: outputs missing or edited, and git refused to read this repository, where they may be "
+            f"committed: run {disk.git_refused} (a build would pay to generate {'them' if len(names) > 1 else 'it'} "
+            f"again; {invocation.pixmake('build', '--replace', 'TARGET')} generates one anew on purpose)"
+        )
+
+
 def memo_plan(project: Project) -> PlanResult | None:
     """The plan from the no-op memo, when nothing it depends on changed since it was written."""
     from pixmake.memo import check_memo, memo_file
@@ -770,6 +785,7 @@ def plan(
         unwritten=unwritten,
     )
     _refuse_paying_for_lfs_pointers(result)
+    _refuse_paying_when_git_refused(result, disk)
     if (
         whole
         and sources
