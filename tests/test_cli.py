@@ -492,3 +492,18 @@ def test_init_adds_its_line_to_any_gitattributes_in_its_own_line_ends(existing: 
     assert (tmp_path / ".gitattributes").read_bytes() == expected + end
     assert run_cli("-C", str(tmp_path), "init").exit_code == ExitCode.OK
     assert (tmp_path / ".gitattributes").read_bytes() == expected + end  # once
+
+
+@pytest.mark.parametrize("value", ["", "  \n"])
+def test_a_key_variable_set_to_nothing_says_so(
+    examples_copy: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """The CI review: a secret a job cannot read (a fork's pull request) is an empty variable, and the error
+    said to set it, as if it were missing; and offered --emulator without saying it makes placeholders."""
+    monkeypatch.setenv("TOAPIS_API_KEY", value)
+    outcome = run_cli("-C", str(examples_copy), "build")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    assert outcome.stderr.splitlines() == [
+        "pixmake: error: no API key: TOAPIS_API_KEY is set but empty (a CI secret this job cannot read?) "
+        "(4 targets to generate or collect), or build with --emulator (placeholders, free)"
+    ]

@@ -1327,10 +1327,14 @@ def _build(
             made = entry is not None and not entry.emulator and entry.key == action.key
             return action.kind is ActionKind.RESUME or made or any(r.code == PLACEHOLDER for r in action.reasons)
 
-        emulator = "" if all(map(provider_only, paid)) else ", or build with --emulator"
+        emulator = "" if all(map(provider_only, paid)) else ", or build with --emulator (placeholders, free)"
+        missing = (
+            f"{settings.api_key_env} is set but empty (a CI secret this job cannot read?)"
+            if settings.key_empty
+            else f"set the {settings.api_key_env} environment variable"
+        )
         raise ConfigError(
-            f"no API key: set the {settings.api_key_env} environment variable "
-            f"({count} target{'s' * (count != 1)} to generate or collect{which}){emulator}{typo}"
+            f"no API key: {missing} ({count} target{'s' * (count != 1)} to generate or collect{which}){emulator}{typo}"
         )
     _keep_replaced_files(project, result.plan.actions)  # a paid action's, or a restore of another entry's images
     _cache_restore_sources(project, result.plan.actions, result.disk.case_twins, result.disk.in_git)

@@ -78,6 +78,7 @@ class Settings:
     lookup_grace: float = 30.0
     emulator: bool = False  # the bundled emulator (``build --emulator``): its tasks are no provider's
     key_lookalikes: tuple[str, ...] = ()  # with no key: set variables named like api_key_env (a typo?)
+    key_empty: bool = False  # with no key: api_key_env is set, to nothing (a CI secret this job cannot see?)
 
 
 def display_url(url: str) -> str:
@@ -187,6 +188,7 @@ def resolve(
         api_key=Secret(key) if key else None,
         api_key_env=provider.api_key_env,
         key_lookalikes=() if key else _lookalikes(provider.api_key_env, environ),
+        key_empty=key is not None and not key,
         concurrency=jobs,
         submit_rate=parse_rate(provider.rate),
         poll_interval=interval,
