@@ -507,3 +507,13 @@ def test_a_key_variable_set_to_nothing_says_so(
         "pixmake: error: no API key: TOAPIS_API_KEY is set but empty (a CI secret this job cannot read?) "
         "(4 targets to generate or collect), or build with --emulator (placeholders, free)"
     ]
+
+
+def test_a_refused_build_says_so_on_its_json_stream(examples_copy: Path, provider_env: object) -> None:
+    """The CI review: `build --json` refused by a spend cap wrote nothing, which the README says means an
+    interrupted build: a script would retry it."""
+    outcome = run_cli("-C", str(examples_copy), "build", "--json", "--max-images", "1")
+    assert outcome.exit_code == ExitCode.USER_ERROR
+    [event] = [json.loads(line) for line in outcome.stdout.splitlines()]
+    assert event["event"] == "build_refused" and event["error"].startswith("this build would pay for 5 images")
+    assert outcome.stderr == f"pixmake: error: {event['error']}\n"

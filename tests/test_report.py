@@ -68,8 +68,9 @@ def test_every_json_event_is_one_line_named_and_documented() -> None:
     reporter = JsonReporter(stream)
     for event in EVENTS:
         reporter.emit(event)
+    reporter.refused("this build would pay for 9 images, more than its cap of 1")  # told in its own stream
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert len(records) == len(EVENTS) - 1  # a Tick is for the people's reporters only
+    assert len(records) == len(EVENTS)  # a Tick is for the people's reporters only; the refusal is one more
     documented = _readme_events()
     for record in records:
         assert record["event"] in documented, record["event"]
@@ -77,7 +78,7 @@ def test_every_json_event_is_one_line_named_and_documented() -> None:
         for name in record:
             if name not in ("event", "time"):
                 assert f"`{name}`" in documented[record["event"]], (record["event"], name)
-    finished = records[-1]["result"]
+    finished = records[-2]["result"]
     assert finished["failed"] == [{"target": "mug", "error": "HTTP 400: The 'prompt' field is required."}]
     assert finished["images_generated"] == 2 and finished["fatal"] is None
     assert set(documented) == {r["event"] for r in records}

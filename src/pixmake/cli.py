@@ -473,7 +473,7 @@ def build(
     first). With --emulator: placeholder images from the bundled emulator, free, with no key.
     """
     from pixmake import api
-    from pixmake.report import summary_lines
+    from pixmake.report import JsonReporter, summary_lines
     from pixmake.settings import resolve
 
     project = obj.project()
@@ -502,6 +502,10 @@ def build(
             prune=prune,
             max_images=max_images,
         )
+    except UserError as error:  # refused to start (a spend cap, no key): --json's stream says so too
+        if isinstance(reporter, JsonReporter):
+            reporter.refused(str(error))
+        raise
     finally:
         reporter.close()  # the live view gives the terminal back, whatever ended the build
     for line in summary_lines(result):  # stderr in every mode: with --json, stdout carries only NDJSON

@@ -283,7 +283,15 @@ class JsonReporter:
         """Write the event as one JSON line; once the reader has left (``build --json | head``), nothing."""
         if self._gone or isinstance(event, Tick):
             return
-        record = {"event": self._NAMES[type(event)], "time": round(time.time(), 3), **_jsonable(event)}
+        self._write({"event": self._NAMES[type(event)], "time": round(time.time(), 3), **_jsonable(event)})
+
+    def refused(self, error: str) -> None:
+        """Write the ``build_refused`` event: the build did not start (a spend cap, no key, a bad manifest),
+        which a stream that simply ends would leave a reader to take for an interrupted build."""
+        if not self._gone:
+            self._write({"event": "build_refused", "time": round(time.time(), 3), "error": error})
+
+    def _write(self, record: dict[str, Any]) -> None:
         try:
             print(json.dumps(record, sort_keys=True, ensure_ascii=self._ascii), file=self.stream, flush=True)
         except BrokenPipeError:  # the build goes on: what it pays for is locked whether or not anyone reads
