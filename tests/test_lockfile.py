@@ -228,8 +228,10 @@ def test_git_conflict_markers_get_their_own_hint() -> None:
     entry = LockEntry("k" * 64, "gpt-4o-image", "p", "1:1", 1, ())
     text = render_lock(Lock(MappingProxyType({"a": entry})))
     conflicted = text.replace('{\n  "target"', '<<<<<<< HEAD\n{\n  "target"', 1) + "=======\n>>>>>>> branch\n"
-    with pytest.raises(LockfileError, match="conflict markers"):
+    with pytest.raises(LockfileError, match="conflict markers") as caught:
         parse_lock(conflicted)
+    # The CI review: the advice named git checkout -m but not how to set the driver up in a fresh clone.
+    assert "pixmake init sets git's merge driver up, then git checkout -m -- pixmake.lock" in str(caught.value)
 
 
 def test_a_target_twice_is_refused() -> None:

@@ -335,8 +335,8 @@ def _corrupt(file: str, error: json.JSONDecodeError, text: str, *, what: str = "
     if re.search(r"^(<{7}|={7}|>{7})( |$)", text, re.MULTILINE):
         hint = (
             "it has git conflict markers: keep both sides' target blocks (each target is one block), or let "
-            "pixmake merge it by target (README: Merging the lockfile; set up now, "
-            f"{invocation.git('checkout', '-m', '--', 'pixmake.lock')} merges again with it); one side's whole "
+            f"pixmake merge it by target: {invocation.pixmake('init')} sets git's merge driver up, then "
+            f"{invocation.git('checkout', '-m', '--', 'pixmake.lock')} merges again with it; one side's whole "
             "lock makes the next build pay again for the other side's targets"
         )
     return LockfileError(f"{file}:{error.lineno}:{error.colno}: lockfile is corrupt ({what or error.msg}); {hint}")
