@@ -1730,3 +1730,22 @@ def test_a_committed_output_deleted_in_a_teammates_clone_is_put_back_from_git_un
     assert fast_env.emulator.ledger.charged_images == charged  # nothing paid
     assert {path: path.read_bytes() for path in committed} == committed
     assert api.plan(api.open_project(clone)).plan.up_to_date
+
+
+@pytest.mark.parametrize("ci", [True, False])
+def test_a_ci_build_leaving_paid_tasks_journaled_says_to_save_its_state(
+    fast_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ci: bool
+) -> None:
+    """The CI review: "it stays journaled and the next build resumes it" is false on a runner whose
+    .pixmake/ is not saved after a failed job (CI caches save after success only, by default)."""
+    fast_env.emulator.reset(EmulatorConfig(latency=5.0, submit_rps=None, query_rps=None))
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    monkeypatch.setenv("PIXMAKE_MAX_WAIT", "0.5")
+    monkeypatch.setenv("CI", "true" if ci else "")
+    outcome = run_cli("-C", str(root), "build")
+    assert outcome.exit_code == ExitCode.FAILED
+    note = (
+        "pixmake: note: paid tasks of targets not finished are journaled in .pixmake/: save it for the next job "
+        "whatever this one's outcome (README: In CI), or the next runner pays for them again"
+    )
+    assert (note in outcome.stderr.splitlines()) is ci

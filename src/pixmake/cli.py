@@ -511,6 +511,12 @@ def build(
     for line in summary_lines(result):  # stderr in every mode: with --json, stdout carries only NDJSON
         click.echo(line, err=True)
     _warn_of_uncommitted_inputs(project, manifest, result.generated)
+    if _in_ci() and result.images_paid > result.images_generated and not result.emulator:
+        click.echo(  # what "the next build resumes it" needs on a runner that starts afresh
+            "pixmake: note: paid tasks of targets not finished are journaled in .pixmake/: save it for the next "
+            "job whatever this one's outcome (README: In CI), or the next runner pays for them again",
+            err=True,
+        )
     if result.fatal is not None:
         raise result.fatal  # one line from the funnel: a refused key exits 3; no balance, unreachable exit 1
     if result.failed:
@@ -532,13 +538,18 @@ def _warn_of_uncommitted_inputs(project: Project, manifest: Manifest, built: Seq
         click.echo(f"pixmake: warning: {message} (a clone without it cannot plan)", err=True)
 
 
+def _in_ci() -> bool:
+    """Whether a CI system runs pixmake (its ``CI`` variable, as GitHub, GitLab and the rest set it)."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
 def _reporter(as_json: bool, verbose: bool) -> JsonReporter | PlainReporter | RichReporter:
     """NDJSON with --json; a live view in an interactive terminal; plain timestamped lines otherwise (CI, pipes)."""
     from pixmake.report import JsonReporter, PlainReporter, RichReporter
 
     if as_json:
         return JsonReporter()
-    ci = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+    ci = _in_ci()
     dumb = os.environ.get("TERM") == "dumb"  # Emacs shells, some CI consoles: no cursor movement
     if not verbose and not ci and not dumb and sys.stderr.isatty():
         return RichReporter()
