@@ -262,8 +262,11 @@ __all__ = [
 ]
 
 
-def journal_submit(root: Path, target: str, cbid: str, *, emulator: bool = False, sent_at: float | None = None) -> None:
-    """What a build killed right after journaling a submit for ``target``'s current inputs leaves."""
+def journal_submit(
+    root: Path, target: str, cbid: str, *, emulator: bool = False, sent_at: float | None = None, over: str | None = "*"
+) -> None:
+    """What a build killed right after journaling a submit for ``target``'s current inputs leaves (``over``:
+    the key of its lock entry then, None for none; by default unsaid, as an earlier pixmake's journal)."""
     from pixmake import api
     from pixmake.journal import Journal
 
@@ -272,5 +275,5 @@ def journal_submit(root: Path, target: str, cbid: str, *, emulator: bool = False
     assert action.key is not None
     journal = Journal(project.journal)
     journal.open()
-    journal.submitting(target, action.key, cbid, emulator=emulator, sent_at=sent_at)
+    journal.submitting(target, action.key, cbid, emulator=emulator, sent_at=sent_at, over=over)
     journal.close()

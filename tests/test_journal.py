@@ -324,3 +324,24 @@ def test_the_first_record_of_a_new_journal_syncs_its_folder(tmp_path: Path, monk
     if os.path.isdir("/proc/self/fd"):
         assert synced[:1] == [True]  # the folder, first
     assert read_journal(journal.path, Lock())[1]["a"].client_business_id == "cb-1"
+
+
+def test_the_lock_entry_a_submit_was_sent_over_survives_its_task_and_a_rewrite(tmp_path: Path) -> None:
+    """What tells a killed `build --replace`'s task (sent over the entry the lock still holds) from one a
+    lock has moved on from since (another build locked the same inputs: drop it, do not collect it)."""
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.open()
+    journal.submitting("a", "k-a", "cbid-a", over=None)
+    journal.accepted("a", "k-a", "cbid-a", "task-a")
+    journal.submitting("b", "k-b", "cbid-b", over="k-old")
+    journal.submitting("c", "k-c", "cbid-c")  # unsaid: an earlier pixmake's record
+    journal.close()
+    _, pending = read_journal(path, Lock())
+    assert {name: p.over for name, p in pending.items()} == {"a": None, "b": "k-old", "c": ANY}
+    assert pending["a"].task_id == "task-a"
+    journal = Journal(path)
+    journal.open()
+    journal.rewrite(pending)
+    journal.close()
+    assert read_journal(path, Lock())[1] == pending

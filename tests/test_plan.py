@@ -759,3 +759,24 @@ def test_a_prompt_diff_splits_at_line_ends_and_escapes_only_what_a_terminal_acts
     from pixmake.plan import _prompt_diff
 
     assert _prompt_diff("one\nline \x1b[2J", "one\nword \x1b[2J") == "-[line] +[word]"
+
+
+def test_a_task_journaled_before_another_build_locked_its_inputs_is_dropped_not_collected() -> None:
+    """The CI review: a job restored a .pixmake/ older than the lock: its journaled task for q, whose
+    inputs another job had built and committed since, was collected over the committed images."""
+    from pixmake.journal import PendingSubmit
+
+    lock, disk = project(HERO, inputs=INPUTS)
+    key = target_key(HERO, disk)
+    for over, kind in [(None, ActionKind.UNCHANGED), ("an-older-key", ActionKind.UNCHANGED), (key, ActionKind.RESUME)]:
+        pending = {"hero": PendingSubmit("hero", key, "cbid-1", "task_123", over=over)}
+        plan = make_plan([HERO], lock, DiskState(disk), pending=pending)
+        (action,) = plan.actions
+        assert action.kind is kind, over  # sent over the entry the lock still holds: a killed --replace's
+        if kind is ActionKind.UNCHANGED:
+            [dropped] = plan.abandoned
+            assert dropped.reason.text == (
+                "paid task task_123 from an interrupted build is dropped, not collected: its inputs are built and "
+                "locked already (a .pixmake/ older than pixmake.lock?)"
+            )
+            assert plan.summary() == "1 unchanged, 1 interrupted task to drop (built already); 0 images to generate"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PACKAGE_ROOT, TEST_KEY, run_cli
+from conftest import PACKAGE_ROOT, TEST_KEY, journal_submit, run_cli
 from pixmake.emulator import EmulatorConfig, EmulatorServer
 from pixmake.lockfile import parse_lock
 
@@ -289,3 +289,22 @@ def test_a_symlink_swapped_in_during_a_build_cannot_lead_a_write_outside_the_roo
     assert outcome.exit_code == 0, outcome.stderr
     assert (root / "assets" / "hero.png").is_file()
     assert provider_env.emulator.ledger.charged_images == 1
+
+
+def test_a_stale_state_folders_task_for_inputs_built_since_is_dropped_not_collected_over_them(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """The CI review: job X was killed with logo-tile's task journaled; job Y built logo-tile and pushed;
+    job Z restored X's .pixmake/: it collected X's task over Y's committed image (a new image in the next
+    commit for an unchanged target). Now the task is dropped: the committed image stays."""
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0  # job Y's build, committed
+    logo = examples_copy / "assets/logo-tile.png"
+    committed, charged = logo.read_bytes(), provider_env.emulator.ledger.charged_images
+    journal_submit(examples_copy, "logo-tile", "pixmake-x-1", over=None)  # job X's, sent before Y's lock
+    planned = run_cli("-C", str(examples_copy), "plan")
+    assert planned.stdout.splitlines()[-1] == (
+        "Plan: 4 unchanged, 1 interrupted task to drop (built already); 0 images to generate"
+    )
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    assert logo.read_bytes() == committed and provider_env.emulator.ledger.charged_images == charged
+    assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == 0  # dropped from the journal

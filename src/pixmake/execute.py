@@ -369,9 +369,13 @@ class _Recorder:
         the locked images the target keeps before the task's (its ``n`` raised)."""
         self._reattach()
         sent_at = round(time.time(), 3)
-        self.journal.submitting(target, key, client_business_id, emulator=self.emulator, sent_at=sent_at, keep=keep)
+        held = self._start.entries.get(target)
+        over = held.key if held is not None else None  # a lock that moves on from it holds another build's images
+        self.journal.submitting(
+            target, key, client_business_id, emulator=self.emulator, sent_at=sent_at, keep=keep, over=over
+        )
         self.pending[target] = PendingSubmit(
-            target, key, client_business_id, emulator=self.emulator, sent_at=sent_at, keep=keep
+            target, key, client_business_id, emulator=self.emulator, sent_at=sent_at, keep=keep, over=over
         )
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:

@@ -60,6 +60,9 @@ class PendingSubmit:
     sent_at: float | None = None  # wall-clock time it was journaled (None in journals of pixmake before it)
     keep: tuple[str, ...] = ()  # sha256 of the locked images the target keeps first: the task makes n - len(keep)
     was: str | None = None  # the target's name in the journal, when a plan moved the task to a renamed target
+    # The key of the target's lock entry when the submit was sent (None: none; "*", ANY: a journal of a
+    # pixmake before it): a lock that has moved on since holds another build's images for these inputs.
+    over: str | None = "*"
     # The images its task makes, when a plan found it paid for its target's inputs with a higher n (lowered
     # while the build was interrupted): the first n are kept. Not journaled: each plan finds it again.
     images: int | None = None
@@ -90,13 +93,21 @@ def _line(record: dict[str, Any]) -> bytes:
 
 
 def _submit(
-    target: str, key: str, client_business_id: str, emulator: bool, sent_at: float | None, keep: tuple[str, ...] = ()
+    target: str,
+    key: str,
+    client_business_id: str,
+    emulator: bool,
+    sent_at: float | None,
+    keep: tuple[str, ...] = (),
+    over: str | None = "*",
 ) -> dict[str, Any]:
     record: dict[str, Any] = {"op": "submit", "target": target, "key": key, "cbid": client_business_id}
     if sent_at is not None:
         record["at"] = sent_at
     if keep:
         record["keep"] = list(keep)
+    if over != ANY:
+        record["over"] = over
     return {**record, "emu": True} if emulator else record
 
 
@@ -153,13 +164,18 @@ def _replay(
         emulator = record.get("emu") is True
         kept = record.get("keep")
         keep = tuple(map(str, kept)) if isinstance(kept, list) else ()
-        pending[target] = PendingSubmit(target, key, str(record["cbid"]), emulator=emulator, sent_at=sent_at, keep=keep)
+        over = record.get("over", ANY)
+        pending[target] = PendingSubmit(
+            target, key, str(record["cbid"]), emulator=emulator, sent_at=sent_at, keep=keep,
+            over=None if over is None else str(over),
+        )  # fmt: skip
     elif op == "task" and target in pending:
         task_id = str(record["task_id"])
         earlier = pending[target]
         pending[target] = PendingSubmit(
-            target, key, str(record["cbid"]), task_id, earlier.emulator, earlier.sent_at, earlier.keep
-        )
+            target, key, str(record["cbid"]), task_id, earlier.emulator, earlier.sent_at, earlier.keep,
+            over=earlier.over,
+        )  # fmt: skip
     elif op == "lock":
         entry = current_key(entry_from_json(record["entry"]))  # an earlier version's: today's key
         held, was = entries.get(target), was_of(record)
@@ -298,11 +314,13 @@ class Journal:
         emulator: bool = False,
         sent_at: float | None = None,
         keep: tuple[str, ...] = (),
+        over: str | None = ANY,
     ) -> None:
         """Record a submit about to be sent (then await :meth:`durable` before sending it); ``emulator``: to
         the bundled emulator, whose tasks no provider has; ``sent_at``: the wall-clock time (``time.time()``);
-        ``keep``: the sha256 of the locked images the target keeps before the task's."""
-        self._append(_submit(target, key, client_business_id, emulator, sent_at, keep))
+        ``keep``: the sha256 of the locked images the target keeps before the task's; ``over``: the key of
+        the target's lock entry now (None: it has none)."""
+        self._append(_submit(target, key, client_business_id, emulator, sent_at, keep, over))
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
         """Record the task id the provider gave a submit."""
@@ -328,7 +346,7 @@ class Journal:
 
         lines = []
         for p in pending.values():
-            lines.append(_line(_submit(p.target, p.key, p.client_business_id, p.emulator, p.sent_at, p.keep)))
+            lines.append(_line(_submit(p.target, p.key, p.client_business_id, p.emulator, p.sent_at, p.keep, p.over)))
             if p.task_id is not None:
                 lines.append(_line(_task(p.target, p.key, p.client_business_id, p.task_id)))
         replaced = was or {}

@@ -910,6 +910,8 @@ def _dropped_why(reason: Reason) -> str:
     """A dropped task's cause, in a word for the summary."""
     if reason.details is not None and reason.details.get("removed"):
         return "target removed"
+    if reason.details is not None and reason.details.get("built"):
+        return "built already"
     return _DROPPED_WHY[reason.code]
 
 
@@ -920,14 +922,28 @@ def common_reasons(actions: Iterable[Action], limit: int = 3) -> list[tuple[str,
     return [(text, n) for text, n in counts.most_common(limit) if n > 1]
 
 
-def _abandoned(pending: PendingSubmit, why: str = "", *, removed: bool = False) -> AbandonedTask:
+def _locked_since(task: PendingSubmit, action: Action, lock: Lock) -> bool:
+    """Whether the target's own lock entry holds images of the action's inputs (it is unchanged, or its
+    outputs are put back from that entry, or kept edited), and is not the entry the task was sent over: a
+    killed ``build --replace`` left that one, and its task is what the user asked for."""
+    from pixmake.journal import ANY
+
+    entry = lock.entries.get(action.name)
+    if entry is None or task.over == ANY or task.over == entry.key:  # ANY: an earlier pixmake's journal
+        return False
+    if action.kind in (ActionKind.UNCHANGED, ActionKind.EDITED):
+        return True
+    return action.kind is ActionKind.RESTORE and action.source is entry
+
+
+def _abandoned(pending: PendingSubmit, why: str = "", *, removed: bool = False, built: bool = False) -> AbandonedTask:
     """The task to drop, and ``why`` (what changed; not needed for the emulator's tasks, which no build can collect)."""
     task = pending.task_id or pending.client_business_id
     if pending.emulator:
         text = f"task {task} of an interrupted build --emulator is dropped: the emulator that ran it stopped with it"
         return AbandonedTask(pending.target, pending.key, Reason("emulator-task-dropped", text, {"task": task}))
     text = f"paid task {task} from an interrupted build is dropped, not collected: {why}"
-    details = {"task": task, "removed": True} if removed else {"task": task}
+    details = {"task": task, "removed": True} if removed else {"task": task, "built": True} if built else {"task": task}
     return AbandonedTask(pending.target, pending.key, Reason("task-dropped", text, details))
 
 
@@ -1050,6 +1066,11 @@ def make_plan(
         task = pending.get(target.name)
         if task is not None and task.emulator:  # the bundled emulator's tasks died with its build
             abandoned.append(_abandoned(task))
+        elif task is not None and task.key == action.key and _locked_since(task, action, lock):
+            # Another build locked these inputs since this task was journaled (a CI cache older than the
+            # lock): collecting it would replace the committed images with others of the same inputs.
+            built = "its inputs are built and locked already (a .pixmake/ older than pixmake.lock?)"
+            abandoned.append(_abandoned(task, built, built=True))
         elif task is not None and (task.key == action.key or (task.images is not None and action.kind.paid)):
             # (A task of a higher n, lowered since, replaces only what would be paid for: not images at hand.)
             why = (_resume_reason(task, now, target.n),)
