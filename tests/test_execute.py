@@ -1749,3 +1749,28 @@ def test_a_ci_build_leaving_paid_tasks_journaled_says_to_save_its_state(
         "whatever this one's outcome (README: In CI), or the next runner pays for them again"
     )
     assert (note in outcome.stderr.splitlines()) is ci
+
+
+def test_the_entry_a_submit_was_sent_over_survives_its_task_id_and_a_rewritten_journal(tmp_path: Path) -> None:
+    """The second diff review: `accepted` rebuilt the pending submit without `over`, so every fold's or a
+    Ctrl-C's rewrite journaled it as an earlier pixmake's: a stale task was then collected over a lock."""
+    from pixmake.journal import read_journal
+
+    output = (LockedOutput("out/a.png", "0" * 64, 9, 1, 1),)
+    entries = {"a": LockEntry("k-old", "m", "a", "1:1", 1, output)}
+    lock_path = tmp_path / "pixmake.lock"
+    lock_path.write_bytes(b"".join(lock_pieces(Lock(entries))))
+    journal = Journal(tmp_path / ".pixmake" / "journal.jsonl")
+    recorder = _Recorder(lock_path, Lock(entries), journal, {}, emulator=False, lock_stat=file_stat(lock_path))
+    journal.open()
+    recorder.submitting("a", "k-new", "cbid-a")
+    recorder.submitting("b", "k-b", "cbid-b")
+    recorder.accepted("a", "k-new", "cbid-a", "task-a")
+    recorder.accepted("b", "k-b", "cbid-b", "task-b")
+    assert {name: p.over for name, p in recorder.pending.items()} == {"a": "k-old", "b": None}
+    journal.rewrite(recorder.pending)
+    journal.close()
+    _, pending = read_journal(journal.path, Lock())
+    assert {name: (p.over, p.task_id) for name, p in pending.items()} == {
+        "a": ("k-old", "task-a"), "b": (None, "task-b")
+    }  # fmt: skip

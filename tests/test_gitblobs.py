@@ -106,13 +106,16 @@ def test_a_git_lfs_pointer_to_the_locked_bytes_is_found_as_such(tmp_path: Path) 
 def test_a_repository_git_refuses_to_read_says_how_to_let_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The diff review: a CI checkout owned by another user made git refuse every lookup, silently: a
     deleted committed output was planned as a paid regenerate with no word of git's copy."""
-    (tmp_path / "a.png").write_bytes(b"x")
-    git(tmp_path, "init", "-q")
-    git(tmp_path, "add", "-A")
-    git(tmp_path, "commit", "-qm", "a")
+    repo = tmp_path / "the repo"  # a space: the command must paste as one argument
+    project = repo / "sub"  # a project in a folder of it: git wants the work tree's top, not the project's
+    project.mkdir(parents=True)
+    (project / "a.png").write_bytes(b"x")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a")
     for folder, _, files in os.walk(tmp_path):
         for name in [folder, *(os.path.join(folder, f) for f in files)]:
             os.chown(name, 65534, 65534)
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)  # no safe.directory of the machine's
-    found = committed_images(tmp_path, [("a.png", _sha(b"x"), 1)])
-    assert found == Committed(refused=f"git config --global --add safe.directory {tmp_path.resolve()}")
+    found = committed_images(project, [("a.png", _sha(b"x"), 1)])
+    assert found == Committed(refused=f"git config --global --add safe.directory '{repo.resolve()}'")

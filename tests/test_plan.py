@@ -780,3 +780,17 @@ def test_a_task_journaled_before_another_build_locked_its_inputs_is_dropped_not_
                 "locked already (a .pixmake/ older than pixmake.lock?)"
             )
             assert plan.summary() == "1 unchanged, 1 interrupted task to drop (built already); 0 images to generate"
+
+
+def test_a_paid_task_is_collected_over_placeholders_locked_since() -> None:
+    """The second diff review: a teammate's `build --emulator` pulled in since made the paid task look
+    "built already": it was dropped, and the next build paid again."""
+    from pixmake.journal import PendingSubmit
+
+    lock, disk = project(HERO, inputs=INPUTS)
+    key = target_key(HERO, disk)
+    placeholders = Lock(MappingProxyType({"hero": replace(lock.entries["hero"], emulator=True)}))
+    pending = {"hero": PendingSubmit("hero", key, "cbid-1", "task_123", over=None)}
+    for builder in (Builder.EITHER, Builder.PROVIDER):
+        plan = make_plan([HERO], placeholders, DiskState(disk), pending=pending, builder=builder)
+        assert [a.kind for a in plan.actions] == [ActionKind.RESUME] and not plan.abandoned, builder

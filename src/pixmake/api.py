@@ -427,7 +427,7 @@ def _tasks_under_current_keys(
         try:
             key = target_key(target, hashes)
             if task.key != key and task.key == verbatim_key(target, hashes):
-                moved[name] = replace(task, key=key)
+                moved[name] = replace(task, key=key, over=key if task.over == task.key else task.over)
         except KeyError:  # an input the scan did not hash: the plan says what is missing
             continue
     return moved

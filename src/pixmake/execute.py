@@ -383,9 +383,10 @@ class _Recorder:
         self.journal.accepted(target, key, client_business_id, task_id)
         earlier = self.pending.get(target)
         sent_at, keep = (earlier.sent_at, earlier.keep) if earlier is not None else (None, ())
+        over = earlier.over if earlier is not None else ANY  # what a rewritten journal must still say
         images = earlier.images if earlier is not None and earlier.client_business_id == client_business_id else None
         self.pending[target] = PendingSubmit(
-            target, key, client_business_id, task_id, self.emulator, sent_at, keep, images=images
+            target, key, client_business_id, task_id, self.emulator, sent_at, keep, images=images, over=over
         )
 
     def dropped(self, target: str, key: str) -> None:

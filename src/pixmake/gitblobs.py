@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -78,8 +79,10 @@ def _run(git: str, root: Path, *args: str) -> str:
     done = subprocess.run([git, *args], cwd=root, capture_output=True, check=False, env=_env())
     if done.returncode not in (0, 1):  # 1: `rev-parse --verify -q` found nothing
         said = done.stderr.decode(errors="replace")
-        if "safe.directory" in said:
-            raise _Refused(f"git config --global --add safe.directory {root.resolve()}")
+        if "safe.directory" in said:  # the folder git names (the work tree's top), quoted to paste
+            named = re.search(r"safe\.directory '?([^'\n]+?)'?\s*$", said, re.MULTILINE)
+            folder = named.group(1).strip() if named else str(root.resolve())
+            raise _Refused(f"git config --global --add safe.directory {shlex.quote(folder)}")
         raise subprocess.CalledProcessError(done.returncode, args)
     return done.stdout.decode(errors="replace")
 

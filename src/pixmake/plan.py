@@ -931,6 +931,8 @@ def _locked_since(task: PendingSubmit, action: Action, lock: Lock) -> bool:
     entry = lock.entries.get(action.name)
     if entry is None or task.over == ANY or task.over == entry.key:  # ANY: an earlier pixmake's journal
         return False
+    if entry.emulator and not task.emulator:  # placeholders since: they hold nothing the paid task made
+        return False
     if action.kind in (ActionKind.UNCHANGED, ActionKind.EDITED):
         return True
     return action.kind is ActionKind.RESTORE and action.source is entry
