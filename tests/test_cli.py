@@ -517,3 +517,19 @@ def test_a_refused_build_says_so_on_its_json_stream(examples_copy: Path, provide
     [event] = [json.loads(line) for line in outcome.stdout.splitlines()]
     assert event["event"] == "build_refused" and event["error"].startswith("this build would pay for 5 images")
     assert outcome.stderr == f"pixmake: error: {event['error']}\n"
+
+
+def test_a_build_refused_for_its_manifest_or_url_says_so_on_its_json_stream(
+    examples_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second diff review: the manifest and the base URL were read before --json's handler."""
+    (examples_copy / "pixmake.yaml").write_text("version: 1\ntargets:\n  a: {prompt: x}\n")
+    for env in ({}, {"PIXMAKE_BASE_URL": "http://x?y"}):
+        if env:
+            (examples_copy / "pixmake.yaml").write_text("version: 1\ntargets:\n  a: {prompt: x, out: a.png}\n")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        outcome = run_cli("-C", str(examples_copy), "build", "--json")
+        assert outcome.exit_code == ExitCode.USER_ERROR
+        [event] = [json.loads(line) for line in outcome.stdout.splitlines()]
+        assert event["event"] == "build_refused" and outcome.stderr.startswith("pixmake: error: ")

@@ -226,7 +226,8 @@ def test_a_paid_task_for_inputs_changed_since_is_dropped_with_a_warning(
     outcome = run_cli("-C", str(hero), "build")
     assert outcome.exit_code == 0, outcome.stderr
     assert (
-        "1 interrupted task dropped (for inputs since changed or targets removed, or an emulator's)" in outcome.stderr
+        "1 interrupted task dropped (for inputs since changed or built by another build, targets removed, or an "
+        "emulator's)" in outcome.stderr
     )
     assert [r.json["prompt"] for r in provider_env.emulator.submits() if isinstance(r.json, dict)][-1] == "a green mug"
     assert provider_env.emulator.ledger.charged_images == 2  # the announced image, once

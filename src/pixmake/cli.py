@@ -476,19 +476,26 @@ def build(
     from pixmake.report import JsonReporter, summary_lines
     from pixmake.settings import resolve
 
-    project = obj.project()
-    manifest = api.load_manifest(project)  # through the manifest cache, as plan does
+    try:
+        project = obj.project()
+        manifest = api.load_manifest(project)  # through the manifest cache, as plan does
+        environ: Mapping[str, str] = os.environ
+        if emulator:  # the emulator brings its own URL and key: a bad one in the environment does not matter
+            ignored = {"PIXMAKE_BASE_URL", manifest.provider.api_key_env}
+            environ = {name: value for name, value in os.environ.items() if name not in ignored}
+        settings = resolve(manifest.provider, environ, concurrency=jobs)
+    except UserError as error:  # refused before it started (a bad manifest, a bad URL): --json says so too
+        if as_json:
+            JsonReporter().refused(str(error))
+        raise
     _print_warnings((*manifest.warnings, *api.input_warnings(project, manifest)))
-    environ: Mapping[str, str] = os.environ
-    if emulator:  # the emulator brings its own URL and key: a bad one in the environment does not matter
-        ignored = {"PIXMAKE_BASE_URL", manifest.provider.api_key_env}
-        environ = {name: value for name, value in os.environ.items() if name not in ignored}
-    settings = resolve(manifest.provider, environ, concurrency=jobs)
     if emulator and click.get_current_context().get_parameter_source("max_images") is ParameterSource.ENVIRONMENT:
         max_images = None  # a spend cap for real builds (CI, say); the emulator spends nothing
     reporter = _reporter(as_json, verbose)
     global _stopping
     _stopping = "; finished targets are locked" + ("" if emulator else ", in-flight tasks resume next build")
+    if _in_ci() and not emulator:  # a runner starts afresh: the journal of what was paid must outlive it
+        _stopping += " if .pixmake/ is saved for it (README: In CI)"
     try:
         result = api.build(
             project,

@@ -126,8 +126,8 @@ def summary_lines(r: BuildResult) -> list[str]:
         parts.append(f"{len(r.pruned.pruned)} orphaned (pruned)")
     if r.dropped:
         parts.append(
-            f"{_count(len(r.dropped), 'interrupted task')} dropped (for inputs since changed or targets removed, "
-            "or an emulator's)"
+            f"{_count(len(r.dropped), 'interrupted task')} dropped (for inputs since changed or built by another "
+            "build, targets removed, or an emulator's)"
         )
     if r.failed:
         parts.append(f"{len(r.failed)} failed")
