@@ -624,20 +624,16 @@ def _refuse_paying_for_lfs_pointers(plan: Plan) -> None:
     """A ConfigError when the plan would pay for outputs that are Git LFS pointers: the images exist, in LFS."""
     from pixmake.plan import LFS_POINTER
 
-    paths = [
-        str(reason.details["path"])
+    pointers = [  # (path, deleted) of each output a paid action would generate over its LFS pointer
+        (str(reason.details["path"]), bool(reason.details.get("missing")))
         for action in plan.actions
         if action.kind.paid
         for reason in action.reasons
         if reason.code == LFS_POINTER and reason.details is not None
     ]
-    if paths:
-        missing = [
-            str(reason.details["path"])
-            for action in plan.actions
-            for reason in action.reasons
-            if reason.code == LFS_POINTER and reason.details is not None and reason.details.get("missing")
-        ]
+    if pointers:
+        paths = [path for path, _ in pointers]
+        missing = [path for path, deleted in pointers if deleted]
         shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
         what = "Git LFS pointers, not images" if len(paths) > 1 else "a Git LFS pointer, not the image"
         if missing:  # deleted: git holds the pointer, the checkout brings it back (LFS fetching the image)

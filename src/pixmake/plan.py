@@ -945,7 +945,11 @@ def _abandoned(pending: PendingSubmit, why: str = "", *, removed: bool = False, 
         text = f"task {task} of an interrupted build --emulator is dropped: the emulator that ran it stopped with it"
         return AbandonedTask(pending.target, pending.key, Reason("emulator-task-dropped", text, {"task": task}))
     text = f"paid task {task} from an interrupted build is dropped, not collected: {why}"
-    details = {"task": task, "removed": True} if removed else {"task": task, "built": True} if built else {"task": task}
+    details: dict[str, Any] = {"task": task}
+    if removed:
+        details["removed"] = True
+    if built:
+        details["built"] = True
     return AbandonedTask(pending.target, pending.key, Reason("task-dropped", text, details))
 
 
