@@ -88,9 +88,10 @@ def _run(git: str, root: Path, *args: str) -> str:
 
 
 def _blobs_at(git: str, root: Path, paths: list[str], *, head: bool) -> list[list[tuple[str, int] | None]] | None:
-    """For each project-relative path: (blob id, size) of what git's index holds there, then (``head``)
-    ``HEAD``, each None when it holds nothing; None when git fails (a repository it refuses to read), and
-    in a partial clone, whose missing blobs git would fetch one by one (a plan needs no network)."""
+    """For each project-relative path: (blob id, size) of what git's index holds there, then (``head``, once
+    there is a commit) ``HEAD``'s, each None when it holds nothing; None when git fails (a repository it
+    refuses to read), and in a partial clone, whose missing blobs git would fetch one by one (a plan needs
+    no network)."""
     try:
         if _run(git, root, "config", "--get", "extensions.partialClone").strip():  # a lookup would fetch
             return None
@@ -122,7 +123,7 @@ def _blobs_at(git: str, root: Path, paths: list[str], *, head: bool) -> list[lis
         whole = len(fields) == 3 and _OBJECT_ID.fullmatch(fields[0]) and fields[1] == "blob" and fields[2].isdigit()
         found.append((fields[0], int(fields[2])) if whole else None)
     per = len(revisions)
-    return [[*found[i : i + per], *([None] * (2 - per) if head else [])] for i in range(0, len(found), per)]
+    return [found[i : i + per] for i in range(0, len(found), per)]
 
 
 @dataclass(frozen=True, slots=True)
