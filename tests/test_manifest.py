@@ -15,6 +15,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -149,6 +150,13 @@ def test_lexical_escapes_raise_unsafe_path_error_naming_the_field() -> None:
 # --- expansion --------------------------------------------------------------------------------------
 
 
+def _refused(text: str, **options: Any) -> tuple[Diagnostic, ...]:
+    """The diagnostics of a manifest that must not parse."""
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, **options)
+    return caught.value.diagnostics
+
+
 def _matrix_manifest(axes: dict[str, list[str]]) -> str:
     name = "-".join(f"${{{axis}}}" for axis in axes)
     document = {
@@ -258,9 +266,8 @@ def test_rows_without_a_reader_is_a_diagnostic_not_a_crash() -> None:
 
 def test_one_problem_in_every_row_is_reported_once() -> None:
     text, read = _catalog_manifest(300)
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(text.replace("${name}", "${nmae}"), file="m.yaml", read_file=read)
-    (diagnostic,) = caught.value.diagnostics
+    diagnostics = _refused(text.replace("${name}", "${nmae}"), file="m.yaml", read_file=read)
+    (diagnostic,) = diagnostics
     assert "did you mean 'name'?" in diagnostic.message and "and 299 more" in diagnostic.message
 
 
@@ -298,9 +305,8 @@ def test_problems_in_every_entry_are_located_though_each_entry_is_dropped_once_r
     text = "version: 1\ntargets:\n" + "".join(
         f"  t{i}:\n    out: o{i}.png\n    prompt: {prompt}\n" for i, prompt in enumerate(prompts)
     )
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(text, file="m.yaml")
-    found = [(d.line, d.column, d.field) for d in caught.value.diagnostics]
+    diagnostics = _refused(text, file="m.yaml")
+    found = [(d.line, d.column, d.field) for d in diagnostics]
     assert found == [(5 + 3 * i, 13, f"targets.t{i}.prompt") for i in range(1, 30, 3)]  # each at its own prompt
 
 
@@ -322,9 +328,8 @@ def test_schema_errors_and_model_errors_are_reported_together_sorted_by_line() -
         "version: 1\ntargets:\n  a:\n    prompt: p\n    n: 3\n    out: a.png\n"
         "  b:\n    prompt: q\n    n: '2'\n    out: b.png\n  c:\n    prompt: r\n    size: '16:9'\n    out: c.png\n"
     )
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(text, file="m.yaml")
-    assert [(d.line, d.field) for d in caught.value.diagnostics] == [
+    diagnostics = _refused(text, file="m.yaml")
+    assert [(d.line, d.field) for d in diagnostics] == [
         (5, "targets.a.n"),
         (9, "targets.b.n"),
         (13, "targets.c.size"),
@@ -333,9 +338,8 @@ def test_schema_errors_and_model_errors_are_reported_together_sorted_by_line() -
 
 def test_an_output_may_not_overwrite_the_manifest_or_the_lockfile() -> None:
     text = "version: 1\ntargets:\n  a:\n    prompt: p\n    out: ./m.png\n  b:\n    prompt: q\n    out: lock.png\n"
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(text, file="sub/m.png", manifest_name="m.png", lockfile_name="lock.png")
-    assert [(d.line, d.message) for d in caught.value.diagnostics] == [
+    diagnostics = _refused(text, file="sub/m.png", manifest_name="m.png", lockfile_name="lock.png")
+    assert [(d.line, d.message) for d in diagnostics] == [
         (
             5,
             "output 'm.png' would overwrite the manifest; each build would change an input and pay again "
@@ -380,9 +384,8 @@ def test_a_target_without_a_usable_prompt_or_model_still_has_its_other_fields_ch
         seen.extend((t.name, t.model) for t in targets)
         return []
 
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(text, file="m.yaml", check_targets=check_targets)
-    assert [(d.line, d.field, d.message.split(" (")[0]) for d in caught.value.diagnostics] == [
+    diagnostics = _refused(text, file="m.yaml", check_targets=check_targets)
+    assert [(d.line, d.field, d.message.split(" (")[0]) for d in diagnostics] == [
         (3, "targets.a", "missing required field 'prompt'"),
         (4, "targets.a.n", "expected n in {1, 2, 4} for gpt-4o-image, found 3"),
         (5, "targets.a.references[0]", "path '../r.png' leaves the project root"),
@@ -550,9 +553,8 @@ def test_outputs_windows_cannot_hold_are_warned_about_and_refused_on_windows(
 
 
 def test_a_backslash_in_a_path_is_named_as_such() -> None:
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest("version: 1\ntargets:\n  a: {prompt: a, out: 'assets\\hero.png'}\n", file="m.yaml")
-    (diagnostic,) = caught.value.diagnostics
+    diagnostics = _refused("version: 1\ntargets:\n  a: {prompt: a, out: 'assets\\hero.png'}\n", file="m.yaml")
+    (diagnostic,) = diagnostics
     assert diagnostic.message == r"path 'assets\\hero.png' has a backslash: separate folders with / (on every system)"
 
 
@@ -624,9 +626,8 @@ def test_an_undefined_variable_in_a_matrix_targets_name_is_one_error_not_one_per
         "version: 1\ntargets:\n  shot-${sku}-${shape}:\n    matrix: {sku: [a, b, c]}\n    prompt: x\n"
         "    out: ${sku}.png\n"
     )
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(text, file="m.yaml")
-    assert [str(d) for d in caught.value.diagnostics] == [
+    diagnostics = _refused(text, file="m.yaml")
+    assert [str(d) for d in diagnostics] == [
         "m.yaml:3:3: targets.shot-${sku}-${shape}: undefined variable 'shape' (defined: sku; $${shape} is the text "
         "${shape}) (in sku=a and 2 more)"
     ]
@@ -667,14 +668,13 @@ def test_a_size_from_a_template_is_checked_against_the_model_once_filled_in() ->
         "version: 1\ndefaults:\n  size: ${f.ratio}\ntargets:\n  a-${f.k}:\n"
         "    matrix: {f: [{k: square, ratio: '1:1'}, {k: wide, ratio: '16:9'}]}\n    prompt: x\n    out: a-${f.k}.png\n"
     )
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(text, file="m.yaml")
-    assert [str(d) for d in caught.value.diagnostics] == [
+    diagnostics = _refused(text, file="m.yaml")
+    assert [str(d) for d in diagnostics] == [
         "m.yaml:3:9: defaults.size: expected one of 1:1, 2:3, 3:2 for gpt-4o-image, found '16:9' "
         f"(models that make 16:9: {', '.join(sorted(m for m, spec in MODELS.items() if '16:9' in spec.sizes))}) "
         "(in f.k=wide, f.ratio=16:9)"
     ]
-    assert "gpt-image-2" in str(caught.value.diagnostics[0])  # where a new user's 16:9 is at home
+    assert "gpt-image-2" in str(diagnostics[0])  # where a new user's 16:9 is at home
 
 
 def test_an_axis_of_mappings_is_read_by_field_and_its_retyped_fields_are_warned_about() -> None:
@@ -683,9 +683,8 @@ def test_an_axis_of_mappings_is_read_by_field_and_its_retyped_fields_are_warned_
         "      f: [{label: a, size: 3:2}, {label: b, size: '2:3'}]\n"
         "    prompt: ${f}\n    size: ${f.size}\n    out: ${f.label}.png\n"
     )
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(text, file="m.yaml")
-    assert [(d.line, d.message) for d in caught.value.diagnostics if d.severity == "error"] == [
+    diagnostics = _refused(text, file="m.yaml")
+    assert [(d.line, d.message) for d in diagnostics if d.severity == "error"] == [
         (6, "'f' stands for several values: write one of ${f.label}, ${f.size} (in f.label=a, f.size=182 and 1 more)"),
         (7, "expected one of 1:1, 2:3, 3:2 for gpt-4o-image, found '182' (in f.label=a, f.size=182)"),
     ]
@@ -707,9 +706,8 @@ def test_an_axis_of_mappings_is_read_by_field_and_its_retyped_fields_are_warned_
 )
 def test_an_axis_value_mapping_holds_named_scalar_fields_only(value: str, fragment: str) -> None:
     text = f"version: 1\ntargets:\n  t-${{f.label}}:\n    matrix:\n      f: {value}\n    prompt: x\n    out: a.png\n"
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(text, file="m.yaml")
-    assert any(fragment in str(d) for d in caught.value.diagnostics), caught.value.diagnostics
+    diagnostics = _refused(text, file="m.yaml")
+    assert any(fragment in str(d) for d in diagnostics), diagnostics
 
 
 def test_a_bad_default_is_not_blamed_on_the_catalog_rows_that_inherit_it() -> None:
@@ -724,9 +722,8 @@ def test_a_bad_default_is_not_blamed_on_the_catalog_rows_that_inherit_it() -> No
     [model] = [str(d) for d in caught.value.diagnostics]
     assert model.startswith("m.yaml:3:10: defaults.model: unknown model 'gpt-4o-imag'") and "(in " not in model
     fixed = text.replace("gpt-4o-imag\n", "gpt-4o-image\n")
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(fixed, file="m.yaml", read_file=lambda rel: b"sku\na1\nb2\n")
-    [size] = [str(d) for d in caught.value.diagnostics]  # a templated default: the row and combination say which
+    diagnostics = _refused(fixed, file="m.yaml", read_file=lambda rel: b"sku\na1\nb2\n")
+    [size] = [str(d) for d in diagnostics]  # a templated default: the row and combination say which
     assert size.endswith("(in row s.csv:2, f.k=b, f.size=5:4 and 1 more)"), size
 
 
@@ -751,9 +748,8 @@ def test_a_size_or_model_template_that_cannot_be_filled_in_is_one_error_each() -
         "version: 1\ntargets:\n  t-${f.label}:\n    matrix:\n      f: [{label: a, size: '1:1'}, {label: b}]\n"
         "    size: ${f.size}\n    model: ${mm}\n    prompt: x\n    out: ${f.label}.png\n"
     )
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(text, file="m.yaml")
-    assert [(d.line, d.message) for d in caught.value.diagnostics] == [
+    diagnostics = _refused(text, file="m.yaml")
+    assert [(d.line, d.message) for d in diagnostics] == [
         (6, "undefined variable 'f.size' (defined: f.label) (in f.label=b)"),
         (7, "undefined variable 'mm' (defined: f.label, f.size) (in f.label=a, f.size=1:1)"),
         (7, "undefined variable 'mm' (defined: f.label) (in f.label=b)"),
@@ -765,9 +761,8 @@ def test_a_bad_field_of_an_axis_value_is_named_and_no_sentence_is_cut_at_a_dot()
     dot), naming no field."""
     text = "version: 1\ntargets:\n  t-${f.k}:\n    matrix:\n      f: [{k: a, size: {w: 3}}, [1]]\n    prompt: x\n"
     text += "    out: ${f.k}.png\n"
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest(text, file="m.yaml")
-    assert [(d.field, d.message) for d in caught.value.diagnostics] == [
+    diagnostics = _refused(text, file="m.yaml")
+    assert [(d.field, d.message) for d in diagnostics] == [
         ("targets.t-${f.k}.matrix.f[0].size", "expected a string or a number or true or false, found a mapping"),
         (
             "targets.t-${f.k}.matrix.f[1]",
@@ -792,7 +787,6 @@ def test_a_bad_field_of_an_axis_value_is_named_and_no_sentence_is_cut_at_a_dot()
 def test_a_newcomers_yaml_mistakes_get_a_hint_on_what_to_fix(yaml_text: str, line: int, hint: str) -> None:
     """The review: PyYAML's words alone ("mapping values are not allowed in this context") for the usual
     slips: a missing ':', a field indented wrong, a quote that ends before the value does, a leading @."""
-    with pytest.raises(ManifestError) as caught:
-        parse_manifest("version: 1\ntargets:\n" + yaml_text, file="m.yaml")
-    [problem] = caught.value.diagnostics
+    diagnostics = _refused("version: 1\ntargets:\n" + yaml_text, file="m.yaml")
+    [problem] = diagnostics
     assert problem.line == line and hint in problem.message, problem
