@@ -1287,3 +1287,42 @@ def test_a_missing_output_is_not_paid_for_while_git_refuses_to_read_the_reposito
     assert provider_env.emulator.ledger.charged_images == charged
     assert run_cli("-C", str(examples_copy), "build", "--replace", "logo-tile").exit_code == ExitCode.OK
     assert provider_env.emulator.ledger.charged_images == charged + 1  # asked for: paid
+
+
+def test_a_selection_builds_when_another_targets_input_is_missing(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """`pixmake build hero` needs hero's inputs, not the reference of a target it does not build (make's rule)."""
+    (examples_copy / "photos/mug.png").unlink()  # mug-lifestyle's and mug-marble's: not yet committed, say
+    (examples_copy / "masks/mug-background.png").unlink()
+    for args in (["validate"], ["plan"], ["build"], ["plan", "mug-*"], ["build", "--tag", "campaign-q4"]):
+        refused = run_cli("-C", str(examples_copy), *args)
+        assert refused.exit_code == ExitCode.USER_ERROR, args
+        assert "targets.mug-lifestyle.references[0]: file not found: photos/mug.png" in refused.stderr, args
+    assert len(provider_env.emulator.submits()) == 0
+    assert plan(examples_copy, "hero", "logo-tile") == (
+        0,
+        [
+            "+ create     logo-tile: not in the lockfile",
+            "+ create     hero: not in the lockfile",
+            "Plan: 2 to create; 3 images to generate",
+        ],
+    )
+    outcome = run_cli("-C", str(examples_copy), "build", "hero", "logo-tile")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "mug" not in outcome.stderr
+    assert len(provider_env.emulator.submits()) == 2
+    assert sorted(parse_lock((examples_copy / "pixmake.lock").read_text()).entries) == ["hero", "logo-tile"]
+
+
+def test_an_unselected_target_whose_task_has_a_twins_inputs_and_whose_reference_is_gone(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """The plan of a selection looks for an unselected target's task a selected twin could collect: one
+    whose own key cannot be made (its reference is gone) is not that, and no traceback."""
+    journal_submit(examples_copy, "mug-lifestyle", "pixmake-windowsill-0", over=None)
+    lifestyle = yaml.safe_load((examples_copy / "pixmake.yaml").read_text())["targets"]["mug-lifestyle"]
+    edit_manifest(examples_copy, {"windowsill": {**lifestyle, "out": "assets/windowsill.png"}})
+    edit_manifest(examples_copy, {"mug-lifestyle": {"references": ["photos/gone.png"]}})
+    code, lines = plan(examples_copy, "windowsill")  # the task is mug-lifestyle's, for inputs it no longer has
+    assert code == 0 and lines[0].startswith("+ create     windowsill"), lines

@@ -325,14 +325,15 @@ def _read_project_file(project: Project, rel: str) -> bytes:
 # collection would scan them all and free nothing (about 0.6 s of each of validate and plan at 10,000
 # targets), so both run with the cyclic collector paused.
 @paused_gc()
-def validate(project: Project, *, input_warnings: bool = True) -> Manifest:
+def validate(project: Project, *, input_warnings: bool = True, select: Selection | None = None) -> Manifest:
     """Load and validate the manifest and its input files; raises ManifestError listing every problem.
 
     Everything a provider would refuse is caught here, before any request: the schema, the model
     table (pure checks in :mod:`pixmake.manifest`, header checks in :mod:`pixmake.inputs`) and paths
     that leave the project (:class:`~pixmake.errors.UnsafePathError`). ``input_warnings``: the input
     files' warnings (a mask with no transparency) join the manifest's; the manifest cache keeps none,
-    since it is not keyed by those files (:func:`plan` finds them afresh).
+    since it is not keyed by those files (:func:`plan` finds them afresh). ``select``: only the selected
+    targets' files are checked (``make hero`` needs no other target's prerequisites either).
     """
     from pixmake.inputs import check_inputs
     from pixmake.manifest import MAX_MANIFEST_BYTES, Manifest, ProviderConfig, parse_manifest
@@ -344,7 +345,8 @@ def validate(project: Project, *, input_warnings: bool = True) -> Manifest:
 
     def check_targets(targets: tuple[Target, ...]) -> tuple[Diagnostic, ...]:
         try:
-            warned.extend(check_inputs(project.root, Manifest(file, ProviderConfig(), targets)))
+            checked = _selected_names(targets, select)
+            warned.extend(check_inputs(project.root, Manifest(file, ProviderConfig(), targets), only=checked))
         except ManifestError as error:
             return _with_locked_hint(project, error).diagnostics
         return ()
@@ -360,11 +362,28 @@ def validate(project: Project, *, input_warnings: bool = True) -> Manifest:
     return replace(manifest, warnings=(*manifest.warnings, *warned)) if warned and input_warnings else manifest
 
 
-def input_warnings(project: Project, manifest: Manifest) -> tuple[Diagnostic, ...]:
-    """The input files' warnings (a mask with no transparency), which the manifest cache does not keep;
-    only the masks' headers are read (a 10,000-target build would check every input twice)."""
+def _selected_names(targets: tuple[Target, ...], select: Selection | None) -> frozenset[str] | None:
+    """The names of the targets ``select`` chooses; None for all (no selection, or one that matches none:
+    the plan says so)."""
+    if select is None or select.everything:
+        return None
+    from pixmake.select import select_targets
+
+    try:
+        return frozenset(t.name for t in select_targets(targets, select))
+    except ConfigError:
+        return None
+
+
+def input_warnings(project: Project, manifest: Manifest, select: Selection | None = None) -> tuple[Diagnostic, ...]:
+    """The input files' warnings (a mask with no transparency) of the targets ``select`` chooses (all by
+    default), which the manifest cache does not keep; only the masks' headers are read (a 10,000-target
+    build would check every input twice)."""
     from pixmake.inputs import input_warnings as masks_warnings
 
+    chosen = _selected_names(manifest.targets, select)
+    if chosen is not None:
+        manifest = replace(manifest, targets=tuple(t for t in manifest.targets if t.name in chosen))
     return masks_warnings(project.root, manifest)
 
 
@@ -557,18 +576,22 @@ class PlanResult:
         return self._disk
 
 
-def load_manifest(project: Project) -> Manifest:
+def load_manifest(project: Project, select: Selection | None = None) -> Manifest:
     """The validated manifest, through the manifest cache (``.pixmake/manifest.cache``).
 
     Same result and errors as :func:`validate`, but an unchanged manifest is not parsed again; a
     manifest that fails validation is never cached. The input files' model rules are checked again
-    by :func:`plan` (cheaply, from the stat cache).
+    by :func:`plan` (cheaply, from the stat cache); with ``select``, only the selected targets' files.
     """
-    return _load_manifest(project)[0]
+    return _load_manifest(project, select)[0]
 
 
-def _load_manifest(project: Project) -> tuple[Manifest, list[tuple[str, tuple[int, int, int, int] | None]]]:
-    """The manifest, through the manifest cache; and the files it came from, with their stats."""
+def _load_manifest(
+    project: Project, select: Selection | None = None
+) -> tuple[Manifest, list[tuple[str, tuple[int, int, int, int] | None]]]:
+    """The manifest, through the manifest cache; and the files it came from, with their stats. ``select``:
+    only the selected targets' input files are checked (the cache is not keyed by them: :func:`plan`
+    checks them again)."""
     from pixmake.mcache import load_manifest
     from pixmake.store import make_state_dir
 
@@ -577,13 +600,13 @@ def _load_manifest(project: Project) -> tuple[Manifest, list[tuple[str, tuple[in
         project.manifest,
         project.state_dir / "manifest.cache",
         file=_display(project),
-        parse=lambda: validate(project, input_warnings=False),
+        parse=lambda: validate(project, input_warnings=False, select=select),
     )
     sources = [(str(project.manifest), stat)] + [(str(project.root / rel), st) for rel, st in catalogs]
     return manifest, sources
 
 
-def _scan(project: Project, manifest: Manifest, lock: Lock) -> DiskState:
+def _scan(project: Project, manifest: Manifest, lock: Lock, required: frozenset[str] | None = None) -> DiskState:
     from pixmake.scan import scan_project
 
     return scan_project(
@@ -593,6 +616,7 @@ def _scan(project: Project, manifest: Manifest, lock: Lock) -> DiskState:
         project.objects,
         file=manifest.file,
         stat_cache=project.stat_cache,
+        required=required,
     )
 
 
@@ -707,31 +731,32 @@ def plan(
 
     sources: list[tuple[str, tuple[int, int, int, int] | None]] = []
     if manifest is None:
-        manifest, sources = _load_manifest(project)
-    try:  # model rules on the files themselves; cached, so cheap after validate
-        warned_inputs = check_inputs(project.root, manifest)
-    except ManifestError as error:
-        raise _with_locked_hint(project, error) from None
+        manifest, sources = _load_manifest(project, select)
     unknown = set(replace) - {t.name for t in manifest.targets}
     if unknown:
         raise ConfigError(f"--replace: no target named {', '.join(sorted(unknown))}")
     targets = manifest.targets
     unselected: tuple[Target, ...] = ()
+    chosen: frozenset[str] | None = None  # None: every target (a selection's are the only inputs needed)
     if select is not None and not select.everything:
         targets = select_targets(targets, select)
-        chosen = {t.name for t in targets}
+        chosen = frozenset(t.name for t in targets)
         unselected = tuple(t for t in manifest.targets if t.name not in chosen)
-        outside = set(replace) - {t.name for t in targets}
+        outside = set(replace) - chosen
         if outside:
             raise ConfigError(
                 f"--replace {', '.join(sorted(outside))}: not in the selection; "
                 "select it too, or drop the selection (nothing outside it is built)"
             )
+    try:  # model rules on the files themselves; cached, so cheap after validate
+        warned_inputs = check_inputs(project.root, manifest, only=chosen)
+    except ManifestError as error:
+        raise _with_locked_hint(project, error) from None
     for path in (project.lockfile, project.journal):
         sources.append((str(path), file_stat(path)))  # before reading: a later change shows as a new stat
     unwritten: list[str] = []
     lock, pending = load_lock(project, unwritten)
-    disk = _scan(project, manifest, lock)
+    disk = _scan(project, manifest, lock, chosen)
     pending = _tasks_under_current_keys(pending, manifest.targets, disk.file_hashes)
     pending = _tasks_of_lowered_n(pending, manifest.targets, disk.file_hashes)
     pending = _tasks_of_renamed_targets(pending, manifest.targets, disk.file_hashes, lock)

@@ -478,7 +478,8 @@ def build(
 
     try:
         project = obj.project()
-        manifest = api.load_manifest(project)  # through the manifest cache, as plan does
+        select = _selection(targets, tags)
+        manifest = api.load_manifest(project, select)  # through the manifest cache, as plan does
         environ: Mapping[str, str] = os.environ
         if emulator:  # the emulator brings its own URL and key: a bad one in the environment does not matter
             ignored = {"PIXMAKE_BASE_URL", manifest.provider.api_key_env}
@@ -488,7 +489,7 @@ def build(
         if as_json:
             JsonReporter().refused(str(error))
         raise
-    _print_warnings((*manifest.warnings, *api.input_warnings(project, manifest)))
+    _print_warnings((*manifest.warnings, *api.input_warnings(project, manifest, select)))
     if emulator and click.get_current_context().get_parameter_source("max_images") is ParameterSource.ENVIRONMENT:
         max_images = None  # a spend cap for real builds (CI, say); the emulator spends nothing
     reporter = _reporter(as_json, verbose)
@@ -504,7 +505,7 @@ def build(
             emulator=emulator,
             replace=replace,
             manifest=manifest,
-            select=_selection(targets, tags),
+            select=select,
             restore=restore,
             prune=prune,
             max_images=max_images,

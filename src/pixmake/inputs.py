@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK
@@ -257,9 +257,10 @@ def _file_above(root: Path, rel: str) -> str | None:
 
 
 class _Checker:
-    def __init__(self, root: Path, manifest: Manifest, cache: HeaderCache) -> None:
+    def __init__(self, root: Path, manifest: Manifest, cache: HeaderCache, only: Container[str] | None = None) -> None:
         self.root = root
         self.manifest = manifest
+        self.only = only
         self.cache = cache
         self.files: dict[str, _File] = {}
         self.guard = RootGuard(root)
@@ -379,7 +380,9 @@ class _Checker:
                 if real is None:
                     continue  # outputs() said so
                 via = f"output {rel!r} is the file {real!r} (through a symlinked folder)"
-                if real in inputs and inputs[real][0] != rel:
+                if self.only is not None and target.name not in self.only:
+                    pass  # not built: it overwrites nothing
+                elif real in inputs and inputs[real][0] != rel:
                     self.add(target, "out", f"{via}, {inputs[real][1]}; choose another out")
                 elif real in outputs and outputs[real][0] != rel:
                     self.add(target, "out", f"{via}, which target {outputs[real][1].name!r} writes as well")
@@ -412,7 +415,7 @@ class _Checker:
     def run(self) -> list[Diagnostic]:
         for target in self.manifest.targets:
             spec = MODELS.get(target.model)
-            if spec is None:
+            if spec is None or (self.only is not None and target.name not in self.only):
                 continue
             first: _File | None = None
             for index, ref in enumerate(target.references):
@@ -447,14 +450,17 @@ def input_warnings(root: Path, manifest: Manifest) -> tuple[Diagnostic, ...]:
     return tuple(checker.told(checker.warnings, "warning"))
 
 
-def check_inputs(root: Path, manifest: Manifest, *, cache: HeaderCache | None = None) -> tuple[Diagnostic, ...]:
+def check_inputs(
+    root: Path, manifest: Manifest, *, cache: HeaderCache | None = None, only: Container[str] | None = None
+) -> tuple[Diagnostic, ...]:
     """Check every local reference, mask and output of ``manifest`` on disk; returns the warnings (a mask
-    with no transparency).
+    with no transparency). ``only`` names the targets whose files are checked (a selection: the others are
+    not built); no output of any target may still reach an input or another output through a symlink.
 
     Raises :class:`~pixmake.errors.ManifestError` listing every problem, an
     :class:`~pixmake.errors.UnsafePathError` when a path leaves ``root``.
     """
-    checker = _Checker(root, manifest, cache or _CACHE)
+    checker = _Checker(root, manifest, cache or _CACHE, only)
     problems = checker.run()
     if problems:
         raise ManifestError.of(problems)

@@ -1100,7 +1100,11 @@ def make_plan(
         task = pending.get(target.name)
         if task is None or task.emulator or builder is Builder.EMULATOR or task.key not in paying:
             continue
-        if target_key(target, hashes) == task.key:  # paid for the inputs it has now: a RESUME
+        try:
+            key = target_key(target, hashes)
+        except KeyError:  # an input of it is missing (not selected, so not required)
+            continue
+        if key == task.key:  # paid for the inputs it has now: a RESUME
             action = act(target)
             text = f"not selected, but target {paying[task.key]!r} has its inputs and copies its images"
             actions.append(dataclasses.replace(action, reasons=(*action.reasons, Reason("resume-for-twin", text))))

@@ -27,7 +27,7 @@ import marshal
 import os
 import stat as _stat
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -341,6 +341,32 @@ def _case_twins(root: Path, missing: Sequence[tuple[str, str]]) -> dict[tuple[st
     return twins
 
 
+def _refuse_missing_inputs(
+    targets: tuple[Target, ...],
+    inputs: Mapping[str, str],
+    hashes: Mapping[str, str],
+    file: str,
+    required: Container[str] | None,
+) -> None:
+    """Raise ManifestError naming each input of a ``required`` target that is not in ``hashes``."""
+    if required is not None:  # name each missing file by a target that needs it
+        inputs = {}
+        for target in targets:
+            if target.name in required:
+                fields = [(ref, f"references[{i}]") for i, ref in enumerate(target.references)]
+                for rel, field_name in [*fields, (target.mask, "mask")]:
+                    if rel is not None and rel not in hashes and not is_url(rel):
+                        inputs.setdefault(rel, f"targets.{target.name}.{field_name}")
+    lines = {f"targets.{t.name}": t.line for t in targets}
+    missing = [
+        Diagnostic(file, lines.get(name.rsplit(".", 1)[0].split("[")[0], 1), 1, name, f"file not found: {rel}")
+        for rel, name in inputs.items()
+        if rel not in hashes
+    ]
+    if missing:
+        raise ManifestError(missing)
+
+
 def scan_project(
     root: Path,
     targets: tuple[Target, ...],
@@ -350,8 +376,10 @@ def scan_project(
     file: str,
     stat_cache: Path | None = None,
     threads: int | None = None,
+    required: Container[str] | None = None,
 ) -> DiskState:
-    """Hash what the plan needs; raises ManifestError naming each missing reference or mask.
+    """Hash what the plan needs; raises ManifestError naming each missing reference or mask of the
+    ``required`` targets (by name; None: all). Another target's missing input is left out of the hashes.
 
     With ``stat_cache`` (``.pixmake/statcache``), unchanged files are not read, and the cache is
     updated (atomically) when anything had to be hashed. Raises UnsafePathError for a path that
@@ -365,14 +393,8 @@ def scan_project(
     hashes, statistics = _hash_with_cache(found, cache, threads)
     if stat_cache is not None:
         cache.save()
-    lines = {f"targets.{t.name}": t.line for t in targets}
-    missing = [
-        Diagnostic(file, lines.get(name.rsplit(".", 1)[0].split("[")[0], 1), 1, name, f"file not found: {rel}")
-        for rel, name in inputs.items()
-        if rel not in hashes
-    ]
-    if missing:
-        raise ManifestError(missing)
+    if inputs.keys() - hashes.keys():
+        _refuse_missing_inputs(targets, inputs, hashes, file, required)
     # Only outputs that are not in place need the object cache; a no-op plan asks it nothing.
     locked = [(o.path, o.sha256, o.bytes) for entry in lock.entries.values() for o in entry.outputs]
     for target in targets:
