@@ -42,13 +42,23 @@ def test_pure_core_imports_no_io_library(module: str) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, env=_ENV)
 
 
-def test_plan_command_imports_none_of_the_build_stack() -> None:
-    """`pixmake plan` runs without httpx, anyio, rich or Pillow (start-up time of the no-op plan)."""
+@pytest.mark.parametrize(
+    ("selected", "allowed"),
+    [
+        ((), ("PIL",)),  # mug-marble's edit would be paid for: its mask's pixels are read (Pillow, 20 ms)
+        (("hero", "logo-tile", "mug-lifestyle"), ()),
+    ],
+)
+def test_plan_command_imports_none_of_the_build_stack(selected: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    """`pixmake plan` runs without httpx, anyio, rich or Pillow (start-up time of the no-op plan); Pillow
+    only to read the pixels of a mask whose edit it would pay for."""
+    heavy = [m for m in ("httpx", "aiohttp", "anyio", "rich", "PIL") if m not in allowed]
     code = (
         "import sys\n"
         "from pixmake import api\n"
-        f"api.plan(api.open_project({str(EXAMPLES)!r}))\n"
-        "heavy = [m for m in ('httpx', 'aiohttp', 'anyio', 'rich', 'PIL') if m in sys.modules]\n"
+        "from pixmake.select import Selection\n"
+        f"api.plan(api.open_project({str(EXAMPLES)!r}), select=Selection({selected!r}, ()))\n"
+        f"heavy = [m for m in {heavy!r} if m in sys.modules]\n"
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=_ENV)

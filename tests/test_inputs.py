@@ -99,6 +99,43 @@ def test_a_mask_with_no_transparency_is_warned_of_by_validate_plan_and_build(tmp
     assert "mask.png has no transparency" not in run_cli("-C", str(tmp_path), "plan").stderr
 
 
+@pytest.mark.parametrize(
+    ("mode", "colour", "options"),
+    [
+        ("RGBA", (0, 0, 0, 255), {}),  # an alpha channel opaque everywhere: what a flattened layer exports
+        ("LA", (0, 255), {}),
+        ("RGB", (0, 0, 0), {"transparency": (9, 9, 9)}),  # a transparent colour no pixel has
+    ],
+)
+def test_a_mask_that_can_be_transparent_but_has_no_transparent_pixel_is_warned_of_before_paying(
+    tmp_path: Path, mode: str, colour: tuple[int, ...], options: dict[str, object]
+) -> None:
+    """Its header says it can be transparent; its pixels say it is not: the edit may repaint nothing. The
+    pixels are read by validate and before paying; once the edit is built, plans read them no more."""
+    write_png(tmp_path / "photo.png", (64, 64))
+    Image.new(mode, (64, 64), colour).save(tmp_path / "mask.png", "PNG", **options)
+    (tmp_path / "pixmake.yaml").write_text(
+        "version: 1\ntargets:\n  edit:\n    prompt: x\n    references: [photo.png]\n    mask: mask.png\n"
+        "    out: a.png\n"
+    )
+    warning = (
+        f"pixmake: warning: {tmp_path / 'pixmake.yaml'}:6:11: targets.edit.mask: mask.png has no transparent "
+        "pixel (every pixel is opaque): a mask's transparent pixels mark what is repainted, "
+        "so this one may repaint nothing; paint that area transparent"
+    )
+    for command in (("validate",), ("plan",), ("build", "--emulator")):
+        outcome = run_cli("-C", str(tmp_path), *command)
+        assert outcome.exit_code == 0 and outcome.stderr.splitlines().count(warning) == 1, (command, outcome.stderr)
+    assert warning not in run_cli("-C", str(tmp_path), "plan").stderr  # built: nothing to pay for
+    planned = json.loads(run_cli("-C", str(tmp_path), "plan", "--json", "--replace", "edit").stdout)
+    assert [w["field"] for w in planned["warnings"]] == ["targets.edit.mask"]
+    image = Image.new(mode, (64, 64), colour)
+    image.putpixel((3, 3), (0, 0, 0, 0) if mode == "RGBA" else (0, 0) if mode == "LA" else (9, 9, 9))
+    image.save(tmp_path / "mask.png", "PNG", **options)  # one transparent pixel: a mask that may work
+    for command in (("validate",), ("plan",)):
+        assert "no transparent pixel" not in run_cli("-C", str(tmp_path), *command).stderr
+
+
 def test_jpeg_size_is_found_after_a_large_exif_segment(tmp_path: Path) -> None:
     exif = Image.Exif()
     exif[0x010E] = "x" * 60_000  # ImageDescription: pushes the SOF marker far from the start

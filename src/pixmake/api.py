@@ -14,7 +14,7 @@ import importlib.util
 import os
 import shlex
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import replace as dataclass_replace  # where a parameter is named replace
 from functools import cache, partial
@@ -335,7 +335,7 @@ def validate(project: Project, *, input_warnings: bool = True, select: Selection
     since it is not keyed by those files (:func:`plan` finds them afresh). ``select``: only the selected
     targets' files are checked (``make hero`` needs no other target's prerequisites either).
     """
-    from pixmake.inputs import check_inputs
+    from pixmake.inputs import check_inputs, opaque_masks
     from pixmake.manifest import MAX_MANIFEST_BYTES, Manifest, ProviderConfig, parse_manifest
 
     file = _display(project)
@@ -346,9 +346,13 @@ def validate(project: Project, *, input_warnings: bool = True, select: Selection
     def check_targets(targets: tuple[Target, ...]) -> tuple[Diagnostic, ...]:
         try:
             checked = _selected_names(targets, select)
-            warned.extend(check_inputs(project.root, Manifest(file, ProviderConfig(), targets), only=checked))
+            parsed = Manifest(file, ProviderConfig(), targets)
+            warned.extend(check_inputs(project.root, parsed, only=checked))
         except ManifestError as error:
             return _with_locked_hint(project, error).diagnostics
+        if input_warnings:  # validate reads every mask whole; a plan only those of edits it would pay for
+            chosen = targets if checked is None else [t for t in targets if t.name in checked]
+            warned.extend(opaque_masks(project.root, parsed, chosen))
         return ()
 
     manifest = parse_manifest(
@@ -644,6 +648,17 @@ def _emulator_config(manifest: Manifest) -> EmulatorConfig:
     return replace(DEFAULT_CONFIG, webhook_url=webhook, submit_rps=None, query_rps=None)
 
 
+def _opaque_masks_paid_for(project: Project, manifest: Manifest, plan: Plan) -> tuple[Diagnostic, ...]:
+    """A warning for each mask with no transparent pixel among the edits ``plan`` pays for (their pixels
+    are read: not on every plan, only before paying)."""
+    edits = [a.target for a in plan.actions if a.kind.paid and a.target is not None and a.target.mask is not None]
+    if not edits:
+        return ()
+    from pixmake.inputs import opaque_masks
+
+    return opaque_masks(project.root, manifest, edits)
+
+
 def _refuse_paying_for_lfs_pointers(plan: Plan) -> None:
     """A ConfigError when the plan would pay for outputs that are Git LFS pointers: the images exist, in LFS."""
     from pixmake.plan import LFS_POINTER
@@ -807,6 +822,7 @@ def plan(
     )
     _refuse_paying_for_lfs_pointers(result)
     _refuse_paying_when_git_refused(result, disk)
+    warned_inputs = (*warned_inputs, *_opaque_masks_paid_for(project, manifest, result))
     if (
         whole
         and sources
@@ -1127,6 +1143,7 @@ def build(
     restore: bool = False,
     prune: bool = False,
     max_images: int | None = None,
+    warn: Callable[[Sequence[Diagnostic]], None] | None = None,
 ) -> BuildResult:
     """Generate what the plan says, record it in the lockfile; ``emulator=True`` runs the bundled emulator.
 
@@ -1134,6 +1151,8 @@ def build(
     ``prune`` then deletes orphans' and stale outputs (:func:`prune`; the result's ``pruned``).
     ``manifest`` is the project's manifest when the caller already loaded it (:func:`load_manifest`).
     ``max_images`` refuses (ConfigError, before any request) a plan that would pay for more images.
+    ``warn`` is given what the plan finds only once it knows what it pays for (a mask with no transparent
+    pixel), before any request.
     Raises :class:`~pixmake.errors.ProjectBusyError` when another build holds the project, and
     ConfigError for ``prune`` with a selection.
     """
@@ -1146,6 +1165,7 @@ def build(
         "select": select,
         "restore": restore,
         "max_images": max_images,
+        "warn": warn,
     }
     from pixmake.store import project_lock
 
@@ -1293,6 +1313,7 @@ def _build(
     select: Selection | None = None,
     restore: bool = False,
     max_images: int | None = None,
+    warn: Callable[[Sequence[Diagnostic]], None] | None = None,
 ) -> BuildResult:
     """:func:`build` without the emulator and the prune, for a caller that holds the project lock."""
     from asyncio import CancelledError
@@ -1319,6 +1340,8 @@ def _build(
         restore=restore,
         builder=Builder.EMULATOR if settings.emulator else Builder.PROVIDER,
     )
+    if warn is not None and (found := _opaque_masks_paid_for(project, result.manifest, result.plan)):
+        warn(found)
     pending = result.pending
     images = result.plan.images_to_generate
     if max_images is not None and images > max_images:

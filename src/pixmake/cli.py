@@ -509,6 +509,7 @@ def build(
             restore=restore,
             prune=prune,
             max_images=max_images,
+            warn=_print_warnings,
         )
     except UserError as error:  # refused to start (a spend cap, no key): --json's stream says so too
         if isinstance(reporter, JsonReporter):
