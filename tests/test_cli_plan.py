@@ -1202,9 +1202,15 @@ def test_a_damaged_lock_never_committed_is_mended_free_by_following_its_message(
     refused = run_cli("-C", str(examples_copy), "plan")
     assert refused.exit_code != 0 and "or delete it if it was never committed" in refused.stderr
     lock.unlink()
+    charged = provider_env.emulator.ledger.charged_images
+    restored = [line.split()[2].rstrip(":") for line in plan(examples_copy)[1] if line.startswith("< restore")]
+    assert sorted(restored) == ["hero", "logo-tile", "mug-lifestyle", "mug-marble"]  # the history knows them
+    built(examples_copy)
+    assert plan(examples_copy, "--check")[0] == 0 and provider_env.emulator.ledger.charged_images == charged
+    lock.unlink()
+    shutil.rmtree(examples_copy / ".pixmake")  # a lock never committed, in a clone of its own: accept takes the files
     names = [line.split()[2].rstrip(":") for line in plan(examples_copy)[1] if line.startswith("+ create")]
     assert sorted(names) == ["hero", "logo-tile", "mug-lifestyle", "mug-marble"]
-    charged = provider_env.emulator.ledger.charged_images
     assert run_cli("-C", str(examples_copy), "accept", *names).exit_code == 0
     assert plan(examples_copy, "--check")[0] == 0 and provider_env.emulator.ledger.charged_images == charged
 
@@ -1240,6 +1246,7 @@ def test_a_lock_or_prompt_holding_terminal_codes_cannot_rewrite_the_plan_a_revie
     text = text.replace(json.dumps(entry.model), json.dumps(entry.model + "\x9b2J"))
     text = text.replace(entry.key, "0" * 64)
     lock.write_text(text)
+    shutil.rmtree(examples_copy / ".pixmake")  # the reviewer's clone: no history of hero's images
     for command in (("plan",), ("explain", "hero")):
         outcome = run_cli("-C", str(examples_copy), *command)
         assert not any(c in outcome.stdout + outcome.stderr for c in "\x1b\x07\x9b\u202e"), outcome.stdout
@@ -1326,3 +1333,105 @@ def test_an_unselected_target_whose_task_has_a_twins_inputs_and_whose_reference_
     edit_manifest(examples_copy, {"mug-lifestyle": {"references": ["photos/gone.png"]}})
     code, lines = plan(examples_copy, "windowsill")  # the task is mug-lifestyle's, for inputs it no longer has
     assert code == 0 and lines[0].startswith("+ create     windowsill"), lines
+
+
+def test_an_edit_built_then_discarded_with_git_and_made_again_is_not_paid_twice(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """The review (a studio): `git checkout -- .` after a build threw away the lock, the only record of which
+    cached images those inputs made; redoing the same edit, or making it on another branch, paid again."""
+    built(examples_copy)
+    git(examples_copy, "init", "-q")
+    git(examples_copy, "add", "-A")
+    git(examples_copy, "commit", "-qm", "v1")
+    manifest = examples_copy / "pixmake.yaml"
+    first = manifest.read_text()
+    manifest.write_text(first.replace("two colours", "three colours"))
+    built(examples_copy)  # pays for logo-tile's new prompt
+    made = (examples_copy / "assets/logo-tile.png").read_bytes()
+    submits = len(provider_env.emulator.submits())
+    git(examples_copy, "checkout", "-q", "--", ".")  # "didn't like it": the manifest, lock and image go back
+    manifest.write_text(first.replace("two colours", "three colours"))  # then changed their mind
+    assert plan(examples_copy)[1][0] == (
+        "< restore    logo-tile: same inputs as an earlier build, whose images are in .pixmake/objects"
+    )
+    built(examples_copy)
+    assert len(provider_env.emulator.submits()) == submits
+    assert (examples_copy / "assets/logo-tile.png").read_bytes() == made
+
+
+def test_a_build_that_would_replace_an_accepted_retouch_says_so_in_the_plan(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """The review (a studio): a retouch kept with `accept` was replaced by the next style change with no word,
+    where an edit not accepted got one; among 800 regenerations, 30 retouched cards were invisible."""
+    built(examples_copy)
+    logo = examples_copy / "assets/logo-tile.png"
+    write_png(logo, (32, 32), (200, 0, 0))
+    retouch = logo.read_bytes()
+    assert run_cli("-C", str(examples_copy), "accept", "logo-tile").exit_code == 0
+    assert parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"].accepted
+    assert plan(examples_copy, "--check")[0] == 0
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("A flat geometric logo tile", "A round logo tile"))
+    sha = hashlib.sha256(retouch).hexdigest()
+    code, lines = plan(examples_copy)
+    assert code == 0
+    assert lines[0] == (
+        "~ regenerate logo-tile: prompt changed: -[flat geometric] +[round]; will replace assets/logo-tile.png, "
+        f"which pixmake accept recorded (a retouch?); kept as .pixmake/objects/{sha[:2]}/{sha}"
+    )
+    assert lines[-1].endswith("; 1 file recorded by pixmake accept (retouches?) would be replaced")
+    [action] = [a for a in json.loads(run_cli("-C", str(examples_copy), "plan", "--json").stdout)["actions"]
+                if a["target"] == "logo-tile"]  # fmt: skip
+    assert {"path": "assets/logo-tile.png", "sha256": sha, "accepted": True} in [
+        r.get("details") for r in action["reasons"]
+    ]
+    built(examples_copy)
+    assert logo.read_bytes() != retouch and ObjectCache(examples_copy / ".pixmake/objects").has(sha)
+    assert not parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"].accepted
+    assert "accept" not in plan(examples_copy)[1][-1]
+
+
+def test_accept_takes_globs_and_tags_and_says_once_what_changed(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """The review (a studio): a typo fixed in a shared var planned 796 regenerations; accept, the way to keep
+    the images, took exact names only and printed a note per target."""
+    built(examples_copy)
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("soft key light", "soft key-light"))
+    assert plan(examples_copy)[1][-1] == "Plan: 3 to regenerate, 1 unchanged; 4 images to generate"
+    outcome = run_cli("-C", str(examples_copy), "accept", "logo-*", "--tag", "campaign-q4")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert [line.split(":")[0] for line in outcome.stdout.splitlines()] == [
+        "accepted logo-tile",
+        "accepted hero",
+        "accepted mug-lifestyle",
+        "accepted mug-marble",
+    ]
+    assert outcome.stderr.splitlines() == [
+        "pixmake: note: 3 targets' inputs differ from the lock's (their prompt, a reference or a parameter "
+        "changed): their files now stand for the current ones, and nothing is regenerated"
+    ]
+    assert plan(examples_copy, "--check") == (0, ["Plan: 4 unchanged; 0 images to generate"])
+    typo = run_cli("-C", str(examples_copy), "accept", "logo-tyle")
+    assert typo.exit_code == ExitCode.USER_ERROR and "no target matches 'logo-tyle'" in typo.stderr
+    nothing = run_cli("-C", str(examples_copy), "accept")
+    assert nothing.exit_code == ExitCode.USER_ERROR and "name the targets to accept" in nothing.stderr
+
+
+def test_plan_json_names_the_files_each_action_writes(examples_copy: Path) -> None:
+    """The review (a pull request's bot): without the output paths it could not show the images a change
+    replaces. A plan the no-op memo answers, and an orphan's lock entry, name them too."""
+
+    def outputs() -> dict[str, tuple[str, list[str]]]:
+        document = json.loads(run_cli("-C", str(examples_copy), "plan", "--json").stdout)
+        return {a["target"]: (a["action"], a["outputs"]) for a in document["actions"]}
+
+    hero = ["assets/hero-1.png", "assets/hero-2.png"]
+    assert outputs()["hero"] == ("create", hero)
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    assert outputs()["hero"] == ("unchanged", hero)  # answered by the memo
+    edit_manifest(examples_copy, {}, drop="hero")
+    assert outputs()["hero"] == ("orphan", hero)

@@ -914,9 +914,10 @@ def test_a_pulled_provider_image_is_never_replaced_by_a_placeholder_in_the_lock(
     lock_path, image = root / "pixmake.lock", root / "out" / "t0000.png"
     teammates = parse_lock(lock_path.read_text()).without({"t0001"})  # they pushed t0000 only
     teammates_lock, teammates_image = b"".join(lock_pieces(teammates)), image.read_bytes()
-    lock_path.unlink()  # this clone, before the pull: no lock, no images
+    lock_path.unlink()  # this clone, before the pull: no lock, no images, no local state
     for png in (root / "out").iterdir():
         png.unlink()
+    shutil.rmtree(root / ".pixmake")
 
     def _pull() -> None:
         lock_path.write_bytes(teammates_lock)

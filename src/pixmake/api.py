@@ -896,22 +896,28 @@ def explain(project: Project, name: str) -> Explanation:
     return Explanation(name, action.key, document, result.lock.entries.get(name), action, manifest.file)
 
 
-def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
-    """Record the files now at each target's output paths as its outputs (a retouched image is kept).
+def accept(project: Project, names: Iterable[str] = (), *, select: Selection | None = None) -> tuple[Accepted, ...]:
+    """Record the files now at each target's output paths as its outputs (a retouched image is kept):
+    the targets ``names`` names, and those ``select`` chooses (names, globs, tags: as a build's).
 
     The bytes are stored in the object cache; the lockfile is rewritten. Raises ConfigError for an
-    unknown target, a missing output file, or a target whose files are all untouched placeholders.
+    unknown target or a selector that matches none, a missing output file, or a target whose files are
+    all untouched placeholders.
     """
-    from pixmake.history import recall, remember
+    from pixmake.history import placeholder_images, remember
     from pixmake.reconcile import accept_outputs, write_lock_and_compact
+    from pixmake.select import select_targets
     from pixmake.store import project_lock
 
     names = tuple(dict.fromkeys(names))
     with project_lock(project.state_dir, "accept"):
-        manifest, _ = _load_manifest(project)
+        manifest, _ = _load_manifest(project, select)
         for name in names:
             _target_named(manifest, name, "accept")
         chosen = tuple(t for t in manifest.targets if t.name in names)
+        if select is not None and not select.everything:
+            selected = {t.name for t in select_targets(manifest.targets, select)}
+            chosen = tuple(t for t in manifest.targets if t.name in selected or t.name in names)
         lock, pending = load_lock(project)
         lock_before = lock
         from pixmake.scan import scan_project
@@ -921,8 +927,8 @@ def accept(project: Project, names: Iterable[str]) -> tuple[Accepted, ...]:
         )
         pending = _tasks_under_current_keys(pending, chosen, disk.file_hashes)
         # The placeholders of this lock, and of entries it no longer holds (a merge conflict kept the other side).
-        made = (*lock.entries.values(), *recall(project.history).values())
-        made_by_emulator = {o.sha256 for e in made if e.emulator for o in e.outputs}
+        made_by_emulator = {o.sha256 for e in lock.entries.values() if e.emulator for o in e.outputs}
+        made_by_emulator |= placeholder_images(project.history)
         accepted = []
         for target in chosen:
             entry = accept_outputs(project.root, target, disk.file_hashes, lock, project.objects)

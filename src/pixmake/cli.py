@@ -7,12 +7,13 @@ no traceback); anything else is a bug and shows its traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import IntEnum
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -228,6 +229,7 @@ def plan(
     if as_json:
         import json
 
+        outputs = _output_paths(planned)
         actions = [
             {
                 "target": a.name,
@@ -235,6 +237,7 @@ def plan(
                 "action": a.kind.value,
                 "key": a.key,
                 "images": a.images,
+                "outputs": outputs(a),
                 "reasons": [_reason_json(r) for r in a.reasons],
             }
             for a in result.actions
@@ -263,6 +266,26 @@ def plan(
         click.echo(f"Plan: {result.summary()}")
     if check and not result.up_to_date:
         sys.exit(ExitCode.CHANGES)
+
+
+def _output_paths(planned: Any) -> Callable[[Any], list[str]]:
+    """The files each action's target writes (an orphan: those its lock entry records), for ``plan --json``:
+    a review bot shows the images a change replaces."""
+    from pixmake.manifest import output_paths
+    from pixmake.plan import ActionKind
+
+    @functools.cache
+    def targets() -> dict[str, Any]:  # a plan the memo answered has no targets: the manifest cache has them
+        return {t.name: t for t in planned.manifest.targets}
+
+    def outputs(action: Any) -> list[str]:
+        if action.kind is ActionKind.ORPHAN:
+            entry = planned.lock.entries.get(action.name)
+            return [o.path for o in entry.outputs] if entry is not None else []
+        target = action.target if action.target is not None else targets().get(action.name)
+        return list(output_paths(target)) if target is not None else []
+
+    return outputs
 
 
 def _note_running_build(project: Any) -> None:
@@ -321,13 +344,18 @@ def explain(obj: _Context, target: str, as_json: bool) -> None:
 
 
 @cli.command(short_help="Keep the files now at TARGET's outputs.")
-@click.argument("targets", nargs=-1, required=True, metavar="TARGET...")
+@_TARGETS
+@_TAG
 @click.pass_obj
-def accept(obj: _Context, targets: tuple[str, ...]) -> None:
-    """Record the files now at TARGET's output paths as its outputs (keep a retouched image)."""
+def accept(obj: _Context, targets: tuple[str, ...], tags: tuple[str, ...]) -> None:
+    """Record the files now at the outputs of the targets named, matched or tagged as theirs (keep a
+    retouched image, or keep images for inputs changed in a way that shows in none)."""
     from pixmake import api
 
-    for accepted in api.accept(obj.project(), targets):
+    if not targets and not tags:
+        raise click.UsageError("name the targets to accept (names, globs or --tag TAG)")
+    changed: list[str] = []
+    for accepted in api.accept(obj.project(), select=_selection(targets, tags)):
         paths = ", ".join(o.path for o in accepted.entry.outputs)
         click.echo(f"accepted {accepted.name}: {paths}")
         if accepted.placeholders:
@@ -346,11 +374,16 @@ def accept(obj: _Context, targets: tuple[str, ...]) -> None:
                 err=True,
             )
         elif accepted.inputs_changed:
-            click.echo(
-                f"pixmake: note: {accepted.name}'s inputs differ from the lock's (its prompt, a reference or a "
-                "parameter changed): these files now stand for the current ones, and nothing is regenerated",
-                err=True,
-            )
+            changed.append(accepted.name)
+    if changed:  # one note for a selection: a shared var's typo fixed is hundreds of targets
+        one = len(changed) == 1
+        which = f"{changed[0]}'s inputs differ" if one else f"{len(changed)} targets' inputs differ"
+        click.echo(
+            f"pixmake: note: {which} from the lock's ({'its' if one else 'their'} prompt, a reference or a "
+            f"parameter changed): {'these' if one else 'their'} files now stand for the current ones, and "
+            "nothing is regenerated",
+            err=True,
+        )
 
 
 @cli.command(short_help="Drop TARGET's interrupted task.")

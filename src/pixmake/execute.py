@@ -420,6 +420,9 @@ class _Recorder:
             last = attempt + 1 == _LOCK_READS
             try:
                 self._fold_into_lock(changed, final=final, last=last)
+                if self.history is not None and changed:
+                    with contextlib.suppress(OSError):  # it only saves money later: the lock is written
+                        remember(self.history, changed.values(), made=True)
                 return
             except _LockMoved:  # changed while this fold wrote: merge again
                 continue

@@ -33,7 +33,7 @@ from pixmake.recordfile import paused_gc, read_record, write_record
 
 __all__ = ["LCACHE_VERSION", "load_lock_file"]
 
-LCACHE_VERSION: Final = 3
+LCACHE_VERSION: Final = 4
 _CLASSES: Final = (LockEntry, LockedOutput, LockedInput)
 
 
@@ -67,6 +67,7 @@ def _encode(lock: Lock) -> tuple[Any, ...]:
             e.task_id,
             tuple(map(_output, e.stale)),
             e.emulator,
+            e.accepted,
         )
         for name, e in lock.entries.items()
     )
@@ -76,7 +77,22 @@ def _decode(entries: Any) -> Lock:
     """The inverse of :func:`_encode`; raises TypeError or ValueError for anything else."""
     decoded: dict[str, LockEntry] = {}
     shared: dict[tuple[str, str], LockedInput] = {}  # an input many entries name is kept once
-    for name, key, model, prompt, size, n, outputs, references, mask, params, task_id, stale, emulator in entries:
+    for (
+        name,
+        key,
+        model,
+        prompt,
+        size,
+        n,
+        outputs,
+        references,
+        mask,
+        params,
+        task_id,
+        stale,
+        emulator,
+        accepted,
+    ) in entries:
         if type(name) is not str or type(params) is not dict:
             raise TypeError("not a lock cache entry")
         decoded[name] = LockEntry(
@@ -92,6 +108,7 @@ def _decode(entries: Any) -> Lock:
             task_id,
             tuple(starmap(LockedOutput, stale)),
             emulator is True,
+            accepted is True,
         )
     if len(decoded) != len(entries):
         raise ValueError("a target appears twice")

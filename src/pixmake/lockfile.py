@@ -92,7 +92,8 @@ class LockEntry:
     ``stale`` holds outputs the target wrote before its ``out`` or ``n`` changed and writes no longer;
     they stay recorded until ``build --prune`` deletes them, so a rename never leaves an untracked file.
     ``emulator`` marks outputs made by the bundled emulator (``build --emulator``): placeholders, which
-    a build against the provider regenerates.
+    a build against the provider regenerates. ``accepted`` marks outputs ``pixmake accept`` recorded (a
+    retouch, or images kept for new inputs): a plan says when a build would replace them.
     """
 
     key: str
@@ -107,6 +108,7 @@ class LockEntry:
     task_id: str | None = None
     stale: tuple[LockedOutput, ...] = ()
     emulator: bool = False
+    accepted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,8 @@ def entry_to_json(entry: LockEntry) -> dict[str, Any]:
         block["stale"] = [_output_json(o) for o in entry.stale]
     if entry.emulator:
         block["emulator"] = True
+    if entry.accepted:
+        block["accepted"] = True
     return block
 
 
@@ -206,9 +210,9 @@ def entry_from_json(block: Mapping[str, Any], shared: dict[tuple[str, str], Lock
     share one object: a brand image in 10,000 entries is kept once, not 10,000 times.
     """
     params = block.get("params", {})
-    emulator = block.get("emulator", False)
-    if not isinstance(emulator, bool):
-        raise TypeError("emulator is true or false")
+    emulator, accepted = block.get("emulator", False), block.get("accepted", False)
+    if not isinstance(emulator, bool) or not isinstance(accepted, bool):
+        raise TypeError("emulator and accepted are true or false")
     return LockEntry(
         key=str(block["key"]),
         model=sys.intern(str(block["model"])),
@@ -222,6 +226,7 @@ def entry_from_json(block: Mapping[str, Any], shared: dict[tuple[str, str], Lock
         task_id=block.get("task_id"),
         stale=tuple(_output(o) for o in block.get("stale", ())),
         emulator=emulator,
+        accepted=accepted,
     )
 
 

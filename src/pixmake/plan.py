@@ -277,6 +277,16 @@ class Plan:
         kept = (ActionKind.UNCHANGED, ActionKind.RESTORE)
         return tuple(a for a in self._actions if a.kind in kept and any(r.code == PLACEHOLDER for r in a.reasons))
 
+    @property
+    def replaced_accepted(self) -> tuple[str, ...]:
+        """Output files ``pixmake accept`` recorded that this plan's build would replace (their bytes are kept)."""
+        return tuple(
+            r.details["path"]
+            for a in self._actions or ()
+            for r in a.reasons
+            if r.code == "replaces-file" and r.details is not None and r.details.get("accepted")
+        )
+
     def summary(self) -> str:
         """One line: ``2 to create, 1 to regenerate, 40 unchanged; 3 images to generate``.
 
@@ -296,6 +306,12 @@ class Plan:
             parts.append(f"{len(self.unwritten)} finished target{'s' * many} to write into pixmake.lock")
         images = self.images_to_generate
         line = f"{', '.join(parts) or 'nothing to do'}; {images} image{'s' * (images != 1)} to generate"
+        accepted = self.replaced_accepted
+        if accepted:
+            line += (
+                f"; {len(accepted)} file{'s' * (len(accepted) != 1)} recorded by pixmake accept (retouches?) "
+                "would be replaced"
+            )
         kept = self.placeholders
         if kept:
             per_key = {a.key: _provider_images(a) for a in kept}  # twins are paid for once
@@ -528,7 +544,7 @@ def _built_before(
     if entry is not None:
         return entry, Reason("built-before", "same inputs as an earlier build, whose images are in .pixmake/objects")
     return _first_images_of_more(target, lock, by_key, disk, counts) or _first_images_of_earlier(
-        target, disk, earlier, earlier_counts
+        target, disk, earlier, earlier_counts, own=lock.entries.get(target.name)
     )
 
 
@@ -563,14 +579,22 @@ def _first_images_of_more(
 
 
 def _first_images_of_earlier(
-    target: Target, disk: DiskState, earlier: Callable[[str], LockEntry | None], earlier_counts: EarlierCounts | None
+    target: Target,
+    disk: DiskState,
+    earlier: Callable[[str], LockEntry | None],
+    earlier_counts: EarlierCounts | None,
+    *,
+    own: LockEntry | None = None,
 ) -> tuple[LockEntry, Reason] | None:
     """A remembered entry cut to its first ``target.n`` images, when its inputs are this target's but for a
-    higher n (``n`` lowered after a short result, say) and it holds the provider's images; with the reason."""
+    higher n (``n`` lowered after a short result, say) and it holds the provider's images; with the reason.
+    Not the target's ``own`` lock entry, remembered when it was made: the plan says "n lowered" of that one."""
     from pixmake.fingerprint import target_key
 
     for n in sorted(c for c in (earlier_counts(target) if earlier_counts else ()) if c > target.n):
         entry = earlier(target_key(dataclasses.replace(target, n=n), disk.file_hashes))
+        if entry is not None and own is not None and entry.key == own.key:
+            continue
         first = _first_images(entry, target.n, disk) if entry is not None and not entry.emulator else None
         if first is not None:
             images = "its first image" if target.n == 1 else f"its first {target.n} images"
@@ -741,11 +765,19 @@ def _replaced_files(
     written: list[str | None] = [o.sha256 for o in writes.outputs] if writes is not None else []
     written += [None] * (len(wanted) - len(written))  # a paid action keeping locked images writes new ones after
     reasons = []
+    accepted = entry is not None and entry.accepted
     for path, coming in zip(wanted, written, strict=False):
         actual = disk.file_hashes.get(path)
-        if actual is not None and actual not in (locked.get(path), coming) and path not in disk.damaged:
-            text = f"will replace existing file {path} (kept as .pixmake/objects/{actual[:2]}/{actual})"
-            reasons.append(Reason("replaces-file", text, {"path": path, "sha256": actual}))
+        if actual is None or actual == coming or path in disk.damaged:
+            continue
+        kept = f"kept as .pixmake/objects/{actual[:2]}/{actual}"
+        if actual != locked.get(path):
+            reasons.append(
+                Reason("replaces-file", f"will replace existing file {path} ({kept})", {"path": path, "sha256": actual})
+            )
+        elif accepted:  # a retouch the artist asked to keep: never replaced unsaid among hundreds of lines
+            text = f"will replace {path}, which pixmake accept recorded (a retouch?); {kept}"
+            reasons.append(Reason("replaces-file", text, {"path": path, "sha256": actual, "accepted": True}))
     return reasons
 
 

@@ -77,6 +77,7 @@ def accept_outputs(
     old = lock.entries.get(target.name)
     task_id = old.task_id if old is not None and old.key == key else None
     entry = lock_entry(target, key, hashes, tuple(outputs), task_id=task_id)  # the user's now, placeholders or not
+    entry = replace(entry, accepted=True)  # a build that would replace them says so
     # Outputs it wrote before (another out, a higher n) stay recorded as stale until build --prune.
     return entry if old is None else with_stale(entry, (*old.stale, *old.outputs))
 
