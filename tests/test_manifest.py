@@ -790,3 +790,55 @@ def test_a_newcomers_yaml_mistakes_get_a_hint_on_what_to_fix(yaml_text: str, lin
     diagnostics = _refused("version: 1\ntargets:\n" + yaml_text, file="m.yaml")
     [problem] = diagnostics
     assert problem.line == line and hint in problem.message, problem
+
+
+def test_a_tag_naming_an_undefined_variable_is_told_once() -> None:
+    """The review (a studio): a catalog column renamed under `tags: ["${rarity}"]` also gave a bogus "tag
+    '${rarity}' (after ${…}) may use only ASCII letters…" for the half-made value."""
+    text = 'version: 1\ntargets:\n  a:\n    prompt: x\n    tags: ["${rarity}", "ok", "${x}-${y}"]\n    out: a.png\n'
+    diagnostics = _refused(text, file="m.yaml")
+    assert [(d.field, d.message.split(" (")[0]) for d in diagnostics] == [
+        ("targets.a.tags[0]", "undefined variable 'rarity'"),
+        ("targets.a.tags[2]", "undefined variable 'x'"),
+        ("targets.a.tags[2]", "undefined variable 'y'"),
+    ]
+    defined = _refused(text.replace("version: 1\n", "version: 1\nvars: {rarity: rare, x: a b, y: c}\n"), file="m.yaml")
+    assert [(d.field, d.message) for d in defined] == [
+        ("targets.a.tags", "tag 'a b-c' (after ${…}) may use only ASCII letters, digits and _ . -")
+    ]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_a_catalog_a_merge_left_unresolved_is_told_once_at_its_first_marker(suffix: str) -> None:
+    """The review (a studio): a CSV with git's conflict markers gave "row has 1 column; the header has 5"
+    for every marker line; the manifest says what happened, and so does a catalog now."""
+    from pixmake.catalog import parse_catalog
+
+    header = "id,prompt\n" if suffix == "csv" else ""
+    ours, theirs = ("a,red mug\n", "a,blue mug\n") if suffix == "csv" else ('{"id": "a"}\n', '{"id": "b"}\n')
+    text = f"{header}<<<<<<< HEAD\n{ours}=======\n{theirs}>>>>>>> art-pass\n"
+    rows, problems = parse_catalog(text.encode(), file=f"cards.{suffix}")
+    assert rows == [] and [(d.line, d.message) for d in problems] == [
+        (
+            2 if suffix == "csv" else 1,
+            "git conflict marker <<<<<<<: a merge left this catalog unresolved; resolve the conflict (keep the "
+            "lines you want, delete the marker lines), then run again",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("", "path is empty (an empty catalog cell, or a variable with no value?)"),
+        ("./", "path './' names the project folder, not a file"),
+        ("..", "path '..' leaves the project root (use a relative path inside the project)"),
+    ],
+)
+def test_a_mask_path_that_names_no_file_says_why(value: str, said: str) -> None:
+    """The review (a studio): a catalog row with an empty mask cell gave "path '' leaves the project root"."""
+    text = (
+        f'version: 1\nvars: {{m: "{value}"}}\ntargets:\n  a:\n    prompt: x\n    references: [r.png]\n'
+        '    mask: "${m}"\n    out: a.png\n'
+    )
+    assert [d.message for d in _refused(text, file="m.yaml") if d.field == "targets.a.mask"] == [said]

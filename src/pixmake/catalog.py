@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from pixmake.errors import Diagnostic
 from pixmake.variables import text_value
+from pixmake.yamlmarks import unmerged
 
 __all__ = ["MAX_ROWS", "Row", "parse_catalog"]
 
@@ -133,6 +134,8 @@ def parse_catalog(data: bytes, *, file: str) -> tuple[list[Row], list[Diagnostic
     if "\0" in text:
         line = text[: text.index("\0")].count("\n") + 1
         return [], [Diagnostic(file, line, 1, "", "catalog contains a NUL byte; is it a binary file?")]
+    if (conflict := unmerged(text, "catalog")) is not None:  # not one "row has 1 column" per marker line
+        return [], [Diagnostic(file, conflict[0], 1, "", conflict[1])]
     if file.endswith(".jsonl"):
         return _jsonl(text, file)
     return _csv(text, file)

@@ -268,8 +268,15 @@ def _target(
     params = MappingProxyType(merged) if merged else _NO_PARAMS
     tags: list[str] = []
     for i, tag in enumerate([*defaults.get("tags", []), *body.get("tags", [])]):
-        value = text(tag, (*where, "tags", i)) if "${" in tag else tag
-        if not _TAG.fullmatch(value):
+        failed = False
+        if "${" in tag:
+            value, problems = interpolate(tag, variables)
+            for problem in problems:
+                add((*where, "tags", i), problem)
+            failed = bool(problems)  # its half-made value is no tag to judge
+        else:
+            value = tag
+        if not failed and not _TAG.fullmatch(value):
             add((*where, "tags"), f"tag {value!r} (after ${{…}}) may use only ASCII letters, digits and _ . -")
         tags.append(_shared(value))
     key_line, key_column = locate(ctx.doc, where, key=True)

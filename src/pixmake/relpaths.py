@@ -50,6 +50,10 @@ def normal_path(raw: str) -> str | None:
 
 def leaves_root_message(raw: str) -> str:
     """The ``unsafe-path`` diagnostic text for a path :func:`normal_path` refused."""
+    if not raw:
+        return "path is empty (an empty catalog cell, or a variable with no value?)"
+    if not raw.startswith("/") and all(part in ("", ".") for part in raw.split("/")):  # ".", "./"
+        return f"path {raw!r} names the project folder, not a file"
     if "\\" in raw and not raw.startswith(("/", "\\", "~")) and not re.match(r"^[A-Za-z]:", raw):
         return f"path {raw!r} has a backslash: separate folders with / (on every system)"
     return f"path {raw!r} leaves the project root (use a relative path inside the project)"

@@ -23,7 +23,17 @@ from pixmake.errors import Diagnostic, ManifestError
 from pixmake.schema import field_path
 from pixmake.variables import text_value
 
-__all__ = ["MAX_EXPANDED_NODES", "Mark", "MarkedDict", "MarkedList", "OnComment", "OnEntry", "OnRetyped", "load_yaml"]
+__all__ = [
+    "MAX_EXPANDED_NODES",
+    "Mark",
+    "MarkedDict",
+    "MarkedList",
+    "OnComment",
+    "OnEntry",
+    "OnRetyped",
+    "load_yaml",
+    "unmerged",
+]
 
 MAX_EXPANDED_NODES: Final = 2_000_000
 _TAG_PREFIX: Final = "tag:yaml.org,2002:"
@@ -388,16 +398,24 @@ def _expanded_size(root: Any) -> int:
 _CONFLICT_MARKER: Final = re.compile(r"^(<{7}|\|{7}|={7}|>{7})(?: |\r?$)", re.MULTILINE)
 
 
+def unmerged(text: str, what: str) -> tuple[int, str] | None:
+    """A file git could not merge (``what`` it is: "manifest", "catalog"): the line of its first conflict
+    marker, and what to say of it; None without one."""
+    found = _CONFLICT_MARKER.search(text)
+    if found is None:
+        return None
+    message = (
+        f"git conflict marker {found.group(1)}: a merge left this {what} unresolved; resolve the conflict "
+        "(keep the lines you want, delete the marker lines), then run again"
+    )
+    return text.count("\n", 0, found.start()) + 1, message
+
+
 def _raise_if_mid_merge(text: str, file: str) -> None:
     """A manifest git could not merge: its first conflict marker, not the YAML error the markers cause."""
-    found = _CONFLICT_MARKER.search(text)
+    found = unmerged(text, "manifest")
     if found is not None:
-        line = text.count("\n", 0, found.start()) + 1
-        message = (
-            f"git conflict marker {found.group(1)}: a merge left this manifest unresolved; resolve the conflict "
-            "(keep the lines you want, delete the marker lines), then run again"
-        )
-        raise ManifestError.at(file, line, 1, "", message) from None
+        raise ManifestError.at(file, found[0], 1, "", found[1]) from None
 
 
 def _syntax_message(text: str, line: int, column: int, what: str) -> str:
