@@ -533,3 +533,26 @@ def test_a_build_refused_for_its_manifest_or_url_says_so_on_its_json_stream(
         assert outcome.exit_code == ExitCode.USER_ERROR
         [event] = [json.loads(line) for line in outcome.stdout.splitlines()]
         assert event["event"] == "build_refused" and outcome.stderr.startswith("pixmake: error: ")
+
+
+def test_a_second_manifest_in_a_folder_never_writes_the_first_ones_lock_and_state(tmp_path: Path) -> None:
+    """`pixmake -f sprites.yaml build --prune` beside pixmake.yaml shared its pixmake.lock and .pixmake/: it
+    pruned pixmake.yaml's images as orphans (and a build drops an orphan's journaled paid task)."""
+    (tmp_path / "pixmake.yaml").write_text("version: 1\ntargets:\n  a:\n    prompt: a\n    out: a.png\n")
+    (tmp_path / "sprites.yaml").write_text("version: 1\ntargets:\n  b:\n    prompt: b\n    out: b.png\n")
+    assert run_cli("-C", str(tmp_path), "build", "--emulator").exit_code == 0
+    lock = (tmp_path / "pixmake.lock").read_bytes()
+    said = (
+        f"pixmake: error: pixmake.lock and .pixmake/ in {tmp_path} are pixmake.yaml's: sprites.yaml beside it would "
+        "share them (its build would drop pixmake.yaml's targets and their paid tasks); keep sprites.yaml in a "
+        "folder of its own (with -C that folder), or delete pixmake.yaml if sprites.yaml replaces it"
+    )
+    for command in (["build", "--emulator", "--prune"], ["accept", "b"], ["forget", "b"], ["gc"]):
+        refused = run_cli("-C", str(tmp_path), "-f", "sprites.yaml", *command)
+        assert (refused.exit_code, refused.stderr.strip()) == (ExitCode.USER_ERROR, said), command
+    assert (tmp_path / "a.png").exists() and (tmp_path / "pixmake.lock").read_bytes() == lock
+    assert run_cli("-C", str(tmp_path), "-f", "sprites.yaml", "plan").exit_code == 0  # a what-if: writes no lock
+    (tmp_path / "pixmake.yaml").rename(tmp_path / "main.yaml")  # renamed: the lock and state go with it
+    assert run_cli("-C", str(tmp_path), "-f", "main.yaml", "build", "--emulator").exit_code == 0
+    refused = run_cli("-C", str(tmp_path), "-f", "sprites.yaml", "build", "--emulator")
+    assert refused.exit_code == ExitCode.USER_ERROR and "are main.yaml's" in refused.stderr

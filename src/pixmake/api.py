@@ -14,7 +14,7 @@ import importlib.util
 import os
 import shlex
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import replace as dataclass_replace  # where a parameter is named replace
 from functools import cache, partial
@@ -206,6 +206,81 @@ def _claim_state(folder: Path, project: Project) -> None:
             "project a cache folder of its own (its journal and object cache are one project's); if this is "
             f"that project, moved, write {identity} into {owner}"
         )
+
+
+_OWNER: Final = "manifest"  # in .pixmake/: the name of the manifest whose lock and state these are
+
+
+@contextlib.contextmanager
+def _holding(project: Project, command: str = "build") -> Iterator[None]:
+    """Hold the project for ``command`` (one writer of its lock, journal and outputs at a time), as the
+    manifest whose lock and state they are (see :func:`_own_state`)."""
+    from pixmake.store import project_lock
+
+    with project_lock(project.state_dir, command):
+        _own_state(project)
+        yield
+
+
+def _own_state(project: Project) -> None:
+    """Refuse a manifest that would share ``pixmake.lock`` and ``.pixmake/`` with another one in its folder:
+    its build would drop the other's targets' paid tasks from the journal, and its prune their images.
+
+    The folder's lock and state are the manifest that first wrote them (named in ``.pixmake/manifest``)
+    while it is there, else ``pixmake.yaml`` when it is there (a fresh clone), else this one, which
+    then claims them (a renamed manifest takes them over). ``plan`` is not refused: it writes none of it.
+    """
+    record = project.state_dir / _OWNER
+    try:
+        claimed = record.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        claimed = ""
+    owner = None
+    if _a_manifest_beside(project, claimed):
+        if not _same_file(project.root / claimed, project.manifest):
+            owner = claimed
+    elif _a_manifest_beside(project, "pixmake.yaml") and not _same_file(
+        project.root / "pixmake.yaml", project.manifest
+    ):
+        owner = "pixmake.yaml"
+    elif claimed != project.manifest.name:
+        from pixmake.store import atomic_write
+
+        with contextlib.suppress(OSError):  # best effort: a read-only state folder is refused elsewhere
+            atomic_write(record, project.manifest.name.encode() + b"\n", durable=False)
+    if owner is not None:
+        name = project.manifest.name
+        raise ConfigError(
+            f"{project.lockfile.name} and .pixmake/ in {_display_folder(project.root)} are {owner}'s: {name} beside it "
+            f"would share them (its build would drop {owner}'s targets and their paid tasks); keep {name} in a "
+            f"folder of its own (with -C that folder), or delete {owner} if {name} replaces it"
+        )
+
+
+def _a_manifest_beside(project: Project, name: str) -> bool:
+    """Whether ``name`` (a bare file name) is a file in the project's folder."""
+    return (
+        bool(name)
+        and "/" not in name
+        and "\\" not in name
+        and name not in (".", "..")
+        and (project.root / name).is_file()
+    )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _display_folder(folder: Path) -> str:
+    try:
+        shown = str(folder.relative_to(Path.cwd()))
+    except ValueError:
+        return str(folder)
+    return "this folder" if shown == "." else shown
 
 
 def _state_elsewhere_on_purpose(state: Path, root: Path) -> bool:
@@ -907,10 +982,9 @@ def accept(project: Project, names: Iterable[str] = (), *, select: Selection | N
     from pixmake.history import placeholder_images, remember
     from pixmake.reconcile import accept_outputs, write_lock_and_compact
     from pixmake.select import select_targets
-    from pixmake.store import project_lock
 
     names = tuple(dict.fromkeys(names))
-    with project_lock(project.state_dir, "accept"):
+    with _holding(project, "accept"):
         manifest, _ = _load_manifest(project, select)
         for name in names:
             _target_named(manifest, name, "accept")
@@ -959,10 +1033,9 @@ def forget(project: Project, names: Iterable[str]) -> tuple[PendingSubmit, ...]:
     pays again if the provider had made it. Holds the project lock: no build runs meanwhile.
     """
     from pixmake.journal import Journal
-    from pixmake.store import project_lock
 
     names = tuple(dict.fromkeys(names))
-    with project_lock(project.state_dir, "forget"):
+    with _holding(project, "forget"):
         _, pending = load_lock(project)
         missing = [name for name in names if name not in pending]
         if missing:
@@ -985,10 +1058,9 @@ def sweep(project: Project, *, keep_days: float = 14.0, dry_run: bool = False) -
     """Delete cached images no lock (this one with its journal, and git's at every ref) has referred to for
     ``keep_days``; see :mod:`pixmake.sweep`. Holds the project lock: no build runs meanwhile."""
     from pixmake.history import compact
-    from pixmake.store import project_lock
     from pixmake.sweep import sweep as sweep_objects
 
-    with project_lock(project.state_dir, "gc"):
+    with _holding(project, "gc"):
         lock, _ = load_lock(project)
         swept = sweep_objects(
             project.state_dir / "objects",
@@ -1005,9 +1077,8 @@ def sweep(project: Project, *, keep_days: float = 14.0, dry_run: bool = False) -
 
 def prune(project: Project) -> PruneResult:
     """Delete orphans' and stale outputs (safely; see :mod:`pixmake.reconcile`) and drop them from the lock."""
-    from pixmake.store import project_lock
 
-    with project_lock(project.state_dir, "prune"):
+    with _holding(project, "prune"):
         return _prune(project)
 
 
@@ -1173,9 +1244,8 @@ def build(
         "max_images": max_images,
         "warn": warn,
     }
-    from pixmake.store import project_lock
 
-    with project_lock(project.state_dir):  # one hold for the build and its prune: no command comes between
+    with _holding(project):  # one hold for the build and its prune: no command comes between
         built_from = _manifest_files(project) if prune else {}
         whole = not replace and not restore and (select is None or select.everything)
         remembered = memo_plan(project) if whole else None  # a no-op, proved by stats alone: as plan --check
