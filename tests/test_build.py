@@ -375,3 +375,25 @@ def test_every_file_is_opened_in_binary_mode_where_descriptors_default_to_text(
             decoded.load()
     plan = run_cli("-C", str(examples_copy), "plan", "--check")
     assert plan.exit_code == 0, plan.stdout + plan.stderr
+
+
+def test_a_prune_after_a_new_output_layout_leaves_no_empty_folders(examples_copy: Path) -> None:
+    """The review (a studio): moving every out to a new layout, then `build --prune`, left the old folders
+    empty. Folders that still hold anything stay, and so does a symlinked folder's target."""
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    (examples_copy / "assets/notes.txt").write_text("keep me")
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("out: assets/", "out: art/v2/"))
+    (examples_copy / "old/deep").mkdir(parents=True)
+    outcome = run_cli("-C", str(examples_copy), "build", "--emulator", "--prune")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert sorted(p.name for p in (examples_copy / "assets").iterdir()) == ["notes.txt"]
+    assert (examples_copy / "old/deep").is_dir()  # not pixmake's to remove
+    (examples_copy / "real").mkdir()
+    (examples_copy / "shots").symlink_to("real")
+    manifest.write_text(manifest.read_text().replace("out: art/v2/", "out: shots/"))
+    assert run_cli("-C", str(examples_copy), "build", "--emulator", "--prune").exit_code == 0
+    assert not (examples_copy / "art").exists() and any((examples_copy / "real").iterdir())
+    manifest.write_text(manifest.read_text().replace("out: shots/", "out: art/v3/"))
+    assert run_cli("-C", str(examples_copy), "build", "--emulator", "--prune").exit_code == 0
+    assert (examples_copy / "real").is_dir() and not any((examples_copy / "real").iterdir())  # the link's target

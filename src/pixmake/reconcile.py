@@ -124,6 +124,20 @@ def _delete_outputs(
             objects.put(path.read_bytes())
         os.unlink(path)
         deleted.append(output.path)
+        base = root.resolve()
+        if (base / output.path).parent == path.parent:  # not through a symlinked folder: a link would dangle
+            _remove_emptied_folders(base, path.parent)
+
+
+def _remove_emptied_folders(root: Path, folder: Path) -> None:
+    """Remove ``folder`` and its parents up to ``root`` (never it) while the prune left them empty: an old
+    output layout leaves no tree of empty folders (git keeps none either)."""
+    while folder != root and folder.is_relative_to(root):
+        try:
+            os.rmdir(folder)  # only an empty folder: anything in it stays, and so does it
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def _claimed_files(root: Path, claimed: frozenset[str]) -> Callable[[Path], bool]:
