@@ -1435,3 +1435,36 @@ def test_plan_json_names_the_files_each_action_writes(examples_copy: Path) -> No
     assert outputs()["hero"] == ("unchanged", hero)  # answered by the memo
     edit_manifest(examples_copy, {}, drop="hero")
     assert outputs()["hero"] == ("orphan", hero)
+
+
+def test_a_fresh_clone_going_back_to_inputs_a_tag_locked_restores_their_committed_images_free(
+    examples_copy: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review (a studio): reverting an art-direction change cost the author's machine nothing (its
+    history) but a fresh clone or a CI runner every image again, while git held the lock and the images."""
+    built(examples_copy)
+    git(examples_copy, "init", "-q")
+    git(examples_copy, "add", "-A")
+    git(examples_copy, "commit", "-qm", "v1")
+    git(examples_copy, "tag", "v1")
+    v1 = (examples_copy / "assets/logo-tile.png").read_bytes()
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("soft key light", "hard rim light"))
+    built(examples_copy)
+    git(examples_copy, "commit", "-qam", "v2: a new style")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(examples_copy), str(clone))
+    submits = len(provider_env.emulator.submits())
+    (clone / "pixmake.yaml").write_text(manifest.read_text().replace("hard rim light", "soft key light"))
+    code, lines = plan(clone)
+    assert code == 0
+    assert lines == [
+        "< restore    logo-tile: same inputs as an earlier build, whose images git holds",
+        "< restore    hero: same inputs as an earlier build, whose images git holds",
+        "< restore    mug-lifestyle: same inputs as an earlier build, whose images git holds",
+        "Plan: 3 to restore, 1 unchanged; 0 images to generate",
+    ]
+    built(clone)
+    assert len(provider_env.emulator.submits()) == submits
+    assert (clone / "assets/logo-tile.png").read_bytes() == v1
+    assert plan(clone, "--check")[0] == 0

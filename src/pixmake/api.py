@@ -880,21 +880,34 @@ def plan(
             return frozenset()
         return counts.get((target.model, target.size, keyed_prompt(target.prompt)), frozenset())
 
-    result = make_plan(
-        targets,
-        lock,
-        disk,
-        replace=replace,
-        restore=restore,
-        orphans=orphans,
-        pending=pending,
-        builder=builder or Builder.EITHER,
-        earlier=earlier,
-        earlier_counts=earlier_counts,
-        unselected=unselected,
-        now=time.time(),
-        unwritten=unwritten,
-    )
+    now = time.time()
+
+    def planned(disk: DiskState, earlier: Callable[[str], LockEntry | None]) -> Plan:
+        return make_plan(
+            targets,
+            lock,
+            disk,
+            replace=replace,
+            restore=restore,
+            orphans=orphans,
+            pending=pending,
+            builder=builder or Builder.EITHER,
+            earlier=earlier,
+            earlier_counts=earlier_counts,
+            unselected=unselected,
+            now=now,
+            unwritten=unwritten,
+        )
+
+    result = planned(disk, earlier)
+    paying = {a.key for a in result.actions if a.kind.paid and a.key is not None and a.name not in replace}
+    if paying:  # a fresh clone going back to earlier inputs: the lock at a tag or branch may have them
+        from pixmake.gitlocks import committed_entries
+
+        committed = committed_entries(project.root, paying)
+        if committed.entries:
+            disk = dataclass_replace(disk, in_git={**disk.in_git, **committed.blobs})
+            result = planned(disk, lambda key: earlier(key) or committed.entries.get(key))
     _refuse_paying_for_lfs_pointers(result)
     _refuse_paying_when_git_refused(result, disk)
     warned_inputs = (*warned_inputs, *_opaque_masks_paid_for(project, manifest, result))

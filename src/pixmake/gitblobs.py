@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-__all__ = ["Committed", "committed_images", "in_git_work_tree", "read_blobs", "untracked"]
+__all__ = ["Committed", "blobs_at", "committed_images", "in_git_work_tree", "read_blobs", "untracked"]
 
 _OBJECT_ID: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 repositories
 
@@ -100,7 +100,28 @@ def _blobs_at(git: str, root: Path, paths: list[str], *, head: bool) -> list[lis
     except (OSError, subprocess.CalledProcessError):
         return None
     revisions = ("", tree) if tree else ("",)  # no HEAD before the first commit
-    queries = [f"{revision}:{prefix}{path}" for path in paths for revision in revisions]
+    found = _batch_check(git, root, [f"{revision}:{prefix}{path}" for path in paths for revision in revisions])
+    if found is None:
+        return None
+    per = len(revisions)
+    return [found[i : i + per] for i in range(0, len(found), per)]
+
+
+def blobs_at(root: Path, queries: list[str]) -> list[tuple[str, int] | None]:
+    """(blob id, size) of what each ``REVISION:./PATH`` query names (a file of a commit, relative to
+    ``root``), None where git holds nothing there; all None outside a git work tree, in a partial clone
+    (a lookup would fetch), or when git fails."""
+    git = _git(root) if queries else None
+    try:
+        if git is None or _run(git, root, "config", "--get", "extensions.partialClone").strip():
+            return [None] * len(queries)
+    except (OSError, subprocess.CalledProcessError, _Refused):
+        return [None] * len(queries)
+    return _batch_check(git, root, queries) or [None] * len(queries)
+
+
+def _batch_check(git: str, root: Path, queries: list[str]) -> list[tuple[str, int] | None] | None:
+    """``git cat-file --batch-check`` of each query: (blob id, size) or None; None when git fails."""
     # All at once, through files: git writes each "missing" line on its own, so through pipes 10,000
     # missing outputs took 1.2 s of polling.
     try:
@@ -122,8 +143,7 @@ def _blobs_at(git: str, root: Path, paths: list[str], *, head: bool) -> list[lis
         fields = answer.split(" ")
         whole = len(fields) == 3 and _OBJECT_ID.fullmatch(fields[0]) and fields[1] == "blob" and fields[2].isdigit()
         found.append((fields[0], int(fields[2])) if whole else None)
-    per = len(revisions)
-    return [found[i : i + per] for i in range(0, len(found), per)]
+    return found
 
 
 @dataclass(frozen=True, slots=True)

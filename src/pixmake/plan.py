@@ -542,7 +542,8 @@ def _built_before(
             return source, Reason(code, f"same inputs as locked target {twin!r}", {"from": twin})
     entry = earlier(key)
     if entry is not None:
-        return entry, Reason("built-before", "same inputs as an earlier build, whose images are in .pixmake/objects")
+        where = "git holds" if all(o.sha256 in disk.in_git for o in entry.outputs) else "are in .pixmake/objects"
+        return entry, Reason("built-before", f"same inputs as an earlier build, whose images {where}")
     return _first_images_of_more(target, lock, by_key, disk, counts) or _first_images_of_earlier(
         target, disk, earlier, earlier_counts, own=lock.entries.get(target.name)
     )

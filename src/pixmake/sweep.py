@@ -88,9 +88,10 @@ def _revisions(git: str, root: Path) -> dict[str, str]:
     return revs
 
 
-def git_locks(root: Path) -> Iterator[tuple[str, str]]:
-    """``(where, text)`` of each distinct version of ``root/pixmake.lock`` that git holds at a ref, a HEAD or
-    in the index (see the module); nothing when ``root`` is in no git work tree.
+def git_locks(root: Path) -> Iterator[tuple[str, str, str]]:
+    """``(where, revision, text)`` of each distinct version of ``root/pixmake.lock`` that git holds at a ref, a
+    HEAD or in the index (its revision ``""``: ``REVISION:./PATH`` names a file beside it there); nothing when
+    ``root`` is in no git work tree.
 
     Raises ConfigError when it is in one but git is missing or fails: then what the locks there refer to
     is unknown.
@@ -103,23 +104,24 @@ def git_locks(root: Path) -> Iterator[tuple[str, str]]:
             f"{root} is in a git work tree but git is not on PATH, so the locks of its branches and tags "
             f"cannot be read; {_NOTHING_DELETED}"
         )
-    named = {f"{sha}:./pixmake.lock": name for sha, name in _revisions(git, root).items()}
-    named[":./pixmake.lock"] = "the index"
-    queries = list(named)
-    checked = _git(git, root, "cat-file", "--batch-check", stdin="".join(f"{q}\n" for q in queries).encode())
-    blobs: dict[str, str] = {}  # blob id -> where it was first found
-    for query, line in zip(queries, checked.decode(errors="replace").splitlines(), strict=True):
+    named = {sha: name for sha, name in _revisions(git, root).items()}
+    named[""] = "the index"
+    revisions = list(named)
+    queries = "".join(f"{revision}:./pixmake.lock\n" for revision in revisions).encode()
+    checked = _git(git, root, "cat-file", "--batch-check", stdin=queries)
+    blobs: dict[str, str] = {}  # blob id -> the revision it was first found at
+    for revision, line in zip(revisions, checked.decode(errors="replace").splitlines(), strict=True):
         fields = line.split(" ")
         if len(fields) == 3 and fields[1] == "blob":
-            blobs.setdefault(fields[0], named[query])
+            blobs.setdefault(fields[0], revision)
     if not blobs:
         return
     out = _git(git, root, "cat-file", "--batch", stdin="".join(f"{blob}\n" for blob in blobs).encode())
     at = 0
-    for where in blobs.values():
+    for revision in blobs.values():
         end = out.index(b"\n", at)
         size = int(out[at:end].split(b" ")[2])
-        yield where, out[end + 1 : end + 1 + size].decode("utf-8", errors="replace")
+        yield named[revision], revision, out[end + 1 : end + 1 + size].decode("utf-8", errors="replace")
         at = end + 1 + size + 1
 
 
@@ -168,7 +170,7 @@ def sweep(
         )
     keep = referenced([lock])
     locks = 1
-    for where, text in git_locks(root):
+    for where, _, text in git_locks(root):
         if text.startswith("version https://git-lfs"):
             raise ConfigError(f"pixmake.lock at {where} is a Git LFS pointer, which gc cannot read; {_NOTHING_DELETED}")
         try:
