@@ -552,7 +552,9 @@ def test_a_second_manifest_in_a_folder_never_writes_the_first_ones_lock_and_stat
         assert (refused.exit_code, refused.stderr.strip()) == (ExitCode.USER_ERROR, said), command
     assert (tmp_path / "a.png").exists() and (tmp_path / "pixmake.lock").read_bytes() == lock
     assert run_cli("-C", str(tmp_path), "-f", "sprites.yaml", "plan").exit_code == 0  # a what-if: writes no lock
-    (tmp_path / "pixmake.yaml").rename(tmp_path / "main.yaml")  # renamed: the lock and state go with it
-    assert run_cli("-C", str(tmp_path), "-f", "main.yaml", "build", "--emulator").exit_code == 0
+    (tmp_path / "pixmake.yaml").rename(tmp_path / "main.yaml")  # renamed: sprites.yaml may not take them over
     refused = run_cli("-C", str(tmp_path), "-f", "sprites.yaml", "build", "--emulator")
     assert refused.exit_code == ExitCode.USER_ERROR and "are main.yaml's" in refused.stderr
+    (tmp_path / "sprites.yaml").unlink()  # alone again: the renamed manifest takes the lock and state over
+    assert run_cli("-C", str(tmp_path), "-f", "main.yaml", "build", "--emulator").exit_code == 0
+    assert (tmp_path / ".pixmake/manifest").read_text() == "main.yaml\n"

@@ -1372,6 +1372,10 @@ def test_a_build_that_would_replace_an_accepted_retouch_says_so_in_the_plan(
     assert run_cli("-C", str(examples_copy), "accept", "logo-tile").exit_code == 0
     assert parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"].accepted
     assert plan(examples_copy, "--check")[0] == 0
+    logo.unlink()
+    built(examples_copy)  # put back from the cache: still the retouch, and still said to be one
+    assert logo.read_bytes() == retouch
+    assert parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"].accepted
     manifest = examples_copy / "pixmake.yaml"
     manifest.write_text(manifest.read_text().replace("A flat geometric logo tile", "A round logo tile"))
     sha = hashlib.sha256(retouch).hexdigest()
@@ -1452,6 +1456,11 @@ def test_a_fresh_clone_going_back_to_inputs_a_tag_locked_restores_their_committe
     manifest.write_text(manifest.read_text().replace("soft key light", "hard rim light"))
     built(examples_copy)
     git(examples_copy, "commit", "-qam", "v2: a new style")
+    git(examples_copy, "checkout", "-q", "-b", "aaa", "v1")  # a branch with v1's lock, its logo not in git:
+    git(examples_copy, "rm", "-q", "--cached", "assets/logo-tile.png")  # listed before the tag that has it
+    git(examples_copy, "commit", "-qm", "logo untracked")
+    (examples_copy / "assets/logo-tile.png").unlink()
+    git(examples_copy, "checkout", "-q", "-")
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(examples_copy), str(clone))
     submits = len(provider_env.emulator.submits())
@@ -1468,3 +1477,62 @@ def test_a_fresh_clone_going_back_to_inputs_a_tag_locked_restores_their_committe
     assert len(provider_env.emulator.submits()) == submits
     assert (clone / "assets/logo-tile.png").read_bytes() == v1
     assert plan(clone, "--check")[0] == 0
+
+
+def test_the_history_grows_with_images_made_not_with_restores(examples_copy: Path) -> None:
+    """The diff review: every restore appended its entry again (200 targets, outputs deleted 3 times: 800
+    lines), and every plan that reads the history read them all."""
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    history = examples_copy / ".pixmake/history.jsonl"
+    made = history.read_bytes()
+    assert len(made.splitlines()) == 4  # the four targets' first images
+    for _ in range(2):
+        shutil.rmtree(examples_copy / "assets")
+        assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    assert history.read_bytes() == made
+
+
+def test_a_plan_in_a_partial_clone_fetches_nothing(examples_copy: Path, tmp_path: Path) -> None:
+    """The diff review: a partial clone's plan fetched the lock at a tag (over ssh it could wait on a
+    password); git before 2.40 marks such a clone by its remote's `promisor` alone."""
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    git(examples_copy, "init", "-q")
+    git(examples_copy, "config", "uploadpack.allowFilter", "true")
+    git(examples_copy, "add", "-A")
+    git(examples_copy, "commit", "-qm", "v1")
+    git(examples_copy, "tag", "v1")
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("soft key light", "hard rim light"))
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    git(examples_copy, "commit", "-qam", "v2")
+    clone = tmp_path / "partial"
+    git(tmp_path, "clone", "-q", "--filter=blob:none", f"file://{examples_copy}", str(clone))
+
+    def missing() -> int:
+        listed = subprocess.run(
+            ["git", "rev-list", "--objects", "--all", "--missing=print"], cwd=clone, capture_output=True, check=True
+        )
+        return listed.stdout.count(b"\n?")
+
+    before = missing()
+    assert before > 0
+    (clone / "pixmake.yaml").write_text(manifest.read_text().replace("hard rim light", "soft key light"))
+    code, lines = plan(clone, "--provider")
+    assert code == 0 and lines[-1].startswith("Plan: 4 to regenerate"), lines
+    assert missing() == before
+
+
+def test_accept_of_a_glob_leaves_out_untouched_placeholders_and_says_so(examples_copy: Path) -> None:
+    """The diff review: `accept 'card-*'` refused the whole batch when one matched target held untouched
+    placeholders; named one by one, such a target is still refused."""
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    write_png(examples_copy / "assets/logo-tile.png", (32, 32), (0, 120, 0))  # retouched
+    outcome = run_cli("-C", str(examples_copy), "accept", "*")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.stdout.splitlines() == ["accepted logo-tile: assets/logo-tile.png"]
+    assert outcome.stderr.splitlines() == [
+        "pixmake: note: left out hero, mug-lifestyle, mug-marble: their files are build --emulator's "
+        "placeholders, untouched (a build without --emulator generates the images)"
+    ]
+    named = run_cli("-C", str(examples_copy), "accept", "hero")
+    assert named.exit_code == ExitCode.USER_ERROR and "hero's files are build --emulator's placeholders" in named.stderr

@@ -111,7 +111,8 @@ def test_a_mask_that_can_be_transparent_but_has_no_transparent_pixel_is_warned_o
     tmp_path: Path, mode: str, colour: tuple[int, ...], options: dict[str, object]
 ) -> None:
     """Its header says it can be transparent; its pixels say it is not: the edit may repaint nothing. The
-    pixels are read by validate and before paying; once the edit is built, plans read them no more."""
+    pixels are read before paying only (validate of 10,000 masked edits would decode 10,000 masks, 23 ms
+    each); once the edit is built, plans read them no more."""
     write_png(tmp_path / "photo.png", (64, 64))
     Image.new(mode, (64, 64), colour).save(tmp_path / "mask.png", "PNG", **options)
     (tmp_path / "pixmake.yaml").write_text(
@@ -123,7 +124,8 @@ def test_a_mask_that_can_be_transparent_but_has_no_transparent_pixel_is_warned_o
         "pixel (every pixel is opaque): a mask's transparent pixels mark what is repainted, "
         "so this one may repaint nothing; paint that area transparent"
     )
-    for command in (("validate",), ("plan",), ("build", "--emulator")):
+    assert warning not in run_cli("-C", str(tmp_path), "validate").stderr
+    for command in (("plan",), ("build", "--emulator")):
         outcome = run_cli("-C", str(tmp_path), *command)
         assert outcome.exit_code == 0 and outcome.stderr.splitlines().count(warning) == 1, (command, outcome.stderr)
     assert warning not in run_cli("-C", str(tmp_path), "plan").stderr  # built: nothing to pay for
@@ -132,8 +134,7 @@ def test_a_mask_that_can_be_transparent_but_has_no_transparent_pixel_is_warned_o
     image = Image.new(mode, (64, 64), colour)
     image.putpixel((3, 3), (0, 0, 0, 0) if mode == "RGBA" else (0, 0) if mode == "LA" else (9, 9, 9))
     image.save(tmp_path / "mask.png", "PNG", **options)  # one transparent pixel: a mask that may work
-    for command in (("validate",), ("plan",)):
-        assert "no transparent pixel" not in run_cli("-C", str(tmp_path), *command).stderr
+    assert "no transparent pixel" not in run_cli("-C", str(tmp_path), "plan", "--replace", "edit").stderr
 
 
 def test_jpeg_size_is_found_after_a_large_exif_segment(tmp_path: Path) -> None:

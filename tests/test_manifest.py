@@ -802,6 +802,15 @@ def test_a_tag_naming_an_undefined_variable_is_told_once() -> None:
         ("targets.a.tags[2]", "undefined variable 'x'"),
         ("targets.a.tags[2]", "undefined variable 'y'"),
     ]
+    with_defaults = text.replace("version: 1\n", 'version: 1\ndefaults: {tags: ["${nope}"]}\n').replace(
+        "  a:\n", "  a:\n    prompt: x\n    tags: [ok]\n    out: a.png\n  b:\n", 1
+    )
+    assert [(d.field, d.line, d.message.split(" (")[0]) for d in _refused(with_defaults, file="m.yaml")] == [
+        ("defaults.tags[0]", 2, "undefined variable 'nope'"),  # once, not once per target
+        ("targets.b.tags[0]", 10, "undefined variable 'rarity'"),
+        ("targets.b.tags[2]", 10, "undefined variable 'x'"),
+        ("targets.b.tags[2]", 10, "undefined variable 'y'"),
+    ]
     defined = _refused(text.replace("version: 1\n", "version: 1\nvars: {rarity: rare, x: a b, y: c}\n"), file="m.yaml")
     assert [(d.field, d.message) for d in defined] == [
         ("targets.a.tags", "tag 'a b-c' (after ${…}) may use only ASCII letters, digits and _ . -")

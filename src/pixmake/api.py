@@ -227,8 +227,9 @@ def _own_state(project: Project) -> None:
     its build would drop the other's targets' paid tasks from the journal, and its prune their images.
 
     The folder's lock and state are the manifest that first wrote them (named in ``.pixmake/manifest``)
-    while it is there, else ``pixmake.yaml`` when it is there (a fresh clone), else this one, which
-    then claims them (a renamed manifest takes them over). ``plan`` is not refused: it writes none of it.
+    while it is there; else (a fresh clone, the owner renamed) this one's, which then claims them, if it
+    is ``pixmake.yaml`` or no other manifest is beside it (``pixmake.yaml``, or a YAML file that looks like
+    one: keep each in a folder of its own). ``plan`` is not refused: it writes none of it.
     """
     record = project.state_dir / _OWNER
     try:
@@ -239,10 +240,8 @@ def _own_state(project: Project) -> None:
     if _a_manifest_beside(project, claimed):
         if not _same_file(project.root / claimed, project.manifest):
             owner = claimed
-    elif _a_manifest_beside(project, "pixmake.yaml") and not _same_file(
-        project.root / "pixmake.yaml", project.manifest
-    ):
-        owner = "pixmake.yaml"
+    elif project.manifest.name != "pixmake.yaml" and (other := _another_manifest_beside(project)) is not None:
+        owner = other  # no owner here (a fresh clone, the owner renamed), and this is not pixmake.lock's namesake
     elif claimed != project.manifest.name:
         from pixmake.store import atomic_write
 
@@ -266,6 +265,22 @@ def _a_manifest_beside(project: Project, name: str) -> bool:
         and name not in (".", "..")
         and (project.root / name).is_file()
     )
+
+
+def _another_manifest_beside(project: Project) -> str | None:
+    """Another manifest in the project's folder (``pixmake.yaml`` first, else the first YAML file that looks
+    like one), whose the folder's lock and state may be: then no other manifest may claim them."""
+    if _a_manifest_beside(project, "pixmake.yaml") and not _same_file(project.root / "pixmake.yaml", project.manifest):
+        return "pixmake.yaml"
+    try:
+        names = sorted(e.name for e in os.scandir(project.root) if e.name.endswith((".yaml", ".yml")) and e.is_file())
+    except OSError:
+        return None
+    for name in names:
+        path = project.root / name
+        if not _same_file(path, project.manifest) and _looks_like_a_manifest(path):
+            return name
+    return None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -410,7 +425,7 @@ def validate(project: Project, *, input_warnings: bool = True, select: Selection
     since it is not keyed by those files (:func:`plan` finds them afresh). ``select``: only the selected
     targets' files are checked (``make hero`` needs no other target's prerequisites either).
     """
-    from pixmake.inputs import check_inputs, opaque_masks
+    from pixmake.inputs import check_inputs
     from pixmake.manifest import MAX_MANIFEST_BYTES, Manifest, ProviderConfig, parse_manifest
 
     file = _display(project)
@@ -425,9 +440,6 @@ def validate(project: Project, *, input_warnings: bool = True, select: Selection
             warned.extend(check_inputs(project.root, parsed, only=checked))
         except ManifestError as error:
             return _with_locked_hint(project, error).diagnostics
-        if input_warnings:  # validate reads every mask whole; a plan only those of edits it would pay for
-            chosen = targets if checked is None else [t for t in targets if t.name in checked]
-            warned.extend(opaque_masks(project.root, parsed, chosen))
         return ()
 
     manifest = parse_manifest(
@@ -900,11 +912,14 @@ def plan(
         )
 
     result = planned(disk, earlier)
-    paying = {a.key for a in result.actions if a.kind.paid and a.key is not None and a.name not in replace}
+    paying = [a for a in result.actions if a.kind.paid and a.key is not None and a.name not in replace]
     if paying:  # a fresh clone going back to earlier inputs: the lock at a tag or branch may have them
+        from pixmake.fingerprint import verbatim_key
         from pixmake.gitlocks import committed_entries
 
-        committed = committed_entries(project.root, paying)
+        keys = {a.key for a in paying if a.key is not None}
+        written = {verbatim_key(a.target, disk.file_hashes) for a in paying if a.target is not None}
+        committed = committed_entries(project.root, keys, written)
         if committed.entries:
             disk = dataclass_replace(disk, in_git={**disk.in_git, **committed.blobs})
             result = planned(disk, lambda key: earlier(key) or committed.entries.get(key))
@@ -984,15 +999,23 @@ def explain(project: Project, name: str) -> Explanation:
     return Explanation(name, action.key, document, result.lock.entries.get(name), action, manifest.file)
 
 
-def accept(project: Project, names: Iterable[str] = (), *, select: Selection | None = None) -> tuple[Accepted, ...]:
+def accept(
+    project: Project,
+    names: Iterable[str] = (),
+    *,
+    select: Selection | None = None,
+    skipped: list[str] | None = None,
+) -> tuple[Accepted, ...]:
     """Record the files now at each target's output paths as its outputs (a retouched image is kept):
     the targets ``names`` names, and those ``select`` chooses (names, globs, tags: as a build's).
 
     The bytes are stored in the object cache; the lockfile is rewritten. Raises ConfigError for an
-    unknown target or a selector that matches none, a missing output file, or a target whose files are
-    all untouched placeholders.
+    unknown target or a selector that matches none, a missing output file, or a target named (in
+    ``names``, or by name in ``select``) whose files are all untouched placeholders; such a target that
+    a glob or tag chose is left out, its name appended to ``skipped`` (a glob over placeholders and retouches).
     """
     from pixmake.history import placeholder_images, remember
+    from pixmake.manifest import output_paths
     from pixmake.reconcile import accept_outputs, write_lock_and_compact
     from pixmake.select import select_targets
 
@@ -1018,17 +1041,24 @@ def accept(project: Project, names: Iterable[str] = (), *, select: Selection | N
         made_by_emulator |= placeholder_images(project.history)
         accepted = []
         for target in chosen:
+            if all(disk.file_hashes.get(path) in made_by_emulator for path in output_paths(target)):
+                if (
+                    target.name not in names
+                    and target.name not in (select.names if select else ())
+                    and skipped is not None
+                ):
+                    skipped.append(target.name)
+                    continue
+                raise ConfigError(
+                    f"accept: {target.name}'s files are build --emulator's placeholders, untouched: nothing to "
+                    "keep (accept would lock them as real; a build without --emulator generates the images)"
+                )
             entry = accept_outputs(project.root, target, disk.file_hashes, lock, project.objects)
             before = lock.entries.get(target.name)
             lock = lock.with_entry(target.name, entry)
             task = pending.get(target.name)
             journaled = task is not None and task.key == entry.key and not task.emulator  # the emulator's: dropped
             placeholders = tuple(o.path for o in entry.outputs if o.sha256 in made_by_emulator)
-            if len(placeholders) == len(entry.outputs):
-                raise ConfigError(
-                    f"accept: {target.name}'s files are build --emulator's placeholders, untouched: nothing to "
-                    "keep (accept would lock them as real; a build without --emulator generates the images)"
-                )
             changed = before is not None and before.key != entry.key
             accepted.append(Accepted(target.name, entry, changed, journaled, placeholders))
         replaced = [lock_before.entries[a.name] for a in accepted if a.inputs_changed]

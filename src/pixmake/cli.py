@@ -355,7 +355,8 @@ def accept(obj: _Context, targets: tuple[str, ...], tags: tuple[str, ...]) -> No
     if not targets and not tags:
         raise click.UsageError("name the targets to accept (names, globs or --tag TAG)")
     changed: list[str] = []
-    for accepted in api.accept(obj.project(), select=_selection(targets, tags)):
+    skipped: list[str] = []
+    for accepted in api.accept(obj.project(), select=_selection(targets, tags), skipped=skipped):
         paths = ", ".join(o.path for o in accepted.entry.outputs)
         click.echo(f"accepted {accepted.name}: {paths}")
         if accepted.placeholders:
@@ -375,6 +376,13 @@ def accept(obj: _Context, targets: tuple[str, ...], tags: tuple[str, ...]) -> No
             )
         elif accepted.inputs_changed:
             changed.append(accepted.name)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        click.echo(
+            f"pixmake: note: left out {shown}: {'its' if len(skipped) == 1 else 'their'} files are build "
+            "--emulator's placeholders, untouched (a build without --emulator generates the images)",
+            err=True,
+        )
     if changed:  # one note for a selection: a shared var's typo fixed is hundreds of targets
         one = len(changed) == 1
         which = f"{changed[0]}'s inputs differ" if one else f"{len(changed)} targets' inputs differ"

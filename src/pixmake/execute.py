@@ -350,6 +350,7 @@ class _Recorder:
         self._ours = finished_targets(journal.path)
         self._recovered = frozenset(self._ours)  # in _base, from the journal: not in the lockfile until a fold
         self._changing: Mapping[str, LockEntry] = {}  # the entries of the fold in flight
+        self._made: dict[str, LockEntry] = {}  # recorded with new images since the last fold: for the history
         self.history = history
 
     def _reattach(self) -> None:
@@ -395,8 +396,11 @@ class _Recorder:
             self.journal.dropped(target, key)
             del self.pending[target]
 
-    def record(self, name: str, entry: LockEntry) -> bool:
-        """A target finished: journal its lock entry; True when enough accumulated for a fold."""
+    def record(self, name: str, entry: LockEntry, *, made: bool = False) -> bool:
+        """A target finished: journal its lock entry; True when enough accumulated for a fold. ``made``: new
+        images, whose entry the fold also appends to the history (a restore's is there or in a lock already)."""
+        if made:
+            self._made[name] = entry
         held = self._start.entries.get(name)
         was = held.key if held is not None else None
         self._reattach()
@@ -407,22 +411,25 @@ class _Recorder:
         self.pending.pop(name, None)
         return not self._folding and len(self._since_snapshot) >= max(64, self._size // 4)
 
-    def _write_lock(self, changed: Mapping[str, LockEntry], *, final: bool) -> None:
+    def _write_lock(
+        self, changed: Mapping[str, LockEntry], *, final: bool, made: Mapping[str, LockEntry] | None = None
+    ) -> None:
         """Worker thread: fold ``changed`` into the lock; before the ``final`` fold, into the build's own copy too.
 
         Later folds merge into the copy in ``.pixmake/``, not into ``pixmake.lock``. The copy needs no
         fsync: only this build reads it. When ``pixmake.lock`` changed on disk (a pull, a checkout), the
         fold takes its entries as well: theirs win over the build's copy, this build's own win over
         theirs (but never a placeholder over a provider's image), and no entry is dropped, so an
-        older lock checked out mid-build cannot make a paid image's entry disappear.
+        older lock checked out mid-build cannot make a paid image's entry disappear. Then the ``made``
+        entries (new images) are appended to the history: a lock change thrown away later loses no image.
         """
         for attempt in range(_LOCK_READS):
             last = attempt + 1 == _LOCK_READS
             try:
                 self._fold_into_lock(changed, final=final, last=last)
-                if self.history is not None and changed:
+                if self.history is not None and made:
                     with contextlib.suppress(OSError):  # it only saves money later: the lock is written
-                        remember(self.history, changed.values(), made=True)
+                        remember(self.history, made.values(), made=True)
                 return
             except _LockMoved:  # changed while this fold wrote: merge again
                 continue
@@ -524,11 +531,13 @@ class _Recorder:
         try:
             self._reattach()
             changed, self._since_snapshot = self._since_snapshot, {}
+            made, self._made = self._made, {}
             self._changing = changed
             try:
-                await anyio.to_thread.run_sync(functools.partial(self._write_lock, changed, final=final))
+                await anyio.to_thread.run_sync(functools.partial(self._write_lock, changed, final=final, made=made))
             except BaseException as error:
                 self._since_snapshot = {**changed, **self._since_snapshot}  # the next fold writes them
+                self._made = {**made, **self._made}
                 if isinstance(error, _LockUnreadable):
                     if not final:
                         return  # the build goes on; its entries wait in the journal for a readable lock
@@ -969,6 +978,8 @@ class Executor:
             for path, o in zip(paths, source.outputs, strict=True)
         )
         entry = self._entry(action.target, action.key, outputs, source.task_id, emulator=source.emulator)
+        if source.accepted:  # a retouch put back (or copied to a twin) is still one: a plan says when it goes
+            entry = dataclasses.replace(entry, accepted=True)
         with anyio.CancelScope(shield=True):
             await self._record(action.name, entry)
         return tuple(path for path in paths if path not in action.kept)
@@ -1092,11 +1103,12 @@ class Executor:
         with anyio.CancelScope(shield=True):
             await self.recorder.journal.durable()
 
-    async def _record(self, name: str, entry: LockEntry) -> None:
-        """Journal a finished target's lock entry and fold when due; call it shielded."""
+    async def _record(self, name: str, entry: LockEntry, *, made: bool = False) -> None:
+        """Journal a finished target's lock entry and fold when due; call it shielded. ``made``: its images
+        are new (generated or collected), not restored: the history remembers the entry."""
         if name in self._twins:  # its twins copy what it is locked under
             self._locked[name] = entry
-        if self.recorder.record(name, entry):
+        if self.recorder.record(name, entry, made=made):
             await self.recorder.fold()
 
     async def _resume(self, target: Target, pending: PendingSubmit) -> TaskStatus | None:
@@ -1559,7 +1571,9 @@ class Executor:
                         functools.partial(self._keep, target.name, paths, blobs, leave=leave)
                     )
                     await self._record(
-                        target.name, self._entry(target, key, outputs, status.task_id, emulator=self.settings.emulator)
+                        target.name,
+                        self._entry(target, key, outputs, status.task_id, emulator=self.settings.emulator),
+                        made=True,
                     )
                 if unwritten is not None:  # locked and cached, so never paid for again; the target still failed
                     raise unwritten

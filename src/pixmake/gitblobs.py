@@ -23,7 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-__all__ = ["Committed", "blobs_at", "committed_images", "in_git_work_tree", "read_blobs", "untracked"]
+__all__ = [
+    "Committed",
+    "blobs_at",
+    "committed_images",
+    "git_env",
+    "in_git_work_tree",
+    "partial_clone",
+    "read_blobs",
+    "run_git",
+    "untracked",
+]
 
 _OBJECT_ID: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 repositories
 
@@ -39,7 +49,7 @@ class _CatFile:
     def __init__(self, git: str, root: Path) -> None:
         self._process = subprocess.Popen(
             [git, "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=_env(),
+            stderr=subprocess.DEVNULL, env=git_env(),
         )  # fmt: skip
 
     def blob(self, blob: str) -> bytes | None:
@@ -69,14 +79,27 @@ class _Refused(Exception):
     """Git refuses to read the repository (owned by another user: ``safe.directory``); its own words."""
 
 
-def _env() -> dict[str, str]:
-    """The environment git runs in: never fetching a blob a partial clone lacks (git 2.44 and later; earlier
-    ones are not asked at all, see :func:`_blobs_at`) — a plan needs no network."""
+def git_env() -> dict[str, str]:
+    """The environment git runs in for a plan: never fetching a blob a partial clone lacks (git 2.44 and
+    later; earlier ones are not asked at all, see :func:`partial_clone`) — a plan needs no network."""
     return {**os.environ, "GIT_NO_LAZY_FETCH": "1"}
 
 
-def _run(git: str, root: Path, *args: str) -> str:
-    done = subprocess.run([git, *args], cwd=root, capture_output=True, check=False, env=_env())
+def partial_clone(git: str, root: Path) -> bool:
+    """Whether the repository is a partial clone (``--filter``), whose missing blobs git would fetch one by
+    one; git sets ``extensions.partialClone``, or (before 2.40 or so) only a remote's ``promisor``. Raises
+    what :func:`run_git` raises."""
+    if run_git(git, root, "config", "--get", "extensions.partialClone").strip():
+        return True
+    promisors = run_git(git, root, "config", "--get-regexp", r"^remote\..*\.promisor$")
+    return any(line.split()[-1:] == ["true"] for line in promisors.splitlines())
+
+
+def run_git(git: str, root: Path, *args: str) -> str:
+    """Git's output (never fetching: :func:`git_env`); raises CalledProcessError when it fails (exit 1,
+    ``rev-parse --verify -q`` or ``grep`` finding nothing, is no failure), ``_Refused`` when git refuses to
+    read the repository."""
+    done = subprocess.run([git, *args], cwd=root, capture_output=True, check=False, env=git_env())
     if done.returncode not in (0, 1):  # 1: `rev-parse --verify -q` found nothing
         said = done.stderr.decode(errors="replace")
         if "safe.directory" in said:  # the folder git names (the work tree's top), quoted to paste
@@ -93,10 +116,10 @@ def _blobs_at(git: str, root: Path, paths: list[str], *, head: bool) -> list[lis
     refuses to read), and in a partial clone, whose missing blobs git would fetch one by one (a plan needs
     no network)."""
     try:
-        if _run(git, root, "config", "--get", "extensions.partialClone").strip():  # a lookup would fetch
+        if partial_clone(git, root):  # a lookup would fetch
             return None
-        prefix = _run(git, root, "rev-parse", "--show-prefix").strip()  # the project's folder in the repository
-        tree = _run(git, root, "rev-parse", "-q", "--verify", "HEAD^{tree}").strip() if head else ""  # once
+        prefix = run_git(git, root, "rev-parse", "--show-prefix").strip()  # the project's folder in the repository
+        tree = run_git(git, root, "rev-parse", "-q", "--verify", "HEAD^{tree}").strip() if head else ""  # once
     except (OSError, subprocess.CalledProcessError):
         return None
     revisions = ("", tree) if tree else ("",)  # no HEAD before the first commit
@@ -113,7 +136,7 @@ def blobs_at(root: Path, queries: list[str]) -> list[tuple[str, int] | None]:
     (a lookup would fetch), or when git fails."""
     git = _git(root) if queries else None
     try:
-        if git is None or _run(git, root, "config", "--get", "extensions.partialClone").strip():
+        if git is None or partial_clone(git, root):
             return [None] * len(queries)
     except (OSError, subprocess.CalledProcessError, _Refused):
         return [None] * len(queries)
@@ -130,7 +153,7 @@ def _batch_check(git: str, root: Path, queries: list[str]) -> list[tuple[str, in
             asked.seek(0)
             done = subprocess.run(
                 [git, "cat-file", "--batch-check"], cwd=root, stdin=asked, stdout=told, stderr=subprocess.DEVNULL,
-                check=False, env=_env(),
+                check=False, env=git_env(),
             )  # fmt: skip
             told.seek(0)
             answers = told.read().decode(errors="replace").splitlines()

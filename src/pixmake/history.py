@@ -31,10 +31,11 @@ def _line(entry: LockEntry) -> bytes:
 
 
 def remember(path: Path, entries: Iterable[LockEntry], *, made: bool = False) -> None:
-    """Append those of ``entries`` not remembered already, durably: the lock entries they were are gone once
-    the build writes the lock. (A prompt toggled back and forth, or a build retried after a refused key,
-    adds nothing new.) ``made``: entries a build just locked, new as a rule: appended without reading the
-    history (a lock change discarded with git, or another branch's build, still finds their images)."""
+    """Append ``entries`` durably: the lock entries they were are gone once the build writes the lock. Those
+    remembered already are left out (a prompt toggled back and forth, or a build retried after a refused
+    key, adds nothing new), except with ``made``: entries of images a build just generated, new by nature,
+    appended without reading the history (a lock change discarded with git, or another branch's build,
+    still finds their images)."""
     lines = dict.fromkeys(map(_line, entries))
     if not lines:
         return

@@ -267,17 +267,18 @@ def _target(
     merged = {**defaults.get("params", {}), **body.get("params", {})}
     params = MappingProxyType(merged) if merged else _NO_PARAMS
     tags: list[str] = []
-    for i, tag in enumerate([*defaults.get("tags", []), *body.get("tags", [])]):
+    inherited_tags = [(("defaults", "tags", i), tag) for i, tag in enumerate(defaults.get("tags", []))]
+    for path, tag in [*inherited_tags, *(((*where, "tags", i), tag) for i, tag in enumerate(body.get("tags", [])))]:
         failed = False
         if "${" in tag:
             value, problems = interpolate(tag, variables)
             for problem in problems:
-                add((*where, "tags", i), problem)
+                add(path, problem)
             failed = bool(problems)  # its half-made value is no tag to judge
         else:
             value = tag
         if not failed and not _TAG.fullmatch(value):
-            add((*where, "tags"), f"tag {value!r} (after ${{…}}) may use only ASCII letters, digits and _ . -")
+            add(path[:-1], f"tag {value!r} (after ${{…}}) may use only ASCII letters, digits and _ . -")
         tags.append(_shared(value))
     key_line, key_column = locate(ctx.doc, where, key=True)
     fields = [str(key_column)]  # see Target.fields

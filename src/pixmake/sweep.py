@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixmake.errors import ConfigError, LockfileError
-from pixmake.gitblobs import in_git_work_tree
+from pixmake.gitblobs import git_env, in_git_work_tree
 from pixmake.lockfile import Lock, parse_lock
 from pixmake.store import atomic_write, holds_state
 
-__all__ = ["SweepResult", "git_locks", "referenced", "sweep"]
+__all__ = ["SweepResult", "git_locks", "ref_revisions", "referenced", "sweep"]
 
 _DAY = 86_400.0
 _NOTHING_DELETED = "nothing was deleted"
@@ -60,38 +60,39 @@ def referenced(locks: Iterable[Lock]) -> set[str]:
     return {o.sha256 for lock in locks for entry in lock.entries.values() for o in (*entry.outputs, *entry.stale)}
 
 
-def _git(git: str, root: Path, *args: str, stdin: bytes = b"", check: bool = True) -> bytes:
-    done = subprocess.run([git, *args], cwd=root, input=stdin, capture_output=True, check=False)
+def _git(git: str, root: Path, *args: str, stdin: bytes = b"", check: bool = True, fetch: bool = True) -> bytes:
+    """Run git; ``fetch=False``: a partial clone's missing objects are not fetched (git 2.44 and later)."""
+    env = None if fetch else git_env()
+    done = subprocess.run([git, *args], cwd=root, input=stdin, capture_output=True, check=False, env=env)
     if check and done.returncode != 0:
         why = done.stderr.decode(errors="replace").strip().splitlines()
         raise ConfigError(f"git {args[0]} failed ({why[0] if why else done.returncode}); {_NOTHING_DELETED}")
     return done.stdout
 
 
-def _revisions(git: str, root: Path) -> dict[str, str]:
-    """Every revision whose lock gc must keep, by object id, each with a name for messages."""
+def ref_revisions(git: str, root: Path, *, fetch: bool = True) -> dict[str, str]:
+    """Every revision whose lock gc must keep (each ref's, each stash entry's, each worktree's HEAD), by
+    object id, each with a name for messages. Raises ConfigError when git fails."""
     revs: dict[str, str] = {}
-    for line in (
-        _git(git, root, "for-each-ref", "--format=%(objectname) %(refname)").decode(errors="replace").splitlines()
-    ):
+    refs = _git(git, root, "for-each-ref", "--format=%(objectname) %(refname)", fetch=fetch)
+    for line in refs.decode(errors="replace").splitlines():
         sha, _, name = line.partition(" ")
         revs.setdefault(sha, name)
         if name == "refs/stash":  # every stash entry, not only the newest
-            for entry in _git(git, root, "log", "-g", "--format=%H", "refs/stash").decode().split():
+            for entry in _git(git, root, "log", "-g", "--format=%H", "refs/stash", fetch=fetch).decode().split():
                 revs.setdefault(entry, "a stash entry")
-    for line in _git(git, root, "worktree", "list", "--porcelain").decode(errors="replace").splitlines():
+    for line in _git(git, root, "worktree", "list", "--porcelain", fetch=fetch).decode(errors="replace").splitlines():
         if line.startswith("HEAD "):
             revs.setdefault(line[5:], "a worktree's HEAD")
-    head = _git(git, root, "rev-parse", "--verify", "-q", "HEAD", check=False).decode().strip()
+    head = _git(git, root, "rev-parse", "--verify", "-q", "HEAD", check=False, fetch=fetch).decode().strip()
     if head:  # none before the first commit
         revs.setdefault(head, "HEAD")
     return revs
 
 
-def git_locks(root: Path) -> Iterator[tuple[str, str, str]]:
-    """``(where, revision, text)`` of each distinct version of ``root/pixmake.lock`` that git holds at a ref, a
-    HEAD or in the index (its revision ``""``: ``REVISION:./PATH`` names a file beside it there); nothing when
-    ``root`` is in no git work tree.
+def git_locks(root: Path) -> Iterator[tuple[str, str]]:
+    """``(where, text)`` of each distinct version of ``root/pixmake.lock`` that git holds at a ref, a HEAD or
+    in the index (see the module); nothing when ``root`` is in no git work tree.
 
     Raises ConfigError when it is in one but git is missing or fails: then what the locks there refer to
     is unknown.
@@ -104,24 +105,23 @@ def git_locks(root: Path) -> Iterator[tuple[str, str, str]]:
             f"{root} is in a git work tree but git is not on PATH, so the locks of its branches and tags "
             f"cannot be read; {_NOTHING_DELETED}"
         )
-    named = {sha: name for sha, name in _revisions(git, root).items()}
-    named[""] = "the index"
-    revisions = list(named)
-    queries = "".join(f"{revision}:./pixmake.lock\n" for revision in revisions).encode()
-    checked = _git(git, root, "cat-file", "--batch-check", stdin=queries)
-    blobs: dict[str, str] = {}  # blob id -> the revision it was first found at
-    for revision, line in zip(revisions, checked.decode(errors="replace").splitlines(), strict=True):
+    named = {f"{sha}:./pixmake.lock": name for sha, name in ref_revisions(git, root).items()}
+    named[":./pixmake.lock"] = "the index"
+    queries = list(named)
+    checked = _git(git, root, "cat-file", "--batch-check", stdin="".join(f"{q}\n" for q in queries).encode())
+    blobs: dict[str, str] = {}  # blob id -> where it was first found
+    for query, line in zip(queries, checked.decode(errors="replace").splitlines(), strict=True):
         fields = line.split(" ")
         if len(fields) == 3 and fields[1] == "blob":
-            blobs.setdefault(fields[0], revision)
+            blobs.setdefault(fields[0], named[query])
     if not blobs:
         return
     out = _git(git, root, "cat-file", "--batch", stdin="".join(f"{blob}\n" for blob in blobs).encode())
     at = 0
-    for revision in blobs.values():
+    for where in blobs.values():
         end = out.index(b"\n", at)
         size = int(out[at:end].split(b" ")[2])
-        yield named[revision], revision, out[end + 1 : end + 1 + size].decode("utf-8", errors="replace")
+        yield where, out[end + 1 : end + 1 + size].decode("utf-8", errors="replace")
         at = end + 1 + size + 1
 
 
@@ -170,7 +170,7 @@ def sweep(
         )
     keep = referenced([lock])
     locks = 1
-    for where, _, text in git_locks(root):
+    for where, text in git_locks(root):
         if text.startswith("version https://git-lfs"):
             raise ConfigError(f"pixmake.lock at {where} is a Git LFS pointer, which gc cannot read; {_NOTHING_DELETED}")
         try:
