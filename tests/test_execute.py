@@ -657,6 +657,49 @@ def test_a_task_past_max_wait_fails_with_the_status_last_polled(emulator: Emulat
     assert failure.error.endswith(f" still {seen} after 1 s; it stays journaled and the next build resumes it")
 
 
+def test_a_build_paused_past_max_wait_polls_once_more_before_failing(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """The review (a long build): SIGSTOPped (or a VM paused) past max_wait, a build failed tasks finished
+    long before with "still queued", the status seen before the pause, without asking again."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.5, submit_rps=None, query_rps=None))
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    project = api.open_project(root)
+
+    class Paused(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetPolled) and len([e for e in self.events if isinstance(e, TargetPolled)]) == 1:
+                time.sleep(1.5)  # the whole process stopped: no poll, no clock check, past the deadline
+
+    reporter = Paused()
+    result = api.build(project, fast_settings(project, emulator, max_wait=1.0), reporter=reporter)
+    assert result.ok, result.failed
+    assert (root / "hero.png").exists()
+
+
+def test_a_task_the_provider_loses_mid_build_says_the_next_build_pays_again_by_itself(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review (a long build): an emulator restarted mid-build answered 404 to the polls, and the failure
+    said "if that lasts: pixmake forget hero, and the next build pays again", as if nothing paid until then."""
+    config = EmulatorConfig(latency=0.3, submit_rps=None, query_rps=None)
+    emulator.emulator.reset(config)
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    project = api.open_project(root)
+
+    class Restarted(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetSubmitted):
+                emulator.emulator.reset(config)  # every task forgotten
+
+    result = api.build(project, fast_settings(project, emulator), reporter=Restarted())
+    [failure] = result.failed
+    assert "the provider no longer has task" in failure.error and "forget" not in failure.error
+    assert [a.kind for a in api.plan(project).plan.actions] == [ActionKind.RESUME]  # still journaled
+    again = api.build(project, fast_settings(project, emulator))
+    assert again.ok and again.images_unplanned == 1 and (root / "hero.png").exists()
+
+
 class _FastClock:
     """The ``time`` module of a machine whose wall clock is a day and an hour ahead."""
 

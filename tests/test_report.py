@@ -417,3 +417,17 @@ def test_a_prune_summarises_the_files_current_targets_claim_and_lists_each_one_t
     ]
     few = summary_lines(BuildResult(pruned=PruneResult(kept=kept[:2])))
     assert few[:2] == [f"pixmake: kept assets/sq/{i}.png: {CLAIMED}" for i in range(2)]
+
+
+def test_the_pace_line_says_whether_the_limit_fell_or_came_back() -> None:
+    """The review (a long build): while concurrency came back one slot at a time, every line still said
+    "provider is rate limiting"."""
+    stream = io.StringIO()
+    reporter = PlainReporter(stream)
+    for event in (BuildStarted(targets=9, images=9, concurrency=4), ConcurrencyChanged(2), ConcurrencyChanged(3)):
+        reporter.emit(event)
+    paces = [line.split("] ", 1)[1] for line in stream.getvalue().splitlines() if "pace" in line]
+    assert paces == [
+        "pace       provider is rate limiting; 2 targets at a time",
+        "pace       rate limits eased; 3 targets at a time",
+    ]

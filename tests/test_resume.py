@@ -309,3 +309,57 @@ def test_a_stale_state_folders_task_for_inputs_built_since_is_dropped_not_collec
     assert run_cli("-C", str(examples_copy), "build").exit_code == 0
     assert logo.read_bytes() == committed and provider_env.emulator.ledger.charged_images == charged
     assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == 0  # dropped from the journal
+
+
+def test_a_journaled_task_id_the_provider_now_gives_another_request_is_not_collected(
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review (a long build): an emulator restarted handed out the same task ids again, and a resumed
+    build locked another project's image as its own, silently. The status echoes the client_business_id
+    the task was sent with: an id naming another request's task is looked up by our own id instead."""
+    from pixmake import api
+    from pixmake.journal import Journal
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pixmake.yaml").write_text("version: 1\ntargets:\n  shot: {prompt: a blue teapot, out: shot.png}\n")
+    assert run_cli("-C", str(other), "build").exit_code == 0
+    reissued = parse_lock((other / "pixmake.lock").read_text()).entries["shot"].task_id
+    assert reissued is not None
+    journal_submit(hero, "hero", "pixmake-hero-0")  # then its task id came back: the one now another's
+    project = api.open_project(hero)
+    [action] = api.plan(project).plan.actions
+    journal = Journal(project.journal)
+    journal.open()
+    journal.accepted("hero", action.key or "", "pixmake-hero-0", reissued)
+    journal.close()
+    charged = provider_env.emulator.ledger.charged_images
+    outcome = run_cli("-C", str(hero), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert (hero / "hero.png").read_bytes() != (other / "shot.png").read_bytes()
+    assert parse_lock((hero / "pixmake.lock").read_text()).entries["hero"].task_id != reissued
+    assert provider_env.emulator.ledger.charged_images == charged + 1  # ours was never made: paid now
+
+
+def test_a_planned_resume_the_provider_lost_is_paid_again_out_loud(
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review (a long build): the plan said "1 to resume (already paid); 0 images to generate", the build
+    paid for the lost task again and no line said why; the bill passed the plan's in silence."""
+    task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log")
+    provider_env.emulator.reset()  # the provider lost its tasks (a restarted emulator, say)
+    assert run_cli("-C", str(hero), "plan").stdout.splitlines()[-1] == (
+        "Plan: 1 to resume (already paid); 0 images to generate"
+    )
+    outcome = run_cli("-C", str(hero), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    [paid_again] = [line for line in outcome.stderr.splitlines() if "paid again" in line]
+    assert paid_again.endswith(
+        "its interrupted build's task was unknown to the provider, so it was submitted again (not in the plan)"
+    )
+    assert task_id not in paid_again  # the new task's id
+    assert (
+        "1 image paid beyond the plan (interrupted builds' tasks the provider no longer had, submitted again)"
+        in (outcome.stderr.splitlines()[-1])
+    )
+    assert provider_env.emulator.ledger.charged_images == 1  # the reset ledger: this build's one image

@@ -144,11 +144,13 @@ class TargetStarted:
 
 @dataclass(frozen=True, slots=True)
 class TargetSubmitted:
-    """The provider accepted a submit (or a journaled task was resumed)."""
+    """The provider accepted a submit (or a journaled task was resumed). ``unplanned``: a submit the plan
+    did not count, the task of an interrupted build it was to collect being unknown to the provider."""
 
     target: str
     task_id: str
     resumed: bool
+    unplanned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +241,7 @@ class BuildResult:
     failed: tuple[TargetFailure, ...] = ()
     images_generated: int = 0
     images_paid: int = 0
+    images_unplanned: int = 0  # of images_paid, what the plan did not count: interrupted tasks the provider lost
     fatal: PixmakeError | None = None  # what stopped the whole build (bad key, no balance, unreachable, disk full)
     statistics: BuildStatistics = field(default_factory=BuildStatistics)
     resumed: tuple[str, ...] = ()
@@ -836,6 +839,7 @@ class Executor:
             failed=tuple(self._failed),
             images_generated=self._images,
             images_paid=self._paid,
+            images_unplanned=self._unplanned,
             fatal=fatal,
             statistics=self.statistics(),
             resumed=tuple(self._done.get(ActionKind.RESUME, [])),
@@ -1121,10 +1125,15 @@ class Executor:
         """
         if pending.task_id is not None:
             try:
-                return await self._poll(target.name, pending.task_id)
+                status = await self._poll(target.name, pending.task_id)
             except RequestRejectedError as error:
                 if error.status != 404:
                     raise
+            else:
+                if status.client_business_id in (None, pending.client_business_id):
+                    return status
+                # The id names another request's task now (an emulator restarted, reissuing ids): ours is
+                # found by the id it was sent with, or is gone. Collecting this one locked another's images.
             return await self._find(target.name, pending.client_business_id)
         grace = self.settings.lookup_grace
         sent_at = pending.sent_at if pending.sent_at is not None else time.time()
@@ -1181,7 +1190,7 @@ class Executor:
                 self._unplanned -= extra
             raise
         self._paid += asked  # charged at submit
-        self.reporter.emit(TargetSubmitted(target.name, status.task_id, resumed=False))
+        self.reporter.emit(TargetSubmitted(target.name, status.task_id, resumed=False, unplanned=not planned))
         return status, True, keep
 
     async def _submit(self, target: Target, key: str, keep: tuple[str, ...] = ()) -> TaskStatus:
@@ -1287,16 +1296,42 @@ class Executor:
         return found
 
     async def _wait_finished(self, target: str, status: TaskStatus) -> TaskStatus:
-        """Poll until the task ends; after ``max_wait`` the target fails with the status last seen."""
-        first = True
+        """Poll until the task ends; after ``max_wait`` the target fails with the status then seen.
+
+        A status naming another ``client_business_id`` than the task's (its id reissued: an emulator
+        restarted) fails the target; the task stays journaled, and the next build looks it up by its own.
+        """
+        first, sent_as = True, status.client_business_id
+
+        async def poll() -> TaskStatus:
+            try:
+                polled = await self._poll(target, status.task_id)
+            except RequestRejectedError as error:
+                if error.status != 404:
+                    raise
+                raise GenerationFailedError(  # not "forget it": the next build asks, then pays again by itself
+                    f"{error}: the provider no longer has task {status.task_id}; it stays journaled, and the next "
+                    "build looks it up by the id it was sent with, then submits the target again (paid) if none is"
+                    " found"
+                ) from error
+            if sent_as is not None and polled.client_business_id not in (None, sent_as):
+                raise GenerationFailedError(
+                    f"task {status.task_id} now names another request's task (the server lost ours?); it stays "
+                    "journaled, and the next build looks it up by the id it was sent with"
+                )
+            self.reporter.emit(TargetPolled(target, polled.status, polled.progress))
+            return polled
+
         try:
             with anyio.fail_after(self.settings.max_wait):
                 while not status.state.terminal:
                     await self.sleep(poll_delay(first, self.settings.poll_interval, self.random))
                     first = False
-                    status = await self._poll(target, status.task_id)
-                    self.reporter.emit(TargetPolled(target, status.status, status.progress))
+                    status = await poll()
         except TimeoutError:
+            status = await poll()  # once more: a process paused past the deadline (SIGSTOP) has not polled since
+            if status.state.terminal:
+                return status
             last = f"{status.status} ({status.progress} %)" if status.progress else status.status
             raise GenerationFailedError(
                 f"task {status.task_id} still {last} after {self.settings.max_wait:.0f} s; "

@@ -82,6 +82,9 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'s' * (n != 1)}"
 
 
+_LOST: Final = "its interrupted build's task was unknown to the provider, so it was submitted again (not in the plan)"
+
+
 def summary_lines(r: BuildResult) -> list[str]:
     """The closing summary: what ``--prune`` did, then the outcomes (paid, already paid, free, untouched, failed).
 
@@ -109,6 +112,9 @@ def summary_lines(r: BuildResult) -> list[str]:
         parts = [f"{len(r.generated)} generated ({_count(r.images_generated, 'image')} paid)"]
     if r.images_paid > r.images_generated and not r.emulator:  # paid at submit, the target did not finish
         parts.append(f"{_count(r.images_paid - r.images_generated, 'image')} paid for targets not finished")
+    if r.images_unplanned and not r.emulator:  # the plan said "resume (already paid)"
+        lost = "interrupted builds' tasks the provider no longer had, submitted again"
+        parts.append(f"{_count(r.images_unplanned, 'image')} paid beyond the plan ({lost})")
     if r.resumed:
         parts.append(f"{len(r.resumed)} resumed (already paid)")
     parts += [f"{len(r.restored)} restored from cache", f"{len(r.unchanged)} unchanged"]
@@ -178,6 +184,7 @@ class PlainReporter:
         self._gone = False  # the stream can no longer be written
         self._arrow = "→" if _speaks_utf8(self.stream) else "->"
         self._waiting: dict[str, tuple[str, float]] = {}  # target with a task in flight: its status, since when
+        self._limit = 0  # targets in flight at once, as last said
 
     def _line(self, text: str) -> None:
         if self._gone:
@@ -210,9 +217,11 @@ class PlainReporter:
         match event:
             case TargetStarted(target, action, images):
                 self._line(f"{action:<10} {target}" + (f" ({images} image{'s' * (images != 1)})" if images else ""))
-            case TargetSubmitted(target, task_id, resumed):
+            case TargetSubmitted(target, task_id, resumed, unplanned):
                 self._waiting[target] = ("queued", self._clock())
-                if self.verbose or resumed:
+                if unplanned:
+                    self._line(f"{'paid again':<10} {target} task {task_id}: {_LOST}")
+                elif self.verbose or resumed:
                     self._line(f"{'resumed' if resumed else 'submitted':<10} {target} task {task_id}")
             case TargetPolled(target, status, progress):
                 if target in self._waiting:
@@ -231,6 +240,7 @@ class PlainReporter:
                 self._line(f"{'retry':<10} {target} {operation} #{attempt} in {delay:.1f} s ({error})")
             case BuildStarted(targets, images, concurrency, emulator):
                 self._start = self._clock()  # lines count from here, as the summary's "finished in" does
+                self._limit = concurrency
                 if not targets:
                     return
                 what = "placeholder" if emulator else ""
@@ -239,7 +249,9 @@ class PlainReporter:
                     f"image{'s' * (images != 1)} {'to make' if emulator else 'to pay for'}, {concurrency} at a time"
                 )
             case ConcurrencyChanged(limit):
-                self._line(f"{'pace':<10} provider is rate limiting; {limit} target{'s' * (limit != 1)} at a time")
+                why = "provider is rate limiting" if limit < self._limit else "rate limits eased"
+                self._limit = limit
+                self._line(f"{'pace':<10} {why}; {limit} target{'s' * (limit != 1)} at a time")
             case BuildFinished():
                 pass  # the summary comes from the caller, after --prune (summary_lines)
 
@@ -370,8 +382,10 @@ class RichReporter:
             case TargetStarted(target, _, images):
                 self._in_flight += 1
                 self._paying[target] = images
-            case TargetSubmitted():
+            case TargetSubmitted(target, task_id, _, unplanned):
                 self._submitted += 1
+                if unplanned:
+                    self._print(Text.assemble(("paid again ", "yellow"), f"{target} task {task_id}: {_LOST}"))
             case TargetFinished(target, action, outputs):
                 self._in_flight -= 1
                 self._done += 1

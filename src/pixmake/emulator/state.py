@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -284,9 +285,10 @@ class Emulator:
             self._offset = 0.0
 
     def _seed(self, seed: int) -> None:
-        ids = getattr(self, "_rngs", {}).get("ids") or random.Random(f"{seed}:ids")
-        # Task and upload ids go on from where they were: a provider never hands out an id twice, and a
-        # project built before a reset may hold them (reproducible all the same, per emulator and seed).
+        ids = getattr(self, "_rngs", {}).get("ids") or random.Random(f"{seed}:ids:{secrets.token_hex(8)}")
+        # Task and upload ids go on from where they were, and differ from one start of an emulator to the
+        # next: a provider never hands out an id twice, and a project built before a reset or a restart
+        # holds them (a restarted emulator reissuing them had a resumed build collect another's images).
         self._rngs = {name: random.Random(f"{seed}:{name}") for name in FAULT_GROUPS} | {"ids": ids}
 
     def now(self) -> float:

@@ -54,6 +54,7 @@ class TaskStatus:
     error_code: str | None = None
     error_message: str | None = None
     expires_at: float | None = None  # Unix time after which the result URLs stop working (§3.1)
+    client_business_id: str | None = None  # the id it was submitted with, when the provider echoes it
 
 
 class Provider(Protocol):

@@ -346,7 +346,18 @@ def parse_task(body: Any) -> TaskStatus:
         error_code=None if error.get("code") is None else _said(error["code"], 100),
         error_message=None if error.get("message") is None else _said(error["message"]),
         expires_at=expires,
+        client_business_id=_echoed_id(body),
     )
+
+
+def _echoed_id(body: dict[str, Any]) -> str | None:
+    """The ``client_business_id`` a task answer echoes (top level, or in ``metadata``), when it is one a
+    submit could have sent; else None (not echoed: nothing to compare)."""
+    metadata = body.get("metadata")
+    echoed = body.get("client_business_id")
+    if echoed is None and isinstance(metadata, dict):
+        echoed = metadata.get("client_business_id")
+    return echoed if isinstance(echoed, str) and _TASK_ID.fullmatch(echoed) else None
 
 
 _MAX_SKEW: Final = 7 * 86_400.0  # a Date further off than this is a broken clock, not a skew to correct for
