@@ -129,6 +129,21 @@ def test_a_success_breaks_a_run() -> None:
     assert limiter.limit == 8
 
 
+def test_scattered_429s_do_not_keep_the_limit_from_coming_back() -> None:
+    """The review (a long build): under a steady 30 % of 429s, a window needed its successes in a row, so
+    40 slots stayed at 2 to 5 and throughput collapsed. Successes count since the limit last moved."""
+    limiter = AdaptiveLimiter(16, run=3)
+    for _ in range(3):
+        limiter.rate_limited()
+    assert limiter.limit == 8
+    for _ in range(10):  # 30 successes, a 429 after every first one of three: never a run
+        limiter.succeeded()
+        limiter.rate_limited()
+        limiter.succeeded()
+        limiter.succeeded()
+    assert limiter.limit == 11  # windows of 8, 9 and 10 successes
+
+
 def test_the_limit_never_drops_below_one() -> None:
     limiter = AdaptiveLimiter(4, run=1)
     for _ in range(20):
