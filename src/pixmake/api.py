@@ -826,6 +826,7 @@ def plan(
         remembered = memo_plan(project)
         if remembered is not None:
             return remembered
+    from pixmake.gitblobs import in_git_work_tree
     from pixmake.inputs import check_inputs
     from pixmake.mcache import file_stat
     from pixmake.plan import ActionKind, Builder, make_plan
@@ -913,7 +914,7 @@ def plan(
 
     result = planned(disk, earlier)
     paying = [a for a in result.actions if a.kind.paid and a.key is not None and a.name not in replace]
-    if paying:  # a fresh clone going back to earlier inputs: the lock at a tag or branch may have them
+    if paying and in_git_work_tree(project.root):  # a fresh clone going back to earlier inputs: a tag may have them
         from pixmake.fingerprint import verbatim_key
         from pixmake.gitlocks import committed_entries
 
