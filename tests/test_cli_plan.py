@@ -1318,6 +1318,10 @@ def test_a_selection_builds_when_another_targets_input_is_missing(
     outcome = run_cli("-C", str(examples_copy), "build", "hero", "logo-tile")
     assert outcome.exit_code == 0, outcome.stderr
     assert "mug" not in outcome.stderr
+    explained = run_cli("-C", str(examples_copy), "explain", "hero")
+    assert explained.exit_code == 0 and "  action   unchanged" in explained.stdout, explained.stderr
+    missing = run_cli("-C", str(examples_copy), "explain", "mug-lifestyle")
+    assert missing.exit_code == ExitCode.USER_ERROR and "file not found: photos/mug.png" in missing.stderr
     assert len(provider_env.emulator.submits()) == 2
     assert sorted(parse_lock((examples_copy / "pixmake.lock").read_text()).entries) == ["hero", "logo-tile"]
 

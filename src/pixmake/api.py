@@ -993,7 +993,12 @@ def explain(project: Project, name: str) -> Explanation:
             f"{invocation.pixmake('build', '--prune')} deletes its outputs and drops it from the lock"
         )
     _target_named(manifest, name, "explain")
-    result = plan(project, manifest=manifest)  # the whole plan: a twin's action depends on the others
+    try:
+        result = plan(project, manifest=manifest)  # the whole plan: a twin's action depends on the others
+    except ManifestError:  # another target's reference missing, say: the target's own plan, as `plan NAME` makes
+        from pixmake.select import Selection
+
+        result = plan(project, manifest=manifest, select=Selection((name,)))
     (action,) = (a for a in result.plan.actions if a.name == name and a.target is not None)
     assert action.target is not None and action.key is not None
     document = key_document(action.target, result.disk.file_hashes)
