@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -823,3 +824,24 @@ def test_the_emulators_help_lists_every_knob() -> None:
 
     assert _KNOBS.split() == [field.name for field in dataclasses.fields(EmulatorConfig)]
     assert "p_content_policy" in run_cli("emulator", "--help").stdout
+
+
+def test_placeholders_are_the_same_on_every_machine_and_a_standalone_emulators_ids_never_repeat(
+    tmp_path: Path,
+) -> None:
+    """The diff review: task ids salted per start (so a restarted standalone emulator never reissues one)
+    changed every `build --emulator` placeholder, which shows its task id: the lock churned between
+    machines. The bundled emulator's ids follow the seed; a standalone one's never repeat."""
+    hashes = []
+    for copy in ("a", "b"):
+        root = tmp_path / copy
+        root.mkdir()
+        (root / "pixmake.yaml").write_text("version: 1\ntargets:\n  hero: {prompt: a mug, out: hero.png}\n")
+        assert run_cli("-C", str(root), "build", "--emulator").exit_code == 0
+        hashes.append((root / "hero.png").read_bytes())
+    assert hashes[0] == hashes[1]
+    submission = validate_submit({"model": "gpt-4o-image", "prompt": "a mug", "size": "1:1", "n": 1})
+    assert isinstance(submission, Submission)
+    first, again = (Emulator(unique_ids=True).create_task(KEY, submission) for _ in range(2))
+    assert first.id != again.id
+    assert Emulator().create_task(KEY, submission).id == Emulator().create_task(KEY, submission).id

@@ -700,6 +700,30 @@ def test_a_task_the_provider_loses_mid_build_says_the_next_build_pays_again_by_i
     assert again.ok and again.images_unplanned == 1 and (root / "hero.png").exists()
 
 
+def test_a_last_poll_past_max_wait_that_fails_keeps_the_timeout_message(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review: the poll after the deadline replaced "still queued …; it stays journaled" with a bare
+    "HTTP 500", and could hold its slot through every retry; it is bounded, and said beside the timeout."""
+    healthy = EmulatorConfig(latency=5.0, submit_rps=None, query_rps=None)
+    emulator.emulator.reset(healthy)
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    project = api.open_project(root)
+
+    class Broken(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetPolled) and len([e for e in self.events if isinstance(e, TargetPolled)]) == 1:
+                emulator.emulator.reconfigure(dataclasses.replace(healthy, p_500=1.0))
+                time.sleep(1.2)  # paused past max_wait
+
+    settings = fast_settings(project, emulator, max_wait=1.0, max_attempts=2, retry_window=0.0)
+    result = api.build(project, settings, reporter=Broken())
+    [failure] = result.failed
+    assert " after 1 s; a last poll: HTTP 500" in failure.error
+    assert failure.error.endswith("; it stays journaled and the next build resumes it")
+
+
 class _FastClock:
     """The ``time`` module of a machine whose wall clock is a day and an hour ahead."""
 

@@ -335,10 +335,16 @@ def test_a_journaled_task_id_the_provider_now_gives_another_request_is_not_colle
     journal.close()
     charged = provider_env.emulator.ledger.charged_images
     outcome = run_cli("-C", str(hero), "build")
-    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.exit_code == 1 and not (hero / "hero.png").exists()  # not the other's image
+    assert f"task {reissued} now names another request's task, and none was found by the id it was sent with" in (
+        outcome.stderr
+    )
+    assert provider_env.emulator.ledger.charged_images == charged  # a mismatch alone never pays (an echo reworded?)
+    assert run_cli("-C", str(hero), "forget", "hero").exit_code == 0  # the way out it names
+    assert run_cli("-C", str(hero), "build").exit_code == 0
     assert (hero / "hero.png").read_bytes() != (other / "shot.png").read_bytes()
     assert parse_lock((hero / "pixmake.lock").read_text()).entries["hero"].task_id != reissued
-    assert provider_env.emulator.ledger.charged_images == charged + 1  # ours was never made: paid now
+    assert provider_env.emulator.ledger.charged_images == charged + 1
 
 
 def test_a_planned_resume_the_provider_lost_is_paid_again_out_loud(

@@ -103,6 +103,7 @@ T = TypeVar("T")
 
 _RESTORE_WORKERS = 4  # free work: bounded by disk, not by the provider
 _CONNECT_ATTEMPTS = 3  # attempts while the provider was never reached: a wrong base URL fails in seconds
+_LAST_LOOK = 60.0  # seconds the last poll past max_wait may take (its retries included): then the slot is freed
 # Finished targets' disk work waits this long for company before its trip to a worker thread (it holds
 # no provider slot): at 64 targets a second, a trip carries two or three targets' work.
 _DISK_WINDOW = 0.02
@@ -696,6 +697,7 @@ class Executor:
     planned_stats: Mapping[str, FileStat] = field(default_factory=dict)  # files as the plan saw them
     history: Path | None = None  # .pixmake/history.jsonl: where the images of a short result are remembered
     _unplanned: int = 0  # images of submits the plan did not count (a resumed task the provider no longer has)
+    _paid_unplanned: int = 0  # of those, the ones charged (an unknown outcome counts against the cap only)
     _planned_images: int = 0  # what the plan pays for (set by run)
     _failed: list[TargetFailure] = field(default_factory=list)
     _done: dict[ActionKind, list[str]] = field(default_factory=dict)
@@ -839,7 +841,7 @@ class Executor:
             failed=tuple(self._failed),
             images_generated=self._images,
             images_paid=self._paid,
-            images_unplanned=self._unplanned,
+            images_unplanned=self._paid_unplanned,
             fatal=fatal,
             statistics=self.statistics(),
             resumed=tuple(self._done.get(ActionKind.RESUME, [])),
@@ -1132,8 +1134,17 @@ class Executor:
             else:
                 if status.client_business_id in (None, pending.client_business_id):
                     return status
-                # The id names another request's task now (an emulator restarted, reissuing ids): ours is
-                # found by the id it was sent with, or is gone. Collecting this one locked another's images.
+                # The id names another request's task now (an emulator restarted, reissuing ids): collecting
+                # it locked another's images. Ours is found by the id it was sent with; if not, a mismatch
+                # alone (an echo in another form, say) must not make anyone pay again: it stays journaled.
+                found = await self._find(target.name, pending.client_business_id)
+                if found is None:
+                    raise GenerationFailedError(
+                        f"task {pending.task_id} now names another request's task, and none was found by the id "
+                        f"it was sent with ({pending.client_business_id}); it stays journaled "
+                        f"({invocation.pixmake('forget', target.name)} gives it up, and the next build pays again)"
+                    )
+                return found
             return await self._find(target.name, pending.client_business_id)
         grace = self.settings.lookup_grace
         sent_at = pending.sent_at if pending.sent_at is not None else time.time()
@@ -1190,7 +1201,9 @@ class Executor:
                 self._unplanned -= extra
             raise
         self._paid += asked  # charged at submit
-        self.reporter.emit(TargetSubmitted(target.name, status.task_id, resumed=False, unplanned=not planned))
+        self._paid_unplanned += extra
+        unplanned = not planned and not self.settings.emulator  # placeholders: nobody pays
+        self.reporter.emit(TargetSubmitted(target.name, status.task_id, resumed=False, unplanned=unplanned))
         return status, True, keep
 
     async def _submit(self, target: Target, key: str, keep: tuple[str, ...] = ()) -> TaskStatus:
@@ -1301,7 +1314,9 @@ class Executor:
         A status naming another ``client_business_id`` than the task's (its id reissued: an emulator
         restarted) fails the target; the task stays journaled, and the next build looks it up by its own.
         """
-        first, sent_as = True, status.client_business_id
+        first = True
+        journaled = self.recorder.pending.get(target)
+        sent_as = journaled.client_business_id if journaled is not None else status.client_business_id
 
         async def poll() -> TaskStatus:
             try:
@@ -1329,12 +1344,19 @@ class Executor:
                     first = False
                     status = await poll()
         except TimeoutError:
-            status = await poll()  # once more: a process paused past the deadline (SIGSTOP) has not polled since
-            if status.state.terminal:
+            said = ""
+            try:  # once more: a process paused past the deadline (SIGSTOP) has not polled since
+                with anyio.fail_after(_LAST_LOOK):
+                    status = await poll()
+            except TimeoutError:
+                said = "; a last poll got no answer"
+            except ProviderError as error:
+                said = f"; a last poll: {error}"
+            if status.state.terminal and not said:
                 return status
             last = f"{status.status} ({status.progress} %)" if status.progress else status.status
             raise GenerationFailedError(
-                f"task {status.task_id} still {last} after {self.settings.max_wait:.0f} s; "
+                f"task {status.task_id} still {last} after {self.settings.max_wait:.0f} s{said}; "
                 "it stays journaled and the next build resumes it"
             ) from None
         return status
@@ -1559,6 +1581,7 @@ class Executor:
             if paid_now:
                 self._paid -= target.n - len(keep)  # a failed task is refunded
                 self._unplanned -= 0 if planned else target.n - len(keep)
+                self._paid_unplanned -= 0 if planned else target.n - len(keep)
             code = f" ({status.error_code})" if status.error_code else ""
             why = f"task {status.task_id} failed{code}: {status.error_message or 'no message'}"
             if status.error_code == "insufficient_quota":  # no balance, said in the task (§3.3): as a 402 would

@@ -184,7 +184,7 @@ def serve(
         sock, url = _listen(host, port)
     except OSError as error:
         raise ConfigError(f"the emulator cannot listen on {host}:{port}: {error.strerror or error}") from error
-    server = _uvicorn_server(Emulator(config), lambda: on_ready(url) if on_ready is not None else None)
+    server = _uvicorn_server(Emulator(config, unique_ids=True), lambda: on_ready(url) if on_ready is not None else None)
     try:
         server.run(sockets=[sock])
     finally:

@@ -257,8 +257,20 @@ def _pick(rng: random.Random, config: EmulatorConfig, knobs: Sequence[str]) -> s
 class Emulator:
     """The emulator's whole state; the Starlette app (``create_app``) is a thin HTTP face over it."""
 
-    def __init__(self, config: EmulatorConfig = DEFAULT_CONFIG, *, clock: Callable[[], float] = time.time) -> None:
-        """Start empty with ``config``; ``clock`` returns Unix seconds and drives every timestamp."""
+    def __init__(
+        self,
+        config: EmulatorConfig = DEFAULT_CONFIG,
+        *,
+        clock: Callable[[], float] = time.time,
+        unique_ids: bool = False,
+    ) -> None:
+        """Start empty with ``config``; ``clock`` returns Unix seconds and drives every timestamp.
+
+        ``unique_ids``: task and upload ids differ from those of any earlier start (a standalone emulator,
+        restarted under builds that journaled its ids); else they follow the seed, as the placeholders
+        that show them do (``build --emulator`` makes the same images on every machine).
+        """
+        self._salt = secrets.token_hex(8) if unique_ids else ""
         self._lock = threading.RLock()
         self._clock = clock
         self._offset = 0.0
@@ -285,10 +297,10 @@ class Emulator:
             self._offset = 0.0
 
     def _seed(self, seed: int) -> None:
-        ids = getattr(self, "_rngs", {}).get("ids") or random.Random(f"{seed}:ids:{secrets.token_hex(8)}")
-        # Task and upload ids go on from where they were, and differ from one start of an emulator to the
-        # next: a provider never hands out an id twice, and a project built before a reset or a restart
-        # holds them (a restarted emulator reissuing them had a resumed build collect another's images).
+        ids = getattr(self, "_rngs", {}).get("ids") or random.Random(f"{seed}:ids{self._salt}")
+        # Task and upload ids go on from where they were: a provider never hands out an id twice, and a
+        # project built before a reset holds them (reproducible all the same, per emulator and seed; and
+        # across restarts, never the same with unique_ids: a resumed build collected another's images).
         self._rngs = {name: random.Random(f"{seed}:{name}") for name in FAULT_GROUPS} | {"ids": ids}
 
     def now(self) -> float:
