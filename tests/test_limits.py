@@ -142,6 +142,13 @@ def test_scattered_429s_do_not_keep_the_limit_from_coming_back() -> None:
         limiter.succeeded()
         limiter.succeeded()
     assert limiter.limit == 11  # windows of 8, 9 and 10 successes
+    for _ in range(3):
+        limiter.rate_limited()
+    assert limiter.limit == 5  # a new window
+    for _ in range(1000):  # a bucket answered at twice its rate: as many 429s as successes, never three in a row
+        limiter.succeeded()
+        limiter.rate_limited()
+    assert limiter.limit == 5  # no window earned a slot
 
 
 def test_the_limit_never_drops_below_one() -> None:

@@ -107,11 +107,12 @@ class AdaptiveLimiter:
     """A capacity limiter whose size moves by AIMD: halved by a run of 429s, +1 per success window.
 
     ``run`` consecutive rate-limit signals (with no success between) halve the limit, never below 1;
-    the run then starts over. ``window`` successes since the limit last moved (default: the current
-    limit, i.e. about one round of every slot) add one slot back, never above ``maximum``: as TCP's
-    window grows per round of acknowledgements, scattered 429s between them do not reset the count
-    (a steady 30 % of 429s held 40 slots at 2 to 5: ten successes in a row were too rare). ``on_change``
-    is called with the new limit whenever it moves (the executor turns it into an event).
+    the run then starts over. ``window`` successes (default: the current limit, i.e. about one round of
+    every slot) make a window, which adds one slot back, never above ``maximum``, when at most a third
+    of its calls were rate limited: scattered 429s do not reset the count (a steady 30 % of 429s held
+    40 slots at 2 to 5: ten successes in a row were too rare), and a window of as many 429s as
+    successes (a bucket answered at twice its rate) earns nothing. ``on_change`` is called with the
+    new limit whenever it moves (the executor turns it into an event).
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class AdaptiveLimiter:
         self._limiter = anyio.CapacityLimiter(maximum)
         self._rate_limited_run = 0
         self._successes = 0
+        self._limited = 0  # rate-limit signals in the current window
         self._decreases = 0
         self._increases = 0
         self._lowest = maximum
@@ -150,21 +152,24 @@ class AdaptiveLimiter:
     def rate_limited(self) -> None:
         """The provider said "slow down" (429 or 503 rate_limit_unavailable)."""
         self._rate_limited_run += 1
+        self._limited += 1
         if self._rate_limited_run >= self._run_length:
             self._rate_limited_run = 0
             if self.limit > 1:
                 self._decreases += 1
-                self._successes = 0  # a new window at the new limit
+                self._successes = self._limited = 0  # a new window at the new limit
                 self._set(max(1, self.limit // 2))
 
     def succeeded(self) -> None:
         """A provider call went through without being rate limited."""
         self._rate_limited_run = 0
         self._successes += 1
-        if self._successes >= (self._window or self.limit) and self.limit < self.maximum:
-            self._successes = 0
-            self._increases += 1
-            self._set(self.limit + 1)
+        if self._successes >= (self._window or self.limit):
+            earned = 2 * self._limited <= self._successes and self.limit < self.maximum
+            self._successes = self._limited = 0
+            if earned:
+                self._increases += 1
+                self._set(self.limit + 1)
 
     async def __aenter__(self) -> None:
         await self._limiter.acquire()
