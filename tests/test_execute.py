@@ -723,6 +723,17 @@ def test_a_last_poll_past_max_wait_that_fails_keeps_the_timeout_message(
     assert " after 1 s; a last poll: HTTP 500" in failure.error
     assert failure.error.endswith("; it stays journaled and the next build resumes it")
 
+    class Lost(RecordingReporter):  # what the last poll learns is said as it is: the task is gone
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetPolled) and len([e for e in self.events if isinstance(e, TargetPolled)]) == 1:
+                emulator.emulator.reset(healthy)
+                time.sleep(1.2)
+
+    emulator.emulator.reconfigure(healthy)
+    [lost] = api.build(project, settings, reporter=Lost()).failed
+    assert "the provider no longer has task" in lost.error and "still" not in lost.error
+
 
 class _FastClock:
     """The ``time`` module of a machine whose wall clock is a day and an hour ahead."""

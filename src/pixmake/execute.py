@@ -1350,6 +1350,8 @@ class Executor:
                     status = await poll()
             except TimeoutError:
                 said = "; a last poll got no answer"
+            except GenerationFailedError:
+                raise  # what that poll learned (the task gone, or now another request's) says more than the wait
             except ProviderError as error:
                 said = f"; a last poll: {error}"
             if status.state.terminal and not said:
