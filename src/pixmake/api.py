@@ -269,7 +269,7 @@ def _a_manifest_beside(project: Project, name: str) -> bool:
 
 def _another_manifest_beside(project: Project) -> str | None:
     """Another manifest in the project's folder (``pixmake.yaml`` first, else the first YAML file that looks
-    like one), whose the folder's lock and state may be: then no other manifest may claim them."""
+    like one), which may own the folder's lock and state: then no other manifest may claim them."""
     if _a_manifest_beside(project, "pixmake.yaml") and not _same_file(project.root / "pixmake.yaml", project.manifest):
         return "pixmake.yaml"
     try:

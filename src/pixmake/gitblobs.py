@@ -25,6 +25,7 @@ from typing import Final
 
 __all__ = [
     "Committed",
+    "askable",
     "blobs_at",
     "committed_images",
     "git_env",
@@ -95,6 +96,15 @@ def partial_clone(git: str, root: Path) -> bool:
     return any(line.split()[-1:] == ["true"] for line in promisors.splitlines())
 
 
+def askable(git: str, root: Path) -> bool:
+    """Whether git may be asked about the repository's history without fetching or failing: not a partial
+    clone, and git reads it (not another user's: ``safe.directory``)."""
+    try:
+        return not partial_clone(git, root)
+    except (OSError, subprocess.CalledProcessError, _Refused):
+        return False
+
+
 def run_git(git: str, root: Path, *args: str) -> str:
     """Git's output (never fetching: :func:`git_env`); raises CalledProcessError when it fails (exit 1,
     ``rev-parse --verify -q`` or ``grep`` finding nothing, is no failure), ``_Refused`` when git refuses to
@@ -135,10 +145,7 @@ def blobs_at(root: Path, queries: list[str]) -> list[tuple[str, int] | None]:
     ``root``), None where git holds nothing there; all None outside a git work tree, in a partial clone
     (a lookup would fetch), or when git fails."""
     git = _git(root) if queries else None
-    try:
-        if git is None or partial_clone(git, root):
-            return [None] * len(queries)
-    except (OSError, subprocess.CalledProcessError, _Refused):
+    if git is None or not askable(git, root):
         return [None] * len(queries)
     return _batch_check(git, root, queries) or [None] * len(queries)
 

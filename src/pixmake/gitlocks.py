@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pixmake.errors import PixmakeError
 from pixmake.fingerprint import current_keys
-from pixmake.gitblobs import blobs_at, git_env, in_git_work_tree, partial_clone, read_blobs
+from pixmake.gitblobs import askable, blobs_at, git_env, in_git_work_tree, read_blobs
 from pixmake.lockfile import LockEntry, parse_lock
 
 __all__ = ["CommittedEntries", "committed_entries"]
@@ -49,9 +49,9 @@ def committed_entries(root: Path, keys: Collection[str], written: Collection[str
     git = shutil.which("git") if wanted and in_git_work_tree(root) else None
     if git is None:
         return CommittedEntries()
+    if not askable(git, root):
+        return CommittedEntries()
     try:
-        if partial_clone(git, root):
-            return CommittedEntries()
         candidates = _candidates(git, root, wanted, wanted | set(written))
     except (PixmakeError, OSError, subprocess.CalledProcessError, ValueError):
         return CommittedEntries()

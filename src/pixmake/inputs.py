@@ -10,8 +10,10 @@ enforces the rules of :data:`pixmake.models.MODELS` that need the files themselv
 
 Only image *headers* are read, by a small parser for the formats that matter (PNG IHDR, JPEG SOF,
 WebP VP8/VP8L/VP8X, GIF); no pixel data is decoded and Pillow is not imported, which keeps
-``pixmake plan`` free of it. Header facts are cached by content hash (sha256), and the hash by
-``stat`` identity, so ``validate`` followed by ``plan`` in one process reads each file once.
+``pixmake plan`` free of it; except by :func:`opaque_masks`, which decodes the masks of the edits a
+plan is about to pay for (a mask that can be transparent but is not). Header facts are cached by
+content hash (sha256), and the hash by ``stat`` identity, so ``validate`` followed by ``plan`` in one
+process reads each file once.
 """
 
 from __future__ import annotations
@@ -495,7 +497,7 @@ def input_warnings(root: Path, manifest: Manifest) -> tuple[Diagnostic, ...]:
 
 def opaque_masks(root: Path, manifest: Manifest, targets: Iterable[Target]) -> tuple[Diagnostic, ...]:
     """A warning for each mask of ``targets`` that can be transparent but has no transparent pixel. Its
-    pixels are read (once per content): only for edits a plan would pay for, and by ``validate``."""
+    pixels are read (once per content): only for the edits a plan would pay for."""
     checker = _Checker(root, manifest, _CACHE)
     for target in targets:
         if target.mask is not None and not is_url(target.mask):
@@ -509,7 +511,7 @@ def check_inputs(
 ) -> tuple[Diagnostic, ...]:
     """Check every local reference, mask and output of ``manifest`` on disk; returns the warnings (a mask
     with no transparency). ``only`` names the targets whose files are checked (a selection: the others are
-    not built); no output of any target may still reach an input or another output through a symlink.
+    not built); no output of theirs may reach an input or another output through a symlinked folder.
 
     Raises :class:`~pixmake.errors.ManifestError` listing every problem, an
     :class:`~pixmake.errors.UnsafePathError` when a path leaves ``root``.
