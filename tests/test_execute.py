@@ -657,6 +657,18 @@ def test_a_task_past_max_wait_fails_with_the_status_last_polled(emulator: Emulat
     assert failure.error.endswith(f" still {seen} after 1 s; it stays journaled and the next build resumes it")
 
 
+def _on_first_poll(then: Callable[[], None]) -> RecordingReporter:
+    """A reporter that runs ``then`` once, on a build's first status poll (a pause, a server's fault)."""
+
+    class FirstPoll(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetPolled) and sum(isinstance(e, TargetPolled) for e in self.events) == 1:
+                then()
+
+    return FirstPoll()
+
+
 def test_a_build_paused_past_max_wait_polls_once_more_before_failing(emulator: EmulatorServer, tmp_path: Path) -> None:
     """The review (a long build): SIGSTOPped (or a VM paused) past max_wait, a build failed tasks finished
     long before with "still queued", the status seen before the pause, without asking again."""
@@ -664,14 +676,8 @@ def test_a_build_paused_past_max_wait_polls_once_more_before_failing(emulator: E
     root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
     project = api.open_project(root)
 
-    class Paused(RecordingReporter):
-        def emit(self, event: Any) -> None:
-            super().emit(event)
-            if isinstance(event, TargetPolled) and len([e for e in self.events if isinstance(e, TargetPolled)]) == 1:
-                time.sleep(1.5)  # the whole process stopped: no poll, no clock check, past the deadline
-
-    reporter = Paused()
-    result = api.build(project, fast_settings(project, emulator, max_wait=1.0), reporter=reporter)
+    paused = _on_first_poll(lambda: time.sleep(1.5))  # the whole process stopped: no poll, no clock check
+    result = api.build(project, fast_settings(project, emulator, max_wait=1.0), reporter=paused)
     assert result.ok, result.failed
     assert (root / "hero.png").exists()
 
@@ -710,28 +716,22 @@ def test_a_last_poll_past_max_wait_that_fails_keeps_the_timeout_message(
     root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
     project = api.open_project(root)
 
-    class Broken(RecordingReporter):
-        def emit(self, event: Any) -> None:
-            super().emit(event)
-            if isinstance(event, TargetPolled) and len([e for e in self.events if isinstance(e, TargetPolled)]) == 1:
-                emulator.emulator.reconfigure(dataclasses.replace(healthy, p_500=1.0))
-                time.sleep(1.2)  # paused past max_wait
+    def broken() -> None:
+        emulator.emulator.reconfigure(dataclasses.replace(healthy, p_500=1.0))
+        time.sleep(1.2)  # paused past max_wait
 
     settings = fast_settings(project, emulator, max_wait=1.0, max_attempts=2, retry_window=0.0)
-    result = api.build(project, settings, reporter=Broken())
+    result = api.build(project, settings, reporter=_on_first_poll(broken))
     [failure] = result.failed
     assert " after 1 s; a last poll: HTTP 500" in failure.error
     assert failure.error.endswith("; it stays journaled and the next build resumes it")
 
-    class Lost(RecordingReporter):  # what the last poll learns is said as it is: the task is gone
-        def emit(self, event: Any) -> None:
-            super().emit(event)
-            if isinstance(event, TargetPolled) and len([e for e in self.events if isinstance(e, TargetPolled)]) == 1:
-                emulator.emulator.reset(healthy)
-                time.sleep(1.2)
+    def lost_task() -> None:  # what the last poll learns is said as it is: the task is gone
+        emulator.emulator.reset(healthy)
+        time.sleep(1.2)
 
     emulator.emulator.reconfigure(healthy)
-    [lost] = api.build(project, settings, reporter=Lost()).failed
+    [lost] = api.build(project, settings, reporter=_on_first_poll(lost_task)).failed
     assert "the provider no longer has task" in lost.error and "still" not in lost.error
 
 
