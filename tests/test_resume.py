@@ -21,7 +21,8 @@ import yaml
 
 from conftest import PACKAGE_ROOT, TEST_KEY, journal_submit, run_cli
 from pixmake.emulator import EmulatorConfig, EmulatorServer
-from pixmake.lockfile import parse_lock
+from pixmake.journal import read_journal
+from pixmake.lockfile import Lock, parse_lock
 
 
 def _journaled_tasks(root: Path) -> dict[str, str]:
@@ -129,6 +130,46 @@ def test_a_paid_task_of_a_target_renamed_while_its_build_was_interrupted_is_coll
     assert provider_env.emulator.ledger.charged_images == 1 and len(provider_env.emulator.submits()) == 1
     lock = parse_lock((hero / "pixmake.lock").read_text())
     assert list(lock.entries) == ["hero-v2"] and lock.entries["hero-v2"].task_id == task_id
+    assert _journaled_tasks(hero) == {} and run_cli("-C", str(hero), "plan", "--check").exit_code == 0
+
+
+def test_a_paid_task_for_inputs_its_target_no_longer_has_is_collected_by_the_target_that_has_them(
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """hero copied to hero-alt, then hero's prompt edited, while hero's task was in flight: hero-alt collects the
+    paid task (hero pays for its new prompt), and a crash right after hero's new submit loses neither task."""
+    task_id = _interrupted_build(hero, provider_env, tmp_path / "build.log")
+    manifest = hero / "pixmake.yaml"
+    document = yaml.safe_load(manifest.read_text())
+    document["targets"]["hero-alt"] = {"prompt": "a red mug", "out": "hero-alt.png"}
+    document["targets"]["hero"]["prompt"] = "a blue mug"
+    manifest.write_text(yaml.safe_dump(document, sort_keys=False))
+    assert run_cli("-C", str(hero), "plan").stdout.splitlines() == [
+        "+ create     hero: not in the lockfile",
+        f"> resume     hero-alt: collecting paid task {task_id} from an interrupted build (for target 'hero', "
+        "whose inputs these were)",
+        "Plan: 1 to create, 1 to resume (already paid); 1 image to generate",
+    ]
+    # Killed once hero's new task is journaled (hero-alt's download held up): the journal still has both.
+    config = provider_env.emulator.config
+    provider_env.emulator.reconfigure(dataclasses.replace(config, p_slow_download=1.0, slow_download_seconds=30))
+    command = [sys.executable, "-m", "pixmake", "-C", str(hero), "build"]
+    with (tmp_path / "killed.log").open("ab") as out:
+        process = subprocess.Popen(command, env=_build_env(provider_env), stdout=out, stderr=out)
+    deadline = time.monotonic() + 30
+    while _journaled_tasks(hero).get("hero", task_id) == task_id:
+        assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "killed.log").read_text()
+        time.sleep(0.01)
+    process.kill()
+    process.wait(timeout=30)
+    _, pending = read_journal(hero / ".pixmake" / "journal.jsonl", Lock({}))
+    assert pending["hero-alt"].task_id == task_id and pending["hero"].task_id not in (None, task_id)
+    provider_env.emulator.reconfigure(config)
+    outcome = run_cli("-C", str(hero), "build")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert provider_env.emulator.ledger.charged_images == 2 and len(provider_env.emulator.submits()) == 2
+    lock = parse_lock((hero / "pixmake.lock").read_text())
+    assert lock.entries["hero-alt"].task_id == task_id and lock.entries["hero"].task_id != task_id
     assert _journaled_tasks(hero) == {} and run_cli("-C", str(hero), "plan", "--check").exit_code == 0
 
 

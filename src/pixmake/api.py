@@ -570,33 +570,59 @@ def _tasks_of_lowered_n(
     return marked
 
 
-def _tasks_of_renamed_targets(
+def _tasks_moved_to_their_inputs(
     pending: dict[str, PendingSubmit], targets: Iterable[Target], hashes: Mapping[str, str], lock: Lock
 ) -> dict[str, PendingSubmit]:
-    """``pending`` with each non-emulator task whose target is no longer in the manifest moved to the first
-    target that has its inputs, no task of its own and no lock entry for them (renamed while a build was
-    interrupted): collected for it, not dropped and paid for again. A target locked for those inputs keeps
-    its images (a twin of a target deleted mid-build). ``was`` keeps the name the task was journaled under."""
+    """``pending`` with each non-emulator task its own target will not collect moved to the first target
+    that has the task's inputs and would pay for them: collected for it, not dropped and paid for again.
+
+    A task its target will not collect is one of a target no longer in the manifest (renamed while a
+    build was interrupted), or one paid for inputs its target no longer has (copied to a new target and
+    then edited, two targets that swapped prompts). A target takes a task only when it has none of its
+    own it collects, and only when giving its own task away (or having none) leaves no task without a
+    name; a target locked for those inputs keeps its images (a twin of a target deleted mid-build).
+    ``was`` keeps the name the task was journaled under; the build rewrites the journal before it sends a
+    submit (see :meth:`pixmake.execute._Recorder.journal_moves`)."""
     targets = tuple(targets)
     names = {t.name for t in targets}
-    homeless = {task.key: name for name, task in pending.items() if name not in names and not task.emulator}
-    if not homeless:
-        return pending
     from pixmake.fingerprint import target_key
 
-    moved = dict(pending)
-    for target in targets:
-        if target.name in moved:
-            continue
+    def key_of(target: Target) -> str | None:
         try:
-            key = target_key(target, hashes)
+            return target_key(target, hashes)
         except KeyError:  # an input the scan did not hash: the plan says what is missing
+            return None
+
+    keys = {t.name: key_of(t) for t in targets if t.name in pending} if pending else {}
+    movable: dict[str, str] = {}  # key -> name of the first task of these inputs its own target does not collect
+    for name, task in pending.items():
+        if task.emulator:
             continue
+        own = name not in names or (keys[name] not in (None, task.key) and not task.keep and task.images is None)
+        if own:
+            movable.setdefault(task.key, name)
+    if not movable:
+        return pending
+    takes: dict[str, str] = {}  # target -> name of the task it takes
+    for target in targets:
+        if target.name in pending and target.name not in movable.values():
+            continue  # it collects a task of its own
+        key = keys[target.name] if target.name in keys else key_of(target)
+        source = movable.get(key) if key is not None else None
         entry = lock.entries.get(target.name)
         would_pay = entry is None or entry.key != key or entry.emulator  # placeholders: a real build pays
-        old = homeless.pop(key, None) if would_pay else None
-        if old is not None:
-            moved[target.name] = replace(moved.pop(old), target=target.name, was=old)
+        if source is not None and source != target.name and would_pay and source not in takes.values():
+            takes[target.name] = source
+    while stuck := [t for t in takes if t in pending and t not in takes.values()]:
+        for name in stuck:  # its own task would lose its name: it stays, and is dropped as before
+            del takes[name]
+    moved = dict(pending)
+    for source in set(takes.values()) - set(takes):
+        del moved[source]
+    for name, source in takes.items():
+        entry = lock.entries.get(name)
+        over = entry.key if entry is not None else None  # the lock entry its images would replace
+        moved[name] = replace(pending[source], target=name, was=source, over=over)
     return moved
 
 
@@ -862,7 +888,7 @@ def plan(
     disk = _scan(project, manifest, lock, chosen)
     pending = _tasks_under_current_keys(pending, manifest.targets, disk.file_hashes)
     pending = _tasks_of_lowered_n(pending, manifest.targets, disk.file_hashes)
-    pending = _tasks_of_renamed_targets(pending, manifest.targets, disk.file_hashes, lock)
+    pending = _tasks_moved_to_their_inputs(pending, manifest.targets, disk.file_hashes, lock)
     orphans = select is None or select.everything
     from pixmake.fingerprint import keyed_prompt
     from pixmake.history import recall

@@ -364,6 +364,17 @@ class _Recorder:
         if not self.journal.gone():
             return
         make_state_dir(self.journal.path.parent)
+        self._rewrite_journal()
+
+    def journal_moves(self) -> None:
+        """Rewrite the journal at once when the plan moved a task to another target (``was``): else a submit
+        of the target it came from, journaled under the same name, would hide it from the next build."""
+        if any(task.was is not None for task in self.pending.values()):
+            self._rewrite_journal()
+
+    def _rewrite_journal(self) -> None:
+        """Replace the journal with what the build still owes it: the submits in flight and the entries not
+        yet folded (atomically: a crash leaves the old journal or the new one)."""
         base = self._base  # a fold in a worker thread may drop it meanwhile
         owed = {name: base.entries[name] for name in self._recovered if name in base.entries} if base else {}
         owed |= {**self._changing, **self._since_snapshot}  # not folded yet, or not sure to be
@@ -795,6 +806,7 @@ class Executor:
                 self._done.setdefault(action.kind, []).append(action.name)
         for task in plan.abandoned:  # paid for inputs the target no longer has: not collected (README)
             self.recorder.dropped(task.name, task.key)
+        self.recorder.journal_moves()
         twins = sum(map(len, self._twins.values()))
         started_event = BuildStarted(
             len(paid) + len(restores) + twins,

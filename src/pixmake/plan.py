@@ -907,7 +907,8 @@ def _first_of_each_key(actions: Sequence[Action], replaced: frozenset[str], buil
     return firsts
 
 
-def _resume_reason(pending: PendingSubmit, now: float | None, n: int) -> Reason:
+def _resume_reason(pending: PendingSubmit, now: float | None, n: int, names: Callable[[], frozenset[str]]) -> Reason:
+    """Why a RESUME collects ``pending`` for a target of ``n`` images; ``names``: the manifest's targets."""
     from pixmake.models import RESULT_LIFETIME
 
     details: dict[str, Any] = {"task_id": pending.task_id, "client_business_id": pending.client_business_id}
@@ -919,7 +920,8 @@ def _resume_reason(pending: PendingSubmit, now: float | None, n: int) -> Reason:
             "has it, paid for again only if it never arrived"
         )
     if pending.was is not None:
-        text += f" (for target {pending.was!r}, renamed since: same inputs)"
+        since = "whose inputs these were" if pending.was in names() else "renamed since: same inputs"
+        text += f" (for target {pending.was!r}, {since})"
         details["was"] = pending.was
     if pending.images is not None:  # n lowered since it was paid for
         first = "its first image" if n == 1 else f"its first {n} images"
@@ -1056,6 +1058,10 @@ def make_plan(
         """Paths a current target writes or reads: never stale, whatever an old lock entry says."""
         return claimed_paths(targets)
 
+    @cache
+    def target_names() -> frozenset[str]:
+        return frozenset(t.name for t in targets)
+
     actions: list[Action] = []
     abandoned: list[AbandonedTask] = []
     hashes = disk.file_hashes
@@ -1112,7 +1118,7 @@ def make_plan(
             abandoned.append(_abandoned(task, built, built=True))
         elif task is not None and (task.key == action.key or (task.images is not None and action.kind.paid)):
             # (A task of a higher n, lowered since, replaces only what would be paid for: not images at hand.)
-            why = (_resume_reason(task, now, target.n),)
+            why = (_resume_reason(task, now, target.n, target_names),)
             resume = Action(ActionKind.RESUME, target.name, why, target, action.key, fallback=action)
             action = _with_side_effects(resume, wanted, lock, disk, claimed)
         elif task is not None and task.images is not None:  # its images at hand: the task waits, journaled
