@@ -1364,6 +1364,26 @@ def test_an_edit_built_then_discarded_with_git_and_made_again_is_not_paid_twice(
     assert (examples_copy / "assets/logo-tile.png").read_bytes() == made
 
 
+def test_an_accepted_retouch_kept_as_the_first_image_when_n_is_raised_is_still_said_to_be_one(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """n 1 → 2 keeps the accepted retouch as logo-tile-1.png and pays for one more: the mark stays with it."""
+    built(examples_copy)
+    logo = examples_copy / "assets/logo-tile.png"
+    write_png(logo, (32, 32), (200, 0, 0))
+    retouch = logo.read_bytes()
+    assert run_cli("-C", str(examples_copy), "accept", "logo-tile").exit_code == 0
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(
+        manifest.read_text().replace("out: assets/logo-tile.png", "out: assets/logo-tile.png\n    n: 2")
+    )
+    built(examples_copy)
+    assert (examples_copy / "assets/logo-tile-1.png").read_bytes() == retouch
+    assert parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"].accepted
+    manifest.write_text(manifest.read_text().replace("A flat geometric logo tile", "A round logo tile"))
+    assert "which pixmake accept recorded (a retouch?)" in plan(examples_copy)[1][0]
+
+
 def test_a_build_that_would_replace_an_accepted_retouch_says_so_in_the_plan(
     examples_copy: Path, provider_env: EmulatorServer
 ) -> None:

@@ -1642,11 +1642,10 @@ class Executor:
                     outputs, unwritten = await self.disk.run(
                         functools.partial(self._keep, target.name, paths, blobs, leave=leave)
                     )
-                    await self._record(
-                        target.name,
-                        self._entry(target, key, outputs, status.task_id, emulator=self.settings.emulator),
-                        made=True,
-                    )
+                    entry = self._entry(target, key, outputs, status.task_id, emulator=self.settings.emulator)
+                    if keep and keep == planned_keep and source is not None and source.accepted:  # n raised: kept first
+                        entry = dataclasses.replace(entry, accepted=True)
+                    await self._record(target.name, entry, made=True)
                 if unwritten is not None:  # locked and cached, so never paid for again; the target still failed
                     raise unwritten
                 break
