@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 import yaml
 from PIL import Image
 
-from conftest import git, journal_submit, run_cli, write_png
+from conftest import TEST_KEY, git, journal_submit, run_cli, write_png
 from pixmake import api
 from pixmake.cli import ExitCode
 from pixmake.emulator import EmulatorConfig, EmulatorServer
@@ -704,6 +705,40 @@ def test_a_task_the_provider_loses_mid_build_says_the_next_build_pays_again_by_i
     assert [a.kind for a in api.plan(project).plan.actions] == [ActionKind.RESUME]  # still journaled
     again = api.build(project, fast_settings(project, emulator))
     assert again.ok and again.images_unplanned == 1 and (root / "hero.png").exists()
+
+
+def test_a_task_id_reissued_to_another_request_mid_build_is_never_collected_nor_paid_again(tmp_path: Path) -> None:
+    """The server restarts mid-build and hands hero's task id to another request: hero's next poll shows that
+    request's client_business_id. The build locks none of its images, and the next build, finding no task by
+    hero's own id, fails it for `forget` rather than paying on a mismatch alone."""
+    config = EmulatorConfig(latency=0.3, submit_rps=None, query_rps=None)
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    project = api.open_project(root)
+    body = {"model": "gpt-4o-image", "prompt": "another project's mug", "client_business_id": "someone-else"}
+    servers = [EmulatorServer(config).__enter__()]
+
+    class Restarted(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetSubmitted):  # the same seed, started afresh: its ids start over
+                servers[0].__exit__(None, None, None)
+                servers.append(EmulatorServer(config, port=servers[0].port).__enter__())
+                headers = {"Authorization": f"Bearer {TEST_KEY}"}
+                answer = httpx.post(f"{servers[1].url}/v1/images/generations", json=body, headers=headers, timeout=5)
+                assert answer.json()["id"] == event.task_id
+
+    try:
+        result = api.build(project, fast_settings(project, servers[0]), reporter=Restarted())
+        [failure] = result.failed
+        assert "now names another request's task" in failure.error, failure.error
+        assert not (root / "hero.png").exists() and "hero" not in api.plan(project).lock.entries
+        assert [a.kind for a in api.plan(project).plan.actions] == [ActionKind.RESUME]  # still journaled
+        again = api.build(project, fast_settings(project, servers[1]))
+        [failure] = again.failed
+        assert "forget" in failure.error and servers[1].emulator.ledger.charged_images == 1  # the other's only
+        assert not (root / "hero.png").exists()
+    finally:
+        servers[-1].__exit__(None, None, None)
 
 
 def test_a_last_poll_past_max_wait_that_fails_keeps_the_timeout_message(
