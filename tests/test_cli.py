@@ -387,6 +387,24 @@ def test_a_thousand_errors_print_fifty_lines_and_a_count(tmp_path: Path) -> None
     assert len(listed) == 120
 
 
+def test_validate_of_an_unchanged_manifest_still_says_everything_a_first_validate_said(tmp_path: Path) -> None:
+    """validate reads the manifest cache (a pre-commit hook on 10,000 targets took a second a run): its warnings
+    come back from it, and what the cache is not keyed by, the input files, is checked afresh each time."""
+    write_png(tmp_path / "mug.png", (8, 8), (0, 0, 255))
+    (tmp_path / "pixmake.yaml").write_text(
+        "version: 1\ntargets:\n  hero:\n    prompt: Poster #3 for the sale\n    out: hero.png\n"
+        "    references: [mug.png]\n"
+    )
+    first = run_cli("-C", str(tmp_path), "validate")
+    assert first.exit_code == ExitCode.OK and "#3 for the sale" in first.stderr, first.stderr
+    assert (tmp_path / ".pixmake" / "manifest.cache").is_file()
+    again = run_cli("-C", str(tmp_path), "validate")
+    assert (again.exit_code, again.stdout, again.stderr) == (first.exit_code, first.stdout, first.stderr)
+    (tmp_path / "mug.png").unlink()
+    gone = run_cli("-C", str(tmp_path), "validate")
+    assert gone.exit_code == ExitCode.USER_ERROR and "file not found: mug.png" in gone.stderr, gone.stderr
+
+
 def test_the_command_list_is_whole_sentences_and_build_says_it_costs() -> None:
     """The review: the top-level help cut every summary with "...", and build's help never said it pays."""
     commands = run_cli("--help").stdout.split("Commands:\n", 1)[1].splitlines()

@@ -51,6 +51,7 @@ __all__ = [
     "Project",
     "accept",
     "build",
+    "check",
     "explain",
     "load_lock",
     "load_manifest",
@@ -451,6 +452,20 @@ def validate(project: Project, *, input_warnings: bool = True, select: Selection
         lockfile_name=project.lockfile.name,
     )
     return replace(manifest, warnings=(*manifest.warnings, *warned)) if warned and input_warnings else manifest
+
+
+def check(project: Project) -> Manifest:
+    """What :func:`validate` returns and raises, through the manifest cache: an unchanged manifest is not
+    parsed again (``pixmake validate`` in a pre-commit hook, 10,000 targets: about 1 s a run otherwise);
+    its input files are checked each time, as they are not what the cache is keyed by."""
+    from pixmake.inputs import check_inputs
+
+    manifest = load_manifest(project)
+    try:
+        warned = check_inputs(project.root, manifest)
+    except ManifestError as error:
+        raise _with_locked_hint(project, error) from None
+    return replace(manifest, warnings=(*manifest.warnings, *warned)) if warned else manifest
 
 
 def _selected_names(targets: tuple[Target, ...], select: Selection | None) -> frozenset[str] | None:

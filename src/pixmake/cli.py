@@ -100,7 +100,7 @@ def validate(obj: _Context, as_json: bool) -> None:
     from pixmake import api
 
     try:
-        manifest = api.validate(obj.project())
+        manifest = api.check(obj.project())
     except ManifestError as error:
         if not as_json:
             raise
