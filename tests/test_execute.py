@@ -402,6 +402,21 @@ def test_a_task_with_no_image_says_it_was_paid_for(emulator: EmulatorServer, tmp
     assert emulator.emulator.ledger.net_images == 1
 
 
+def test_a_task_with_more_images_than_asked_for_is_collected_with_its_first_n(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review (the API's facts): nothing documents that a result holds exactly n images; a task with one
+    more failed as "returned 2 images, expected 1", was dropped, and every build paid again."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, p_long_result=1.0))
+    root = _manifest(tmp_path / "p", {"pair": {"prompt": "two mugs", "n": 2, "out": "pair.png"}})
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, emulator))
+    assert result.ok, result.failed
+    assert (root / "pair-1.png").is_file() and (root / "pair-2.png").is_file() and not (root / "pair-3.png").exists()
+    assert len(parse_lock((root / "pixmake.lock").read_text()).entries["pair"].outputs) == 2
+    assert emulator.emulator.ledger.charged_images == 2 and api.plan(project).plan.up_to_date
+
+
 @pytest.mark.parametrize("killed_before_the_drop", [False, True], ids=["dropped", "killed-before-the-drop"])
 def test_a_task_with_fewer_images_than_n_is_a_failed_attempt_whose_images_the_next_build_keeps(
     emulator: EmulatorServer, tmp_path: Path, killed_before_the_drop: bool

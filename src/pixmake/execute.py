@@ -1620,7 +1620,7 @@ class Executor:
             except _Undecodable as bad:  # as for a whole result: it stays journaled, and is fetched again
                 raise bad.error from None
             del blobs[asked:]
-        elif len(status.urls) != asked:
+        elif len(status.urls) < asked:
             # A failed attempt: nothing to lock; the next build submits again, for the rest only when it can.
             why = f"task {status.task_id} returned {len(status.urls)} images, expected {asked}"
             if not status.urls:  # charged at submit all the same
@@ -1632,7 +1632,8 @@ class Executor:
                     raise BadResultError(f"{why}; {bad.error}") from None
             self.recorder.dropped(target.name, key)
             raise BadResultError(why)
-        else:
+        else:  # more than asked for (nothing says a result holds exactly n): the first are the target's
+            status = dataclasses.replace(status, urls=status.urls[:asked])
             blobs = await self._result_images(target, key, keep, status)
         paths = output_paths(target)
         for attempt in range(self.settings.max_attempts):

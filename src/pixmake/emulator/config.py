@@ -51,7 +51,7 @@ FAULT_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
     "query": ("p_429", "p_500", "p_502", "p_504_html"),
     "upload": ("p_500", "p_502", "p_504_html"),
     "download": ("p_slow_download", "p_truncated_download", "p_403_download", "p_404_download"),
-    "outcome": ("p_task_failed", "p_content_policy", "p_task_no_balance", "p_short_result"),  # once per task
+    "outcome": ("p_task_failed", "p_content_policy", "p_task_no_balance", "p_short_result", "p_long_result"),
 }
 """The fault knobs each kind of request (or a task's outcome) draws from, in draw order; the query and
 upload groups are subsets of the submit group, so checking submit, download and outcome sums covers all."""
@@ -70,7 +70,8 @@ class EmulatorConfig:
 
     ``p_short_result``: the task completes with one image fewer than ``n`` (so an ``n=1`` task completes
     with an empty result list) and is still charged ``n``: charges are pre-deducted by ``n`` at submit
-    (§2.1) and nothing documents a refund for a partial result (§7 q1). ``upload_ttl``: seconds an upload
+    (§2.1) and nothing documents a refund for a partial result (§7 q1). ``p_long_result``: one image more
+    than ``n`` (nothing documents that ``result.data`` holds exactly ``n``, §7 q1). ``upload_ttl``: seconds an upload
     is served and accepted in submits (None: forever; the lifetime is undocumented, §5); after it the
     file answers 410 and a submit naming it answers 400. ``lookup_lag``: seconds a new task stays
     invisible to a lookup by its ``client_business_id`` (a gateway that answers before the task is
@@ -107,6 +108,7 @@ class EmulatorConfig:
     p_content_policy: float = 0.0
     p_task_no_balance: float = 0.0
     p_short_result: float = 0.0
+    p_long_result: float = 0.0
     p_slow_download: float = 0.0
     p_truncated_download: float = 0.0
     p_403_download: float = 0.0

@@ -6,10 +6,10 @@ injected clock drives the whole lifecycle::
     created ──queued_fraction·d──▶ in_progress (progress 1..99) ──d──▶ completed | failed (refunded)
 
 where ``d = latency + U(0, latency_jitter)`` is fixed at submit, as is the outcome (failed, or completed
-with ``n`` images, or with ``n - 1`` under ``p_short_result``). Rate buckets, tasks and ``client_business_id``
-lookups belong to the key's *user* (the ``users`` knob; an unlisted key is a user of its own); uploads are
-public by URL and the ledger is the whole emulator's. Everything here is guarded by one lock, so tests may read
-the record from their own thread while uvicorn serves in another.
+with ``n`` images, ``n - 1`` under ``p_short_result``, ``n + 1`` under ``p_long_result``). Rate buckets,
+tasks and ``client_business_id`` lookups belong to the key's *user* (the ``users`` knob; an unlisted key is a
+user of its own); uploads are public by URL and the ledger is the whole emulator's. Everything here is
+guarded by one lock, so tests may read the record from their own thread while uvicorn serves in another.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Task:
     started: float
     finished: float
     failure: FailureReason | None
-    images: int  # result images once completed: n, or n - 1 under p_short_result
+    images: int  # result images once completed: n, n - 1 under p_short_result, n + 1 under p_long_result
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,7 +404,7 @@ class Emulator:
                 started=now + duration * config.queued_fraction,
                 finished=now + duration,
                 failure=_FAILURES.get(outcome or ""),
-                images=max(0, submission.n - 1) if outcome == "p_short_result" else submission.n,
+                images=submission.n + {"p_short_result": -1, "p_long_result": 1}.get(outcome or "", 0),
             )
             self._tasks[task.id] = task
             if business_id:
