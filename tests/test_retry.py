@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import time
 
 import pytest
 from hypothesis import given
@@ -197,6 +198,23 @@ def test_retry_after_seconds(seconds: int) -> None:
 def test_retry_after_http_date(now: int, ahead: int) -> None:
     header = email.utils.formatdate(now + ahead, usegmt=True)
     assert parse_retry_after(header, now=float(now)) == max(0, ahead)
+
+
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Asia/Shanghai", "UTC"])
+def test_retry_after_in_each_http_date_form_means_the_same_moment_in_any_local_time_zone(
+    zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review (the API's facts): an asctime date, one of the three forms HTTP allows, was read as local
+    time: "30 s from now" held the build for 8 hours west of UTC and not at all east of it."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        now = 1_764_000_000  # 2025-11-24 16:00:00 UTC, a Monday
+        forms = ["Mon, 24 Nov 2025 16:00:30 GMT", "Monday, 24-Nov-25 16:00:30 GMT", "Mon Nov 24 16:00:30 2025"]
+        assert [parse_retry_after(form, now=float(now)) for form in forms] == [30.0, 30.0, 30.0]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 @pytest.mark.parametrize("value", [None, "", "   ", "soon", "nan", "inf", "Mon, 99 Foo 2025 99:99:99 GMT"])

@@ -9,6 +9,7 @@ uploads and downloads are idempotent and retry freely.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 from collections.abc import Callable
@@ -103,6 +104,8 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
             return None
+        if when.tzinfo is None:  # an asctime date (no zone): HTTP dates are always UTC (RFC 9110 §5.6.7)
+            when = when.replace(tzinfo=datetime.UTC)
         seconds = when.timestamp() - now
     if not math.isfinite(seconds):
         return None
