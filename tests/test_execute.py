@@ -603,6 +603,36 @@ def test_a_result_link_refused_before_it_expired_stays_journaled_and_the_next_bu
     assert fast_env.emulator.ledger.charged_images == 1 and (root / "hero.png").is_file()
 
 
+def test_a_result_link_not_found_at_first_is_fetched_again_within_the_build(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review (the API's facts): one 404 from a CDN edge not caught up yet failed the target at once."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, p_404_download=0.4, seed=5))
+    targets = {f"t{i}": {"prompt": f"mug {i}", "out": f"t{i}.png"} for i in range(4)}
+    root = _manifest(tmp_path / "p", targets, concurrency=1)
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, emulator))
+    assert result.ok, result.failed
+    downloads = [r for r in emulator.emulator.requests if r.path.startswith("/files/generated/")]
+    assert len(downloads) > 4 and emulator.emulator.ledger.charged_images == 4
+
+
+def test_a_result_link_not_found_with_no_expiry_said_stays_journaled_and_is_collected_unpaid(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review (the API's facts): with no expires_at in the status (the docs' top-level url shape), a 404
+    dropped the paid task at once, and the next build paid again; the links last 24 hours from the submit."""
+    faulty = EmulatorConfig(latency=0.02, submit_rps=None, query_rps=None, p_404_download=1.0, result_times=False)
+    fast_env.emulator.reset(faulty)
+    root = _manifest(tmp_path / "p", {"hero": {"prompt": "a blue mug", "out": "hero.png"}})
+    refused = run_cli("-C", str(root), "build")
+    assert refused.exit_code == 1 and "its task stays journaled and the next build fetches it again" in refused.stderr
+    fast_env.emulator.reconfigure(dataclasses.replace(faulty, p_404_download=0.0))
+    again = run_cli("-C", str(root), "build")
+    assert again.exit_code == 0 and "1 resumed (already paid)" in again.stderr, again.stderr
+    assert fast_env.emulator.ledger.charged_images == 1 and (root / "hero.png").is_file()
+
+
 @pytest.mark.parametrize("window", [0.0, 30.0])
 def test_a_paid_tasks_polls_ride_out_an_outage_longer_than_the_attempts_within_the_retry_window(
     window: float, emulator: EmulatorServer, tmp_path: Path

@@ -72,7 +72,7 @@ TABLE: dict[str, tuple[Verdict, Verdict, Verdict, Verdict]] = {
     "read timeout (maybe arrived)": (LOOKUP, RETRY, RETRY, RETRY),
     "dropped after send": (LOOKUP, RETRY, RETRY, RETRY),
     "400 invalid request": (FAIL, FAIL, FAIL, FAIL),
-    "404 not found": (FAIL, FAIL, FAIL, FAIL),
+    "404 not found": (FAIL, FAIL, FAIL, RETRY),  # a result link: a CDN edge not caught up with a fresh result
     "422 content policy": (FAIL, FAIL, FAIL, FAIL),
     "task failed": (FAIL, FAIL, FAIL, FAIL),
     "bad result": (FAIL, FAIL, FAIL, FAIL),  # it would be as bad again (an undecodable image: see execute)

@@ -611,7 +611,7 @@ _KNOBS: Final = (  # the fields of pixmake.emulator.EmulatorConfig (a test keeps
     "submit_burst query_rps query_burst p_429 p_500 p_502 p_504_html p_503_unavailable p_drop_after_submit "
     "p_504_after_submit p_task_failed p_content_policy p_task_no_balance p_short_result p_long_result p_slow_download "
     "p_truncated_download p_403_download p_404_download slow_download_seconds status_dialect error_code_style "
-    "top_level_url result_style duplicate_business_id quota_images lookup_lag webhook_url users seed"
+    "top_level_url result_times result_style duplicate_business_id quota_images lookup_lag webhook_url users seed"
 )
 
 

@@ -58,7 +58,7 @@ from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimit
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, merged_pieces, parse_lock, split_pieces
 from pixmake.manifest import Target, is_url, output_paths
 from pixmake.memo import FileStat, file_stat
-from pixmake.models import MODELS
+from pixmake.models import MODELS, RESULT_LIFETIME
 from pixmake.plan import PROVIDER_MADE, Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay, rides_out
@@ -1378,9 +1378,10 @@ class Executor:
     async def _download(self, target: str, key: str, url: str, expires_at: float | None) -> bytes:
         """One result's bytes (retried like any download).
 
-        A result gone for good (410, or 404 or refused after the task's ``expires_at``; a 404 when the
-        status gave no ``expires_at``) leaves nothing to resume: the next build submits again. One refused
-        or not found before then stays journaled, and the next build fetches it again through a fresh
+        A result gone for good (410, or 404 or refused after the task's ``expires_at``, or when the status
+        gave none, once the links' documented 24 hours since the submit have passed) leaves nothing to
+        resume: the next build submits again. One refused or not found before then (a 404 is retried first:
+        a CDN edge not caught up yet) stays journaled, and the next build fetches it again through a fresh
         status (whose links may be signed anew).
         """
 
@@ -1392,13 +1393,13 @@ class Executor:
             return await self._call(target, Operation.DOWNLOAD, once)
         except RequestRejectedError as error:
             expired = expires_at is not None and time.time() >= expires_at
-            # Gone for good: 410, or a 404 or refusal after the link's documented end. Before it, a CDN
-            # that has not caught up answers 404 too: the next build fetches the task again.
-            if (
-                error.status == 410
-                or (error.status in (401, 403, 404) and expired)
-                or (error.status == 404 and expires_at is None)
-            ):
+            if expires_at is None:  # no end said: the links' documented lifetime from the submit
+                journaled = self.recorder.pending.get(target)
+                sent_at = journaled.sent_at if journaled is not None else None
+                expired = sent_at is not None and time.time() - sent_at >= RESULT_LIFETIME
+            # Gone for good: 410, or a 404 or refusal after the link's end. Before it, a CDN that has not
+            # caught up answers 404 too: the next build fetches the task again.
+            if error.status == 410 or (error.status in (401, 403, 404) and expired):
                 self.recorder.dropped(target, key)
                 raise RequestRejectedError(
                     "result no longer available; the next build submits the target again",

@@ -23,6 +23,7 @@ from pixmake.errors import (
     ProviderError,
     QuotaError,
     RateLimitedError,
+    RequestRejectedError,
     ServerError,
 )
 
@@ -71,6 +72,8 @@ def classify(error: ProviderError, operation: Operation) -> Verdict:
         return Verdict.RETRY
     if isinstance(error, ServerError):
         return Verdict.LOOKUP if operation is Operation.SUBMIT else Verdict.RETRY
+    if operation is Operation.DOWNLOAD and isinstance(error, RequestRejectedError) and error.status == 404:
+        return Verdict.RETRY  # a CDN edge that has not caught up with a fresh result yet
     return Verdict.FAIL  # a request refused as invalid, a failed task, a result that can never be an image
 
 

@@ -76,8 +76,10 @@ class EmulatorConfig:
     file answers 410 and a submit naming it answers 400. ``lookup_lag``: seconds a new task stays
     invisible to a lookup by its ``client_business_id`` (a gateway that answers before the task is
     stored; undocumented either way, so a client must not trust an early "not found").
-    ``expired_result_status``: what a result file answers after ``expires_at`` (the docs suggest 404 or
-    410, A.7, but do not say; signed CDN and object-store links commonly answer 403).
+    ``result_times=False`` leaves ``completed_at`` and ``expires_at`` out of a completed status (the docs'
+    top-level ``url`` shape shows neither, §3.3). ``expired_result_status``: what a result file answers
+    after ``expires_at`` (the docs suggest 404 or 410, A.7, but do not say; signed CDN and object-store
+    links commonly answer 403).
     ``webhook_url``: the Token's default webhook (§2.1, [D-wh]). None (the default) means webhooks are not
     configured, so a submit with ``callback_url`` answers ``400 webhook_not_configured``; once set, a
     ``callback_url`` must keep its scheme, host and port (path and query may differ). Nothing is delivered.
@@ -117,6 +119,7 @@ class EmulatorConfig:
     status_dialect: StatusDialect = "queued"
     error_code_style: ErrorCodeStyle = "string"
     top_level_url: bool = False
+    result_times: bool = True
     result_style: ResultStyle = "result"
     duplicate_business_id: DuplicateBusinessId = "create"
     quota_images: int | None = None

@@ -226,8 +226,9 @@ def _completed_fields(task: Task, config: EmulatorConfig, base_url: str) -> dict
         "images": {"images": items},
         "data": {"data": items},
     }
-    fields: dict[str, object] = {"status": "completed", "progress": 100, "completed_at": completed_at}
-    fields["expires_at"] = expires_at(task, config)
+    fields: dict[str, object] = {"status": "completed", "progress": 100}
+    if config.result_times:
+        fields |= {"completed_at": completed_at, "expires_at": expires_at(task, config)}
     fields |= placement[config.result_style]
     if config.top_level_url and items:
         fields["url"] = items[0]["url"]
