@@ -603,6 +603,38 @@ def test_a_result_link_refused_before_it_expired_stays_journaled_and_the_next_bu
     assert fast_env.emulator.ledger.charged_images == 1 and (root / "hero.png").is_file()
 
 
+def test_an_unknown_submit_is_not_paid_again_where_lookups_by_business_id_find_nothing_at_all(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review (the API's facts): only the Chinese docs document lookups by client_business_id. On a gateway
+    that answers them all "not found", a submit answered 504 after it created its task was paid for again;
+    a lookup of a task the build saw created tells it apart from a task that never was."""
+    healthy = EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, lookup_by_business_id=False)
+    emulator.emulator.reset(healthy)
+    targets = {name: {"prompt": f"a {name} mug", "out": f"{name}.png"} for name in ("a", "b")}
+    root = _manifest(tmp_path / "p", targets, concurrency=1)
+    project = api.open_project(root)
+
+    class GatewayDown(RecordingReporter):
+        def emit(self, event: Any) -> None:
+            super().emit(event)
+            if isinstance(event, TargetSubmitted) and event.target == "a":  # b's submit creates a task, then 504s
+                emulator.emulator.reconfigure(dataclasses.replace(healthy, p_504_after_submit=1.0))
+
+    result = api.build(project, fast_settings(project, emulator), reporter=GatewayDown())
+    [failure] = result.failed
+    assert failure.target == "b" and "not paid for again, and stays journaled" in failure.error, failure.error
+    assert emulator.emulator.ledger.charged_images == 2  # a's, and b's one submit
+    assert (root / "a.png").is_file() and api.plan(project).plan.counts()[ActionKind.RESUME] == 1
+    emulator.emulator.reconfigure(healthy)  # the next build has no task of its own to ask about: it remembers
+    [again] = api.build(project, fast_settings(project, emulator)).failed
+    assert again.target == "b" and "not paid for again" in again.error
+    assert emulator.emulator.ledger.charged_images == 2
+    assert run_cli("-C", str(root), "forget", "b").exit_code == 0  # the user checked: the way out pays once
+    assert api.build(project, fast_settings(project, emulator)).ok
+    assert emulator.emulator.ledger.charged_images == 3
+
+
 def test_a_result_link_not_found_at_first_is_fetched_again_within_the_build(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

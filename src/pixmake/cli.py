@@ -609,9 +609,10 @@ def _reporter(as_json: bool, verbose: bool) -> JsonReporter | PlainReporter | Ri
 _KNOBS: Final = (  # the fields of pixmake.emulator.EmulatorConfig (a test keeps the two the same)
     "api_key latency latency_jitter queued_fraction result_ttl expired_result_status upload_ttl submit_rps "
     "submit_burst query_rps query_burst p_429 p_500 p_502 p_504_html p_503_unavailable p_drop_after_submit "
-    "p_504_after_submit p_task_failed p_content_policy p_task_no_balance p_short_result p_long_result p_slow_download "
-    "p_truncated_download p_403_download p_404_download slow_download_seconds status_dialect error_code_style "
-    "top_level_url result_times result_style duplicate_business_id quota_images lookup_lag webhook_url users seed"
+    "p_504_after_submit p_task_failed p_content_policy p_task_no_balance p_short_result p_long_result "
+    "p_slow_download p_truncated_download p_403_download p_404_download slow_download_seconds status_dialect "
+    "error_code_style top_level_url result_times result_style duplicate_business_id quota_images lookup_lag "
+    "lookup_by_business_id webhook_url users seed"
 )
 
 

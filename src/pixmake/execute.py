@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import json
 import os
 import random as _random
 import secrets
@@ -716,6 +717,9 @@ class Executor:
     _paid: int = 0  # images charged by this build's accepted submits, less failed (refunded) tasks
     _counters: _Counters = field(default_factory=_Counters)
     _reached: bool = False  # some request of this build got an answer from the provider
+    _known_task: tuple[str, str] | None = None  # a task this build saw created: (client_business_id, task id)
+    _lookups_work: bool | None = None  # whether a lookup by client_business_id found that task (None: not asked)
+    _asking: anyio.Lock = field(default_factory=anyio.Lock)  # one such lookup at a time
     # Since when (monotonic) each kind of call has failed with no call of its kind getting through meanwhile
     _outage: dict[Operation, float] = field(default_factory=dict)
     # Restores that copy the images of a target this build generates (same inputs), by that target: started
@@ -1296,6 +1300,7 @@ class Executor:
             self._reached = True
             self.capacity.succeeded()
             self.recorder.accepted(target.name, key, cbid, status.task_id)
+            self._known_task = self._known_task or (cbid, status.task_id)
             return status
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -1318,7 +1323,42 @@ class Executor:
         if found is None and wait > 0:
             await self.sleep(wait)
             found = await self._find(target, cbid)
+        if found is None and not await self._lookups_answer(target):
+            known = self._known_task[1] if self._known_task is not None else ""
+            raise GenerationFailedError(
+                f'the outcome of its submit is unknown, and the provider\'s "not found" for the id it was sent '
+                f"with ({cbid}) proves nothing: it says the same of task {known}, which it did create; so it is "
+                f"not paid for again, and stays journaled (should the provider show no such task, "
+                f"{invocation.pixmake('forget', target)} gives it up and the next build pays again)"
+            )
         return found
+
+    async def _lookups_answer(self, target: str) -> bool:
+        """Whether a "not found" from a lookup by ``client_business_id`` can be trusted: asked once per build,
+        of a task this build saw created (only the Chinese docs document such lookups; a gateway that
+        answers them all "not found" would have every unknown outcome paid twice). With no such task known
+        yet, what an earlier build learned of this provider (``.pixmake/lookups.json``), else trusted."""
+        remembered = self.recorder.journal.path.with_name("lookups.json")
+        async with self._asking:
+            if self._lookups_work is None and self._known_task is not None:
+                cbid, task_id = self._known_task
+                found = await self._find(target, cbid)
+                self._lookups_work = found is not None and found.task_id == task_id
+                with contextlib.suppress(OSError):  # it only spares a later build a payment: never fails this one
+                    if self._lookups_work:
+                        remembered.unlink(missing_ok=True)
+                    else:
+                        said = {"base_url": self.settings.base_url, "work": False}
+                        atomic_write(remembered, json.dumps(said).encode())
+        if self._lookups_work is not None:
+            return self._lookups_work
+        try:
+            said = json.loads(remembered.read_bytes())
+        except (OSError, ValueError):
+            return True
+        return not (
+            isinstance(said, dict) and said.get("base_url") == self.settings.base_url and said.get("work") is False
+        )
 
     async def _wait_finished(self, target: str, status: TaskStatus) -> TaskStatus:
         """Poll until the task ends; after ``max_wait`` the target fails with the status then seen.

@@ -76,6 +76,8 @@ class EmulatorConfig:
     file answers 410 and a submit naming it answers 400. ``lookup_lag``: seconds a new task stays
     invisible to a lookup by its ``client_business_id`` (a gateway that answers before the task is
     stored; undocumented either way, so a client must not trust an early "not found").
+    ``lookup_by_business_id=False`` answers every lookup by ``client_business_id`` 404, as a gateway that
+    follows the English docs only might (§2.1: such lookups are documented in Chinese alone).
     ``result_times=False`` leaves ``completed_at`` and ``expires_at`` out of a completed status (the docs'
     top-level ``url`` shape shows neither, §3.3). ``expired_result_status``: what a result file answers
     after ``expires_at`` (the docs suggest 404 or 410, A.7, but do not say; signed CDN and object-store
@@ -124,6 +126,7 @@ class EmulatorConfig:
     duplicate_business_id: DuplicateBusinessId = "create"
     quota_images: int | None = None
     lookup_lag: float = 0.0
+    lookup_by_business_id: bool = True
     webhook_url: str | None = None
     users: Mapping[str, str] | None = None
     seed: int = 0

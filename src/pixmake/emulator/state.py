@@ -429,7 +429,7 @@ class Emulator:
         """Find a task of the key's user by task id, else by ``client_business_id`` (the newest task with it)."""
         with self._lock:
             task = self._tasks.get(task_or_business_id)
-            if task is None:
+            if task is None and self.config.lookup_by_business_id:
                 task = self._newest(key, task_or_business_id)
                 if task is not None and self.now() < task.created + self.config.lookup_lag:
                     return None  # not visible by business id yet
