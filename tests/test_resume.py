@@ -67,6 +67,27 @@ def _interrupted_build(
     return _journaled_tasks(root)["hero"]
 
 
+def test_a_key_refused_after_a_submit_was_paid_exits_1_not_the_nothing_ran_3(
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review (the contract): exit 3 means "nothing ran"; a key revoked mid-build, its polls answered 401
+    after hero's submit was charged, exited 3, and a CI job reading 3 as "nothing spent" may drop .pixmake/."""
+    provider_env.emulator.reset(EmulatorConfig(latency=1.0, submit_rps=None, query_rps=None))
+    command = [sys.executable, "-m", "pixmake", "-C", str(hero), "build"]
+    log = tmp_path / "build.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, env=_build_env(provider_env), stdout=out, stderr=out)
+    deadline = time.monotonic() + 30
+    while "hero" not in _journaled_tasks(hero):
+        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+        time.sleep(0.01)
+    config = provider_env.emulator.config
+    provider_env.emulator.reconfigure(dataclasses.replace(config, api_key="sk-revoked-meanwhile"))
+    assert process.wait(timeout=30) == 1, log.read_text()
+    assert "pixmake: error: HTTP 401: API key refused" in log.read_text()
+    assert provider_env.emulator.ledger.charged_images == 1 and "hero" in _journaled_tasks(hero)
+
+
 def _edit_manifest(root: Path, old: str, new: str) -> None:
     """The manifest with ``old`` written as ``new`` (a rename, an edited prompt) while a build is interrupted."""
     manifest = root / "pixmake.yaml"
