@@ -635,6 +635,22 @@ def test_an_unknown_submit_is_not_paid_again_where_lookups_by_business_id_find_n
     assert emulator.emulator.ledger.charged_images == 3
 
 
+def test_the_lookup_that_vouches_for_not_found_waits_out_a_gateway_that_stores_tasks_late(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """b's submit of a killed build never arrived; a, built first, was created a moment ago and is not yet
+    visible to a lookup (lookup_lag). Asked at once, a provider whose lookups work looked like one whose
+    lookups never find anything, and b was never paid for: the check waits lookup_grace after a's submit."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, lookup_lag=0.3))
+    targets = {name: {"prompt": f"a {name} mug", "out": f"{name}.png"} for name in ("a", "b")}
+    root = _manifest(tmp_path / "p", targets, concurrency=1)
+    journal_submit(root, "b", "pixmake-never-arrived", sent_at=time.time() - 3600)
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, emulator, lookup_grace=0.6))
+    assert result.ok, result.failed
+    assert emulator.emulator.ledger.charged_images == 2 and not (root / ".pixmake" / "lookups.json").exists()
+
+
 def test_a_result_link_not_found_at_first_is_fetched_again_within_the_build(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

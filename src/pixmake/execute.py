@@ -717,7 +717,8 @@ class Executor:
     _paid: int = 0  # images charged by this build's accepted submits, less failed (refunded) tasks
     _counters: _Counters = field(default_factory=_Counters)
     _reached: bool = False  # some request of this build got an answer from the provider
-    _known_task: tuple[str, str] | None = None  # a task this build saw created: (client_business_id, task id)
+    # A task this build saw created: its client_business_id, task id, and when (time.monotonic()).
+    _known_task: tuple[str, str, float] | None = None
     _lookups_work: bool | None = None  # whether a lookup by client_business_id found that task (None: not asked)
     _asking: anyio.Lock = field(default_factory=anyio.Lock)  # one such lookup at a time
     # Since when (monotonic) each kind of call has failed with no call of its kind getting through meanwhile
@@ -1300,7 +1301,7 @@ class Executor:
             self._reached = True
             self.capacity.succeeded()
             self.recorder.accepted(target.name, key, cbid, status.task_id)
-            self._known_task = self._known_task or (cbid, status.task_id)
+            self._known_task = self._known_task or (cbid, status.task_id, time.monotonic())
             return status
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -1315,15 +1316,18 @@ class Executor:
         await self._backoff(target, Operation.SUBMIT, attempt, error)
         return await self._find_trusted(target, cbid, trusted_from)
 
-    async def _find_trusted(self, target: str, cbid: str, trusted_from: float) -> TaskStatus | None:
+    async def _find_trusted(
+        self, target: str, cbid: str, trusted_from: float, *, checked: bool = False
+    ) -> TaskStatus | None:
         """The task submitted with ``cbid``, or None from a "not found" answered at ``trusted_from``
-        (``time.monotonic()``) or later; an earlier one is asked once more at that time."""
+        (``time.monotonic()``) or later; an earlier one is asked once more at that time. Unless ``checked``,
+        a "not found" is returned only where such lookups find the tasks that exist (:meth:`_lookups_answer`)."""
         found = await self._find(target, cbid)
         wait = trusted_from - time.monotonic()
         if found is None and wait > 0:
             await self.sleep(wait)
             found = await self._find(target, cbid)
-        if found is None and not await self._lookups_answer(target):
+        if found is None and not checked and not await self._lookups_answer(target):
             known = self._known_task[1] if self._known_task is not None else ""
             raise GenerationFailedError(
                 f'the outcome of its submit is unknown, and the provider\'s "not found" for the id it was sent '
@@ -1341,8 +1345,8 @@ class Executor:
         remembered = self.recorder.journal.path.with_name("lookups.json")
         async with self._asking:
             if self._lookups_work is None and self._known_task is not None:
-                cbid, task_id = self._known_task
-                found = await self._find(target, cbid)
+                cbid, task_id, created = self._known_task
+                found = await self._find_trusted(target, cbid, created + self.settings.lookup_grace, checked=True)
                 self._lookups_work = found is not None and found.task_id == task_id
                 with contextlib.suppress(OSError):  # it only spares a later build a payment: never fails this one
                     if self._lookups_work:
