@@ -88,6 +88,20 @@ def test_a_key_refused_after_a_submit_was_paid_exits_1_not_the_nothing_ran_3(
     assert provider_env.emulator.ledger.charged_images == 1 and "hero" in _journaled_tasks(hero)
 
 
+def test_a_key_refused_while_collecting_a_paid_task_exits_1_and_the_task_stays_journaled(
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Nothing paid by this build, but a paid task is still journaled: "nothing ran" (exit 3) would tell a CI
+    job it may drop .pixmake/; --json's result names the target whose task waits there."""
+    _interrupted_build(hero, provider_env, tmp_path / "build.log")
+    config = provider_env.emulator.config
+    provider_env.emulator.reconfigure(dataclasses.replace(config, api_key="sk-revoked-meanwhile"))
+    outcome = run_cli("-C", str(hero), "build", "--json")
+    assert outcome.exit_code == 1, outcome.stderr
+    assert json.loads(outcome.stdout.splitlines()[-1])["result"]["journaled"] == ["hero"]
+    assert "hero" in _journaled_tasks(hero) and provider_env.emulator.ledger.charged_images == 1
+
+
 def _edit_manifest(root: Path, old: str, new: str) -> None:
     """The manifest with ``old`` written as ``new`` (a rename, an edited prompt) while a build is interrupted."""
     manifest = root / "pixmake.yaml"

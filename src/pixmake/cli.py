@@ -568,8 +568,9 @@ def build(
             err=True,
         )
     if result.fatal is not None:
-        if isinstance(result.fatal, AuthError) and (result.images_paid or result.generated or result.resumed):
-            _fail(str(result.fatal), ExitCode.FAILED)  # refused once paid: not "nothing ran" (exit 3)
+        ran = result.images_paid or result.generated or result.resumed or result.journaled
+        if isinstance(result.fatal, AuthError) and ran:
+            _fail(str(result.fatal), ExitCode.FAILED)  # refused once paid (or maybe paid): not "nothing ran" (3)
         raise result.fatal  # one line from the funnel: a refused key exits 3; no balance, unreachable exit 1
     if result.failed:
         sys.exit(ExitCode.FAILED)
