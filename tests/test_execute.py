@@ -554,7 +554,7 @@ def test_a_regenerated_output_that_cannot_be_written_leaves_no_older_image_behin
     assert restored.ok and restored.restored == ("hero",) and fast_env.emulator.ledger.charged_images == charged + 2
 
 
-@pytest.mark.parametrize("expired_status", [410, 403])
+@pytest.mark.parametrize("expired_status", [410, 403, 404])
 def test_a_result_that_expired_before_it_was_fetched_fails_only_its_target_and_is_submitted_again(
     expired_status: ExpiredResult, fast_env: EmulatorServer, tmp_path: Path
 ) -> None:
@@ -573,6 +573,8 @@ def test_a_result_that_expired_before_it_was_fetched_fails_only_its_target_and_i
     gone = f"HTTP {expired_status}: result no longer available; the next build submits the target again"
     assert failed == [f"  failed: t1: {gone}"]
     assert fast_env.emulator.ledger.charged_images == 3
+    asked = [r for r in fast_env.emulator.requests if r.path.startswith("/files/") and r.status == expired_status]
+    assert len(asked) == 1  # a link past its end is not asked again (a 404 before it is: a CDN catching up)
     fast_env.emulator.reconfigure(config)
     third = run_cli("-C", str(root), "build")
     assert third.exit_code == 0, third.stderr

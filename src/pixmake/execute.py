@@ -1066,8 +1066,15 @@ class Executor:
         started = min(failing_since, self._outage.get(operation, failing_since))
         return rides_out(error, operation) and time.monotonic() - started < self.settings.retry_window
 
-    async def _call(self, target: str, operation: Operation, fn: Callable[[], Awaitable[T]]) -> T:
-        """Call the provider, retrying what is safe to retry (never a submit: see :meth:`_submit`)."""
+    async def _call(
+        self,
+        target: str,
+        operation: Operation,
+        fn: Callable[[], Awaitable[T]],
+        final: Callable[[ProviderError], bool] | None = None,
+    ) -> T:
+        """Call the provider, retrying what is safe to retry (never a submit: see :meth:`_submit`), unless
+        ``final`` says an error is for good."""
         assert operation is not Operation.SUBMIT
         failing_since = 0.0
         for attempt in itertools.count():
@@ -1085,7 +1092,11 @@ class Executor:
                 failing_since = failing_since or time.monotonic()
                 if rides_out(error, operation):  # a 404 or a bad result says nothing of an outage
                     self._outage.setdefault(operation, failing_since)
-                if verdict is not Verdict.RETRY or not self._retries_left(operation, attempt, failing_since, error):
+                if (
+                    verdict is not Verdict.RETRY
+                    or (final is not None and final(error))
+                    or not self._retries_left(operation, attempt, failing_since, error)
+                ):
                     raise
                 await self._backoff(target, operation, attempt, error)
             else:
@@ -1435,17 +1446,24 @@ class Executor:
             self._counters.downloads += 1
             return await self._provider().download(url)
 
+        def expired() -> bool:
+            """Whether the links have ended: at ``expires_at``; with none said, the documented 24 hours after
+            the submit (a journal of an older pixmake, without send times: as if they had)."""
+            if expires_at is not None:
+                return time.time() >= expires_at
+            journaled = self.recorder.pending.get(target)
+            sent_at = journaled.sent_at if journaled is not None else None
+            return sent_at is None or time.time() - sent_at >= RESULT_LIFETIME
+
+        def gone(error: ProviderError) -> bool:  # a 404 past the links' end: not a CDN catching up
+            return isinstance(error, RequestRejectedError) and expired()
+
         try:
-            return await self._call(target, Operation.DOWNLOAD, once)
+            return await self._call(target, Operation.DOWNLOAD, once, final=gone)
         except RequestRejectedError as error:
-            expired = expires_at is not None and time.time() >= expires_at
-            if expires_at is None:  # no end said: the links' documented lifetime from the submit
-                journaled = self.recorder.pending.get(target)
-                sent_at = journaled.sent_at if journaled is not None else None
-                expired = sent_at is not None and time.time() - sent_at >= RESULT_LIFETIME
             # Gone for good: 410, or a 404 or refusal after the link's end. Before it, a CDN that has not
             # caught up answers 404 too: the next build fetches the task again.
-            if error.status == 410 or (error.status in (401, 403, 404) and expired):
+            if error.status == 410 or (error.status in (401, 403, 404) and expired()):
                 self.recorder.dropped(target, key)
                 raise RequestRejectedError(
                     "result no longer available; the next build submits the target again",
