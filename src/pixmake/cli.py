@@ -570,7 +570,7 @@ def build(
     if result.fatal is not None:
         ran = result.images_paid or result.generated or result.resumed or result.journaled
         if isinstance(result.fatal, AuthError) and ran:
-            _fail(str(result.fatal), ExitCode.FAILED)  # refused once paid (or maybe paid): not "nothing ran" (3)
+            _fail(str(result.fatal), ExitCode.FAILED)  # refused once something was paid: not "nothing ran" (3)
         raise result.fatal  # one line from the funnel: a refused key exits 3; no balance, unreachable exit 1
     if result.failed:
         sys.exit(ExitCode.FAILED)

@@ -252,7 +252,7 @@ class BuildResult:
     pruned: PruneResult | None = None
     seconds: float = 0.0
     emulator: bool = False  # built by the bundled emulator: its images are placeholders, paid for by nobody
-    journaled: tuple[str, ...] = ()  # targets whose paid (or maybe paid) task stays journaled for the next build
+    journaled: tuple[str, ...] = ()  # targets whose paid task (it has a task id) stays journaled for the next build
 
     @property
     def ok(self) -> bool:
@@ -867,7 +867,9 @@ class Executor:
             emulator=self.settings.emulator,
             stale=tuple(o.path for a in plan.actions for o in a.stale),
             seconds=time.monotonic() - started,
-            journaled=tuple(sorted(name for name, task in self.recorder.pending.items() if not task.emulator)),
+            journaled=tuple(
+                sorted(name for name, task in self.recorder.pending.items() if task.task_id and not task.emulator)
+            ),
         )
         self.reporter.emit(BuildFinished(result, result.seconds))
         return result
