@@ -208,6 +208,19 @@ def test_a_paid_task_for_inputs_its_target_no_longer_has_is_collected_by_the_tar
     assert _journaled_tasks(hero) == {} and run_cli("-C", str(hero), "plan", "--check").exit_code == 0
 
 
+def test_forget_takes_the_name_the_plan_gives_a_moved_task_before_any_build_rewrote_the_journal(
+    hero: Path, provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review: `plan` said "resume hero-v2 … (for target 'hero', renamed since)", and `forget hero-v2`
+    answered that no task was journaled for it (the journal names it hero until a build rewrites it)."""
+    _interrupted_build(hero, provider_env, tmp_path / "build.log")
+    _edit_manifest(hero, "hero:", "hero-v2:")
+    outcome = run_cli("-C", str(hero), "forget", "hero-v2")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert run_cli("-C", str(hero), "plan").stdout.splitlines()[-1] == "Plan: 1 to create; 1 image to generate"
+    assert run_cli("-C", str(hero), "forget", "hero").exit_code == 3  # not the plan's name of any task
+
+
 def test_a_refused_result_of_a_renamed_targets_task_names_the_journaled_name_for_forget(
     hero: Path, provider_env: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -1120,14 +1120,21 @@ def forget(project: Project, names: Iterable[str]) -> tuple[PendingSubmit, ...]:
 
     The way out when a journaled task can never be collected (its lookup or its result refused for good)
     yet stays journaled, since it may have been paid for: the next build submits the target again, and
-    pays again if the provider had made it. Holds the project lock: no build runs meanwhile.
+    pays again if the provider had made it. A name is the plan's: a task it moves to another target (a
+    renamed one, say) is that target's, though the journal names it otherwise until a build rewrites it.
+    Holds the project lock: no build runs meanwhile.
     """
     from pixmake.journal import Journal
 
     names = tuple(dict.fromkeys(names))
     with _holding(project, "forget"):
         _, pending = load_lock(project)
-        missing = [name for name in names if name not in pending]
+        try:  # the plan's name of each journaled task: a task it moves is not its journaled target's
+            moved = plan(project).pending
+        except PixmakeError:  # a manifest that does not load moves nothing
+            moved = pending
+        journaled = {name: task.was or name for name, task in moved.items() if (task.was or name) in pending}
+        missing = [name for name in names if name not in journaled]
         if missing:
             listed = ", ".join(repr(name) for name in missing)
             raise ConfigError(
@@ -1138,10 +1145,10 @@ def forget(project: Project, names: Iterable[str]) -> tuple[PendingSubmit, ...]:
         journal.open()
         try:
             for name in names:
-                journal.dropped(name, pending[name].key)
+                journal.dropped(journaled[name], pending[journaled[name]].key)
         finally:
             journal.close()
-    return tuple(pending[name] for name in names)
+    return tuple(pending[journaled[name]] for name in names)
 
 
 def sweep(project: Project, *, keep_days: float = 14.0, dry_run: bool = False) -> SweepResult:
