@@ -45,6 +45,7 @@ from pixmake.execute import (
 )
 from pixmake.journal import Journal
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, parse_lock
+from pixmake.lookups import LookupRecord
 from pixmake.memo import file_stat
 from pixmake.plan import ActionKind, Builder
 from pixmake.report import RecordingReporter
@@ -637,6 +638,24 @@ def test_an_unknown_submit_is_not_paid_again_where_lookups_by_business_id_find_n
     assert emulator.emulator.ledger.charged_images == 3
 
 
+def test_a_killed_builds_submit_is_not_paid_again_where_lookups_find_nothing_though_nothing_was_created_yet(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review: a build that starts by resuming a killed build's submit has created nothing to ask about;
+    it asks about the task an earlier build kept as its witness (.pixmake/lookups.json)."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, lookup_by_business_id=False))
+    targets = {name: {"prompt": f"a {name} mug", "out": f"{name}.png"} for name in ("a", "b")}
+    root = _manifest(tmp_path / "p", {"a": targets["a"]}, concurrency=1)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, emulator)).ok  # a's task is the witness
+    _manifest(root, targets, concurrency=1)
+    paid_by_a_killed_build(project, fast_settings(project, emulator), "b", "pixmake-b-killed")
+    [failure] = api.build(project, fast_settings(project, emulator)).failed
+    assert failure.target == "b" and "not paid for again, and stays journaled" in failure.error, failure.error
+    assert emulator.emulator.ledger.charged_images == 2  # a's, and the killed build's b
+    assert LookupRecord(root / ".pixmake" / "lookups.json", emulator.url).verdict() is False
+
+
 def test_the_lookup_that_vouches_for_not_found_waits_out_a_gateway_that_stores_tasks_late(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
@@ -650,7 +669,8 @@ def test_the_lookup_that_vouches_for_not_found_waits_out_a_gateway_that_stores_t
     project = api.open_project(root)
     result = api.build(project, fast_settings(project, emulator, lookup_grace=0.6))
     assert result.ok, result.failed
-    assert emulator.emulator.ledger.charged_images == 2 and not (root / ".pixmake" / "lookups.json").exists()
+    assert emulator.emulator.ledger.charged_images == 2
+    assert LookupRecord(root / ".pixmake" / "lookups.json", emulator.url).verdict() is True
 
 
 def test_a_result_link_not_found_at_first_is_fetched_again_within_the_build(

@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import functools
 import itertools
-import json
 import os
 import random as _random
 import secrets
@@ -57,6 +56,7 @@ from pixmake.history import remember
 from pixmake.journal import ANY, Journal, PendingSubmit, finished_targets
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, merged_pieces, parse_lock, split_pieces
+from pixmake.lookups import LookupRecord, Witness
 from pixmake.manifest import Target, is_url, output_paths
 from pixmake.memo import FileStat, file_stat
 from pixmake.models import MODELS, RESULT_LIFETIME
@@ -718,9 +718,9 @@ class Executor:
     _paid: int = 0  # images charged by this build's accepted submits, less failed (refunded) tasks
     _counters: _Counters = field(default_factory=_Counters)
     _reached: bool = False  # some request of this build got an answer from the provider
-    # A task this build saw created: its client_business_id, task id, and when (time.monotonic()).
-    _known_task: tuple[str, str, float] | None = None
-    _lookups_work: bool | None = None  # whether a lookup by client_business_id found that task (None: not asked)
+    _known_task: Witness | None = None  # the first task this build saw created
+    _lookups_work: bool | None = None  # whether a lookup by client_business_id found a witness (None: not asked)
+    _asked: Witness | None = None  # the witness that lookup was of
     _asking: anyio.Lock = field(default_factory=anyio.Lock)  # one such lookup at a time
     # Since when (monotonic) each kind of call has failed with no call of its kind getting through meanwhile
     _outage: dict[Operation, float] = field(default_factory=dict)
@@ -1316,7 +1316,10 @@ class Executor:
             self._reached = True
             self.capacity.succeeded()
             self.recorder.accepted(target.name, key, cbid, status.task_id)
-            self._known_task = self._known_task or (cbid, status.task_id, time.monotonic())
+            if self._known_task is None:
+                self._known_task = Witness(cbid, status.task_id, time.time())
+                if not self.settings.emulator:  # the bundled emulator's port is another each build
+                    self._lookup_record().saw_created(self._known_task)
             return status
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -1343,41 +1346,37 @@ class Executor:
             await self.sleep(wait)
             found = await self._find(target, cbid)
         if found is None and not checked and not await self._lookups_answer(target):
-            known = self._known_task[1] if self._known_task is not None else ""
+            known = f"task {self._asked.task_id}" if self._asked is not None else "a task (an earlier build asked)"
             raise GenerationFailedError(
                 f'the outcome of its submit is unknown, and the provider\'s "not found" for the id it was sent '
-                f"with ({cbid}) proves nothing: it says the same of task {known}, which it did create; so it is "
+                f"with ({cbid}) proves nothing: it says the same of {known}, which it did create; so it is "
                 f"not paid for again, and stays journaled (should the provider show no such task, "
                 f"{invocation.pixmake('forget', target)} gives it up and the next build pays again)"
             )
         return found
 
+    def _lookup_record(self) -> LookupRecord:
+        # Keyed without user, password or query: they may hold a secret.
+        return LookupRecord(self.recorder.journal.path.with_name("lookups.json"), display_url(self.settings.base_url))
+
     async def _lookups_answer(self, target: str) -> bool:
-        """Whether a "not found" from a lookup by ``client_business_id`` can be trusted: asked once per build,
-        of a task this build saw created (only the Chinese docs document such lookups; a gateway that
-        answers them all "not found" would have every unknown outcome paid twice). With no such task known
-        yet, what an earlier build learned of this provider (``.pixmake/lookups.json``), else trusted."""
-        remembered = self.recorder.journal.path.with_name("lookups.json")
+        """Whether a "not found" from a lookup by ``client_business_id`` can be trusted: asked once per build, of
+        a witness (:mod:`pixmake.lookups`): the first task this build saw created, else one an earlier build
+        kept; with neither, what an earlier build found, else trusted (as the Chinese docs document it)."""
+        record = self._lookup_record()
         async with self._asking:
-            if self._lookups_work is None and self._known_task is not None:
-                cbid, task_id, created = self._known_task
-                found = await self._find_trusted(target, cbid, created + self.settings.lookup_grace, checked=True)
-                self._lookups_work = found is not None and found.task_id == task_id
-                with contextlib.suppress(OSError):  # it only spares a later build a payment: never fails this one
-                    if self._lookups_work:
-                        remembered.unlink(missing_ok=True)
-                    else:
-                        said = {"base_url": self.settings.base_url, "work": False}
-                        atomic_write(remembered, json.dumps(said).encode())
+            witness = self._known_task or record.witness()
+            if self._lookups_work is None and witness is not None:
+                # A gateway that stores tasks late is given the time it is given for the unknown submit.
+                trusted_from = time.monotonic() + max(0.0, witness.created + self.settings.lookup_grace - time.time())
+                found = await self._find_trusted(target, witness.client_business_id, trusted_from, checked=True)
+                self._lookups_work = found is not None and found.task_id == witness.task_id
+                self._asked = witness
+                if not self.settings.emulator:
+                    record.judged(self._lookups_work)
         if self._lookups_work is not None:
             return self._lookups_work
-        try:
-            said = json.loads(remembered.read_bytes())
-        except (OSError, ValueError):
-            return True
-        return not (
-            isinstance(said, dict) and said.get("base_url") == self.settings.base_url and said.get("work") is False
-        )
+        return record.verdict() is not False
 
     async def _wait_finished(self, target: str, status: TaskStatus) -> TaskStatus:
         """Poll until the task ends; after ``max_wait`` the target fails with the status then seen.
