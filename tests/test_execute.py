@@ -638,6 +638,27 @@ def test_an_unknown_submit_is_not_paid_again_where_lookups_by_business_id_find_n
     assert emulator.emulator.ledger.charged_images == 3
 
 
+def test_a_target_collects_the_task_its_inputs_were_paid_for_under_another_name_and_its_own_is_dropped(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review: a (a green mug) and c (a red mug) were killed mid-build, paid; then a became a red mug and
+    c a blue one. a collects c's task, a's own (a green mug: no target has it) is dropped, and c pays."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    before = {"a": {"prompt": "a green mug", "out": "a.png"}, "c": {"prompt": "a red mug", "out": "c.png"}}
+    root = _manifest(tmp_path / "p", before)
+    project = api.open_project(root)
+    for name in before:
+        paid_by_a_killed_build(project, fast_settings(project, emulator), name, f"pixmake-{name}-killed")
+    _manifest(root, {"a": {"prompt": "a red mug", "out": "a.png"}, "c": {"prompt": "a blue mug", "out": "c.png"}})
+    lines = run_cli("-C", str(root), "plan").stdout.splitlines()
+    dropped = "1 interrupted task to drop (inputs changed)"
+    assert lines[-1] == f"Plan: 1 to create, 1 to resume (already paid), {dropped}; 1 image to generate", lines
+    result = api.build(project, fast_settings(project, emulator))
+    assert result.ok and result.resumed == ("a",) and result.generated == ("c",), result
+    assert emulator.emulator.ledger.charged_images == 3  # the two killed submits, and c's blue mug
+    assert api.load_lock(project)[1] == {} and api.plan(project).plan.up_to_date
+
+
 def test_a_killed_builds_submit_is_not_paid_again_where_lookups_find_nothing_though_nothing_was_created_yet(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

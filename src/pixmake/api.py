@@ -587,17 +587,18 @@ def _tasks_of_lowered_n(
 
 def _tasks_moved_to_their_inputs(
     pending: dict[str, PendingSubmit], targets: Iterable[Target], hashes: Mapping[str, str], lock: Lock
-) -> dict[str, PendingSubmit]:
+) -> tuple[dict[str, PendingSubmit], tuple[PendingSubmit, ...]]:
     """``pending`` with each non-emulator task its own target will not collect moved to the first target
-    that has the task's inputs and would pay for them: collected for it, not dropped and paid for again.
+    that has the task's inputs and would pay for them: collected for it, not dropped and paid for again;
+    and the tasks that made room (below).
 
     A task its target will not collect is one of a target no longer in the manifest (renamed while a
     build was interrupted), or one paid for inputs its target no longer has (copied to a new target and
     then edited, two targets that swapped prompts). A target takes a task only when it has none of its
-    own it collects, and only when giving its own task away (or having none) leaves no task without a
-    name; a target locked for those inputs keeps its images (a twin of a target deleted mid-build).
-    ``was`` keeps the name the task was journaled under; the build rewrites the journal before it sends a
-    submit (see :meth:`pixmake.execute._Recorder.journal_moves`)."""
+    own it collects; its own, paid for inputs no target has now, then makes room (the plan drops it, as
+    it would anyway). A target locked for those inputs keeps its images (a twin of a target deleted
+    mid-build). ``was`` keeps the name the task was journaled under; the build rewrites the journal before
+    it sends a submit (see :meth:`pixmake.execute._Recorder.journal_moves`)."""
     targets = tuple(targets)
     names = {t.name for t in targets}
     from pixmake.fingerprint import target_key
@@ -617,7 +618,7 @@ def _tasks_moved_to_their_inputs(
         if own:
             movable.setdefault(task.key, name)
     if not movable:
-        return pending
+        return pending, ()
     takes: dict[str, str] = {}  # target -> name of the task it takes
     for target in targets:
         if target.name in pending and target.name not in movable.values():
@@ -628,9 +629,7 @@ def _tasks_moved_to_their_inputs(
         would_pay = entry is None or entry.key != key or entry.emulator  # placeholders: a real build pays
         if source is not None and source != target.name and would_pay and source not in takes.values():
             takes[target.name] = source
-    while stuck := [t for t in takes if t in pending and t not in takes.values()]:
-        for name in stuck:  # its own task would lose its name: it stays, and is dropped as before
-            del takes[name]
+    displaced = tuple(pending[t] for t in takes if t in pending and t not in takes.values())
     moved = dict(pending)
     for source in set(takes.values()) - set(takes):
         del moved[source]
@@ -638,7 +637,7 @@ def _tasks_moved_to_their_inputs(
         entry = lock.entries.get(name)
         over = entry.key if entry is not None else None  # the lock entry its images would replace
         moved[name] = replace(pending[source], target=name, was=source, over=over)
-    return moved
+    return moved, displaced
 
 
 class PlanResult:
@@ -903,7 +902,7 @@ def plan(
     disk = _scan(project, manifest, lock, chosen)
     pending = _tasks_under_current_keys(pending, manifest.targets, disk.file_hashes)
     pending = _tasks_of_lowered_n(pending, manifest.targets, disk.file_hashes)
-    pending = _tasks_moved_to_their_inputs(pending, manifest.targets, disk.file_hashes, lock)
+    pending, displaced = _tasks_moved_to_their_inputs(pending, manifest.targets, disk.file_hashes, lock)
     orphans = select is None or select.everything
     from pixmake.fingerprint import keyed_prompt
     from pixmake.history import recall
@@ -945,6 +944,7 @@ def plan(
             restore=restore,
             orphans=orphans,
             pending=pending,
+            displaced=displaced,
             builder=builder or Builder.EITHER,
             earlier=earlier,
             earlier_counts=earlier_counts,

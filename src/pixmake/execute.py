@@ -811,7 +811,9 @@ class Executor:
             if action.kind in (ActionKind.UNCHANGED, ActionKind.EDITED, ActionKind.ORPHAN):
                 self._done.setdefault(action.kind, []).append(action.name)
         for task in plan.abandoned:  # paid for inputs the target no longer has: not collected (README)
-            self.recorder.dropped(task.name, task.key)
+            held = self.recorder.pending.get(task.name)
+            if held is None or held.was is None or held.key == task.key:  # else it made room for a moved task,
+                self.recorder.dropped(task.name, task.key)  # which the journal's rewrite leaves it out for
         self.recorder.journal_moves()
         twins = sum(map(len, self._twins.values()))
         started_event = BuildStarted(

@@ -997,6 +997,7 @@ def make_plan(
     restore: bool = False,
     orphans: bool = True,
     pending: Mapping[str, PendingSubmit] | None = None,
+    displaced: Iterable[PendingSubmit] = (),
     builder: Builder = Builder.EITHER,
     earlier: Callable[[str], LockEntry | None] = lambda key: None,
     earlier_counts: EarlierCounts | None = None,
@@ -1018,7 +1019,9 @@ def make_plan(
     whatever it would get otherwise (even UNCHANGED: a killed ``build --replace``); a pending task for
     other inputs (the prompt changed since), or of a target no longer in the manifest (only when
     ``orphans``), is listed in ``Plan.abandoned``: a build drops it from the journal. So is any task
-    of an interrupted ``build --emulator``: its emulator ran in that build's process.
+    of an interrupted ``build --emulator``: its emulator ran in that build's process. ``displaced`` holds
+    tasks paid for earlier inputs of their targets that made room for another's task, moved to them (see
+    ``pixmake.api``): listed there too.
 
     ``builder`` says which server the plan is for: the provider generates the bundled emulator's
     placeholders instead of keeping them, and the emulator never replaces the provider's images (see
@@ -1175,4 +1178,5 @@ def make_plan(
             actions.append(Action(ActionKind.ORPHAN, name, (reason,), source=entry))
         for name in sorted(set(pending) - names):
             abandoned.append(_abandoned(pending[name], "its target is no longer in the manifest", removed=True))
+    abandoned.extend(_abandoned(task, "it was paid for earlier inputs of this target") for task in displaced)
     return Plan(tuple(actions), abandoned, unwritten)
