@@ -1381,7 +1381,10 @@ def test_an_accepted_retouch_kept_as_the_first_image_when_n_is_raised_is_still_s
     assert (examples_copy / "assets/logo-tile-1.png").read_bytes() == retouch
     assert parse_lock((examples_copy / "pixmake.lock").read_text()).entries["logo-tile"].accepted
     manifest.write_text(manifest.read_text().replace("A flat geometric logo tile", "A round logo tile"))
-    assert "which pixmake accept recorded (a retouch?)" in plan(examples_copy)[1][0]
+    lines = plan(examples_copy)[1]
+    assert "will replace assets/logo-tile-1.png, which pixmake accept recorded (a retouch?)" in lines[0]
+    assert "logo-tile-2.png, which" not in lines[0]  # the image generated beside it is no retouch (the review)
+    assert lines[-1].endswith("; 1 file recorded by pixmake accept (retouches?) would be replaced")
 
 
 def test_a_build_that_would_replace_an_accepted_retouch_says_so_in_the_plan(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import MappingProxyType
 
 import pytest
@@ -52,7 +53,9 @@ entries = st.builds(
     task_id=st.none() | st.from_regex(r"task_[a-z0-9]{4,12}", fullmatch=True),
     stale=st.lists(_output, max_size=2).map(tuple),
     emulator=st.booleans(),
-)
+    accepted=st.booleans(),
+    accepted_images=st.lists(_sha, max_size=2).map(tuple),
+).map(lambda e: replace(e, accepted_images=e.accepted_images if e.accepted else ()))  # only an accepted entry's
 locks = st.dictionaries(_name, entries, max_size=5).map(lambda d: Lock(MappingProxyType(d)))
 
 

@@ -1008,7 +1008,11 @@ class Executor:
         )
         entry = self._entry(action.target, action.key, outputs, source.task_id, emulator=source.emulator)
         if source.accepted:  # a retouch put back (or copied to a twin) is still one: a plan says when it goes
-            entry = dataclasses.replace(entry, accepted=True)
+            some = tuple(o.sha256 for o in outputs if source.accepted_image(o.sha256))
+            if some:  # all of them (), or only those
+                entry = dataclasses.replace(
+                    entry, accepted=True, accepted_images=() if len(some) == len(outputs) else some
+                )
         with anyio.CancelScope(shield=True):
             await self._record(action.name, entry)
         return tuple(path for path in paths if path not in action.kept)
@@ -1713,7 +1717,8 @@ class Executor:
                     )
                     entry = self._entry(target, key, outputs, status.task_id, emulator=self.settings.emulator)
                     if keep and keep == planned_keep and source is not None and source.accepted:  # n raised: kept first
-                        entry = dataclasses.replace(entry, accepted=True)
+                        some = tuple(sha for sha in keep if source.accepted_image(sha))
+                        entry = dataclasses.replace(entry, accepted=bool(some), accepted_images=some)
                     await self._record(target.name, entry, made=True)
                 if unwritten is not None:  # locked and cached, so never paid for again; the target still failed
                     raise unwritten

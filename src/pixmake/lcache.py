@@ -33,7 +33,7 @@ from pixmake.recordfile import paused_gc, read_record, write_record
 
 __all__ = ["LCACHE_VERSION", "load_lock_file"]
 
-LCACHE_VERSION: Final = 4
+LCACHE_VERSION: Final = 5
 _CLASSES: Final = (LockEntry, LockedOutput, LockedInput)
 
 
@@ -67,7 +67,7 @@ def _encode(lock: Lock) -> tuple[Any, ...]:
             e.task_id,
             tuple(map(_output, e.stale)),
             e.emulator,
-            e.accepted,
+            e.accepted_images or e.accepted,  # some of its images, or all (or none)
         )
         for name, e in lock.entries.items()
     )
@@ -108,7 +108,8 @@ def _decode(entries: Any) -> Lock:
             task_id,
             tuple(starmap(LockedOutput, stale)),
             emulator is True,
-            accepted is True,
+            accepted is True or type(accepted) is tuple,
+            accepted if type(accepted) is tuple else (),
         )
     if len(decoded) != len(entries):
         raise ValueError("a target appears twice")

@@ -93,7 +93,8 @@ class LockEntry:
     they stay recorded until ``build --prune`` deletes them, so a rename never leaves an untracked file.
     ``emulator`` marks outputs made by the bundled emulator (``build --emulator``): placeholders, which
     a build against the provider regenerates. ``accepted`` marks outputs ``pixmake accept`` recorded (a
-    retouch, or images kept for new inputs): a plan says when a build would replace them.
+    retouch, or images kept for new inputs): a plan says when a build would replace them. When only some
+    are (one kept as the first image when ``n`` was raised), ``accepted_images`` holds their sha256.
     """
 
     key: str
@@ -109,6 +110,11 @@ class LockEntry:
     stale: tuple[LockedOutput, ...] = ()
     emulator: bool = False
     accepted: bool = False
+    accepted_images: tuple[str, ...] = ()
+
+    def accepted_image(self, sha256: str) -> bool:
+        """Whether an output with these bytes is one ``pixmake accept`` recorded."""
+        return self.accepted and (not self.accepted_images or sha256 in self.accepted_images)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +206,8 @@ def entry_to_json(entry: LockEntry) -> dict[str, Any]:
         block["emulator"] = True
     if entry.accepted:
         block["accepted"] = True
+        if entry.accepted_images:  # some only (older pixmakes read the entry as all accepted)
+            block["accepted_images"] = list(entry.accepted_images)
     return block
 
 
@@ -213,6 +221,9 @@ def entry_from_json(block: Mapping[str, Any], shared: dict[tuple[str, str], Lock
     emulator, accepted = block.get("emulator", False), block.get("accepted", False)
     if not isinstance(emulator, bool) or not isinstance(accepted, bool):
         raise TypeError("emulator and accepted are true or false")
+    some = block.get("accepted_images", ())
+    if not isinstance(some, list | tuple) or not all(isinstance(sha, str) for sha in some):
+        raise TypeError("accepted_images is a list of sha256")
     return LockEntry(
         key=str(block["key"]),
         model=sys.intern(str(block["model"])),
@@ -227,6 +238,7 @@ def entry_from_json(block: Mapping[str, Any], shared: dict[tuple[str, str], Lock
         stale=tuple(_output(o) for o in block.get("stale", ())),
         emulator=emulator,
         accepted=accepted,
+        accepted_images=tuple(some) if accepted else (),
     )
 
 

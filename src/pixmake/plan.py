@@ -766,7 +766,6 @@ def _replaced_files(
     written: list[str | None] = [o.sha256 for o in writes.outputs] if writes is not None else []
     written += [None] * (len(wanted) - len(written))  # a paid action keeping locked images writes new ones after
     reasons = []
-    accepted = entry is not None and entry.accepted
     for path, coming in zip(wanted, written, strict=False):
         actual = disk.file_hashes.get(path)
         if actual is None or actual == coming or path in disk.damaged:
@@ -776,7 +775,8 @@ def _replaced_files(
             reasons.append(
                 Reason("replaces-file", f"will replace existing file {path} ({kept})", {"path": path, "sha256": actual})
             )
-        elif accepted:  # a retouch the artist asked to keep: never replaced unsaid among hundreds of lines
+        elif entry is not None and entry.accepted_image(actual):  # a retouch the artist asked to keep: never
+            # replaced unsaid among hundreds of lines
             text = f"will replace {path}, which pixmake accept recorded (a retouch?); {kept}"
             reasons.append(Reason("replaces-file", text, {"path": path, "sha256": actual, "accepted": True}))
     return reasons
