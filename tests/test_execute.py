@@ -1329,6 +1329,39 @@ def test_a_4xx_about_a_remembered_upload_uploads_it_again(how: str, emulator: Em
     assert emulator.emulator.ledger.charged_images == paid_before + 1
 
 
+@pytest.mark.parametrize("alive", [True, False], ids=["still-served", "gone"])
+def test_a_remembered_upload_over_an_hour_old_is_fetched_once_before_a_submit_names_it(
+    alive: bool, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The review (the API's facts): an upload's lifetime is undocumented, and pixmake reused URLs for 12 hours.
+    A provider that skipped a dead reference rather than refusing the submit would charge for an image made
+    without it: a URL over an hour old is checked first (once per build), and a dead one uploaded again."""
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, upload_ttl=3600.0))
+    ref = write_png(tmp_path / "p" / "ref.png")
+    targets = {f"m{i}": {"prompt": f"mug {i}", "references": ["ref.png"], "out": f"m{i}.png"} for i in range(3)}
+    root = _manifest(tmp_path / "p", targets)
+    project = api.open_project(root)
+    assert api.build(project, fast_settings(project, emulator)).ok
+    cache = root / ".pixmake" / "uploads.json"
+    document = json.loads(cache.read_text())
+    for entry in document["uploads"][emulator.url].values():
+        entry["at"] -= 2 * 3600  # remembered two hours ago
+    cache.write_text(json.dumps(document))
+    if not alive:
+        emulator.emulator.advance(3600.0)  # the provider let it go
+    for name in targets:
+        manifest = root / "pixmake.yaml"
+        manifest.write_text(manifest.read_text().replace(f"mug {name[1:]}", f"blue mug {name[1:]}"))
+    before = len(emulator.emulator.requests)
+    result = api.build(project, fast_settings(project, emulator))
+    assert result.ok, result.failed
+    later = emulator.emulator.requests[before:]
+    fetched = [r for r in later if r.method == "GET" and r.path.startswith("/files/uploads/")]
+    uploaded = [r for r in later if r.path == "/v1/uploads/images"]
+    assert (len(fetched), len(uploaded)) == (1, 0 if alive else 1)
+    assert all(r.status == 200 for r in later if r.path == "/v1/images/generations")  # none refused, none paid blind
+
+
 def test_a_4xx_about_an_upload_on_the_last_attempt_fails_the_target_in_one_line(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -742,7 +742,12 @@ class Executor:
         self.guard = RootGuard(self.root)
         # Trips to a worker thread cost more CPU than a small result's disk work: share them.
         self.disk = ThreadBatcher(_DISK_WINDOW, limiter=self.thread_work)
-        self.uploader = Uploader(self.upload_cache, self._upload, lambda path: (self.root / path).read_bytes())
+        self.uploader = Uploader(
+            self.upload_cache,
+            self._upload,
+            lambda path: (self.root / path).read_bytes(),
+            lambda url: self._provider().download(url),  # one attempt: should it fail, the file goes up again
+        )
 
     @classmethod
     def create(

@@ -7,7 +7,9 @@ gave it and when (Unix seconds)::
 
 An entry older than ``ttl`` is treated as gone (the provider does not document how long uploads
 live), and the executor forgets an entry when the provider answers a submit using it with a 4xx, so
-that file is uploaded again. Within one build, :class:`Uploader` makes concurrent targets that share a
+that file is uploaded again. One over an hour old is fetched once per build before a submit names it:
+a provider that skipped a dead reference instead of refusing the submit would charge for an image made
+without it. Within one build, :class:`Uploader` makes concurrent targets that share a
 file wait for one upload instead of starting their own: 10,000 targets with one brand reference
 upload it once.
 """
@@ -23,7 +25,7 @@ from typing import Any, Final
 
 import anyio
 
-from pixmake.errors import InputChangedError
+from pixmake.errors import InputChangedError, PixmakeError
 from pixmake.settings import display_url
 from pixmake.store import atomic_write, sha256_bytes
 
@@ -123,7 +125,8 @@ class Uploader:
     """One upload per content hash per build, shared by every target that needs the file.
 
     ``upload(data, filename)`` performs the (retried) provider call; ``read(path)`` returns a file's
-    bytes and runs in a worker thread. ``uploads`` counts provider uploads by content hash.
+    bytes and runs in a worker thread; ``fetch(url)`` returns what a URL serves (raising when it serves
+    nothing), to check a remembered URL over an hour old. ``uploads`` counts provider uploads by content hash.
     """
 
     def __init__(
@@ -131,11 +134,14 @@ class Uploader:
         cache: UploadCache,
         upload: Callable[[bytes, str], Awaitable[str]],
         read: Callable[[str], bytes],
+        fetch: Callable[[str], Awaitable[bytes]] | None = None,
     ) -> None:
         self.cache = cache
         self._upload = upload
         self._read = read
+        self._fetch = fetch
         self._locks: dict[str, anyio.Lock] = {}
+        self._checked: set[str] = set()  # remembered URLs that served their file in this build
         self.uploads: Counter[str] = Counter()
 
     async def url(self, path: str, sha256: str) -> str:
@@ -146,7 +152,7 @@ class Uploader:
         lock = self._locks.setdefault(sha256, anyio.Lock())
         async with lock:
             known = self.cache.get(sha256)
-            if known is not None:
+            if known is not None and await self._serves(known, sha256):
                 return known
             try:
                 data = await anyio.to_thread.run_sync(self._read, path)
@@ -163,6 +169,22 @@ class Uploader:
             self.uploads[sha256] += 1
             self.cache.put(sha256, url)
             return url
+
+    async def _serves(self, url: str, sha256: str) -> bool:
+        """Whether a remembered URL still serves the file: taken on trust while under an hour old (and once it
+        has served it in this build); else fetched, and forgotten unless it returns the same bytes."""
+        age = self.cache.age(sha256)
+        if self._fetch is None or sha256 in self._checked or (age is not None and 0 <= age < _DOUBTFUL_AFTER):
+            return True
+        try:
+            served = await self._fetch(url)
+        except PixmakeError:  # refused, gone, unreachable: whatever the reason, uploading again costs nothing
+            served = b""
+        if sha256_bytes(served) != sha256:
+            self.cache.forget(sha256)
+            return False
+        self._checked.add(sha256)
+        return True
 
     def forget(self, sha256: str) -> None:
         """Upload this file again next time it is needed (the provider refused its URL)."""
