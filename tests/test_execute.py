@@ -1337,7 +1337,7 @@ def test_a_remembered_upload_over_an_hour_old_is_fetched_once_before_a_submit_na
     A provider that skipped a dead reference rather than refusing the submit would charge for an image made
     without it: a URL over an hour old is checked first (once per build), and a dead one uploaded again."""
     emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None, upload_ttl=3600.0))
-    ref = write_png(tmp_path / "p" / "ref.png")
+    write_png(tmp_path / "p" / "ref.png")
     targets = {f"m{i}": {"prompt": f"mug {i}", "references": ["ref.png"], "out": f"m{i}.png"} for i in range(3)}
     root = _manifest(tmp_path / "p", targets)
     project = api.open_project(root)

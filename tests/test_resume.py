@@ -42,6 +42,21 @@ def _build_env(server: EmulatorServer) -> dict[str, str]:
     }
 
 
+def _building(
+    root: Path, server: EmulatorServer, log: Path, *args: str, until: Callable[[], bool] | None = None
+) -> subprocess.Popen[bytes]:
+    """``pixmake build ARGS`` running in a subprocess, returned once ``until()`` holds (by default: hero's task
+    is paid, its task id journaled); the build must not end before."""
+    command = [sys.executable, "-m", "pixmake", "-C", str(root), "build", *args]
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, env=_build_env(server), stdout=out, stderr=out)
+    deadline = time.monotonic() + 30
+    while not (until() if until is not None else "hero" in _journaled_tasks(root)):
+        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+        time.sleep(0.01)
+    return process
+
+
 def _interrupted_build(
     root: Path, server: EmulatorServer, log: Path, *args: str, stop: signal.Signals = signal.SIGINT
 ) -> str:
@@ -50,13 +65,7 @@ def _interrupted_build(
     Returns hero's task id. SIGTERM (a CI runner cancelling the job) stops it as gracefully as Ctrl-C.
     """
     server.emulator.reset(EmulatorConfig(latency=1.0, submit_rps=None, query_rps=None))
-    command = [sys.executable, "-m", "pixmake", "-C", str(root), "build", *args]
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, env=_build_env(server), stdout=out, stderr=out)
-    deadline = time.monotonic() + 30
-    while "hero" not in _journaled_tasks(root):
-        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-        time.sleep(0.01)
+    process = _building(root, server, log, *args)
     process.send_signal(stop)
     code, word = (143, "terminated") if stop is signal.SIGTERM else (130, "interrupted")
     assert process.wait(timeout=30) == code, log.read_text()
@@ -73,14 +82,8 @@ def test_a_key_refused_after_a_submit_was_paid_exits_1_not_the_nothing_ran_3(
     """The review (the contract): exit 3 means "nothing ran"; a key revoked mid-build, its polls answered 401
     after hero's submit was charged, exited 3, and a CI job reading 3 as "nothing spent" may drop .pixmake/."""
     provider_env.emulator.reset(EmulatorConfig(latency=1.0, submit_rps=None, query_rps=None))
-    command = [sys.executable, "-m", "pixmake", "-C", str(hero), "build"]
     log = tmp_path / "build.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, env=_build_env(provider_env), stdout=out, stderr=out)
-    deadline = time.monotonic() + 30
-    while "hero" not in _journaled_tasks(hero):
-        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-        time.sleep(0.01)
+    process = _building(hero, provider_env, log)
     config = provider_env.emulator.config
     provider_env.emulator.reconfigure(dataclasses.replace(config, api_key="sk-revoked-meanwhile"))
     assert process.wait(timeout=30) == 1, log.read_text()
@@ -188,13 +191,11 @@ def test_a_paid_task_for_inputs_its_target_no_longer_has_is_collected_by_the_tar
     # Killed once hero's new task is journaled (hero-alt's download held up): the journal still has both.
     config = provider_env.emulator.config
     provider_env.emulator.reconfigure(dataclasses.replace(config, p_slow_download=1.0, slow_download_seconds=30))
-    command = [sys.executable, "-m", "pixmake", "-C", str(hero), "build"]
-    with (tmp_path / "killed.log").open("ab") as out:
-        process = subprocess.Popen(command, env=_build_env(provider_env), stdout=out, stderr=out)
-    deadline = time.monotonic() + 30
-    while _journaled_tasks(hero).get("hero", task_id) == task_id:
-        assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "killed.log").read_text()
-        time.sleep(0.01)
+
+    def renewed() -> bool:  # hero's new task is journaled
+        return _journaled_tasks(hero).get("hero", task_id) != task_id
+
+    process = _building(hero, provider_env, tmp_path / "killed.log", until=renewed)
     process.kill()
     process.wait(timeout=30)
     _, pending = read_journal(hero / ".pixmake" / "journal.jsonl", Lock({}))
