@@ -379,7 +379,10 @@ class ObjectCache:
         if not intact:
             if users:
                 self._note_users(digest)  # first: a crash between the two leaves a user's file listed, never unlisted
-            atomic_write(target, data)
+            try:
+                atomic_write(target, data)
+            except FileNotFoundError:  # its folder deleted as it was written (git clean -fdx mid-build): again, once
+                atomic_write(target, data)
         return digest
 
     def _note_users(self, digest: str) -> None:
