@@ -596,11 +596,14 @@ def _first_images_of_earlier(
         entry = earlier(target_key(dataclasses.replace(target, n=n), disk.file_hashes))
         if entry is not None and own is not None and entry.key == own.key:
             continue
-        first = _first_images(entry, target.n, disk) if entry is not None and not entry.emulator else None
-        if first is not None:
-            images = "its first image" if target.n == 1 else f"its first {target.n} images"
-            text = f"same inputs as an earlier build but n {n}: {images}, in .pixmake/objects"
-            return first, Reason("built-before", text)
+        if entry is None or entry.emulator:
+            continue
+        # earlier() returns only entries whose images are all cached or in place: the plan's scan looked for
+        # the lock's images alone (disk.cached_objects), so _first_images would miss those the cache holds.
+        first = dataclasses.replace(entry, n=target.n, outputs=entry.outputs[: target.n])
+        images = "its first image" if target.n == 1 else f"its first {target.n} images"
+        text = f"same inputs as an earlier build but n {n}: {images}, in .pixmake/objects"
+        return first, Reason("built-before", text)
     return None
 
 
@@ -634,7 +637,9 @@ def _target_action(
     if entry is None:
         raised = _more_of_an_earlier(target, disk, earlier, earlier_counts)  # a short result of its first build
         if raised is not None:
-            return _keeping(ActionKind.CREATE, target, key, wanted, raised, disk, restore=restore, current=None)
+            return _keeping(
+                ActionKind.CREATE, target, key, wanted, raised, disk, restore=restore, current=None, lock=lock
+            )
         return Action(ActionKind.CREATE, target.name, _NEW, target, key)
     if entry.key != key:
         fewer = _fewer_of_the_same(target, entry, disk)
@@ -654,7 +659,9 @@ def _target_action(
         )
         raised = max((r for r in candidates if r is not None), key=lambda r: r[0].n, default=None)
         if raised is not None:
-            return _keeping(ActionKind.REGENERATE, target, key, wanted, raised, disk, restore=restore, current=entry)
+            return _keeping(
+                ActionKind.REGENERATE, target, key, wanted, raised, disk, restore=restore, current=entry, lock=lock
+            )
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
     return _output_action(target, key, wanted, entry, disk, restore=restore)
 
@@ -721,12 +728,15 @@ def _keeping(
     *,
     restore: bool,
     current: LockEntry | None,
+    lock: Lock,
 ) -> Action:
     """The paid action of a target that keeps the images of ``raised`` (an entry with a lower ``n``, and
     whether it is the target's locked one) as its first outputs and pays for the rest.
 
-    A kept output edited by hand stays as it is (as when ``n`` is lowered), unless ``restore``; the image
-    the target's ``current`` lock entry has at that path is not an edit (placeholders of build --emulator)."""
+    A kept output edited by hand stays as it is (as when ``n`` is lowered), unless ``restore``. An image the
+    ``lock`` records at that path is no edit: the target's ``current`` one (placeholders of build --emulator),
+    one it wrote before its ``out`` moved, another target's (renamed, or an orphan); the build keeps its
+    bytes in the object cache before it writes over it (:func:`_replaced_files`)."""
     entry, locked = raised
     now = {o.path: o.sha256 for o in current.outputs} if current is not None else {}
     more = target.n - entry.n
@@ -744,13 +754,20 @@ def _keeping(
         actual = disk.file_hashes.get(path)
         if restore or actual is None or actual == output.sha256 or path in disk.damaged or path in disk.lfs_pointers:
             continue
-        if actual in disk.made_by_pixmake or now.get(path) == actual:  # an image pixmake made: cached, then replaced
-            continue
+        if actual in disk.made_by_pixmake or now.get(path) == actual or _locked_at(lock, path, actual):
+            continue  # an image pixmake made: cached, then replaced
         edited.append(path)
         accept = invocation.pixmake("accept", target.name)
         text = f"output {path} differs from the lock (edited by hand?); kept as is; {accept} keeps it"
         reasons.append(Reason("output-edited", text, {"path": path, "locked": output.sha256, "actual": actual}))
     return Action(kind, target.name, tuple(reasons), target, key, entry, kept=tuple(edited))
+
+
+def _locked_at(lock: Lock, path: str, sha256: str) -> bool:
+    """Whether some lock entry records these bytes at this path (as an output, or a stale one)."""
+    return any(
+        o.path == path and o.sha256 == sha256 for entry in lock.entries.values() for o in (*entry.outputs, *entry.stale)
+    )
 
 
 def _replaced_files(
@@ -1079,7 +1096,7 @@ def make_plan(
         if (raised := _more_of_an_earlier(target, disk, earlier, earlier_counts)) is not None:  # for a lower n
             now = lock.entries.get(target.name)
             keeping = _keeping(
-                action.kind, target, action.key or "", wanted, raised, disk, restore=restore, current=now
+                action.kind, target, action.key or "", wanted, raised, disk, restore=restore, current=now, lock=lock
             )
             return dataclasses.replace(keeping, reasons=(_PLACEHOLDERS, *keeping.reasons))
         return action
