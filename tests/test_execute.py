@@ -659,6 +659,24 @@ def test_a_target_collects_the_task_its_inputs_were_paid_for_under_another_name_
     assert api.load_lock(project)[1] == {} and api.plan(project).plan.up_to_date
 
 
+def test_a_thumbnail_beside_its_variants_gets_their_first_image_and_only_the_variants_are_paid_for(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    emulator.emulator.reset(EmulatorConfig(latency=0.01, submit_rps=None, query_rps=None))
+    targets: dict[str, dict[str, Any]] = {
+        "thumb": {"prompt": "a red mug", "out": "thumb.png"},
+        "variants": {"prompt": "a red mug", "n": 4, "out": "v.png"},
+    }
+    root = _manifest(tmp_path / "p", targets)
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, emulator))
+    assert result.ok and result.restored == ("thumb",) and emulator.emulator.ledger.charged_images == 4
+    assert (root / "thumb.png").read_bytes() == (root / "v-1.png").read_bytes()
+    lock = parse_lock((root / "pixmake.lock").read_text())
+    assert lock.entries["thumb"].n == 1 and lock.entries["thumb"].outputs[0].path == "thumb.png"
+    assert api.plan(project).plan.up_to_date
+
+
 def test_a_killed_builds_submit_is_not_paid_again_where_lookups_find_nothing_though_nothing_was_created_yet(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

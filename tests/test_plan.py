@@ -200,6 +200,26 @@ def test_two_targets_that_swapped_names_swap_their_images_for_free() -> None:
     assert plan.images_to_generate == 0
 
 
+def test_a_target_whose_inputs_another_of_the_build_has_with_a_higher_n_takes_its_first_images() -> None:
+    """The review (a model of the bill): a thumbnail (n 1) beside its variants (n 4) of the same prompt paid
+    for 5 images; the variants' first one is the thumbnail's, so 4 are paid for."""
+    thumb = replace(HERO, name="thumb", out="out/thumb.png")
+    variants = replace(HERO, name="variants", n=4, out="out/v.png")
+    pair = replace(HERO, name="pair", n=2, out="out/p.png")
+    plan = make_plan([thumb, variants, pair], Lock(), DiskState(INPUTS))
+    assert [(a.kind, a.after) for a in plan.actions] == [
+        (ActionKind.RESTORE, "variants"),
+        (ActionKind.CREATE, None),
+        (ActionKind.RESTORE, "variants"),
+    ]
+    assert plan.images_to_generate == 4
+    assert plan.actions[0].reasons[0].text == (
+        "same inputs as target 'variants' but n 4, whose images this build gets: its first image"
+    )
+    alone = make_plan([thumb, replace(variants, prompt="another prompt")], Lock(), DiskState(INPUTS))
+    assert alone.images_to_generate == 5  # other inputs: nothing to share
+
+
 def test_of_targets_with_the_same_inputs_only_the_first_is_paid_for() -> None:
     twins = [replace(HERO, name=name, out=f"out/{name}.png") for name in ("a", "b", "c")]
     plan = make_plan(twins, Lock(), DiskState(INPUTS))

@@ -15,8 +15,9 @@ Around each build:
   the target's is never paid for (README: "nothing is ever paid for twice"; a prompt edited back, ``n``
   lowered then raised, a target deleted and restored, two targets that swapped names, a lock change thrown
   away with ``git checkout``, twins), unless named by ``--replace``; of the rest, each distinct set of inputs
-  is paid once (twins), and ``n`` raised over an earlier build pays only the difference when the model takes
-  it as an ``n`` (gpt-4o-image: 1, 2 or 4), else all of them.
+  is paid once (twins; a lower ``n`` beside a higher one of the same build takes its first images), and
+  ``n`` raised over an earlier build pays only the difference when the model takes it as an ``n``
+  (gpt-4o-image: 1, 2 or 4), else all of them.
 
 Run: ``pytest tests/test_spend_model.py`` (under a minute: the walk, unshrunk, and the walks' findings as
 short fixed tests at the end); ``pytest -m slow tests/test_spend_model.py`` walks longer and shrinks a failure.
@@ -181,6 +182,9 @@ def make_machine(server: EmulatorServer, base: Path) -> type[RuleBasedStateMachi
                 built = self.held.get(inputs, set())
                 kept = [m for m in built if m < n and n - m in N_ALLOWED]
                 cost = n if replaced in names or not kept else n - max(kept)
+                if replaced not in names and any(other == inputs and m > n for other, m in groups):
+                    cost = 0  # the first images of a higher n this build pays for
+                    names = [f"{name} (first images of a higher n)" for name in names]
                 why.append(f"{'+'.join(names)} {inputs} n={n}: {cost} (built before: {sorted(built)})")
                 total += cost
             return total, free, why

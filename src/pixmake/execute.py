@@ -904,8 +904,11 @@ class Executor:
         if twins:
             await anyio.lowlevel.checkpoint_if_cancelled()  # a fatal error or Ctrl-C: they get no event
         for twin in twins:  # they copy its images, or fail with it; not started when the build is stopping
-            assert self._group is not None
-            self._group.start_soon(self._run, dataclasses.replace(twin, source=source))
+            assert self._group is not None and twin.target is not None
+            take = source
+            if source is not None and twin.target.n < source.n:  # a lower n: its first images
+                take = dataclasses.replace(source, n=twin.target.n, outputs=source.outputs[: twin.target.n])
+            self._group.start_soon(self._run, dataclasses.replace(twin, source=take))
 
     async def _run(self, action: Action) -> None:
         kind, target, key = action.kind, action.target, action.key

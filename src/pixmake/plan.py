@@ -1179,6 +1179,24 @@ def make_plan(
             why = (Reason("same-inputs-in-build", text, {"from": first}),)
             copy = Action(ActionKind.RESTORE, action.name, why, made, action.key, after=first)
             actions[i] = _with_side_effects(copy, output_paths(made), lock, disk, claimed)
+    # A target paid for whose inputs another this build pays for (or collects) has with a higher n takes that
+    # one's first images (a thumbnail beside its variants): the lower n is not paid for as well.
+    higher = {a.key: a for a in actions if a.key and a.after is None and (a.kind.paid or a.kind is ActionKind.RESUME)}
+    counts_here = sorted({a.target.n for a in higher.values() if a.target is not None}, reverse=True)
+    for i, action in enumerate(actions):
+        made = action.target
+        if not action.kind.paid or action.name in replaced or made is None or len(higher) < 2:
+            continue
+        for n in (c for c in counts_here if c > made.n):  # the highest first: it is never a copy itself
+            source = higher.get(target_key(dataclasses.replace(made, n=n), hashes))
+            if source is None or (builder is Builder.EMULATOR and source.kind is ActionKind.RESUME):
+                continue
+            images = "its first image" if made.n == 1 else f"its first {made.n} images"
+            text = f"same inputs as target {source.name!r} but n {n}, whose images this build gets: {images}"
+            why = (Reason("same-inputs-in-build", text, {"from": source.name, "n": n}),)
+            copy = Action(ActionKind.RESTORE, action.name, why, made, action.key, after=source.name)
+            actions[i] = _with_side_effects(copy, output_paths(made), lock, disk, claimed)
+            break
     if orphans:
         names = {t.name for t in targets}
         for name in sorted(set(lock.entries) - names):
