@@ -87,10 +87,13 @@ def settings_for(project: api.Project, url: str, **changes: Any) -> Settings:
     return dataclasses.replace(settings, request_timeout=10.0, **changes)
 
 
-def paid_by_a_killed_build(project: api.Project, settings: Settings, name: str, cbid: str) -> None:
+def paid_by_a_killed_build(
+    project: api.Project, settings: Settings, name: str, cbid: str, *, timed: bool = True
+) -> None:
     """What a build killed right after its submit for ``name`` was sent leaves: the submit journaled (no
-    answer, so no task id) and a task paid for at the provider."""
-    journal_submit(project.root, name, cbid, sent_at=time.time())
+    answer, so no task id) and a task paid for at the provider. ``timed=False``: journaled with no send time,
+    as a pixmake before them did."""
+    journal_submit(project.root, name, cbid, sent_at=time.time() if timed else None)
     [target] = [t for t in api.validate(project).targets if t.name == name]
     request = GenerationRequest(target.model, target.prompt, target.size, target.n, cbid)
 

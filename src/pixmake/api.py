@@ -1134,6 +1134,14 @@ def forget(project: Project, names: Iterable[str]) -> tuple[PendingSubmit, ...]:
         except PixmakeError:  # a manifest that does not load moves nothing
             moved = pending
         journaled = {name: task.was or name for name, task in moved.items() if (task.was or name) in pending}
+        went = {task.was for task in moved.values() if task.was is not None}  # own tasks moved to another target
+        both = [n for n in names if n in pending and n not in went and n in moved and moved[n].was is not None]
+        if both:  # its own task, paid for earlier inputs, and the one the plan moves to it: which is meant?
+            listed = ", ".join(repr(name) for name in both)
+            raise ConfigError(
+                f"forget: {listed} has two journaled tasks until a build drops the one paid for its earlier inputs "
+                f"and takes the other ({invocation.pixmake('plan')} shows both); build first, then forget if need be"
+            )
         missing = [name for name in names if name not in journaled]
         if missing:
             listed = ", ".join(repr(name) for name in missing)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import itertools
 import os
 import random as _random
@@ -1370,8 +1371,12 @@ class Executor:
         return found
 
     def _lookup_record(self) -> LookupRecord:
-        # Keyed without user, password or query: they may hold a secret.
-        return LookupRecord(self.recorder.journal.path.with_name("lookups.json"), display_url(self.settings.base_url))
+        # By base URL without user, password or query (they may hold a secret), and by the account: a task of
+        # another key's is "not found" to this one (lookups are scoped to the key's user, §1), whatever it does.
+        key = self.settings.api_key.reveal() if self.settings.api_key is not None else ""
+        account = hashlib.sha256(f"pixmake lookups\0{key}".encode()).hexdigest()[:16]
+        where = f"{display_url(self.settings.base_url)} key:{account}"
+        return LookupRecord(self.recorder.journal.path.with_name("lookups.json"), where)
 
     async def _lookups_answer(self, target: str) -> bool:
         """Whether a "not found" from a lookup by ``client_business_id`` can be trusted: asked once per build, of
@@ -1461,17 +1466,17 @@ class Executor:
             self._counters.downloads += 1
             return await self._provider().download(url)
 
-        def expired() -> bool:
+        def expired(unknown: bool = True) -> bool:
             """Whether the links have ended: at ``expires_at``; with none said, the documented 24 hours after
-            the submit (a journal of an older pixmake, without send times: as if they had)."""
+            the submit; with no send time either (a journal of an older pixmake), ``unknown``."""
             if expires_at is not None:
                 return time.time() >= expires_at
             journaled = self.recorder.pending.get(target)
             sent_at = journaled.sent_at if journaled is not None else None
-            return sent_at is None or time.time() - sent_at >= RESULT_LIFETIME
+            return unknown if sent_at is None else time.time() - sent_at >= RESULT_LIFETIME
 
-        def gone(error: ProviderError) -> bool:  # a 404 past the links' end: not a CDN catching up
-            return isinstance(error, RequestRejectedError) and expired()
+        def gone(error: ProviderError) -> bool:  # a 404 surely past the links' end: not a CDN catching up
+            return isinstance(error, RequestRejectedError) and expired(unknown=False)
 
         try:
             return await self._call(target, Operation.DOWNLOAD, once, final=gone)

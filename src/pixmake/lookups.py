@@ -3,8 +3,9 @@
 Shell. Only the provider's Chinese docs document such lookups (toapis-api.md §2.1): a gateway that answered
 every one "not found" would have each submit whose outcome is unknown (a 5xx, a dropped connection) paid
 for twice. So before a build trusts a "not found" it looks up a task it knows was created, its *witness*.
-The first task each build sees created is kept here, by base URL, so a later build can check before it has
-created anything (one that starts by resuming an interrupted build's submits); so is the verdict. The file
+The first task each build sees created is kept here, by base URL and account (a fingerprint of the key: a
+task of another account's is "not found" to this one), so a later build can check before it has created
+anything (one that starts by resuming an interrupted build's submits); so is the verdict. The file
 only spares a payment: one that cannot be read or written is ignored.
 """
 
@@ -35,7 +36,7 @@ class Witness:
 
 
 class LookupRecord:
-    """The witness and verdict ``.pixmake/lookups.json`` keeps for one base URL."""
+    """The witness and verdict ``.pixmake/lookups.json`` keeps for one base URL (with the account it is for)."""
 
     def __init__(self, path: Path, base_url: str) -> None:
         self.path = path
