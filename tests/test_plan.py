@@ -631,9 +631,8 @@ def test_more_images_than_an_earlier_build_made_keep_its_images_and_edits_stay_u
     two = replace(HERO, n=2)
     earlier, hashes = built(two, INPUTS)
     one = replace(HERO, n=1)
-    lock = Lock(
-        MappingProxyType({"hero": replace(earlier, key=target_key(one, INPUTS), n=1, outputs=earlier.outputs[:1])})
-    )
+    lowered = replace(earlier, key=target_key(one, INPUTS), n=1, outputs=earlier.outputs[:1], stale=earlier.outputs[1:])
+    lock = Lock(MappingProxyType({"hero": lowered}))
     disk = {**INPUTS, **hashes, "out/hero.png": earlier.outputs[0].sha256}
     four = replace(HERO, n=4)
     plan = make_plan([four], lock, DiskState(disk), earlier={earlier.key: earlier}.get)

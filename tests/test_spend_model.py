@@ -501,7 +501,7 @@ def test_n_lowered_pruned_and_raised_back_is_not_paid_again(
     assert _bill(root, server) == (0, 0)
 
 
-@pytest.mark.parametrize("whose", ["its-own-stale-output", "an-orphans-output"])
+@pytest.mark.parametrize("whose", ["its-own-stale-output", "an-orphans-output", "one-the-lock-forgot"])
 def test_a_build_keeping_earlier_images_writes_them_over_older_images_pixmake_made(
     make_project: Any, spend_env: tuple[EmulatorServer, Path], whose: str
 ) -> None:
@@ -519,7 +519,12 @@ def test_a_build_keeping_earlier_images_writes_them_over_older_images_pixmake_ma
         _manifest(root, {"a": {"prompt": RED, "out": "y.png", "n": 2}, "c": twin})  # a moves; x-*.png are stale
         assert _bill(root, server) == (0, 0)
         _manifest(root, {"a": {"prompt": BLUE, "out": "x.png", "n": 4}, "c": twin})
-    else:  # a renamed to b, keeping its out; then b's prompt is c's and its n higher
+    elif whose == "an-orphans-output":  # a renamed to b, keeping its out; then b's prompt is c's and its n higher
+        _manifest(root, {"b": {"prompt": BLUE, "out": "x.png", "n": 4}, "c": twin})
+    else:  # the long walk: a lock put back from before a target existed knows nothing of its files
+        lock = root / "pixmake.lock"
+        text = lock.read_text()
+        lock.write_text(text[: text.index('{\n  "target": "a"')] + text[text.index('{\n  "target": "c"') :])
         _manifest(root, {"b": {"prompt": BLUE, "out": "x.png", "n": 4}, "c": twin})
     assert _bill(root, server) == (2, 2)  # keeps c's two images, pays for two more
     lock = parse_lock((root / "pixmake.lock").read_text())

@@ -637,9 +637,7 @@ def _target_action(
     if entry is None:
         raised = _more_of_an_earlier(target, disk, earlier, earlier_counts)  # a short result of its first build
         if raised is not None:
-            return _keeping(
-                ActionKind.CREATE, target, key, wanted, raised, disk, restore=restore, current=None, lock=lock
-            )
+            return _keeping(ActionKind.CREATE, target, key, wanted, raised, disk, restore=restore, current=None)
         return Action(ActionKind.CREATE, target.name, _NEW, target, key)
     if entry.key != key:
         fewer = _fewer_of_the_same(target, entry, disk)
@@ -659,9 +657,7 @@ def _target_action(
         )
         raised = max((r for r in candidates if r is not None), key=lambda r: r[0].n, default=None)
         if raised is not None:
-            return _keeping(
-                ActionKind.REGENERATE, target, key, wanted, raised, disk, restore=restore, current=entry, lock=lock
-            )
+            return _keeping(ActionKind.REGENERATE, target, key, wanted, raised, disk, restore=restore, current=entry)
         return Action(ActionKind.REGENERATE, target.name, _change_reasons(target, entry, disk.file_hashes), target, key)
     return _output_action(target, key, wanted, entry, disk, restore=restore)
 
@@ -728,17 +724,18 @@ def _keeping(
     *,
     restore: bool,
     current: LockEntry | None,
-    lock: Lock,
 ) -> Action:
     """The paid action of a target that keeps the images of ``raised`` (an entry with a lower ``n``, and
     whether it is the target's locked one) as its first outputs and pays for the rest.
 
-    A kept output edited by hand stays as it is (as when ``n`` is lowered), unless ``restore``. An image the
-    ``lock`` records at that path is no edit: the target's ``current`` one (placeholders of build --emulator),
-    one it wrote before its ``out`` moved, another target's (renamed, or an orphan); the build keeps its
-    bytes in the object cache before it writes over it (:func:`_replaced_files`)."""
+    A kept output edited by hand stays as it is (as when ``n`` is lowered), unless ``restore``: a file that
+    differs from what the target's ``current`` lock entry has at that path (an output, or a stale one), and
+    is no image pixmake made. Any other file there is no output of this target's (another target's, one a
+    lock checked out since does not know): the build keeps its bytes in the object cache and writes over
+    it, as a create does (:func:`_replaced_files`)."""
     entry, locked = raised
-    now = {o.path: o.sha256 for o in current.outputs} if current is not None else {}
+    # The target's own images by path: its outputs, and those it wrote before its out or n changed.
+    now = {o.path: o.sha256 for o in (*current.stale, *current.outputs)} if current is not None else {}
     more = target.n - entry.n
     details = {"old": entry.n, "new": target.n}
     if locked:
@@ -754,20 +751,13 @@ def _keeping(
         actual = disk.file_hashes.get(path)
         if restore or actual is None or actual == output.sha256 or path in disk.damaged or path in disk.lfs_pointers:
             continue
-        if actual in disk.made_by_pixmake or now.get(path) == actual or _locked_at(lock, path, actual):
-            continue  # an image pixmake made: cached, then replaced
+        if path not in now or now[path] == actual or actual in disk.made_by_pixmake:
+            continue  # not the target's output, or an image pixmake made: cached, then replaced
         edited.append(path)
         accept = invocation.pixmake("accept", target.name)
         text = f"output {path} differs from the lock (edited by hand?); kept as is; {accept} keeps it"
         reasons.append(Reason("output-edited", text, {"path": path, "locked": output.sha256, "actual": actual}))
     return Action(kind, target.name, tuple(reasons), target, key, entry, kept=tuple(edited))
-
-
-def _locked_at(lock: Lock, path: str, sha256: str) -> bool:
-    """Whether some lock entry records these bytes at this path (as an output, or a stale one)."""
-    return any(
-        o.path == path and o.sha256 == sha256 for entry in lock.entries.values() for o in (*entry.outputs, *entry.stale)
-    )
 
 
 def _replaced_files(
@@ -1096,7 +1086,7 @@ def make_plan(
         if (raised := _more_of_an_earlier(target, disk, earlier, earlier_counts)) is not None:  # for a lower n
             now = lock.entries.get(target.name)
             keeping = _keeping(
-                action.kind, target, action.key or "", wanted, raised, disk, restore=restore, current=now, lock=lock
+                action.kind, target, action.key or "", wanted, raised, disk, restore=restore, current=now
             )
             return dataclasses.replace(keeping, reasons=(_PLACEHOLDERS, *keeping.reasons))
         return action
