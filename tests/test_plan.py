@@ -218,6 +218,16 @@ def test_a_target_whose_inputs_another_of_the_build_has_with_a_higher_n_takes_it
     )
     alone = make_plan([thumb, replace(variants, prompt="another prompt")], Lock(), DiskState(INPUTS))
     assert alone.images_to_generate == 5  # other inputs: nothing to share
+    # The long walk: two thumbnails (twins) beside a pair; the second copied the first, which copies the pair
+    # now, and the build never started it. Both copy the pair.
+    twins = make_plan(
+        [replace(pair, name="a"), thumb, replace(thumb, name="c", out="out/c.png")], Lock(), DiskState(INPUTS)
+    )
+    assert [(a.kind, a.after) for a in twins.actions] == [
+        (ActionKind.CREATE, None),
+        (ActionKind.RESTORE, "a"),
+        (ActionKind.RESTORE, "a"),
+    ]
 
 
 def test_of_targets_with_the_same_inputs_only_the_first_is_paid_for() -> None:

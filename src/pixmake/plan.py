@@ -1172,10 +1172,14 @@ def make_plan(
     # A target paid for whose inputs another this build pays for (or collects) has with a higher n takes that
     # one's first images (a thumbnail beside its variants): the lower n is not paid for as well.
     higher = {a.key: a for a in actions if a.key and a.after is None and (a.kind.paid or a.kind is ActionKind.RESUME)}
+    most: dict[str, int] = {}  # the highest n of each prompt among them: most targets have none higher (no key)
+    for made in (a.target for a in higher.values()):
+        if made is not None:
+            most[made.prompt] = max(most.get(made.prompt, 0), made.n)
     counts_here = sorted({a.target.n for a in higher.values() if a.target is not None}, reverse=True)
     for i, action in enumerate(actions):
         made = action.target
-        if not action.kind.paid or action.name in replaced or made is None or len(higher) < 2:
+        if not action.kind.paid or action.name in replaced or made is None or most.get(made.prompt, 0) <= made.n:
             continue
         for n in (c for c in counts_here if c > made.n):  # the highest first: it is never a copy itself
             source = higher.get(target_key(dataclasses.replace(made, n=n), hashes))
@@ -1184,8 +1188,11 @@ def make_plan(
             images = "its first image" if made.n == 1 else f"its first {made.n} images"
             text = f"same inputs as target {source.name!r} but n {n}, whose images this build gets: {images}"
             why = (Reason("same-inputs-in-build", text, {"from": source.name, "n": n}),)
-            copy = Action(ActionKind.RESTORE, action.name, why, made, action.key, after=source.name)
-            actions[i] = _with_side_effects(copy, output_paths(made), lock, disk, claimed)
+            for j, copying in enumerate(actions):  # it, and its twins (same inputs and n), which copied it
+                if j == i or copying.after == action.name:
+                    assert copying.target is not None
+                    copy = Action(ActionKind.RESTORE, copying.name, why, copying.target, copying.key, after=source.name)
+                    actions[j] = _with_side_effects(copy, output_paths(copying.target), lock, disk, claimed)
             break
     if orphans:
         names = {t.name for t in targets}
