@@ -429,7 +429,7 @@ def _walk(env: tuple[EmulatorServer, Path], examples: int, steps: int, *, shrink
 def test_the_bill_follows_the_model(spend_env: tuple[EmulatorServer, Path]) -> None:
     """About a minute; a failure is reported unshrunk (each step is listed in the message): shrinking a walk
     takes minutes, which the slow test spends."""
-    _walk(spend_env, examples=int(os.environ.get("SPEND_MODEL_EXAMPLES", "50")), steps=30, shrink=False)
+    _walk(spend_env, examples=int(os.environ.get("SPEND_MODEL_EXAMPLES", "25")), steps=30, shrink=False)
 
 
 @pytest.mark.slow
