@@ -723,6 +723,7 @@ class Executor:
     _lookups_work: bool | None = None  # whether a lookup by client_business_id found a witness (None: not asked)
     _asked: Witness | None = None  # the witness that lookup was of
     _asking: anyio.Lock = field(default_factory=anyio.Lock)  # one such lookup at a time
+    _lookups: LookupRecord | None = None  # .pixmake/lookups.json for this provider and key, read once
     # Since when (monotonic) each kind of call has failed with no call of its kind getting through meanwhile
     _outage: dict[Operation, float] = field(default_factory=dict)
     # Restores that copy the images of a target this build generates (same inputs), by that target: started
@@ -1373,10 +1374,12 @@ class Executor:
     def _lookup_record(self) -> LookupRecord:
         # By base URL without user, password or query (they may hold a secret), and by the account: a task of
         # another key's is "not found" to this one (lookups are scoped to the key's user, §1), whatever it does.
-        key = self.settings.api_key.reveal() if self.settings.api_key is not None else ""
-        account = hashlib.sha256(f"pixmake lookups\0{key}".encode()).hexdigest()[:16]
-        where = f"{display_url(self.settings.base_url)} key:{account}"
-        return LookupRecord(self.recorder.journal.path.with_name("lookups.json"), where)
+        if self._lookups is None:
+            key = self.settings.api_key.reveal() if self.settings.api_key is not None else ""
+            account = hashlib.sha256(f"pixmake lookups\0{key}".encode()).hexdigest()[:16]
+            where = f"{display_url(self.settings.base_url)} key:{account}"
+            self._lookups = LookupRecord(self.recorder.journal.path.with_name("lookups.json"), where)
+        return self._lookups
 
     async def _lookups_answer(self, target: str) -> bool:
         """Whether a "not found" from a lookup by ``client_business_id`` can be trusted: asked once per build, of
