@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import hashlib
 import json
 import os
 import subprocess
@@ -122,6 +123,43 @@ def test_one_changed_byte_of_a_reference_regenerates_the_targets_using_it(
     prompts = sorted(_submitted_prompts(provider_env)[submitted:])
     assert len(prompts) == 2
     assert any("windowsill" in p for p in prompts) and any("marble" in p for p in prompts)
+
+
+def test_a_reference_and_mask_optimised_in_place_pay_for_nothing(
+    examples_copy: Path, provider_env: EmulatorServer
+) -> None:
+    """A re-save with the same pixels (an editor, oxipng run over the repo) rewrites the lock, free."""
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    charged = provider_env.emulator.ledger.charged_images
+    for name in ("photos/mug.png", "masks/mug-background.png"):
+        file = examples_copy / name
+        with Image.open(file) as original:
+            original.load()
+            before = file.read_bytes()
+            original.save(file, compress_level=0)  # other bytes, same pixels
+        assert file.read_bytes() != before
+    planned = run_cli("-C", str(examples_copy), "plan")
+    assert "< restore    mug-marble: reference photos/mug.png and mask masks/mug-background.png saved again" in (
+        planned.stdout
+    )
+    assert "0 images to generate" in planned.stdout
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    assert provider_env.emulator.ledger.charged_images == charged
+    lock = parse_lock((examples_copy / "pixmake.lock").read_text())
+    marble = lock.entries["mug-marble"]
+    assert marble.mask is not None and marble.references[0].pixels is not None
+    assert {i.sha256 for i in (*marble.references, marble.mask)} == {
+        hashlib.sha256((examples_copy / name).read_bytes()).hexdigest()
+        for name in ("photos/mug.png", "masks/mug-background.png")
+    }
+    assert run_cli("-C", str(examples_copy), "plan", "--check").exit_code == 0
+    # The same pixels but one: paid for, as any change.
+    with Image.open(examples_copy / "photos/mug.png") as optimised:
+        edited = optimised.convert("RGB")
+    edited.putpixel((0, 0), (1, 2, 3))
+    edited.save(examples_copy / "photos/mug.png")
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    assert provider_env.emulator.ledger.charged_images == charged + 2
 
 
 def test_renaming_out_and_reordering_targets_submits_nothing(examples_copy: Path, provider_env: EmulatorServer) -> None:

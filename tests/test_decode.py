@@ -9,10 +9,12 @@ import io
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageChops
 
 from conftest import png_of_size
-from pixmake.decode import MAX_RESULT_PIXELS, as_png, image_size
+from pixmake.decode import MAX_RESULT_PIXELS, as_png, image_size, pixel_digest
 from pixmake.errors import BadResultError
 
 
@@ -176,3 +178,74 @@ def test_image_size_still_reads_what_a_person_saved() -> None:
     assert image_size(ppm) == (24, 16)
     with pytest.raises(BadResultError, match="is not an image"):
         as_png(ppm, "result 1")
+
+
+# --- pixel_digest: what a reference shows, whatever way it is stored ------------------------------
+
+_COLOURS = st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255))
+
+
+@st.composite
+def _images(draw: st.DrawFn) -> Image.Image:
+    """A small RGB image of a few colours (so a palette holds it exactly)."""
+    width, height = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    palette = draw(st.lists(_COLOURS, min_size=1, max_size=6))
+    image = Image.new("RGB", (width, height))
+    image.putdata([draw(st.sampled_from(palette)) for _ in range(width * height)])
+    return image
+
+
+def _stored(image: Image.Image, how: str) -> bytes:
+    """``image`` saved the ways editors and optimisers save the same pixels."""
+    if how == "palette":
+        return _encoded(image.quantize(colors=256, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE), "PNG")
+    if how == "opaque alpha":
+        return _encoded(image.convert("RGBA"), "PNG")
+    if how == "webp lossless":
+        return _encoded(image, "WEBP", lossless=True)
+    if how == "text chunk":
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", "an editor")
+        return _encoded(image, "PNG", pnginfo=info)
+    return _encoded(image, "PNG", compress_level=int(how))
+
+
+@settings(max_examples=40, deadline=None)
+@given(_images(), st.sampled_from(["0", "9", "palette", "opaque alpha", "webp lossless", "text chunk"]))
+def test_the_same_pixels_stored_another_way_have_one_digest(image: Image.Image, how: str) -> None:
+    original = _encoded(image, "PNG", compress_level=6)
+    again = _stored(image, how)
+    assert pixel_digest(again) == pixel_digest(original) is not None
+
+
+@settings(max_examples=40, deadline=None)
+@given(_images(), st.data())
+def test_one_pixel_changed_changes_the_digest(image: Image.Image, data: st.DataObject) -> None:
+    x, y = data.draw(st.integers(0, image.width - 1)), data.draw(st.integers(0, image.height - 1))
+    was = image.getpixel((x, y))
+    changed = image.copy()
+    changed.putpixel((x, y), data.draw(_COLOURS.filter(lambda colour: colour != was)))
+    assert pixel_digest(_encoded(changed, "PNG")) != pixel_digest(_encoded(image, "PNG"))
+
+
+def test_what_changes_how_an_image_is_shown_changes_the_digest() -> None:
+    image = _gradient()
+    plain = pixel_digest(_encoded(image, "PNG"))
+    turned = image.getexif()
+    turned[0x0112] = 6  # shown turned a quarter
+    assert pixel_digest(_encoded(image, "PNG", exif=turned)) != plain
+    assert pixel_digest(_encoded(image, "PNG", icc_profile=b"not sRGB")) != plain
+    assert pixel_digest(_encoded(image.transpose(Image.Transpose.ROTATE_90), "PNG")) != plain
+    assert pixel_digest(_encoded(image, "JPEG", quality=95)) != plain  # a JPEG's pixels are not the PNG's
+
+
+def test_no_digest_for_what_is_no_single_whole_image() -> None:
+    blob = _encoded(_gradient(), "PNG")
+    assert pixel_digest(blob[: len(blob) // 2]) is None
+    assert pixel_digest(b"") is None and pixel_digest(b"<html>") is None
+    frames = [_gradient(), _gradient().transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    out = io.BytesIO()
+    frames[0].save(out, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    assert pixel_digest(out.getvalue()) is None  # an animation: more than its first frame was sent

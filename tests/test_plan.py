@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -823,3 +824,92 @@ def test_a_paid_task_is_collected_over_placeholders_locked_since() -> None:
     for builder in (Builder.EITHER, Builder.PROVIDER):
         plan = make_plan([HERO], placeholders, DiskState(disk), pending=pending, builder=builder)
         assert [a.kind for a in plan.actions] == [ActionKind.RESUME] and not plan.abandoned, builder
+
+
+# --- a reference or mask saved again with the same pixels ------------------------------------------
+
+
+def with_pixels(lock: Lock, digests: dict[str, str]) -> Lock:
+    """``lock`` with the pixel digests of its entries' inputs recorded (by sha256), as a build records them."""
+
+    def noted(entry: LockEntry) -> LockEntry:
+        refs = tuple(replace(r, pixels=digests.get(r.sha256)) for r in entry.references)
+        mask = None if entry.mask is None else replace(entry.mask, pixels=digests.get(entry.mask.sha256))
+        return replace(entry, references=refs, mask=mask)
+
+    return Lock(MappingProxyType({name: noted(e) for name, e in lock.entries.items()}))
+
+
+MARBLE = replace(HERO, name="marble", out="out/marble.png", mask="ref/mask.png")
+DIGESTS = {sha("mug"): "pixels of the mug", sha("mask"): "pixels of the mask"}
+
+
+def asked_of(shows: dict[str, str]) -> tuple[list[str], Callable[[str], str | None]]:
+    """A ``pixels`` function answering from ``shows`` (path → digest), and the list of paths it was asked of."""
+    asked: list[str] = []
+
+    def pixels(path: str) -> str | None:
+        asked.append(path)
+        return shows.get(path)
+
+    return asked, pixels
+
+
+def test_a_reference_saved_again_with_the_same_pixels_is_relocked_not_paid_for() -> None:
+    lock, disk = project(HERO, MARBLE, inputs=INPUTS)
+    lock = with_pixels(lock, DIGESTS)
+    now = {**disk, "ref/mug.png": sha("mug, optimised")}  # smaller file, same pixels
+    asked, pixels = asked_of({"ref/mug.png": "pixels of the mug"})
+    plan = make_plan([HERO, MARBLE], lock, DiskState(now), pixels=pixels)
+    assert [a.kind for a in plan.actions] == [ActionKind.RESTORE, ActionKind.RESTORE]
+    assert plan.images_to_generate == 0
+    hero = plan.actions[0]
+    assert [r.code for r in hero.reasons] == ["same-pixels"]
+    assert hero.reasons[0].text == "reference ref/mug.png saved again with the same pixels: nothing to generate"
+    # The entry a build records: the target's key now, the file's new hash, the pixels it shows.
+    assert hero.source is not None and hero.key == target_key(HERO, now)
+    assert hero.source.key == hero.key and hero.source.outputs == lock.entries["hero"].outputs
+    assert [(r.path, r.sha256, r.pixels) for r in hero.source.references] == [
+        ("ref/mug.png", sha("mug, optimised"), "pixels of the mug")
+    ]
+    assert set(asked) == {"ref/mug.png"}
+
+
+def test_a_mask_saved_again_with_the_same_pixels_is_relocked() -> None:
+    lock, disk = project(MARBLE, inputs=INPUTS)
+    now = {**disk, "ref/mask.png": sha("mask, re-saved"), "ref/mug.png": sha("mug, re-saved")}
+    _, pixels = asked_of({"ref/mask.png": "pixels of the mask", "ref/mug.png": "pixels of the mug"})
+    kind, codes, texts = only(make_plan([MARBLE], with_pixels(lock, DIGESTS), DiskState(now), pixels=pixels))
+    assert (kind, codes) == (ActionKind.RESTORE, ["same-pixels"])
+    assert texts == [
+        "reference ref/mug.png and mask ref/mask.png saved again with the same pixels: nothing to generate"
+    ]
+
+
+def test_other_pixels_or_no_recorded_pixels_regenerate() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    now = {**disk, "ref/mug.png": sha("mug, retouched")}
+    _, pixels = asked_of({"ref/mug.png": "pixels of a retouched mug"})
+    kind, codes, _ = only(make_plan([HERO], with_pixels(lock, DIGESTS), DiskState(now), pixels=pixels))
+    assert (kind, codes) == (ActionKind.REGENERATE, ["reference-changed"])
+    # A lock from before pixels were recorded: the file is not even decoded.
+    asked, pixels = asked_of({"ref/mug.png": "pixels of the mug"})
+    kind, codes, _ = only(make_plan([HERO], lock, DiskState(now), pixels=pixels))
+    assert (kind, codes, asked) == (ActionKind.REGENERATE, ["reference-changed"], [])
+
+
+def test_same_pixels_with_another_change_regenerates() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    now = {**disk, "ref/mug.png": sha("mug, optimised")}
+    _, pixels = asked_of({"ref/mug.png": "pixels of the mug"})
+    edited = replace(HERO, prompt="a red mug on a wooden table")
+    kind, codes, _ = only(make_plan([edited], with_pixels(lock, DIGESTS), DiskState(now), pixels=pixels))
+    assert (kind, codes) == (ActionKind.REGENERATE, ["prompt-changed", "reference-changed"])
+
+
+def test_same_pixels_leaves_an_edited_output_alone() -> None:
+    lock, disk = project(HERO, inputs=INPUTS)
+    now = {**disk, "ref/mug.png": sha("mug, optimised"), "out/hero.png": sha("retouched by hand")}
+    _, pixels = asked_of({"ref/mug.png": "pixels of the mug"})
+    kind, codes, _ = only(make_plan([HERO], with_pixels(lock, DIGESTS), DiskState(now), pixels=pixels))
+    assert (kind, codes) == (ActionKind.EDITED, ["output-edited", "edited-hint"])

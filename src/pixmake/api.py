@@ -934,6 +934,15 @@ def plan(
         return counts.get((target.model, target.size, keyed_prompt(target.prompt)), frozenset())
 
     now = time.time()
+    hashed = disk.file_hashes
+
+    @cache
+    def pixels(rel: str) -> str | None:
+        """What the project file ``rel`` shows, while it holds the bytes the scan hashed (asked only of an
+        input whose bytes differ from those a lock entry records with their pixels)."""
+        from pixmake.inputs import file_pixels
+
+        return file_pixels(project.root / rel, hashed.get(rel))
 
     def planned(disk: DiskState, earlier: Callable[[str], LockEntry | None]) -> Plan:
         return make_plan(
@@ -951,6 +960,7 @@ def plan(
             unselected=unselected,
             now=now,
             unwritten=unwritten,
+            pixels=pixels,
         )
 
     result = planned(disk, earlier)

@@ -14,7 +14,7 @@ from pixmake.errors import BadResultError
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["MAX_RESULT_PIXELS", "RESULT_FORMATS", "as_png", "image_size", "is_whole_image"]
+__all__ = ["MAX_RESULT_PIXELS", "RESULT_FORMATS", "as_png", "image_size", "is_whole_image", "pixel_digest"]
 
 RESULT_FORMATS: Final = ("PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP", "AVIF")
 """What a result may be (Pillow's names; JPEG takes MPO too): what image APIs and their CDNs serve. Other
@@ -24,6 +24,11 @@ MAX_RESULT_PIXELS: Final = 64 * 2**20
 """The most pixels a result may have: four times the largest any model makes (a 4K square, 16.8 million),
 far under Pillow's own limit, so a server's 13,000-pixel square is refused from its header, not decoded
 into 700 MB (nor warned about in Pillow's words)."""
+
+# Modes whose pixels RGBA holds exactly: a re-save may move between them (a palette made of a few colours,
+# an opaque alpha channel dropped, grey stored as RGB) and the image is the same.
+_RGBA_EXACT: Final = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa"})
+_ORIENTATION: Final = 0x0112  # the EXIF tag that turns an image when it is shown
 
 # Modes a PNG holds as they are; an image in another (CMYK, YCbCr, LAB, I, F, PA, RGBa ...) is converted.
 _PNG_MODES: Final = frozenset({"1", "L", "LA", "I;16", "I;16B", "P", "RGB", "RGBA"})
@@ -130,3 +135,32 @@ def is_whole_image(blob: bytes) -> bool:
     except BadResultError as error:
         return isinstance(error.__cause__, Image.DecompressionBombError)
     return True
+
+
+def pixel_digest(blob: bytes) -> str | None:
+    """sha256 of what an image shows: its size, its pixels (as RGBA where that holds them exactly), its ICC
+    profile and its EXIF orientation; None for bytes that do not decode whole, or that hold several frames.
+
+    Two files with one digest differ only in how they are stored (compression, chunk order, other metadata,
+    a palette or a colour type that holds the same colours): a reference re-saved by an editor or an
+    optimiser (``oxipng``, ``pngcrush``) is the same image. A JPEG saved again is not: its pixels change.
+    """
+    import hashlib
+
+    try:
+        image = _decoded(blob, "the file")
+    except BadResultError:
+        return None
+    with image:
+        if getattr(image, "n_frames", 1) > 1:  # an animation: more than its first frame was sent
+            return None
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        mode = image.mode
+        shown = image.convert("RGBA") if mode in _RGBA_EXACT else image
+        digest = hashlib.sha256(b"pixmake pixels 1\0")
+        profile = image.info.get("icc_profile") or b""
+        head = f"{shown.mode}\0{shown.size[0]}x{shown.size[1]}\0{orientation}\0{len(profile)}\0"
+        digest.update(head.encode())
+        digest.update(profile)
+        digest.update(shown.tobytes())
+        return digest.hexdigest()

@@ -54,6 +54,7 @@ from pixmake.errors import (
 )
 from pixmake.fingerprint import current_keys, lock_entry, target_key
 from pixmake.history import remember
+from pixmake.inputs import file_pixels
 from pixmake.journal import ANY, Journal, PendingSubmit, finished_targets
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, merged_pieces, parse_lock, split_pieces
@@ -730,6 +731,7 @@ class Executor:
     # once it ends on its own (not when a fatal error or Ctrl-C stops the build); and its lock entry.
     _twins: dict[str, list[Action]] = field(default_factory=dict)
     _locked: dict[str, LockEntry] = field(default_factory=dict)
+    _pixels: dict[str, str | None] = field(default_factory=dict)  # input sha256 → what it shows (see _read_pixels)
     _group: anyio.abc.TaskGroup | None = None
     _working: int = 0  # workers not finished yet
     _ticking: anyio.CancelScope | None = None  # the Tick events' (made by run): cancelled by the last worker
@@ -1016,7 +1018,8 @@ class Executor:
             LockedOutput(path, o.sha256, o.bytes, o.width, o.height)
             for path, o in zip(paths, source.outputs, strict=True)
         )
-        entry = self._entry(action.target, action.key, outputs, source.task_id, emulator=source.emulator)
+        known = {i.sha256: i.pixels for i in (*source.references, source.mask) if i is not None}
+        entry = self._entry(action.target, action.key, outputs, source.task_id, emulator=source.emulator, pixels=known)
         if source.accepted:  # a retouch put back (or copied to a twin) is still one: a plan says when it goes
             some = tuple(o.sha256 for o in outputs if source.accepted_image(o.sha256))
             if some:  # all of them (), or only those
@@ -1030,10 +1033,29 @@ class Executor:
     # --- provider calls ---------------------------------------------------------------------------
 
     def _entry(
-        self, target: Target, key: str, outputs: tuple[LockedOutput, ...], task_id: str | None, *, emulator: bool
+        self,
+        target: Target,
+        key: str,
+        outputs: tuple[LockedOutput, ...],
+        task_id: str | None,
+        *,
+        emulator: bool,
+        pixels: Mapping[str, str | None] | None = None,
     ) -> LockEntry:
-        """The lock entry of ``outputs``; ``emulator``: they are the bundled emulator's placeholders."""
-        return lock_entry(target, key, self.input_hashes, outputs, task_id=task_id, emulator=emulator)
+        """The lock entry of ``outputs``; ``emulator``: they are the bundled emulator's placeholders;
+        ``pixels``: the digests of what its inputs show, by sha256 (default: those this build read)."""
+        known = self._pixels if pixels is None else pixels
+        return lock_entry(target, key, self.input_hashes, outputs, task_id=task_id, emulator=emulator, pixels=known)
+
+    def _read_pixels(self, target: Target) -> None:
+        """Worker thread: note the digest of what each of the target's input files shows (see
+        :func:`~pixmake.decode.pixel_digest`), once per file content, for its lock entry: a later re-save of
+        the file with the same pixels is then not paid for. A file changed since the plan hashed it gets none."""
+        for rel in (*target.references, *((target.mask,) if target.mask is not None else ())):
+            sha256 = None if is_url(rel) else self.input_hashes.get(rel)
+            if sha256 is None or sha256 in self._pixels:
+                continue
+            self._pixels[sha256] = file_pixels(self.root / rel, sha256)
 
     def _provider(self) -> Provider:
         assert self.provider is not None, "a paid action needs a provider"
@@ -1523,7 +1545,13 @@ class Executor:
             raise StorageError(f"cannot write {path}: {why}{after}", build_wide=disk_wide(error)) from error
 
     def _keep(
-        self, target: str, paths: tuple[str, ...], blobs: list[bytes], *, leave: tuple[str, ...] = ()
+        self,
+        target: str,
+        paths: tuple[str, ...],
+        blobs: list[bytes],
+        *,
+        leave: tuple[str, ...] = (),
+        inputs: Target | None = None,
     ) -> tuple[tuple[LockedOutput, ...], StorageError | None]:
         """Worker thread: check every image decodes, store them in the object cache, then write the outputs.
 
@@ -1536,7 +1564,8 @@ class Executor:
         that cannot be is named in the error; so is a file saved at a path since the plan, left as it is.
         Raises :class:`_Undecodable` (nothing written) when an image does not decode, and StorageError
         when the object cache cannot take an image (the task stays journaled, so the next build collects
-        it without paying).
+        it without paying). ``inputs``: the target, whose input files' pixels its lock entry records
+        (:meth:`_read_pixels`), read once the images are kept.
         """
         images = []  # each result as PNG bytes, and its size
         for index, blob in enumerate(blobs):
@@ -1573,6 +1602,8 @@ class Executor:
                 problem = found
             if failure is None or (problem.build_wide and not failure.build_wide):  # a full disk stops the build
                 failure = problem
+        if inputs is not None:
+            self._read_pixels(inputs)
         return tuple(outputs), failure
 
     def _put_output(self, file: str, path: str, target: str, blob: bytes, kept: str) -> StorageError | None:
@@ -1729,7 +1760,7 @@ class Executor:
                 # In a worker thread, with others' disk work; Ctrl-C cannot come between the files and their lock entry.
                 with anyio.CancelScope(shield=True):
                     outputs, unwritten = await self.disk.run(
-                        functools.partial(self._keep, target.name, paths, blobs, leave=leave)
+                        functools.partial(self._keep, target.name, paths, blobs, leave=leave, inputs=target)
                     )
                     entry = self._entry(target, key, outputs, status.task_id, emulator=self.settings.emulator)
                     if keep and keep == planned_keep and source is not None and source.accepted:  # n raised: kept first

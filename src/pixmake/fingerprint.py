@@ -157,9 +157,15 @@ def lock_entry(
     *,
     task_id: str | None = None,
     emulator: bool = False,
+    pixels: Mapping[str, str | None] = MappingProxyType({}),
 ) -> LockEntry:
-    """The lock entry recording ``outputs`` as ``target``'s, built under ``key`` from its inputs' current hashes."""
-    mask = None if target.mask is None else LockedInput(target.mask, input_hash(target.mask, file_hashes))
+    """The lock entry recording ``outputs`` as ``target``'s, built under ``key`` from its inputs' current hashes
+    (and ``pixels``, the digests of what those show, by sha256, where known)."""
+
+    def locked(path: str) -> LockedInput:
+        sha256 = input_hash(path, file_hashes)
+        return LockedInput(path, sha256, pixels.get(sha256))
+
     return LockEntry(
         key=key,
         model=target.model,
@@ -167,8 +173,8 @@ def lock_entry(
         size=target.size,
         n=target.n,
         outputs=outputs,
-        references=tuple(LockedInput(ref, input_hash(ref, file_hashes)) for ref in target.references),
-        mask=mask,
+        references=tuple(map(locked, target.references)),
+        mask=None if target.mask is None else locked(target.mask),
         # A read-only view is shared, not copied (a lock entry is kept for every target of a build).
         params=target.params if isinstance(target.params, MappingProxyType) else MappingProxyType(dict(target.params)),
         task_id=task_id,

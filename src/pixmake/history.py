@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from pixmake.fingerprint import current_key
-from pixmake.lockfile import LockedInput, LockEntry, entry_from_json, entry_to_json
+from pixmake.lockfile import LockEntry, SharedInputs, entry_from_json, entry_to_json
 from pixmake.store import append_lines, atomic_write
 
 __all__ = ["compact", "placeholder_images", "recall", "remember"]
@@ -54,7 +54,7 @@ def _remembered(path: Path) -> Iterator[LockEntry]:
         lines = path.read_bytes().splitlines()
     except FileNotFoundError:
         return
-    shared: dict[tuple[str, str], LockedInput] = {}
+    shared: SharedInputs = {}
     for line in lines:
         try:
             yield current_key(entry_from_json(json.loads(line), shared))  # an earlier version's: today's key

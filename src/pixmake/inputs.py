@@ -33,7 +33,16 @@ from pixmake.manifest import Manifest, Target, is_url, output_paths, portable_pa
 from pixmake.models import MB, MODELS, ModelSpec
 from pixmake.store import STATE_DIR, RootGuard, safe_path
 
-__all__ = ["HeaderCache", "ImageInfo", "check_inputs", "input_warnings", "opaque_masks", "read_header", "sniff"]
+__all__ = [
+    "HeaderCache",
+    "ImageInfo",
+    "check_inputs",
+    "file_pixels",
+    "input_warnings",
+    "opaque_masks",
+    "read_header",
+    "sniff",
+]
 
 _JPEG_SOF: Final = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _NAMES: Final = {
@@ -140,6 +149,20 @@ def _jpeg_size(handle: BinaryIO) -> tuple[int, int]:
             return 0, 0
         handle.seek(length - 2, os.SEEK_CUR)
     return 0, 0
+
+
+def file_pixels(path: Path | str, sha256: str | None) -> str | None:
+    """The digest of what the file at ``path`` shows (:func:`pixmake.decode.pixel_digest`: Pillow decodes it
+    whole) while it holds the bytes ``sha256`` names; None when it changed since it was hashed, cannot be
+    read, or is no whole image."""
+    from pixmake.decode import pixel_digest
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return pixel_digest(data) if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
 def read_header(path: Path) -> ImageInfo:

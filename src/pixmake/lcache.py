@@ -27,13 +27,22 @@ from typing import Any, Final
 
 from pixmake import __version__
 from pixmake.fingerprint import current_keys
-from pixmake.lockfile import NO_PARAMS, Lock, LockedInput, LockedOutput, LockEntry, parse_lock, shared_input
+from pixmake.lockfile import (
+    NO_PARAMS,
+    Lock,
+    LockedInput,
+    LockedOutput,
+    LockEntry,
+    SharedInputs,
+    parse_lock,
+    shared_input,
+)
 from pixmake.memo import FileStat, code_identity
 from pixmake.recordfile import paused_gc, read_record, write_record
 
 __all__ = ["LCACHE_VERSION", "load_lock_file"]
 
-LCACHE_VERSION: Final = 5
+LCACHE_VERSION: Final = 6
 _CLASSES: Final = (LockEntry, LockedOutput, LockedInput)
 
 
@@ -46,8 +55,8 @@ def _output(o: LockedOutput) -> tuple[str, str, int, int, int]:
     return (o.path, o.sha256, o.bytes, o.width, o.height)
 
 
-def _input(i: LockedInput) -> tuple[str, str]:
-    return (i.path, i.sha256)
+def _input(i: LockedInput) -> tuple[str, str, str | None]:
+    return (i.path, i.sha256, i.pixels)
 
 
 def _encode(lock: Lock) -> tuple[Any, ...]:
@@ -76,7 +85,7 @@ def _encode(lock: Lock) -> tuple[Any, ...]:
 def _decode(entries: Any) -> Lock:
     """The inverse of :func:`_encode`; raises TypeError or ValueError for anything else."""
     decoded: dict[str, LockEntry] = {}
-    shared: dict[tuple[str, str], LockedInput] = {}  # an input many entries name is kept once
+    shared: SharedInputs = {}  # an input many entries name is kept once
     for (
         name,
         key,
@@ -102,8 +111,8 @@ def _decode(entries: Any) -> Lock:
             size,
             n,
             tuple(starmap(LockedOutput, outputs)),
-            tuple(shared_input(path, sha256, shared) for path, sha256 in references),
-            None if mask is None else shared_input(mask[0], mask[1], shared),
+            tuple(shared_input(path, sha256, shared, pixels) for path, sha256, pixels in references),
+            None if mask is None else shared_input(mask[0], mask[1], shared, mask[2]),
             MappingProxyType(params) if params else NO_PARAMS,
             task_id,
             tuple(starmap(LockedOutput, stale)),

@@ -40,6 +40,7 @@ __all__ = [
     "LockEntry",
     "LockedInput",
     "LockedOutput",
+    "SharedInputs",
     "entry_from_json",
     "entry_to_json",
     "lock_pieces",
@@ -68,10 +69,13 @@ def _restore() -> str:
 
 @dataclass(frozen=True, slots=True)
 class LockedInput:
-    """A reference or mask as it was when the target was built."""
+    """A reference or mask as it was when the target was built; ``pixels``: the digest of what it shows
+    (:func:`pixmake.decode.pixel_digest`), when known, so that a file re-saved with the same pixels is
+    not paid for again."""
 
     path: str
     sha256: str
+    pixels: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,21 +164,28 @@ _NOT_WRITTEN: Final = frozenset(("", ".", "..", ".git"))  # path parts (and .pix
 
 
 def _input_json(i: LockedInput) -> dict[str, Any]:
-    return {"path": i.path, "sha256": i.sha256}
+    if i.pixels is None:
+        return {"path": i.path, "sha256": i.sha256}
+    return {"path": i.path, "sha256": i.sha256, "pixels": i.pixels}  # older pixmakes read past it
 
 
-def shared_input(path: str, sha256: str, shared: dict[tuple[str, str], LockedInput] | None) -> LockedInput:
+SharedInputs = dict[tuple[str, str, str | None], LockedInput]
+"""The inputs read so far, by path, sha256 and pixels: an input many entries name is kept once."""
+
+
+def shared_input(path: str, sha256: str, shared: SharedInputs | None, pixels: str | None = None) -> LockedInput:
     """The input ``path`` with content ``sha256``: the one in ``shared`` when an entry read before named it too."""
     if shared is None:
-        return LockedInput(path, sha256)
-    found = shared.get((path, sha256))
+        return LockedInput(path, sha256, pixels)
+    found = shared.get((path, sha256, pixels))
     if found is None:
-        found = shared[path, sha256] = LockedInput(path, sha256)
+        found = shared[path, sha256, pixels] = LockedInput(path, sha256, pixels)
     return found
 
 
-def _input(i: Mapping[str, Any], shared: dict[tuple[str, str], LockedInput] | None) -> LockedInput:
-    return shared_input(str(i["path"]), str(i["sha256"]), shared)
+def _input(i: Mapping[str, Any], shared: SharedInputs | None) -> LockedInput:
+    pixels = i.get("pixels")
+    return shared_input(str(i["path"]), str(i["sha256"]), shared, None if pixels is None else str(pixels))
 
 
 def entry_to_json(entry: LockEntry) -> dict[str, Any]:
@@ -211,7 +222,7 @@ def entry_to_json(entry: LockEntry) -> dict[str, Any]:
     return block
 
 
-def entry_from_json(block: Mapping[str, Any], shared: dict[tuple[str, str], LockedInput] | None = None) -> LockEntry:
+def entry_from_json(block: Mapping[str, Any], shared: SharedInputs | None = None) -> LockEntry:
     """The inverse of :func:`entry_to_json`; raises KeyError, TypeError or ValueError for a bad block.
 
     ``shared`` holds the inputs already read (by path and hash), so entries that name the same file
@@ -388,9 +399,7 @@ def _block_problem(block: object, error: Exception) -> str:
     return "a field has a value of the wrong type"
 
 
-def _entry(
-    block: Any, name: str, shared: dict[tuple[str, str], LockedInput], file: str, text: str, at: int
-) -> LockEntry:
+def _entry(block: Any, name: str, shared: SharedInputs, file: str, text: str, at: int) -> LockEntry:
     """The entry of the block at offset ``at`` of ``text``, or the LockfileError that says what is wrong with it.
 
     Its line is counted only for a bad block: counting the lines before every block would be quadratic.
@@ -417,7 +426,7 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
     entries: dict[str, LockEntry] = {}
     starts: dict[str, int] = {}  # where each target's block starts: a duplicate's message names both lines
     twice: dict[str, int] = {}
-    shared: dict[tuple[str, str], LockedInput] = {}
+    shared: SharedInputs = {}
     header: Any = None
     position = _skip_space(text, 0)
     try:

@@ -20,7 +20,7 @@ from pixmake import invocation
 
 if TYPE_CHECKING:
     from pixmake.journal import PendingSubmit
-    from pixmake.lockfile import Lock, LockedOutput, LockEntry
+    from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry
     from pixmake.manifest import Target
     from pixmake.scan import DiskState
 
@@ -626,6 +626,7 @@ def _target_action(
     earlier: Callable[[str], LockEntry | None],
     counts: frozenset[int] = frozenset(),
     earlier_counts: EarlierCounts | None = None,
+    pixels: Callable[[str], str | None] | None = None,
 ) -> Action:
     entry = lock.entries.get(target.name)
     if target.name in replace:
@@ -639,6 +640,12 @@ def _target_action(
         if raised is not None:
             return _keeping(ActionKind.CREATE, target, key, wanted, raised, disk, restore=restore, current=None)
         return Action(ActionKind.CREATE, target.name, _NEW, target, key)
+    if entry.key != key and (resaved := _resaved(target, key, entry, disk, pixels)) is not None:
+        action = _output_action(target, key, wanted, resaved[0], disk, restore=restore)
+        if action.kind not in (ActionKind.UNCHANGED, ActionKind.RESTORE):
+            return action  # an output edited by hand stays EDITED (its entry keeps the old inputs meanwhile)
+        # A RESTORE even with every file in place: the lock entry is rewritten with the files' new hashes.
+        return dataclasses.replace(action, kind=ActionKind.RESTORE, reasons=(resaved[1], *action.reasons))
     if entry.key != key:
         fewer = _fewer_of_the_same(target, entry, disk)
         if fewer is not None:
@@ -670,6 +677,47 @@ def _fewer_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> Loc
     if not 0 < target.n < entry.n or target_key(dataclasses.replace(target, n=entry.n), disk.file_hashes) != entry.key:
         return None
     return _first_images(entry, target.n, disk)
+
+
+def _resaved(
+    target: Target, key: str, entry: LockEntry, disk: DiskState, pixels: Callable[[str], str | None] | None
+) -> tuple[LockEntry, Reason] | None:
+    """``entry`` under ``key``, with the inputs the target has now, when the target differs from it only in
+    the bytes of references or a mask that show the same pixels as those it was built from (``pixels``: the
+    digest of a project file as it is now; the lock records the digests it knows): a re-save, in an editor
+    or an optimiser, that would otherwise pay for every target naming the file. With the reason."""
+    from pixmake.fingerprint import target_key
+    from pixmake.manifest import is_url
+
+    if (
+        pixels is None
+        or len(target.references) != len(entry.references)
+        or (target.mask is None) != (entry.mask is None)
+    ):
+        return None
+    pairs = list(zip(target.references, entry.references, strict=True))
+    if target.mask is not None and entry.mask is not None:
+        pairs.append((target.mask, entry.mask))
+    then: dict[str, str] = {}  # path → the locked sha256 whose pixels it shows
+    inputs: list[LockedInput] = []
+    for path, locked in pairs:
+        now = None if is_url(path) else disk.file_hashes.get(path)
+        if now is None or now == locked.sha256:
+            inputs.append(locked if now is None or locked.path == path else dataclasses.replace(locked, path=path))
+            continue
+        if locked.pixels is None or then.get(path, locked.sha256) != locked.sha256 or pixels(path) != locked.pixels:
+            return None
+        then[path] = locked.sha256
+        inputs.append(dataclasses.replace(locked, path=path, sha256=now))
+    if not then or target_key(target, {**disk.file_hashes, **then}) != entry.key:
+        return None
+    paths = [p for p in dict.fromkeys((*target.references, target.mask)) if p in then]  # as the manifest names them
+    files = [f"{'reference' if p in target.references else 'mask'} {p}" for p in paths]
+    text = f"{' and '.join(files)} saved again with the same pixels: nothing to generate"
+    details = {"paths": paths, "old": [then[p] for p in paths], "new": [disk.file_hashes[p] for p in paths]}
+    references = tuple(inputs[: len(target.references)])
+    mask = inputs[-1] if target.mask is not None else None
+    return dataclasses.replace(entry, key=key, references=references, mask=mask), Reason("same-pixels", text, details)
 
 
 def _more_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> tuple[LockEntry, bool] | None:
@@ -1011,6 +1059,7 @@ def make_plan(
     unselected: Iterable[Target] = (),
     now: float | None = None,
     unwritten: Iterable[str] = (),
+    pixels: Callable[[str], str | None] | None = None,
 ) -> Plan:
     """One action per target (in the given order), then one ORPHAN per lock entry no target claims.
 
@@ -1050,6 +1099,10 @@ def make_plan(
     ``unselected`` holds the manifest's targets outside a selection: one of them whose paid task of an
     interrupted build has the inputs of a target the plan would pay for is collected (a RESUME) for
     that target to copy, rather than paying for the same images twice.
+
+    ``pixels`` gives the digest of what a project file shows now (:func:`pixmake.decode.pixel_digest`): a
+    target whose references or mask were saved again with the pixels its lock entry records is a RESTORE
+    that rewrites the entry, not a regeneration. It is asked only of such a changed file.
     """
     from pixmake.fingerprint import target_key
     from pixmake.manifest import claimed_paths, output_paths
@@ -1106,6 +1159,7 @@ def make_plan(
             earlier=earlier,
             counts=counts,
             earlier_counts=earlier_counts,
+            pixels=pixels,
         )
         action = _for_builder(planned, lock, builder)
         if builder is Builder.PROVIDER and action.kind.paid and action.reasons[:1] == (_PLACEHOLDERS,):

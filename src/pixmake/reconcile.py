@@ -59,7 +59,7 @@ def accept_outputs(
     cache. Raises ConfigError when an output file is missing or is not an image.
     """
     from pixmake.fingerprint import target_key
-    from pixmake.inputs import read_header
+    from pixmake.inputs import file_pixels, read_header
 
     outputs = []
     for rel in output_paths(target):
@@ -76,7 +76,9 @@ def accept_outputs(
     key = target_key(target, hashes)
     old = lock.entries.get(target.name)
     task_id = old.task_id if old is not None and old.key == key else None
-    entry = lock_entry(target, key, hashes, tuple(outputs), task_id=task_id)  # the user's now, placeholders or not
+    files = [rel for rel in (*target.references, *((target.mask,) if target.mask else ())) if rel in hashes]
+    pixels = {hashes[rel]: file_pixels(root / rel, hashes[rel]) for rel in files}  # a re-save is not paid for
+    entry = lock_entry(target, key, hashes, tuple(outputs), task_id=task_id, pixels=pixels)  # the user's now
     entry = replace(entry, accepted=True)  # a build that would replace them says so
     # Outputs it wrote before (another out, a higher n) stay recorded as stale until build --prune.
     return entry if old is None else with_stale(entry, (*old.stale, *old.outputs))
