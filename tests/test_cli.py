@@ -512,6 +512,22 @@ def test_init_adds_its_line_to_any_gitattributes_in_its_own_line_ends(existing: 
     assert (tmp_path / ".gitattributes").read_bytes() == expected + end  # once
 
 
+def test_init_never_copies_what_a_committed_gitattributes_link_points_at(tmp_path: Path) -> None:
+    """The security review: a pull request committing .gitattributes as a link to a secret outside the
+    project had init copy the secret into a new, world-readable .gitattributes for the next commit."""
+    secret = tmp_path / "outside" / ".env"
+    secret.parent.mkdir()
+    secret.write_text("TOAPIS_API_KEY=sk-secret-value\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".gitattributes").symlink_to(secret)
+    outcome = run_cli("-C", str(project), "init")
+    assert outcome.exit_code != ExitCode.OK and "symbolic link" in outcome.stderr
+    assert "sk-secret-value" not in outcome.stdout + outcome.stderr
+    assert (project / ".gitattributes").is_symlink() and secret.read_text() == "TOAPIS_API_KEY=sk-secret-value\n"
+    assert not (project / "pixmake.yaml").exists()  # refused before it wrote anything
+
+
 @pytest.mark.parametrize("value", ["", "  \n"])
 def test_a_key_variable_set_to_nothing_says_so(
     examples_copy: Path, monkeypatch: pytest.MonkeyPatch, value: str
