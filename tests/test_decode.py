@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageChops
 
 from conftest import png_of_size
-from pixmake.decode import MAX_RESULT_PIXELS, as_png, image_size, pixel_digest
+from pixmake.decode import MAX_RESULT_PIXELS, as_png, image_size, is_whole_image, pixel_digest
 from pixmake.errors import BadResultError
 
 
@@ -249,3 +249,18 @@ def test_no_digest_for_what_is_no_single_whole_image() -> None:
     out = io.BytesIO()
     frames[0].save(out, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
     assert pixel_digest(out.getvalue()) is None  # an animation: more than its first frame was sent
+
+
+def test_a_file_larger_than_any_result_is_a_persons_and_is_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The security review: a committed 13000² PNG at an output path was decoded whole on every plan (2 s and
+    690 MB each; a matrix of them, half an hour). No result is that large: the file is not debris."""
+    import pixmake.decode
+
+    def decoded(*args: object, **kwargs: object) -> object:
+        raise AssertionError("decoded")
+
+    assert not is_whole_image(png_of_size(13_000, 13_000)[:20])  # no whole header: not an image
+    assert not is_whole_image(png_of_size(64, 64))  # a header, and no pixels: debris
+    monkeypatch.setattr(pixmake.decode, "image_size", decoded)
+    assert is_whole_image(png_of_size(13_000, 13_000))
+    assert is_whole_image(png_of_size(8_200, 8_200))  # just past MAX_RESULT_PIXELS

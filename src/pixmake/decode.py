@@ -123,13 +123,19 @@ def _png(image: Image) -> bytes:
 
 def is_whole_image(blob: bytes) -> bool:
     """False for bytes that do not decode whole (empty, zeros, most cuts); True for any image that decodes,
-    and for one too large to decode whose header is whole: that is a person's file, not debris.
+    and for one larger than any result (:data:`MAX_RESULT_PIXELS`) whose header is whole, not decoded: that
+    is a person's file, not debris.
 
     A PNG cut inside its last chunk still decodes: only a comparison with the bytes it came from shows
     the cut (:mod:`pixmake.scan` makes it).
     """
     from PIL import Image
 
+    from pixmake.inputs import sniff
+
+    header = sniff(blob[:32])  # PNG, GIF, WebP: a JPEG's size is read by decoding it
+    if header.width * header.height > MAX_RESULT_PIXELS:  # no result is this large: a person's file, whole or
+        return True  # not, and the scan is spared decoding it (seconds and hundreds of MB each, on every plan)
     try:
         image_size(blob)
     except BadResultError as error:
