@@ -162,6 +162,29 @@ def test_a_reference_and_mask_optimised_in_place_pay_for_nothing(
     assert provider_env.emulator.ledger.charged_images == charged + 2
 
 
+def test_a_build_refuses_to_pay_while_git_tracks_its_state(examples_copy: Path, provider_env: EmulatorServer) -> None:
+    """The security review: a pull request committing .pixmake/ (git add -f) had a clone's build trust its
+    journal (a plan of 4 images paid 20) and would have it trust its upload links (another's references)."""
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    charged = provider_env.emulator.ledger.charged_images
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=examples_copy, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", "-f", ".pixmake/uploads.json")
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("two colours", "three colours"))
+    refused = run_cli("-C", str(examples_copy), "build")
+    assert refused.exit_code != 0 and provider_env.emulator.ledger.charged_images == charged
+    assert "git tracks pixmake's local state (.pixmake/uploads.json)" in refused.stderr
+    assert "rm -r -q --cached .pixmake) and commit" in refused.stderr
+    assert run_cli("-C", str(examples_copy), "build", "--emulator", "logo-tile").exit_code == 0  # placeholders: free
+    git("rm", "-r", "-q", "--cached", ".pixmake")
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    assert provider_env.emulator.ledger.charged_images == charged + 1
+
+
 def test_renaming_out_and_reordering_targets_submits_nothing(examples_copy: Path, provider_env: EmulatorServer) -> None:
     assert run_cli("-C", str(examples_copy), "build").exit_code == 0
     manifest = examples_copy / "pixmake.yaml"

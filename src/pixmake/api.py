@@ -152,6 +152,23 @@ def _refuse_links_in_state(state: Path) -> None:
                 )
 
 
+def _refuse_committed_state(project: Project) -> None:
+    """Refuse to pay while git tracks files of pixmake's state (``git add -f``: its ``.gitignore`` keeps them
+    out): a clone's build would take a committed journal's tasks for paid ones (its plan saying less than it
+    pays) and a committed upload cache's links for its references' (a pull request's images sent instead)."""
+    from pixmake.gitblobs import tracked
+    from pixmake.store import STATE_DIR
+
+    found = tracked(project.root, STATE_DIR)
+    if found:
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        untrack = invocation.git("rm", "-r", "-q", "--cached", STATE_DIR)
+        raise ConfigError(
+            f"git tracks pixmake's local state ({found[0]}{more}), which is never committed: a build would trust "
+            f"its journal's paid tasks and its upload links; untrack it ({untrack}) and commit, then build again"
+        )
+
+
 def _an_object_cache(folder: Path) -> bool:
     """Whether ``folder`` is empty or holds only what an object cache does: two-hex-digit shard folders (no
     links) and the ``users`` list."""
@@ -1571,6 +1588,8 @@ def _build(
         raise ConfigError(
             f"no API key: {missing} ({count} target{'s' * (count != 1)} to generate or collect{which}){emulator}{typo}"
         )
+    if paid and not settings.emulator:
+        _refuse_committed_state(project)
     _keep_replaced_files(project, result.plan.actions)  # a paid action's, or a restore of another entry's images
     _cache_restore_sources(project, result.plan.actions, result.disk.case_twins, result.disk.in_git)
     replaced = [  # entries this build replaces with other inputs' images: kept for a way back

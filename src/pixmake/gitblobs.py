@@ -33,6 +33,7 @@ __all__ = [
     "partial_clone",
     "read_blobs",
     "run_git",
+    "tracked",
     "untracked",
 ]
 
@@ -216,6 +217,19 @@ def committed_images(root: Path, wanted: Iterable[tuple[str, str, int]]) -> Comm
         elif (pointer := _LFS_POINTER.match(data)) is not None and pointer[1].decode() in candidates[blob_id]:
             in_lfs.add(pointer[1].decode())
     return Committed(found, frozenset(in_lfs - found.keys()))
+
+
+def tracked(root: Path, folder: str) -> list[str]:
+    """The files under the project-relative ``folder`` that git tracks (in its index). Empty outside a git
+    work tree, without git, or when git fails."""
+    git = _git(root)
+    if git is None:
+        return []
+    try:
+        listed = run_git(git, root, "ls-files", "-z", "--", folder)
+    except (OSError, subprocess.CalledProcessError, _Refused):
+        return []
+    return [path for path in listed.split("\0") if path]
 
 
 def untracked(root: Path, paths: Iterable[str]) -> list[str]:
