@@ -249,6 +249,8 @@ def test_no_digest_for_what_is_no_single_whole_image() -> None:
     out = io.BytesIO()
     frames[0].save(out, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
     assert pixel_digest(out.getvalue()) is None  # an animation: more than its first frame was sent
+    huge = _encoded(Image.new("1", (8_200, 8_200)), "PNG")  # a few kB; 270 MB as RGBA: not decoded at all
+    assert pixel_digest(huge) is None
 
 
 def test_a_file_larger_than_any_result_is_a_persons_and_is_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:

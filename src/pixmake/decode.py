@@ -145,7 +145,8 @@ def is_whole_image(blob: bytes) -> bool:
 
 def pixel_digest(blob: bytes) -> str | None:
     """sha256 of what an image shows: its size, its pixels (as RGBA where that holds them exactly), its ICC
-    profile and its EXIF orientation; None for bytes that do not decode whole, or that hold several frames.
+    profile and its EXIF orientation; None for bytes that do not decode whole, that hold several frames, or
+    more pixels than any result (:data:`MAX_RESULT_PIXELS`).
 
     Two files with one digest differ only in how they are stored (compression, chunk order, other metadata,
     a palette or a colour type that holds the same colours): a reference re-saved by an editor or an
@@ -154,7 +155,7 @@ def pixel_digest(blob: bytes) -> str | None:
     import hashlib
 
     try:
-        image = _decoded(blob, "the file")
+        image = _decoded(blob, "the file", max_pixels=MAX_RESULT_PIXELS)  # a larger one: not decoded
     except BadResultError:
         return None
     with image:
