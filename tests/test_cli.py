@@ -592,3 +592,25 @@ def test_a_second_manifest_in_a_folder_never_writes_the_first_ones_lock_and_stat
     (tmp_path / "sprites.yaml").unlink()  # alone again: the renamed manifest takes the lock and state over
     assert run_cli("-C", str(tmp_path), "-f", "main.yaml", "build", "--emulator").exit_code == 0
     assert (tmp_path / ".pixmake/manifest").read_text() == "main.yaml\n"
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (lambda text: text + b"\xff\n", "lockfile is corrupt (not UTF-8 text)"),
+        (lambda text: b"\xef\xbb\xbf" + text, "pixmake.lock:1: lockfile starts with a byte order mark"),
+        (lambda text: text + b"\n" + b"[" * 100_000, "lockfile is corrupt (nested too deeply)"),
+    ],
+    ids=["not-utf-8", "bom", "deep"],
+)
+def test_a_lockfile_damaged_past_json_is_one_line_in_every_command(
+    examples_copy: Path, damage: Callable[[bytes], bytes], said: str
+) -> None:
+    """The damage review: each of these stopped plan, build, explain, accept, forget and gc with a traceback."""
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == ExitCode.OK
+    lock = examples_copy / "pixmake.lock"
+    lock.write_bytes(damage(lock.read_bytes()))
+    for command in (["plan"], ["build", "--emulator"], ["explain", "hero"], ["gc"], ["forget", "hero"]):
+        outcome = run_cli("-C", str(examples_copy), *command)
+        assert outcome.exit_code == ExitCode.USER_ERROR, command
+        assert said in outcome.stderr and len(outcome.stderr.strip().splitlines()) == 1, command

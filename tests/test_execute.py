@@ -1354,6 +1354,8 @@ def test_an_expired_upload_is_uploaded_again(tmp_path: Path) -> None:
     assert UploadCache.load(path, "https://api", ttl=60.0, clock=lambda: now[0]).get("abc") is None
     path.write_text("{not json")
     assert UploadCache.load(path, "https://api").get("abc") is None  # a corrupt cache is an empty cache
+    path.write_text("[" * 100_000)  # nested past json's depth: a traceback at build start before
+    assert UploadCache.load(path, "https://api").get("abc") is None
 
 
 @pytest.mark.parametrize("how", ["unknown", "expired"])

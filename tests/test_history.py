@@ -33,6 +33,8 @@ def test_a_torn_last_line_costs_only_itself(tmp_path: Path) -> None:
     remember(history, [red])
     with open(history, "ab") as handle:
         handle.write(b'{"key": "cut sh')  # a crash mid-append
+    with open(history, "ab") as handle:
+        handle.write(b"\n" + b"[" * 100_000 + b"\n")  # damage nested past json's depth: a traceback before
     remember(history, [blue])
     assert recall(history) == {red.key: red, blue.key: blue}
 

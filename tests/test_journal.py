@@ -235,7 +235,9 @@ def test_a_submit_to_the_bundled_emulator_or_keeping_images_is_journaled_as_such
         b'{"op":"lock","target":"b","key":"k2","entry":{}}',
         b'{"op":"lock","target":"b","key":"k2","entry":[]}',
         b'{"op":"task","target":"a","key":"k1","cbid":"cb-1"}',
+        b'{"op":"lock","target":"b","key":"k2","entry":' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # too deep
     ],
+    ids=["cbie", "no-cbid", "empty-entry", "list-entry", "task-without-id", "deep"],
 )
 def test_a_whole_but_damaged_record_is_skipped_and_the_others_replayed(tmp_path: Path, damaged: bytes) -> None:
     """Every command reads the journal (forget, the way out, too): one bad record must not stop them all."""
@@ -249,6 +251,30 @@ def test_a_whole_but_damaged_record_is_skipped_and_the_others_replayed(tmp_path:
     journal.close()
     lock, pending = read_journal(journal.path, Lock())
     assert list(pending) == ["a"] and list(lock.entries) == ["c"]
+
+
+@pytest.mark.parametrize("damage", ["bit-flip", "cut", "not-utf-8"])
+def test_a_paid_task_whose_submit_record_was_damaged_is_still_resumed(tmp_path: Path, damage: str) -> None:
+    """The damage review: one bad byte in a submit line made the next build pay again for the task its intact
+    task line named. A task record names target, key, client_business_id and task: enough to collect it."""
+    journal = _journal(tmp_path)
+    journal.submitting("hero", "k1", "cb-1", sent_at=1_700_000_000.0)
+    journal.accepted("hero", "k1", "cb-1", "task-1")
+    journal.submitting("side", "k2", "cb-2")
+    journal.accepted("side", "k2", "cb-2", "task-2", emulator=True)
+    journal.close()
+    lines = journal.path.read_bytes().splitlines(keepends=True)
+    first = lines[0]
+    lines[0] = {"bit-flip": first.replace(b'"op"', b'"oq"'), "cut": first[:20] + b"\n", "not-utf-8": b"\xff" + first}[
+        damage
+    ]
+    lines[2] = b""  # side's submit line gone
+    journal.path.write_bytes(b"".join(lines))
+    _, pending = read_journal(journal.path, Lock())
+    assert pending == {
+        "hero": PendingSubmit("hero", "k1", "cb-1", "task-1"),  # its send time and kept images are not known
+        "side": PendingSubmit("side", "k2", "cb-2", "task-2", emulator=True),
+    }
 
 
 def test_a_reader_racing_a_fold_sees_every_finished_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -345,3 +371,10 @@ def test_the_lock_entry_a_submit_was_sent_over_survives_its_task_and_a_rewrite(t
     journal.rewrite(pending)
     journal.close()
     assert read_journal(path, Lock())[1] == pending
+
+
+def test_a_send_time_no_clock_could_give_is_not_known_and_the_submit_still_counts(tmp_path: Path) -> None:
+    """The damage review: a send time of 10**400 stopped every command with an OverflowError traceback."""
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(b'{"op":"submit","target":"b","key":"k2","cbid":"cb-2","at":1' + b"0" * 400 + b"}\n")
+    assert read_journal(path, Lock())[1] == {"b": PendingSubmit("b", "k2", "cb-2", sent_at=None)}

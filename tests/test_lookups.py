@@ -40,3 +40,5 @@ def test_the_newest_base_urls_are_kept_and_an_unreadable_file_is_no_record(tmp_p
     assert kept == list(range(12, 20))
     path.write_text("{not json")
     assert LookupRecord(path, "http://127.0.0.1:19").verdict() is None
+    path.write_text("[" * 100_000)  # nested past json's depth (the damage review: a build crashed after a submit)
+    assert LookupRecord(path, "http://127.0.0.1:19").verdict() is None

@@ -400,7 +400,7 @@ class _Recorder:
 
     def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
         """The provider gave the submit a task id."""
-        self.journal.accepted(target, key, client_business_id, task_id)
+        self.journal.accepted(target, key, client_business_id, task_id, emulator=self.emulator)
         earlier = self.pending.get(target)
         sent_at, keep = (earlier.sent_at, earlier.keep) if earlier is not None else (None, ())
         over = earlier.over if earlier is not None else ANY  # what a rewritten journal must still say

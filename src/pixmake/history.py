@@ -58,7 +58,7 @@ def _remembered(path: Path) -> Iterator[LockEntry]:
     for line in lines:
         try:
             yield current_key(entry_from_json(json.loads(line), shared))  # an earlier version's: today's key
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             continue  # torn or foreign: it only saves money, never decides anything alone
 
 

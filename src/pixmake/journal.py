@@ -82,8 +82,8 @@ def _records(data: bytes) -> Iterator[dict[str, Any]]:
             continue
         try:
             record = json.loads(raw)
-        except ValueError:
-            continue  # a line torn by a crash or a full disk mid-append
+        except (ValueError, RecursionError):
+            continue  # a line torn by a crash or a full disk mid-append (or damaged: nested past json's depth)
         if isinstance(record, dict):
             yield record
 
@@ -111,8 +111,9 @@ def _submit(
     return {**record, "emu": True} if emulator else record
 
 
-def _task(target: str, key: str, client_business_id: str, task_id: str) -> dict[str, Any]:
-    return {"op": "task", "target": target, "key": key, "cbid": client_business_id, "task_id": task_id}
+def _task(target: str, key: str, client_business_id: str, task_id: str, emulator: bool = False) -> dict[str, Any]:
+    record = {"op": "task", "target": target, "key": key, "cbid": client_business_id, "task_id": task_id}
+    return {**record, "emu": True} if emulator else record
 
 
 def _finished(target: str, entry: LockEntry, was: str | None) -> dict[str, Any]:
@@ -139,7 +140,7 @@ def read_journal(
     for record in _records(journal_bytes(path) if data is None else data):
         try:
             _replay(record, entries, pending, stale)
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             continue  # whole but damaged (a bit flipped, a foreign writer): skipped as a torn line is
     return Lock(entries), pending
 
@@ -160,7 +161,7 @@ def _replay(
     op, target, key = record.get("op"), str(record.get("target", "")), str(record.get("key", ""))
     if op == "submit":
         at = record.get("at")
-        sent_at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+        sent_at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) and abs(at) < 1e12 else None
         emulator = record.get("emu") is True
         kept = record.get("keep")
         keep = tuple(map(str, kept)) if isinstance(kept, list) else ()
@@ -169,9 +170,10 @@ def _replay(
             target, key, str(record["cbid"]), emulator=emulator, sent_at=sent_at, keep=keep,
             over=None if over is None else str(over),
         )  # fmt: skip
-    elif op == "task" and target in pending:
+    elif op == "task":
         task_id = str(record["task_id"])
-        earlier = pending[target]
+        # Without its submit record (a damaged line), the task alone is still a paid one: resumed, not paid again.
+        earlier = pending.get(target) or PendingSubmit(target, key, "", emulator=record.get("emu") is True)
         pending[target] = PendingSubmit(
             target, key, str(record["cbid"]), task_id, earlier.emulator, earlier.sent_at, earlier.keep,
             over=earlier.over,
@@ -322,9 +324,9 @@ class Journal:
         the target's lock entry now (None: it has none)."""
         self._append(_submit(target, key, client_business_id, emulator, sent_at, keep, over))
 
-    def accepted(self, target: str, key: str, client_business_id: str, task_id: str) -> None:
-        """Record the task id the provider gave a submit."""
-        self._append(_task(target, key, client_business_id, task_id))
+    def accepted(self, target: str, key: str, client_business_id: str, task_id: str, *, emulator: bool = False) -> None:
+        """Record the task id the provider (``emulator``: the bundled emulator) gave a submit."""
+        self._append(_task(target, key, client_business_id, task_id, emulator))
 
     def finished(self, target: str, entry: LockEntry, was: str | None = ANY) -> None:
         """Record a finished target's lock entry, and the key of the entry it replaces (None: none)."""
@@ -348,7 +350,7 @@ class Journal:
         for p in pending.values():
             lines.append(_line(_submit(p.target, p.key, p.client_business_id, p.emulator, p.sent_at, p.keep, p.over)))
             if p.task_id is not None:
-                lines.append(_line(_task(p.target, p.key, p.client_business_id, p.task_id)))
+                lines.append(_line(_task(p.target, p.key, p.client_business_id, p.task_id, p.emulator)))
         replaced = was or {}
         lines.extend(_line(_finished(name, entry, replaced.get(name, ANY))) for name, entry in (finished or {}).items())
         with self._fd_lock:

@@ -34,6 +34,7 @@ from pixmake.lockfile import (
     LockedOutput,
     LockEntry,
     SharedInputs,
+    lock_text,
     parse_lock,
     shared_input,
 )
@@ -142,12 +143,6 @@ def _decoded(record: dict[str, Any]) -> Lock | None:
         return None
 
 
-def _text(data: bytes) -> str:
-    """The text ``Path.read_text(encoding="utf-8")`` gives (universal newlines), as ``parse_lock`` had it."""
-    text = data.decode("utf-8")
-    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
-
-
 def _read_record(cache: Path) -> tuple[dict[str, Any], int] | None:
     """The cache's record and the file's mtime_ns; not its items (it has none), which would keep the file's
     bytes in memory while the lock is decoded or parsed."""
@@ -180,7 +175,9 @@ def load_lock_file(lockfile: Path, cache: Path) -> Lock:
                 if _unchanged(lockfile, stat):
                     write_record(cache, {**record, "stat": stat})
                 return lock
-    lock = current_keys(parse_lock(_text(data), file=lockfile.name))  # cached as read: under today's keys
+    lock = current_keys(
+        parse_lock(lock_text(data, file=lockfile.name), file=lockfile.name)
+    )  # cached as read: under today's keys
     try:
         entries = _encode(lock)
     except (TypeError, ValueError):

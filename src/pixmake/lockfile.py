@@ -44,6 +44,7 @@ __all__ = [
     "entry_from_json",
     "entry_to_json",
     "lock_pieces",
+    "lock_text",
     "merged_pieces",
     "parse_lock",
     "render_lock",
@@ -416,6 +417,22 @@ def _entry(block: Any, name: str, shared: SharedInputs, file: str, text: str, at
         ) from None
 
 
+def lock_text(data: bytes, *, file: str = "pixmake.lock") -> str:
+    """A lockfile's bytes as the text :func:`parse_lock` reads (universal newlines); raises LockfileError for
+    bytes that are not UTF-8, or that start with a byte order mark (an editor's: pixmake writes none)."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise LockfileError(
+            f"{file}:1: lockfile starts with a byte order mark (an editor saved it as 'UTF-8 with BOM'): "
+            "save it as UTF-8 without one"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise LockfileError(f"{file}:{line}: lockfile is corrupt (not UTF-8 text); {_restore()}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
     """Parse lockfile text (format 1 or 2); raises LockfileError when corrupt or newer than this pixmake.
 
@@ -461,6 +478,10 @@ def parse_lock(text: str, *, file: str = "pixmake.lock") -> Lock:
             else ""
         )
         raise _corrupt(file, error, text, what=what) from None
+    except RecursionError:  # JSON nested deeper than any lock's: damage, or not a lockfile
+        raise LockfileError(
+            f"{file}:{_line(text, start)}: lockfile is corrupt (nested too deeply); {_restore()}"
+        ) from None
     if header is None:
         raise LockfileError(f"{file}: lockfile is empty; {_restore()}")
     if header["version"] == 1:

@@ -70,7 +70,7 @@ class LookupRecord:
         if self._all is None:
             try:
                 loaded = json.loads(self.path.read_bytes())
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):  # RecursionError: nested past json's depth
                 loaded = {}
             self._all = loaded if isinstance(loaded, dict) else {}
         return self._all

@@ -66,7 +66,7 @@ class UploadCache:
         cache = cls(path, base_url, ttl=ttl, clock=clock)
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: nested past json's depth
             return cache
         if isinstance(raw, dict) and raw.get("version") == _VERSION and isinstance(raw.get("uploads"), dict):
             uploads = {str(base): items for base, items in raw["uploads"].items() if isinstance(items, dict)}
