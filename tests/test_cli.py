@@ -614,3 +614,27 @@ def test_a_lockfile_damaged_past_json_is_one_line_in_every_command(
         outcome = run_cli("-C", str(examples_copy), *command)
         assert outcome.exit_code == ExitCode.USER_ERROR, command
         assert said in outcome.stderr and len(outcome.stderr.strip().splitlines()) == 1, command
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket"])
+def test_an_output_that_is_no_file_is_refused_before_a_build_hangs_on_it(examples_copy: Path, kind: str) -> None:
+    """The damage review: a FIFO at an output was planned as missing, and the build then waited on it for good
+    (Ctrl-C and SIGTERM could not end it); a socket failed as 'changed during the build'."""
+    import socket
+
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == ExitCode.OK
+    output = examples_copy / "assets" / "logo-tile.png"
+    output.unlink()
+    if kind == "fifo":
+        os.mkfifo(output)
+    else:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(output))
+    try:
+        for command in (["validate"], ["plan"], ["build", "--emulator"]):
+            outcome = run_cli("-C", str(examples_copy), *command)
+            assert outcome.exit_code == ExitCode.USER_ERROR, command
+            assert "assets/logo-tile.png is not a file (a FIFO, a socket or a device)" in outcome.stderr, command
+    finally:
+        if kind == "socket":
+            server.close()

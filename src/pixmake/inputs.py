@@ -25,7 +25,7 @@ import struct
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISDIR, S_ISLNK
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import BinaryIO, Final
 
 from pixmake.errors import Diagnostic, ManifestError, UnsafePathError
@@ -422,6 +422,8 @@ class _Checker:
                 continue
             if S_ISDIR(found.st_mode):
                 self.add(target, "out", f"{rel} is a directory; out names a .png file")
+            elif not S_ISREG(found.st_mode):  # reading a FIFO would wait for a writer for good
+                self.add(target, "out", f"{rel} is not a file (a FIFO, a socket or a device); out names a .png file")
             else:
                 self.existing[rel] = (found.st_dev, found.st_ino)
 
