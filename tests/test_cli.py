@@ -638,3 +638,23 @@ def test_an_output_that_is_no_file_is_refused_before_a_build_hangs_on_it(example
     finally:
         if kind == "socket":
             server.close()
+
+
+@pytest.mark.parametrize(
+    "where", ["pixmake.lock", ".pixmake/journal.jsonl", ".pixmake/manifest", ".pixmake/uploads.json"]
+)
+def test_a_fifo_in_place_of_the_lock_or_a_state_file_is_refused_not_waited_on(examples_copy: Path, where: str) -> None:
+    """The damage review: each of these hung plan or build (and /dev/zero linked as the lock grew memory)."""
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == ExitCode.OK
+    path = examples_copy / where
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    for command in (["plan"], ["build", "--emulator"]):
+        outcome = run_cli("-C", str(examples_copy), *command)
+        assert outcome.exit_code == ExitCode.USER_ERROR, command
+        assert "is not a file (a FIFO, a socket or a device)" in outcome.stderr, command
+    path.unlink()
+    (examples_copy / "pixmake.lock").unlink(missing_ok=True)
+    (examples_copy / "pixmake.lock").symlink_to("/dev/zero")
+    outcome = run_cli("-C", str(examples_copy), "plan")
+    assert outcome.exit_code == ExitCode.USER_ERROR and "pixmake.lock is not a file" in outcome.stderr

@@ -150,6 +150,10 @@ def _refuse_links_in_state(state: Path) -> None:
                     "its objects folder linked to an object cache, and a build would write where it points: "
                     "delete it"
                 )
+            if not (entry.is_symlink() or entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False)):
+                raise ConfigError(  # reading a FIFO there would wait for a writer for good
+                    f"{entry.path} is not a file (a FIFO, a socket or a device); pixmake's state holds none: delete it"
+                )
 
 
 def _refuse_committed_state(project: Project) -> None:

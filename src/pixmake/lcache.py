@@ -20,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import stat as stat_module
 from itertools import starmap
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
 from pixmake import __version__
+from pixmake.errors import LockfileError
 from pixmake.fingerprint import current_keys
 from pixmake.lockfile import (
     NO_PARAMS,
@@ -154,8 +156,11 @@ def load_lock_file(lockfile: Path, cache: Path) -> Lock:
     """``parse_lock`` of ``lockfile``'s text, from the cache when still valid (else parsed and cached), with an
     earlier version's entries under today's keys (:func:`~pixmake.fingerprint.current_keys`).
 
-    Raises FileNotFoundError when there is no lockfile, LockfileError (never cached) when it is corrupt.
+    Raises FileNotFoundError when there is no lockfile, LockfileError (never cached) when it is corrupt, or
+    no file (a FIFO would be waited on for good, ``/dev/zero`` read without end).
     """
+    if not stat_module.S_ISREG(os.stat(lockfile).st_mode):
+        raise LockfileError(f"{lockfile.name} is not a file (a FIFO, a socket or a device): put the lockfile back")
     with open(lockfile, "rb") as handle:
         stat = _stat(handle)
         loaded = _read_record(cache)
