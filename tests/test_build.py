@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,58 @@ def test_a_reference_and_mask_optimised_in_place_pay_for_nothing(
     edited.save(examples_copy / "photos/mug.png")
     assert run_cli("-C", str(examples_copy), "build").exit_code == 0
     assert provider_env.emulator.ledger.charged_images == charged + 2
+
+
+def test_the_pixels_of_an_input_are_read_once_per_content_and_never_stop_a_build(
+    examples_copy: Path, provider_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The diff review: a reference Pillow's EXIF reader chokes on crashed a paid build after its images were
+    written, before their lock entry (every build then collected and crashed again); each plan decoded every
+    changed reference again (35 s a plan for 1,000), and accept decoded one reference once per target."""
+    import pixmake.pixelcache
+    from pixmake.decode import pixel_digest
+
+    decoded: list[int] = []
+
+    def counted(blob: bytes) -> str | None:
+        decoded.append(len(blob))
+        return pixel_digest(blob)
+
+    monkeypatch.setattr(pixmake.pixelcache, "pixel_digest", counted)
+    mug = examples_copy / "photos" / "mug.png"
+    plain = mug.read_bytes()
+    exif = b"garbage!garbage"
+    chunk = len(exif).to_bytes(4, "big") + b"eXIf" + exif + zlib.crc32(b"eXIf" + exif).to_bytes(4, "big")
+    mug.write_bytes(plain[:33] + chunk + plain[33:])  # after IHDR: what Pillow's EXIF reader raises on
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    assert decoded == []  # placeholders: a build without --emulator regenerates them whatever their inputs
+    built = run_cli("-C", str(examples_copy), "build")
+    assert built.exit_code == 0, built.stderr
+    assert provider_env.emulator.ledger.charged_images == 5
+    lock = parse_lock((examples_copy / "pixmake.lock").read_text())
+    assert lock.entries["mug-marble"].references[0].pixels is None  # no digest: a re-save of it is a change
+    assert lock.entries["mug-marble"].mask is not None and lock.entries["mug-marble"].mask.pixels is not None
+    assert len(decoded) == 2  # the reference and the mask, once each for the two targets naming them
+    mask = examples_copy / "masks" / "mug-background.png"
+    with Image.open(mask) as original:
+        edited = original.copy()
+    edited.putpixel((0, 0), (1, 2, 3, 0))
+    edited.save(mask)  # another mask
+    for _ in range(3):
+        assert (
+            "~ regenerate mug-marble: mask masks/mug-background.png changed"
+            in run_cli("-C", str(examples_copy), "plan").stdout
+        )
+    assert len(decoded) == 3  # decoded once for three plans
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("white marble", "black slate"))
+    edited.putpixel((0, 0), (1, 2, 4, 0))
+    edited.save(mask)
+    assert run_cli("-C", str(examples_copy), "plan").exit_code == 0
+    assert len(decoded) == 3  # the prompt changed too: not a re-save, whatever the mask shows
+    Image.new("RGB", (1024, 1024), (9, 9, 9)).save(examples_copy / "assets" / "mug-lifestyle.png")  # a retouch
+    assert run_cli("-C", str(examples_copy), "accept", "mug-lifestyle").exit_code == 0
+    assert len(decoded) == 3  # the mug's digest is known: not read again
 
 
 def test_a_build_refuses_to_pay_while_git_tracks_its_state(examples_copy: Path, provider_env: EmulatorServer) -> None:

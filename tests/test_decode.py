@@ -266,3 +266,24 @@ def test_a_file_larger_than_any_result_is_a_persons_and_is_not_decoded(monkeypat
     monkeypatch.setattr(pixmake.decode, "image_size", decoded)
     assert is_whole_image(png_of_size(13_000, 13_000))
     assert is_whole_image(png_of_size(8_200, 8_200))  # just past MAX_RESULT_PIXELS
+
+
+def test_a_digest_is_never_an_exception_and_never_hides_what_pillow_cannot_show() -> None:
+    """The diff review: a malformed EXIF block made Pillow raise SyntaxError from inside the digest, after a
+    paid image was written and before its lock entry; and 16-bit samples differing in their low byte, or a
+    gamma chunk added, kept one digest (Pillow reads 16-bit RGB as 8-bit, and gAMA was not counted)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    plain = _encoded(_gradient(), "PNG")
+    assert pixel_digest(plain[:33] + chunk(b"eXIf", b"garbage!garbage") + plain[33:]) is None
+    assert pixel_digest(plain[:33] + chunk(b"gAMA", struct.pack(">I", 100_000)) + plain[33:]) not in (
+        None,
+        pixel_digest(plain),
+    )
+    deep = Image.new("I;16", (8, 8))
+    deep.putdata([257 * v for v in range(64)])
+    assert pixel_digest(_encoded(deep, "PNG")) is None  # 16-bit samples: no digest (a re-save is a change)

@@ -927,6 +927,7 @@ def plan(
     orphans = select is None or select.everything
     from pixmake.fingerprint import keyed_prompt
     from pixmake.history import recall
+    from pixmake.pixelcache import PixelDigests
 
     history = cache(partial(recall, project.history))  # read only when a target's inputs are not locked for it
     objects = project.objects
@@ -956,14 +957,13 @@ def plan(
 
     now = time.time()
     hashed = disk.file_hashes
+    digests = PixelDigests(project.state_dir / "pixels.json")
 
-    @cache
     def pixels(rel: str) -> str | None:
         """What the project file ``rel`` shows, while it holds the bytes the scan hashed (asked only of an
         input whose bytes differ from those a lock entry records with their pixels)."""
-        from pixmake.inputs import file_pixels
-
-        return file_pixels(project.root / rel, hashed.get(rel))
+        sha256 = hashed.get(rel)
+        return None if sha256 is None else digests.of(project.root / rel, sha256)
 
     def planned(disk: DiskState, earlier: Callable[[str], LockEntry | None]) -> Plan:
         return make_plan(
@@ -985,6 +985,7 @@ def plan(
         )
 
     result = planned(disk, earlier)
+    digests.save()
     paying = [a for a in result.actions if a.kind.paid and a.key is not None and a.name not in replace]
     if paying and in_git_work_tree(project.root):  # a fresh clone going back to earlier inputs: a tag may have them
         from pixmake.fingerprint import verbatim_key
@@ -1094,6 +1095,7 @@ def accept(
     """
     from pixmake.history import placeholder_images, remember
     from pixmake.manifest import output_paths
+    from pixmake.pixelcache import PixelDigests
     from pixmake.reconcile import accept_outputs, write_lock_and_compact
     from pixmake.select import select_targets
 
@@ -1118,6 +1120,7 @@ def accept(
         made_by_emulator = {o.sha256 for e in lock.entries.values() if e.emulator for o in e.outputs}
         made_by_emulator |= placeholder_images(project.history)
         accepted = []
+        digests = PixelDigests(project.state_dir / "pixels.json")  # each reference decoded once, not per target
         for target in chosen:
             if all(disk.file_hashes.get(path) in made_by_emulator for path in output_paths(target)):
                 if (
@@ -1131,7 +1134,7 @@ def accept(
                     f"accept: {target.name}'s files are build --emulator's placeholders, untouched: nothing to "
                     "keep (accept would lock them as real; a build without --emulator generates the images)"
                 )
-            entry = accept_outputs(project.root, target, disk.file_hashes, lock, project.objects)
+            entry = accept_outputs(project.root, target, disk.file_hashes, lock, project.objects, digests)
             before = lock.entries.get(target.name)
             lock = lock.with_entry(target.name, entry)
             task = pending.get(target.name)
@@ -1142,6 +1145,7 @@ def accept(
         replaced = [lock_before.entries[a.name] for a in accepted if a.inputs_changed]
         remember(project.history, replaced)  # going back to those inputs restores their images
         write_lock_and_compact(project.lockfile, project.journal, lock, pending)
+        digests.save()
     return tuple(accepted)
 
 
@@ -1537,6 +1541,7 @@ def _build(
     from pixmake.journal import Journal
     from pixmake.manifest import output_paths
     from pixmake.memo import file_stat
+    from pixmake.pixelcache import PixelDigests
     from pixmake.plan import PLACEHOLDER, ActionKind, Builder, common_reasons
     from pixmake.report import NullReporter
     from pixmake.store import remove_leftover_temps
@@ -1613,6 +1618,7 @@ def _build(
 
         provider = ToapisProvider(settings)
     uploads = UploadCache.load(project.state_dir / "uploads.json", settings.base_url)
+    digests = PixelDigests(project.state_dir / "pixels.json")
     executor = Executor.create(
         root=project.root,
         lock_path=project.lockfile,
@@ -1629,6 +1635,7 @@ def _build(
         planned_stats=result.disk.stats,
         history=project.history,
         lock_stat=lock_stat,
+        pixel_digests=digests,
     )
 
     stop = _Stop()
@@ -1639,6 +1646,7 @@ def _build(
             return await executor.run(result.plan)
         finally:
             stop.disarm()  # a stop from now on ends pixmake after the loop, not this provider's close
+            digests.save()
             if provider is not None:
                 with anyio.CancelScope(shield=True):
                     await provider.aclose()

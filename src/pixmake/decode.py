@@ -29,6 +29,8 @@ into 700 MB (nor warned about in Pillow's words)."""
 # an opaque alpha channel dropped, grey stored as RGB) and the image is the same.
 _RGBA_EXACT: Final = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa"})
 _ORIENTATION: Final = 0x0112  # the EXIF tag that turns an image when it is shown
+_DIGEST_MAX_PIXELS: Final = 4096 * 4096  # a reference's; past it, no digest (its RGBA alone would be 64 MB)
+_DIGEST_ROWS: Final = 256
 
 # Modes a PNG holds as they are; an image in another (CMYK, YCbCr, LAB, I, F, PA, RGBa ...) is converted.
 _PNG_MODES: Final = frozenset({"1", "L", "LA", "I;16", "I;16B", "P", "RGB", "RGBA"})
@@ -144,9 +146,10 @@ def is_whole_image(blob: bytes) -> bool:
 
 
 def pixel_digest(blob: bytes) -> str | None:
-    """sha256 of what an image shows: its size, its pixels (as RGBA where that holds them exactly), its ICC
-    profile and its EXIF orientation; None for bytes that do not decode whole, that hold several frames, or
-    more pixels than any result (:data:`MAX_RESULT_PIXELS`).
+    """sha256 of what an image shows: its size, its pixels (as RGBA where that holds them exactly), its colour
+    profile (ICC, gamma, chromaticities, sRGB intent) and its EXIF orientation; None for bytes that do not
+    decode whole, hold several frames or 16-bit samples (Pillow reads 8 of them), have more than
+    :data:`_DIGEST_MAX_PIXELS`, or make Pillow raise anything at all (a malformed EXIF block, say).
 
     Two files with one digest differ only in how they are stored (compression, chunk order, other metadata,
     a palette or a colour type that holds the same colours): a reference re-saved by an editor or an
@@ -154,20 +157,27 @@ def pixel_digest(blob: bytes) -> str | None:
     """
     import hashlib
 
+    from PIL import Image
+
     try:
-        image = _decoded(blob, "the file", max_pixels=MAX_RESULT_PIXELS)  # a larger one: not decoded
-    except BadResultError:
+        with Image.open(io.BytesIO(blob)) as image:
+            width, height = image.size
+            if width * height > _DIGEST_MAX_PIXELS or getattr(image, "n_frames", 1) > 1:
+                return None  # too large to decode for this; or an animation, more than its first frame
+            if any(";16" in str(tile[3]) for tile in image.tile):  # decoded to 8 bits: a change could hide
+                return None
+            image.load()
+            info = image.info
+            profile = info.get("icc_profile") or b""
+            colour = repr((info.get("gamma"), info.get("chromaticity"), info.get("srgb")))
+            orientation = image.getexif().get(_ORIENTATION, 1)
+            shown = image.convert("RGBA") if image.mode in _RGBA_EXACT else image
+            digest = hashlib.sha256(b"pixmake pixels 1\0")
+            head = f"{shown.mode}\0{width}x{height}\0{orientation}\0{colour}\0{len(profile)}\0"
+            digest.update(head.encode())
+            digest.update(profile)
+            for top in range(0, height, _DIGEST_ROWS):  # a strip at a time: never a second copy of it all
+                digest.update(shown.crop((0, top, width, min(height, top + _DIGEST_ROWS))).tobytes())
+            return digest.hexdigest()
+    except Exception:  # whatever Pillow raises on a file someone made: no digest, so a re-save is a change
         return None
-    with image:
-        if getattr(image, "n_frames", 1) > 1:  # an animation: more than its first frame was sent
-            return None
-        orientation = image.getexif().get(_ORIENTATION, 1)
-        mode = image.mode
-        shown = image.convert("RGBA") if mode in _RGBA_EXACT else image
-        digest = hashlib.sha256(b"pixmake pixels 1\0")
-        profile = image.info.get("icc_profile") or b""
-        head = f"{shown.mode}\0{shown.size[0]}x{shown.size[1]}\0{orientation}\0{len(profile)}\0"
-        digest.update(head.encode())
-        digest.update(profile)
-        digest.update(shown.tobytes())
-        return digest.hexdigest()

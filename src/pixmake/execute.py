@@ -54,7 +54,6 @@ from pixmake.errors import (
 )
 from pixmake.fingerprint import current_keys, lock_entry, target_key
 from pixmake.history import remember
-from pixmake.inputs import file_pixels
 from pixmake.journal import ANY, Journal, PendingSubmit, finished_targets
 from pixmake.limits import AdaptiveLimiter, AdaptiveLimiterStatistics, RateLimiter, RateLimiterStatistics
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces, merged_pieces, parse_lock, split_pieces
@@ -62,6 +61,7 @@ from pixmake.lookups import LookupRecord, Witness
 from pixmake.manifest import Target, is_url, output_paths
 from pixmake.memo import FileStat, file_stat
 from pixmake.models import MODELS, RESULT_LIFETIME
+from pixmake.pixelcache import PixelDigests
 from pixmake.plan import PROVIDER_MADE, Action, ActionKind, Plan
 from pixmake.providers.base import GenerationRequest, Provider, TaskState, TaskStatus
 from pixmake.retry import Backoff, Operation, Verdict, classify, poll_delay, rides_out
@@ -711,6 +711,7 @@ class Executor:
     max_images: int | None = None  # a cap on what this build pays; the plan was checked against it
     planned_stats: Mapping[str, FileStat] = field(default_factory=dict)  # files as the plan saw them
     history: Path | None = None  # .pixmake/history.jsonl: where the images of a short result are remembered
+    pixel_digests: PixelDigests = field(default_factory=lambda: PixelDigests(None))  # of what inputs show
     _unplanned: int = 0  # images of submits the plan did not count (a resumed task the provider no longer has)
     _paid_unplanned: int = 0  # of those, the ones charged (an unknown outcome counts against the cap only)
     _planned_images: int = 0  # what the plan pays for (set by run)
@@ -772,6 +773,7 @@ class Executor:
         planned_stats: Mapping[str, FileStat] | None = None,
         lock_stat: FileStat | EllipsisType | None = ...,
         history: Path | None = None,
+        pixel_digests: PixelDigests | None = None,
     ) -> Executor:
         """An executor whose recorder starts from ``lock`` and the journal's pending submits.
 
@@ -788,6 +790,7 @@ class Executor:
         return cls(
             root, settings, provider, reporter, objects, recorder, input_hashes, upload_cache,
             backoff=backoff, max_images=max_images, planned_stats=planned_stats or {}, history=history,
+            pixel_digests=pixel_digests or PixelDigests(None),
         )  # fmt: skip
 
     def statistics(self) -> BuildStatistics:
@@ -1050,12 +1053,15 @@ class Executor:
     def _read_pixels(self, target: Target) -> None:
         """Worker thread: note the digest of what each of the target's input files shows (see
         :func:`~pixmake.decode.pixel_digest`), once per file content, for its lock entry: a later re-save of
-        the file with the same pixels is then not paid for. A file changed since the plan hashed it gets none."""
+        the file with the same pixels is then not paid for. A file changed since the plan hashed it gets none,
+        and so does a placeholder's (``build --emulator``): a build without it regenerates that image anyway."""
+        if self.settings.emulator:
+            return
         for rel in (*target.references, *((target.mask,) if target.mask is not None else ())):
             sha256 = None if is_url(rel) else self.input_hashes.get(rel)
             if sha256 is None or sha256 in self._pixels:
                 continue
-            self._pixels[sha256] = file_pixels(self.root / rel, sha256)
+            self._pixels[sha256] = self.pixel_digests.of(self.root / rel, sha256)
 
     def _provider(self) -> Provider:
         assert self.provider is not None, "a paid action needs a provider"

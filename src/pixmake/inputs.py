@@ -37,7 +37,6 @@ __all__ = [
     "HeaderCache",
     "ImageInfo",
     "check_inputs",
-    "file_pixels",
     "input_warnings",
     "opaque_masks",
     "read_header",
@@ -149,20 +148,6 @@ def _jpeg_size(handle: BinaryIO) -> tuple[int, int]:
             return 0, 0
         handle.seek(length - 2, os.SEEK_CUR)
     return 0, 0
-
-
-def file_pixels(path: Path | str, sha256: str | None) -> str | None:
-    """The digest of what the file at ``path`` shows (:func:`pixmake.decode.pixel_digest`: Pillow decodes it
-    whole) while it holds the bytes ``sha256`` names; None when it changed since it was hashed, cannot be
-    read, or is no whole image."""
-    from pixmake.decode import pixel_digest
-
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    return pixel_digest(data) if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
 def read_header(path: Path) -> ImageInfo:

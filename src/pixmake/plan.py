@@ -698,18 +698,22 @@ def _resaved(
     pairs = list(zip(target.references, entry.references, strict=True))
     if target.mask is not None and entry.mask is not None:
         pairs.append((target.mask, entry.mask))
-    then: dict[str, str] = {}  # path → the locked sha256 whose pixels it shows
+    then: dict[str, str] = {}  # path → the locked sha256 whose pixels it may show
+    wanted: dict[str, str] = {}  # path → those pixels
     inputs: list[LockedInput] = []
     for path, locked in pairs:
         now = None if is_url(path) else disk.file_hashes.get(path)
         if now is None or now == locked.sha256:
             inputs.append(locked if now is None or locked.path == path else dataclasses.replace(locked, path=path))
             continue
-        if locked.pixels is None or then.get(path, locked.sha256) != locked.sha256 or pixels(path) != locked.pixels:
+        if locked.pixels is None or then.get(path, locked.sha256) != locked.sha256:
             return None
-        then[path] = locked.sha256
+        then[path], wanted[path] = locked.sha256, locked.pixels
         inputs.append(dataclasses.replace(locked, path=path, sha256=now))
+    # Nothing else changed (the key says so), and only then each file is decoded: the costly part, last.
     if not then or target_key(target, {**disk.file_hashes, **then}) != entry.key:
+        return None
+    if any(pixels(path) != shown for path, shown in wanted.items()):
         return None
     paths = [p for p in dict.fromkeys((*target.references, target.mask)) if p in then]  # as the manifest names them
     files = [f"{'reference' if p in target.references else 'mask'} {p}" for p in paths]

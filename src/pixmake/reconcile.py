@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from pixmake.errors import ConfigError, UnsafePathError
 from pixmake.fingerprint import lock_entry
@@ -25,6 +25,9 @@ from pixmake.journal import PendingSubmit
 from pixmake.lockfile import Lock, LockedOutput, LockEntry, lock_pieces
 from pixmake.manifest import Target, output_paths
 from pixmake.store import ObjectCache, atomic_write, hash_file, safe_path
+
+if TYPE_CHECKING:
+    from pixmake.pixelcache import PixelDigests
 
 __all__ = ["CLAIMED", "PruneResult", "accept_outputs", "prune_orphans", "prune_stale", "write_lock_and_compact"]
 
@@ -51,7 +54,7 @@ def write_lock_and_compact(lock_path: Path, journal_path: Path, lock: Lock, pend
 
 
 def accept_outputs(
-    root: Path, target: Target, hashes: Mapping[str, str], lock: Lock, objects: ObjectCache
+    root: Path, target: Target, hashes: Mapping[str, str], lock: Lock, objects: ObjectCache, digests: PixelDigests
 ) -> LockEntry:
     """The lock entry that records the files now at ``target``'s output paths as its outputs.
 
@@ -59,7 +62,7 @@ def accept_outputs(
     cache. Raises ConfigError when an output file is missing or is not an image.
     """
     from pixmake.fingerprint import target_key
-    from pixmake.inputs import file_pixels, read_header
+    from pixmake.inputs import read_header
 
     outputs = []
     for rel in output_paths(target):
@@ -77,7 +80,7 @@ def accept_outputs(
     old = lock.entries.get(target.name)
     task_id = old.task_id if old is not None and old.key == key else None
     files = [rel for rel in (*target.references, *((target.mask,) if target.mask else ())) if rel in hashes]
-    pixels = {hashes[rel]: file_pixels(root / rel, hashes[rel]) for rel in files}  # a re-save is not paid for
+    pixels = {hashes[rel]: digests.of(root / rel, hashes[rel]) for rel in files}  # a re-save is not paid for
     entry = lock_entry(target, key, hashes, tuple(outputs), task_id=task_id, pixels=pixels)  # the user's now
     entry = replace(entry, accepted=True)  # a build that would replace them says so
     # Outputs it wrote before (another out, a higher n) stay recorded as stale until build --prune.
