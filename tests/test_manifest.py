@@ -558,6 +558,22 @@ def test_a_backslash_in_a_path_is_named_as_such() -> None:
     assert diagnostic.message == r"path 'assets\\hero.png' has a backslash: separate folders with / (on every system)"
 
 
+def test_an_out_path_longer_than_a_file_system_takes_is_refused_by_validate() -> None:
+    """The damage review: 3,000 folders deep passed validate, then plan and build failed with the whole
+    6,000-character path as the message (exit 1, no manifest line)."""
+    deep = "a/" * 3000 + "x.png"
+    (diagnostic,) = _refused(f"version: 1\ntargets:\n  a: {{prompt: a, out: {deep}}}\n", file="m.yaml")
+    assert diagnostic.line == 3 and diagnostic.field == "targets.a.out"
+    assert diagnostic.message.endswith(
+        "the path is 6005 bytes in UTF-8; pixmake takes at most 1024, as macOS does (shorten it)"
+    )
+    assert len(diagnostic.message) < 200
+    longest = ("c" * 250 + "/") * 4 + "x" * 16 + ".png"  # 1,024 bytes: taken; as n: 4, image 4's is 2 more
+    assert parse_manifest(f"version: 1\ntargets:\n  a: {{prompt: a, out: {longest}}}\n", file="m.yaml").targets
+    (diagnostic,) = _refused(f"version: 1\ntargets:\n  a: {{prompt: a, out: {longest}, n: 4}}\n", file="m.yaml")
+    assert "the path of image 4 is 1026 bytes" in diagnostic.message
+
+
 @pytest.mark.parametrize("stream", [True, False])
 def test_variables_yaml_reads_as_numbers_or_booleans_are_warned_about(stream: bool) -> None:
     """``ratio: 3:2`` is 182 in YAML 1.1 (base 60), and that is what the prompt got: say so, where it is written."""
