@@ -7,6 +7,8 @@ task is journaled and paid; then ``plan`` and ``build`` run in-process against t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import signal
@@ -459,3 +461,35 @@ def test_a_planned_resume_the_provider_lost_is_paid_again_out_loud(
         in (outcome.stderr.splitlines()[-1])
     )
     assert provider_env.emulator.ledger.charged_images == 1  # the reset ledger: this build's one image
+
+
+def test_a_paid_task_is_collected_though_its_reference_was_saved_again_with_the_same_pixels_meanwhile(
+    make_project: Callable[..., Path], provider_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The diff review: an optimiser run over the repository while a build was interrupted had the next
+    build drop the paid task (paid for the reference's old bytes) and pay again."""
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 64), (200, 30, 30))
+    image.putpixel((3, 4), (1, 2, 3))
+    encoded = io.BytesIO()
+    image.save(encoded, "PNG", compress_level=9)
+    root = make_project(
+        {"version": 1, "targets": {"hero": {"prompt": "a red mug", "references": ["ref.png"], "out": "hero.png"}}},
+        {"ref.png": encoded.getvalue()},
+    )
+    assert run_cli("-C", str(root), "build").exit_code == 0  # the lock records what ref.png shows
+    _edit_manifest(root, "a red mug", "a blue mug")
+    task_id = _interrupted_build(root, provider_env, tmp_path / "build.log")
+    image.save(root / "ref.png", "PNG", compress_level=0)  # other bytes, the same pixels
+    assert run_cli("-C", str(root), "plan").stdout.splitlines()[0] == (
+        f"> resume     hero: collecting paid task {task_id} from an interrupted build"
+    )
+    submits = len(provider_env.emulator.submits())
+    built = run_cli("-C", str(root), "build")
+    assert built.exit_code == 0, built.stderr
+    assert provider_env.emulator.ledger.charged_images == 1 and len(provider_env.emulator.submits()) == submits
+    entry = parse_lock((root / "pixmake.lock").read_text()).entries["hero"]
+    assert entry.task_id == task_id and entry.prompt == "a blue mug"
+    assert entry.references[0].sha256 == hashlib.sha256((root / "ref.png").read_bytes()).hexdigest()
+    assert run_cli("-C", str(root), "plan", "--check").exit_code == 0

@@ -579,6 +579,36 @@ def _tasks_under_current_keys(
     return moved
 
 
+def _tasks_of_resaved_inputs(
+    pending: dict[str, PendingSubmit],
+    targets: Iterable[Target],
+    hashes: Mapping[str, str],
+    lock: Lock,
+    pixels: Callable[[str], str | None],
+) -> dict[str, PendingSubmit]:
+    """``pending`` with each task paid for its target's inputs as they were before a reference or mask was
+    saved again with the same pixels (an optimiser run while the build was interrupted) under today's key:
+    collected, not dropped and paid again. What they showed then is what the target's lock entry records."""
+    from pixmake.fingerprint import target_key
+    from pixmake.plan import resaved_inputs
+
+    moved = dict(pending)
+    for target in targets:
+        task, entry = pending.get(target.name), lock.entries.get(target.name)
+        if task is None or entry is None or task.emulator:
+            continue
+        try:
+            key = target_key(target, hashes)
+        except KeyError:  # an input the scan did not hash: the plan says what is missing
+            continue
+        found = resaved_inputs(target, entry, hashes) if task.key != key else None
+        if found is None or not found.then or target_key(target, {**hashes, **found.then}) != task.key:
+            continue
+        if all(pixels(path) == shown for path, shown in found.pixels.items()):
+            moved[target.name] = replace(task, key=key)
+    return moved
+
+
 def _tasks_of_lowered_n(
     pending: dict[str, PendingSubmit], targets: Iterable[Target], hashes: Mapping[str, str]
 ) -> dict[str, PendingSubmit]:
@@ -921,13 +951,24 @@ def plan(
     unwritten: list[str] = []
     lock, pending = load_lock(project, unwritten)
     disk = _scan(project, manifest, lock, chosen)
+    from pixmake.pixelcache import PixelDigests
+
+    hashed = disk.file_hashes
+    digests = PixelDigests(project.state_dir / "pixels.json")
+
+    def pixels(rel: str) -> str | None:
+        """What the project file ``rel`` shows, while it holds the bytes the scan hashed (asked only of an
+        input whose bytes differ from those a lock entry records with their pixels)."""
+        sha256 = hashed.get(rel)
+        return None if sha256 is None else digests.of(project.root / rel, sha256)
+
     pending = _tasks_under_current_keys(pending, manifest.targets, disk.file_hashes)
+    pending = _tasks_of_resaved_inputs(pending, manifest.targets, disk.file_hashes, lock, pixels)
     pending = _tasks_of_lowered_n(pending, manifest.targets, disk.file_hashes)
     pending, displaced = _tasks_moved_to_their_inputs(pending, manifest.targets, disk.file_hashes, lock)
     orphans = select is None or select.everything
     from pixmake.fingerprint import keyed_prompt
     from pixmake.history import recall
-    from pixmake.pixelcache import PixelDigests
 
     history = cache(partial(recall, project.history))  # read only when a target's inputs are not locked for it
     objects = project.objects
@@ -956,14 +997,6 @@ def plan(
         return counts.get((target.model, target.size, keyed_prompt(target.prompt)), frozenset())
 
     now = time.time()
-    hashed = disk.file_hashes
-    digests = PixelDigests(project.state_dir / "pixels.json")
-
-    def pixels(rel: str) -> str | None:
-        """What the project file ``rel`` shows, while it holds the bytes the scan hashed (asked only of an
-        input whose bytes differ from those a lock entry records with their pixels)."""
-        sha256 = hashed.get(rel)
-        return None if sha256 is None else digests.of(project.root / rel, sha256)
 
     def planned(disk: DiskState, earlier: Callable[[str], LockEntry | None]) -> Plan:
         return make_plan(

@@ -38,7 +38,9 @@ __all__ = [
     "Builder",
     "Plan",
     "Reason",
+    "Resaved",
     "make_plan",
+    "resaved_inputs",
 ]
 
 
@@ -679,6 +681,42 @@ def _fewer_of_the_same(target: Target, entry: LockEntry, disk: DiskState) -> Loc
     return _first_images(entry, target.n, disk)
 
 
+@dataclass(frozen=True, slots=True)
+class Resaved:
+    """The inputs of a target that may be its lock entry's saved again (see :func:`resaved_inputs`)."""
+
+    then: Mapping[str, str]  # path → the sha256 the entry records for it
+    pixels: Mapping[str, str]  # path → the digest of what it showed then
+    inputs: tuple[LockedInput, ...]  # the entry's inputs with today's paths and hashes, references then mask
+
+
+def resaved_inputs(target: Target, entry: LockEntry, hashes: Mapping[str, str]) -> Resaved | None:
+    """Which of the target's input files hold other bytes than ``entry`` records for them, each with a digest
+    of what it showed then; None when one of them has no digest there (or one file stands for two contents).
+    PURE: nothing is decoded; whether they show those pixels now, and whether nothing else changed, is the
+    caller's to ask."""
+    from pixmake.manifest import is_url
+
+    if len(target.references) != len(entry.references) or (target.mask is None) != (entry.mask is None):
+        return None
+    pairs = list(zip(target.references, entry.references, strict=True))
+    if target.mask is not None and entry.mask is not None:
+        pairs.append((target.mask, entry.mask))
+    then: dict[str, str] = {}
+    shown: dict[str, str] = {}
+    inputs: list[LockedInput] = []
+    for path, locked in pairs:
+        now = None if is_url(path) else hashes.get(path)
+        if now is None or now == locked.sha256:
+            inputs.append(locked if now is None or locked.path == path else dataclasses.replace(locked, path=path))
+            continue
+        if locked.pixels is None or then.get(path, locked.sha256) != locked.sha256:
+            return None
+        then[path], shown[path] = locked.sha256, locked.pixels
+        inputs.append(dataclasses.replace(locked, path=path, sha256=now))
+    return Resaved(then, shown, tuple(inputs))
+
+
 def _resaved(
     target: Target, key: str, entry: LockEntry, disk: DiskState, pixels: Callable[[str], str | None] | None
 ) -> tuple[LockEntry, Reason] | None:
@@ -687,40 +725,23 @@ def _resaved(
     digest of a project file as it is now; the lock records the digests it knows): a re-save, in an editor
     or an optimiser, that would otherwise pay for every target naming the file. With the reason."""
     from pixmake.fingerprint import target_key
-    from pixmake.manifest import is_url
 
-    if (
-        pixels is None
-        or len(target.references) != len(entry.references)
-        or (target.mask is None) != (entry.mask is None)
-    ):
-        return None
-    pairs = list(zip(target.references, entry.references, strict=True))
-    if target.mask is not None and entry.mask is not None:
-        pairs.append((target.mask, entry.mask))
-    then: dict[str, str] = {}  # path → the locked sha256 whose pixels it may show
-    wanted: dict[str, str] = {}  # path → those pixels
-    inputs: list[LockedInput] = []
-    for path, locked in pairs:
-        now = None if is_url(path) else disk.file_hashes.get(path)
-        if now is None or now == locked.sha256:
-            inputs.append(locked if now is None or locked.path == path else dataclasses.replace(locked, path=path))
-            continue
-        if locked.pixels is None or then.get(path, locked.sha256) != locked.sha256:
-            return None
-        then[path], wanted[path] = locked.sha256, locked.pixels
-        inputs.append(dataclasses.replace(locked, path=path, sha256=now))
+    found = None if pixels is None else resaved_inputs(target, entry, disk.file_hashes)
     # Nothing else changed (the key says so), and only then each file is decoded: the costly part, last.
-    if not then or target_key(target, {**disk.file_hashes, **then}) != entry.key:
+    if pixels is None or found is None or not found.then:
         return None
-    if any(pixels(path) != shown for path, shown in wanted.items()):
+    if target_key(target, {**disk.file_hashes, **found.then}) != entry.key:
         return None
-    paths = [p for p in dict.fromkeys((*target.references, target.mask)) if p in then]  # as the manifest names them
+    if any(pixels(path) != shown for path, shown in found.pixels.items()):
+        return None
+    then = found.then
+    named = (*target.references, *((target.mask,) if target.mask is not None else ()))
+    paths = [p for p in dict.fromkeys(named) if p in then]  # as the manifest names them
     files = [f"{'reference' if p in target.references else 'mask'} {p}" for p in paths]
     text = f"{' and '.join(files)} saved again with the same pixels: nothing to generate"
     details = {"paths": paths, "old": [then[p] for p in paths], "new": [disk.file_hashes[p] for p in paths]}
-    references = tuple(inputs[: len(target.references)])
-    mask = inputs[-1] if target.mask is not None else None
+    references = found.inputs[: len(target.references)]
+    mask = found.inputs[-1] if target.mask is not None else None
     return dataclasses.replace(entry, key=key, references=references, mask=mask), Reason("same-pixels", text, details)
 
 
