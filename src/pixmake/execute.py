@@ -732,7 +732,6 @@ class Executor:
     # once it ends on its own (not when a fatal error or Ctrl-C stops the build); and its lock entry.
     _twins: dict[str, list[Action]] = field(default_factory=dict)
     _locked: dict[str, LockEntry] = field(default_factory=dict)
-    _pixels: dict[str, str | None] = field(default_factory=dict)  # input sha256 → what it shows (see _read_pixels)
     _group: anyio.abc.TaskGroup | None = None
     _working: int = 0  # workers not finished yet
     _ticking: anyio.CancelScope | None = None  # the Tick events' (made by run): cancelled by the last worker
@@ -1046,8 +1045,8 @@ class Executor:
         pixels: Mapping[str, str | None] | None = None,
     ) -> LockEntry:
         """The lock entry of ``outputs``; ``emulator``: they are the bundled emulator's placeholders;
-        ``pixels``: the digests of what its inputs show, by sha256 (default: those this build read)."""
-        known = self._pixels if pixels is None else pixels
+        ``pixels``: the digests of what its inputs show, by sha256 (default: those known, see :meth:`_read_pixels`)."""
+        known = self.pixel_digests.known() if pixels is None else pixels
         return lock_entry(target, key, self.input_hashes, outputs, task_id=task_id, emulator=emulator, pixels=known)
 
     def _read_pixels(self, target: Target) -> None:
@@ -1059,9 +1058,8 @@ class Executor:
             return
         for rel in (*target.references, *((target.mask,) if target.mask is not None else ())):
             sha256 = None if is_url(rel) else self.input_hashes.get(rel)
-            if sha256 is None or sha256 in self._pixels:
-                continue
-            self._pixels[sha256] = self.pixel_digests.of(self.root / rel, sha256)
+            if sha256 is not None:
+                self.pixel_digests.of(self.root / rel, sha256)  # read once per content, then known
 
     def _provider(self) -> Provider:
         assert self.provider is not None, "a paid action needs a provider"

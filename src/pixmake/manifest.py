@@ -49,7 +49,7 @@ from pixmake.relpaths import (
     windows_name_message,
 )
 from pixmake.schema import FieldPath, field_path, json_type, locate, mark_at, validate_entry, validate_paths
-from pixmake.variables import interpolate, resolve_vars, text_value
+from pixmake.variables import interpolate, text_value
 from pixmake.yamlmarks import load_yaml
 
 __all__ = [
@@ -563,10 +563,13 @@ class _Made:
             if isinstance(value, float) and not math.isfinite(value):
                 c.add(("vars", name), f"expected a finite number, found {value}")
             variables[name] = text_value(value)
-        variables, problems = resolve_vars(variables)  # a value may name other variables
-        for name, found in problems.items():
-            for problem in found:
-                c.add(("vars", name), problem)
+            if "${" in variables[name]:  # as written, in every prompt: say so (substituting now would change keys)
+                c.add(
+                    ("vars", name),
+                    "a variable's value is put in as written: the ${…} in it is not substituted, and a prompt "
+                    "gets that text; write the value out in full",
+                    severity="warning",
+                )
         self.ctx = _Context(doc, doc.get("defaults") or {}, variables, c)
         return self.ctx
 

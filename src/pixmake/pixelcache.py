@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 
 from pixmake.decode import pixel_digest
@@ -52,6 +54,10 @@ class PixelDigests:
         if not isinstance(digests, dict):
             return {}
         return {str(sha): found for sha, found in digests.items() if found is None or isinstance(found, str)}
+
+    def known(self) -> Mapping[str, str | None]:
+        """The digests known so far, by sha256 (read or kept): a view, not a copy."""
+        return MappingProxyType(self._load())
 
     def of(self, file: Path | str, sha256: str) -> str | None:
         """The digest of the file's contents, while they are the bytes ``sha256`` names (None else, or when

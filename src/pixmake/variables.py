@@ -8,12 +8,12 @@ a number or a boolean reads the same wherever a variable comes from.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from pixmake.schema import suggest
 
-__all__ = ["interpolate", "resolve_vars", "text_value"]
+__all__ = ["interpolate", "text_value"]
 
 _VAR: Final = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _VAR_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")  # ${axis.field}
@@ -58,45 +58,3 @@ def interpolate(text: str, variables: Mapping[str, str], *, literal: bool = True
 def text_value(value: Any) -> str:
     """A variable's value as text: booleans as ``true``/``false``, anything else as ``str`` writes it."""
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
-
-
-def resolve_vars(raw: Mapping[str, str]) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """``vars:`` with the ``${name}`` in their values substituted (``style: ${brand} house style``), in any
-    order, as a prompt would get them; and the problems of each variable (an undefined name, a cycle).
-
-    A value is substituted once: its ``$${`` is a literal ``${`` in every text that names the variable."""
-    done: dict[str, str] = {}
-    problems: dict[str, list[str]] = {}
-    resolving: list[str] = []
-
-    class _Resolved(Mapping[str, str]):
-        def __getitem__(self, name: str) -> str:
-            return resolve(name)
-
-        def __iter__(self) -> Iterator[str]:
-            return iter(raw)
-
-        def __len__(self) -> int:
-            return len(raw)
-
-        def __contains__(self, name: object) -> bool:
-            return name in raw
-
-    def resolve(name: str) -> str:
-        if name in done:
-            return done[name]
-        if name in resolving:  # a cycle: said once, of the variable that closes it
-            chain = " → ".join(f"${{{n}}}" for n in [*resolving[resolving.index(name) :], name])
-            problems.setdefault(resolving[-1], []).append(f"variables refer to each other in a cycle: {chain}")
-            return raw[name]
-        resolving.append(name)
-        text, found = interpolate(raw[name], _Resolved())
-        resolving.pop()
-        if found:
-            problems.setdefault(name, []).extend(found)
-        done[name] = text
-        return text
-
-    for name in raw:
-        resolve(name)
-    return done, problems
