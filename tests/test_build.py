@@ -236,6 +236,20 @@ def test_a_build_refuses_to_pay_while_git_tracks_its_state(examples_copy: Path, 
     git("rm", "-r", "-q", "--cached", ".pixmake")
     assert run_cli("-C", str(examples_copy), "build").exit_code == 0
     assert provider_env.emulator.ledger.charged_images == charged + 1
+    # The diff review: .PIXMAKE is .pixmake on macOS and Windows; a link to a CI cache folder is no state.
+    (examples_copy / ".PIXMAKE").mkdir()
+    (examples_copy / ".PIXMAKE" / "journal.jsonl").write_text("{}\n")
+    git("add", "-f", ".PIXMAKE")
+    manifest.write_text(manifest.read_text().replace("three colours", "four colours"))
+    refused = run_cli("-C", str(examples_copy), "build")
+    assert refused.exit_code != 0 and "(.PIXMAKE/journal.jsonl)" in refused.stderr
+    git("rm", "-r", "-q", "--cached", ".PIXMAKE")
+    cache = examples_copy.parent / "ci-cache"
+    (examples_copy / ".pixmake").rename(cache)
+    (examples_copy / ".pixmake").symlink_to(cache)
+    git("add", ".pixmake")  # the link itself: git does not look into it, nor at its .gitignore
+    assert run_cli("-C", str(examples_copy), "build").exit_code == 0
+    assert provider_env.emulator.ledger.charged_images == charged + 2
 
 
 def test_renaming_out_and_reordering_targets_submits_nothing(examples_copy: Path, provider_env: EmulatorServer) -> None:

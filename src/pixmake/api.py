@@ -163,10 +163,20 @@ def _refuse_committed_state(project: Project) -> None:
     from pixmake.gitblobs import tracked
     from pixmake.store import STATE_DIR
 
-    found = tracked(project.root, STATE_DIR)
+    state = project.state_dir
+    if state.is_symlink():  # a link to the state kept elsewhere (a CI cache): git tracks the link, not what is there
+        where = state.resolve()
+        if not where.is_relative_to(project.root.resolve()):
+            return
+        folder = where.relative_to(project.root.resolve()).as_posix()
+        found = [path for path in tracked(project.root, folder) if path != folder]
+    else:
+        folder = STATE_DIR
+        found = tracked(project.root, folder)
     if found:
         more = f" and {len(found) - 1} more" if len(found) > 1 else ""
-        untrack = invocation.git("rm", "-r", "-q", "--cached", STATE_DIR)
+        top = found[0].split("/", 1)[0] if folder == STATE_DIR else folder  # .PIXMAKE, in its own letter case
+        untrack = invocation.git("rm", "-r", "-q", "--cached", top)
         raise ConfigError(
             f"git tracks pixmake's local state ({found[0]}{more}), which is never committed: a build would trust "
             f"its journal's paid tasks and its upload links; untrack it ({untrack}) and commit, then build again"

@@ -220,13 +220,14 @@ def committed_images(root: Path, wanted: Iterable[tuple[str, str, int]]) -> Comm
 
 
 def tracked(root: Path, folder: str) -> list[str]:
-    """The files under the project-relative ``folder`` that git tracks (in its index). Empty outside a git
-    work tree, without git, or when git fails."""
+    """The files under the project-relative ``folder`` that git tracks (in its index), in any letter case (on
+    macOS and Windows, ``.PIXMAKE`` is ``.pixmake``). Empty outside a git work tree, without git, or when git
+    fails."""
     git = _git(root)
     if git is None:
         return []
     try:
-        listed = run_git(git, root, "ls-files", "-z", "--", folder)
+        listed = run_git(git, root, "ls-files", "-z", "--", f":(icase){folder}")
     except (OSError, subprocess.CalledProcessError, _Refused):
         return []
     return [path for path in listed.split("\0") if path]
