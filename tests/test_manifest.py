@@ -579,17 +579,15 @@ def test_a_variable_whose_value_holds_a_template_is_warned_about_where_it_is_wri
 def test_an_out_path_longer_than_a_file_system_takes_is_refused_by_validate() -> None:
     """The damage review: 3,000 folders deep passed validate, then plan and build failed with the whole
     6,000-character path as the message (exit 1, no manifest line)."""
-    deep = "a/" * 3000 + "x.png"
+    deep = "a/" * 3000 + "x.png"  # 6,005 bytes
     (diagnostic,) = _refused(f"version: 1\ntargets:\n  a: {{prompt: a, out: {deep}}}\n", file="m.yaml")
     assert diagnostic.line == 3 and diagnostic.field == "targets.a.out"
-    assert diagnostic.message.endswith(
-        "the path is 6005 bytes in UTF-8; pixmake takes at most 1024, as macOS does (shorten it)"
-    )
+    assert diagnostic.message.endswith("the path is 6005 bytes in UTF-8; file systems take at most 4096 (shorten it)")
     assert len(diagnostic.message) < 200
-    longest = ("c" * 250 + "/") * 4 + "x" * 16 + ".png"  # 1,024 bytes: taken; as n: 4, image 4's is 2 more
+    longest = ("c" * 250 + "/") * 16 + "x" * 76 + ".png"  # 4,096 bytes: taken; as n: 4, image 4's is 2 more
     assert parse_manifest(f"version: 1\ntargets:\n  a: {{prompt: a, out: {longest}}}\n", file="m.yaml").targets
     (diagnostic,) = _refused(f"version: 1\ntargets:\n  a: {{prompt: a, out: {longest}, n: 4}}\n", file="m.yaml")
-    assert "the path of image 4 is 1026 bytes" in diagnostic.message
+    assert "the path of image 4 is 4098 bytes" in diagnostic.message
 
 
 @pytest.mark.parametrize("stream", [True, False])

@@ -29,9 +29,10 @@ __all__ = [
 NAME_MAX: Final = 255
 """The most bytes (in UTF-8) one name in a path may have: ext4, XFS, btrfs and APFS take 255 bytes; NTFS
 takes 255 UTF-16 units, which are never more than a name's UTF-8 bytes."""
-PATH_MAX: Final = 1024
-"""The most bytes (in UTF-8) a project path may have: macOS takes 1,024 in a whole path, Linux 4,096 (a path
-longer than that failed at write time, after the plan, with the path in full as the message)."""
+PATH_MAX: Final = 4096
+"""The most bytes (in UTF-8) a project path may have: Linux takes 4,096 in a whole path (macOS 1,024: a
+project path that works on Linux is not refused for it). Longer, it failed at write time, after the plan,
+with the path in full as the message."""
 
 _SHOWN_NAME: Final = 40  # characters of an overlong name a message shows
 
@@ -123,5 +124,5 @@ def long_name_message(path: str, *, image: int = 0) -> str | None:
     size = len(path.encode("utf-8", "surrogatepass")) if len(path) > PATH_MAX // 4 else 0
     if size > PATH_MAX:
         which = f"the path of image {image}" if image else "the path"
-        return f"{which} is {size} bytes in UTF-8; pixmake takes at most {PATH_MAX}, as macOS does (shorten it)"
+        return f"{which} is {size} bytes in UTF-8; file systems take at most {PATH_MAX} (shorten it)"
     return None
