@@ -521,11 +521,11 @@ def test_init_never_copies_what_a_committed_gitattributes_link_points_at(tmp_pat
     project = tmp_path / "project"
     project.mkdir()
     (project / ".gitattributes").symlink_to(secret)
-    outcome = run_cli("-C", str(project), "init")
-    assert outcome.exit_code != ExitCode.OK and "symbolic link" in outcome.stderr
+    outcome = run_cli("-C", str(project), "init")  # the rest of init is done (the diff review: a CI step failed)
+    assert outcome.exit_code == ExitCode.OK and "left .gitattributes as it is: a symbolic link" in outcome.stdout
     assert "sk-secret-value" not in outcome.stdout + outcome.stderr
     assert (project / ".gitattributes").is_symlink() and secret.read_text() == "TOAPIS_API_KEY=sk-secret-value\n"
-    assert not (project / "pixmake.yaml").exists()  # refused before it wrote anything
+    assert (project / "pixmake.yaml").exists()
 
 
 @pytest.mark.parametrize("value", ["", "  \n"])

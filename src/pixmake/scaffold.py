@@ -55,16 +55,12 @@ _ATTRIBUTE: Final = "pixmake.lock merge=pixmake"
 def init_project(root: Path, manifest: str = "pixmake.yaml") -> list[str]:
     """Set up the project at ``root``; returns one line per thing done or found done.
 
-    Raises ConfigError when ``root`` is not a folder, or its ``.gitattributes`` is a symbolic link.
+    Raises ConfigError when ``root`` is not a folder. A ``.gitattributes`` that is a symbolic link is left
+    as it is (git reads none; copying what it points at into the project could commit a secret).
     """
     if not root.is_dir():
         raise ConfigError(f"{root}: not a directory")
     attributes = root / ".gitattributes"
-    if attributes.is_symlink():  # git reads no such link; its target (a secret, say) must not be copied in
-        raise ConfigError(
-            f"{attributes} is a symbolic link, which git does not read: replace it with a file "
-            f"(rm {shlex.quote(str(attributes))}), then run pixmake init again"
-        )
     done: list[str] = []
     path = root / manifest
     if path.exists():
@@ -72,6 +68,13 @@ def init_project(root: Path, manifest: str = "pixmake.yaml") -> list[str]:
     else:
         atomic_write(path, STARTER.encode())
         done.append(f"wrote {manifest}: one target to start from, more in its comments")
+    if attributes.is_symlink():  # git reads no such link; its target (a secret, say) must not be copied in
+        done.append(
+            f"left .gitattributes as it is: a symbolic link, which git does not read; replace it with a file "
+            f"holding '{_ATTRIBUTE}' for git to merge pixmake.lock by target"
+        )
+        done.append(_merge_driver(root))
+        return done
     try:
         data = attributes.read_bytes()  # as bytes: git reads any encoding, and so must this
     except FileNotFoundError:
