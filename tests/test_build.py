@@ -525,3 +525,18 @@ def test_a_prune_after_a_new_output_layout_leaves_no_empty_folders(examples_copy
     manifest.write_text(manifest.read_text().replace("out: shots/", "out: art/v3/"))
     assert run_cli("-C", str(examples_copy), "build", "--emulator", "--prune").exit_code == 0
     assert (examples_copy / "real").is_dir() and not any((examples_copy / "real").iterdir())  # the link's target
+
+
+def test_a_fifo_at_an_orphans_output_is_kept_not_waited_on_by_prune(examples_copy: Path) -> None:
+    """The diff review: a FIFO at an orphan's output hung build --prune until SIGTERM."""
+    assert run_cli("-C", str(examples_copy), "build", "--emulator").exit_code == 0
+    manifest = examples_copy / "pixmake.yaml"
+    manifest.write_text(manifest.read_text().replace("  logo-tile:", "  logo-tile-v2:"))
+    output = examples_copy / "assets" / "logo-tile.png"
+    manifest.write_text(manifest.read_text().replace("out: assets/logo-tile.png", "out: assets/logo-tile-v2.png"))
+    output.unlink()
+    os.mkfifo(output)
+    outcome = run_cli("-C", str(examples_copy), "build", "--emulator", "--prune")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "not a file (a FIFO, a socket or a device)" in outcome.stderr + outcome.stdout
+    assert output.is_fifo()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -119,6 +120,9 @@ def _delete_outputs(
             kept.append((output.path, CLAIMED))
             continue
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would be waited on for good: not pixmake's output
+                kept.append((output.path, "not a file (a FIFO, a socket or a device)"))
+                continue
             actual = hash_file(path)
         except (FileNotFoundError, NotADirectoryError):
             continue  # already gone
