@@ -181,3 +181,17 @@ def test_a_manifest_cannot_send_the_key_to_another_host(url: str, host: str) -> 
         resolve(provider, {"GITHUB_TOKEN": "ghp_x", "PIXMAKE_BASE_URL": url}).base_url == url
     )  # the environment's call
     assert resolve(provider, {}).api_key is None  # no key to send (build --emulator): nothing to refuse
+
+
+def test_a_manifest_cannot_have_another_secret_of_the_job_sent_as_the_key() -> None:
+    """The security review: ``api_key_env: AWS_SECRET_ACCESS_KEY`` in a pull request's manifest sent that secret
+    to toapis.com as the bearer token. A ToAPIs key starts with sk-; the default variable is the user's own."""
+    hostile = ProviderConfig(api_key_env="AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(ConfigError) as caught:
+        resolve(hostile, {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-secret", "TOAPIS_API_KEY": "sk-real"})
+    assert "names AWS_SECRET_ACCESS_KEY, which holds no ToAPIs key" in str(caught.value)
+    assert "wJalrXUtnFEMI" not in str(caught.value)
+    assert resolve(hostile, {"AWS_SECRET_ACCESS_KEY": "sk-a-toapis-key"}).api_key is not None
+    assert resolve(ProviderConfig(), {"TOAPIS_API_KEY": "any-form"}).api_key is not None  # the user's variable
+    with_url = {"AWS_SECRET_ACCESS_KEY": "wJalr", "PIXMAKE_BASE_URL": "http://127.0.0.1:9"}
+    assert resolve(hostile, with_url).api_key is not None  # the environment says where it goes: the user's call

@@ -81,6 +81,10 @@ class Settings:
     key_empty: bool = False  # with no key: api_key_env is set, to nothing (a CI secret this job cannot see?)
 
 
+_KEY_ENV: Final = "TOAPIS_API_KEY"  # the default variable: its value is the user's choice, whatever it looks like
+_KEY_PREFIX: Final = "sk-"  # every ToAPIs key's (toapis-api.md §1)
+
+
 def display_url(url: str) -> str:
     """``url`` fit for a message: without user, password, query or fragment (any of them may hold a secret)."""
     # Up to the last "@" before the path, as URL parsers split it: a password may hold an "@".
@@ -175,6 +179,12 @@ def resolve(
             raise ConfigError(f"the API key in {provider.api_key_env} holds a space or a control character")
         if not base_url and not environ.get("PIXMAKE_BASE_URL"):
             _check_manifest_url(url)
+            if key and api_key is None and provider.api_key_env != _KEY_ENV and not key.startswith(_KEY_PREFIX):
+                # The manifest (a pull request's) names the variable, and where it goes: no other secret of a job.
+                raise ConfigError(
+                    f"provider.api_key_env names {provider.api_key_env}, which holds no ToAPIs key (those start "
+                    f"with {_KEY_PREFIX}): pixmake sends it nowhere; name the variable that holds your key"
+                )
     interval = poll_interval
     if interval is None and environ.get("PIXMAKE_POLL_INTERVAL"):
         interval = _positive_float("PIXMAKE_POLL_INTERVAL", environ["PIXMAKE_POLL_INTERVAL"])
