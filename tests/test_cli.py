@@ -641,7 +641,8 @@ def test_an_output_that_is_no_file_is_refused_before_a_build_hangs_on_it(example
 
 
 @pytest.mark.parametrize(
-    "where", ["pixmake.lock", ".pixmake/journal.jsonl", ".pixmake/manifest", ".pixmake/uploads.json"]
+    "where",
+    ["pixmake.lock", ".pixmake/journal.jsonl", ".pixmake/manifest", ".pixmake/uploads.json", ".pixmake/noop.memo"],
 )
 def test_a_fifo_in_place_of_the_lock_or_a_state_file_is_refused_not_waited_on(examples_copy: Path, where: str) -> None:
     """The damage review: each of these hung plan or build (and /dev/zero linked as the lock grew memory)."""
@@ -653,6 +654,11 @@ def test_a_fifo_in_place_of_the_lock_or_a_state_file_is_refused_not_waited_on(ex
         outcome = run_cli("-C", str(examples_copy), *command)
         assert outcome.exit_code == ExitCode.USER_ERROR, command
         assert "is not a file (a FIFO, a socket or a device)" in outcome.stderr, command
+    # As a user runs it: the console script checks the no-op memo before anything else (the last fuzz: it hung)
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
+    command = [sys.executable, "-m", "pixmake", "-C", str(examples_copy), "plan"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == ExitCode.USER_ERROR and "is not a file (a FIFO" in done.stderr
     path.unlink()
     (examples_copy / "pixmake.lock").unlink(missing_ok=True)
     (examples_copy / "pixmake.lock").symlink_to("/dev/zero")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import stat
 from array import array
 from collections.abc import Iterable, Sequence
 from functools import partial
@@ -123,22 +124,41 @@ def write_memo(
             *_folders(root, (rel for rel, _ in files)),
         )
         data = sealed(marshal.dumps(record))
-        try:
-            if memo.read_bytes() == data and memo.stat().st_mtime_ns > record[6]:
-                return  # the same memo, and not racy: do not rewrite it on every plan
-        except OSError:
-            pass
+        found = _read_memo(memo)
+        if found is not None and found[0] == data and found[1] > record[6]:
+            return  # the same memo, and not racy: do not rewrite it on every plan
         atomic_write(memo, data)
     except (OSError, ValueError):
         return
 
 
+def _read_memo(memo: Path) -> tuple[bytes, int] | None:
+    """The memo's bytes and mtime_ns; None when it is missing, unreadable or no regular file (a FIFO would be
+    waited on for good, ``/dev/zero`` read without end: the memo only saves work)."""
+    try:
+        fd = os.open(memo, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        with open(fd, "rb", closefd=False) as handle:
+            return handle.read(), st.st_mtime_ns
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def check_memo(memo: Path, *, root: Path, manifest: Path) -> Remembered | None:
     """What the memo remembers when it still holds for this manifest, else None (plan normally)."""
+    found = _read_memo(memo)
+    if found is None:
+        return None
     try:
-        with open(memo, "rb") as handle:
-            written_ns = os.fstat(handle.fileno()).st_mtime_ns
-            record: Any = marshal.loads(unsealed(handle.read()))
+        record: Any = marshal.loads(unsealed(found[0]))
+        written_ns = found[1]
         version, pixmake, recorded_root, sources, paths, packed, newest, names, keys, warned, folders, folder_ids = (
             record
         )
