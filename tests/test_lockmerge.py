@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from conftest import PACKAGE_ROOT, run_cli
 from pixmake.cli import ExitCode
 from pixmake.errors import LockfileError
-from pixmake.lockfile import Lock, LockedOutput, LockEntry, parse_lock, render_lock
+from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, parse_lock, render_lock
 from pixmake.lockmerge import Conflict, ConflictKind, LockMerge, Side, merge_lock_bytes, merge_locks, read_side
 
 
@@ -146,6 +146,20 @@ def test_neighbouring_targets_added_and_pruned_on_each_side_merge_cleanly() -> N
     assert result == LockMerge(
         _lock(a=_entry("ka", "a"), b1=_entry("kb1", "b1"), b2=_entry("kb2", "b2"), c=_entry("kc", "c"))
     )
+
+
+def test_a_side_that_only_recorded_what_the_inputs_show_merges_with_the_others_change() -> None:
+    """The last fuzz: ``accept`` of an unchanged file adds pixel digests to an entry an older pixmake wrote; a
+    teammate's real change of that target was then a conflict (kept ours: the old image)."""
+    ref = LockedInput("refs/mug.png", "d" * 64)
+    base = replace(_entry("k0"), references=(ref,))
+    digested = replace(base, references=(replace(ref, pixels="e" * 64),))
+    changed = replace(_entry("k1", sha="b"), references=(ref,))
+    for ours, theirs in ((digested, changed), (changed, digested)):
+        result = merge_locks(_lock(t=base), _lock(t=ours), _lock(t=theirs))
+        assert result.conflicts == ()
+        merged = result.lock.entries["t"]
+        assert merged.outputs == changed.outputs and merged.references[0].pixels == "e" * 64  # the digest kept
 
 
 def test_advice_is_one_line_naming_the_target_what_was_kept_and_what_to_do() -> None:

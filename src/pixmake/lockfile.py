@@ -185,8 +185,8 @@ def shared_input(path: str, sha256: str, shared: SharedInputs | None, pixels: st
 
 
 def _input(i: Mapping[str, Any], shared: SharedInputs | None) -> LockedInput:
-    pixels = i.get("pixels")
-    return shared_input(str(i["path"]), str(i["sha256"]), shared, None if pixels is None else str(pixels))
+    pixels = i.get("pixels")  # only a digest's text: anything else (damage) is no digest, never one to match
+    return shared_input(str(i["path"]), str(i["sha256"]), shared, pixels if isinstance(pixels, str) else None)
 
 
 def entry_to_json(entry: LockEntry) -> dict[str, Any]:

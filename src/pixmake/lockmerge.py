@@ -38,7 +38,7 @@ from typing import Final
 
 from pixmake.errors import LockfileError
 from pixmake.fingerprint import current_keys
-from pixmake.lockfile import Lock, LockedOutput, LockEntry, parse_lock
+from pixmake.lockfile import Lock, LockedInput, LockedOutput, LockEntry, parse_lock
 
 __all__ = ["Conflict", "ConflictKind", "LockMerge", "Side", "merge_lock_bytes", "merge_locks", "read_side"]
 
@@ -103,8 +103,29 @@ class LockMerge:
 
 
 def _core(entry: LockEntry) -> LockEntry:
-    """The entry without its leftovers (``stale``): the image and what it was made from."""
-    return replace(entry, stale=()) if entry.stale else entry
+    """The entry without its leftovers (``stale``) nor the pixel digests of its inputs (``accept`` or a
+    build may add them to an entry an older pixmake wrote): the image and what it was made from."""
+    core = replace(entry, stale=()) if entry.stale else entry
+    if all(i.pixels is None for i in (*core.references, core.mask) if i is not None):
+        return core
+    unseen = [replace(i, pixels=None) for i in core.references]
+    return replace(core, references=tuple(unseen), mask=None if core.mask is None else replace(core.mask, pixels=None))
+
+
+def _with_pixels(kept: LockEntry, other: LockEntry) -> LockEntry:
+    """``kept`` with the pixel digests ``other`` records for the same input files, where it records none."""
+    known = {(i.path, i.sha256): i.pixels for i in (*other.references, other.mask) if i is not None and i.pixels}
+    if not known:
+        return kept
+
+    def noted(i: LockedInput) -> LockedInput:
+        return (
+            replace(i, pixels=known.get((i.path, i.sha256))) if i.pixels is None and (i.path, i.sha256) in known else i
+        )
+
+    return replace(
+        kept, references=tuple(map(noted, kept.references)), mask=None if kept.mask is None else noted(kept.mask)
+    )
 
 
 def _merged_stale(
@@ -150,9 +171,9 @@ def _merge_target(
         return changed, ConflictKind.REMOVED_BY_OURS if ours is None else ConflictKind.REMOVED_BY_THEIRS
     core_ours, core_theirs = _core(ours), _core(theirs)
     if core_ours == core_theirs or core_theirs == core_base:
-        return _merged_stale(base, ours, theirs), None
+        return _with_pixels(_merged_stale(base, ours, theirs), theirs), None
     if core_ours == core_base:
-        return _merged_stale(base, theirs, ours), None
+        return _with_pixels(_merged_stale(base, theirs, ours), ours), None
     kind = ConflictKind.CHANGED_ON_BOTH if base is not None else ConflictKind.ADDED_ON_BOTH
     return _merged_stale(base, ours, theirs, theirs.outputs), kind
 
