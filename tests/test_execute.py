@@ -1339,6 +1339,25 @@ def test_a_reference_that_cannot_be_read_fails_its_targets_not_the_build(
     )
 
 
+def test_a_reference_that_is_no_whole_image_fails_its_targets_before_any_submit(
+    fast_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """The last fuzz: a reference cut short passed validate (headers only) and was paid for (2 images):
+    the provider took it and charged for what it made of it. It is decoded once, as it is read for upload."""
+    root, brand = _sharing_a_reference(tmp_path / "p", fast_env)
+    whole = brand.read_bytes()
+    brand.write_bytes(whole[: len(whole) // 2])
+    project = api.open_project(root)
+    result = api.build(project, fast_settings(project, fast_env))
+    assert result.fatal is None and sorted(result.generated) == ["t0001", "t0003"]
+    assert {f.target: f.error for f in result.failed} == dict.fromkeys(
+        ["t0000", "t0002"], "refs/brand.png is not a whole image (cut short? damaged?); nothing was submitted for it"
+    )
+    locked = parse_lock((root / "pixmake.lock").read_text()).entries
+    assert fast_env.emulator.ledger.charged_images == sum(len(locked[n].outputs) for n in ("t0001", "t0003"))
+    assert [r for r in fast_env.emulator.requests if r.path == "/v1/uploads/images"] == []
+
+
 def test_an_expired_upload_is_uploaded_again(tmp_path: Path) -> None:
     now = [1000.0]
     path = tmp_path / "uploads.json"

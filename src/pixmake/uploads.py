@@ -155,7 +155,7 @@ class Uploader:
             if known is not None and await self._serves(known, sha256):
                 return known
             try:
-                data = await anyio.to_thread.run_sync(self._read, path)
+                data, whole = await anyio.to_thread.run_sync(self._read_whole, path)
             except (FileNotFoundError, NotADirectoryError):
                 raise InputChangedError(f"{path} went away during the build; nothing was submitted for it") from None
             except OSError as error:  # this input's problem (its permissions, say), not the whole build's
@@ -165,10 +165,21 @@ class Uploader:
                 raise InputChangedError(
                     f"{path} changed during the build; nothing was submitted for it: the next build uses the new file"
                 )
+            if not whole:  # the provider may take it all the same, and charge for what it makes of it
+                raise InputChangedError(
+                    f"{path} is not a whole image (cut short? damaged?); nothing was submitted for it"
+                )
             url = await self._upload(data, Path(path).name)
             self.uploads[sha256] += 1
             self.cache.put(sha256, url)
             return url
+
+    def _read_whole(self, path: str) -> tuple[bytes, bool]:
+        """Worker thread: a file's bytes, and whether they decode as a whole image (read once per upload)."""
+        from pixmake.decode import is_whole_image
+
+        data = self._read(path)
+        return data, is_whole_image(data)
 
     async def _serves(self, url: str, sha256: str) -> bool:
         """Whether a remembered URL still serves the file: taken on trust while under an hour old (and once it
