@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from conftest import write_png
@@ -38,3 +39,9 @@ def test_a_damaged_cache_is_an_empty_one(tmp_path: Path) -> None:
     for damage in (b"{not json", b"[" * 100_000, b'{"version": 1, "digests": []}', b'{"version": 9, "digests": {}}'):
         cache.write_bytes(damage)
         assert PixelDigests(cache).of(image, sha) == pixel_digest(image.read_bytes())
+    junk = {sha: "x" * 1000, "not-a-sha": "0" * 64, "f" * 64: 12}  # the last fuzz: a 150 MB value was kept
+    cache.write_text(json.dumps({"version": 1, "digests": junk}))
+    digests = PixelDigests(cache)
+    assert digests.of(image, sha) == pixel_digest(image.read_bytes()) and dict(digests.known()) == {
+        sha: pixel_digest(image.read_bytes())
+    }

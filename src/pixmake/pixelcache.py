@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from pixmake.store import atomic_write, make_state_dir, sha256_bytes
 __all__ = ["PixelDigests"]
 
 _VERSION: Final = 1
+_HEX: Final = re.compile(r"[0-9a-f]{64}")
 _KEPT: Final = 50_000  # digests kept, the last asked for: 6 MB of JSON at most
 
 
@@ -53,7 +55,11 @@ class PixelDigests:
         digests = raw.get("digests") if isinstance(raw, dict) and raw.get("version") == _VERSION else None
         if not isinstance(digests, dict):
             return {}
-        return {str(sha): found for sha, found in digests.items() if found is None or isinstance(found, str)}
+        return {  # a sha256 and a digest are 64 hex digits each: anything else is damage, kept out
+            sha: found
+            for sha, found in digests.items()
+            if _HEX.fullmatch(sha) and (found is None or (isinstance(found, str) and _HEX.fullmatch(found)))
+        }
 
     def known(self) -> Mapping[str, str | None]:
         """The digests known so far, by sha256 (read or kept): a view, not a copy."""
