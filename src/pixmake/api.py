@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pixmake.journal import PendingSubmit
     from pixmake.lockfile import Lock, LockEntry
     from pixmake.manifest import Manifest, Target
+    from pixmake.pixelcache import PixelDigests
     from pixmake.plan import Action, Builder, Plan
     from pixmake.reconcile import PruneResult
     from pixmake.report import Reporter
@@ -99,6 +100,13 @@ class Project:
     def history(self) -> Path:
         """Lock entries that builds replaced (see :mod:`pixmake.history`)."""
         return self.state_dir / "history.jsonl"
+
+    @property
+    def pixel_digests(self) -> PixelDigests:
+        """The digests of what its input files show, by content (see :mod:`pixmake.pixelcache`); read on first use."""
+        from pixmake.pixelcache import PixelDigests
+
+        return PixelDigests(self.state_dir / "pixels.json")
 
     @property
     def objects(self) -> ObjectCache:
@@ -961,10 +969,8 @@ def plan(
     unwritten: list[str] = []
     lock, pending = load_lock(project, unwritten)
     disk = _scan(project, manifest, lock, chosen)
-    from pixmake.pixelcache import PixelDigests
-
     hashed = disk.file_hashes
-    digests = PixelDigests(project.state_dir / "pixels.json")
+    digests = project.pixel_digests
 
     def pixels(rel: str) -> str | None:
         """What the project file ``rel`` shows, while it holds the bytes the scan hashed (asked only of an
@@ -1138,7 +1144,6 @@ def accept(
     """
     from pixmake.history import placeholder_images, remember
     from pixmake.manifest import output_paths
-    from pixmake.pixelcache import PixelDigests
     from pixmake.reconcile import accept_outputs, write_lock_and_compact
     from pixmake.select import select_targets
 
@@ -1163,7 +1168,7 @@ def accept(
         made_by_emulator = {o.sha256 for e in lock.entries.values() if e.emulator for o in e.outputs}
         made_by_emulator |= placeholder_images(project.history)
         accepted = []
-        digests = PixelDigests(project.state_dir / "pixels.json")  # each reference decoded once, not per target
+        digests = project.pixel_digests  # each reference decoded once, not per target
         for target in chosen:
             if all(disk.file_hashes.get(path) in made_by_emulator for path in output_paths(target)):
                 if (
@@ -1584,7 +1589,6 @@ def _build(
     from pixmake.journal import Journal
     from pixmake.manifest import output_paths
     from pixmake.memo import file_stat
-    from pixmake.pixelcache import PixelDigests
     from pixmake.plan import PLACEHOLDER, ActionKind, Builder, common_reasons
     from pixmake.report import NullReporter
     from pixmake.store import remove_leftover_temps
@@ -1661,7 +1665,7 @@ def _build(
 
         provider = ToapisProvider(settings)
     uploads = UploadCache.load(project.state_dir / "uploads.json", settings.base_url)
-    digests = PixelDigests(project.state_dir / "pixels.json")
+    digests = project.pixel_digests
     executor = Executor.create(
         root=project.root,
         lock_path=project.lockfile,

@@ -1056,7 +1056,7 @@ class Executor:
         and so does a placeholder's (``build --emulator``): a build without it regenerates that image anyway."""
         if self.settings.emulator:
             return
-        for rel in (*target.references, *((target.mask,) if target.mask is not None else ())):
+        for rel in target.inputs:
             sha256 = None if is_url(rel) else self.input_hashes.get(rel)
             if sha256 is not None:
                 self.pixel_digests.of(self.root / rel, sha256)  # read once per content, then known
@@ -1172,8 +1172,7 @@ class Executor:
         )
 
     def _local_inputs(self, target: Target) -> list[str]:
-        refs = [*target.references, *([target.mask] if target.mask is not None else [])]
-        return [self.input_hashes[r] for r in refs if not is_url(r)]
+        return [self.input_hashes[r] for r in target.inputs if not is_url(r)]
 
     # --- the paid path ----------------------------------------------------------------------------
 

@@ -33,15 +33,7 @@ from pixmake.manifest import Manifest, Target, is_url, output_paths, portable_pa
 from pixmake.models import MB, MODELS, ModelSpec
 from pixmake.store import STATE_DIR, RootGuard, safe_path
 
-__all__ = [
-    "HeaderCache",
-    "ImageInfo",
-    "check_inputs",
-    "input_warnings",
-    "opaque_masks",
-    "read_header",
-    "sniff",
-]
+__all__ = ["HeaderCache", "ImageInfo", "check_inputs", "input_warnings", "opaque_masks", "read_header", "sniff"]
 
 _JPEG_SOF: Final = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _NAMES: Final = {

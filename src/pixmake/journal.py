@@ -140,7 +140,7 @@ def read_journal(
     for record in _records(journal_bytes(path) if data is None else data):
         try:
             _replay(record, entries, pending, stale)
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             continue  # whole but damaged (a bit flipped, a foreign writer): skipped as a torn line is
     return Lock(entries), pending
 

@@ -735,8 +735,7 @@ def _resaved(
     if any(pixels(path) != shown for path, shown in found.pixels.items()):
         return None
     then = found.then
-    named = (*target.references, *((target.mask,) if target.mask is not None else ()))
-    paths = [p for p in dict.fromkeys(named) if p in then]  # as the manifest names them
+    paths = [p for p in dict.fromkeys(target.inputs) if p in then]  # as the manifest names them
     files = [f"{'reference' if p in target.references else 'mask'} {p}" for p in paths]
     text = f"{' and '.join(files)} saved again with the same pixels: nothing to generate"
     details = {"paths": paths, "old": [then[p] for p in paths], "new": [disk.file_hashes[p] for p in paths]}

@@ -80,7 +80,7 @@ def accept_outputs(
     key = target_key(target, hashes)
     old = lock.entries.get(target.name)
     task_id = old.task_id if old is not None and old.key == key else None
-    files = [rel for rel in (*target.references, *((target.mask,) if target.mask else ())) if rel in hashes]
+    files = [rel for rel in target.inputs if rel in hashes]
     pixels = {hashes[rel]: digests.of(root / rel, hashes[rel]) for rel in files}  # a re-save is not paid for
     entry = lock_entry(target, key, hashes, tuple(outputs), task_id=task_id, pixels=pixels)  # the user's now
     entry = replace(entry, accepted=True)  # a build that would replace them says so

@@ -60,7 +60,6 @@ def init_project(root: Path, manifest: str = "pixmake.yaml") -> list[str]:
     """
     if not root.is_dir():
         raise ConfigError(f"{root}: not a directory")
-    attributes = root / ".gitattributes"
     done: list[str] = []
     path = root / manifest
     if path.exists():
@@ -68,6 +67,7 @@ def init_project(root: Path, manifest: str = "pixmake.yaml") -> list[str]:
     else:
         atomic_write(path, STARTER.encode())
         done.append(f"wrote {manifest}: one target to start from, more in its comments")
+    attributes = root / ".gitattributes"
     if attributes.is_symlink():  # git reads no such link; its target (a secret, say) must not be copied in
         done.append(
             f"left .gitattributes as it is: a symbolic link, which git does not read; replace it with a file "
