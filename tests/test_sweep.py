@@ -107,6 +107,18 @@ def test_the_grace_runs_from_when_an_image_was_first_found_unreferenced_not_from
     assert (later.deleted, later.waiting) == (2, 0) and _objects(examples_copy) == _locked(examples_copy)
 
 
+def test_a_damaged_record_of_when_images_were_found_unreferenced_restarts_their_grace(examples_copy: Path) -> None:
+    """gc.json is nested past the JSON parser's depth (damage): gc counts from now, never a traceback."""
+    _build(examples_copy)
+    _recolour_hero(examples_copy)
+    _build(examples_copy)
+    objects = examples_copy / ".pixmake" / "objects"
+    (objects.parent / "gc.json").write_bytes(b"[" * 100_000)
+    lock = parse_lock((examples_copy / "pixmake.lock").read_text())
+    swept = sweep(objects, lock, root=examples_copy, keep_days=14, now=time.time())
+    assert (swept.deleted, swept.waiting) == (0, 2)
+
+
 @needs_git
 @pytest.mark.parametrize("keeper", ["branch", "tag", "stash", "detached-head", "index"])
 def test_gc_keeps_what_git_holds_a_lock_for(keeper: str, examples_copy: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pixmake.models import RESULT_LIFETIME
-from pixmake.store import atomic_write
+from pixmake.store import atomic_write, read_json
 
 __all__ = ["LookupRecord", "Witness"]
 
@@ -68,10 +68,7 @@ class LookupRecord:
 
     def _load(self) -> dict[str, Any]:
         if self._all is None:
-            try:
-                loaded = json.loads(self.path.read_bytes())
-            except (OSError, ValueError, RecursionError):  # RecursionError: nested past json's depth
-                loaded = {}
+            loaded = read_json(self.path)
             self._all = loaded if isinstance(loaded, dict) else {}
         return self._all
 

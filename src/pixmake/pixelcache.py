@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Final
 
 from pixmake.decode import pixel_digest
-from pixmake.store import atomic_write, make_state_dir, sha256_bytes
+from pixmake.store import atomic_write, make_state_dir, read_json, sha256_bytes
 
 __all__ = ["PixelDigests"]
 
@@ -48,10 +48,7 @@ class PixelDigests:
     def _read(self) -> dict[str, str | None]:
         if self.path is None:
             return {}
-        try:
-            raw = json.loads(self.path.read_bytes())
-        except (OSError, ValueError, RecursionError):
-            return {}
+        raw = read_json(self.path)
         digests = raw.get("digests") if isinstance(raw, dict) and raw.get("version") == _VERSION else None
         if not isinstance(digests, dict):
             return {}

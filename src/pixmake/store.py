@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import re
 import time
@@ -93,6 +94,15 @@ def hash_file(path: Path | str) -> str:
     """Hex sha256 of a file's bytes."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def read_json(path: Path) -> object:
+    """The JSON document in a state file that only saves work (a cache, a record); None when it is missing,
+    unreadable, not JSON, or nested past what the parser takes: such a file counts as empty."""
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 def fsync_dir(directory: str) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from pixmake.errors import ConfigError, LockfileError
 from pixmake.gitblobs import git_env, in_git_work_tree
 from pixmake.lockfile import Lock, parse_lock
-from pixmake.store import atomic_write, holds_state
+from pixmake.store import atomic_write, holds_state, read_json
 
 __all__ = ["SweepResult", "git_locks", "ref_revisions", "referenced", "sweep"]
 
@@ -126,10 +126,7 @@ def git_locks(root: Path) -> Iterator[tuple[str, str]]:
 
 
 def _load_waiting(path: Path) -> dict[str, float]:
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return {}
+    data = read_json(path)
     return {k: float(v) for k, v in data.items() if isinstance(v, int | float)} if isinstance(data, dict) else {}
 
 

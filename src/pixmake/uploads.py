@@ -27,7 +27,7 @@ import anyio
 
 from pixmake.errors import InputChangedError, PixmakeError
 from pixmake.settings import display_url
-from pixmake.store import atomic_write, sha256_bytes
+from pixmake.store import atomic_write, read_json, sha256_bytes
 
 __all__ = ["UPLOAD_TTL_SECONDS", "UploadCache", "Uploader"]
 
@@ -64,10 +64,7 @@ class UploadCache:
     ) -> UploadCache:
         """Read the cache file; a missing, corrupt or older-format file is an empty cache (it is only a cache)."""
         cache = cls(path, base_url, ttl=ttl, clock=clock)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):  # RecursionError: nested past json's depth
-            return cache
+        raw = read_json(path)
         if isinstance(raw, dict) and raw.get("version") == _VERSION and isinstance(raw.get("uploads"), dict):
             uploads = {str(base): items for base, items in raw["uploads"].items() if isinstance(items, dict)}
             cache._all = {
